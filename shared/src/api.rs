@@ -1,0 +1,169 @@
+//! The HTTP API's JSON shapes and errors: the stable contract with the app.
+
+use crate::access::{MemberAccess, MemberStatus};
+use crate::ids::{TenantId, UserId};
+use crate::license::TenantAccess;
+use crate::model::Entitlements;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest request body any function accepts (Stripe events are far smaller).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An error for the caller: HTTP status, a stable code and a message that
+/// names the problem. Never carries internals or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(404, "not_found", format!("{what} not found"))
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "invalid_signature", message)
+    }
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(413, "payload_too_large", format!("the request body exceeds {limit} bytes"))
+    }
+    pub fn internal() -> Self {
+        Self::new(500, "internal", "an internal error occurred; it has been logged")
+    }
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+/// Parses a JSON body into `T`, naming the field and position of a problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request("malformed_body", "the request body is empty; a JSON object is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("malformed_body", format!("invalid JSON body: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Seats {
+    pub total: u32,
+    pub used: u32,
+}
+
+/// `GET /tenants/{tenant}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantView {
+    pub tenant_id: TenantId,
+    pub tier: String,
+    pub status: String,
+    pub seats: Seats,
+    pub entitlements: Entitlements,
+    pub expires_at: Option<String>,
+    pub add_ons: BTreeSet<String>,
+    pub seats_pending: u32,
+}
+
+impl TenantView {
+    pub fn new(tenant_id: TenantId, access: &TenantAccess, used: u32, pending: u32) -> Self {
+        TenantView {
+            tenant_id,
+            tier: access.tier.clone(),
+            status: access.status.clone(),
+            seats: Seats { total: access.seats_total, used },
+            entitlements: access.entitlements.clone(),
+            expires_at: access.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            add_ons: access.addons.clone(),
+            seats_pending: pending,
+        }
+    }
+}
+
+/// `GET /tenants/{tenant}/members/{user}` and the answer to member creation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub status: MemberStatus,
+    pub roles: BTreeSet<String>,
+    pub entitlements: Entitlements,
+}
+
+impl MemberView {
+    pub fn new(tenant_id: TenantId, user_id: UserId, access: &MemberAccess) -> Self {
+        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone() }
+    }
+}
+
+/// `POST /tenants/{tenant}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    pub user_id: UserId,
+    pub email: String,
+    #[serde(default)]
+    pub groups: BTreeSet<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl NewMember {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let email_ok = self.email.len() <= 254
+            && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+            && !self.email.chars().any(char::is_whitespace);
+        if !email_ok {
+            return Err(ApiError::new(422, "invalid_member", "email: not a valid address"));
+        }
+        if self.groups.len() > 100 || self.groups.iter().any(|g| g.is_empty() || g.len() > 128) {
+            return Err(ApiError::new(422, "invalid_member", "groups: at most 100 names of 1 to 128 characters"));
+        }
+        if self.attributes.len() > 50 || self.attributes.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024) {
+            return Err(ApiError::new(422, "invalid_member", "attributes: at most 50, keys of 1 to 128 and values of up to 1024 characters"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        let e = parse_json::<NewMember>(br#"{"user_id":"u1"}"#).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "malformed_body"));
+        assert!(e.message.contains("email"), "{}", e.message);
+        let e = parse_json::<NewMember>(br#"{"user_id":"u 1","email":"a@b"}"#).unwrap_err();
+        assert!(e.message.contains("user_id"), "{}", e.message);
+        let e = parse_json::<NewMember>(&vec![b' '; MAX_BODY_BYTES + 1]).unwrap_err();
+        assert_eq!(e.status, 413);
+        let e = parse_json::<NewMember>(b"").unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn member_validation() {
+        let mut m: NewMember = parse_json(br#"{"user_id":"u1","email":"a@example.com","groups":["admins"]}"#).unwrap();
+        assert!(m.validate().is_ok());
+        m.email = "not-an-email".into();
+        assert_eq!(m.validate().unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let b = ApiError::not_found("tenant t1").body();
+        assert_eq!(b["error"]["code"], "not_found");
+        assert_eq!(b["error"]["message"], "tenant t1 not found");
+    }
+}
