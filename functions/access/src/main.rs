@@ -1,1 +1,17 @@
-fn main() {}
+//! access: the read side. A tenant's effective license and seat usage, one
+//! member's effective access (one key lookup), the audit trail and its
+//! verification.
+
+mod handler;
+
+use entitle::config::{self, Tables};
+use entitle::store::Store;
+use lambda_http::{service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    config::init_logging();
+    let aws = config::aws().await;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?);
+    lambda_http::run(service_fn(|req| handler::handle(&store, req))).await
+}

@@ -1,1 +1,25 @@
-fn main() {}
+//! ingest: Stripe webhooks, signed CRM license records and the app's account
+//! events, behind one function URL. Verifies, normalises, records the change
+//! idempotently and in source order, and queues a reconcile of the tenant.
+
+mod handler;
+
+use entitle::config::{self, Tables};
+use entitle::queue::ReconcileQueue;
+use entitle::store::Store;
+use lambda_http::{service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    config::init_logging();
+    let aws = config::aws().await;
+    let app = handler::App {
+        store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?),
+        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
+        model: config::model()?,
+        stripe_secrets: config::secrets("STRIPE_WEBHOOK_SECRETS")?,
+        crm_secrets: config::secrets("CRM_SIGNING_SECRETS")?,
+        routes: handler::Routes::from_env()?,
+    };
+    lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
+}

@@ -1,0 +1,90 @@
+"""Creates the template's tables and queues in the local emulator.
+
+One source of truth: every AWS::DynamoDB::Table and AWS::SQS::Queue of
+infra/template.yaml is created from its own Properties (keys, indexes, TTL,
+FIFO, visibility timeout, redrive policy), named after its logical id. Prints
+the resulting settings as KEY=VALUE lines for the functions' environment.
+
+usage: resources.py TEMPLATE ENDPOINT_URL
+"""
+
+import sys
+
+import boto3
+import yaml
+
+
+class CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form tags (!Ref, !GetAtt, ...) as data."""
+
+
+def _tag(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {tag_suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+# Settings the functions read, by the logical id that provides them.
+ENV_OF = {
+    "StateTable": "STATE_TABLE",
+    "AuditTable": "AUDIT_TABLE",
+    "ReconcileQueue": "RECONCILE_QUEUE_URL",
+    "ReconcileDeadLetterQueue": "DEAD_LETTER_QUEUE_URL",
+}
+
+TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+QUEUE_ATTRS = ("FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "MessageRetentionPeriod",
+               "DelaySeconds", "ReceiveMessageWaitTimeSeconds", "DeduplicationScope", "FifoThroughputLimit")
+
+
+def main(template_path, endpoint):
+    with open(template_path) as f:
+        template = yaml.load(f, Loader=CfnLoader)
+    resources = template["Resources"]
+    session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    env = {}
+
+    for name, res in resources.items():
+        if res["Type"] != "AWS::DynamoDB::Table":
+            continue
+        props = res.get("Properties", {})
+        args = {k: props[k] for k in TABLE_KEYS if k in props}
+        ddb.create_table(TableName=name, **args)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True})
+        env[name] = name
+
+    queues = {name: res for name, res in resources.items() if res["Type"] == "AWS::SQS::Queue"}
+    arns = {}
+    # Dead-letter targets first: a redrive policy names its target's ARN.
+    for name in sorted(queues, key=lambda n: "RedrivePolicy" in queues[n].get("Properties", {})):
+        props = queues[name].get("Properties", {})
+        attrs = {k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k]) for k in QUEUE_ATTRS if k in props}
+        redrive = props.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["GetAtt"].split(".")[0]
+            attrs["RedrivePolicy"] = '{"deadLetterTargetArn":"%s","maxReceiveCount":"%s"}' % (arns[target], redrive["maxReceiveCount"])
+        queue_name = name + (".fifo" if props.get("FifoQueue") else "")
+        url = sqs.create_queue(QueueName=queue_name, Attributes=attrs)["QueueUrl"]
+        arns[name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        env[name] = url
+
+    max_receives = template.get("Parameters", {}).get("MaxReceives", {}).get("Default", 5)
+    for logical, var in ENV_OF.items():
+        if logical not in env:
+            sys.exit(f"template has no resource {logical} (needed for {var})")
+        print(f"{var}={env[logical]}")
+    print(f"MAX_RECEIVES={max_receives}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The local stack: moto (DynamoDB, SQS) with the template's tables and queues,
+# the real function binaries under `cargo lambda watch`, and the event source
+# mapping stand-in (entitle-dev esm). Everything binds to 127.0.0.1.
+#
+#   dev/stack.sh up     start, print endpoints and local secrets
+#   dev/stack.sh down   stop exactly what `up` started (by process group id)
+#
+# Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
+# ESM_VISIBILITY_TIMEOUT (queue default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STACK_DIR=${STACK_DIR:-.local/stack}
+MOTO_PORT=${MOTO_PORT:-5055}
+FN_PORT=${FN_PORT:-9000}
+VENV=.venv
+STRIPE_SECRET=whsec_entitle_local
+CRM_SECRET=crm_entitle_local
+
+die() { echo "stack: $*" >&2; exit 1; }
+
+wait_for() { # url, what, seconds
+  local i
+  for ((i = 0; i < $3 * 4; i++)); do
+    if curl -s -o /dev/null -m 2 "$1"; then return 0; fi
+    sleep 0.25
+  done
+  die "$2 did not come up at $1 within $3 s (logs in $STACK_DIR)"
+}
+
+start() { # name, command...: runs in its own process group, records its id
+  local name=$1; shift
+  setsid "$@" > "$STACK_DIR/$name.log" 2>&1 < /dev/null &
+  echo $! > "$STACK_DIR/$name.pid"
+}
+
+up() {
+  [ -x "$VENV/bin/moto_server" ] || die "no $VENV: run 'make bootstrap' first"
+  [ -x "$VENV/bin/cargo-lambda" ] || die "cargo-lambda is missing from $VENV: run 'make bootstrap'"
+  [ -x target/debug/entitle-dev ] || die "target/debug/entitle-dev is missing: run 'make build'"
+  if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
+    die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
+  fi
+  for port in "$MOTO_PORT" "$FN_PORT"; do
+    if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
+  done
+  mkdir -p "$STACK_DIR"
+
+  start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
+
+  local endpoint="http://127.0.0.1:$MOTO_PORT"
+  {
+    "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint"
+    echo "AWS_ENDPOINT_URL=$endpoint"
+    echo "AWS_REGION=us-east-1"
+    echo "AWS_ACCESS_KEY_ID=local"
+    echo "AWS_SECRET_ACCESS_KEY=local"
+    echo "AWS_LAMBDA_LOG_FORMAT=JSON"
+    echo "STRIPE_WEBHOOK_SECRETS=$STRIPE_SECRET"
+    echo "CRM_SIGNING_SECRETS=$CRM_SECRET"
+  } > "$STACK_DIR/functions.env"
+
+  start functions "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$FN_PORT" \
+    --ignore-changes --quiet --concurrency 8 --env-file "$STACK_DIR/functions.env"
+  local base="http://127.0.0.1:$FN_PORT"
+  wait_for "$base/lambda-url/access/" "cargo lambda watch" 120
+
+  # The event source mapping needs the same AWS settings as the functions.
+  start esm env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) \
+    PROVISION_INVOKE_URL="$base/2015-03-31/functions/provision/invocations" \
+    ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
+    target/debug/entitle-dev esm
+
+  {
+    echo "ENTITLE_INGEST_URL=$base/lambda-url/ingest"
+    echo "ENTITLE_ACCESS_URL=$base/lambda-url/access"
+    echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
+    echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
+    echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
+    grep -v '^AWS_LAMBDA_LOG_FORMAT\|SECRETS=' "$STACK_DIR/functions.env"
+  } > "$STACK_DIR/stack.env"
+
+  # First calls start the function instances (cargo run): do it now, not in a test.
+  curl -s -o /dev/null -m 120 "$base/lambda-url/access/tenants/warm-up" || die "access did not start"
+  curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
+  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
+
+  cat <<MSG
+Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
+  ingest   $base/lambda-url/ingest    POST /stripe, POST /crm, POST|DELETE /tenants/{tenant}/members[/{user}]
+  access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
+  provision  fed from the reconcile FIFO queue by entitle-dev esm
+  AWS emulator (moto)  $endpoint   (AWS_ENDPOINT_URL; tables StateTable, AuditTable)
+  local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET
+  settings for scripts and tests: $STACK_DIR/stack.env
+Stop it with: make down
+MSG
+}
+
+down() {
+  local stopped=0 pidfile pid
+  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/moto.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    # Each part runs in its own process group (setsid): stop the group.
+    kill -TERM -- "-$pid" 2> /dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2> /dev/null || true
+    rm -f "$pidfile"
+    stopped=$((stopped + 1))
+  done
+  echo "stack: stopped $stopped process group(s) from $STACK_DIR"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) die "usage: dev/stack.sh up|down" ;;
+esac

@@ -1,0 +1,159 @@
+use chrono::Utc;
+use entitle::api::{parse_json, ApiError, NewMember};
+use entitle::audit::{hash_of, Cause, CauseKind};
+use entitle::config::ConfigError;
+use entitle::http;
+use entitle::ids::{TenantId, UserId};
+use entitle::license::{LicenseChange, Source};
+use entitle::model::LicensingModel;
+use entitle::queue::{ReconcileQueue, ReconcileRequest};
+use entitle::signature::{self, Secret, DEFAULT_TOLERANCE_SECS};
+use entitle::store::{Recorded, Store};
+use entitle::stripe::{self, StripeOutcome};
+use lambda_http::{Body, Error, Request, Response};
+use serde_json::json;
+
+/// Which routes this deployment serves: the public webhook URL and the
+/// IAM-authenticated account URL are two deployments of this one binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    All,
+    Webhooks,
+    Accounts,
+}
+
+impl Routes {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("INGEST_ROUTES").unwrap_or_default().as_str() {
+            "" | "all" => Ok(Routes::All),
+            "webhooks" => Ok(Routes::Webhooks),
+            "accounts" => Ok(Routes::Accounts),
+            other => Err(ConfigError::Invalid { name: "INGEST_ROUTES", why: format!("{other:?}: expected all, webhooks or accounts") }),
+        }
+    }
+}
+
+pub struct App {
+    pub store: Store,
+    pub queue: ReconcileQueue,
+    pub model: LicensingModel,
+    pub stripe_secrets: Vec<Secret>,
+    pub crm_secrets: Vec<Secret>,
+    pub routes: Routes,
+}
+
+pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
+    let path = http::path(&req);
+    let method = req.method().as_str().to_string();
+    let segs = http::segments(&path);
+    let webhooks = app.routes != Routes::Accounts;
+    let accounts = app.routes != Routes::Webhooks;
+    let answer = match (method.as_str(), segs.as_slice()) {
+        ("POST", ["stripe"]) if webhooks => stripe_webhook(app, &req).await,
+        ("POST", ["crm"]) if webhooks => crm_record(app, &req).await,
+        ("POST", ["tenants", tenant, "members"]) if accounts => create_member(app, &req, tenant).await,
+        ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
+        _ => Ok(http::not_found_route(&method, &path)),
+    };
+    Ok(answer.unwrap_or_else(|e| {
+        tracing::warn!(status = e.status, code = e.code, message = %e.message, "request refused");
+        http::error(&e)
+    }))
+}
+
+fn verified<'a>(req: &'a Request, header: &str, secrets: &[Secret]) -> Result<&'a [u8], ApiError> {
+    let body = http::body(req)?;
+    signature::verify(http::header(req, header), body, secrets, Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS)
+        .map_err(|e| ApiError::unauthorized(format!("{header}: {e}")))?;
+    Ok(body)
+}
+
+async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body = verified(req, "stripe-signature", &app.stripe_secrets)?;
+    let event: serde_json::Value = parse_json(body)?;
+    match stripe::normalise(&app.model, &event)? {
+        StripeOutcome::Ignored { event_type } => {
+            tracing::info!(event_type, "stripe event type ignored");
+            Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type})))
+        }
+        StripeOutcome::Park { event_id, event_type, tenant_id, reason } => {
+            tracing::warn!(event_id = %event_id, event_type, tenant = tenant_id.as_ref().map(|t| t.to_string()), reason, "stripe event parked");
+            app.store
+                .park(Source::Stripe, &event_id, tenant_id.as_ref(), &reason, &event, Utc::now())
+                .await
+                .map_err(|e| internal(&e))?;
+            Ok(http::json(202, &json!({"status": "parked", "event_id": event_id, "reason": reason})))
+        }
+        StripeOutcome::Change(change) => record(app, &change, body).await,
+    }
+}
+
+async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body = verified(req, "entitle-signature", &app.crm_secrets)?;
+    let change = entitle::crm::normalise(&app.model, parse_json(body)?)?;
+    record(app, &change, body).await
+}
+
+async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    let outcome = app.store.record_license_change(change, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await.map_err(store_err)?;
+    tracing::info!(
+        tenant = %change.tenant_id,
+        cause = %format!("{}:{}", change.source.as_str(), change.event_id),
+        outcome = outcome.label(),
+        "license event recorded"
+    );
+    if !matches!(outcome, Recorded::Parked { .. }) {
+        // Also on a duplicate: the first delivery may have crashed before
+        // queueing. A reconcile is level-triggered, so an extra one is harmless.
+        let kind = if change.source == Source::Stripe { CauseKind::StripeEvent } else { CauseKind::CrmEvent };
+        enqueue(app, &change.tenant_id, Cause::new(kind, change.event_id.as_str()), &format!("{}:{}", change.source.as_str(), change.event_id)).await?;
+    }
+    let mut answer = json!({"status": outcome.label(), "event_id": change.event_id, "tenant_id": change.tenant_id});
+    match &outcome {
+        Recorded::Stale { held_version } => answer["held_version"] = json!(held_version),
+        Recorded::Parked { reason } => answer["reason"] = json!(reason),
+        _ => {}
+    }
+    Ok(http::json(if matches!(outcome, Recorded::Parked { .. }) { 202 } else { 200 }, &answer))
+}
+
+async fn enqueue(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Result<(), ApiError> {
+    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| internal(&e))
+}
+
+fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
+}
+
+async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    let new: NewMember = parse_json(http::body(req)?)?;
+    new.validate()?;
+    let request_id = http::request_id(req);
+    let (view, created) = app.store.create_member(&app.model, &tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
+    tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
+    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
+    Ok(http::json(201, &view))
+}
+
+async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    let user = UserId::parse(user).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+    let request_id = http::request_id(req);
+    let view = app.store.remove_member(&tenant, &user, &request_id, Utc::now()).await.map_err(store_err)?;
+    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
+    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
+    Ok(http::json(200, &view))
+}
+
+fn store_err(e: entitle::store::StoreError) -> ApiError {
+    match e {
+        entitle::store::StoreError::Api(api) => api,
+        other => internal(&other),
+    }
+}
+
+fn internal(e: &dyn std::error::Error) -> ApiError {
+    tracing::error!(error = %http::error_chain(e), "request failed");
+    ApiError::internal()
+}

@@ -1,0 +1,112 @@
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageAttributeValue;
+use chrono::Utc;
+use entitle::http::error_chain;
+use entitle::model::LicensingModel;
+use entitle::queue::{dedup_id, ReconcileRequest};
+use entitle::store::{ReconcileOptions, Store};
+use lambda_runtime::{Error, LambdaEvent};
+use std::collections::HashSet;
+use tracing::Instrument;
+
+pub struct App {
+    pub store: Store,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dead_letter_queue_url: String,
+    /// The queue's `maxReceiveCount`: the last attempt parks the message on
+    /// the dead-letter queue itself, so that the cause travels with it.
+    pub max_receives: u32,
+    pub model: LicensingModel,
+}
+
+/// Why a message could not be processed.
+struct Failure {
+    code: &'static str,
+    message: String,
+    /// A message that can never succeed is parked at once, not retried.
+    permanent: bool,
+}
+
+pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    let mut response = SqsBatchResponse::default();
+    // FIFO: once a message of a group fails, the later ones of that group in
+    // this batch are not processed (they would overtake it) but returned too.
+    let mut failed_groups: HashSet<String> = HashSet::new();
+    for message in &event.payload.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let group = message.attributes.get("MessageGroupId").cloned().unwrap_or_default();
+        if failed_groups.contains(&group) {
+            response.batch_item_failures.push(failure_of(id));
+            continue;
+        }
+        let span = tracing::info_span!("message", message_id = %id, tenant = %group);
+        let result = process(app, message).instrument(span.clone()).await;
+        if let Err(failure) = result {
+            let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+            let _enter = span.enter();
+            if failure.permanent || receives >= app.max_receives {
+                tracing::error!(code = failure.code, error = %failure.message, receives, "parking message on the dead-letter queue");
+                if let Err(e) = park(app, message, &failure, receives).await {
+                    tracing::error!(error = %error_chain(&e), "could not park the message; leaving it to the queue's redrive policy");
+                    failed_groups.insert(group);
+                    response.batch_item_failures.push(failure_of(id));
+                }
+            } else {
+                tracing::warn!(code = failure.code, error = %failure.message, receives, "reconcile failed; will be retried");
+                failed_groups.insert(group);
+                response.batch_item_failures.push(failure_of(id));
+            }
+        }
+    }
+    Ok(response)
+}
+
+async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
+    let body = message.body.as_deref().unwrap_or_default();
+    let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
+        code: "malformed_message",
+        message: format!("not a reconcile request: {e}"),
+        permanent: true,
+    })?;
+    let cause = format!("{:?}:{}", request.cause.kind, request.cause.id);
+    match app.store.reconcile(&app.model, &request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
+        Ok(outcome) => {
+            tracing::info!(
+                tenant = %request.tenant_id,
+                cause,
+                member_changes = outcome.member_changes,
+                tenant_changed = outcome.tenant_changed,
+                chunks = outcome.chunks,
+                "tenant reconciled"
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
+    }
+}
+
+async fn park(app: &App, message: &SqsMessage, failure: &Failure, receives: u32) -> Result<(), aws_sdk_sqs::Error> {
+    let attr = |v: String| MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("data type set");
+    let id = message.message_id.clone().unwrap_or_default();
+    let group = message.attributes.get("MessageGroupId").cloned().filter(|g| !g.is_empty()).unwrap_or_else(|| "poison".into());
+    app.sqs
+        .send_message()
+        .queue_url(&app.dead_letter_queue_url)
+        .message_body(message.body.clone().unwrap_or_default())
+        .message_group_id(group)
+        .message_deduplication_id(dedup_id(&["dlq", &id]))
+        .message_attributes("error_code", attr(failure.code.to_string()))
+        .message_attributes("error_message", attr(failure.message.chars().take(1000).collect()))
+        .message_attributes("receive_count", attr(receives.to_string()))
+        .message_attributes("source_message_id", attr(id))
+        .send()
+        .await?;
+    Ok(())
+}
+
+fn failure_of(item_identifier: String) -> BatchItemFailure {
+    // The type is non-exhaustive: build it from its default.
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = item_identifier;
+    f
+}
