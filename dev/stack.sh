@@ -47,7 +47,7 @@ up() {
   done
   mkdir -p "$STACK_DIR"
 
-  start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+  start moto "$VENV/bin/python" dev/moto_server.py 127.0.0.1 "$MOTO_PORT"
   wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
 
   local endpoint="http://127.0.0.1:$MOTO_PORT"

@@ -27,6 +27,13 @@ pub struct Cause {
     pub id: String,
 }
 
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = serde_json::to_value(self.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        write!(f, "{kind}:{}", self.id)
+    }
+}
+
 impl Cause {
     pub fn new(kind: CauseKind, id: impl Into<String>) -> Self {
         Cause { kind, id: id.into() }

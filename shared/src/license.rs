@@ -217,7 +217,8 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         } else {
             granting.iter().filter_map(|l| l.expires_at).max()
         };
-        let mut ids: Vec<String> = granting.iter().map(|l| format!("{}:{}", l.source.as_str(), l.license_id)).collect();
+        // Which license states (and the events that set them) this access is based on.
+        let mut ids: Vec<String> = granting.iter().map(|l| format!("{}:{} as of {}", l.source.as_str(), l.license_id, l.last_event_id)).collect();
         ids.sort();
         return TenantAccess {
             entitlements: entitlements_for(model, &tier.name, &addons),

@@ -206,7 +206,11 @@ impl Store {
         &self.client
     }
 
-    async fn commit(&self, items: Vec<TransactWriteItem>, lock_index: usize) -> Result<Commit, StoreError> {
+    /// Commits one transaction. Items from `chain_from` on are the audit
+    /// records and the chain-head lock: a failed condition there means another
+    /// writer moved the chain first (retry); before it, the item's own
+    /// condition failed.
+    async fn commit(&self, items: Vec<TransactWriteItem>, chain_from: usize) -> Result<Commit, StoreError> {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(Commit::Done),
             Err(SdkError::ServiceError(e)) => match e.err() {
@@ -218,9 +222,9 @@ impl Store {
                         .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
                         .map(|(i, _)| i)
                         .collect();
-                    if let Some(&first) = failed.iter().find(|&&i| i != lock_index) {
+                    if let Some(&first) = failed.iter().find(|&&i| i < chain_from) {
                         Ok(Commit::Failed(first))
-                    } else if failed.contains(&lock_index) || reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                    } else if !failed.is_empty() || reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
                         Ok(Commit::Retry)
                     } else {
                         Err(StoreError::Dynamo(Box::new(TransactWriteItemsError::TransactionCanceledException(c.clone()).into())))
@@ -392,9 +396,9 @@ impl Store {
                 items.push(self.parked_put(change.source, &change.event_id, Some(tenant), reason, &serde_json::to_value(change).expect("serialises"), now));
             }
             let (audit_items, _) = self.audit_and_lock(tenant, meta.as_ref(), now, vec![event], vec![]);
+            let chain_from = items.len();
             items.extend(audit_items);
-            let lock = items.len() - 1;
-            match self.commit(items, lock).await? {
+            match self.commit(items, chain_from).await? {
                 Commit::Done => return Ok(outcome),
                 Commit::Failed(0) => return self.duplicate_or_conflict(tenant, change.source, &change.event_id, body_hash).await,
                 Commit::Failed(i) => {
@@ -585,9 +589,9 @@ impl Store {
                 vec![event],
                 vec![("seats_used", n(used)), ("seats_pending", n(pending)), ("member_seq", n(item.member.seq))],
             );
+            let chain_from = items.len();
             items.extend(audit_items);
-            let lock = items.len() - 1;
-            match self.commit(items, lock).await? {
+            match self.commit(items, chain_from).await? {
                 Commit::Done => return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &item.access), true)),
                 Commit::Retry => backoff(attempt).await,
                 Commit::Failed(i) => return Err(StoreError::Corrupt { key: member_sk(&new.user_id), why: format!("unexpected condition failure on item {i}") }),
@@ -618,9 +622,9 @@ impl Store {
             let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
             let mut items = vec![self.member_put(tenant, &item)];
             let (audit_items, _) = self.audit_and_lock(tenant, Some(&meta), now, vec![event], vec![("seats_used", n(used)), ("seats_pending", n(pending))]);
+            let chain_from = items.len();
             items.extend(audit_items);
-            let lock = items.len() - 1;
-            match self.commit(items, lock).await? {
+            match self.commit(items, chain_from).await? {
                 Commit::Done => return Ok(MemberView::new(tenant.clone(), user.clone(), &item.access)),
                 Commit::Retry => backoff(attempt).await,
                 Commit::Failed(i) => return Err(StoreError::Corrupt { key: member_sk(user), why: format!("unexpected condition failure on item {i}") }),
@@ -686,10 +690,10 @@ impl Store {
                 set_meta.push(("seats_used", n(used)));
                 set_meta.push(("seats_pending", n(pending)));
                 let (audit_items, new_head) = self.audit_and_lock(tenant, Some(&meta), now, events, set_meta);
+                let chain_from = items.len();
                 items.extend(audit_items);
                 debug_assert!(items.len() <= MAX_TRANSACTION_ITEMS);
-                let lock = items.len() - 1;
-                match self.commit(items, lock).await? {
+                match self.commit(items, chain_from).await? {
                     Commit::Done => {
                         outcome.chunks += 1;
                         outcome.member_changes += chunk.len();

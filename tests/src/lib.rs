@@ -1,0 +1,233 @@
+//! Harness for the workspace-level tests: the running local stack (moto,
+//! the function binaries under `cargo lambda watch`, the event source mapping
+//! stand-in), reached exactly as a user reaches it, plus the real SDK clients
+//! for looking at (and tampering with) what is stored.
+//!
+//! `make test` starts a stack and points `ENTITLE_STACK_ENV` at its settings.
+//! Without it these tests fail loudly: they never skip.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::AttributeValue;
+use entitle::config::Tables;
+use entitle::signature::{sign, Secret};
+use entitle::store::Store;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub struct Stack {
+    pub ingest: String,
+    pub access: String,
+    pub stripe_secret: Secret,
+    pub crm_secret: Secret,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub tables: Tables,
+    pub queue_url: String,
+    pub dead_letter_queue_url: String,
+    pub http: reqwest::Client,
+}
+
+fn settings() -> HashMap<String, String> {
+    let path = std::env::var("ENTITLE_STACK_ENV").unwrap_or_else(|_| {
+        panic!("ENTITLE_STACK_ENV is not set: these tests need the local stack. Run them with `make test` (or start `make up` and set ENTITLE_STACK_ENV=.local/stack/stack.env)")
+    });
+    // Relative paths are taken from the workspace root, where `make` runs.
+    let path = if std::path::Path::new(&path).is_absolute() { path } else { format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")) };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read stack settings {path}: {e}"));
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect()
+}
+
+impl Stack {
+    pub async fn connect() -> Stack {
+        let s = settings();
+        let get = |k: &str| s.get(k).cloned().unwrap_or_else(|| panic!("stack settings lack {k}"));
+        let aws = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(get("AWS_ENDPOINT_URL"))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "entitle-tests"))
+            .load()
+            .await;
+        Stack {
+            ingest: get("ENTITLE_INGEST_URL"),
+            access: get("ENTITLE_ACCESS_URL"),
+            stripe_secret: Secret::new(get("ENTITLE_STRIPE_SECRET")),
+            crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
+            ddb: aws_sdk_dynamodb::Client::new(&aws),
+            sqs: aws_sdk_sqs::Client::new(&aws),
+            tables: Tables { state: get("STATE_TABLE"), audit: get("AUDIT_TABLE") },
+            queue_url: get("RECONCILE_QUEUE_URL"),
+            dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+        }
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(self.ddb.clone(), &self.tables)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.expect("the stack answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
+        (status, body)
+    }
+
+    pub async fn post_signed(&self, path: &str, header: &str, body: &[u8], signature: Option<String>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.ingest)).header("content-type", "application/json").body(body.to_vec());
+        if let Some(sig) = signature {
+            req = req.header(header, sig);
+        }
+        self.send(req).await
+    }
+
+    /// A Stripe webhook signed now with the local secret.
+    pub async fn stripe(&self, event: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(event).unwrap();
+        let sig = sign(&self.stripe_secret, now(), &body);
+        self.post_signed("/stripe", "Stripe-Signature", &body, Some(sig)).await
+    }
+
+    pub async fn crm(&self, record: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(record).unwrap();
+        let sig = sign(&self.crm_secret, now(), &body);
+        self.post_signed("/crm", "Entitle-Signature", &body, Some(sig)).await
+    }
+
+    pub async fn create_member(&self, tenant: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}/tenants/{tenant}/members", self.ingest)).json(body)).await
+    }
+
+    pub async fn create_member_raw(&self, tenant: &str, body: Vec<u8>) -> (u16, Value) {
+        self.send(self.http.post(format!("{}/tenants/{tenant}/members", self.ingest)).header("content-type", "application/json").body(body)).await
+    }
+
+    pub async fn delete_member(&self, tenant: &str, user: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}/tenants/{tenant}/members/{user}", self.ingest))).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.access))).await
+    }
+
+    pub async fn tenant(&self, tenant: &str) -> (u16, Value) {
+        self.get(&format!("/tenants/{tenant}")).await
+    }
+
+    pub async fn member(&self, tenant: &str, user: &str) -> (u16, Value) {
+        self.get(&format!("/tenants/{tenant}/members/{user}")).await
+    }
+
+    pub async fn verify(&self, tenant: &str) -> Value {
+        let (status, body) = self.get(&format!("/tenants/{tenant}/audit/verify")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The whole audit trail, through the paged API.
+    pub async fn audit(&self, tenant: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, body) = self.get(&format!("/tenants/{tenant}/audit?after={after}&limit=50")).await;
+            assert_eq!(status, 200, "{body}");
+            all.extend(body["records"].as_array().unwrap().iter().cloned());
+            match body["next_after"].as_u64() {
+                Some(n) => after = n,
+                None => return all,
+            }
+        }
+    }
+
+    /// Every stored item of a tenant (state and idempotency partitions, audit).
+    pub async fn stored_items(&self, tenant: &str) -> usize {
+        let mut count = 0;
+        for pk in [format!("T#{tenant}"), format!("E#{tenant}")] {
+            let out = self
+                .ddb
+                .query()
+                .table_name(&self.tables.state)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk))
+                .send()
+                .await
+                .unwrap();
+            count += out.count as usize;
+        }
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.tables.audit)
+            .key_condition_expression("tenant_id = :t")
+            .expression_attribute_values(":t", AttributeValue::S(tenant.into()))
+            .send()
+            .await
+            .unwrap();
+        count + out.count as usize
+    }
+
+    /// Waits until `check` holds (provisioning is asynchronous), or fails
+    /// with the last observation.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> Value
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = (bool, Value)>,
+    {
+        let start = Instant::now();
+        loop {
+            let (ok, seen) = check().await;
+            if ok {
+                return seen;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("timed out waiting for {what}; last seen: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Waits until the tenant's view satisfies `pred`.
+    pub async fn tenant_where(&self, tenant: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.eventually(what, || async {
+            let (status, body) = self.tenant(tenant).await;
+            (status == 200 && pred(&body), body)
+        })
+        .await
+    }
+
+    /// Waits until the members' statuses are as given.
+    pub async fn statuses_are(&self, tenant: &str, want: &[(&str, &str)]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (user, status) in want {
+            out.push(
+                self.eventually(&format!("{user} to be {status}"), || async {
+                    let (code, body) = self.member(tenant, user).await;
+                    (code == 200 && body["status"] == *status, body)
+                })
+                .await,
+            );
+        }
+        out
+    }
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A tenant id unique to this run, so tests share one stack without sharing data.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000;
+    format!("{prefix}-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn member_body(user: &str, groups: &[&str]) -> Value {
+    serde_json::json!({"user_id": user, "email": format!("{user}@example.test"), "groups": groups, "attributes": {}})
+}
+
+pub use entitle::stripe::subscription_event;

@@ -68,7 +68,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
         message: format!("not a reconcile request: {e}"),
         permanent: true,
     })?;
-    let cause = format!("{:?}:{}", request.cause.kind, request.cause.id);
+    let cause = request.cause.to_string();
     match app.store.reconcile(&app.model, &request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
         Ok(outcome) => {
             tracing::info!(

@@ -1,0 +1,276 @@
+//! End to end through the real binaries: signed webhooks and account events
+//! into ingest, the FIFO queue and the event source mapping into provision,
+//! the read API out of access.
+
+use entitle_tests::{member_body, subscription_event, unique, Stack};
+use serde_json::{json, Value};
+
+const PERIOD_END: i64 = 1_900_000_000;
+
+fn sub(event: &str, kind: &str, created: i64, sub: &str, tenant: &str, status: &str, items: &[(&str, u64)]) -> Value {
+    subscription_event(event, kind, created, sub, Some(tenant), status, items, PERIOD_END)
+}
+
+fn actions(audit: &[Value], action: &str) -> Vec<Value> {
+    audit.iter().filter(|r| r["action"] == action).cloned().collect()
+}
+
+#[tokio::test]
+async fn subscription_seats_upgrade_and_cancellation_drive_access() {
+    let s = Stack::connect().await;
+    let t = unique("life");
+    let (code, body) = s.stripe(&sub(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 3)])).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("applied")), "{body}");
+    let tenant = s.tenant_where(&t, "team tier", |v| v["tier"] == "team").await;
+    assert_eq!(tenant["seats"], json!({"total": 3, "used": 0}));
+    assert_eq!(tenant["entitlements"]["projects"], 50);
+    assert_eq!(tenant["expires_at"], "2030-03-17T17:46:40Z");
+
+    // Five accounts for three seats: the first three get seats at creation.
+    let mut answers = Vec::new();
+    for u in ["a", "b", "c", "d", "e"] {
+        let (code, body) = s.create_member(&t, &member_body(u, &[])).await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["tenant_id"], t.as_str());
+        answers.push(body["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(answers, ["active", "active", "active", "pending_seat", "pending_seat"]);
+    let (_, a) = s.member(&t, "a").await;
+    assert_eq!(a["roles"], json!(["member"]));
+    assert_eq!(a["entitlements"]["api_access"], true);
+    let (_, d) = s.member(&t, "d").await;
+    assert_eq!((d["roles"].clone(), d["entitlements"].clone()), (json!([]), json!({})));
+
+    // Seat upgrade: the pending accounts get seats automatically.
+    s.stripe(&sub(&format!("evt_{t}_2"), "customer.subscription.updated", 2000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 5), ("sso_addon", 1)])).await;
+    s.statuses_are(&t, &[("d", "active"), ("e", "active")]).await;
+    let tenant = s.tenant_where(&t, "five seats used", |v| v["seats"]["used"] == 5).await;
+    assert_eq!(tenant["entitlements"]["sso"], true);
+
+    // Cancellation: Stripe licenses downgrade to free (one seat): the oldest keeps it.
+    s.stripe(&sub(&format!("evt_{t}_3"), "customer.subscription.deleted", 3000, &format!("sub_{t}"), &t, "canceled", &[("team_monthly", 5)])).await;
+    s.statuses_are(&t, &[("a", "active"), ("b", "pending_seat"), ("c", "pending_seat"), ("d", "pending_seat"), ("e", "pending_seat")]).await;
+    let tenant = s.tenant_where(&t, "free tier", |v| v["tier"] == "free").await;
+    assert_eq!((tenant["status"].as_str(), tenant["seats"].clone()), (Some("canceled"), json!({"total": 1, "used": 1})));
+    assert_eq!(tenant["entitlements"]["sso"], false);
+
+    // Every change is audited with its cause, and the chain verifies.
+    let audit = s.audit(&t).await;
+    assert_eq!(actions(&audit, "license_recorded").len(), 3);
+    assert_eq!(actions(&audit, "member_created").len(), 5);
+    let d_changes: Vec<Value> = audit.iter().filter(|r| r["subject"] == "member:d" && r["action"] == "member_access_changed").cloned().collect();
+    assert_eq!(d_changes.len(), 2, "d gained then lost a seat: {d_changes:?}");
+    // Provisioning is level-triggered: whichever queued reconcile runs first
+    // applies the new license state; the tenant record names the event it came from.
+    assert!(["stripe_event", "api_call"].contains(&d_changes[0]["cause"]["kind"].as_str().unwrap()), "{}", d_changes[0]);
+    let upgrade = actions(&audit, "tenant_access_changed").into_iter().find(|r| r["after"]["seats_total"] == 5).expect("upgrade audited");
+    assert!(upgrade["rule"].as_str().unwrap().contains(&format!("as of evt_{t}_2")), "{upgrade}");
+    assert_eq!(upgrade["before"]["seats_total"], 3);
+    assert_eq!(d_changes[0]["before"]["status"], "pending_seat");
+    assert_eq!(d_changes[0]["after"]["status"], "active");
+    assert!(d_changes[1]["rule"].as_str().unwrap().contains("seats"));
+    let v = s.verify(&t).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["records"].as_u64().unwrap() as usize, audit.len());
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_change_access_once() {
+    let s = Stack::connect().await;
+    let t = unique("dup");
+    let event = sub(&format!("evt_{t}"), "customer.subscription.created", 1000, &format!("sub_{t}"), &t, "active", &[("business_monthly", 4)]);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (code, body) = s.stripe(&event).await;
+        assert_eq!(code, 200, "{body}");
+        statuses.push(body["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(statuses, ["applied", "duplicate", "duplicate"]);
+    s.tenant_where(&t, "business tier", |v| v["tier"] == "business").await;
+    for u in ["a", "b"] {
+        s.create_member(&t, &member_body(u, &["finance"])).await;
+    }
+    // The app retries a creation: same answer, no second account or seat.
+    let (code, again) = s.create_member(&t, &member_body("a", &["finance"])).await;
+    assert_eq!((code, again["status"].as_str()), (201, Some("active")));
+    let (code, conflict) = s.create_member(&t, &member_body("a", &["admins"])).await;
+    assert_eq!((code, conflict["error"]["code"].as_str()), (409, Some("member_exists")), "{conflict}");
+    s.stripe(&event).await;
+    let tenant = s.tenant_where(&t, "two seats used", |v| v["seats"]["used"] == 2).await;
+    assert_eq!(tenant["seats"]["total"], 4);
+    let (_, a) = s.member(&t, "a").await;
+    assert_eq!(a["roles"], json!(["billing-admin", "member"]));
+
+    let audit = s.audit(&t).await;
+    assert_eq!(actions(&audit, "license_recorded").len(), 1, "one event, one effect");
+    assert_eq!(actions(&audit, "tenant_access_changed").len(), 1);
+    assert_eq!(actions(&audit, "member_created").len(), 2);
+    assert_eq!(s.verify(&t).await["ok"], true);
+}
+
+#[tokio::test]
+async fn out_of_order_deliveries_converge_on_the_newest_state() {
+    let s = Stack::connect().await;
+    let in_order = unique("ord");
+    let shuffled = unique("shuf");
+    let versions = [(1000, 2), (2000, 6), (3000, 3)];
+    let event = |t: &str, (created, seats): (i64, u64)| {
+        sub(&format!("evt_{t}_{created}"), "customer.subscription.updated", created, &format!("sub_{t}"), t, "active", &[("team_monthly", seats)])
+    };
+    for v in versions {
+        s.stripe(&event(&in_order, v)).await;
+    }
+    let mut answers = Vec::new();
+    for i in [2, 0, 1] {
+        let (_, body) = s.stripe(&event(&shuffled, versions[i])).await;
+        answers.push(body["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(answers, ["applied", "ignored_stale", "ignored_stale"]);
+    for t in [&in_order, &shuffled] {
+        for u in ["a", "b", "c", "d"] {
+            s.create_member(t, &member_body(u, &[])).await;
+        }
+    }
+    for t in [&in_order, &shuffled] {
+        s.tenant_where(t, "3 seats, all used", |v| v["seats"] == json!({"total": 3, "used": 3})).await;
+        s.statuses_are(t, &[("a", "active"), ("b", "active"), ("c", "active"), ("d", "pending_seat")]).await;
+    }
+    let (_, a1) = s.tenant(&in_order).await;
+    let (_, a2) = s.tenant(&shuffled).await;
+    assert_eq!(a1["entitlements"], a2["entitlements"]);
+    let audit = s.audit(&shuffled).await;
+    let stale = actions(&audit, "license_ignored_stale");
+    assert_eq!(stale.len(), 2);
+    assert!(stale[0]["rule"].as_str().unwrap().contains("not newer than the held version 3000"), "{}", stale[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_concurrent_account_creations_for_ten_seats_activate_exactly_ten() {
+    let s = Stack::connect().await;
+    let t = unique("conc");
+    s.stripe(&sub(&format!("evt_{t}"), "customer.subscription.created", 1000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 10)])).await;
+    s.tenant_where(&t, "ten seats", |v| v["seats"]["total"] == 10).await;
+    let shared = std::sync::Arc::new(Stack::connect().await);
+    let creations: Vec<_> = (0..30)
+        .map(|i| {
+            let (s, t) = (shared.clone(), t.clone());
+            tokio::spawn(async move { s.create_member(&t, &member_body(&format!("u{i:02}"), &[])).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in creations {
+        answers.push(c.await.unwrap());
+    }
+    assert!(answers.iter().all(|(code, _)| *code == 201), "{answers:?}");
+    let active_at_creation = answers.iter().filter(|(_, b)| b["status"] == "active").count();
+    assert_eq!(active_at_creation, 10, "seats claimed at creation");
+    let tenant = s.tenant_where(&t, "ten used, twenty waiting", |v| v["seats"]["used"] == 10 && v["seats_pending"] == 20).await;
+    assert_eq!(tenant["seats"]["total"], 10);
+    let mut active = 0;
+    for i in 0..30 {
+        let (_, m) = s.member(&t, &format!("u{i:02}")).await;
+        active += usize::from(m["status"] == "active");
+    }
+    assert_eq!(active, 10);
+    assert_eq!(s.verify(&t).await["ok"], true);
+}
+
+#[tokio::test]
+async fn removing_an_account_frees_its_seat_for_the_oldest_pending_one() {
+    let s = Stack::connect().await;
+    let t = unique("rm");
+    s.stripe(&sub(&format!("evt_{t}"), "customer.subscription.created", 1000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 2)])).await;
+    s.tenant_where(&t, "two seats", |v| v["seats"]["total"] == 2).await;
+    for u in ["a", "b", "c", "d"] {
+        s.create_member(&t, &member_body(u, &[])).await;
+    }
+    let (code, gone) = s.delete_member(&t, "a").await;
+    assert_eq!((code, gone["status"].as_str(), gone["roles"].clone()), (200, Some("deprovisioned"), json!([])));
+    s.statuses_are(&t, &[("a", "deprovisioned"), ("b", "active"), ("c", "active"), ("d", "pending_seat")]).await;
+    let (code, again) = s.delete_member(&t, "a").await;
+    assert_eq!((code, again["status"].as_str()), (200, Some("deprovisioned")));
+    let (code, missing) = s.delete_member(&t, "nobody").await;
+    assert_eq!((code, missing["error"]["code"].as_str()), (404, Some("not_found")));
+    s.tenant_where(&t, "seats after removal", |v| v["seats"]["used"] == 2 && v["seats_pending"] == 1).await;
+}
+
+#[tokio::test]
+async fn owners_and_admins_keep_their_seats_in_a_seat_cut() {
+    let s = Stack::connect().await;
+    let t = unique("cut");
+    let sub_id = format!("sub_{t}");
+    s.stripe(&sub(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &sub_id, &t, "active", &[("team_monthly", 4)])).await;
+    s.tenant_where(&t, "four seats", |v| v["seats"]["total"] == 4).await;
+    for (u, g) in [("a", vec![]), ("b", vec!["owners"]), ("c", vec![]), ("d", vec!["admins"])] {
+        s.create_member(&t, &member_body(u, &g)).await;
+    }
+    s.stripe(&sub(&format!("evt_{t}_2"), "customer.subscription.updated", 2000, &sub_id, &t, "active", &[("team_monthly", 2)])).await;
+    let members = s.statuses_are(&t, &[("a", "pending_seat"), ("b", "active"), ("c", "pending_seat"), ("d", "active")]).await;
+    assert_eq!(members[1]["roles"], json!(["admin", "member", "owner"]));
+    s.stripe(&sub(&format!("evt_{t}_3"), "customer.subscription.updated", 3000, &sub_id, &t, "active", &[("team_monthly", 3)])).await;
+    s.statuses_are(&t, &[("a", "active"), ("c", "pending_seat")]).await;
+}
+
+#[tokio::test]
+async fn payment_failure_marks_past_due_and_crm_licenses_add_up() {
+    let s = Stack::connect().await;
+    let t = unique("mix");
+    let sub_id = format!("sub_{t}");
+    s.stripe(&sub(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &sub_id, &t, "active", &[("team_monthly", 2)])).await;
+    let invoice = json!({"id": format!("evt_{t}_2"), "object": "event", "type": "invoice.payment_failed", "created": 2000,
+        "data": {"object": {"id": "in_1", "object": "invoice", "parent": {"type": "subscription_details",
+            "subscription_details": {"subscription": sub_id, "metadata": {"tenant_id": t}}}}}});
+    let (code, body) = s.stripe(&invoice).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("applied")), "{body}");
+    s.tenant_where(&t, "past due", |v| v["status"] == "past_due" && v["tier"] == "team").await;
+
+    let record = json!({"event_id": format!("crm-{t}-1"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "business",
+        "seats": 5, "add_ons": ["sso"], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
+        "status": "active", "source_version": 7});
+    let (code, body) = s.crm(&record).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("applied")), "{body}");
+    let tenant = s.tenant_where(&t, "business with summed seats", |v| v["tier"] == "business").await;
+    assert_eq!(tenant["seats"]["total"], 7, "2 Stripe + 5 CRM seats");
+    assert_eq!(tenant["status"], "active");
+    assert_eq!(tenant["entitlements"]["sso"], true);
+    assert_eq!(tenant["add_ons"], json!(["sso"]));
+
+    let mut older = record.clone();
+    older["source_version"] = json!(6);
+    older["event_id"] = json!(format!("crm-{t}-0"));
+    older["seats"] = json!(500);
+    let (code, body) = s.crm(&older).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("ignored_stale")), "{body}");
+}
+
+#[tokio::test]
+async fn untenanted_and_unknown_events_are_parked_or_ignored_never_dropped() {
+    let s = Stack::connect().await;
+    let t = unique("park");
+    let orphan = subscription_event(&format!("evt_{t}_orphan"), "customer.subscription.created", 1000, "sub_orphan", None, "active", &[("team_monthly", 1)], PERIOD_END);
+    let (code, body) = s.stripe(&orphan).await;
+    assert_eq!((code, body["status"].as_str()), (202, Some("parked")), "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("tenant_id"));
+    let parked = s
+        .ddb
+        .get_item()
+        .table_name(&s.tables.state)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("PARKED#stripe".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("evt_{t}_orphan")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("parked event stored");
+    assert!(parked["reason"].as_s().unwrap().contains("tenant_id"));
+
+    let unknown_price = sub(&format!("evt_{t}_gold"), "customer.subscription.created", 1000, "sub_gold", &t, "active", &[("gold_monthly", 1)]);
+    let (code, body) = s.stripe(&unknown_price).await;
+    assert_eq!((code, body["status"].as_str()), (202, Some("parked")));
+    assert!(body["reason"].as_str().unwrap().contains("gold_monthly"));
+
+    let other = json!({"id": format!("evt_{t}_charge"), "type": "charge.succeeded", "created": 1, "data": {"object": {"id": "ch_1"}}});
+    let (code, body) = s.stripe(&other).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("ignored")));
+    assert_eq!(s.stored_items(&t).await, 0, "nothing recorded for the tenant");
+}
