@@ -63,13 +63,13 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 
 fn verified<'a>(req: &'a Request, header: &str, secrets: &[Secret]) -> Result<&'a [u8], ApiError> {
     let body = http::body(req)?;
-    signature::verify(http::header(req, header), body, secrets, Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS)
+    signature::verify(http::header(req, &header.to_ascii_lowercase()), body, secrets, Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS)
         .map_err(|e| ApiError::unauthorized(format!("{header}: {e}")))?;
     Ok(body)
 }
 
 async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let body = verified(req, "stripe-signature", &app.stripe_secrets)?;
+    let body = verified(req, "Stripe-Signature", &app.stripe_secrets)?;
     let event: serde_json::Value = parse_json(body)?;
     match stripe::normalise(&app.model, &event)? {
         StripeOutcome::Ignored { event_type } => {
@@ -89,7 +89,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
 }
 
 async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let body = verified(req, "entitle-signature", &app.crm_secrets)?;
+    let body = verified(req, "Entitle-Signature", &app.crm_secrets)?;
     let change = entitle::crm::normalise(&app.model, parse_json(body)?)?;
     record(app, &change, body).await
 }

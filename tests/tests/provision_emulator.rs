@@ -1,0 +1,231 @@
+//! The store and the provision consumer against the emulator with the real
+//! SDK clients: crashes between chunks, concurrent seat claims racing a
+//! reconcile, poison and failing messages on the dead-letter queue.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use entitle::access::{desired_access, MemberStatus};
+use entitle::api::NewMember;
+use entitle::audit::{Cause, CauseKind};
+use entitle::ids::{EventId, LicenseId, TenantId, UserId};
+use entitle::license::{LicenseChange, LicenseStatus, LicenseUpdate, Source};
+use entitle::model::LicensingModel;
+use entitle::store::{ReconcileOptions, Store, StoreError, MAX_TRANSACTION_ITEMS, MEMBERS_PER_CHUNK};
+use entitle_tests::{unique, Stack};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn crm_change(tenant: &TenantId, version: i64, seats: u32) -> LicenseChange {
+    LicenseChange {
+        event_id: EventId::parse(format!("crm-{tenant}-{version}")).unwrap(),
+        tenant_id: tenant.clone(),
+        license_id: LicenseId::parse("crm-main").unwrap(),
+        source: Source::Crm,
+        source_version: version,
+        update: LicenseUpdate::Full { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
+    }
+}
+
+fn new_member(i: usize) -> NewMember {
+    NewMember {
+        user_id: UserId::parse(format!("m{i:04}")).unwrap(),
+        email: format!("m{i}@example.test"),
+        groups: if i % 10 == 0 { ["finance".to_string()].into() } else { BTreeSet::new() },
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn cause(id: &str) -> Cause {
+    Cause::new(CauseKind::Reconcile, id)
+}
+
+/// A tenant with `members` accounts, all seated, reconciled.
+async fn seeded(store: &Store, model: &LicensingModel, prefix: &str, members: usize) -> TenantId {
+    let t = TenantId::parse(unique(prefix)).unwrap();
+    store.record_license_change(&crm_change(&t, 1, members as u32), "h1", Utc::now()).await.unwrap();
+    store.reconcile(model, &t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    for i in 0..members {
+        store.create_member(model, &t, &new_member(i), "seed", Utc::now()).await.unwrap();
+    }
+    store.reconcile(model, &t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    t
+}
+
+async fn member_states(store: &Store, t: &TenantId) -> BTreeMap<UserId, String> {
+    let state = store.load_tenant(t).await.unwrap().unwrap();
+    state.members.iter().map(|m| (m.member.user_id.clone(), serde_json::to_string(&m.access).unwrap())).collect()
+}
+
+#[tokio::test]
+async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
+    let s = Stack::connect().await;
+    let store = s.store();
+    let model = LicensingModel::default_model();
+    const MEMBERS: usize = 130;
+    let crashed = seeded(&store, &model, "crash", MEMBERS).await;
+    let control = seeded(&store, &model, "control", MEMBERS).await;
+
+    // Seats cut from 130 to 10: 120 members lose their seat, more than two chunks.
+    for t in [&crashed, &control] {
+        store.record_license_change(&crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
+    }
+    let err = store.reconcile(&model, &crashed, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
+    assert!(matches!(err, StoreError::InjectedCrash(1)), "{err}");
+
+    // Half-applied, but consistent: counters match the members, the chain verifies.
+    let state = store.load_tenant(&crashed).await.unwrap().unwrap();
+    let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
+    assert_eq!(active, MEMBERS - (MEMBERS_PER_CHUNK - 1), "first chunk: tenant record and {} members", MEMBERS_PER_CHUNK - 1);
+    assert_eq!(state.meta.seats_used as usize, active);
+    assert!(store.verify_audit(&crashed).await.unwrap().unwrap().ok);
+
+    // The retry reads what was applied and finishes the rest.
+    let outcome = store.reconcile(&model, &crashed, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    assert_eq!(outcome.member_changes, 120 - (MEMBERS_PER_CHUNK - 1));
+    assert!(!outcome.tenant_changed, "the tenant record was applied before the crash");
+    let full = store.reconcile(&model, &control, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    assert_eq!(full.member_changes, 120);
+    // The first chunk carries the tenant record too; none exceeds DynamoDB's limit.
+    assert_eq!(full.chunks, 1 + (120 - (MEMBERS_PER_CHUNK - 1)).div_ceil(MEMBERS_PER_CHUNK));
+    assert!(2 * MEMBERS_PER_CHUNK + 1 <= MAX_TRANSACTION_ITEMS);
+
+    // Same end state as the uninterrupted run, equal to desired access.
+    let (a, b) = (member_states(&store, &crashed).await, member_states(&store, &control).await);
+    assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
+    let state = store.load_tenant(&crashed).await.unwrap().unwrap();
+    let members: Vec<_> = state.members.iter().map(|m| m.member.clone()).collect();
+    let desired = desired_access(&model, &state.licenses, &members);
+    for m in &state.members {
+        assert_eq!(desired.members[&m.member.user_id].access, m.access);
+    }
+    assert_eq!(state.meta.seats_used, 10);
+    assert_eq!(state.meta.seats_pending, 120);
+
+    // Each member's change is audited exactly once, the chain verifies.
+    let audit = s.audit(crashed.as_str()).await;
+    let cut: Vec<_> = audit.iter().filter(|r| r["action"] == "member_access_changed" && r["cause"]["id"] == "cut").collect();
+    assert_eq!(cut.len(), 120);
+    let subjects: BTreeSet<_> = cut.iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects.len(), 120);
+    assert!(store.verify_audit(&crashed).await.unwrap().unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
+    let s = Stack::connect().await;
+    let store = Arc::new(s.store());
+    let model = Arc::new(LicensingModel::default_model());
+    let t = TenantId::parse(unique("race")).unwrap();
+    store.record_license_change(&crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
+    store.reconcile(&model, &t, &cause("init"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (store, model, t) = (store.clone(), model.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { store.create_member(&model, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
+    }
+    // Reconciles race the creations.
+    for i in 0..5 {
+        let (store, model, t) = (store.clone(), model.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            store.reconcile(&model, &t, &cause(&format!("race-{i}")), ReconcileOptions::default(), Utc::now()).await.unwrap();
+            entitle::api::MemberView::new(t.clone(), UserId::parse("none").unwrap(), &entitle::access::MemberAccess::without_access(MemberStatus::Suspended))
+        }));
+    }
+    let mut active_at_creation = 0;
+    for task in tasks {
+        let view = task.await.unwrap();
+        active_at_creation += usize::from(view.status == MemberStatus::Active);
+    }
+    assert_eq!(active_at_creation, 10);
+    store.reconcile(&model, &t, &cause("final"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
+    assert_eq!((active, state.meta.seats_used, state.meta.seats_pending), (10, 10, 20));
+    assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
+}
+
+#[tokio::test]
+async fn stale_changes_lose_whatever_the_interleaving() {
+    let s = Stack::connect().await;
+    let store = s.store();
+    let t = TenantId::parse(unique("order")).unwrap();
+    for (v, seats) in [(5, 50), (3, 30), (9, 90), (1, 10), (7, 70)] {
+        store.record_license_change(&crm_change(&t, v, seats), &format!("h{v}"), Utc::now()).await.unwrap();
+    }
+    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    assert_eq!((state.licenses[0].source_version, state.licenses[0].seats), (9, 90));
+}
+
+async fn dead_letters(s: &Stack, wait_for: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let out = s
+            .sqs
+            .receive_message()
+            .queue_url(&s.dead_letter_queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            if m.body().unwrap_or_default().contains(wait_for) {
+                return vec![m];
+            }
+            seen.push(m);
+        }
+    }
+    panic!("no dead letter containing {wait_for:?} (saw {})", seen.len());
+}
+
+fn attr(m: &aws_sdk_sqs::types::Message, name: &str) -> String {
+    m.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn poison_messages_are_parked_with_their_cause_at_once() {
+    let s = Stack::connect().await;
+    let marker = unique("poison");
+    s.sqs
+        .send_message()
+        .queue_url(&s.queue_url)
+        .message_body(format!("{{\"not\": \"a reconcile\", \"marker\": \"{marker}\"}}"))
+        .message_group_id(&marker)
+        .message_deduplication_id(&marker)
+        .send()
+        .await
+        .unwrap();
+    let parked = dead_letters(&s, &marker).await;
+    assert_eq!(attr(&parked[0], "error_code"), "malformed_message");
+    assert!(attr(&parked[0], "error_message").contains("unknown field"), "{}", attr(&parked[0], "error_message"));
+    assert_eq!(attr(&parked[0], "receive_count"), "1", "never retried");
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounded_receives() {
+    let s = Stack::connect().await;
+    let store = s.store();
+    let t = TenantId::parse(unique("failing")).unwrap();
+    store.record_license_change(&crm_change(&t, 1, 5), "h", Utc::now()).await.unwrap();
+    // A license item nobody can read: every reconcile of this tenant fails.
+    s.ddb
+        .put_item()
+        .table_name(&s.tables.state)
+        .item("pk", AttributeValue::S(format!("T#{t}")))
+        .item("sk", AttributeValue::S("LIC#crm#broken".into()))
+        .item("license", AttributeValue::S("{\"broken\": true}".into()))
+        .send()
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&entitle::queue::ReconcileRequest { tenant_id: t.clone(), cause: cause("doomed") }).unwrap();
+    s.sqs.send_message().queue_url(&s.queue_url).message_body(&body).message_group_id(t.as_str()).message_deduplication_id(t.as_str()).send().await.unwrap();
+    let parked = dead_letters(&s, t.as_str()).await;
+    assert_eq!(attr(&parked[0], "error_code"), "reconcile_failed");
+    assert!(attr(&parked[0], "error_message").contains("LIC#crm#broken"), "{}", attr(&parked[0], "error_message"));
+    assert_eq!(attr(&parked[0], "receive_count"), "5", "MAX_RECEIVES deliveries, then parked");
+}
