@@ -1,1 +1,81 @@
-fn main(){}
+//! Desired access for a 10,000-member tenant: the pure core provision runs on
+//! every reconcile (effective license, role rules, seat ranking, the plan).
+//! Run with `make bench`; the README has the figures.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use entitle::access::{desired_access, plan, Member, MemberAccess, MemberStatus};
+use entitle::ids::{EventId, LicenseId, TenantId, UserId};
+use entitle::license::{License, LicenseStatus, Source};
+use entitle::model::LicensingModel;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+
+const MEMBERS: usize = 10_000;
+
+fn tenant(seats: u32) -> (Vec<License>, Vec<Member>) {
+    let licenses = vec![
+        License {
+            license_id: LicenseId::parse("sub_big").unwrap(),
+            source: Source::Stripe,
+            tier: "business".into(),
+            seats,
+            addons: ["sso".to_string()].into(),
+            status: LicenseStatus::Active,
+            starts_at: None,
+            expires_at: None,
+            source_version: 1,
+            last_event_id: EventId::parse("evt_1").unwrap(),
+        },
+        License {
+            license_id: LicenseId::parse("crm_big").unwrap(),
+            source: Source::Crm,
+            tier: "team".into(),
+            seats: 500,
+            addons: BTreeSet::new(),
+            status: LicenseStatus::Active,
+            starts_at: None,
+            expires_at: None,
+            source_version: 1,
+            last_event_id: EventId::parse("crm_1").unwrap(),
+        },
+    ];
+    let members = (0..MEMBERS)
+        .map(|i| {
+            let groups: BTreeSet<String> = match i % 50 {
+                0 => ["admins".to_string()].into(),
+                1 => ["finance".to_string()].into(),
+                2 => ["owners".to_string()].into(),
+                _ => ["engineering".to_string()].into(),
+            };
+            let mut attributes = BTreeMap::new();
+            if i % 7 == 0 {
+                attributes.insert("employment".to_string(), "contractor".to_string());
+            }
+            Member { user_id: UserId::parse(format!("user{i:05}")).unwrap(), email: format!("user{i}@example.com"), groups, attributes, seq: i as u64 + 1, removed: i % 97 == 0 }
+        })
+        .collect();
+    (licenses, members)
+}
+
+fn bench(c: &mut Criterion) {
+    let model = LicensingModel::default_model();
+    let t = TenantId::parse("bench").unwrap();
+    let (licenses, members) = tenant(9_000);
+    c.bench_function("desired_access/10k_members", |b| b.iter(|| desired_access(black_box(&model), black_box(&licenses), black_box(&members))));
+
+    // A seat cut from 9,500 to 7,500 against the current state: desired access and the plan.
+    let current = desired_access(&model, &licenses, &members);
+    let actual: BTreeMap<UserId, MemberAccess> = current.members.iter().map(|(k, v)| (k.clone(), v.access.clone())).collect();
+    let (cut, _) = tenant(7_000);
+    c.bench_function("desired_access_and_plan/10k_members_seat_cut", |b| {
+        b.iter(|| {
+            let d = desired_access(black_box(&model), black_box(&cut), black_box(&members));
+            let p = plan(&t, d, Some(&current.tenant), black_box(&actual));
+            assert!(p.member_changes.iter().all(|c| c.after.status != MemberStatus::Active || c.before.status == MemberStatus::Active));
+            p
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -349,6 +349,34 @@ mod tests {
         assert_eq!(decide_change(Some(&held), &change(&newer)), ChangeDecision::Apply(newer));
     }
 
+    proptest::proptest! {
+        /// Whatever order the changes of one license arrive in (with
+        /// duplicates), the held license ends as the newest change says.
+        #[test]
+        fn any_delivery_order_ends_on_the_newest_version(
+            versions in proptest::collection::btree_set(1i64..1000, 1..12),
+            order in proptest::collection::vec(0usize..1000, 1..40),
+        ) {
+            let changes: Vec<License> = versions.iter().map(|&v| lic("sub_1", Source::Stripe, "team", v as u32, LicenseStatus::Active, v)).collect();
+            // Every change delivered at least once, in an arbitrary order, some twice.
+            let mut deliveries: Vec<&License> = order.iter().map(|i| &changes[i % changes.len()]).collect();
+            deliveries.extend(changes.iter());
+            let mut held: Option<License> = None;
+            for c in deliveries {
+                match decide_change(held.as_ref(), &change(c)) {
+                    ChangeDecision::Apply(l) => {
+                        proptest::prop_assert!(held.as_ref().is_none_or(|h| h.source_version < l.source_version));
+                        held = Some(l);
+                    }
+                    ChangeDecision::Stale { held_version } => proptest::prop_assert!(held_version >= c.source_version),
+                    ChangeDecision::NoBase => proptest::prop_assert!(false, "full changes always have a base"),
+                }
+            }
+            let newest = changes.last().unwrap();
+            proptest::prop_assert_eq!(held.as_ref(), Some(newest));
+        }
+    }
+
     #[test]
     fn status_only_changes_need_a_base() {
         let held = lic("sub_1", Source::Stripe, "team", 5, LicenseStatus::Active, 100);

@@ -1,4 +1,4 @@
-//! entitle-dev: the local stand-in for Lambda's SQS event source mapping.
+//! `entitle-dev esm`: the local stand-in for Lambda's SQS event source mapping.
 //!
 //! Polls the reconcile FIFO queue and invokes `provision` through the Lambda
 //! Invoke API that `cargo lambda watch` serves, as the managed mapping would:
@@ -19,8 +19,7 @@ fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("environment variable {name} is required"))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), String> {
+pub async fn run() -> Result<(), String> {
     let queue_url = env("RECONCILE_QUEUE_URL")?;
     let invoke_url = env("PROVISION_INVOKE_URL")?;
     let batch_size: i32 = std::env::var("ESM_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 10);

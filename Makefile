@@ -1,0 +1,23 @@
+# Entitle: the two commands a newcomer needs are `make demo` and `make test`.
+.PHONY: demo test bootstrap build up down bench lint
+
+demo: build          ## run the demo scenario end to end on a local stack
+	dev/demo.sh
+
+test: build          ## everything: unit, property, IaC, emulator and end-to-end tests
+	dev/test.sh
+
+bootstrap:           ## Python virtual environment with the pinned emulator packages
+	dev/bootstrap.sh
+
+build: bootstrap     ## the function binaries and the dev tool (one shared target dir)
+	cargo build --workspace --bins
+
+up: build            ## start the local stack (moto, cargo lambda watch, event source mapping)
+	dev/stack.sh up
+
+down:                ## stop exactly what `make up` started
+	dev/stack.sh down
+
+bench:               ## criterion benchmark of the pure core (release build, no AWS SDK)
+	cargo bench -p entitle-shared --no-default-features --bench desired_access

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite (`make test`): unit and property tests of the pure
+# core, the IaC checks, then a fresh local stack on its own ports for the
+# emulator and end-to-end tests, and a check of the logs they produced.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "unit and property tests"
+cargo test --workspace --exclude entitle-tests
+cargo test -p entitle-shared --no-default-features --bench desired_access
+
+step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
+.venv/bin/cfn-lint infra/template.yaml
+.venv/bin/checkov --file infra/template.yaml --framework cloudformation --quiet --compact --skip-download
+
+step "local stack for the end-to-end tests"
+export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177}
+# Short visibility timeout so that retries and the dead-letter path take seconds.
+export ESM_VISIBILITY_TIMEOUT=2
+dev/stack.sh down > /dev/null # leftovers of an interrupted run
+trap 'dev/stack.sh down' EXIT
+dev/stack.sh up
+
+step "emulator and end-to-end tests (real SDK clients, real function binaries)"
+ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env" cargo test -p entitle-tests --no-fail-fast
+
+step "logs"
+.venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local

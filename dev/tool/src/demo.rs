@@ -1,0 +1,187 @@
+//! `entitle-dev demo`: a real scenario through the running local stack.
+//!
+//! A Stripe subscription for a new tenant, more accounts than seats, a seat
+//! upgrade, a cancellation; after each step, what it did to access and to the
+//! audit trail. Settings come from the stack's `stack.env` (see dev/demo.sh).
+
+use entitle::signature::{sign, Secret};
+use entitle::stripe::subscription_event;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Demo {
+    http: reqwest::Client,
+    ingest: String,
+    access: String,
+    stripe_secret: Secret,
+    tenant: String,
+    sub_id: String,
+    audit_seen: u64,
+}
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set: run the demo with `make demo`"))
+}
+
+const MEMBERS: [(&str, &[&str]); 5] =
+    [("alice", &["owners"]), ("bob", &["finance"]), ("carol", &[]), ("dave", &[]), ("erin", &[])];
+
+impl Demo {
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+        let resp = req.send().await.map_err(|e| format!("the stack did not answer: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    async fn stripe(&self, event: Value) -> Result<(), String> {
+        let body = serde_json::to_vec(&event).unwrap();
+        let sig = sign(&self.stripe_secret, chrono::Utc::now().timestamp(), &body);
+        let (status, answer) = self
+            .call(self.http.post(format!("{}/stripe", self.ingest)).header("Stripe-Signature", sig).header("content-type", "application/json").body(body))
+            .await?;
+        println!("  POST /stripe {} -> {status} {answer}", event["type"].as_str().unwrap_or_default());
+        Ok(())
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        Ok(self.call(self.http.get(format!("{}{path}", self.access))).await?.1)
+    }
+
+    /// Provisioning is asynchronous: wait until the tenant reads as expected
+    /// and every member's access has settled.
+    async fn settle(&self, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        let start = Instant::now();
+        let mut last = Value::Null;
+        loop {
+            let tenant = self.get(&format!("/tenants/{}", self.tenant)).await?;
+            let members = self.members().await?;
+            if want(&tenant) && members == last {
+                return Ok(tenant);
+            }
+            last = members;
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("access did not settle; tenant reads {tenant}"));
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    }
+
+    async fn members(&self) -> Result<Value, String> {
+        let mut out = Vec::new();
+        for (user, _) in MEMBERS {
+            out.push(self.get(&format!("/tenants/{}/members/{user}", self.tenant)).await?);
+        }
+        Ok(Value::Array(out))
+    }
+
+    async fn show(&mut self, tenant: &Value) -> Result<(), String> {
+        println!(
+            "  tenant {}: tier {}, status {}, seats {}/{} used, {} waiting, sso {}",
+            self.tenant, tenant["tier"], tenant["status"], tenant["seats"]["used"], tenant["seats"]["total"], tenant["seats_pending"], tenant["entitlements"]["sso"]
+        );
+        for m in self.members().await?.as_array().unwrap() {
+            if m.get("error").is_some() {
+                continue;
+            }
+            let roles: Vec<&str> = m["roles"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            println!("    {:<6} {:<13} roles [{}]", m["user_id"].as_str().unwrap_or_default(), m["status"].as_str().unwrap_or_default(), roles.join(", "));
+        }
+        let page = self.get(&format!("/tenants/{}/audit?after={}&limit=1000", self.tenant, self.audit_seen)).await?;
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        println!("  audit trail, {} new record(s):", records.len());
+        for r in &records {
+            println!(
+                "    #{:<3} {:<22} {:<16} {:<44} cause {}:{}",
+                r["seq"],
+                r["action"].as_str().unwrap_or_default(),
+                r["subject"].as_str().unwrap_or_default(),
+                describe(&r["before"], &r["after"]),
+                r["cause"]["kind"].as_str().unwrap_or_default(),
+                r["cause"]["id"].as_str().unwrap_or_default()
+            );
+            self.audit_seen = r["seq"].as_u64().unwrap_or(self.audit_seen);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscription(&self, n: u32, kind: &str, status: &str, items: &[(&str, u64)]) -> Value {
+        let created = chrono::Utc::now().timestamp() + i64::from(n);
+        subscription_event(&format!("evt_{}_{n}", self.tenant), kind, created, &self.sub_id, Some(&self.tenant), status, items, chrono::Utc::now().timestamp() + 30 * 86400)
+    }
+}
+
+pub async fn run() -> Result<(), String> {
+    let stamp = chrono::Utc::now().format("%H%M%S");
+    let mut d = Demo {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(|e| e.to_string())?,
+        ingest: env("ENTITLE_INGEST_URL")?,
+        access: env("ENTITLE_ACCESS_URL")?,
+        stripe_secret: Secret::new(env("ENTITLE_STRIPE_SECRET")?),
+        tenant: format!("acme-{stamp}"),
+        sub_id: format!("sub_demo_{stamp}"),
+        audit_seen: 0,
+    };
+
+    println!("\n1. Stripe: a new subscription for tenant {}: team_monthly x 3 seats + sso_addon", d.tenant);
+    d.stripe(d.subscription(1, "customer.subscription.created", "active", &[("team_monthly", 3), ("sso_addon", 1)])).await?;
+    let t = d.settle(|t| t["tier"] == "team").await?;
+    d.show(&t).await?;
+
+    println!("\n2. The app creates 5 accounts for 3 seats (alice in group owners, bob in finance)");
+    for (user, groups) in MEMBERS {
+        let body = json!({"user_id": user, "email": format!("{user}@acme.example"), "groups": groups, "attributes": {}});
+        let (status, answer) = d.call(d.http.post(format!("{}/tenants/{}/members", d.ingest, d.tenant)).json(&body)).await?;
+        println!("  POST /tenants/{}/members {user} -> {status} {}", d.tenant, answer["status"]);
+    }
+    let t = d.settle(|t| t["seats"]["used"] == 3).await?;
+    d.show(&t).await?;
+
+    println!("\n3. Stripe: the customer upgrades to business_monthly x 5 seats");
+    d.stripe(d.subscription(2, "customer.subscription.updated", "active", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
+    let t = d.settle(|t| t["tier"] == "business" && t["seats"]["used"] == 5).await?;
+    d.show(&t).await?;
+
+    println!("\n4. Stripe: the subscription is canceled (Stripe licenses downgrade to free: 1 seat)");
+    d.stripe(d.subscription(3, "customer.subscription.deleted", "canceled", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
+    let t = d.settle(|t| t["tier"] == "free").await?;
+    d.show(&t).await?;
+
+    let v = d.get(&format!("/tenants/{}/audit/verify", d.tenant)).await?;
+    println!("\n5. Audit chain verification: {v}");
+    if v["ok"] != true {
+        return Err("the audit chain did not verify".into());
+    }
+    println!("\nDone. Explore further: GET {}/tenants/{}", d.access, d.tenant);
+    Ok(())
+}
+
+/// "before -> after" of an audit record, in a few words.
+fn describe(before: &Value, after: &Value) -> String {
+    let summary = |v: &Value| -> String {
+        if v.is_null() {
+            return "-".into();
+        }
+        if let Some(tier) = v.get("tier").and_then(Value::as_str) {
+            let seats = v.get("seats_total").or_else(|| v.get("seats")).cloned().unwrap_or_default();
+            return format!("{tier}/{seats} seats/{}", v["status"].as_str().unwrap_or_default());
+        }
+        v["status"].as_str().unwrap_or_default().to_string()
+    };
+    let mut text = format!("{} -> {}", summary(before), summary(after));
+    let roles = |v: &Value| -> Vec<String> { v.get("roles").and_then(Value::as_array).map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()).unwrap_or_default() };
+    let (b, a) = (roles(before), roles(after));
+    let added: Vec<_> = a.iter().filter(|r| !b.contains(r)).cloned().collect();
+    let removed: Vec<_> = b.iter().filter(|r| !a.contains(r)).cloned().collect();
+    if !added.is_empty() {
+        text += &format!(" +[{}]", added.join(","));
+    }
+    if !removed.is_empty() {
+        text += &format!(" -[{}]", removed.join(","));
+    }
+    if added.is_empty() && removed.is_empty() && before.get("entitlements") != after.get("entitlements") && !before.is_null() {
+        text += " (entitlements)";
+    }
+    text
+}
