@@ -77,7 +77,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
             Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type})))
         }
         StripeOutcome::Park { event_id, event_type, tenant_id, reason } => {
-            tracing::warn!(event_id = %event_id, event_type, tenant = tenant_id.as_ref().map(|t| t.to_string()), reason, "stripe event parked");
+            tracing::warn!(cause = %format!("stripe:{event_id}"), event_type, tenant = tenant_id.as_ref().map(|t| t.to_string()), reason, "stripe event parked");
             app.store
                 .park(Source::Stripe, &event_id, tenant_id.as_ref(), &reason, &event, Utc::now())
                 .await
