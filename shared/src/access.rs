@@ -60,8 +60,22 @@ impl MemberAccess {
     }
 }
 
-/// Roles a member gets from the model's rules at a tier, and the rules that fired.
-pub fn roles_for(model: &LicensingModel, tier: &str, member: &Member) -> (BTreeSet<String>, Vec<String>) {
+/// Role grants of one tenant from its contracts: group mappings and named users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRules {
+    pub role_mappings: BTreeMap<String, BTreeSet<String>>,
+    pub named_users: BTreeMap<UserId, BTreeSet<String>>,
+}
+
+impl TenantRules {
+    pub fn is_empty(&self) -> bool {
+        self.role_mappings.is_empty() && self.named_users.is_empty()
+    }
+}
+
+/// Roles a member gets from the model's rules at a tier and from the tenant's
+/// contract rules, and the rules that fired.
+pub fn roles_for(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> (BTreeSet<String>, Vec<String>) {
     let rank = model.tier_rank(tier);
     let mut roles = BTreeSet::new();
     let mut fired = Vec::new();
@@ -82,25 +96,35 @@ pub fn roles_for(model: &LicensingModel, tier: &str, member: &Member) -> (BTreeS
             fired.push(rule.name.clone());
         }
     }
+    for (group, granted) in &rules.role_mappings {
+        if member.groups.contains(group) {
+            roles.extend(granted.iter().cloned());
+            fired.push(format!("contract role_mappings.{group}"));
+        }
+    }
+    if let Some(granted) = rules.named_users.get(&member.user_id) {
+        roles.extend(granted.iter().cloned());
+        fired.push(format!("contract named_users.{}", member.user_id));
+    }
     if !replace_defaults {
         roles.extend(model.default_roles.iter().cloned());
     }
     (roles, fired)
 }
 
-fn is_privileged(model: &LicensingModel, tier: &str, member: &Member) -> bool {
-    roles_for(model, tier, member).0.iter().any(|r| model.is_privileged(r))
+fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {
+    roles_for(model, tier, member, rules).0.iter().any(|r| model.is_privileged(r))
 }
 
 /// Who holds a seat: members ranked owner/admin first, then by creation order;
 /// the first `seats` of them. Hence seat cuts take seats from the newest
 /// members first and never from an owner or admin while others hold one, and
 /// freed or added seats go to the oldest pending members first.
-pub fn seat_holders<'a>(model: &LicensingModel, tenant: &TenantAccess, members: &'a [Member]) -> BTreeSet<&'a UserId> {
+pub fn seat_holders<'a>(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &'a [Member]) -> BTreeSet<&'a UserId> {
     let mut ranked: Vec<(bool, u64, &UserId)> = members
         .iter()
         .filter(|m| !m.removed)
-        .map(|m| (!is_privileged(model, &tenant.tier, m), m.seq, &m.user_id))
+        .map(|m| (!is_privileged(model, &tenant.tier, m, rules), m.seq, &m.user_id))
         .collect();
     ranked.sort();
     ranked.into_iter().take(tenant.seats_total as usize).map(|(_, _, id)| id).collect()
@@ -120,8 +144,12 @@ pub struct DesiredAccess {
 }
 
 pub fn desired_access(model: &LicensingModel, licenses: &[License], members: &[Member]) -> DesiredAccess {
+    desired_access_with_rules(model, licenses, &TenantRules::default(), members)
+}
+
+pub fn desired_access_with_rules(model: &LicensingModel, licenses: &[License], rules: &TenantRules, members: &[Member]) -> DesiredAccess {
     let tenant = effective_license(model, licenses);
-    let holders = seat_holders(model, &tenant, members);
+    let holders = seat_holders(model, &tenant, rules, members);
     let members = members
         .iter()
         .map(|m| {
@@ -138,7 +166,7 @@ pub fn desired_access(model: &LicensingModel, licenses: &[License], members: &[M
                         rule: format!("tenant suspended: {}", tenant.rule),
                     },
                     MemberPolicy::Seated if holders.contains(&m.user_id) => {
-                        let (roles, fired) = roles_for(model, &tenant.tier, m);
+                        let (roles, fired) = roles_for(model, &tenant.tier, m, rules);
                         let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
                         DesiredMember {
                             access: MemberAccess { status: MemberStatus::Active, roles, entitlements: tenant.entitlements.clone() },
@@ -171,9 +199,9 @@ pub fn status_on_create(tenant: &TenantAccess, seats_used: u32, seats_pending: u
 }
 
 /// The access a new member gets at creation, before any reconcile.
-pub fn access_on_create(model: &LicensingModel, tenant: &TenantAccess, member: &Member, status: MemberStatus) -> MemberAccess {
+pub fn access_on_create(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, member: &Member, status: MemberStatus) -> MemberAccess {
     if status == MemberStatus::Active {
-        let (roles, _) = roles_for(model, &tenant.tier, member);
+        let (roles, _) = roles_for(model, &tenant.tier, member, rules);
         MemberAccess { status, roles, entitlements: tenant.entitlements.clone() }
     } else {
         MemberAccess::without_access(status)
@@ -305,14 +333,14 @@ mod tests {
     fn role_rules_follow_the_tier() {
         let m = LicensingModel::default_model();
         let fin = member("f", 1, &["finance"]);
-        let (team_roles, _) = roles_for(&m, "team", &fin);
-        let (biz_roles, fired) = roles_for(&m, "business", &fin);
+        let (team_roles, _) = roles_for(&m, "team", &fin, &TenantRules::default());
+        let (biz_roles, fired) = roles_for(&m, "business", &fin, &TenantRules::default());
         assert!(!team_roles.contains("billing-admin"));
         assert!(biz_roles.contains("billing-admin") && biz_roles.contains("member"));
         assert_eq!(fired, vec!["finance-billing-admin".to_string()]);
         let mut contractor = member("c", 2, &[]);
         contractor.attributes.insert("employment".into(), "contractor".into());
-        let (roles, _) = roles_for(&m, "team", &contractor);
+        let (roles, _) = roles_for(&m, "team", &contractor, &TenantRules::default());
         assert_eq!(roles.into_iter().collect::<Vec<_>>(), vec!["viewer".to_string()]);
     }
 
@@ -438,11 +466,11 @@ mod tests {
             let d = desired_access(&m, &licenses, &members);
             let privileged_waiting = members.iter().any(|mem| {
                 d.members[&mem.user_id].access.status == MemberStatus::PendingSeat
-                    && roles_for(&m, &d.tenant.tier, mem).0.iter().any(|r| m.is_privileged(r))
+                    && roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r))
             });
             let unprivileged_seated = members.iter().any(|mem| {
                 d.members[&mem.user_id].access.holds_seat()
-                    && !roles_for(&m, &d.tenant.tier, mem).0.iter().any(|r| m.is_privileged(r))
+                    && !roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r))
             });
             prop_assert!(!(privileged_waiting && unprivileged_seated));
         }
@@ -451,7 +479,7 @@ mod tests {
         fn newer_members_never_hold_a_seat_an_older_peer_waits_for(licenses in arb_licenses(), members in arb_members()) {
             let m = LicensingModel::default_model();
             let d = desired_access(&m, &licenses, &members);
-            let priv_of = |mem: &Member| roles_for(&m, &d.tenant.tier, mem).0.iter().any(|r| m.is_privileged(r));
+            let priv_of = |mem: &Member| roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r));
             for a in &members {
                 for b in &members {
                     if a.seq < b.seq && priv_of(a) == priv_of(b)

@@ -68,6 +68,12 @@ id_type!(
     /// A license as its source names it (Stripe subscription id, CRM record id).
     LicenseId, "license_id", 128);
 id_type!(
+    /// A contract, as the CLM or the caller names it.
+    ContractId, "contract_id", 128);
+id_type!(
+    /// An amendment of a contract, unique within the contract.
+    AmendmentId, "amendment_id", 128);
+id_type!(
     /// The source's own id of an event (Stripe `evt_...`, CRM event id).
     EventId, "event_id", 128);
 

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod contract;
 pub mod crm;
 pub mod ids;
 pub mod license;
