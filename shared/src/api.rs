@@ -18,11 +18,21 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// More fields of the error object (`problems`, `current_version`, ...).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), details: serde_json::Map::new() }
+    }
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.details.insert(key.to_string(), serde_json::to_value(value).expect("serialisable"));
+        self
+    }
+    /// 422 naming every problem, in the message and as a list.
+    pub fn unprocessable(code: &'static str, problems: Vec<String>) -> Self {
+        Self::new(422, code, problems.join("; ")).with("problems", problems)
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(400, code, message)
@@ -40,7 +50,10 @@ impl ApiError {
         Self::new(500, "internal", "an internal error occurred; it has been logged")
     }
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+        let mut error = self.details.clone();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.clone().into());
+        serde_json::json!({ "error": error })
     }
 }
 

@@ -815,3 +815,115 @@ mod tests {
         }
     }
 }
+
+/// Where an amendment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmendmentStatus {
+    Applied,
+    PendingReview,
+    Scheduled,
+    Rejected,
+    Reversed,
+}
+
+impl AmendmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmendmentStatus::Applied => "applied",
+            AmendmentStatus::PendingReview => "pending_review",
+            AmendmentStatus::Scheduled => "scheduled",
+            AmendmentStatus::Rejected => "rejected",
+            AmendmentStatus::Reversed => "reversed",
+        }
+    }
+}
+
+/// `POST /contracts/{id}/amendments`: exactly one of `patch`, `document`, `record`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmendmentRequest {
+    pub amendment_id: crate::ids::AmendmentId,
+    pub base_version: u64,
+    #[serde(default)]
+    pub effective_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub patch: Option<Value>,
+    #[serde(default)]
+    pub document: Option<Value>,
+    #[serde(default)]
+    pub record: Option<RecordAmendment>,
+}
+
+impl AmendmentRequest {
+    pub fn form(&self) -> Result<AmendmentForm, Vec<String>> {
+        match (&self.patch, &self.document, &self.record) {
+            (Some(p), None, None) => Ok(AmendmentForm::Patch(p.clone())),
+            (None, Some(d), None) => Ok(AmendmentForm::Document(d.clone())),
+            (None, None, Some(r)) => Ok(AmendmentForm::Record(r.clone())),
+            _ => Err(vec!["exactly one of `patch`, `document` or `record` is required".into()]),
+        }
+    }
+}
+
+/// Approve, reject and reverse take who and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub by: String,
+    pub reason: String,
+}
+
+impl DecisionRequest {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.by.trim().is_empty() || self.by.len() > 200 {
+            p.push("by: who decides is required (at most 200 characters)".into());
+        }
+        if self.reason.trim().is_empty() || self.reason.len() > 2000 {
+            p.push("reason: why is required (at most 2000 characters)".into());
+        }
+        p
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: String,
+    pub by: String,
+    pub reason: String,
+    pub at: String,
+}
+
+/// An amendment as stored and shown: its change set and access impact are
+/// computed before anything is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Amendment {
+    pub amendment_id: crate::ids::AmendmentId,
+    pub contract_id: ContractId,
+    pub tenant_id: TenantId,
+    pub status: AmendmentStatus,
+    pub base_version: u64,
+    pub effective_at: Option<DateTime<Utc>>,
+    pub form: String,
+    pub changes: Vec<ClauseChange>,
+    pub impact: AccessImpact,
+    /// The review rules that fired; empty means it applies without review.
+    pub review: Vec<String>,
+    pub applied_version: Option<u64>,
+    pub reversed_version: Option<u64>,
+    pub decisions: Vec<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    pub created_at: String,
+}
+
+impl AmendmentForm {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AmendmentForm::Patch(_) => "patch",
+            AmendmentForm::Document(_) => "document",
+            AmendmentForm::Record(_) => "record",
+        }
+    }
+}

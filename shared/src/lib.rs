@@ -24,6 +24,8 @@ pub mod stripe;
 #[cfg(feature = "aws")]
 pub mod config;
 #[cfg(feature = "aws")]
+pub mod contract_store;
+#[cfg(feature = "aws")]
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod queue;

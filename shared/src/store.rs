@@ -18,7 +18,8 @@
 //! change is in one transaction with its audit record, and a decision taken
 //! on a snapshot (a seat claim, source ordering) can never act on stale data.
 
-use crate::access::{self, Member, MemberAccess, MemberStatus, Plan};
+use crate::access::{self, Member, MemberAccess, MemberStatus, Plan, TenantRules};
+use crate::contract::ContractDocument;
 use crate::api::{ApiError, MemberView, NewMember, TenantView};
 use crate::audit::{self, AuditEvent, Cause, ChainHead, StoredRecord, Verification};
 use crate::ids::{EventId, TenantId, UserId};
@@ -39,7 +40,7 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 pub const MEMBERS_PER_CHUNK: usize = (MAX_TRANSACTION_ITEMS - 2) / 2;
 /// How long an accepted event id is remembered for idempotency.
 pub const IDEMPOTENCY_DAYS: i64 = 35;
-const MAX_ATTEMPTS: u32 = 60;
+pub(crate) const MAX_ATTEMPTS: u32 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,8 +48,8 @@ pub enum StoreError {
     Dynamo(#[source] Box<aws_sdk_dynamodb::Error>),
     #[error("stored item {key} is unreadable: {why}")]
     Corrupt { key: String, why: String },
-    #[error("gave up after {MAX_ATTEMPTS} attempts: tenant {0} kept changing underneath")]
-    Contention(TenantId),
+    #[error("gave up after {MAX_ATTEMPTS} attempts: {0} kept changing underneath")]
+    Contention(String),
     #[error("injected crash after {0} committed chunk(s)")]
     InjectedCrash(usize),
     #[error(transparent)]
@@ -64,35 +65,35 @@ where
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
-fn tenant_pk(t: &TenantId) -> String {
+pub(crate) fn tenant_pk(t: &TenantId) -> String {
     format!("T#{t}")
 }
-fn license_sk(source: Source, id: &str) -> String {
+pub(crate) fn license_sk(source: Source, id: &str) -> String {
     format!("LIC#{}#{id}", source.as_str())
 }
-fn member_sk(u: &UserId) -> String {
+pub(crate) fn member_sk(u: &UserId) -> String {
     format!("MEM#{u}")
 }
 
-fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a str> {
+pub(crate) fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
-fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<u64> {
+pub(crate) fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<u64> {
     item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
-fn json_attr<T: serde::de::DeserializeOwned>(item: &HashMap<String, AttributeValue>, k: &str, key: &str) -> Result<Option<T>, StoreError> {
+pub(crate) fn json_attr<T: serde::de::DeserializeOwned>(item: &HashMap<String, AttributeValue>, k: &str, key: &str) -> Result<Option<T>, StoreError> {
     match get_s(item, k) {
         None => Ok(None),
         Some(raw) => serde_json::from_str(raw).map(Some).map_err(|e| StoreError::Corrupt { key: key.to_string(), why: e.to_string() }),
     }
 }
-fn to_json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serialises")
 }
 
@@ -109,6 +110,8 @@ pub struct TenantMeta {
     pub seats_pending: u32,
     pub member_seq: u64,
     pub head: ChainHead,
+    /// The contract role grants the last reconcile applied (used at creation).
+    pub rules: TenantRules,
 }
 
 impl TenantMeta {
@@ -118,6 +121,7 @@ impl TenantMeta {
             seats_used: get_n(item, "seats_used").unwrap_or(0) as u32,
             seats_pending: get_n(item, "seats_pending").unwrap_or(0) as u32,
             member_seq: get_n(item, "member_seq").unwrap_or(0),
+            rules: json_attr(item, "rules", key)?.unwrap_or_default(),
             head: ChainHead {
                 seq: get_n(item, "audit_seq").unwrap_or(0),
                 hash: get_s(item, "audit_hash").unwrap_or(audit::GENESIS).to_string(),
@@ -139,6 +143,14 @@ pub struct TenantState {
     pub meta: TenantMeta,
     pub licenses: Vec<License>,
     pub members: Vec<MemberItem>,
+    /// Current documents of the tenant's contracts, with their versions.
+    pub contracts: Vec<(ContractDocument, u64)>,
+}
+
+impl TenantState {
+    pub fn rules(&self) -> TenantRules {
+        crate::contract::merge_rules(self.contracts.iter().map(|(d, _)| d))
+    }
 }
 
 /// What happened to an accepted license event.
@@ -177,12 +189,12 @@ pub struct ReconcileOutcome {
 
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    state: String,
-    audit: String,
+    pub(crate) client: Client,
+    pub(crate) state: String,
+    pub(crate) audit: String,
 }
 
-enum Commit {
+pub(crate) enum Commit {
     Done,
     /// The chain head moved (another writer): re-read and decide again.
     Retry,
@@ -190,7 +202,7 @@ enum Commit {
     Failed(usize),
 }
 
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     // Jittered exponential backoff, capped; no RNG dependency needed.
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let base = 5u64 << attempt.min(6);
@@ -210,7 +222,7 @@ impl Store {
     /// records and the chain-head lock: a failed condition there means another
     /// writer moved the chain first (retry); before it, the item's own
     /// condition failed.
-    async fn commit(&self, items: Vec<TransactWriteItem>, chain_from: usize) -> Result<Commit, StoreError> {
+    pub(crate) async fn commit(&self, items: Vec<TransactWriteItem>, chain_from: usize) -> Result<Commit, StoreError> {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(Commit::Done),
             Err(SdkError::ServiceError(e)) => match e.err() {
@@ -249,13 +261,13 @@ impl Store {
         out.item.map(|i| TenantMeta::from_item(&i, &format!("{}/META", tenant_pk(tenant)))).transpose()
     }
 
-    async fn get(&self, pk: String, sk: String) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         Ok(self.client.get_item().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk)).consistent_read(true).send().await?.item)
     }
 
     /// The chain's next records and the lock on the head, as transaction items.
     /// The lock item is always last.
-    fn audit_and_lock(
+    pub(crate) fn audit_and_lock(
         &self,
         tenant: &TenantId,
         meta: Option<&TenantMeta>,
@@ -407,7 +419,7 @@ impl Store {
                 Commit::Retry => backoff(attempt).await,
             }
         }
-        Err(StoreError::Contention(tenant.clone()))
+        Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
     fn event_put(&self, tenant: &TenantId, source: Source, event: &EventId, body_hash: &str, outcome: &str, now: DateTime<Utc>) -> TransactWriteItem {
@@ -475,6 +487,7 @@ impl Store {
         let mut meta = None;
         let mut licenses = Vec::new();
         let mut members = Vec::new();
+        let mut contracts = Vec::new();
         let mut start = None;
         loop {
             let out = self
@@ -498,6 +511,9 @@ impl Store {
                     let member: Member = json_attr(item, "member", &key)?.ok_or_else(|| StoreError::Corrupt { key: key.clone(), why: "no member".into() })?;
                     let access: MemberAccess = json_attr(item, "access", &key)?.ok_or_else(|| StoreError::Corrupt { key: key.clone(), why: "no access".into() })?;
                     members.push(MemberItem { member, access });
+                } else if sk.starts_with("CONTRACT#") {
+                    let doc: ContractDocument = json_attr(item, "document", &key)?.ok_or_else(|| StoreError::Corrupt { key: key.clone(), why: "no document".into() })?;
+                    contracts.push((doc, get_n(item, "version").unwrap_or(0)));
                 }
             }
             match out.last_evaluated_key {
@@ -505,7 +521,7 @@ impl Store {
                 _ => break,
             }
         }
-        Ok(meta.map(|meta| TenantState { meta, licenses, members }))
+        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts }))
     }
 
     pub async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, StoreError> {
@@ -519,7 +535,7 @@ impl Store {
         }
     }
 
-    fn member_put(&self, tenant: &TenantId, item: &MemberItem) -> TransactWriteItem {
+    pub(crate) fn member_put(&self, tenant: &TenantId, item: &MemberItem) -> TransactWriteItem {
         TransactWriteItem::builder()
             .put(
                 Put::builder()
@@ -566,7 +582,7 @@ impl Store {
                         MemberStatus::PendingSeat => format!("no free seat at creation: {} of {} in use, {} waiting", meta.seats_used, t.seats_total, meta.seats_pending),
                         _ => format!("tenant is {}: {}", t.status, t.rule),
                     };
-                    (status, access::access_on_create(model, t, &member, status), rule)
+                    (status, access::access_on_create(model, t, &meta.rules, &member, status), rule)
                 }
                 None => (MemberStatus::PendingSeat, MemberAccess::without_access(MemberStatus::PendingSeat), "tenant access not yet provisioned".to_string()),
             };
@@ -597,7 +613,7 @@ impl Store {
                 Commit::Failed(i) => return Err(StoreError::Corrupt { key: member_sk(&new.user_id), why: format!("unexpected condition failure on item {i}") }),
             }
         }
-        Err(StoreError::Contention(tenant.clone()))
+        Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
     /// Account removal: deprovisions at once and frees the seat.
@@ -630,7 +646,7 @@ impl Store {
                 Commit::Failed(i) => return Err(StoreError::Corrupt { key: member_sk(user), why: format!("unexpected condition failure on item {i}") }),
             }
         }
-        Err(StoreError::Contention(tenant.clone()))
+        Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
     /// Makes actual access equal desired access for one tenant, in chunks of
@@ -646,13 +662,15 @@ impl Store {
             let members: Vec<Member> = state.members.iter().map(|m| m.member.clone()).collect();
             let mut actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
             let by_id: BTreeMap<UserId, &Member> = state.members.iter().map(|m| (m.member.user_id.clone(), &m.member)).collect();
-            let desired = access::desired_access(model, &state.licenses, &members);
+            let rules = state.rules();
+            let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &members);
             let plan: Plan = access::plan(tenant, desired, state.meta.access.as_ref(), &actual);
-            if plan.is_empty() {
+            let rules_change = state.meta.rules != rules;
+            if plan.is_empty() && !rules_change {
                 return Ok(outcome);
             }
             let mut meta = state.meta.clone();
-            let tenant_changes = meta.access.as_ref() != Some(&plan.tenant_after);
+            let tenant_changes = meta.access.as_ref() != Some(&plan.tenant_after) || rules_change;
             let mut remaining = plan.member_changes.as_slice();
             let mut first = true;
             while first || !remaining.is_empty() {
@@ -660,7 +678,7 @@ impl Store {
                 let (chunk, rest) = remaining.split_at(room.min(remaining.len()));
                 let mut events = Vec::new();
                 let mut set_meta = Vec::new();
-                if first && tenant_changes {
+                if first && meta.access.as_ref() != Some(&plan.tenant_after) {
                     events.push(AuditEvent {
                         action: "tenant_access_changed".into(),
                         subject: "tenant".into(),
@@ -670,6 +688,17 @@ impl Store {
                         after: Some(serde_json::to_value(&plan.tenant_after).expect("serialises")),
                     });
                     set_meta.push(("access", s(to_json(&plan.tenant_after))));
+                }
+                if first && rules_change {
+                    events.push(AuditEvent {
+                        action: "tenant_rules_changed".into(),
+                        subject: "tenant".into(),
+                        cause: cause.clone(),
+                        rule: "contract role mappings and named users".into(),
+                        before: Some(serde_json::to_value(&meta.rules).expect("serialises")),
+                        after: Some(serde_json::to_value(&rules).expect("serialises")),
+                    });
+                    set_meta.push(("rules", s(to_json(&rules))));
                 }
                 let mut items = Vec::new();
                 for change in chunk {
@@ -701,6 +730,7 @@ impl Store {
                         meta.head = new_head;
                         if first && tenant_changes {
                             meta.access = Some(plan.tenant_after.clone());
+                            meta.rules = rules.clone();
                         }
                     }
                     Commit::Retry => {
@@ -717,7 +747,7 @@ impl Store {
             }
             return Ok(outcome);
         }
-        Err(StoreError::Contention(tenant.clone()))
+        Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
     pub async fn tenant_view(&self, tenant: &TenantId) -> Result<Option<TenantView>, StoreError> {

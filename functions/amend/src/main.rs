@@ -1,0 +1,23 @@
+//! amend: contract creation and amendments behind a function URL. Parses
+//! changes at clause level, validates them, shows their access impact before
+//! anything is applied, holds risky ones for review, schedules future-dated
+//! ones, and reverses an amendment on request.
+
+mod handler;
+
+use entitle::config::{self, Tables};
+use entitle::queue::ReconcileQueue;
+use entitle::store::Store;
+use lambda_http::{service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    config::init_logging();
+    let aws = config::aws().await;
+    let app = handler::App {
+        store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?),
+        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
+        model: config::model()?,
+    };
+    lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
+}
