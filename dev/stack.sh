@@ -76,6 +76,7 @@ up() {
   {
     echo "ENTITLE_INGEST_URL=$base/lambda-url/ingest"
     echo "ENTITLE_ACCESS_URL=$base/lambda-url/access"
+    echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
     echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
     echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
@@ -85,12 +86,14 @@ up() {
   # First calls start the function instances (cargo run): do it now, not in a test.
   curl -s -o /dev/null -m 120 "$base/lambda-url/access/tenants/warm-up" || die "access did not start"
   curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
   curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
 
   cat <<MSG
 Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   ingest   $base/lambda-url/ingest    POST /stripe, POST /crm, POST|DELETE /tenants/{tenant}/members[/{user}]
   access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
+  amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
   AWS emulator (moto)  $endpoint   (AWS_ENDPOINT_URL; tables StateTable, AuditTable)
   local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET

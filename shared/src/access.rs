@@ -231,7 +231,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.tenant_before.as_ref() == Some(&self.tenant_after) && self.member_changes.is_empty()
+        self.tenant_before.as_ref().is_some_and(|b| b.same_access(&self.tenant_after)) && self.member_changes.is_empty()
     }
     pub fn seats_used_after(&self, used_before: u32) -> u32 {
         let delta: i64 = self

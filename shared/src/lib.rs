@@ -26,6 +26,8 @@ pub mod config;
 #[cfg(feature = "aws")]
 pub mod contract_store;
 #[cfg(feature = "aws")]
+pub mod due;
+#[cfg(feature = "aws")]
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod queue;

@@ -181,6 +181,14 @@ pub struct TenantAccess {
     pub rule: String,
 }
 
+impl TenantAccess {
+    /// Equal access, whatever the explanation: a new license version that
+    /// grants the same is not an access change.
+    pub fn same_access(&self, other: &TenantAccess) -> bool {
+        TenantAccess { rule: String::new(), ..self.clone() } == TenantAccess { rule: String::new(), ..other.clone() }
+    }
+}
+
 fn entitlements_for(model: &LicensingModel, tier: &str, addons: &BTreeSet<String>) -> Entitlements {
     let mut ents = model.tier(tier).map(|t| t.entitlements.clone()).unwrap_or_default();
     for addon in addons {

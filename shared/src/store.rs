@@ -670,7 +670,8 @@ impl Store {
                 return Ok(outcome);
             }
             let mut meta = state.meta.clone();
-            let tenant_changes = meta.access.as_ref() != Some(&plan.tenant_after) || rules_change;
+            let access_change = !meta.access.as_ref().is_some_and(|a| a.same_access(&plan.tenant_after));
+            let tenant_changes = access_change || rules_change;
             let mut remaining = plan.member_changes.as_slice();
             let mut first = true;
             while first || !remaining.is_empty() {
@@ -678,7 +679,7 @@ impl Store {
                 let (chunk, rest) = remaining.split_at(room.min(remaining.len()));
                 let mut events = Vec::new();
                 let mut set_meta = Vec::new();
-                if first && meta.access.as_ref() != Some(&plan.tenant_after) {
+                if first && access_change {
                     events.push(AuditEvent {
                         action: "tenant_access_changed".into(),
                         subject: "tenant".into(),
@@ -728,8 +729,10 @@ impl Store {
                         outcome.member_changes += chunk.len();
                         outcome.tenant_changed |= first && tenant_changes;
                         meta.head = new_head;
-                        if first && tenant_changes {
+                        if first && access_change {
                             meta.access = Some(plan.tenant_after.clone());
+                        }
+                        if first && rules_change {
                             meta.rules = rules.clone();
                         }
                     }

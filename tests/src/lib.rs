@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub struct Stack {
     pub ingest: String,
     pub access: String,
+    pub amend: String,
     pub stripe_secret: Secret,
     pub crm_secret: Secret,
     pub ddb: aws_sdk_dynamodb::Client,
@@ -53,6 +54,7 @@ impl Stack {
         Stack {
             ingest: get("ENTITLE_INGEST_URL"),
             access: get("ENTITLE_ACCESS_URL"),
+            amend: get("ENTITLE_AMEND_URL"),
             stripe_secret: Secret::new(get("ENTITLE_STRIPE_SECRET")),
             crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
             ddb: aws_sdk_dynamodb::Client::new(&aws),
@@ -107,6 +109,23 @@ impl Stack {
 
     pub async fn delete_member(&self, tenant: &str, user: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}/tenants/{tenant}/members/{user}", self.ingest))).await
+    }
+
+    /// A request to the amend function: `POST` with a JSON body, or `GET`.
+    pub async fn amend(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.amend);
+        match body {
+            Some(b) => self.send(self.http.post(url).json(b)).await,
+            None => self.send(self.http.get(url)).await,
+        }
+    }
+
+    pub async fn amend_yaml(&self, path: &str, yaml: &str) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.amend)).header("content-type", "application/yaml").body(yaml.to_string())).await
+    }
+
+    pub fn queue(&self) -> entitle::queue::ReconcileQueue {
+        entitle::queue::ReconcileQueue::new(self.sqs.clone(), self.queue_url.clone())
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
