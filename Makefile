@@ -20,4 +20,4 @@ down:                ## stop exactly what `make up` started
 	dev/stack.sh down
 
 bench:               ## criterion benchmark of the pure core (release build, no AWS SDK)
-	cargo bench -p entitle-shared --no-default-features --bench desired_access
+	cargo bench -p entitle-shared --no-default-features --bench desired_access --bench contract_diff

@@ -9,7 +9,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "unit and property tests"
 cargo test --workspace --exclude entitle-tests
-cargo test -p entitle-shared --no-default-features --bench desired_access
+cargo test -p entitle-shared --no-default-features --bench desired_access --bench contract_diff
 
 step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/cfn-lint infra/template.yaml

@@ -13,6 +13,7 @@ struct Demo {
     http: reqwest::Client,
     ingest: String,
     access: String,
+    amend: String,
     stripe_secret: Secret,
     tenant: String,
     sub_id: String,
@@ -118,6 +119,7 @@ pub async fn run() -> Result<(), String> {
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().map_err(|e| e.to_string())?,
         ingest: env("ENTITLE_INGEST_URL")?,
         access: env("ENTITLE_ACCESS_URL")?,
+        amend: env("ENTITLE_AMEND_URL")?,
         stripe_secret: Secret::new(env("ENTITLE_STRIPE_SECRET")?),
         tenant: format!("acme-{stamp}"),
         sub_id: format!("sub_demo_{stamp}"),
@@ -153,7 +155,103 @@ pub async fn run() -> Result<(), String> {
     if v["ok"] != true {
         return Err("the audit chain did not verify".into());
     }
-    println!("\nDone. Explore further: GET {}/tenants/{}", d.access, d.tenant);
+    let first = d.tenant.clone();
+    contracts(&mut d, &stamp.to_string()).await?;
+    println!("\nDone. Explore further: GET {}/tenants/{first}, GET {}/tenants/{}, GET {}/contracts/k-{}", d.access, d.access, d.tenant, d.amend, d.tenant);
+    Ok(())
+}
+
+impl Demo {
+    async fn amend(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        self.call(self.http.post(format!("{}{path}", self.amend)).json(body)).await
+    }
+
+    fn print_amendment(&self, status: u16, a: &Value) {
+        println!("  -> {status} status {}", a["status"]);
+        for c in a["changes"].as_array().into_iter().flatten() {
+            println!("     change: {}", c["summary"].as_str().unwrap_or_default());
+        }
+        for m in a["impact"]["members"].as_array().into_iter().flatten() {
+            let seat = m["seat"].as_str().map(|s| format!(" seat {s};")).unwrap_or_default();
+            println!(
+                "     impact: {}{seat} roles +{} -{}, entitlements +{} -{}",
+                m["user_id"].as_str().unwrap_or_default(),
+                m["roles_added"],
+                m["roles_removed"],
+                m["entitlements_added"],
+                m["entitlements_removed"]
+            );
+        }
+        for r in a["review"].as_array().into_iter().flatten() {
+            println!("     review: {}", r.as_str().unwrap_or_default());
+        }
+    }
+}
+
+/// Act two: a contract, amended three ways.
+async fn contracts(d: &mut Demo, stamp: &str) -> Result<(), String> {
+    d.tenant = format!("globex-{stamp}");
+    d.audit_seen = 0;
+    let k = format!("k-{}", d.tenant);
+    let doc = json!({
+        "contract_id": k, "tenant_id": d.tenant,
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T00:00:00Z", "auto_renew": true},
+        "tier": "business", "seats": 4, "add_ons": [],
+        "named_users": [{"id": "alice", "email": "alice@globex.example", "roles": ["admin"]}],
+        "role_mappings": {"finance": ["billing-admin"]},
+        "support": {"level": "standard", "response_hours": 24}
+    });
+    println!("\n6. Contract {k} for tenant {}: business, 4 seats, alice a named admin, an unmapped `support` clause", d.tenant);
+    let (status, c) = d.amend("/contracts", &doc).await?;
+    println!("  POST /contracts -> {status} version {}", c["version"]);
+    d.settle(|t| t["tier"] == "business").await?;
+    for (user, groups) in MEMBERS {
+        let body = json!({"user_id": user, "email": format!("{user}@globex.example"), "groups": groups, "attributes": {}});
+        d.call(d.http.post(format!("{}/tenants/{}/members", d.ingest, d.tenant)).json(&body)).await?;
+    }
+    let t = d.settle(|t| t["seats"]["used"] == 4).await?;
+    d.show(&t).await?;
+
+    println!("\n7. Amendment a1 (JSON Patch): add the sso add-on, 5 seats, premium support; applies at once");
+    let a1 = json!({"amendment_id": "a1", "base_version": 1, "patch": [
+        {"op": "add", "path": "/add_ons/-", "value": "sso"},
+        {"op": "replace", "path": "/seats", "value": 5},
+        {"op": "replace", "path": "/support/level", "value": "premium"}]});
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments"), &a1).await?;
+    d.print_amendment(status, &a);
+    let t = d.settle(|t| t["seats"]["used"] == 5).await?;
+    d.show(&t).await?;
+
+    println!("\n8. Amendment a2 (CLM record form): seats 5 -> 2; the model holds it for review");
+    let a2 = json!({"amendment_id": "a2", "base_version": 2, "record": {"parent_record_id": k, "properties": {"seats": {"type": "number", "value": 2}}}});
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments"), &a2).await?;
+    d.print_amendment(status, &a);
+    println!("  POST /contracts/{k}/amendments/a2/approve by cfo@globex.example");
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments/a2/approve"), &json!({"by": "cfo@globex.example", "reason": "downsizing agreed"})).await?;
+    println!("  -> {status} status {} (version {})", a["status"], a["applied_version"]);
+    let t = d.settle(|t| t["seats"]["total"] == 2).await?;
+    d.show(&t).await?;
+
+    println!("\n9. Amendment a2 reversed: the contract and every member's access return to what they were");
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments/a2/reverse"), &json!({"by": "legal@globex.example", "reason": "signed in error"})).await?;
+    println!("  -> {status} status {} (version {})", a["status"], a["reversed_version"]);
+    let t = d.settle(|t| t["seats"]["used"] == 5).await?;
+    d.show(&t).await?;
+    let (_, c) = d.call(d.http.get(format!("{}/contracts/{k}", d.amend))).await?;
+    println!("  contract history:");
+    for h in c["history"].as_array().into_iter().flatten() {
+        let changes = if h["cause"] == "created" {
+            "the first version".to_string()
+        } else {
+            h["changes"].as_array().map(|c| c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+        };
+        println!("    v{} {}: {changes}", h["version"], h["cause"].as_str().unwrap_or_default());
+    }
+    let v = d.get(&format!("/tenants/{}/audit/verify", d.tenant)).await?;
+    println!("\n10. Audit chain verification: {v}");
+    if v["ok"] != true {
+        return Err("the audit chain did not verify".into());
+    }
     Ok(())
 }
 
@@ -167,7 +265,16 @@ fn describe(before: &Value, after: &Value) -> String {
             let seats = v.get("seats_total").or_else(|| v.get("seats")).cloned().unwrap_or_default();
             return format!("{tier}/{seats} seats/{}", v["status"].as_str().unwrap_or_default());
         }
-        v["status"].as_str().unwrap_or_default().to_string()
+        if let Some(status) = v.get("status").and_then(Value::as_str) {
+            return status.to_string();
+        }
+        if let Some(version) = v.get("version") {
+            return format!("v{version}");
+        }
+        if v.get("role_mappings").is_some() {
+            return format!("{} mappings, {} named", v["role_mappings"].as_object().map_or(0, |m| m.len()), v["named_users"].as_object().map_or(0, |m| m.len()));
+        }
+        "-".into()
     };
     let mut text = format!("{} -> {}", summary(before), summary(after));
     let roles = |v: &Value| -> Vec<String> { v.get("roles").and_then(Value::as_array).map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()).unwrap_or_default() };
