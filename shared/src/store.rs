@@ -782,7 +782,10 @@ impl Store {
         Ok((records, out.last_evaluated_key.is_some_and(|k| !k.is_empty())))
     }
 
-    /// Verifies the tenant's whole chain against its head.
+    /// Verifies the tenant's whole chain against its head. Writers keep
+    /// appending while this reads: the chain is checked as of the head read
+    /// first (every record up to it was committed with it); records beyond a
+    /// second read of the head belong to no chain and are reported.
     pub async fn verify_audit(&self, tenant: &TenantId) -> Result<Option<Verification>, StoreError> {
         let Some(meta) = self.meta(tenant).await? else { return Ok(None) };
         let mut all = Vec::new();
@@ -797,6 +800,21 @@ impl Store {
                 break;
             }
         }
-        Ok(Some(audit::verify(tenant.as_str(), &all, &meta.head)))
+        let beyond: Vec<u64> = all.iter().map(|r| r.seq).filter(|&seq| seq > meta.head.seq).collect();
+        all.retain(|r| r.seq <= meta.head.seq);
+        let mut verification = audit::verify(tenant.as_str(), &all, &meta.head);
+        if verification.ok && !beyond.is_empty() {
+            let latest = self.meta(tenant).await?.map(|m| m.head.seq).unwrap_or(0);
+            if let Some(&orphan) = beyond.iter().find(|&&seq| seq > latest) {
+                verification = audit::Verification {
+                    ok: false,
+                    records: verification.records,
+                    first_bad_seq: Some(orphan),
+                    problem: Some(format!("record {orphan} lies beyond the tenant's head (record {latest})")),
+                    head_hash: meta.head.hash.clone(),
+                };
+            }
+        }
+        Ok(Some(verification))
     }
 }

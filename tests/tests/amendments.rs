@@ -49,7 +49,10 @@ async fn snapshot(s: &Stack, t: &str) -> Vec<String> {
     out
 }
 
+/// The tenant's access once two reads 600 ms apart agree (provisioning is
+/// asynchronous); fails after 30 s of change.
 async fn settled(s: &Stack, t: &str) -> Vec<String> {
+    let start = std::time::Instant::now();
     let mut last = snapshot(s, t).await;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
@@ -57,6 +60,7 @@ async fn settled(s: &Stack, t: &str) -> Vec<String> {
         if now == last {
             return now;
         }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "access of {t} kept changing: {now:?}");
         last = now;
     }
 }

@@ -183,3 +183,27 @@ async fn tampering_with_the_audit_trail_is_detected() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["head_hash"], last.as_str());
 }
+
+#[tokio::test]
+async fn a_record_forged_beyond_the_head_is_detected() {
+    let s = Stack::connect().await;
+    let t = unique("orphan");
+    s.stripe(&created(&t)).await;
+    s.tenant_where(&t, "provisioned", |v| v["tier"] == "team").await;
+    let v = s.verify(&t).await;
+    assert_eq!(v["ok"], true, "{v}");
+    let head = v["records"].as_u64().unwrap();
+    s.ddb
+        .put_item()
+        .table_name(&s.tables.audit)
+        .item("tenant_id", AttributeValue::S(t.clone()))
+        .item("seq", AttributeValue::N((head + 100).to_string()))
+        .item("record", AttributeValue::S("{\"action\":\"member_created\"}".into()))
+        .item("hash", AttributeValue::S(entitle::audit::hash_of("{\"action\":\"member_created\"}")))
+        .send()
+        .await
+        .unwrap();
+    let v = s.verify(&t).await;
+    assert_eq!((v["ok"].as_bool(), v["first_bad_seq"].as_u64()), (Some(false), Some(head + 100)), "{v}");
+    assert!(v["problem"].as_str().unwrap().contains("beyond"), "{v}");
+}
