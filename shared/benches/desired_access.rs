@@ -25,6 +25,7 @@ fn tenant(seats: u32) -> (Vec<License>, Vec<Member>) {
             expires_at: None,
             source_version: 1,
             last_event_id: EventId::parse("evt_1").unwrap(),
+            timeline: Default::default(),
         },
         License {
             license_id: LicenseId::parse("crm_big").unwrap(),
@@ -37,6 +38,7 @@ fn tenant(seats: u32) -> (Vec<License>, Vec<Member>) {
             expires_at: None,
             source_version: 1,
             last_event_id: EventId::parse("crm_1").unwrap(),
+            timeline: Default::default(),
         },
     ];
     let members = (0..MEMBERS)

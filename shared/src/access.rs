@@ -304,6 +304,7 @@ mod tests {
             expires_at: None,
             source_version: 1,
             last_event_id: EventId::parse("evt_1").unwrap(),
+            timeline: Default::default(),
         }
     }
 

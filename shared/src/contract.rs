@@ -136,6 +136,7 @@ impl ContractDocument {
             expires_at: Some(self.term.end),
             source_version: version as i64,
             last_event_id: crate::ids::EventId::parse(format!("{}-v{version}", self.contract_id)).expect("valid id"),
+            timeline: Default::default(),
         }
     }
 

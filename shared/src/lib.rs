@@ -15,6 +15,7 @@ pub mod api;
 pub mod audit;
 pub mod contract;
 pub mod crm;
+pub mod expiry;
 pub mod ids;
 pub mod license;
 pub mod model;

@@ -80,6 +80,20 @@ pub struct License {
     /// change with a version not above this one is stale.
     pub source_version: i64,
     pub last_event_id: EventId,
+    /// Where the license stands in time (grace, past due, notices sent):
+    /// kept by the expiry sweep, reset by a renewal.
+    #[serde(default)]
+    pub timeline: Timeline,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Set when the license passed its expiry: access is kept until then.
+    pub grace_until: Option<DateTime<Utc>>,
+    /// When the license became past due (its past-due grace runs from here).
+    pub past_due_since: Option<DateTime<Utc>>,
+    /// Expiring-soon thresholds (days) already handled for the current expiry.
+    pub notices_sent: BTreeSet<u32>,
 }
 
 /// What a change says about the license.
@@ -120,9 +134,23 @@ pub enum ChangeDecision {
     NoBase,
 }
 
+/// The timeline a license keeps across a change: a new expiry (a renewal)
+/// starts afresh; past-due time runs from the first past-due change.
+fn timeline_after(current: Option<&License>, status: LicenseStatus, expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Timeline {
+    let mut t = match current {
+        Some(c) if c.expires_at == expires_at => c.timeline.clone(),
+        _ => Timeline::default(),
+    };
+    t.past_due_since = match status {
+        LicenseStatus::PastDue => current.and_then(|c| c.timeline.past_due_since).or(Some(now)),
+        _ => None,
+    };
+    t
+}
+
 /// Source ordering: a change applies only if it is newer than what we hold,
 /// so that older events never overwrite newer ones, whatever the delivery order.
-pub fn decide_change(current: Option<&License>, change: &LicenseChange) -> ChangeDecision {
+pub fn decide_change(current: Option<&License>, change: &LicenseChange, now: DateTime<Utc>) -> ChangeDecision {
     if let Some(cur) = current {
         if change.source_version <= cur.source_version {
             return ChangeDecision::Stale { held_version: cur.source_version };
@@ -141,12 +169,14 @@ pub fn decide_change(current: Option<&License>, change: &LicenseChange) -> Chang
                 expires_at: *expires_at,
                 source_version: change.source_version,
                 last_event_id: change.event_id.clone(),
+                timeline: timeline_after(current, *status, *expires_at, now),
             })
         }
         (LicenseUpdate::Status(status), Some(cur)) => ChangeDecision::Apply(License {
             status: *status,
             source_version: change.source_version,
             last_event_id: change.event_id.clone(),
+            timeline: timeline_after(current, *status, cur.expires_at, now),
             ..cur.clone()
         }),
         (LicenseUpdate::Status(_), None) => ChangeDecision::NoBase,
@@ -220,6 +250,8 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
             BTreeSet::new()
         };
         let status = granting.iter().map(|l| l.status).max_by_key(|s| s.standing()).expect("non-empty");
+        // Access is kept in grace, but the tenant reads as being in it.
+        let status = if granting.iter().all(|l| l.timeline.grace_until.is_some()) { "grace" } else { status.as_str() };
         let expires_at = if granting.iter().any(|l| l.expires_at.is_none()) {
             None
         } else {
@@ -231,7 +263,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         return TenantAccess {
             entitlements: entitlements_for(model, &tier.name, &addons),
             tier: tier.name.clone(),
-            status: status.as_str().to_string(),
+            status: status.to_string(),
             seats_total: seats,
             addons,
             expires_at,
@@ -314,6 +346,8 @@ mod tests {
     use super::*;
     use crate::model::Entitlement;
 
+    const T0: DateTime<Utc> = DateTime::from_timestamp_nanos(1_800_000_000_000_000_000);
+
     pub(crate) fn lic(id: &str, source: Source, tier: &str, seats: u32, status: LicenseStatus, v: i64) -> License {
         License {
             license_id: LicenseId::parse(id).unwrap(),
@@ -326,6 +360,7 @@ mod tests {
             expires_at: None,
             source_version: v,
             last_event_id: EventId::parse(format!("evt_{id}_{v}")).unwrap(),
+            timeline: Timeline::default(),
         }
     }
 
@@ -351,10 +386,10 @@ mod tests {
     fn older_and_equal_versions_are_stale() {
         let held = lic("sub_1", Source::Stripe, "team", 5, LicenseStatus::Active, 100);
         let older = lic("sub_1", Source::Stripe, "business", 50, LicenseStatus::Active, 99);
-        assert_eq!(decide_change(Some(&held), &change(&older)), ChangeDecision::Stale { held_version: 100 });
-        assert_eq!(decide_change(Some(&held), &change(&held)), ChangeDecision::Stale { held_version: 100 });
+        assert_eq!(decide_change(Some(&held), &change(&older), T0), ChangeDecision::Stale { held_version: 100 });
+        assert_eq!(decide_change(Some(&held), &change(&held), T0), ChangeDecision::Stale { held_version: 100 });
         let newer = lic("sub_1", Source::Stripe, "business", 50, LicenseStatus::Active, 101);
-        assert_eq!(decide_change(Some(&held), &change(&newer)), ChangeDecision::Apply(newer));
+        assert_eq!(decide_change(Some(&held), &change(&newer), T0), ChangeDecision::Apply(newer));
     }
 
     proptest::proptest! {
@@ -371,7 +406,7 @@ mod tests {
             deliveries.extend(changes.iter());
             let mut held: Option<License> = None;
             for c in deliveries {
-                match decide_change(held.as_ref(), &change(c)) {
+                match decide_change(held.as_ref(), &change(c), T0) {
                     ChangeDecision::Apply(l) => {
                         proptest::prop_assert!(held.as_ref().is_none_or(|h| h.source_version < l.source_version));
                         held = Some(l);
@@ -389,7 +424,7 @@ mod tests {
     fn status_only_changes_need_a_base() {
         let held = lic("sub_1", Source::Stripe, "team", 5, LicenseStatus::Active, 100);
         let c = LicenseChange { update: LicenseUpdate::Status(LicenseStatus::PastDue), source_version: 101, ..change(&held) };
-        match decide_change(Some(&held), &c) {
+        match decide_change(Some(&held), &c, T0) {
             ChangeDecision::Apply(l) => {
                 assert_eq!(l.status, LicenseStatus::PastDue);
                 assert_eq!(l.seats, 5);
@@ -397,7 +432,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(decide_change(None, &c), ChangeDecision::NoBase);
+        assert_eq!(decide_change(None, &c, T0), ChangeDecision::NoBase);
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl Store {
                 Some(item) => json_attr(&item, "license", &lic_sk)?,
                 None => None,
             };
-            let decision = decide_change(current.as_ref(), change);
+            let decision = decide_change(current.as_ref(), change, now);
             let (event, outcome, license_put) = match &decision {
                 ChangeDecision::Apply(new) => (
                     AuditEvent {
