@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench lint
+.PHONY: demo test bootstrap build up down bench sweep
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -21,3 +21,6 @@ down:                ## stop exactly what `make up` started
 
 bench:               ## criterion benchmark of the pure core (release build, no AWS SDK)
 	cargo bench -p entitle-shared --no-default-features --bench desired_access --bench contract_diff
+
+sweep:               ## fire the expiry sweep's schedule on the running stack (TIME=... to sweep as of another instant)
+	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev sweep $(TIME)

@@ -36,6 +36,7 @@ ENV_OF = {
     "AuditTable": "AUDIT_TABLE",
     "ReconcileQueue": "RECONCILE_QUEUE_URL",
     "ReconcileDeadLetterQueue": "DEAD_LETTER_QUEUE_URL",
+    "AccessEventsBus": "EVENT_BUS_NAME",
 }
 
 TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
@@ -62,6 +63,12 @@ def main(template_path, endpoint):
         if ttl and ttl.get("Enabled"):
             ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True})
         env[name] = name
+
+    events = session.client("events", endpoint_url=endpoint)
+    for name, res in resources.items():
+        if res["Type"] == "AWS::Events::EventBus":
+            events.create_event_bus(Name=name)
+            env[name] = name
 
     queues = {name: res for name, res in resources.items() if res["Type"] == "AWS::SQS::Queue"}
     arns = {}

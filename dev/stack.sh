@@ -78,6 +78,7 @@ up() {
     echo "ENTITLE_ACCESS_URL=$base/lambda-url/access"
     echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
+    echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
     echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
     echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
     grep -v '^AWS_LAMBDA_LOG_FORMAT\|SECRETS=' "$STACK_DIR/functions.env"
@@ -87,6 +88,8 @@ up() {
   curl -s -o /dev/null -m 120 "$base/lambda-url/access/tenants/warm-up" || die "access did not start"
   curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
   curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
+  # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
+  curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
   curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
 
   cat <<MSG
@@ -95,6 +98,7 @@ Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
   amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
+  expiry-sweep  fire its schedule with: make sweep [TIME=2027-01-01T00:00:00Z]
   AWS emulator (moto)  $endpoint   (AWS_ENDPOINT_URL; tables StateTable, AuditTable)
   local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET
   settings for scripts and tests: $STACK_DIR/stack.env

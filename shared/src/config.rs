@@ -57,6 +57,11 @@ pub fn model() -> Result<LicensingModel, ConfigError> {
     Ok(LicensingModel::load_from_env()?)
 }
 
+/// The store every function uses: its tables and the licensing model.
+pub fn store(aws: &aws_config::SdkConfig) -> Result<crate::store::Store, ConfigError> {
+    Ok(crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &Tables::from_env()?, std::sync::Arc::new(model()?)))
+}
+
 /// Logs: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON` (set by the template and the
 /// local stack), one span per invocation carrying the Lambda request id.
 pub fn init_logging() {

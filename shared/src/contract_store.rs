@@ -15,7 +15,7 @@ use crate::contract::{self, Amendment, AmendmentRequest, AmendmentStatus, Clause
 use crate::ids::{AmendmentId, ContractId, TenantId};
 use crate::license::Source;
 use crate::model::LicensingModel;
-use crate::store::{backoff, get_n, get_s, json_attr, license_sk, n, now_rfc3339, s, tenant_pk, to_json, Commit, Store, StoreError, TenantMeta, MAX_ATTEMPTS};
+use crate::store::{backoff, get_n, get_s, json_attr, n, now_rfc3339, s, tenant_pk, to_json, Commit, Store, StoreError, TenantMeta, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -144,17 +144,18 @@ impl Store {
     }
 
     fn amendment_put(&self, a: &Amendment, body_hash: &str) -> TransactWriteItem {
-        put(
-            &self.state,
-            vec![
-                ("pk", s(contract_pk(&a.contract_id))),
-                ("sk", s(amendment_sk(&a.amendment_id))),
-                ("amendment", s(to_json(a))),
-                ("status", s(a.status.as_str())),
-                ("body_hash", s(body_hash)),
-            ],
-            None,
-        )
+        let (pk, sk) = (contract_pk(&a.contract_id), amendment_sk(&a.amendment_id));
+        // A scheduled amendment is in the due index until it is applied or rejected.
+        let due = a.effective_at.filter(|_| a.status == AmendmentStatus::Scheduled);
+        let mut item = vec![
+            ("pk", s(pk.clone())),
+            ("sk", s(sk.clone())),
+            ("amendment", s(to_json(a))),
+            ("status", s(a.status.as_str())),
+            ("body_hash", s(body_hash)),
+        ];
+        item.extend(crate::sweep::due_attributes(&pk, &sk, due));
+        put(&self.state, item, None)
     }
 
     /// The items that move a contract to a new version.
@@ -185,22 +186,8 @@ impl Store {
                 ],
                 Some("attribute_not_exists(pk)"),
             ),
-            self.license_put(&state.tenant_id, doc, new_version, now),
+            self.license_put(&state.tenant_id, &doc.license(new_version, now), None),
         ]
-    }
-
-    fn license_put(&self, tenant: &TenantId, doc: &ContractDocument, version: u64, now: DateTime<Utc>) -> TransactWriteItem {
-        let license = doc.license(version, now);
-        put(
-            &self.state,
-            vec![
-                ("pk", s(tenant_pk(tenant))),
-                ("sk", s(license_sk(Source::Contract, doc.contract_id.as_str()))),
-                ("license", s(to_json(&license))),
-                ("source_version", n(version)),
-            ],
-            None,
-        )
     }
 
     /// `POST /contracts`: version 1. Returns the state and whether it was created now.

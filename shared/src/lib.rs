@@ -29,8 +29,12 @@ pub mod contract_store;
 #[cfg(feature = "aws")]
 pub mod due;
 #[cfg(feature = "aws")]
+pub mod events;
+#[cfg(feature = "aws")]
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod queue;
 #[cfg(feature = "aws")]
 pub mod store;
+#[cfg(feature = "aws")]
+pub mod sweep;

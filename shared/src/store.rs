@@ -192,6 +192,8 @@ pub struct Store {
     pub(crate) client: Client,
     pub(crate) state: String,
     pub(crate) audit: String,
+    /// The rules every write consults (for example, when a license falls due).
+    pub(crate) model: std::sync::Arc<LicensingModel>,
 }
 
 pub(crate) enum Commit {
@@ -210,8 +212,31 @@ pub(crate) async fn backoff(attempt: u32) {
 }
 
 impl Store {
-    pub fn new(client: Client, tables: &crate::config::Tables) -> Self {
-        Store { client, state: tables.state.clone(), audit: tables.audit.clone() }
+    pub fn new(client: Client, tables: &crate::config::Tables, model: std::sync::Arc<LicensingModel>) -> Self {
+        Store { client, state: tables.state.clone(), audit: tables.audit.clone(), model }
+    }
+
+    pub fn model(&self) -> &LicensingModel {
+        &self.model
+    }
+
+    /// A license item, with its due attributes and a fresh revision.
+    pub(crate) fn license_put(&self, tenant: &TenantId, license: &License, condition: Option<&str>) -> TransactWriteItem {
+        let (pk, sk) = (tenant_pk(tenant), license_sk(license.source, license.license_id.as_str()));
+        let due = crate::expiry::next_due(&self.model, license).map(|(at, _)| at);
+        let mut put = Put::builder()
+            .table_name(&self.state)
+            .item("pk", s(pk.clone()))
+            .item("sk", s(sk.clone()))
+            .item("license", s(to_json(license)))
+            .item("source_version", n(license.source_version));
+        for (k, v) in crate::sweep::due_attributes(&pk, &sk, due) {
+            put = put.item(k, v);
+        }
+        if let Some(c) = condition {
+            put = put.condition_expression(c);
+        }
+        TransactWriteItem::builder().put(put.build().expect("table, item set")).build()
     }
 
     pub fn client(&self) -> &Client {
@@ -389,20 +414,7 @@ impl Store {
             };
             let mut items = vec![self.event_put(tenant, change.source, &change.event_id, body_hash, outcome.label(), now)];
             if let Some(new) = license_put {
-                items.push(
-                    TransactWriteItem::builder()
-                        .put(
-                            Put::builder()
-                                .table_name(&self.state)
-                                .item("pk", s(tenant_pk(tenant)))
-                                .item("sk", s(lic_sk.clone()))
-                                .item("license", s(to_json(new)))
-                                .item("source_version", n(new.source_version))
-                                .build()
-                                .expect("table, item set"),
-                        )
-                        .build(),
-                );
+                items.push(self.license_put(tenant, new, None));
             }
             if let Recorded::Parked { reason } = &outcome {
                 items.push(self.parked_put(change.source, &change.event_id, Some(tenant), reason, &serde_json::to_value(change).expect("serialises"), now));

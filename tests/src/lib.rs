@@ -21,10 +21,13 @@ pub struct Stack {
     pub ingest: String,
     pub access: String,
     pub amend: String,
+    pub sweep_invoke: String,
+    pub event_bus: String,
     pub stripe_secret: Secret,
     pub crm_secret: Secret,
     pub ddb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
     pub tables: Tables,
     pub queue_url: String,
     pub dead_letter_queue_url: String,
@@ -55,10 +58,13 @@ impl Stack {
             ingest: get("ENTITLE_INGEST_URL"),
             access: get("ENTITLE_ACCESS_URL"),
             amend: get("ENTITLE_AMEND_URL"),
+            sweep_invoke: get("ENTITLE_SWEEP_INVOKE_URL"),
+            event_bus: get("EVENT_BUS_NAME"),
             stripe_secret: Secret::new(get("ENTITLE_STRIPE_SECRET")),
             crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
             ddb: aws_sdk_dynamodb::Client::new(&aws),
             sqs: aws_sdk_sqs::Client::new(&aws),
+            events: aws_sdk_eventbridge::Client::new(&aws),
             tables: Tables { state: get("STATE_TABLE"), audit: get("AUDIT_TABLE") },
             queue_url: get("RECONCILE_QUEUE_URL"),
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
@@ -67,7 +73,7 @@ impl Stack {
     }
 
     pub fn store(&self) -> Store {
-        Store::new(self.ddb.clone(), &self.tables)
+        Store::new(self.ddb.clone(), &self.tables, std::sync::Arc::new(entitle::model::LicensingModel::default_model()))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -122,6 +128,17 @@ impl Stack {
 
     pub async fn amend_yaml(&self, path: &str, yaml: &str) -> (u16, Value) {
         self.send(self.http.post(format!("{}{path}", self.amend)).header("content-type", "application/yaml").body(yaml.to_string())).await
+    }
+
+    /// Fires the expiry sweep (the real binary) as EventBridge would, as of `time`.
+    pub async fn sweep(&self, time: chrono::DateTime<chrono::Utc>) -> Value {
+        let event = serde_json::json!({"version": "0", "id": unique("run"), "detail-type": "Scheduled Event", "source": "aws.scheduler",
+            "time": time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "detail": {}});
+        let resp = self.http.post(&self.sweep_invoke).json(&event).send().await.expect("expiry-sweep answers");
+        let failed = resp.headers().get("x-amz-function-error").is_some();
+        let body: Value = resp.json().await.expect("JSON report");
+        assert!(!failed, "expiry-sweep failed: {body}");
+        body
     }
 
     pub fn queue(&self) -> entitle::queue::ReconcileQueue {

@@ -2,16 +2,19 @@
 //!
 //!   entitle-dev esm    feed the reconcile queue to provision (see esm.rs)
 //!   entitle-dev demo   run the demo scenario against the running stack
+//!   entitle-dev sweep [TIME]   fire the expiry sweep's schedule (as of TIME, RFC 3339; default now)
 
 mod demo;
 mod esm;
+mod sweep;
 
 #[tokio::main]
 async fn main() {
     let result = match std::env::args().nth(1).as_deref() {
         Some("esm") => esm::run().await,
         Some("demo") => demo::run().await,
-        _ => Err("usage: entitle-dev esm|demo".to_string()),
+        Some("sweep") => sweep::fire(std::env::args().nth(2).as_deref()).await.map(|report| println!("{report}")),
+        _ => Err("usage: entitle-dev esm|demo|sweep [TIME]".to_string()),
     };
     if let Err(e) = result {
         eprintln!("entitle-dev: {e}");

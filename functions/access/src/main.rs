@@ -4,14 +4,13 @@
 
 mod handler;
 
-use entitle::config::{self, Tables};
-use entitle::store::Store;
+use entitle::config;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?);
+    let store = config::store(&aws)?;
     lambda_http::run(service_fn(|req| handler::handle(&store, req))).await
 }

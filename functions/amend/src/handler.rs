@@ -5,7 +5,6 @@ use entitle::contract::{Amendment, AmendmentRequest, AmendmentStatus, DecisionRe
 use entitle::contract_store::{ContractState, Verdict};
 use entitle::http;
 use entitle::ids::{AmendmentId, ContractId, TenantId};
-use entitle::model::LicensingModel;
 use entitle::queue::{ReconcileQueue, ReconcileRequest};
 use entitle::store::{Store, StoreError};
 use lambda_http::{Body, Error, Request, Response};
@@ -14,7 +13,6 @@ use serde_json::{json, Value};
 pub struct App {
     pub store: Store,
     pub queue: ReconcileQueue,
-    pub model: LicensingModel,
 }
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -86,7 +84,7 @@ async fn contract_view(app: &App, state: &ContractState) -> Result<Value, StoreE
 async fn create(app: &App, req: &Request) -> Result<Response<Body>, StoreError> {
     let body = body_value(req)?;
     let request_id = http::request_id(req);
-    let (state, created) = app.store.create_contract(&app.model, &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
+    let (state, created) = app.store.create_contract(app.store.model(), &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
     let cid = &state.doc.contract_id;
     tracing::info!(tenant = %state.tenant_id, contract = %cid, cause = %format!("api_call:{request_id}"), created, "contract created");
     reconcile(app, &state.tenant_id, Cause::new(CauseKind::ApiCall, &request_id), &format!("contract:{cid}:v{}", state.version)).await?;
@@ -115,7 +113,7 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, St
     }
     let request: AmendmentRequest = parse_request(&body)?;
     let dry_run = http::query(req, "dry_run").is_some_and(|v| v == "true" || v == "1");
-    let (amendment, stored) = app.store.submit_amendment(&app.model, &cid, &request, &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
+    let (amendment, stored) = app.store.submit_amendment(app.store.model(), &cid, &request, &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,

@@ -5,9 +5,8 @@
 
 mod handler;
 
-use entitle::config::{self, Tables};
+use entitle::config;
 use entitle::queue::ReconcileQueue;
-use entitle::store::Store;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
@@ -15,9 +14,8 @@ async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
     let app = handler::App {
-        store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?),
+        store: config::store(&aws)?,
         queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
-        model: config::model()?,
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

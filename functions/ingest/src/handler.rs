@@ -5,7 +5,6 @@ use entitle::config::ConfigError;
 use entitle::http;
 use entitle::ids::{TenantId, UserId};
 use entitle::license::{LicenseChange, Source};
-use entitle::model::LicensingModel;
 use entitle::queue::{ReconcileQueue, ReconcileRequest};
 use entitle::signature::{self, Secret, DEFAULT_TOLERANCE_SECS};
 use entitle::store::{Recorded, Store};
@@ -36,7 +35,6 @@ impl Routes {
 pub struct App {
     pub store: Store,
     pub queue: ReconcileQueue,
-    pub model: LicensingModel,
     pub stripe_secrets: Vec<Secret>,
     pub crm_secrets: Vec<Secret>,
     pub routes: Routes,
@@ -71,7 +69,7 @@ fn verified<'a>(req: &'a Request, header: &str, secrets: &[Secret]) -> Result<&'
 async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let body = verified(req, "Stripe-Signature", &app.stripe_secrets)?;
     let event: serde_json::Value = parse_json(body)?;
-    match stripe::normalise(&app.model, &event)? {
+    match stripe::normalise(app.store.model(), &event)? {
         StripeOutcome::Ignored { event_type } => {
             tracing::info!(event_type, "stripe event type ignored");
             Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type})))
@@ -90,7 +88,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
 
 async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let body = verified(req, "Entitle-Signature", &app.crm_secrets)?;
-    let change = entitle::crm::normalise(&app.model, parse_json(body)?)?;
+    let change = entitle::crm::normalise(app.store.model(), parse_json(body)?)?;
     record(app, &change, body).await
 }
 
@@ -130,7 +128,7 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     let new: NewMember = parse_json(http::body(req)?)?;
     new.validate()?;
     let request_id = http::request_id(req);
-    let (view, created) = app.store.create_member(&app.model, &tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
+    let (view, created) = app.store.create_member(app.store.model(), &tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
     tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))

@@ -4,9 +4,8 @@
 
 mod handler;
 
-use entitle::config::{self, Tables};
+use entitle::config;
 use entitle::queue::ReconcileQueue;
-use entitle::store::Store;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
@@ -14,9 +13,8 @@ async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
     let app = handler::App {
-        store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?),
+        store: config::store(&aws)?,
         queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
-        model: config::model()?,
         stripe_secrets: config::secrets("STRIPE_WEBHOOK_SECRETS")?,
         crm_secrets: config::secrets("CRM_SIGNING_SECRETS")?,
         routes: handler::Routes::from_env()?,

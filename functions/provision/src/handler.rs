@@ -2,7 +2,6 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::Utc;
 use entitle::http::error_chain;
-use entitle::model::LicensingModel;
 use entitle::queue::{dedup_id, ReconcileRequest};
 use entitle::store::{ReconcileOptions, Store};
 use lambda_runtime::{Error, LambdaEvent};
@@ -16,7 +15,6 @@ pub struct App {
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
     pub max_receives: u32,
-    pub model: LicensingModel,
 }
 
 /// Why a message could not be processed.
@@ -69,7 +67,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
         permanent: true,
     })?;
     let cause = request.cause.to_string();
-    match app.store.reconcile(&app.model, &request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
+    match app.store.reconcile(app.store.model(), &request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
         Ok(outcome) => {
             tracing::info!(
                 tenant = %request.tenant_id,

@@ -5,8 +5,7 @@
 
 mod handler;
 
-use entitle::config::{self, Tables};
-use entitle::store::Store;
+use entitle::config;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
@@ -14,11 +13,10 @@ async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
     let app = handler::App {
-        store: Store::new(aws_sdk_dynamodb::Client::new(&aws), &Tables::from_env()?),
+        store: config::store(&aws)?,
         sqs: aws_sdk_sqs::Client::new(&aws),
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional_u32("MAX_RECEIVES", 5)?,
-        model: config::model()?,
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }

@@ -1,0 +1,104 @@
+use chrono::{DateTime, Utc};
+use entitle::audit::{Cause, CauseKind};
+use entitle::due::apply_due_amendments;
+use entitle::events::EventBus;
+use entitle::http::error_chain;
+use entitle::queue::{ReconcileQueue, ReconcileRequest};
+use entitle::store::Store;
+use entitle::sweep::SweepLimits;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub struct App {
+    pub store: Store,
+    pub queue: ReconcileQueue,
+    pub bus: EventBus,
+}
+
+/// Left before the Lambda deadline when the sweep stops taking new items.
+const SAFETY_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("the scheduled event has no valid `time` (RFC 3339): {0}")]
+    BadEvent(String),
+    #[error("the sweep failed: {0}")]
+    Failed(String),
+}
+
+impl From<SweepError> for Diagnostic {
+    fn from(e: SweepError) -> Diagnostic {
+        let kind = match e {
+            SweepError::BadEvent(_) => "BadEvent",
+            SweepError::Failed(_) => "SweepFailed",
+        };
+        Diagnostic { error_type: kind.into(), error_message: e.to_string() }
+    }
+}
+
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, SweepError> {
+    let time = event.payload.get("time").and_then(Value::as_str).unwrap_or_default();
+    let as_of: DateTime<Utc> = time.parse().map_err(|_| SweepError::BadEvent(format!("{time:?}")))?;
+    let run_id = match event.payload.get("id").and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => format!("sweep-{id}"),
+        _ => format!("sweep-{}", as_of.timestamp()),
+    };
+    let stop_at = stop_at(event.context.deadline);
+    let fail = |e: &dyn std::error::Error| SweepError::Failed(error_chain(e));
+
+    // Events a crashed run committed but did not publish go first.
+    app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
+    let report = app.store.sweep(app.store.model(), as_of, &run_id, SweepLimits { stop_at, max_items: None }).await.map_err(|e| fail(&e))?;
+    let mut amendments = 0;
+    for contract in &report.contracts {
+        amendments += apply_due_amendments(&app.store, &app.queue, contract, as_of, &run_id).await.map_err(|e| fail(&e))?.len();
+    }
+    for tenant in &report.tenants {
+        let request = ReconcileRequest { tenant_id: tenant.clone(), cause: Cause::new(CauseKind::Sweep, &run_id) };
+        app.queue.send(&request, &format!("{run_id}:{tenant}")).await.map_err(|e| fail(&e))?;
+    }
+    let published = app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
+    tracing::info!(
+        cause = %format!("sweep:{run_id}"),
+        as_of = %as_of.to_rfc3339(),
+        licenses = report.licenses,
+        transitions = report.transitions,
+        amendments,
+        published,
+        tenants = report.tenants.len(),
+        complete = report.complete,
+        index_reads = report.index_reads,
+        "sweep run"
+    );
+    let mut out = serde_json::to_value(&report).expect("serialises");
+    out["amendments_applied"] = json!(amendments);
+    out["events_published"] = json!(published);
+    Ok(out)
+}
+
+/// The instant to stop taking new work: the invocation's deadline (epoch ms)
+/// less a safety margin.
+fn stop_at(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Lambda sends an epoch timestamp; cargo lambda watch sends the timeout
+    // itself (600000): a value before 2001 cannot be an epoch deadline.
+    let left = if deadline_ms < 1_000_000_000_000 { deadline_ms } else { deadline_ms.saturating_sub(now_ms) };
+    Instant::now() + Duration::from_millis(left).saturating_sub(SAFETY_MARGIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_leaves_a_margin() {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let at = stop_at(now_ms + 60_000);
+        let left = at - Instant::now();
+        assert!(left > Duration::from_secs(50) && left <= Duration::from_secs(55), "{left:?}");
+        assert!(stop_at(now_ms + 1_000) <= Instant::now(), "inside the margin: stop at once");
+        let relative = stop_at(600_000) - Instant::now();
+        assert!(relative > Duration::from_secs(590), "{relative:?}");
+    }
+}

@@ -1,0 +1,23 @@
+//! expiry-sweep: every time-based transition, run by an EventBridge schedule.
+//! It evaluates "as of" the event's `time` (never the wall clock), reads only
+//! what is due, is safe to run twice at once, and stops cleanly before its
+//! deadline so that the next run continues where it stopped.
+
+mod handler;
+
+use entitle::config;
+use entitle::events::EventBus;
+use entitle::queue::ReconcileQueue;
+use lambda_runtime::{service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    config::init_logging();
+    let aws = config::aws().await;
+    let app = handler::App {
+        store: config::store(&aws)?,
+        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
+        bus: EventBus::new(aws_sdk_eventbridge::Client::new(&aws), config::required("EVENT_BUS_NAME")?),
+    };
+    lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
+}
