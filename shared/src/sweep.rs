@@ -115,6 +115,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Counts what is due at `as_of` through the due index, all pages, without
+    /// acting on it: (due items, index items read). For measuring.
+    pub async fn count_due(&self, as_of: DateTime<Utc>) -> Result<(u64, u64), StoreError> {
+        let (mut due, mut read) = (0u64, 0u64);
+        for shard in 0..DUE_SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.state)
+                    .index_name(DUE_INDEX)
+                    .key_condition_expression("due_shard = :s AND due_at <= :t")
+                    .expression_attribute_values(":s", s(format!("DUE#{shard:02}")))
+                    .expression_attribute_values(":t", n(as_of.timestamp()))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await?;
+                due += page.count.max(0) as u64;
+                read += page.scanned_count.max(page.count).max(0) as u64;
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+        }
+        Ok((due, read))
+    }
+
     /// Runs every transition due at `as_of`. Safe to run twice at once: each
     /// transition is a conditional write on the license's version under the
     /// tenant's chain-head lock, so only one run applies it.
