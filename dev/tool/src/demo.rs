@@ -157,7 +157,50 @@ pub async fn run() -> Result<(), String> {
     }
     let first = d.tenant.clone();
     contracts(&mut d, &stamp.to_string()).await?;
-    println!("\nDone. Explore further: GET {}/tenants/{first}, GET {}/tenants/{}, GET {}/contracts/k-{}", d.access, d.access, d.tenant, d.amend, d.tenant);
+    let second = d.tenant.clone();
+    expiry(&mut d, &stamp.to_string()).await?;
+    println!(
+        "\nDone. Explore further: GET {}/tenants/{first}, {}/tenants/{second}, {}/tenants/{}, GET {}/contracts/k-{second}",
+        d.access, d.access, d.access, d.tenant, d.amend
+    );
+    Ok(())
+}
+
+/// Act three: a license runs out; the expiry sweep, fired as of later
+/// instants, gives notice, starts grace, then downgrades.
+async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
+    d.tenant = format!("initech-{stamp}");
+    d.sub_id = format!("sub_initech_{stamp}");
+    d.audit_seen = 0;
+    let now = chrono::Utc::now();
+    let ends = now + chrono::Duration::days(10);
+    println!("\n11. Stripe: tenant {} subscribes to team_monthly x 2 seats; the period ends {}", d.tenant, ends.format("%Y-%m-%d"));
+    let event = subscription_event(&format!("evt_{}_1", d.tenant), "customer.subscription.created", now.timestamp(), &d.sub_id, Some(&d.tenant), "active", &[("team_monthly", 2)], ends.timestamp());
+    d.stripe(event).await?;
+    d.settle(|t| t["tier"] == "team").await?;
+    for (user, groups) in MEMBERS.iter().take(3) {
+        let body = json!({"user_id": user, "email": format!("{user}@initech.example"), "groups": groups, "attributes": {}});
+        d.call(d.http.post(format!("{}/tenants/{}/members", d.ingest, d.tenant)).json(&body)).await?;
+    }
+    let t = d.settle(|t| t["seats"]["used"] == 2).await?;
+    d.show(&t).await?;
+    for (n, offset, what) in [(12, 5, "five days later: the 30- and 7-day notices fall due (one notice, the nearest)"), (13, 10, "the period ends: 7 days of grace, access kept"), (14, 17, "grace runs out: Stripe licenses downgrade to free")] {
+        let at = now + chrono::Duration::days(offset);
+        println!("\n{n}. make sweep TIME={} ({what})", at.format("%Y-%m-%dT%H:%M:%SZ"));
+        let report = crate::sweep::fire(Some(&at.to_rfc3339())).await?;
+        println!("  -> {} due license(s), {} transition(s), {} event(s) published", report["licenses"], report["transitions"], report["events_published"]);
+        let t = match n {
+            13 => d.settle(|t| t["status"] == "grace").await?,
+            14 => d.settle(|t| t["tier"] == "free").await?,
+            _ => d.settle(|_| true).await?,
+        };
+        d.show(&t).await?;
+    }
+    let v = d.get(&format!("/tenants/{}/audit/verify", d.tenant)).await?;
+    println!("\n15. Audit chain verification: {v}");
+    if v["ok"] != true {
+        return Err("the audit chain did not verify".into());
+    }
     Ok(())
 }
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make bench-sweep`: a stack of its own, 100,000 licenses (1 % due), the
+# sweep's reads per due item. LICENSES, DUE_PERCENT and SWEEP_SCALE_FULL=1
+# (apply every transition too, slow on the emulator at this size) adjust it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export STACK_DIR=.local/bench-stack MOTO_PORT=${BENCH_MOTO_PORT:-5199} FN_PORT=${BENCH_FN_PORT:-9199}
+dev/stack.sh down > /dev/null
+trap 'dev/stack.sh down' EXIT
+dev/stack.sh up > /dev/null
+ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env" target/debug/sweep_scale "${LICENSES:-100000}" "${DUE_PERCENT:-1}"
