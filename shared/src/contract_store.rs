@@ -19,7 +19,6 @@ use crate::store::{backoff, get_n, get_s, json_attr, n, now_rfc3339, s, tenant_p
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 /// A contract's current state.
 #[derive(Debug, Clone)]
@@ -81,32 +80,9 @@ impl Store {
         Ok(Some(ContractState { tenant_id: tenant, version: get_n(&item, "version").unwrap_or(0), document, doc }))
     }
 
-    async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
-    }
-
     /// The version history, oldest first.
     pub async fn contract_history(&self, id: &ContractId) -> Result<Vec<Value>, StoreError> {
-        let items = self.query_prefix(contract_pk(id), "V#").await?;
+        let items = self.query_partition(contract_pk(id), "V#").await?;
         Ok(items
             .iter()
             .map(|i| {
@@ -133,7 +109,7 @@ impl Store {
     }
 
     pub async fn scheduled_amendments(&self, id: &ContractId) -> Result<Vec<Amendment>, StoreError> {
-        let items = self.query_prefix(contract_pk(id), "A#").await?;
+        let items = self.query_partition(contract_pk(id), "A#").await?;
         let mut out: Vec<Amendment> = items
             .iter()
             .filter(|i| get_s(i, "status") == Some("scheduled"))

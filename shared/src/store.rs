@@ -494,25 +494,37 @@ impl Store {
         }
     }
 
+    /// Every item of a partition whose sort key starts with `prefix`, read
+    /// consistently, all pages.
+    pub(crate) async fn query_partition(&self, pk: String, prefix: &str) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self.client.query().table_name(&self.state).expression_attribute_values(":pk", s(pk.clone()));
+            // DynamoDB refuses an empty begins_with operand: no prefix, no condition on sk.
+            query = if prefix.is_empty() {
+                query.key_condition_expression("pk = :pk")
+            } else {
+                query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
+            };
+            let page = query.consistent_read(true).set_exclusive_start_key(start).send().await?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Reads everything desired access depends on, consistently.
     pub async fn load_tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, StoreError> {
         let mut meta = None;
         let mut licenses = Vec::new();
         let mut members = Vec::new();
         let mut contracts = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            for item in out.items() {
+        {
+            let items = self.query_partition(tenant_pk(tenant), "").await?;
+            for item in &items {
                 let sk = get_s(item, "sk").unwrap_or_default();
                 let key = format!("{}/{sk}", tenant_pk(tenant));
                 if sk == "META" {
@@ -527,10 +539,6 @@ impl Store {
                     let doc: ContractDocument = json_attr(item, "document", &key)?.ok_or_else(|| StoreError::Corrupt { key: key.clone(), why: "no document".into() })?;
                     contracts.push((doc, get_n(item, "version").unwrap_or(0)));
                 }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
             }
         }
         Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts }))

@@ -18,7 +18,8 @@ use crate::store::{backoff, get_n, get_s, json_attr, n, s, Commit, Store, StoreE
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 /// Shards of the due index. More shards spread writes wider; a sweep reads
@@ -87,21 +88,27 @@ struct DueItem {
 }
 
 impl Store {
+    /// One page of one shard of the due index, due at or before `as_of`.
+    async fn due_query(&self, shard: u32, as_of: DateTime<Utc>, start: Option<HashMap<String, AttributeValue>>, limit: Option<i32>) -> Result<QueryOutput, StoreError> {
+        Ok(self
+            .client
+            .query()
+            .table_name(&self.state)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :s AND due_at <= :t")
+            .expression_attribute_values(":s", s(format!("DUE#{shard:02}")))
+            .expression_attribute_values(":t", n(as_of.timestamp()))
+            .set_exclusive_start_key(start)
+            .set_limit(limit)
+            .send()
+            .await?)
+    }
+
     /// One page of every shard, due at or before `as_of`, oldest first.
     async fn due_page(&self, as_of: DateTime<Utc>, report: &mut SweepReport) -> Result<Vec<DueItem>, StoreError> {
         let mut out = Vec::new();
         for shard in 0..DUE_SHARDS {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .index_name(DUE_INDEX)
-                .key_condition_expression("due_shard = :s AND due_at <= :t")
-                .expression_attribute_values(":s", s(format!("DUE#{shard:02}")))
-                .expression_attribute_values(":t", n(as_of.timestamp()))
-                .limit(PAGE)
-                .send()
-                .await?;
+            let page = self.due_query(shard, as_of, None, Some(PAGE)).await?;
             report.index_reads += page.scanned_count.max(page.count).max(0) as u64;
             for item in page.items.unwrap_or_default() {
                 out.push(DueItem {
@@ -122,17 +129,7 @@ impl Store {
         for shard in 0..DUE_SHARDS {
             let mut start = None;
             loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.state)
-                    .index_name(DUE_INDEX)
-                    .key_condition_expression("due_shard = :s AND due_at <= :t")
-                    .expression_attribute_values(":s", s(format!("DUE#{shard:02}")))
-                    .expression_attribute_values(":t", n(as_of.timestamp()))
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await?;
+                let page = self.due_query(shard, as_of, start, None).await?;
                 due += page.count.max(0) as u64;
                 read += page.scanned_count.max(page.count).max(0) as u64;
                 match page.last_evaluated_key {
@@ -234,28 +231,14 @@ impl Store {
     /// Events written by committed transitions and not yet published, oldest
     /// first, with their outbox keys.
     pub async fn outbox(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("OUTBOX"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            out.extend(page.items().iter().filter_map(|i| {
+        let items = self.query_partition("OUTBOX".into(), "").await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
                 let event = get_s(i, "event").and_then(|e| serde_json::from_str(e).ok())?;
                 Some((get_s(i, "sk")?.to_string(), event))
-            }));
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+            })
+            .collect())
     }
 
     pub async fn outbox_done(&self, key: &str) -> Result<(), StoreError> {
