@@ -257,7 +257,7 @@ pub fn plan(
                 .get(&user_id)
                 .cloned()
                 .unwrap_or_else(|| MemberAccess::without_access(MemberStatus::PendingSeat));
-            (before != want.access).then(|| MemberChange { user_id, before, after: want.access, rule: want.rule })
+            (before != want.access).then_some(MemberChange { user_id, before, after: want.access, rule: want.rule })
         })
         .collect();
     let order = |c: &MemberChange| match (c.before.holds_seat(), c.after.holds_seat()) {

@@ -396,20 +396,22 @@ impl RecordAmendment {
                     target.insert(last, value);
                 }
             };
-            let result = match name.as_str() {
-                "tier" => Ok(set(obj, &["tier"], v.clone())),
-                "seats" => Ok(set(obj, &["seats"], v.clone())),
-                "addOns" => Ok(set(obj, &["add_ons"], v.clone())),
-                "namedUsers" => Ok(set(obj, &["named_users"], v.clone())),
-                "roleMappings" => Ok(set(obj, &["role_mappings"], v.clone())),
-                "autoRenew" => Ok(set(obj, &["term", "auto_renew"], v.clone())),
-                "termStartDate" => clm_date(v, name).map(|d| set(obj, &["term", "start"], d)),
-                "termEndDate" => clm_date(v, name).map(|d| set(obj, &["term", "end"], d)),
+            // Where the property goes in the document, and its value there.
+            let target: Result<(Vec<&str>, Value), String> = match name.as_str() {
+                "tier" => Ok((vec!["tier"], v.clone())),
+                "seats" => Ok((vec!["seats"], v.clone())),
+                "addOns" => Ok((vec!["add_ons"], v.clone())),
+                "namedUsers" => Ok((vec!["named_users"], v.clone())),
+                "roleMappings" => Ok((vec!["role_mappings"], v.clone())),
+                "autoRenew" => Ok((vec!["term", "auto_renew"], v.clone())),
+                "termStartDate" => clm_date(v, name).map(|d| (vec!["term", "start"], d)),
+                "termEndDate" => clm_date(v, name).map(|d| (vec!["term", "end"], d)),
                 n if IDENTITY.contains(&n) => Err(format!("properties.{n}: cannot be amended")),
-                other => Ok(set(obj, &[other], v.clone())),
+                other => Ok((vec![other], v.clone())),
             };
-            if let Err(e) = result {
-                problems.push(e);
+            match target {
+                Ok((path, value)) => set(obj, &path, value),
+                Err(e) => problems.push(e),
             }
         }
         if problems.is_empty() {
@@ -506,6 +508,7 @@ pub struct AccessImpact {
 }
 
 /// Desired access of the tenant with the contract at `old` vs at `new`.
+#[allow(clippy::too_many_arguments)] // each input is a distinct part of the tenant's state
 pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &[&ContractDocument], old: Option<&ContractDocument>, new: &ContractDocument, version: u64, as_of: DateTime<Utc>, members: &[Member]) -> AccessImpact {
     let with = |doc: Option<&ContractDocument>, v: u64| {
         let mut licenses: Vec<License> = other_licenses.to_vec();

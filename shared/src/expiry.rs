@@ -160,7 +160,7 @@ mod tests {
         let (l, t) = advance(&m, &l, at("2027-03-08T00:00:00Z"));
         assert_eq!((kinds(&t), t[0].event), (vec![DueKind::GraceEnd], "license.expired"));
         assert_eq!(l.status, LicenseStatus::Expired);
-        let eff = effective_license(&m, &[l.clone()]);
+        let eff = effective_license(&m, std::slice::from_ref(&l));
         assert_eq!((eff.tier.as_str(), eff.policy), ("free", MemberPolicy::Seated), "Stripe licenses downgrade");
         assert_eq!(next_due(&m, &l), None);
     }

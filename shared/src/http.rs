@@ -32,7 +32,7 @@ pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-pub fn query<'a>(req: &'a Request, name: &str) -> Option<String> {
+pub fn query(req: &Request, name: &str) -> Option<String> {
     req.query_string_parameters_ref().and_then(|q| q.first(name).map(str::to_string))
 }
 

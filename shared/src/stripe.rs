@@ -161,6 +161,7 @@ pub fn normalise(model: &LicensingModel, event: &Value) -> Result<StripeOutcome,
 }
 
 /// A subscription event in Stripe's shape, for tests and the demo.
+#[allow(clippy::too_many_arguments)] // mirrors the event's own fields
 pub fn subscription_event(event_id: &str, event_type: &str, created: i64, sub_id: &str, tenant: Option<&str>, status: &str, items: &[(&str, u64)], period_end: i64) -> Value {
     let items: Vec<Value> = items
         .iter()

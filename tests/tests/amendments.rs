@@ -106,11 +106,14 @@ async fn contracts_are_created_versioned_and_grant_their_license() {
     assert_eq!(s.amend("/contracts/k-bad", None).await.0, 404);
 }
 
+/// Builds one form of an amendment from the current document.
+type Form = Box<dyn Fn(&Value) -> (&'static str, Value)>;
+
 #[tokio::test]
 async fn the_three_forms_of_one_change_give_one_change_set() {
     let s = Stack::connect().await;
     let mut change_sets = Vec::new();
-    let forms: Vec<Box<dyn Fn(&Value) -> (&'static str, Value)>> = vec![
+    let forms: Vec<Form> = vec![
         Box::new(|_| ("patch", json!([
             {"op": "replace", "path": "/seats", "value": 6},
             {"op": "add", "path": "/add_ons/-", "value": "sso"},
