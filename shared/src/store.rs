@@ -36,7 +36,8 @@ use std::time::Duration;
 /// DynamoDB's limit on actions per transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Member changes per reconcile chunk: each takes two items (member, audit
-/// record) and every chunk also moves the tenant's chain head (one item).
+/// record); every chunk also moves the tenant's chain head and writes its
+/// events to the outbox (two items).
 pub const MEMBERS_PER_CHUNK: usize = (MAX_TRANSACTION_ITEMS - 2) / 2;
 /// How long an accepted event id is remembered for idempotency.
 pub const IDEMPOTENCY_DAYS: i64 = 35;
@@ -734,6 +735,15 @@ impl Store {
                         after: Some(serde_json::to_value(&change.after).expect("serialises")),
                     });
                     actual.insert(change.user_id.clone(), change.after.clone());
+                }
+                // The access-changed events of this chunk go to the outbox in
+                // the same transaction (published after commit).
+                let first_seq = meta.head.seq + 1;
+                let at = now_rfc3339(now);
+                let announced: Vec<serde_json::Value> =
+                    events.iter().enumerate().filter_map(|(i, e)| crate::events::access_event(tenant, first_seq + i as u64, &at, e)).collect();
+                if !announced.is_empty() {
+                    items.push(self.outbox_put(tenant, first_seq, &announced));
                 }
                 let used = actual.values().filter(|a| a.status == MemberStatus::Active).count() as u32;
                 let pending = actual.values().filter(|a| a.status == MemberStatus::PendingSeat).count() as u32;

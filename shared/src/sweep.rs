@@ -15,7 +15,7 @@ use crate::ids::{ContractId, TenantId};
 use crate::license::License;
 use crate::model::LicensingModel;
 use crate::store::{backoff, get_n, get_s, json_attr, n, s, Commit, Store, StoreError, MAX_ATTEMPTS};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
@@ -198,12 +198,11 @@ impl Store {
             if let Some(p) = write.put.as_mut() {
                 p.expression_attribute_values = Some([(":v".to_string(), n(license.source_version))].into());
             }
-            let mut items = vec![write];
-            for e in &outbox {
-                items.push(self.outbox_put(e));
-            }
+            let first_seq = meta.as_ref().map_or(0, |m| m.head.seq) + 1;
+            let items = vec![write, self.outbox_put(&tenant, first_seq, &outbox)];
+            let mut items = items;
             let (audit_items, _) = self.audit_and_lock(&tenant, meta.as_ref(), as_of, events, vec![]);
-            let chain_from = 1;
+            let chain_from = items.len();
             items.extend(audit_items);
             match self.commit(items, chain_from).await? {
                 Commit::Done => {
@@ -219,32 +218,6 @@ impl Store {
         Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
-    /// An outbox entry, keyed so that events leave in the order they fell due.
-    fn outbox_put(&self, event: &serde_json::Value) -> TransactWriteItem {
-        let due = event["due_at"].as_str().and_then(|d| d.parse::<DateTime<Utc>>().ok()).map_or(0, |d| d.timestamp());
-        let sk = format!("{due:012}#{}", event["id"].as_str().unwrap_or_default());
-        TransactWriteItem::builder()
-            .put(Put::builder().table_name(&self.state).item("pk", s("OUTBOX")).item("sk", s(sk)).item("event", s(event.to_string())).build().expect("table, item set"))
-            .build()
-    }
-
-    /// Events written by committed transitions and not yet published, oldest
-    /// first, with their outbox keys.
-    pub async fn outbox(&self) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let items = self.query_partition("OUTBOX".into(), "").await?;
-        Ok(items
-            .iter()
-            .filter_map(|i| {
-                let event = get_s(i, "event").and_then(|e| serde_json::from_str(e).ok())?;
-                Some((get_s(i, "sk")?.to_string(), event))
-            })
-            .collect())
-    }
-
-    pub async fn outbox_done(&self, key: &str) -> Result<(), StoreError> {
-        self.client.delete_item().table_name(&self.state).key("pk", s("OUTBOX")).key("sk", s(key)).send().await?;
-        Ok(())
-    }
 }
 
 fn audit_of(t: &Transition, cause: &Cause) -> AuditEvent {

@@ -141,6 +141,34 @@ impl Stack {
         body
     }
 
+    /// An SQS queue receiving every Entitle event on the bus from now on.
+    pub async fn event_tap(&self) -> String {
+        let name = unique("events");
+        let url = self.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+        let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+        let attrs = self.sqs.get_queue_attributes().queue_url(&url).attribute_names(arn_attr.clone()).send().await.unwrap().attributes.unwrap();
+        self.events.put_rule().name(&name).event_bus_name(&self.event_bus).event_pattern(r#"{"source":["entitle"]}"#).send().await.unwrap();
+        let target = aws_sdk_eventbridge::types::Target::builder().id("tap").arn(attrs[&arn_attr].clone()).build().unwrap();
+        self.events.put_targets().rule(&name).event_bus_name(&self.event_bus).targets(target).send().await.unwrap();
+        url
+    }
+
+    /// Every event the tap holds now (EventBridge envelopes).
+    pub async fn drain_events(&self, tap: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = self.sqs.receive_message().queue_url(tap).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+                self.sqs.delete_message().queue_url(tap).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+            }
+        }
+    }
+
     pub fn queue(&self) -> entitle::queue::ReconcileQueue {
         entitle::queue::ReconcileQueue::new(self.sqs.clone(), self.queue_url.clone())
     }

@@ -352,6 +352,9 @@ async fn concurrent_amendments_on_one_base_version_exactly_one_wins() {
 async fn a_crash_between_the_new_version_and_its_reconcile_still_converges() {
     let s = Stack::connect().await;
     let (t, k) = contracted(&s, 3).await;
+    // Let the reconciles of the account creations finish first.
+    settled(&s, &t).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let body = amendment("grow", 1, ("patch", json!([{"op": "replace", "path": "/seats", "value": 4}])));
     // The function stored the new version, then died before queueing the reconcile.
     let request: AmendmentRequest = serde_json::from_value(body.clone()).unwrap();

@@ -274,3 +274,40 @@ async fn untenanted_and_unknown_events_are_parked_or_ignored_never_dropped() {
     assert_eq!((code, body["status"].as_str()), (200, Some("ignored")));
     assert_eq!(s.stored_items(&t).await, 0, "nothing recorded for the tenant");
 }
+
+#[tokio::test]
+async fn access_changes_are_announced_as_events_with_their_cause() {
+    let s = Stack::connect().await;
+    let tap = s.event_tap().await;
+    let t = unique("events");
+    s.stripe(&sub(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 1)])).await;
+    s.tenant_where(&t, "one seat", |v| v["seats"]["total"] == 1).await;
+    for u in ["a", "b"] {
+        s.create_member(&t, &member_body(u, &[])).await;
+    }
+    s.stripe(&sub(&format!("evt_{t}_2"), "customer.subscription.updated", 2000, &format!("sub_{t}"), &t, "active", &[("team_monthly", 2)])).await;
+    s.statuses_are(&t, &[("b", "active")]).await;
+    let mut ours: Vec<Value> = Vec::new();
+    let start = std::time::Instant::now();
+    while ours.len() < 3 && start.elapsed() < std::time::Duration::from_secs(20) {
+        ours.extend(s.drain_events(&tap).await.into_iter().filter(|e| e["detail"]["tenant_id"] == t.as_str()));
+    }
+    let summary: Vec<(String, Value)> = ours.iter().map(|e| (e["detail-type"].as_str().unwrap().to_string(), e["detail"]["after"]["seats_total"].clone())).collect();
+    assert_eq!(ours.len(), 3, "{summary:?}");
+    let tenant_events: Vec<&Value> = ours.iter().filter(|e| e["detail-type"] == "tenant.access_changed").collect();
+    assert_eq!(tenant_events.len(), 2);
+    assert_eq!((tenant_events[1]["detail"]["before"]["seats_total"].as_u64(), tenant_events[1]["detail"]["after"]["seats_total"].as_u64()), (Some(1), Some(2)));
+    let b = ours.iter().find(|e| e["detail-type"] == "member.access_changed").expect("b's change announced");
+    let d = &b["detail"];
+    assert_eq!((d["user_id"].as_str(), d["seat"].as_str(), d["roles_added"].clone()), (Some("b"), Some("gained"), json!(["member"])));
+    assert_eq!((d["status"]["before"].as_str(), d["status"]["after"].as_str()), (Some("pending_seat"), Some("active")));
+    for e in &ours {
+        assert_eq!(e["source"], "entitle");
+        for field in ["id", "type", "at", "tenant_id", "rule", "cause"] {
+            assert!(e["detail"].get(field).is_some(), "event lacks {field}: {e}");
+        }
+        assert!(["stripe_event", "api_call"].contains(&e["detail"]["cause"]["kind"].as_str().unwrap()), "{e}");
+    }
+    let ids: std::collections::BTreeSet<&str> = ours.iter().map(|e| e["detail"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "one id per change");
+}

@@ -36,8 +36,8 @@ fn new_member(i: usize) -> NewMember {
     }
 }
 
-// A chunk (two items per member change, plus the chain head) fits a transaction.
-const _: () = assert!(2 * MEMBERS_PER_CHUNK < MAX_TRANSACTION_ITEMS);
+// A chunk (two items per member change, the chain head, the outbox entry) fits a transaction.
+const _: () = assert!(2 * MEMBERS_PER_CHUNK + 2 <= MAX_TRANSACTION_ITEMS);
 
 fn cause(id: &str) -> Cause {
     Cause::new(CauseKind::Reconcile, id)

@@ -39,53 +39,10 @@ async fn sweep_actions(s: &Stack, t: &str) -> Vec<String> {
     s.audit(t).await.iter().filter(|r| r["cause"]["kind"] == "sweep" && r["subject"].as_str().unwrap().starts_with("license:")).map(|r| r["action"].as_str().unwrap().to_string()).collect()
 }
 
-/// An SQS queue receiving every Entitle event on the bus.
-async fn event_tap(s: &Stack) -> String {
-    let name = unique("events");
-    let url = s.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
-    let arn = s
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let events = &s.events;
-    events.put_rule().name(&name).event_bus_name(&s.event_bus).event_pattern(r#"{"source":["entitle"]}"#).send().await.unwrap();
-    events
-        .put_targets()
-        .rule(&name)
-        .event_bus_name(&s.event_bus)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("tap").arn(arn).build().unwrap())
-        .send()
-        .await
-        .unwrap();
-    url
-}
-
-async fn drain(s: &Stack, url: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        let got = s.sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
-        let messages = got.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return out;
-        }
-        for m in messages {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-            s.sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expiry_sweep_scenarios() {
     let s = Stack::connect().await;
-    let tap = event_tap(&s).await;
+    let tap = s.event_tap().await;
     let (stripe, renewal, trial, late, contract, catch_up) = (unique("sw-stripe"), unique("sw-renew"), unique("sw-trial"), unique("sw-late"), unique("sw-ctr"), unique("sw-catch"));
     subscribe(&s, &stripe, "active", days(40), 1000).await;
     subscribe(&s, &renewal, "active", days(40), 1000).await;
@@ -202,8 +159,8 @@ async fn expiry_sweep_scenarios() {
     s.tenant_where(&amended, "sso from the due amendment", |v| v["entitlements"]["sso"] == true).await;
 
     // Events: one per transition, in the documented shape, with the cause.
-    let events = drain(&s, &tap).await;
-    let ours: Vec<&Value> = events.iter().filter(|e| e["detail"]["tenant_id"] == stripe.as_str()).collect();
+    let events = s.drain_events(&tap).await;
+    let ours: Vec<&Value> = events.iter().filter(|e| e["detail"]["tenant_id"] == stripe.as_str() && e["detail-type"].as_str().unwrap().starts_with("license.")).collect();
     let types: Vec<&str> = ours.iter().map(|e| e["detail-type"].as_str().unwrap()).collect();
     assert_eq!(types, ["license.expiring_soon", "license.expiring_soon", "license.grace_started", "license.expired"], "{ours:?}");
     for e in &ours {

@@ -1,6 +1,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::Utc;
+use entitle::events::EventBus;
 use entitle::http::error_chain;
 use entitle::queue::{dedup_id, ReconcileRequest};
 use entitle::store::{ReconcileOptions, Store};
@@ -15,6 +16,8 @@ pub struct App {
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
     pub max_receives: u32,
+    /// Where access-changed events go (from the outbox, after commit).
+    pub bus: EventBus,
 }
 
 /// Why a message could not be processed.
@@ -55,6 +58,13 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                 response.batch_item_failures.push(failure_of(id));
             }
         }
+    }
+    // Events of committed changes leave the outbox now; one that fails to
+    // go stays there for the next invocation (or the sweep) to publish.
+    match app.bus.publish_outbox(&app.store).await {
+        Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %error_chain(&e), "events stay in the outbox"),
     }
     Ok(response)
 }
