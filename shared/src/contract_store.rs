@@ -14,7 +14,6 @@ use crate::audit::{AuditEvent, Cause, CauseKind};
 use crate::contract::{self, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, Decision, DecisionRequest};
 use crate::ids::{AmendmentId, ContractId, TenantId};
 use crate::license::Source;
-use crate::model::LicensingModel;
 use crate::store::{backoff, get_n, get_s, json_attr, n, now_rfc3339, s, tenant_pk, to_json, Commit, Store, StoreError, TenantMeta, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
@@ -167,8 +166,8 @@ impl Store {
     }
 
     /// `POST /contracts`: version 1. Returns the state and whether it was created now.
-    pub async fn create_contract(&self, model: &LicensingModel, body: &Value, body_hash: &str, request_id: &str, now: DateTime<Utc>) -> Result<(ContractState, bool), StoreError> {
-        let (doc, document) = ContractDocument::parse(body, model).map_err(|p| ApiError::unprocessable("invalid_contract", p))?;
+    pub async fn create_contract(&self, body: &Value, body_hash: &str, request_id: &str, now: DateTime<Utc>) -> Result<(ContractState, bool), StoreError> {
+        let (doc, document) = ContractDocument::parse(body, &self.model).map_err(|p| ApiError::unprocessable("invalid_contract", p))?;
         let cid = doc.contract_id.clone();
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(existing) = self.get(contract_pk(&cid), "META".into()).await? {
@@ -212,10 +211,10 @@ impl Store {
     }
 
     /// What an amendment would do to this contract now (nothing is stored).
-    async fn assess(&self, model: &LicensingModel, state: &ContractState, req: &AmendmentRequest, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument), StoreError> {
+    async fn assess(&self, state: &ContractState, req: &AmendmentRequest, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument), StoreError> {
         let form = req.form().map_err(|p| ApiError::unprocessable("invalid_amendment", p))?;
         let (new_document, changes) =
-            contract::evaluate(model, &state.document, &state.doc.contract_id, &form).map_err(|p| ApiError::unprocessable("invalid_amendment", p))?;
+            contract::evaluate(&self.model, &state.document, &state.doc.contract_id, &form).map_err(|p| ApiError::unprocessable("invalid_amendment", p))?;
         let new_doc: ContractDocument = serde_json::from_value(new_document.clone()).map_err(|e| StoreError::Corrupt { key: "amendment".into(), why: e.to_string() })?;
         let tenant = self.load_tenant(&state.tenant_id).await?.ok_or_else(|| StoreError::Corrupt { key: tenant_pk(&state.tenant_id), why: "contract without tenant".into() })?;
         let cid = &state.doc.contract_id;
@@ -223,8 +222,8 @@ impl Store {
         let other_docs: Vec<&ContractDocument> = tenant.contracts.iter().map(|(d, _)| d).filter(|d| &d.contract_id != cid).collect();
         let members: Vec<_> = tenant.members.iter().map(|m| m.member.clone()).collect();
         let as_of = req.effective_at.unwrap_or(now).max(now);
-        let impact = contract::impact(model, &other_licenses, &other_docs, Some(&state.doc), &new_doc, state.version + 1, as_of, &members);
-        let review = contract::review(model, &state.doc, &new_doc, &impact);
+        let impact = contract::impact(&self.model, &other_licenses, &other_docs, Some(&state.doc), &new_doc, state.version + 1, as_of, &members);
+        let review = contract::review(&self.model, &state.doc, &new_doc, &impact);
         let status = if !review.is_empty() {
             AmendmentStatus::PendingReview
         } else if req.effective_at.is_some_and(|t| t > now) {
@@ -254,7 +253,7 @@ impl Store {
 
     /// `POST /contracts/{id}/amendments`. Returns the amendment and whether
     /// it was stored now (false: a dry run, or a duplicate of a stored one).
-    pub async fn submit_amendment(&self, model: &LicensingModel, cid: &ContractId, req: &AmendmentRequest, body_hash: &str, dry_run: bool, now: DateTime<Utc>) -> Result<(Amendment, bool), StoreError> {
+    pub async fn submit_amendment(&self, cid: &ContractId, req: &AmendmentRequest, body_hash: &str, dry_run: bool, now: DateTime<Utc>) -> Result<(Amendment, bool), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let state = self.contract(cid).await?.ok_or_else(|| ApiError::not_found(&format!("contract {cid}")))?;
             if let Some((existing, hash)) = self.amendment(cid, &req.amendment_id).await? {
@@ -272,7 +271,7 @@ impl Store {
                     .with("current_version", state.version)
                     .into());
             }
-            let (amendment, new_document, new_doc) = self.assess(model, &state, req, now).await?;
+            let (amendment, new_document, new_doc) = self.assess(&state, req, now).await?;
             if dry_run {
                 return Ok((amendment, false));
             }

@@ -575,7 +575,7 @@ impl Store {
     /// Account creation: claims a seat at this moment, atomically. Returns the
     /// member and whether it was created now (false: an identical earlier
     /// request already created it).
-    pub async fn create_member(&self, model: &LicensingModel, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), StoreError> {
+    pub async fn create_member(&self, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let meta = self.meta(tenant).await?.ok_or_else(|| ApiError::not_found(&format!("tenant {tenant}")))?;
             if let Some(existing) = self.member(tenant, &new.user_id).await? {
@@ -603,7 +603,7 @@ impl Store {
                         MemberStatus::PendingSeat => format!("no free seat at creation: {} of {} in use, {} waiting", meta.seats_used, t.seats_total, meta.seats_pending),
                         _ => format!("tenant is {}: {}", t.status, t.rule),
                     };
-                    (status, access::access_on_create(model, t, &meta.rules, &member, status), rule)
+                    (status, access::access_on_create(&self.model, t, &meta.rules, &member, status), rule)
                 }
                 None => (MemberStatus::PendingSeat, MemberAccess::without_access(MemberStatus::PendingSeat), "tenant access not yet provisioned".to_string()),
             };
@@ -674,7 +674,7 @@ impl Store {
     /// at most [`MAX_TRANSACTION_ITEMS`] items, each change with its audit
     /// record. Level-triggered: after a crash between chunks the next run
     /// reads what was applied and finishes the rest.
-    pub async fn reconcile(&self, model: &LicensingModel, tenant: &TenantId, cause: &Cause, opts: ReconcileOptions, now: DateTime<Utc>) -> Result<ReconcileOutcome, StoreError> {
+    pub async fn reconcile(&self, tenant: &TenantId, cause: &Cause, opts: ReconcileOptions, now: DateTime<Utc>) -> Result<ReconcileOutcome, StoreError> {
         let mut outcome = ReconcileOutcome::default();
         'attempt: for attempt in 0..MAX_ATTEMPTS {
             let Some(state) = self.load_tenant(tenant).await? else {
@@ -684,7 +684,7 @@ impl Store {
             let mut actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
             let by_id: BTreeMap<UserId, &Member> = state.members.iter().map(|m| (m.member.user_id.clone(), &m.member)).collect();
             let rules = state.rules();
-            let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &members);
+            let desired = access::desired_access_with_rules(&self.model, &state.licenses, &rules, &members);
             let plan: Plan = access::plan(tenant, desired, state.meta.access.as_ref(), &actual);
             let rules_change = state.meta.rules != rules;
             if plan.is_empty() && !rules_change {

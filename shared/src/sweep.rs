@@ -13,7 +13,6 @@ use crate::audit::{AuditEvent, Cause, CauseKind};
 use crate::expiry::{self, Transition};
 use crate::ids::{ContractId, TenantId};
 use crate::license::License;
-use crate::model::LicensingModel;
 use crate::store::{backoff, get_n, get_s, json_attr, n, s, Commit, Store, StoreError, MAX_ATTEMPTS};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -144,7 +143,7 @@ impl Store {
     /// Runs every transition due at `as_of`. Safe to run twice at once: each
     /// transition is a conditional write on the license's version under the
     /// tenant's chain-head lock, so only one run applies it.
-    pub async fn sweep(&self, model: &LicensingModel, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, StoreError> {
+    pub async fn sweep(&self, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport { run_id: run_id.to_string(), as_of: as_of.to_rfc3339(), ..Default::default() };
         let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
         loop {
@@ -163,7 +162,7 @@ impl Store {
                 }
                 seen.insert((due.pk.clone(), due.sk.clone()));
                 if due.sk.starts_with("LIC#") {
-                    self.sweep_license(model, &due, as_of, run_id, &mut report).await?;
+                    self.sweep_license(&due, as_of, run_id, &mut report).await?;
                     report.licenses += 1;
                 } else if due.sk.starts_with("A#") {
                     if let Some(cid) = due.pk.strip_prefix("C#").and_then(|c| ContractId::parse(c).ok()) {
@@ -175,7 +174,7 @@ impl Store {
         }
     }
 
-    async fn sweep_license(&self, model: &LicensingModel, due: &DueItem, as_of: DateTime<Utc>, run_id: &str, report: &mut SweepReport) -> Result<(), StoreError> {
+    async fn sweep_license(&self, due: &DueItem, as_of: DateTime<Utc>, run_id: &str, report: &mut SweepReport) -> Result<(), StoreError> {
         let Some(tenant) = due.pk.strip_prefix("T#").and_then(|t| TenantId::parse(t).ok()) else { return Ok(()) };
         let key = format!("{}/{}", due.pk, due.sk);
         // The index tells what was due; the decision is made on the item
@@ -186,7 +185,7 @@ impl Store {
             report.item_reads += 2;
             let Some(item) = item else { return Ok(()) };
             let Some(license): Option<License> = json_attr(&item, "license", &key)? else { return Ok(()) };
-            let (after, transitions) = expiry::advance(model, &license, as_of);
+            let (after, transitions) = expiry::advance(&self.model, &license, as_of);
             if transitions.is_empty() {
                 return Ok(()); // another run got here first, or a renewal moved the date
             }

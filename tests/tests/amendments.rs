@@ -359,9 +359,8 @@ async fn a_crash_between_the_new_version_and_its_reconcile_still_converges() {
     // The function stored the new version, then died before queueing the reconcile.
     let request: AmendmentRequest = serde_json::from_value(body.clone()).unwrap();
     let cid = ContractId::parse(&k).unwrap();
-    let model = entitle::model::LicensingModel::default_model();
     let hash = entitle::audit::hash_of(&body.to_string());
-    let (stored, fresh) = s.store().submit_amendment(&model, &cid, &request, &hash, false, Utc::now()).await.unwrap();
+    let (stored, fresh) = s.store().submit_amendment(&cid, &request, &hash, false, Utc::now()).await.unwrap();
     assert!(fresh && stored.status == entitle::contract::AmendmentStatus::Applied);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(s.member(&t, "dee").await.1["status"], "pending_seat", "no reconcile was queued");

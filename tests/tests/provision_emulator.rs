@@ -9,7 +9,6 @@ use entitle::api::NewMember;
 use entitle::audit::{Cause, CauseKind};
 use entitle::ids::{EventId, LicenseId, TenantId, UserId};
 use entitle::license::{LicenseChange, LicenseStatus, LicenseUpdate, Source};
-use entitle::model::LicensingModel;
 use entitle::store::{ReconcileOptions, Store, StoreError, MAX_TRANSACTION_ITEMS, MEMBERS_PER_CHUNK};
 use entitle_tests::{unique, Stack};
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,14 +43,14 @@ fn cause(id: &str) -> Cause {
 }
 
 /// A tenant with `members` accounts, all seated, reconciled.
-async fn seeded(store: &Store, model: &LicensingModel, prefix: &str, members: usize) -> TenantId {
+async fn seeded(store: &Store, prefix: &str, members: usize) -> TenantId {
     let t = TenantId::parse(unique(prefix)).unwrap();
     store.record_license_change(&crm_change(&t, 1, members as u32), "h1", Utc::now()).await.unwrap();
-    store.reconcile(model, &t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    store.reconcile(&t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
     for i in 0..members {
-        store.create_member(model, &t, &new_member(i), "seed", Utc::now()).await.unwrap();
+        store.create_member(&t, &new_member(i), "seed", Utc::now()).await.unwrap();
     }
-    store.reconcile(model, &t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    store.reconcile(&t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
     t
 }
 
@@ -64,16 +63,16 @@ async fn member_states(store: &Store, t: &TenantId) -> BTreeMap<UserId, String> 
 async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let s = Stack::connect().await;
     let store = s.store();
-    let model = LicensingModel::default_model();
+    let model = store.model();
     const MEMBERS: usize = 130;
-    let crashed = seeded(&store, &model, "crash", MEMBERS).await;
-    let control = seeded(&store, &model, "control", MEMBERS).await;
+    let crashed = seeded(&store, "crash", MEMBERS).await;
+    let control = seeded(&store, "control", MEMBERS).await;
 
     // Seats cut from 130 to 10: 120 members lose their seat, more than two chunks.
     for t in [&crashed, &control] {
         store.record_license_change(&crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
     }
-    let err = store.reconcile(&model, &crashed, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
+    let err = store.reconcile(&crashed, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
     assert!(matches!(err, StoreError::InjectedCrash(1)), "{err}");
 
     // Half-applied, but consistent: counters match the members, the chain verifies.
@@ -84,10 +83,10 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     assert!(store.verify_audit(&crashed).await.unwrap().unwrap().ok);
 
     // The retry reads what was applied and finishes the rest.
-    let outcome = store.reconcile(&model, &crashed, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let outcome = store.reconcile(&crashed, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
     assert_eq!(outcome.member_changes, 120 - (MEMBERS_PER_CHUNK - 1));
     assert!(!outcome.tenant_changed, "the tenant record was applied before the crash");
-    let full = store.reconcile(&model, &control, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let full = store.reconcile(&control, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
     assert_eq!(full.member_changes, 120);
     // The first chunk carries the tenant record too; none exceeds DynamoDB's limit.
     assert_eq!(full.chunks, 1 + (120 - (MEMBERS_PER_CHUNK - 1)).div_ceil(MEMBERS_PER_CHUNK));
@@ -97,7 +96,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
     let state = store.load_tenant(&crashed).await.unwrap().unwrap();
     let members: Vec<_> = state.members.iter().map(|m| m.member.clone()).collect();
-    let desired = desired_access(&model, &state.licenses, &members);
+    let desired = desired_access(model, &state.licenses, &members);
     for m in &state.members {
         assert_eq!(desired.members[&m.member.user_id].access, m.access);
     }
@@ -117,21 +116,20 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
 async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
     let s = Stack::connect().await;
     let store = Arc::new(s.store());
-    let model = Arc::new(LicensingModel::default_model());
     let t = TenantId::parse(unique("race")).unwrap();
     store.record_license_change(&crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
-    store.reconcile(&model, &t, &cause("init"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    store.reconcile(&t, &cause("init"), ReconcileOptions::default(), Utc::now()).await.unwrap();
 
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let (store, model, t) = (store.clone(), model.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { store.create_member(&model, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
+        let (store, t) = (store.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { store.create_member(&t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
     }
     // Reconciles race the creations.
     for i in 0..5 {
-        let (store, model, t) = (store.clone(), model.clone(), t.clone());
+        let (store, t) = (store.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
-            store.reconcile(&model, &t, &cause(&format!("race-{i}")), ReconcileOptions::default(), Utc::now()).await.unwrap();
+            store.reconcile(&t, &cause(&format!("race-{i}")), ReconcileOptions::default(), Utc::now()).await.unwrap();
             entitle::api::MemberView::new(t.clone(), UserId::parse("none").unwrap(), &entitle::access::MemberAccess::without_access(MemberStatus::Suspended))
         }));
     }
@@ -141,7 +139,7 @@ async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
         active_at_creation += usize::from(view.status == MemberStatus::Active);
     }
     assert_eq!(active_at_creation, 10);
-    store.reconcile(&model, &t, &cause("final"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    store.reconcile(&t, &cause("final"), ReconcileOptions::default(), Utc::now()).await.unwrap();
     let state = store.load_tenant(&t).await.unwrap().unwrap();
     let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
     assert_eq!((active, state.meta.seats_used, state.meta.seats_pending), (10, 10, 20));

@@ -129,9 +129,9 @@ async fn expiry_sweep_scenarios() {
     }
     let store = s.store();
     let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let partial = store.sweep(store.model(), days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
+    let partial = store.sweep(days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
     assert_eq!((partial.complete, partial.licenses), (false, 2));
-    let nothing = store.sweep(store.model(), days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
+    let nothing = store.sweep(days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
     assert_eq!((nothing.complete, nothing.licenses), (false, 0), "past its deadline a run takes nothing new");
     let rest = s.sweep(days(301)).await;
     assert!(rest["complete"].as_bool().unwrap() && rest["licenses"].as_u64().unwrap() >= 4, "{rest}");

@@ -84,7 +84,7 @@ async fn contract_view(app: &App, state: &ContractState) -> Result<Value, StoreE
 async fn create(app: &App, req: &Request) -> Result<Response<Body>, StoreError> {
     let body = body_value(req)?;
     let request_id = http::request_id(req);
-    let (state, created) = app.store.create_contract(app.store.model(), &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
+    let (state, created) = app.store.create_contract(&body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
     let cid = &state.doc.contract_id;
     tracing::info!(tenant = %state.tenant_id, contract = %cid, cause = %format!("api_call:{request_id}"), created, "contract created");
     reconcile(app, &state.tenant_id, Cause::new(CauseKind::ApiCall, &request_id), &format!("contract:{cid}:v{}", state.version)).await?;
@@ -113,7 +113,7 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, St
     }
     let request: AmendmentRequest = parse_request(&body)?;
     let dry_run = http::query(req, "dry_run").is_some_and(|v| v == "true" || v == "1");
-    let (amendment, stored) = app.store.submit_amendment(app.store.model(), &cid, &request, &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
+    let (amendment, stored) = app.store.submit_amendment(&cid, &request, &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,

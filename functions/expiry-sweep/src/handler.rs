@@ -49,7 +49,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
 
     // Events a crashed run committed but did not publish go first.
     app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
-    let report = app.store.sweep(app.store.model(), as_of, &run_id, SweepLimits { stop_at, max_items: None }).await.map_err(|e| fail(&e))?;
+    let report = app.store.sweep(as_of, &run_id, SweepLimits { stop_at, max_items: None }).await.map_err(|e| fail(&e))?;
     let mut amendments = 0;
     for contract in &report.contracts {
         amendments += apply_due_amendments(&app.store, &app.queue, contract, as_of, &run_id).await.map_err(|e| fail(&e))?.len();

@@ -128,7 +128,7 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     let new: NewMember = parse_json(http::body(req)?)?;
     new.validate()?;
     let request_id = http::request_id(req);
-    let (view, created) = app.store.create_member(app.store.model(), &tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
+    let (view, created) = app.store.create_member(&tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
     tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))

@@ -77,7 +77,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
         permanent: true,
     })?;
     let cause = request.cause.to_string();
-    match app.store.reconcile(app.store.model(), &request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
+    match app.store.reconcile(&request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
         Ok(outcome) => {
             tracing::info!(
                 tenant = %request.tenant_id,
