@@ -65,9 +65,6 @@ pub struct SweepReport {
     /// Contracts with due amendments (applied by `due::apply_due_amendments`).
     #[serde(skip)]
     pub contracts: BTreeSet<ContractId>,
-    /// Access-changed events to publish (already in the outbox).
-    #[serde(skip)]
-    pub events: Vec<serde_json::Value>,
 }
 
 /// Limits of one run.
@@ -207,7 +204,6 @@ impl Store {
                 Commit::Done => {
                     report.transitions += transitions.len() as u64;
                     report.tenants.insert(tenant.clone());
-                    report.events.extend(outbox);
                     return Ok(());
                 }
                 // The license changed (a renewal, another sweep) or the head moved: decide again.
