@@ -61,16 +61,31 @@ pub fn error(e: &ApiError) -> Response<Body> {
     json(e.status, &e.body())
 }
 
-/// Maps a store error to an answer: caller errors as they are; anything
-/// else is logged with its source chain and answered 500 without details.
-pub fn store_error(e: StoreError) -> Response<Body> {
+/// An internal failure: logged with its source chain, answered 500 without details.
+pub fn internal(e: &dyn std::error::Error) -> ApiError {
+    tracing::error!(error = %error_chain(e), "request failed");
+    ApiError::internal()
+}
+
+/// A store error for the caller: caller errors as they are, anything else internal.
+pub fn api_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Api(api) => error(&api),
-        other => {
-            tracing::error!(error = %other, chain = %error_chain(&other), "request failed");
-            error(&ApiError::internal())
-        }
+        StoreError::Api(api) => api,
+        other => internal(&other),
     }
+}
+
+/// Maps a store error to an answer.
+pub fn store_error(e: StoreError) -> Response<Body> {
+    error(&api_error(e))
+}
+
+/// The answer to a refused request, logged (without the body) for operators.
+pub fn refused(e: &ApiError) -> Response<Body> {
+    if e.status < 500 {
+        tracing::warn!(status = e.status, code = e.code, message = %e.message, "request refused");
+    }
+    error(e)
 }
 
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -20,10 +20,7 @@ pub async fn handle(store: &Store, req: Request) -> Result<Response<Body>, Error
         ("GET", ["tenants", tenant, "audit", "verify"]) => verify(store, tenant).await,
         _ => Ok(http::not_found_route(&method, &path)),
     };
-    Ok(answer.unwrap_or_else(|e| match e {
-        StoreError::Api(api) => http::error(&api),
-        other => http::store_error(other),
-    }))
+    Ok(answer.unwrap_or_else(http::store_error))
 }
 
 fn tenant_id(raw: &str) -> Result<TenantId, StoreError> {

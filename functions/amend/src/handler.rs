@@ -29,13 +29,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         ("POST", ["contracts", cid, "amendments", aid, "reverse"]) => decide(app, &req, cid, aid, None).await,
         _ => Ok(http::not_found_route(&method, &path)),
     };
-    Ok(answer.unwrap_or_else(|e| match e {
-        StoreError::Api(api) => {
-            tracing::warn!(status = api.status, code = api.code, message = %api.message, "request refused");
-            http::error(&api)
-        }
-        other => http::store_error(other),
-    }))
+    Ok(answer.unwrap_or_else(|e| http::refused(&http::api_error(e))))
 }
 
 /// A JSON body, or YAML for people who write contracts by hand
@@ -64,10 +58,7 @@ fn amendment_id(raw: &str) -> Result<AmendmentId, ApiError> {
 /// Contract changes reach access through the same license and reconcile flow
 /// as any license change.
 async fn reconcile(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Result<(), StoreError> {
-    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| {
-        tracing::error!(error = %http::error_chain(&e), "could not queue a reconcile");
-        StoreError::Api(ApiError::internal())
-    })
+    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| StoreError::Api(http::internal(&e)))
 }
 
 async fn contract_view(app: &App, state: &ContractState) -> Result<Value, StoreError> {

@@ -53,10 +53,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
         _ => Ok(http::not_found_route(&method, &path)),
     };
-    Ok(answer.unwrap_or_else(|e| {
-        tracing::warn!(status = e.status, code = e.code, message = %e.message, "request refused");
-        http::error(&e)
-    }))
+    Ok(answer.unwrap_or_else(|e| http::refused(&e)))
 }
 
 fn verified<'a>(req: &'a Request, header: &str, secrets: &[Secret]) -> Result<&'a [u8], ApiError> {
@@ -79,7 +76,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
             app.store
                 .park(Source::Stripe, &event_id, tenant_id.as_ref(), &reason, &event, Utc::now())
                 .await
-                .map_err(|e| internal(&e))?;
+                .map_err(|e| http::internal(&e))?;
             Ok(http::json(202, &json!({"status": "parked", "event_id": event_id, "reason": reason})))
         }
         StripeOutcome::Change(change) => record(app, &change, body).await,
@@ -93,7 +90,7 @@ async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, ApiError
 }
 
 async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Response<Body>, ApiError> {
-    let outcome = app.store.record_license_change(change, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await.map_err(store_err)?;
+    let outcome = app.store.record_license_change(change, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await.map_err(http::api_error)?;
     tracing::info!(
         tenant = %change.tenant_id,
         cause = %format!("{}:{}", change.source.as_str(), change.event_id),
@@ -116,7 +113,7 @@ async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Respon
 }
 
 async fn enqueue(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Result<(), ApiError> {
-    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| internal(&e))
+    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| http::internal(&e))
 }
 
 fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
@@ -128,7 +125,7 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     let new: NewMember = parse_json(http::body(req)?)?;
     new.validate()?;
     let request_id = http::request_id(req);
-    let (view, created) = app.store.create_member(&tenant, &new, &request_id, Utc::now()).await.map_err(store_err)?;
+    let (view, created) = app.store.create_member(&tenant, &new, &request_id, Utc::now()).await.map_err(http::api_error)?;
     tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))
@@ -138,20 +135,9 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let tenant = parse_tenant(tenant)?;
     let user = UserId::parse(user).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
     let request_id = http::request_id(req);
-    let view = app.store.remove_member(&tenant, &user, &request_id, Utc::now()).await.map_err(store_err)?;
+    let view = app.store.remove_member(&tenant, &user, &request_id, Utc::now()).await.map_err(http::api_error)?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 
-fn store_err(e: entitle::store::StoreError) -> ApiError {
-    match e {
-        entitle::store::StoreError::Api(api) => api,
-        other => internal(&other),
-    }
-}
-
-fn internal(e: &dyn std::error::Error) -> ApiError {
-    tracing::error!(error = %http::error_chain(e), "request failed");
-    ApiError::internal()
-}
