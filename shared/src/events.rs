@@ -122,11 +122,7 @@ impl Store {
             .expression_attribute_values(":now", crate::store::n(now.timestamp()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        crate::store::condition_held(res)
     }
 
     pub async fn outbox_done(&self, key: &str) -> Result<(), StoreError> {
