@@ -57,6 +57,16 @@ pub fn model() -> Result<LicensingModel, ConfigError> {
     Ok(LicensingModel::load_from_env()?)
 }
 
+/// The reconcile queue (`RECONCILE_QUEUE_URL`).
+pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<crate::queue::ReconcileQueue, ConfigError> {
+    Ok(crate::queue::ReconcileQueue::new(aws_sdk_sqs::Client::new(aws), required("RECONCILE_QUEUE_URL")?))
+}
+
+/// The bus for access-changed events (`EVENT_BUS_NAME`).
+pub fn event_bus(aws: &aws_config::SdkConfig) -> Result<crate::events::EventBus, ConfigError> {
+    Ok(crate::events::EventBus::new(aws_sdk_eventbridge::Client::new(aws), required("EVENT_BUS_NAME")?))
+}
+
 /// The store every function uses: its tables and the licensing model.
 pub fn store(aws: &aws_config::SdkConfig) -> Result<crate::store::Store, ConfigError> {
     Ok(crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &Tables::from_env()?, std::sync::Arc::new(model()?)))

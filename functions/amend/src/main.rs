@@ -6,7 +6,6 @@
 mod handler;
 
 use entitle::config;
-use entitle::queue::ReconcileQueue;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
@@ -15,7 +14,7 @@ async fn main() -> Result<(), Error> {
     let aws = config::aws().await;
     let app = handler::App {
         store: config::store(&aws)?,
-        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
+        queue: config::reconcile_queue(&aws)?,
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

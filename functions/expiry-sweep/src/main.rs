@@ -6,8 +6,6 @@
 mod handler;
 
 use entitle::config;
-use entitle::events::EventBus;
-use entitle::queue::ReconcileQueue;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
@@ -16,8 +14,8 @@ async fn main() -> Result<(), Error> {
     let aws = config::aws().await;
     let app = handler::App {
         store: config::store(&aws)?,
-        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
-        bus: EventBus::new(aws_sdk_eventbridge::Client::new(&aws), config::required("EVENT_BUS_NAME")?),
+        queue: config::reconcile_queue(&aws)?,
+        bus: config::event_bus(&aws)?,
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }

@@ -5,7 +5,6 @@
 mod handler;
 
 use entitle::config;
-use entitle::queue::ReconcileQueue;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
@@ -14,7 +13,7 @@ async fn main() -> Result<(), Error> {
     let aws = config::aws().await;
     let app = handler::App {
         store: config::store(&aws)?,
-        queue: ReconcileQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("RECONCILE_QUEUE_URL")?),
+        queue: config::reconcile_queue(&aws)?,
         stripe_secrets: config::secrets("STRIPE_WEBHOOK_SECRETS")?,
         crm_secrets: config::secrets("CRM_SIGNING_SECRETS")?,
         routes: handler::Routes::from_env()?,

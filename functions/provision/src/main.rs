@@ -6,7 +6,6 @@
 mod handler;
 
 use entitle::config;
-use entitle::events::EventBus;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
@@ -18,7 +17,7 @@ async fn main() -> Result<(), Error> {
         sqs: aws_sdk_sqs::Client::new(&aws),
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional_u32("MAX_RECEIVES", 5)?,
-        bus: EventBus::new(aws_sdk_eventbridge::Client::new(&aws), config::required("EVENT_BUS_NAME")?),
+        bus: config::event_bus(&aws)?,
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }
