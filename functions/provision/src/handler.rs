@@ -33,6 +33,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // FIFO: once a message of a group fails, the later ones of that group in
     // this batch are not processed (they would overtake it) but returned too.
     let mut failed_groups: HashSet<String> = HashSet::new();
+    let mut wrote_events = false;
     for message in &event.payload.records {
         let id = message.message_id.clone().unwrap_or_default();
         let group = message.attributes.get("MessageGroupId").cloned().unwrap_or_default();
@@ -42,6 +43,8 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         }
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
         let result = process(app, message).instrument(span.clone()).await;
+        // A failed reconcile may have committed chunks (and their events) first.
+        wrote_events |= result.as_ref().map_or(true, |changed| *changed);
         if let Err(failure) = result {
             let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
             let _enter = span.enter();
@@ -59,17 +62,22 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             }
         }
     }
-    // Events of committed changes leave the outbox now; one that fails to
-    // go stays there for the next invocation (or the sweep) to publish.
-    match app.bus.publish_outbox(&app.store).await {
-        Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %error_chain(&e), "events stay in the outbox"),
+    // Events of committed changes leave the outbox now; a batch that changed
+    // nothing adds no read of the outbox. What fails to go stays there for
+    // the next batch that changes access, or the sweep's next run.
+    if wrote_events {
+        match app.bus.publish_outbox(&app.store).await {
+            Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %error_chain(&e), "events stay in the outbox"),
+        }
     }
     Ok(response)
 }
 
-async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
+/// Reconciles the message's tenant; `Ok(true)` when it changed access (and so
+/// wrote access-changed events to the outbox).
+async fn process(app: &App, message: &SqsMessage) -> Result<bool, Failure> {
     let body = message.body.as_deref().unwrap_or_default();
     let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
         code: "malformed_message",
@@ -87,7 +95,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(), Failure> {
                 chunks = outcome.chunks,
                 "tenant reconciled"
             );
-            Ok(())
+            Ok(outcome.chunks > 0)
         }
         Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
     }
