@@ -74,6 +74,9 @@ id_type!(
     /// An amendment of a contract, unique within the contract.
     AmendmentId, "amendment_id", 128);
 id_type!(
+    /// A SCIM target of a tenant, as the tenant's admin names it.
+    TargetId, "target_id", 40);
+id_type!(
     /// The source's own id of an event (Stripe `evt_...`, CRM event id).
     EventId, "event_id", 128);
 

@@ -19,6 +19,7 @@ pub mod expiry;
 pub mod ids;
 pub mod license;
 pub mod model;
+pub mod scim;
 pub mod signature;
 pub mod stripe;
 

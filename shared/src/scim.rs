@@ -1,0 +1,617 @@
+//! SCIM 2.0 targets, the pure part: what a target should hold for a member,
+//! the requests that get it there, drift repair plans, the retry and
+//! quarantine policies. No I/O; `scim_client` and `delivery` do the talking.
+//!
+//! The mapping is fixed where RFC 7643 and the providers agree (userName =
+//! email, externalId = the member's id, `active`) and configurable where
+//! they do not (the group names, enterprise extension attributes).
+
+use crate::access::{Member, MemberAccess, MemberStatus};
+use crate::ids::{TargetId, TenantId, UserId};
+use chrono::{DateTime, Duration as Span, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// At most this many targets per tenant: every member change writes one
+/// delivery record per target in its transaction.
+pub const MAX_TARGETS_PER_TENANT: usize = 4;
+/// Enterprise extension attributes a mapping may set (RFC 7643 §4.3, the string ones).
+pub const ENTERPRISE_ATTRIBUTES: [&str; 5] = ["employeeNumber", "costCenter", "organization", "division", "department"];
+
+/// How members appear on a target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// A role's group is named `group_prefix + role` (for example `entitle-admin`).
+    #[serde(default)]
+    pub group_prefix: String,
+    /// Enterprise extension attribute -> the member attribute that fills it.
+    #[serde(default)]
+    pub enterprise: BTreeMap<String, String>,
+}
+
+/// A target's configuration as the API takes it. The token leaves this
+/// struct for the secret store and is never written to the table or a log.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub base_url: String,
+    pub token: String,
+    #[serde(default)]
+    pub mapping: Mapping,
+    /// Drift repair runs at most this often (minutes); default one hour.
+    #[serde(default)]
+    pub repair_interval_minutes: Option<u32>,
+}
+
+impl std::fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetConfig").field("base_url", &self.base_url).field("token", &"<redacted>").field("mapping", &self.mapping).finish()
+    }
+}
+
+pub const DEFAULT_REPAIR_MINUTES: u32 = 60;
+
+impl TargetConfig {
+    /// Every problem of the configuration, or none. `allow_http` admits
+    /// plain-HTTP base URLs (the local stack); production wants HTTPS.
+    pub fn problems(&self, roles: &[String], allow_http: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let url = self.base_url.trim();
+        let scheme_ok = url.starts_with("https://") || (allow_http && url.starts_with("http://"));
+        if !scheme_ok {
+            out.push(if allow_http { "base_url must be an http:// or https:// URL".to_string() } else { "base_url must be an https:// URL".to_string() });
+        } else if url.len() > 512 || url.contains(char::is_whitespace) || url.contains(['?', '#']) || url.split("://").nth(1).is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            out.push("base_url must be a host and optional path, at most 512 characters, without query or fragment".into());
+        }
+        if self.token.is_empty() || self.token.len() > 4096 || self.token.chars().any(|c| c.is_control() || c == ' ') {
+            out.push("token must be 1 to 4096 printable characters without spaces".into());
+        }
+        let prefix = &self.mapping.group_prefix;
+        if prefix.len() > 64 || prefix.chars().any(|c| c.is_control() || c == '"') {
+            out.push("mapping.group_prefix must be at most 64 characters, without quotes".into());
+        }
+        for (scim, attr) in &self.mapping.enterprise {
+            if !ENTERPRISE_ATTRIBUTES.contains(&scim.as_str()) {
+                out.push(format!("mapping.enterprise.{scim}: not an enterprise extension attribute (one of {})", ENTERPRISE_ATTRIBUTES.join(", ")));
+            }
+            if attr.is_empty() || attr.len() > 64 {
+                out.push(format!("mapping.enterprise.{scim}: the member attribute name must be 1 to 64 characters"));
+            }
+        }
+        match self.repair_interval_minutes {
+            Some(m) if !(5..=10_080).contains(&m) => out.push("repair_interval_minutes must be 5 to 10080 (one week)".into()),
+            _ => {}
+        }
+        if roles.is_empty() {
+            out.push("the licensing model has no roles to map to groups".into());
+        }
+        out
+    }
+}
+
+/// A configured target, as stored (the token is only referenced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub tenant_id: TenantId,
+    pub target_id: TargetId,
+    pub base_url: String,
+    /// Where the bearer token lives (a Secrets Manager secret id).
+    pub secret_id: String,
+    pub mapping: Mapping,
+    pub repair_interval_minutes: u32,
+    #[serde(default)]
+    pub health: Health,
+}
+
+impl Target {
+    pub fn base(&self) -> &str {
+        self.base_url.trim().trim_end_matches('/')
+    }
+    /// When the next scheduled drift repair is due.
+    pub fn repair_due_at(&self) -> DateTime<Utc> {
+        match self.health.last_repair_at {
+            Some(at) => at + Span::minutes(i64::from(self.repair_interval_minutes)),
+            None => DateTime::<Utc>::MIN_UTC,
+        }
+    }
+    /// When the sweep should next wake this target up: its retry time while
+    /// failing, else its next repair.
+    pub fn wake_at(&self) -> DateTime<Utc> {
+        match self.health.retry_at {
+            Some(r) if self.health.failures > 0 => r,
+            _ => self.repair_due_at(),
+        }
+    }
+}
+
+/// How a target has been answering.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Consecutive failed delivery runs.
+    pub failures: u32,
+    pub first_failure_at: Option<DateTime<Utc>>,
+    /// No delivery before this instant.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub quarantined_since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_repair_at: Option<DateTime<Utc>>,
+}
+
+/// When a failing target is retried and when it is quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive failed runs before quarantine.
+    pub quarantine_after: u32,
+    /// First retry delay; doubles with each failure up to `retry_max_secs`.
+    pub retry_base_secs: i64,
+    pub retry_max_secs: i64,
+    /// Retry interval while quarantined.
+    pub quarantine_retry_secs: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { quarantine_after: 5, retry_base_secs: 30, retry_max_secs: 900, quarantine_retry_secs: 3600 }
+    }
+}
+
+/// A change of a target's standing worth an audit record and an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Quarantined,
+    Resumed,
+}
+
+impl Health {
+    pub fn quarantined(&self) -> bool {
+        self.quarantined_since.is_some()
+    }
+
+    pub fn may_attempt(&self, now: DateTime<Utc>) -> bool {
+        self.retry_at.is_none_or(|r| r <= now)
+    }
+
+    /// After a failed run: the next retry slows down, and past the policy's
+    /// limit the target is quarantined.
+    pub fn on_failure(&self, policy: &Policy, now: DateTime<Utc>, error: &str) -> (Health, Option<Standing>) {
+        let failures = self.failures.saturating_add(1);
+        let quarantine = failures >= policy.quarantine_after;
+        let delay = if quarantine {
+            policy.quarantine_retry_secs
+        } else {
+            policy.retry_base_secs.saturating_mul(1 << (failures - 1).min(20)).min(policy.retry_max_secs)
+        };
+        let entered = quarantine && !self.quarantined();
+        let next = Health {
+            failures,
+            first_failure_at: self.first_failure_at.or(Some(now)),
+            retry_at: Some(now + Span::seconds(delay)),
+            quarantined_since: if quarantine { self.quarantined_since.or(Some(now)) } else { None },
+            last_error: Some(error.chars().take(500).collect()),
+            ..self.clone()
+        };
+        (next, entered.then_some(Standing::Quarantined))
+    }
+
+    /// After a run that reached the target: back to normal.
+    pub fn on_success(&self, now: DateTime<Utc>) -> (Health, Option<Standing>) {
+        let resumed = self.quarantined();
+        let next = Health {
+            failures: 0,
+            first_failure_at: None,
+            retry_at: None,
+            quarantined_since: None,
+            last_error: None,
+            last_success_at: Some(now),
+            last_repair_at: self.last_repair_at,
+        };
+        (next, resumed.then_some(Standing::Resumed))
+    }
+}
+
+/// What a target should hold for one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredUser {
+    pub user_id: UserId,
+    pub user_name: String,
+    /// False once the member is deprovisioned: the target's user is deleted.
+    pub present: bool,
+    pub active: bool,
+    /// Names of the groups the user belongs in (one per role).
+    pub groups: BTreeSet<String>,
+    pub enterprise: BTreeMap<String, String>,
+}
+
+pub fn group_name(mapping: &Mapping, role: &str) -> String {
+    format!("{}{role}", mapping.group_prefix)
+}
+
+/// The groups Entitle owns on a target: one per role of the model.
+pub fn managed_groups(mapping: &Mapping, roles: &[String]) -> BTreeSet<String> {
+    roles.iter().map(|r| group_name(mapping, r)).collect()
+}
+
+pub fn desired_user(mapping: &Mapping, member: &Member, access: &MemberAccess) -> DesiredUser {
+    let present = !member.removed && access.status != MemberStatus::Deprovisioned;
+    DesiredUser {
+        user_id: member.user_id.clone(),
+        user_name: member.email.clone(),
+        present,
+        active: present && access.status == MemberStatus::Active,
+        groups: if present { access.roles.iter().map(|r| group_name(mapping, r)).collect() } else { BTreeSet::new() },
+        enterprise: mapping.enterprise.iter().filter_map(|(scim, attr)| member.attributes.get(attr).map(|v| (scim.clone(), v.clone()))).collect(),
+    }
+}
+
+/// A user as a target holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimUser {
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    pub enterprise: BTreeMap<String, String>,
+    /// The ETag (`meta.version`), when the target offers one.
+    pub version: Option<String>,
+}
+
+impl ScimUser {
+    pub fn from_json(v: &Value) -> Option<ScimUser> {
+        let enterprise = v[ENTERPRISE_SCHEMA]
+            .as_object()
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+            .unwrap_or_default();
+        Some(ScimUser {
+            id: v["id"].as_str()?.to_string(),
+            user_name: v["userName"].as_str()?.to_string(),
+            external_id: v["externalId"].as_str().map(str::to_string),
+            // RFC 7643: a user without `active` is treated as active.
+            active: v["active"].as_bool().unwrap_or(true),
+            enterprise,
+            version: v["meta"]["version"].as_str().map(str::to_string),
+        })
+    }
+}
+
+/// The one request that brings a user's own attributes in line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserStep {
+    Nothing,
+    Create(Value),
+    /// `PatchOp` operations.
+    Patch(Vec<Value>),
+    Delete,
+}
+
+pub fn user_step(desired: &DesiredUser, actual: Option<&ScimUser>) -> UserStep {
+    match (desired.present, actual) {
+        (false, None) => UserStep::Nothing,
+        (false, Some(_)) => UserStep::Delete,
+        // Never create an account that has no access.
+        (true, None) if !desired.active => UserStep::Nothing,
+        (true, None) => UserStep::Create(create_body(desired)),
+        (true, Some(u)) => {
+            let ops = patch_ops(desired, u);
+            if ops.is_empty() {
+                UserStep::Nothing
+            } else {
+                UserStep::Patch(ops)
+            }
+        }
+    }
+}
+
+pub fn create_body(desired: &DesiredUser) -> Value {
+    let mut body = json!({
+        "schemas": [USER_SCHEMA],
+        "userName": desired.user_name,
+        "externalId": desired.user_id,
+        "active": desired.active,
+        "emails": [{"value": desired.user_name, "type": "work", "primary": true}],
+    });
+    if !desired.enterprise.is_empty() {
+        body["schemas"] = json!([USER_SCHEMA, ENTERPRISE_SCHEMA]);
+        body[ENTERPRISE_SCHEMA] = json!(desired.enterprise);
+    }
+    body
+}
+
+/// `replace` operations for every attribute that differs (an adopted user
+/// gets its `externalId` here).
+pub fn patch_ops(desired: &DesiredUser, actual: &ScimUser) -> Vec<Value> {
+    let mut ops = Vec::new();
+    if actual.user_name != desired.user_name {
+        ops.push(json!({"op": "replace", "path": "userName", "value": desired.user_name}));
+    }
+    if actual.external_id.as_deref() != Some(desired.user_id.as_str()) {
+        ops.push(json!({"op": "replace", "path": "externalId", "value": desired.user_id}));
+    }
+    if actual.active != desired.active {
+        ops.push(json!({"op": "replace", "path": "active", "value": desired.active}));
+    }
+    for (attr, value) in &desired.enterprise {
+        if actual.enterprise.get(attr) != Some(value) {
+            ops.push(json!({"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:{attr}"), "value": value}));
+        }
+    }
+    ops
+}
+
+pub fn patch_body(ops: Vec<Value>) -> Value {
+    json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
+}
+
+/// Group changes for one user: (groups to join, groups to leave), among the
+/// groups Entitle manages only.
+pub fn group_changes(desired: &DesiredUser, member_of: &BTreeSet<String>, managed: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let want: BTreeSet<&String> = desired.groups.iter().filter(|g| managed.contains(*g)).collect();
+    let have: BTreeSet<&String> = member_of.iter().filter(|g| managed.contains(*g)).collect();
+    (want.difference(&have).map(|g| (*g).clone()).collect(), have.difference(&want).map(|g| (*g).clone()).collect())
+}
+
+/// A quoted string of a SCIM filter (RFC 7644 §3.4.2.2: a JSON string).
+pub fn quoted(value: &str) -> String {
+    Value::from(value).to_string()
+}
+
+pub fn filter_eq(attr: &str, value: &str) -> String {
+    format!("{attr} eq {}", quoted(value))
+}
+
+pub fn add_member_op(scim_user_id: &str) -> Value {
+    json!({"op": "add", "path": "members", "value": [{"value": scim_user_id}]})
+}
+
+pub fn remove_member_op(scim_user_id: &str) -> Value {
+    json!({"op": "remove", "path": format!("members[value eq {}]", quoted(scim_user_id))})
+}
+
+/// A group as listed for drift repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimGroup {
+    pub id: String,
+    pub name: String,
+    pub members: BTreeSet<String>,
+}
+
+impl ScimGroup {
+    pub fn from_json(v: &Value) -> Option<ScimGroup> {
+        Some(ScimGroup {
+            id: v["id"].as_str()?.to_string(),
+            name: v["displayName"].as_str()?.to_string(),
+            members: v["members"].as_array().into_iter().flatten().filter_map(|m| m["value"].as_str().map(str::to_string)).collect(),
+        })
+    }
+}
+
+/// What drift repair found: each member with the user the target holds for
+/// it (matched on externalId, then userName) and the managed groups that
+/// user is in; and members of managed groups that are no member's user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairPlan {
+    pub members: Vec<(DesiredUser, Option<ScimUser>, BTreeSet<String>)>,
+    /// (group id, group name, SCIM user id) to remove.
+    pub strangers: Vec<(String, String, String)>,
+}
+
+pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[ScimGroup], managed: &BTreeSet<String>) -> RepairPlan {
+    let by_external: BTreeMap<&str, &ScimUser> = users.iter().filter_map(|u| u.external_id.as_deref().map(|e| (e, u))).collect();
+    let by_name: BTreeMap<String, &ScimUser> = users.iter().map(|u| (u.user_name.to_lowercase(), u)).collect();
+    let managed_groups: Vec<&ScimGroup> = groups.iter().filter(|g| managed.contains(&g.name)).collect();
+    let mut ours: BTreeSet<String> = BTreeSet::new();
+    let mut plan = RepairPlan::default();
+    for d in desired {
+        let user = by_external.get(d.user_id.as_str()).or_else(|| by_name.get(&d.user_name.to_lowercase())).map(|u| (*u).clone());
+        let member_of: BTreeSet<String> = match &user {
+            Some(u) => {
+                ours.insert(u.id.clone());
+                managed_groups.iter().filter(|g| g.members.contains(&u.id)).map(|g| g.name.clone()).collect()
+            }
+            None => BTreeSet::new(),
+        };
+        plan.members.push((d, user, member_of));
+    }
+    for g in managed_groups {
+        for m in &g.members {
+            if !ours.contains(m) {
+                plan.strangers.push((g.id.clone(), g.name.clone(), m.clone()));
+            }
+        }
+    }
+    plan
+}
+
+/// How long to wait before retry `attempt` (0-based) of a request the target
+/// refused with 429 or 5xx: the target's `Retry-After` when it sent one,
+/// else exponential backoff from 200 ms, capped at 5 s, with jitter
+/// (`jitter` in 0..1 picks a point in the upper half).
+pub fn retry_delay(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    if let Some(r) = retry_after {
+        return r;
+    }
+    let cap = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(10))).min(Duration::from_secs(5));
+    cap.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Entitlements;
+
+    fn member(id: &str, email: &str, attrs: &[(&str, &str)], removed: bool) -> Member {
+        Member {
+            user_id: UserId::parse(id).unwrap(),
+            email: email.into(),
+            groups: BTreeSet::new(),
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            seq: 1,
+            removed,
+        }
+    }
+
+    fn access(status: MemberStatus, roles: &[&str]) -> MemberAccess {
+        MemberAccess { status, roles: roles.iter().map(|r| r.to_string()).collect(), entitlements: Entitlements::new() }
+    }
+
+    fn mapping() -> Mapping {
+        Mapping { group_prefix: "entitle-".into(), enterprise: [("department".to_string(), "dept".to_string())].into() }
+    }
+
+    fn scim_user(id: &str, name: &str, ext: Option<&str>, active: bool) -> ScimUser {
+        ScimUser { id: id.into(), user_name: name.into(), external_id: ext.map(str::to_string), active, enterprise: BTreeMap::new(), version: Some("W/\"1\"".into()) }
+    }
+
+    #[test]
+    fn desired_users_follow_the_member_status() {
+        let m = member("u1", "u1@x.com", &[("dept", "Sales")], false);
+        let d = desired_user(&mapping(), &m, &access(MemberStatus::Active, &["admin", "member"]));
+        assert!(d.present && d.active);
+        assert_eq!(d.groups, ["entitle-admin".to_string(), "entitle-member".to_string()].into());
+        assert_eq!(d.enterprise.get("department").map(String::as_str), Some("Sales"));
+        let suspended = desired_user(&mapping(), &m, &access(MemberStatus::Suspended, &[]));
+        assert!(suspended.present && !suspended.active && suspended.groups.is_empty());
+        let gone = desired_user(&mapping(), &member("u1", "u1@x.com", &[], true), &access(MemberStatus::Deprovisioned, &[]));
+        assert!(!gone.present && !gone.active);
+    }
+
+    #[test]
+    fn the_user_step_creates_only_with_access_and_deletes_only_on_deprovision() {
+        let m = member("u1", "u1@x.com", &[], false);
+        let active = desired_user(&mapping(), &m, &access(MemberStatus::Active, &["member"]));
+        let pending = desired_user(&mapping(), &m, &access(MemberStatus::PendingSeat, &[]));
+        let gone = desired_user(&mapping(), &member("u1", "u1@x.com", &[], true), &access(MemberStatus::Deprovisioned, &[]));
+        let UserStep::Create(body) = user_step(&active, None) else { panic!("create") };
+        assert_eq!(body["externalId"], "u1");
+        assert_eq!(body["userName"], "u1@x.com");
+        assert_eq!(body["active"], true);
+        assert_eq!(user_step(&pending, None), UserStep::Nothing);
+        assert_eq!(user_step(&gone, None), UserStep::Nothing);
+        let existing = scim_user("s1", "u1@x.com", Some("u1"), true);
+        assert_eq!(user_step(&active, Some(&existing)), UserStep::Nothing);
+        assert_eq!(user_step(&pending, Some(&existing)), UserStep::Patch(vec![json!({"op": "replace", "path": "active", "value": false})]));
+        assert_eq!(user_step(&gone, Some(&existing)), UserStep::Delete);
+    }
+
+    #[test]
+    fn an_adopted_user_gets_its_external_id_and_attributes() {
+        let m = member("u1", "u1@x.com", &[("dept", "Ops")], false);
+        let d = desired_user(&mapping(), &m, &access(MemberStatus::Active, &[]));
+        let found = scim_user("s9", "u1@x.com", None, false);
+        let ops = patch_ops(&d, &found);
+        assert!(ops.contains(&json!({"op": "replace", "path": "externalId", "value": "u1"})));
+        assert!(ops.contains(&json!({"op": "replace", "path": "active", "value": true})));
+        assert!(ops.contains(&json!({"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:department"), "value": "Ops"})));
+        assert_eq!(ops.len(), 3);
+    }
+
+    #[test]
+    fn group_changes_touch_managed_groups_only() {
+        let managed = managed_groups(&mapping(), &["admin".into(), "member".into(), "viewer".into()]);
+        let m = member("u1", "u1@x.com", &[], false);
+        let d = desired_user(&mapping(), &m, &access(MemberStatus::Active, &["member"]));
+        let member_of: BTreeSet<String> = ["entitle-admin".to_string(), "hand-made".to_string()].into();
+        let (add, remove) = group_changes(&d, &member_of, &managed);
+        assert_eq!(add, vec!["entitle-member".to_string()]);
+        assert_eq!(remove, vec!["entitle-admin".to_string()]);
+    }
+
+    #[test]
+    fn filters_and_member_paths_quote_values() {
+        assert_eq!(filter_eq("userName", "a\"b@x.com"), r#"userName eq "a\"b@x.com""#);
+        assert_eq!(remove_member_op("id1")["path"], r#"members[value eq "id1"]"#);
+    }
+
+    #[test]
+    fn repair_matches_users_and_finds_strangers_in_managed_groups() {
+        let managed = managed_groups(&Mapping::default(), &["admin".into(), "member".into()]);
+        let a = desired_user(&Mapping::default(), &member("a", "a@x.com", &[], false), &access(MemberStatus::Active, &["admin"]));
+        let b = desired_user(&Mapping::default(), &member("b", "B@x.com", &[], false), &access(MemberStatus::Active, &["member"]));
+        let c = desired_user(&Mapping::default(), &member("c", "c@x.com", &[], false), &access(MemberStatus::Active, &["member"]));
+        let users = vec![scim_user("s-a", "a@x.com", Some("a"), true), scim_user("s-b", "b@x.com", None, true), scim_user("s-z", "z@x.com", None, true)];
+        let groups = vec![
+            ScimGroup { id: "g1".into(), name: "admin".into(), members: ["s-a".to_string(), "s-z".to_string()].into() },
+            ScimGroup { id: "g2".into(), name: "theirs".into(), members: ["s-z".to_string()].into() },
+        ];
+        let plan = repair_plan(vec![a, b, c], &users, &groups, &managed);
+        assert_eq!(plan.members[0].1.as_ref().map(|u| u.id.as_str()), Some("s-a"));
+        assert_eq!(plan.members[0].2, ["admin".to_string()].into());
+        assert_eq!(plan.members[1].1.as_ref().map(|u| u.id.as_str()), Some("s-b"), "matched on userName, case-insensitively");
+        assert!(plan.members[2].1.is_none());
+        assert_eq!(plan.strangers, vec![("g1".to_string(), "admin".to_string(), "s-z".to_string())], "only managed groups are cleaned");
+    }
+
+    #[test]
+    fn retries_back_off_with_jitter_and_honour_retry_after() {
+        assert_eq!(retry_delay(0, None, 0.0), Duration::from_millis(100));
+        assert_eq!(retry_delay(0, None, 1.0), Duration::from_millis(200));
+        assert_eq!(retry_delay(3, None, 1.0), Duration::from_millis(1600));
+        assert_eq!(retry_delay(30, None, 1.0), Duration::from_secs(5));
+        assert_eq!(retry_delay(1, Some(Duration::from_secs(7)), 0.3), Duration::from_secs(7));
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 31 Dec 2025 00:00:30 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn failures_slow_down_then_quarantine_and_success_resumes() {
+        let policy = Policy { quarantine_after: 3, retry_base_secs: 10, retry_max_secs: 15, quarantine_retry_secs: 600 };
+        let t0 = Utc::now();
+        let (h1, s1) = Health::default().on_failure(&policy, t0, "connection refused");
+        assert_eq!((h1.failures, s1), (1, None));
+        assert_eq!(h1.retry_at, Some(t0 + Span::seconds(10)));
+        assert!(!h1.may_attempt(t0) && h1.may_attempt(t0 + Span::seconds(10)));
+        let (h2, _) = h1.on_failure(&policy, t0, "503");
+        assert_eq!(h2.retry_at, Some(t0 + Span::seconds(15)), "capped");
+        let (h3, s3) = h2.on_failure(&policy, t0, "503");
+        assert_eq!(s3, Some(Standing::Quarantined));
+        assert_eq!(h3.retry_at, Some(t0 + Span::seconds(600)));
+        assert_eq!(h3.first_failure_at, Some(t0));
+        let (h4, s4) = h3.on_failure(&policy, t0, "503");
+        assert_eq!(s4, None, "announced once");
+        assert!(h4.quarantined());
+        let (h5, s5) = h4.on_success(t0);
+        assert_eq!(s5, Some(Standing::Resumed));
+        assert_eq!(h5.failures, 0);
+        assert!(h5.may_attempt(t0) && !h5.quarantined());
+        assert_eq!(Health::default().on_success(t0).1, None);
+    }
+
+    #[test]
+    fn configurations_name_every_problem_and_hide_the_token() {
+        let roles = vec!["admin".to_string()];
+        let good = TargetConfig { base_url: "https://idp.example.com/scim/v2".into(), token: "s3cret".into(), mapping: mapping(), repair_interval_minutes: None };
+        assert!(good.problems(&roles, false).is_empty());
+        assert!(!format!("{good:?}").contains("s3cret"));
+        let http = TargetConfig { base_url: "http://127.0.0.1:1/x".into(), ..good.clone() };
+        assert_eq!(http.problems(&roles, false).len(), 1);
+        assert!(http.problems(&roles, true).is_empty());
+        let bad = TargetConfig {
+            base_url: "https://x/?q".into(),
+            token: "".into(),
+            mapping: Mapping { group_prefix: "a\"".into(), enterprise: [("manager".to_string(), "m".to_string())].into() },
+            repair_interval_minutes: Some(1),
+        };
+        assert_eq!(bad.problems(&roles, false).len(), 5, "{:?}", bad.problems(&roles, false));
+    }
+}
