@@ -26,7 +26,7 @@ echo "bootstrap: creating .venv with the pinned packages of dev/requirements.txt
 rm -rf .venv
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -r dev/requirements.txt || die "pip could not install dev/requirements.txt"
-for tool in moto_server cargo-lambda cfn-lint checkov; do
+for tool in moto_server cargo-lambda cfn-lint checkov scim2-server; do
   [ -x ".venv/bin/$tool" ] || die "$tool is missing from .venv after installing"
 done
 echo "$want" > "$stamp"

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# The local stack: moto (DynamoDB, SQS) with the template's tables and queues,
-# the real function binaries under `cargo lambda watch`, and the event source
-# mapping stand-in (entitle-dev esm). Everything binds to 127.0.0.1.
+# The local stack: moto (DynamoDB, SQS, EventBridge, Secrets Manager) with the
+# template's tables and queues, the real function binaries under `cargo lambda
+# watch`, the event source mapping stand-in (entitle-dev esm), and scim2-server
+# as the example SCIM target. Everything binds to 127.0.0.1.
 #
 #   dev/stack.sh up     start, print endpoints and local secrets
 #   dev/stack.sh down   stop exactly what `up` started (by process group id)
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
-# ESM_VISIBILITY_TIMEOUT (queue default).
+# SCIM_PORT (5056), ESM_VISIBILITY_TIMEOUT (queue default), and the SCIM retry
+# policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
+# SCIM_RETRY_MAX_SECS (4), SCIM_QUARANTINE_RETRY_SECS (5): seconds locally, so
+# that a quarantine and its recovery can be watched (production defaults:
+# 5 runs, 30 s doubling to 15 min, hourly while quarantined).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STACK_DIR=${STACK_DIR:-.local/stack}
 MOTO_PORT=${MOTO_PORT:-5055}
 FN_PORT=${FN_PORT:-9000}
+SCIM_PORT=${SCIM_PORT:-5056}
 VENV=.venv
 STRIPE_SECRET=whsec_entitle_local
 CRM_SECRET=crm_entitle_local
+# Bearer tokens scim2-server accepts (any of them, on every SCIM tenant path).
+SCIM_TOKEN=scim_entitle_local
+SCIM_TOKEN_2=scim_entitle_local_2
 
 die() { echo "stack: $*" >&2; exit 1; }
 
@@ -38,17 +47,23 @@ start() { # name, command...: runs in its own process group, records its id
 up() {
   [ -x "$VENV/bin/moto_server" ] || die "no $VENV: run 'make bootstrap' first"
   [ -x "$VENV/bin/cargo-lambda" ] || die "cargo-lambda is missing from $VENV: run 'make bootstrap'"
+  [ -x "$VENV/bin/scim2-server" ] || die "scim2-server is missing from $VENV: run 'make bootstrap'"
   [ -x target/debug/entitle-dev ] || die "target/debug/entitle-dev is missing: run 'make build'"
   if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
     die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
   fi
-  for port in "$MOTO_PORT" "$FN_PORT"; do
+  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT"; do
     if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
   done
   mkdir -p "$STACK_DIR"
 
   start moto "$VENV/bin/python" dev/moto_server.py 127.0.0.1 "$MOTO_PORT"
+  # The example SCIM target: every path prefix (/acme, /globex, ...) is a
+  # separate SCIM service provider with its own users and groups.
+  start scim "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --dynamic-tenants \
+    --bearer-token "$SCIM_TOKEN" --bearer-token "$SCIM_TOKEN_2"
   wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
+  wait_for "http://127.0.0.1:$SCIM_PORT/" "scim2-server" 30
 
   local endpoint="http://127.0.0.1:$MOTO_PORT"
   {
@@ -60,6 +75,12 @@ up() {
     echo "AWS_LAMBDA_LOG_FORMAT=JSON"
     echo "STRIPE_WEBHOOK_SECRETS=$STRIPE_SECRET"
     echo "CRM_SIGNING_SECRETS=$CRM_SECRET"
+    echo "TARGET_SECRET_PREFIX=entitle-local/targets"
+    echo "SCIM_ALLOW_HTTP=1"
+    echo "SCIM_QUARANTINE_AFTER=${SCIM_QUARANTINE_AFTER:-3}"
+    echo "SCIM_RETRY_BASE_SECS=${SCIM_RETRY_BASE_SECS:-1}"
+    echo "SCIM_RETRY_MAX_SECS=${SCIM_RETRY_MAX_SECS:-4}"
+    echo "SCIM_QUARANTINE_RETRY_SECS=${SCIM_QUARANTINE_RETRY_SECS:-5}"
   } > "$STACK_DIR/functions.env"
 
   start functions "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$FN_PORT" \
@@ -81,6 +102,9 @@ up() {
     echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
     echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
     echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
+    echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"
+    echo "ENTITLE_SCIM_TOKEN=$SCIM_TOKEN"
+    echo "ENTITLE_SCIM_TOKEN_2=$SCIM_TOKEN_2"
     grep -v '^AWS_LAMBDA_LOG_FORMAT\|SECRETS=' "$STACK_DIR/functions.env"
   } > "$STACK_DIR/stack.env"
 
@@ -94,13 +118,15 @@ up() {
 
   cat <<MSG
 Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
-  ingest   $base/lambda-url/ingest    POST /stripe, POST /crm, POST|DELETE /tenants/{tenant}/members[/{user}]
+  ingest   $base/lambda-url/ingest    POST /stripe, POST /crm, POST|DELETE /tenants/{tenant}/members[/{user}],
+                                     PUT|GET /tenants/{tenant}/targets[/{target}], POST .../targets/{target}/repair
   access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
   amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
   expiry-sweep  fire its schedule with: make sweep [TIME=2027-01-01T00:00:00Z]
   AWS emulator (moto)  $endpoint   (AWS_ENDPOINT_URL; tables StateTable, AuditTable)
-  local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET
+  SCIM target (scim2-server)  http://127.0.0.1:$SCIM_PORT/<any-name>   bearer token $SCIM_TOKEN
+  local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET, SCIM $SCIM_TOKEN
   settings for scripts and tests: $STACK_DIR/stack.env
 Stop it with: make down
 MSG
@@ -108,7 +134,7 @@ MSG
 
 down() {
   local stopped=0 pidfile pid
-  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/moto.pid; do
+  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     # Each part runs in its own process group (setsid): stop the group.

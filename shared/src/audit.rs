@@ -18,6 +18,8 @@ pub enum CauseKind {
     Reconcile,
     Sweep,
     Amendment,
+    /// A delivery run to SCIM targets (quarantine, resume, drift repair).
+    Delivery,
 }
 
 /// What caused a change: the source event, API call or run that led to it.

@@ -72,6 +72,52 @@ pub fn store(aws: &aws_config::SdkConfig) -> Result<crate::store::Store, ConfigE
     Ok(crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &Tables::from_env()?, std::sync::Arc::new(model()?)))
 }
 
+pub fn optional_i64(name: &'static str, default: i64) -> Result<i64, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid { name, why: e.to_string() }),
+        _ => Ok(default),
+    }
+}
+
+/// Whether SCIM targets may use plain HTTP (`SCIM_ALLOW_HTTP=1`: the local
+/// stack only; production targets must be HTTPS).
+pub fn allow_http_targets() -> bool {
+    std::env::var("SCIM_ALLOW_HTTP").is_ok_and(|v| v == "1")
+}
+
+/// Where target tokens are kept (`TARGET_SECRET_PREFIX`, optional
+/// `TARGET_SECRET_KMS_KEY`).
+pub fn token_store(aws: &aws_config::SdkConfig) -> Result<crate::targets::TokenStore, ConfigError> {
+    let kms = std::env::var("TARGET_SECRET_KMS_KEY").ok().filter(|k| !k.is_empty());
+    Ok(crate::targets::TokenStore::new(aws_sdk_secretsmanager::Client::new(aws), required("TARGET_SECRET_PREFIX")?, kms))
+}
+
+/// The SCIM deliverer: the store, the tokens, one HTTP client, and the
+/// retry and quarantine policy (`SCIM_QUARANTINE_AFTER` failed runs,
+/// `SCIM_RETRY_BASE_SECS` doubling up to `SCIM_RETRY_MAX_SECS`, then
+/// `SCIM_QUARANTINE_RETRY_SECS` while quarantined).
+pub fn deliverer(aws: &aws_config::SdkConfig, store: crate::store::Store) -> Result<crate::delivery::Deliverer, ConfigError> {
+    let d = crate::scim::Policy::default();
+    let policy = crate::scim::Policy {
+        quarantine_after: optional_u32("SCIM_QUARANTINE_AFTER", d.quarantine_after)?.max(1),
+        retry_base_secs: optional_i64("SCIM_RETRY_BASE_SECS", d.retry_base_secs)?.max(1),
+        retry_max_secs: optional_i64("SCIM_RETRY_MAX_SECS", d.retry_max_secs)?.max(1),
+        quarantine_retry_secs: optional_i64("SCIM_QUARANTINE_RETRY_SECS", d.quarantine_retry_secs)?.max(1),
+    };
+    Ok(crate::delivery::Deliverer { store, tokens: token_store(aws)?, http: crate::scim_client::http_client(), policy })
+}
+
+/// The instant to stop taking new work: the invocation's deadline (epoch
+/// ms) less a safety margin.
+pub fn stop_at(deadline_ms: u64, margin: std::time::Duration) -> std::time::Instant {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Lambda sends an epoch timestamp; cargo lambda watch sends the timeout
+    // itself (600000): a value before 2001 cannot be an epoch deadline.
+    let left = if deadline_ms < 1_000_000_000_000 { deadline_ms } else { deadline_ms.saturating_sub(now_ms) };
+    Instant::now() + Duration::from_millis(left).saturating_sub(margin)
+}
+
 /// Logs: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON` (set by the template and the
 /// local stack), one span per invocation carrying the Lambda request id.
 pub fn init_logging() {

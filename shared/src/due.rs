@@ -22,7 +22,7 @@ pub async fn apply_due_amendments(store: &Store, queue: &ReconcileQueue, contrac
     let done = store.apply_due_amendments(contract, as_of, run_id).await?;
     for a in &done {
         if let Some(version) = a.applied_version.filter(|_| a.status == crate::contract::AmendmentStatus::Applied) {
-            let request = ReconcileRequest { tenant_id: a.tenant_id.clone(), cause: Cause::new(CauseKind::Sweep, run_id) };
+            let request = ReconcileRequest::new(a.tenant_id.clone(), Cause::new(CauseKind::Sweep, run_id));
             queue.send(&request, &format!("contract:{contract}:v{version}")).await?;
         }
     }

@@ -176,6 +176,15 @@ pub fn access_event(tenant: &TenantId, seq: u64, at: &str, record: &crate::audit
                 "rule": record.rule, "cause": record.cause,
             }))
         }
+        "target_quarantined" | "target_resumed" => Some(serde_json::json!({
+            "id": id,
+            "type": if record.action == "target_quarantined" { "target.quarantined" } else { "target.resumed" },
+            "at": at,
+            "tenant_id": tenant, "target_id": record.subject.trim_start_matches("target:"),
+            "failures": after["failures"], "first_failure_at": after["first_failure_at"],
+            "retry_at": after["retry_at"], "last_error": after["last_error"],
+            "rule": record.rule, "cause": record.cause,
+        })),
         _ => None,
     }
 }

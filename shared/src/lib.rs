@@ -36,6 +36,12 @@ pub mod http;
 #[cfg(feature = "aws")]
 pub mod queue;
 #[cfg(feature = "aws")]
+pub mod scim_client;
+#[cfg(feature = "aws")]
 pub mod store;
 #[cfg(feature = "aws")]
 pub mod sweep;
+#[cfg(feature = "aws")]
+pub mod targets;
+#[cfg(feature = "aws")]
+pub mod delivery;

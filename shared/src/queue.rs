@@ -12,6 +12,16 @@ use serde::{Deserialize, Serialize};
 pub struct ReconcileRequest {
     pub tenant_id: TenantId,
     pub cause: Cause,
+    /// SCIM targets to run drift repair on now (on demand), besides the
+    /// delivery every message triggers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repair: Vec<crate::ids::TargetId>,
+}
+
+impl ReconcileRequest {
+    pub fn new(tenant_id: TenantId, cause: Cause) -> Self {
+        ReconcileRequest { tenant_id, cause, repair: Vec::new() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -132,6 +132,54 @@ impl Target {
     }
 }
 
+/// A target as the API shows it: never the token, only where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetView {
+    pub tenant_id: TenantId,
+    pub target_id: TargetId,
+    pub base_url: String,
+    pub token: &'static str,
+    pub mapping: Mapping,
+    pub repair_interval_minutes: u32,
+    /// `healthy`, `backing_off` or `quarantined`.
+    pub status: &'static str,
+    pub health: Health,
+    /// Member changes not yet delivered.
+    pub pending: usize,
+    /// Member changes the target refused repeatedly: (user id, reason).
+    pub parked: Vec<ParkedDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedDelivery {
+    pub user_id: UserId,
+    pub reason: String,
+}
+
+impl TargetView {
+    pub fn new(target: &Target, pending: usize, parked: Vec<ParkedDelivery>) -> Self {
+        let status = if target.health.quarantined() {
+            "quarantined"
+        } else if target.health.failures > 0 {
+            "backing_off"
+        } else {
+            "healthy"
+        };
+        TargetView {
+            tenant_id: target.tenant_id.clone(),
+            target_id: target.target_id.clone(),
+            base_url: target.base_url.clone(),
+            token: "stored in AWS Secrets Manager",
+            mapping: target.mapping.clone(),
+            repair_interval_minutes: target.repair_interval_minutes,
+            status,
+            health: target.health.clone(),
+            pending,
+            parked,
+        }
+    }
+}
+
 /// How a target has been answering.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -9,6 +9,8 @@
 //! | `T#<tenant>` | `MEM#<user>` | a member and its access (the one-key lookup the app reads) |
 //! | `E#<tenant>` | `<source>#<event>` | idempotency record of an accepted event (TTL) |
 //! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
+//! | `T#<tenant>` | `TARGET#<target>` | a SCIM target (see [`crate::targets`]) |
+//! | `S#<tenant>#<target>` | `<user>` | a member change not yet delivered to that target |
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //!
@@ -38,7 +40,14 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Member changes per reconcile chunk: each takes two items (member, audit
 /// record); every chunk also moves the tenant's chain head and writes its
 /// events to the outbox (two items).
-pub const MEMBERS_PER_CHUNK: usize = (MAX_TRANSACTION_ITEMS - 2) / 2;
+pub const MEMBERS_PER_CHUNK: usize = members_per_chunk(0);
+
+/// Member changes per reconcile transaction when the tenant has `targets`
+/// SCIM targets: each change is its member item, its audit record and one
+/// delivery record per target; the chain head and the outbox entry are shared.
+pub const fn members_per_chunk(targets: usize) -> usize {
+    (MAX_TRANSACTION_ITEMS - 2) / (2 + targets)
+}
 /// How long an accepted event id is remembered for idempotency.
 pub const IDEMPOTENCY_DAYS: i64 = 35;
 pub(crate) const MAX_ATTEMPTS: u32 = 60;
@@ -160,6 +169,8 @@ pub struct TenantState {
     pub members: Vec<MemberItem>,
     /// Current documents of the tenant's contracts, with their versions.
     pub contracts: Vec<(ContractDocument, u64)>,
+    /// SCIM targets: every member change gets a delivery record for each.
+    pub targets: Vec<crate::scim::Target>,
 }
 
 impl TenantState {
@@ -533,6 +544,7 @@ impl Store {
         let mut licenses = Vec::new();
         let mut members = Vec::new();
         let mut contracts = Vec::new();
+        let mut targets = Vec::new();
         {
             let items = self.query_partition(tenant_pk(tenant), "").await?;
             for item in &items {
@@ -549,10 +561,12 @@ impl Store {
                 } else if sk.starts_with("CONTRACT#") {
                     let doc: ContractDocument = json_attr(item, "document", &key)?.ok_or_else(|| StoreError::Corrupt { key: key.clone(), why: "no document".into() })?;
                     contracts.push((doc, get_n(item, "version").unwrap_or(0)));
+                } else if sk.starts_with("TARGET#") {
+                    targets.extend(crate::targets::target_from_item(item, &key)?);
                 }
             }
         }
-        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts }))
+        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts, targets }))
     }
 
     pub async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, StoreError> {
@@ -628,7 +642,10 @@ impl Store {
             };
             let used = meta.seats_used + u32::from(status == MemberStatus::Active);
             let pending = meta.seats_pending + u32::from(status == MemberStatus::PendingSeat);
+            // Read after the head: a target added since moves the head and retries us.
+            let targets = self.targets(tenant).await?;
             let mut items = vec![self.member_put(tenant, &item)];
+            items.extend(self.sync_puts(tenant, &targets, &item, meta.head.seq + 1, now));
             let (audit_items, _) = self.audit_and_lock(
                 tenant,
                 Some(&meta),
@@ -667,7 +684,9 @@ impl Store {
             let used = meta.seats_used - u32::from(existing.access.status == MemberStatus::Active).min(meta.seats_used);
             let pending = meta.seats_pending - u32::from(existing.access.status == MemberStatus::PendingSeat).min(meta.seats_pending);
             let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
+            let targets = self.targets(tenant).await?;
             let mut items = vec![self.member_put(tenant, &item)];
+            items.extend(self.sync_puts(tenant, &targets, &item, meta.head.seq + 1, now));
             let (audit_items, _) = self.audit_and_lock(tenant, Some(&meta), now, vec![event], vec![("seats_used", n(used)), ("seats_pending", n(pending))]);
             let chain_from = items.len();
             items.extend(audit_items);
@@ -706,7 +725,8 @@ impl Store {
             let mut remaining = plan.member_changes.as_slice();
             let mut first = true;
             while first || !remaining.is_empty() {
-                let room = if first && tenant_changes { MEMBERS_PER_CHUNK - 1 } else { MEMBERS_PER_CHUNK };
+                let per_chunk = members_per_chunk(state.targets.len());
+                let room = if first && tenant_changes { per_chunk - 1 } else { per_chunk };
                 let (chunk, rest) = remaining.split_at(room.min(remaining.len()));
                 let mut events = Vec::new();
                 let mut set_meta = Vec::new();
@@ -735,7 +755,9 @@ impl Store {
                 let mut items = Vec::new();
                 for change in chunk {
                     let member = by_id[&change.user_id];
-                    items.push(self.member_put(tenant, &MemberItem { member: member.clone(), access: change.after.clone() }));
+                    let changed = MemberItem { member: member.clone(), access: change.after.clone() };
+                    items.push(self.member_put(tenant, &changed));
+                    items.extend(self.sync_puts(tenant, &state.targets, &changed, meta.head.seq + 1, now));
                     events.push(AuditEvent {
                         action: "member_access_changed".into(),
                         subject: format!("member:{}", change.user_id),

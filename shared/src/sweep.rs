@@ -65,6 +65,11 @@ pub struct SweepReport {
     /// Contracts with due amendments (applied by `due::apply_due_amendments`).
     #[serde(skip)]
     pub contracts: BTreeSet<ContractId>,
+    /// Due SCIM work (undelivered changes, a retry, a drift repair) found.
+    pub deliveries: u64,
+    /// Tenants with due SCIM work: each gets a message to provision, which delivers.
+    #[serde(skip)]
+    pub delivery_tenants: BTreeSet<TenantId>,
 }
 
 /// Limits of one run.
@@ -153,7 +158,7 @@ impl Store {
                 return Ok(report);
             }
             for due in fresh {
-                let processed = report.licenses + report.amendments;
+                let processed = report.licenses + report.amendments + report.deliveries;
                 if Instant::now() >= limits.stop_at || limits.max_items.is_some_and(|m| processed >= m) {
                     return Ok(report);
                 }
@@ -166,6 +171,9 @@ impl Store {
                         report.contracts.insert(cid);
                     }
                     report.amendments += 1;
+                } else if let Some(tenant) = delivery_tenant(&due.pk, &due.sk) {
+                    report.delivery_tenants.insert(tenant);
+                    report.deliveries += 1;
                 }
             }
         }
@@ -213,6 +221,17 @@ impl Store {
         Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
+}
+
+/// The tenant of a due delivery record (`S#<tenant>#<target>`) or target
+/// (`T#<tenant>` / `TARGET#...`).
+fn delivery_tenant(pk: &str, sk: &str) -> Option<TenantId> {
+    let raw = match pk.strip_prefix("S#") {
+        Some(rest) => rest.split('#').next()?,
+        None if sk.starts_with("TARGET#") => pk.strip_prefix("T#")?,
+        None => return None,
+    };
+    TenantId::parse(raw).ok()
 }
 
 fn audit_of(t: &Transition, cause: &Cause) -> AuditEvent {

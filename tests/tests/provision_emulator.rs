@@ -222,7 +222,7 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
         .send()
         .await
         .unwrap();
-    let body = serde_json::to_string(&entitle::queue::ReconcileRequest { tenant_id: t.clone(), cause: cause("doomed") }).unwrap();
+    let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause("doomed"))).unwrap();
     s.sqs.send_message().queue_url(&s.queue_url).message_body(&body).message_group_id(t.as_str()).message_deduplication_id(t.as_str()).send().await.unwrap();
     let parked = dead_letters(&s, t.as_str()).await;
     assert_eq!(attr(&parked[0], "error_code"), "reconcile_failed");

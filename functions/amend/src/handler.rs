@@ -58,7 +58,7 @@ fn amendment_id(raw: &str) -> Result<AmendmentId, ApiError> {
 /// Contract changes reach access through the same license and reconcile flow
 /// as any license change.
 async fn reconcile(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Result<(), StoreError> {
-    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| StoreError::Api(http::internal(&e)))
+    app.queue.send(&ReconcileRequest::new(tenant.clone(), cause), dedup).await.map_err(|e| StoreError::Api(http::internal(&e)))
 }
 
 async fn contract_view(app: &App, state: &ContractState) -> Result<Value, StoreError> {

@@ -8,7 +8,7 @@ use entitle::store::Store;
 use entitle::sweep::SweepLimits;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub struct App {
     pub store: Store,
@@ -44,7 +44,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         Some(id) if !id.is_empty() => format!("sweep-{id}"),
         _ => format!("sweep-{}", as_of.timestamp()),
     };
-    let stop_at = stop_at(event.context.deadline);
+    let stop_at = entitle::config::stop_at(event.context.deadline, SAFETY_MARGIN);
     let fail = |e: &dyn std::error::Error| SweepError::Failed(error_chain(e));
 
     // Events a crashed run committed but did not publish go first.
@@ -54,8 +54,10 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     for contract in &report.contracts {
         amendments += apply_due_amendments(&app.store, &app.queue, contract, as_of, &run_id).await.map_err(|e| fail(&e))?.len();
     }
-    for tenant in &report.tenants {
-        let request = ReconcileRequest { tenant_id: tenant.clone(), cause: Cause::new(CauseKind::Sweep, &run_id) };
+    // Tenants whose access may change, and tenants with SCIM work due
+    // (undelivered changes, a retry, a drift repair): provision does both.
+    for tenant in report.tenants.union(&report.delivery_tenants) {
+        let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, &run_id));
         app.queue.send(&request, &format!("{run_id}:{tenant}")).await.map_err(|e| fail(&e))?;
     }
     let published = app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
@@ -65,6 +67,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         licenses = report.licenses,
         transitions = report.transitions,
         amendments,
+        deliveries = report.deliveries,
         published,
         tenants = report.tenants.len(),
         complete = report.complete,
@@ -77,23 +80,15 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     Ok(out)
 }
 
-/// The instant to stop taking new work: the invocation's deadline (epoch ms)
-/// less a safety margin.
-fn stop_at(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    // Lambda sends an epoch timestamp; cargo lambda watch sends the timeout
-    // itself (600000): a value before 2001 cannot be an epoch deadline.
-    let left = if deadline_ms < 1_000_000_000_000 { deadline_ms } else { deadline_ms.saturating_sub(now_ms) };
-    Instant::now() + Duration::from_millis(left).saturating_sub(SAFETY_MARGIN)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
     #[test]
     fn the_deadline_leaves_a_margin() {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let stop_at = |d| entitle::config::stop_at(d, SAFETY_MARGIN);
         let at = stop_at(now_ms + 60_000);
         let left = at - Instant::now();
         assert!(left > Duration::from_secs(50) && left <= Duration::from_secs(55), "{left:?}");

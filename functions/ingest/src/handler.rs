@@ -3,7 +3,9 @@ use entitle::api::{parse_json, ApiError, NewMember};
 use entitle::audit::{hash_of, Cause, CauseKind};
 use entitle::config::ConfigError;
 use entitle::http;
-use entitle::ids::{TenantId, UserId};
+use entitle::ids::{TargetId, TenantId, UserId};
+use entitle::scim::{Target, TargetConfig, DEFAULT_REPAIR_MINUTES};
+use entitle::targets::TokenStore;
 use entitle::license::{LicenseChange, Source};
 use entitle::queue::{ReconcileQueue, ReconcileRequest};
 use entitle::signature::{self, Secret, DEFAULT_TOLERANCE_SECS};
@@ -38,6 +40,8 @@ pub struct App {
     pub stripe_secrets: Vec<Secret>,
     pub crm_secrets: Vec<Secret>,
     pub routes: Routes,
+    pub tokens: TokenStore,
+    pub allow_http_targets: bool,
 }
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -51,6 +55,9 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         ("POST", ["crm"]) if webhooks => crm_record(app, &req).await,
         ("POST", ["tenants", tenant, "members"]) if accounts => create_member(app, &req, tenant).await,
         ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
+        ("PUT", ["tenants", tenant, "targets", target]) if accounts => put_target(app, &req, tenant, target).await,
+        ("GET", ["tenants", tenant, "targets"]) if accounts => list_targets(app, tenant).await,
+        ("POST", ["tenants", tenant, "targets", target, "repair"]) if accounts => repair_target(app, &req, tenant, target).await,
         _ => Ok(http::not_found_route(&method, &path)),
     };
     Ok(answer.unwrap_or_else(|e| http::refused(&e)))
@@ -113,7 +120,7 @@ async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Respon
 }
 
 async fn enqueue(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Result<(), ApiError> {
-    app.queue.send(&ReconcileRequest { tenant_id: tenant.clone(), cause }, dedup).await.map_err(|e| http::internal(&e))
+    app.queue.send(&ReconcileRequest::new(tenant.clone(), cause), dedup).await.map_err(|e| http::internal(&e))
 }
 
 fn parse_tenant(raw: &str) -> Result<TenantId, ApiError> {
@@ -141,3 +148,68 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     Ok(http::json(200, &view))
 }
 
+
+fn parse_target(raw: &str) -> Result<TargetId, ApiError> {
+    TargetId::parse(raw).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
+}
+
+/// Creates or reconfigures a SCIM target. The token goes to Secrets
+/// Manager; the table keeps only where it is. A first drift repair (the
+/// initial sync) is queued at once.
+async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    let target_id = parse_target(target)?;
+    let config: TargetConfig = parse_json(http::body(req)?)?;
+    let problems = config.problems(&app.store.model().roles, app.allow_http_targets);
+    if !problems.is_empty() {
+        return Err(ApiError::unprocessable("invalid_target", problems));
+    }
+    if app.store.meta(&tenant).await.map_err(|e| http::internal(&e))?.is_none() {
+        return Err(ApiError::not_found(&format!("tenant {tenant}")));
+    }
+    let request_id = http::request_id(req);
+    let secret_id = app.tokens.put(&tenant, &target_id, &config.token).await.map_err(|e| http::internal(&e))?;
+    let target = Target {
+        tenant_id: tenant.clone(),
+        target_id: target_id.clone(),
+        base_url: config.base_url.trim().to_string(),
+        secret_id,
+        mapping: config.mapping,
+        repair_interval_minutes: config.repair_interval_minutes.unwrap_or(DEFAULT_REPAIR_MINUTES),
+        health: Default::default(),
+    };
+    let (stored, created) = app.store.put_target(&tenant, target, &request_id, Utc::now()).await.map_err(http::api_error)?;
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), created, "SCIM target configured");
+    queue_repair(app, &tenant, &target_id, &request_id).await?;
+    let view = entitle::scim::TargetView::new(&stored, 0, vec![]);
+    Ok(http::json(if created { 201 } else { 200 }, &view))
+}
+
+async fn list_targets(app: &App, tenant: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    if app.store.meta(&tenant).await.map_err(|e| http::internal(&e))?.is_none() {
+        return Err(ApiError::not_found(&format!("tenant {tenant}")));
+    }
+    let views = app.store.target_views(&tenant).await.map_err(http::api_error)?;
+    Ok(http::json(200, &json!({"tenant_id": tenant, "targets": views})))
+}
+
+/// Drift repair on demand: queued to provision, which owns the targets.
+async fn repair_target(app: &App, req: &Request, tenant: &str, target: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    let target_id = parse_target(target)?;
+    let targets = app.store.targets(&tenant).await.map_err(http::api_error)?;
+    if !targets.iter().any(|t| t.target_id == target_id) {
+        return Err(ApiError::not_found(&format!("target {target_id} of tenant {tenant}")));
+    }
+    let request_id = http::request_id(req);
+    queue_repair(app, &tenant, &target_id, &request_id).await?;
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), "drift repair requested");
+    Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id})))
+}
+
+async fn queue_repair(app: &App, tenant: &TenantId, target: &TargetId, request_id: &str) -> Result<(), ApiError> {
+    let mut request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::ApiCall, request_id));
+    request.repair.push(target.clone());
+    app.queue.send(&request, &format!("repair:{tenant}:{target}:{request_id}")).await.map_err(|e| http::internal(&e))
+}

@@ -17,6 +17,8 @@ async fn main() -> Result<(), Error> {
         stripe_secrets: config::secrets("STRIPE_WEBHOOK_SECRETS")?,
         crm_secrets: config::secrets("CRM_SIGNING_SECRETS")?,
         routes: handler::Routes::from_env()?,
+        tokens: config::token_store(&aws)?,
+        allow_http_targets: config::allow_http_targets(),
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

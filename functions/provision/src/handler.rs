@@ -5,12 +5,17 @@ use entitle::events::EventBus;
 use entitle::http::error_chain;
 use entitle::queue::{dedup_id, ReconcileRequest};
 use entitle::store::{ReconcileOptions, Store};
+use entitle::audit::Cause;
+use entitle::delivery::Deliverer;
+use entitle::ids::{TargetId, TenantId};
+use std::time::Duration;
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashSet;
 use tracing::Instrument;
 
 pub struct App {
     pub store: Store,
+    pub deliverer: Deliverer,
     pub sqs: aws_sdk_sqs::Client,
     pub dead_letter_queue_url: String,
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
@@ -21,6 +26,9 @@ pub struct App {
 }
 
 /// Why a message could not be processed.
+/// Left before the Lambda deadline when delivery stops starting new work.
+const DELIVERY_MARGIN: Duration = Duration::from_secs(12);
+
 struct Failure {
     code: &'static str,
     message: String,
@@ -34,6 +42,8 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // this batch are not processed (they would overtake it) but returned too.
     let mut failed_groups: HashSet<String> = HashSet::new();
     let mut wrote_events = false;
+    // Tenants to deliver to after the batch, in order, with the targets to repair now.
+    let mut deliveries: Vec<(TenantId, Cause, Vec<TargetId>)> = Vec::new();
     for message in &event.payload.records {
         let id = message.message_id.clone().unwrap_or_default();
         let group = message.attributes.get("MessageGroupId").cloned().unwrap_or_default();
@@ -44,7 +54,13 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
         let result = process(app, message).instrument(span.clone()).await;
         // A failed reconcile may have committed chunks (and their events) first.
-        wrote_events |= result.as_ref().map_or(true, |changed| *changed);
+        wrote_events |= result.as_ref().map_or(true, |(changed, _)| *changed);
+        if let Ok((_, request)) = &result {
+            match deliveries.iter_mut().find(|(t, _, _)| *t == request.tenant_id) {
+                Some((_, _, repair)) => repair.extend(request.repair.iter().cloned()),
+                None => deliveries.push((request.tenant_id.clone(), request.cause.clone(), request.repair.clone())),
+            }
+        }
         if let Err(failure) = result {
             let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
             let _enter = span.enter();
@@ -65,6 +81,34 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // Events of committed changes leave the outbox now; a batch that changed
     // nothing adds no read of the outbox. What fails to go stays there for
     // the next batch that changes access, or the sweep's next run.
+    // Then the tenants' SCIM targets: after commit, once per tenant per
+    // batch. What is not delivered stays due for the next message or sweep.
+    let stop_at = entitle::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
+    for (tenant, cause, repair) in deliveries {
+        if failed_groups.contains(tenant.as_str()) {
+            continue;
+        }
+        let span = tracing::info_span!("delivery", tenant = %tenant, cause = %cause);
+        match app.deliverer.deliver_tenant(&tenant, &repair, &cause, stop_at).instrument(span.clone()).await {
+            Ok(reports) => {
+                let _enter = span.enter();
+                for r in &reports {
+                    wrote_events |= r.audited();
+                    if r.delivered + r.refused > 0 || r.repair.is_some() || r.error.is_some() {
+                        tracing::info!(
+                            target_id = %r.target_id,
+                            delivered = r.delivered,
+                            refused = r.refused,
+                            repaired = r.repair.as_ref().map_or(0, |x| x.repaired.len()),
+                            standing = r.standing.as_deref().unwrap_or("unchanged"),
+                            "target delivery"
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "delivery stopped; changes stay due"),
+        }
+    }
     if wrote_events {
         match app.bus.publish_outbox(&app.store).await {
             Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
@@ -77,7 +121,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
 
 /// Reconciles the message's tenant; `Ok(true)` when it changed access (and so
 /// wrote access-changed events to the outbox).
-async fn process(app: &App, message: &SqsMessage) -> Result<bool, Failure> {
+async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequest), Failure> {
     let body = message.body.as_deref().unwrap_or_default();
     let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
         code: "malformed_message",
@@ -95,7 +139,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<bool, Failure> {
                 chunks = outcome.chunks,
                 "tenant reconciled"
             );
-            Ok(outcome.chunks > 0)
+            Ok((outcome.chunks > 0, request))
         }
         Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
     }

@@ -12,8 +12,10 @@ use lambda_runtime::{service_fn, Error};
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
+    let store = config::store(&aws)?;
     let app = handler::App {
-        store: config::store(&aws)?,
+        deliverer: config::deliverer(&aws, store.clone())?,
+        store,
         sqs: aws_sdk_sqs::Client::new(&aws),
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional_u32("MAX_RECEIVES", 5)?,
