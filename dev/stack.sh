@@ -93,6 +93,8 @@ up() {
     PROVISION_INVOKE_URL="$base/2015-03-31/functions/provision/invocations" \
     ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
     target/debug/entitle-dev esm
+  sleep 0.5
+  kill -0 "$(cat "$STACK_DIR/esm.pid")" 2> /dev/null || die "entitle-dev esm exited at start (see $STACK_DIR/esm.log)"
 
   {
     echo "ENTITLE_INGEST_URL=$base/lambda-url/ingest"

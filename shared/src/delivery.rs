@@ -138,7 +138,7 @@ impl Deliverer {
                         action: "target_repaired".into(),
                         subject: format!("target:{}", target.target_id),
                         cause: cause.clone(),
-                        rule: "drift repair: the target differed from desired access and was brought back in line".into(),
+                        rule: "drift repair: the target differed from desired access (its first sync, or changes made behind Entitle's back) and was brought in line".into(),
                         before: None,
                         after: Some(serde_json::to_value(r).expect("serialises")),
                     });

@@ -83,10 +83,16 @@ impl std::fmt::Debug for ScimClient {
     }
 }
 
-/// One HTTP client per process: TLS through rustls with the aws-lc-rs
-/// provider the AWS SDK already uses, and the platform's roots.
-pub fn http_client() -> reqwest::Client {
+/// Makes rustls use the aws-lc-rs provider the AWS SDK already builds. Call
+/// before building any `reqwest::Client` in a process (idempotent).
+pub fn install_tls_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// One HTTP client per process: TLS through rustls with the aws-lc-rs
+/// provider, and the platform's roots.
+pub fn http_client() -> reqwest::Client {
+    install_tls_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))

@@ -32,6 +32,11 @@ pub struct Stack {
     pub queue_url: String,
     pub dead_letter_queue_url: String,
     pub http: reqwest::Client,
+    /// scim2-server: every path prefix is its own SCIM service provider.
+    pub scim_url: String,
+    pub scim_token: String,
+    pub scim_token_2: String,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 fn settings() -> HashMap<String, String> {
@@ -46,6 +51,7 @@ fn settings() -> HashMap<String, String> {
 
 impl Stack {
     pub async fn connect() -> Stack {
+        entitle::scim_client::install_tls_provider();
         let s = settings();
         let get = |k: &str| s.get(k).cloned().unwrap_or_else(|| panic!("stack settings lack {k}"));
         let aws = aws_config::defaults(BehaviorVersion::latest())
@@ -69,7 +75,47 @@ impl Stack {
             queue_url: get("RECONCILE_QUEUE_URL"),
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+            scim_url: get("ENTITLE_SCIM_URL"),
+            scim_token: get("ENTITLE_SCIM_TOKEN"),
+            scim_token_2: get("ENTITLE_SCIM_TOKEN_2"),
+            secrets: aws_sdk_secretsmanager::Client::new(&aws),
         }
+    }
+
+    /// A fresh SCIM service provider on the stack's scim2-server.
+    pub fn scim(&self, name: &str) -> Scim {
+        Scim { base: format!("{}/{name}", self.scim_url), token: self.scim_token.clone(), http: self.http.clone() }
+    }
+
+    pub async fn put_target(&self, tenant: &str, target: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}/tenants/{tenant}/targets/{target}", self.ingest)).json(body)).await
+    }
+
+    pub async fn put_target_raw(&self, tenant: &str, target: &str, body: &str) -> (u16, Value) {
+        self.send(self.http.put(format!("{}/tenants/{tenant}/targets/{target}", self.ingest)).header("content-type", "application/json").body(body.to_string())).await
+    }
+
+    pub async fn targets(&self, tenant: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}/tenants/{tenant}/targets", self.ingest))).await
+    }
+
+    /// One target's view (status, health, pending).
+    pub async fn target(&self, tenant: &str, target: &str) -> Value {
+        let (code, body) = self.targets(tenant).await;
+        assert_eq!(code, 200, "{body}");
+        body["targets"].as_array().unwrap().iter().find(|t| t["target_id"] == target).cloned().unwrap_or(Value::Null)
+    }
+
+    pub async fn repair(&self, tenant: &str, target: &str) -> (u16, Value) {
+        self.send(self.http.post(format!("{}/tenants/{tenant}/targets/{target}/repair", self.ingest))).await
+    }
+
+    /// Asks provision to deliver the tenant's pending changes now (a
+    /// reconcile message, as ingest or the sweep would send).
+    pub async fn deliver(&self, tenant: &str) {
+        let id = entitle::ids::TenantId::parse(tenant).unwrap();
+        let request = entitle::queue::ReconcileRequest::new(id, entitle::audit::Cause::new(entitle::audit::CauseKind::ApiCall, unique("deliver")));
+        self.queue().send(&request, &unique("deliver")).await.unwrap();
     }
 
     pub fn store(&self) -> Store {
@@ -295,3 +341,153 @@ pub fn member_body(user: &str, groups: &[&str]) -> Value {
 }
 
 pub use entitle::stripe::subscription_event;
+
+/// Checks every event's `detail` against the documented schema
+/// (`infra/events.schema.json`), naming each violation.
+pub fn assert_valid_events(events: &[Value]) {
+    let path = format!("{}/../infra/events.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the documented schema is a valid JSON Schema");
+    for e in events {
+        assert_eq!(e["source"], "entitle", "{e}");
+        assert_eq!(e["detail-type"], e["detail"]["type"], "{e}");
+        let problems: Vec<String> = validator.iter_errors(&e["detail"]).map(|err| format!("{} at {}", err, err.instance_path())).collect();
+        assert!(problems.is_empty(), "event does not match infra/events.schema.json: {problems:?}\n{}", e["detail"]);
+    }
+}
+
+/// One SCIM service provider on scim2-server, read and changed directly
+/// (what an admin of the target would do behind Entitle's back).
+pub struct Scim {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+/// A user as the tests compare it: active, externalId, groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenUser {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    pub groups: std::collections::BTreeSet<String>,
+    pub department: Option<String>,
+}
+
+impl Scim {
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.expect("scim2-server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    async fn all(&self, path: &str) -> Vec<Value> {
+        let (code, body) = self.request(reqwest::Method::GET, &format!("{path}?count=1000"), None).await;
+        assert_eq!(code, 200, "{body}");
+        body["Resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn create_user(&self, user_name: &str, external_id: Option<&str>) -> String {
+        let mut body = serde_json::json!({"schemas": [entitle::scim::USER_SCHEMA], "userName": user_name, "active": true});
+        if let Some(e) = external_id {
+            body["externalId"] = e.into();
+        }
+        let (code, created) = self.request(reqwest::Method::POST, "/Users", Some(body)).await;
+        assert_eq!(code, 201, "{created}");
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn patch(&self, path: &str, ops: Vec<Value>) {
+        let (code, body) = self.request(reqwest::Method::PATCH, path, Some(entitle::scim::patch_body(ops))).await;
+        assert!(code == 200 || code == 204, "PATCH {path}: {code} {body}");
+    }
+
+    pub async fn group_id(&self, name: &str) -> Option<String> {
+        self.all("/Groups").await.iter().find(|g| g["displayName"] == name).and_then(|g| g["id"].as_str().map(str::to_string))
+    }
+
+    /// Every user by userName, with the groups they are in.
+    pub async fn view(&self) -> std::collections::BTreeMap<String, SeenUser> {
+        let groups = self.all("/Groups").await;
+        let mut out = std::collections::BTreeMap::new();
+        for u in self.all("/Users").await {
+            let id = u["id"].as_str().unwrap().to_string();
+            let in_groups = groups
+                .iter()
+                .filter(|g| g["members"].as_array().into_iter().flatten().any(|m| m["value"] == id.as_str()))
+                .map(|g| g["displayName"].as_str().unwrap().to_string())
+                .collect();
+            let seen = SeenUser {
+                id,
+                external_id: u["externalId"].as_str().map(str::to_string),
+                active: u["active"].as_bool().unwrap_or(true),
+                groups: in_groups,
+                department: u[entitle::scim::ENTERPRISE_SCHEMA]["department"].as_str().map(str::to_string),
+            };
+            let name = u["userName"].as_str().unwrap().to_string();
+            assert!(out.insert(name.clone(), seen).is_none(), "two users named {name}");
+        }
+        out
+    }
+}
+
+/// A TCP proxy in front of a target that can be switched off (connections
+/// are dropped, as by a target that is down) or made to answer 429 with
+/// `Retry-After` a number of times: real network faults for a real server.
+pub struct FaultProxy {
+    pub url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    throttle: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub throttled: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> FaultProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let (up, throttle, throttled) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (up2, throttle2, throttled2) = (up.clone(), throttle.clone(), throttled.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (throttle, throttled, upstream) = (throttle2.clone(), throttled2.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    if throttle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                        let mut buf = [0u8; 4096];
+                        let _ = inbound.read(&mut buf).await;
+                        throttled.fetch_add(1, Ordering::SeqCst);
+                        let _ = inbound.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                        return;
+                    }
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        FaultProxy { url, up, throttle, throttled }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next `n` requests get 429 with `Retry-After: 1`.
+    pub fn throttle(&self, n: u32) {
+        self.throttle.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}

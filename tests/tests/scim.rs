@@ -1,0 +1,419 @@
+//! SCIM targets end to end: the target API in ingest, delivery records
+//! written with each change, provision delivering them to scim2-server (the
+//! real binary), quarantine of a target that is down, drift repair, and the
+//! events on the bus, validated against their documented schema.
+
+use entitle::scim::{DesiredUser, Mapping, ScimUser};
+use entitle::scim_client::{http_client, Known, ScimClient};
+use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, FaultProxy, Scim, SeenUser, Stack};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const PERIOD_END: i64 = 1_900_000_000;
+
+async fn licensed(s: &Stack, t: &str, key: &str, seats: u64) {
+    let event = subscription_event(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(t), "active", &[(key, seats)], PERIOD_END);
+    assert_eq!(s.stripe(&event).await.0, 200);
+    s.tenant_where(t, "the license", |v| v["seats"]["total"] == seats).await;
+}
+
+async fn stripe_update(s: &Stack, t: &str, n: i64, kind: &str, status: &str, key: &str, seats: u64) {
+    let event = subscription_event(&format!("evt_{t}_{n}"), kind, 1000 * n, &format!("sub_{t}"), Some(t), status, &[(key, seats)], PERIOD_END);
+    assert_eq!(s.stripe(&event).await.0, 200);
+}
+
+fn target_body(base: &str, token: &str) -> Value {
+    json!({"base_url": base, "token": token, "mapping": {"group_prefix": "entitle-", "enterprise": {"department": "dept"}}})
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits (up to `secs`) until the target's users satisfy `pred`.
+async fn scim_until(scim: &Scim, what: &str, secs: u64, pred: impl Fn(&BTreeMap<String, SeenUser>) -> bool) -> BTreeMap<String, SeenUser> {
+    let start = Instant::now();
+    loop {
+        let view = scim.view().await;
+        if pred(&view) {
+            return view;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; the target holds {view:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the target has nothing pending for the tenant.
+async fn delivered(s: &Stack, t: &str, target: &str) -> Value {
+    s.eventually(&format!("{target} to have nothing pending"), || async {
+        let v = s.target(t, target).await;
+        (v["pending"] == 0 && v["status"] == "healthy" && !v["health"]["last_success_at"].is_null(), v)
+    })
+    .await
+}
+
+fn user(email: &str) -> String {
+    format!("{email}@example.test")
+}
+
+#[tokio::test]
+async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision() {
+    let s = Stack::connect().await;
+    let tap = s.event_tap().await;
+    let t = unique("scim");
+    let scim = s.scim(&t);
+    licensed(&s, &t, "business_monthly", 3).await;
+    let mut a = member_body("a", &["finance"]);
+    a["attributes"] = json!({"dept": "Finance"});
+    for body in [a, member_body("b", &[]), member_body("c", &[])] {
+        assert_eq!(s.create_member(&t, &body).await.0, 201);
+    }
+    s.statuses_are(&t, &[("a", "active"), ("b", "active"), ("c", "active")]).await;
+    // b's account existed on the target before Entitle managed it.
+    let b_before = scim.create_user(&user("b"), None).await;
+
+    let (code, view) = s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await;
+    assert_eq!(code, 201, "{view}");
+    assert_eq!(view["token"], "stored in AWS Secrets Manager");
+    assert!(!view.to_string().contains(&s.scim_token), "the token never comes back");
+
+    // The first repair creates a and c, adopts b, and fills the role groups.
+    let seen = scim_until(&scim, "a, b and c provisioned", 30, |v| v.len() == 3 && v.values().all(|u| u.external_id.is_some())).await;
+    assert_eq!(seen[&user("a")].groups, set(&["entitle-member", "entitle-billing-admin"]));
+    assert_eq!(seen[&user("a")].department.as_deref(), Some("Finance"), "enterprise extension mapped");
+    assert_eq!((seen[&user("b")].id.as_str(), seen[&user("b")].external_id.as_deref()), (b_before.as_str(), Some("b")), "adopted, not duplicated");
+    assert_eq!(seen[&user("c")].groups, set(&["entitle-member"]));
+    assert!(seen.values().all(|u| u.active));
+    delivered(&s, &t, "idp").await;
+
+    // No seat, no account on the target.
+    assert_eq!(s.create_member(&t, &member_body("d", &[])).await.1["status"], "pending_seat");
+    delivered(&s, &t, "idp").await;
+    assert!(!scim.view().await.contains_key(&user("d")));
+
+    // Group membership follows roles: billing-admin needs business or above.
+    stripe_update(&s, &t, 2, "customer.subscription.updated", "active", "team_monthly", 3).await;
+    scim_until(&scim, "a to leave billing-admin", 30, |v| v[&user("a")].groups == set(&["entitle-member"])).await;
+
+    // Cancellation downgrades to free (one seat): b and c are suspended on the target.
+    stripe_update(&s, &t, 3, "customer.subscription.deleted", "canceled", "team_monthly", 3).await;
+    let seen = scim_until(&scim, "b and c suspended", 30, |v| !v[&user("b")].active && !v[&user("c")].active).await;
+    assert!(seen[&user("a")].active);
+    assert!(seen[&user("b")].groups.is_empty() && seen[&user("c")].groups.is_empty(), "{seen:?}");
+
+    // Deprovision: the user is deleted, and out of every group first.
+    let c_id = seen[&user("c")].id.clone();
+    stripe_update(&s, &t, 4, "customer.subscription.updated", "active", "team_monthly", 3).await;
+    scim_until(&scim, "c active again", 30, |v| v[&user("c")].active && v[&user("c")].groups == set(&["entitle-member"])).await;
+    assert_eq!(s.delete_member(&t, "c").await.0, 200);
+    // c's seat goes to d, who waited: d appears on the target.
+    let seen = scim_until(&scim, "c deleted, d created", 30, |v| !v.contains_key(&user("c")) && v.contains_key(&user("d"))).await;
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), [user("a"), user("b"), user("d")]);
+    assert!(seen[&user("d")].active && seen[&user("d")].groups == set(&["entitle-member"]));
+    let groups = scim.request(Method::GET, "/Groups", None).await.1;
+    assert!(!groups.to_string().contains(&c_id), "no group keeps the deleted user: {groups}");
+    delivered(&s, &t, "idp").await;
+
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+    let events: Vec<Value> = s.drain_events(&tap).await.into_iter().filter(|e| e["detail"]["tenant_id"] == t.as_str()).collect();
+    assert!(events.iter().any(|e| e["detail-type"] == "member.access_changed" && e["detail"]["seat"] == "lost"), "{events:?}");
+    assert_valid_events(&events);
+}
+
+#[tokio::test]
+async fn a_target_that_is_down_is_quarantined_and_catches_up_and_tenants_never_cross() {
+    let s = Stack::connect().await;
+    let tap = s.event_tap().await;
+    let (ta, tb) = (unique("down"), unique("other"));
+    let (scim_a, scim_b) = (s.scim(&ta), s.scim(&tb));
+    let proxy = FaultProxy::start(&s.scim_url).await;
+    for t in [&ta, &tb] {
+        licensed(&s, t, "team_monthly", 5).await;
+    }
+    assert_eq!(s.put_target(&ta, "idp", &target_body(&format!("{}/{ta}", proxy.url), &s.scim_token)).await.0, 201);
+    assert_eq!(s.put_target(&tb, "idp", &target_body(&scim_b.base, &s.scim_token_2)).await.0, 201);
+    for (t, users) in [(&ta, ["a1", "a2"]), (&tb, ["b1", "b2"])] {
+        for u in users {
+            assert_eq!(s.create_member(t, &member_body(u, &[])).await.0, 201);
+        }
+    }
+    scim_until(&scim_a, "a1, a2", 30, |v| v.len() == 2).await;
+    scim_until(&scim_b, "b1, b2", 30, |v| v.len() == 2).await;
+
+    // The target goes down; changes keep coming.
+    proxy.set_up(false);
+    assert_eq!(s.create_member(&ta, &member_body("a3", &[])).await.0, 201);
+    assert_eq!(s.delete_member(&ta, "a1").await.0, 200);
+    assert_eq!(s.create_member(&tb, &member_body("b3", &[])).await.0, 201);
+    // Runs keep failing until the target is quarantined.
+    let start = Instant::now();
+    let quarantined = loop {
+        let v = s.target(&ta, "idp").await;
+        if v["status"] == "quarantined" {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not quarantined: {v}");
+        s.deliver(&ta).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    };
+    assert!(quarantined["health"]["failures"].as_u64().unwrap() >= 3, "{quarantined}");
+    assert_eq!(quarantined["pending"], 2, "a3 created and a1 removed wait: {quarantined}");
+    assert!(quarantined["health"]["last_error"].as_str().unwrap().contains("GET"), "{quarantined}");
+    // The other tenant's target is not affected.
+    scim_until(&scim_b, "b3 delivered while the other target is down", 30, |v| v.contains_key(&user("b3"))).await;
+    assert_eq!(scim_a.view().await.keys().cloned().collect::<Vec<_>>(), [user("a1"), user("a2")], "nothing reached the down target");
+
+    // Back up: it resumes by itself (the retries the sweep or any message
+    // trigger) and catches up.
+    proxy.set_up(true);
+    let start = Instant::now();
+    loop {
+        let v = s.target(&ta, "idp").await;
+        if v["status"] == "healthy" && v["pending"] == 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "did not resume: {v}");
+        s.deliver(&ta).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let a = scim_a.view().await;
+    assert_eq!(a.keys().cloned().collect::<Vec<_>>(), [user("a2"), user("a3")], "a1 deleted, a3 created, each once");
+    assert!(a.values().all(|u| u.active && u.groups == set(&["entitle-member"])), "{a:?}");
+    // Isolation: each target holds its own tenant's users and no one else's.
+    let b = scim_b.view().await;
+    assert_eq!(b.keys().cloned().collect::<Vec<_>>(), [user("b1"), user("b2"), user("b3")]);
+    let ext = |v: &BTreeMap<String, SeenUser>| v.values().map(|u| u.external_id.clone().unwrap()).collect::<BTreeSet<_>>();
+    assert_eq!(ext(&a), set(&["a2", "a3"]));
+    assert_eq!(ext(&b), set(&["b1", "b2", "b3"]));
+
+    // The quarantine and the recovery are audited and announced.
+    let audit = s.audit(&ta).await;
+    let acts: Vec<&str> = audit.iter().filter_map(|r| r["action"].as_str()).filter(|a| a.starts_with("target_")).collect();
+    assert!(acts.contains(&"target_quarantined") && acts.contains(&"target_resumed"), "{acts:?}");
+    assert!(!s.audit(&tb).await.iter().any(|r| r["action"] == "target_quarantined"));
+    let events: Vec<Value> = s.drain_events(&tap).await.into_iter().filter(|e| e["detail"]["tenant_id"] == ta.as_str() || e["detail"]["tenant_id"] == tb.as_str()).collect();
+    let kinds: Vec<(&str, &str)> = events.iter().filter(|e| e["detail"]["type"].as_str().unwrap().starts_with("target.")).map(|e| (e["detail"]["tenant_id"].as_str().unwrap(), e["detail"]["type"].as_str().unwrap())).collect();
+    assert_eq!(kinds, [(ta.as_str(), "target.quarantined"), (ta.as_str(), "target.resumed")], "{events:?}");
+    assert_valid_events(&events);
+}
+
+#[tokio::test]
+async fn a_change_committed_before_a_crash_is_delivered_by_the_sweep() {
+    let s = Stack::connect().await;
+    let t = unique("crash");
+    let scim = s.scim(&t);
+    licensed(&s, &t, "team_monthly", 5).await;
+    assert_eq!(s.create_member(&t, &member_body("a", &[])).await.0, 201);
+    assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await.0, 201);
+    scim_until(&scim, "a", 30, |v| v.contains_key(&user("a"))).await;
+    delivered(&s, &t, "idp").await;
+
+    // The change commits with its delivery record; then the process dies
+    // before anything is queued or delivered.
+    let new: entitle::api::NewMember = serde_json::from_value(member_body("b", &[])).unwrap();
+    let tenant = entitle::ids::TenantId::parse(&t).unwrap();
+    let (view, created) = s.store().create_member(&tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
+    assert!(created && view.status.as_str() == "active");
+    assert_eq!(s.target(&t, "idp").await["pending"], 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!scim.view().await.contains_key(&user("b")), "nothing delivers without a trigger");
+
+    // The sweep finds the due delivery record and has provision deliver it.
+    let report = s.sweep(chrono::Utc::now()).await;
+    assert!(report["deliveries"].as_u64().unwrap() >= 1, "{report}");
+    let seen = scim_until(&scim, "b delivered after the crash", 30, |v| v.contains_key(&user("b"))).await;
+    assert_eq!((seen.len(), seen[&user("b")].external_id.as_deref()), (2, Some("b")));
+    delivered(&s, &t, "idp").await;
+}
+
+#[tokio::test]
+async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
+    let s = Stack::connect().await;
+    let t = unique("drift");
+    let scim = s.scim(&t);
+    licensed(&s, &t, "business_monthly", 3).await;
+    for body in [member_body("a", &["finance"]), member_body("b", &[]), member_body("c", &[])] {
+        assert_eq!(s.create_member(&t, &body).await.0, 201);
+    }
+    assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await.0, 201);
+    let seen = scim_until(&scim, "a, b, c", 30, |v| v.len() == 3).await;
+    delivered(&s, &t, "idp").await;
+
+    // Behind Entitle's back: a deactivated, b out of its group, c deleted,
+    // and a stranger added to billing-admin.
+    let member = scim.group_id("entitle-member").await.unwrap();
+    let billing = scim.group_id("entitle-billing-admin").await.unwrap();
+    scim.patch(&format!("/Users/{}", seen[&user("a")].id), vec![json!({"op": "replace", "path": "active", "value": false})]).await;
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&seen[&user("b")].id)]).await;
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&seen[&user("c")].id)]).await;
+    assert_eq!(scim.request(Method::DELETE, &format!("/Users/{}", seen[&user("c")].id), None).await.0, 204);
+    let mallory = scim.create_user("mallory@example.test", None).await;
+    scim.patch(&format!("/Groups/{billing}"), vec![entitle::scim::add_member_op(&mallory)]).await;
+
+    let repairs = |audit: Vec<Value>| -> Vec<Value> { audit.into_iter().filter(|r| r["action"] == "target_repaired").collect() };
+    let before = repairs(s.audit(&t).await).len();
+    assert_eq!(before, 1, "the first sync is audited as a repair");
+    let (code, body) = s.repair(&t, "idp").await;
+    assert_eq!(code, 202, "{body}");
+    let repaired = scim_until(&scim, "drift repaired", 30, |v| {
+        v.len() == 4
+            && v[&user("a")].active
+            && v[&user("b")].groups == set(&["entitle-member"])
+            && v.get(&user("c")).is_some_and(|c| c.groups == set(&["entitle-member"]))
+            && v["mallory@example.test"].groups.is_empty()
+    })
+    .await;
+    assert_eq!(repaired[&user("a")].groups, set(&["entitle-member", "entitle-billing-admin"]));
+    assert!(repaired["mallory@example.test"].external_id.is_none(), "a user Entitle does not manage is left alone");
+    let audit = s
+        .eventually("the repair audited", || async {
+            let r = repairs(s.audit(&t).await);
+            (r.len() == 2, Value::Array(r))
+        })
+        .await;
+    let record = &audit[1];
+    assert_eq!(record["cause"]["kind"], "api_call");
+    let fixed: BTreeSet<String> = record["after"]["repaired"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(fixed, set(&["a", "b", "c"]), "{record}");
+    assert_eq!(record["after"]["strangers_removed"], 1);
+
+    // On schedule: once the target's repair interval has passed, the sweep
+    // has it repaired. (The test moves the last repair two hours back.)
+    let b = repaired[&user("b")].id.clone();
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&b)]).await;
+    age_last_repair(&s, &t, "idp", chrono::Duration::hours(2)).await;
+    let report = s.sweep(chrono::Utc::now()).await;
+    assert!(report["deliveries"].as_u64().unwrap() >= 1, "{report}");
+    scim_until(&scim, "b back in its group", 30, |v| v[&user("b")].groups == set(&["entitle-member"])).await;
+    s.eventually("the scheduled repair audited", || async {
+        let audit = s.audit(&t).await;
+        let r: Vec<Value> = audit.into_iter().filter(|r| r["action"] == "target_repaired" && r["cause"]["kind"] == "sweep").collect();
+        (r.len() == 1, Value::Array(r))
+    })
+    .await;
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+}
+
+/// Moves a target's last repair back in time, and its wake-up time with it
+/// (what the passing of the repair interval would do).
+async fn age_last_repair(s: &Stack, t: &str, target: &str, by: chrono::Duration) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let key = |k: &str, v: String| (k.to_string(), AttributeValue::S(v));
+    let item = s.ddb.get_item().table_name(&s.tables.state).key("pk", AttributeValue::S(format!("T#{t}"))).key("sk", AttributeValue::S(format!("TARGET#{target}"))).send().await.unwrap().item.unwrap();
+    let mut health: Value = serde_json::from_str(item["health"].as_s().unwrap()).unwrap();
+    let last: chrono::DateTime<chrono::Utc> = health["last_repair_at"].as_str().unwrap().parse().unwrap();
+    health["last_repair_at"] = json!(last - by);
+    s.ddb
+        .update_item()
+        .table_name(&s.tables.state)
+        .set_key(Some([key("pk", format!("T#{t}")), key("sk", format!("TARGET#{target}"))].into()))
+        .update_expression("SET health = :h, due_at = :d")
+        .expression_attribute_values(":h", AttributeValue::S(health.to_string()))
+        .expression_attribute_values(":d", AttributeValue::N((chrono::Utc::now() - chrono::Duration::minutes(1)).timestamp().to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after() {
+    let s = Stack::connect().await;
+    let scim = s.scim(&unique("client"));
+    let client = ScimClient::new(http_client(), &scim.base, s.scim_token.clone());
+    let managed = entitle::scim::managed_groups(&Mapping::default(), &["member".to_string(), "admin".to_string()]);
+    let mut desired = DesiredUser {
+        user_id: entitle::ids::UserId::parse("u1").unwrap(),
+        user_name: user("u1"),
+        present: true,
+        active: true,
+        groups: set(&["member"]),
+        enterprise: BTreeMap::new(),
+    };
+
+    // Our knowledge says there is no such user, but there is: POST meets
+    // 409 uniqueness, and the user is adopted.
+    let existing = scim.create_user(&user("u1"), None).await;
+    let out = client.sync_member(&desired, &managed, Some(Known { user: None, member_of: BTreeSet::new() })).await.unwrap();
+    assert!(out.adopted && !out.created && out.patched, "{out:?}");
+    let seen = scim.view().await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[&user("u1")].id.as_str(), seen[&user("u1")].external_id.as_deref()), (existing.as_str(), Some("u1")));
+    assert_eq!(seen[&user("u1")].groups, set(&["member"]));
+
+    // A stale ETag: the user changed on the target after we read it. The
+    // PATCH carries If-Match, meets 412, re-reads and applies to the new version.
+    let (_, fresh) = scim.request(Method::GET, &format!("/Users/{existing}"), None).await;
+    let stale = ScimUser::from_json(&fresh).unwrap();
+    assert!(stale.version.is_some(), "scim2-server offers ETags");
+    scim.patch(&format!("/Users/{existing}"), vec![json!({"op": "replace", "path": "displayName", "value": "Changed Elsewhere"})]).await;
+    desired.enterprise.insert("department".into(), "Ops".into());
+    let out = client.sync_member(&desired, &managed, Some(Known { user: Some(stale), member_of: set(&["member"]) })).await.unwrap();
+    assert_eq!((out.conflicts, out.patched), (1, true), "{out:?}");
+    let (_, after) = scim.request(Method::GET, &format!("/Users/{existing}"), None).await;
+    assert_eq!((after["displayName"].as_str(), after[entitle::scim::ENTERPRISE_SCHEMA]["department"].as_str()), (Some("Changed Elsewhere"), Some("Ops")));
+
+    // Paging: 230 users come back over three pages of 100.
+    for i in 0..229 {
+        scim.create_user(&format!("bulk{i}@example.test"), None).await;
+    }
+    assert_eq!(client.users().await.unwrap().len(), 230);
+
+    // 429 with Retry-After: 1, twice: the client waits as told and succeeds.
+    let proxy = FaultProxy::start(&s.scim_url).await;
+    let base = format!("{}/{}", proxy.url, scim.base.rsplit('/').next().unwrap());
+    let throttled = ScimClient::new(http_client(), &base, s.scim_token.clone());
+    proxy.throttle(2);
+    let start = Instant::now();
+    let found = throttled.find_user(&desired).await.unwrap();
+    assert_eq!(found.map(|u| u.id), Some(existing));
+    assert_eq!(proxy.throttled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(start.elapsed() >= Duration::from_secs(2), "waited {:?}", start.elapsed());
+
+    // Down for good: the client gives up with `Unavailable` (the deliverer
+    // then backs the target off) instead of hanging.
+    proxy.set_up(false);
+    let err = throttled.find_user(&desired).await.unwrap_err();
+    assert!(matches!(err, entitle::scim_client::TargetError::Unavailable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn target_configuration_is_validated_and_the_token_stays_secret() {
+    let s = Stack::connect().await;
+    let t = unique("cfg");
+    let body = target_body(&s.scim(&t).base, &s.scim_token);
+    let (code, err) = s.put_target(&t, "idp", &body).await;
+    assert_eq!((code, err["error"]["code"].as_str()), (404, Some("not_found")), "{err}");
+    licensed(&s, &t, "team_monthly", 2).await;
+
+    let bad = json!({"base_url": "ftp://x", "token": "", "mapping": {"enterprise": {"manager": "m"}}, "repair_interval_minutes": 1});
+    let (code, err) = s.put_target(&t, "idp", &bad).await;
+    assert_eq!((code, err["error"]["code"].as_str()), (422, Some("invalid_target")), "{err}");
+    assert_eq!(err["error"]["problems"].as_array().unwrap().len(), 4, "{err}");
+    let (code, err) = s.put_target_raw(&t, "idp", "{\"base_url\": ").await;
+    assert_eq!((code, err["error"]["code"].as_str()), (400, Some("malformed_body")), "{err}");
+    let (code, err) = s.put_target(&t, "idp", &json!({"base_url": "http://x", "token": "t", "secret": 1})).await;
+    assert_eq!(code, 400, "unknown fields are refused: {err}");
+    assert_eq!(s.put_target(&t, "bad!id", &body).await.0, 400);
+    assert_eq!(s.targets(&t).await.1["targets"], json!([]), "nothing stored by refused requests");
+
+    let (code, view) = s.put_target(&t, "idp", &body).await;
+    assert_eq!(code, 201, "{view}");
+    let (code, again) = s.put_target(&t, "idp", &body).await;
+    assert_eq!((code, again["target_id"].as_str()), (200, Some("idp")), "reconfiguring is idempotent");
+    // The token is in Secrets Manager, and nowhere in the table.
+    let secret = s.secrets.get_secret_value().secret_id(format!("entitle-local/targets/{t}/idp")).send().await.unwrap();
+    assert_eq!(secret.secret_string(), Some(s.scim_token.as_str()));
+    let items = s.ddb.query().table_name(&s.tables.state).key_condition_expression("pk = :pk").expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{t}"))).send().await.unwrap();
+    assert!(!format!("{:?}", items.items()).contains(&s.scim_token));
+    assert!(!s.targets(&t).await.1.to_string().contains(&s.scim_token));
+
+    for i in 2..=4 {
+        assert_eq!(s.put_target(&t, &format!("idp{i}"), &body).await.0, 201);
+    }
+    let (code, err) = s.put_target(&t, "idp5", &body).await;
+    assert_eq!((code, err["error"]["code"].as_str()), (409, Some("too_many_targets")), "{err}");
+    assert_eq!(s.repair(&t, "nope").await.0, 404);
+    assert_eq!(s.repair(&t, "idp").await.0, 202);
+}
