@@ -158,7 +158,8 @@ impl Store {
                 return Ok(report);
             }
             for due in fresh {
-                let processed = report.licenses + report.amendments + report.deliveries;
+                // Delivery items only name a tenant to queue: they do not count as work here.
+                let processed = report.licenses + report.amendments;
                 if Instant::now() >= limits.stop_at || limits.max_items.is_some_and(|m| processed >= m) {
                     return Ok(report);
                 }

@@ -229,3 +229,61 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
     assert!(attr(&parked[0], "error_message").contains("LIC#crm#broken"), "{}", attr(&parked[0], "error_message"));
     assert_eq!(attr(&parked[0], "receive_count"), "5", "MAX_RECEIVES deliveries, then parked");
 }
+
+fn target(t: &TenantId, id: &str) -> entitle::scim::Target {
+    entitle::scim::Target {
+        tenant_id: t.clone(),
+        target_id: entitle::ids::TargetId::parse(id).unwrap(),
+        base_url: "http://127.0.0.1:9/never-called".into(),
+        secret_id: "unused".into(),
+        mapping: Default::default(),
+        repair_interval_minutes: 60,
+        health: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
+    let s = Stack::connect().await;
+    let store = s.store();
+    const MEMBERS: usize = 60;
+    let t = seeded(&store, "records", MEMBERS).await;
+    for id in ["idp-1", "idp-2"] {
+        store.put_target(&t, target(&t, id), "test", Utc::now()).await.unwrap();
+    }
+    let per_chunk = entitle::store::members_per_chunk(2);
+    assert!((2 + 2) * per_chunk + 2 <= MAX_TRANSACTION_ITEMS, "member, audit record and two delivery records per change");
+
+    // 50 members lose their seat; the run dies after its first chunk.
+    store.record_license_change(&crm_change(&t, 2, 10), "h2", Utc::now()).await.unwrap();
+    let err = store.reconcile(&t, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
+    assert!(matches!(err, StoreError::InjectedCrash(1)), "{err}");
+    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    let changed: BTreeMap<UserId, _> = state.members.iter().filter(|m| m.access.status != MemberStatus::Active).map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
+    assert_eq!(changed.len(), per_chunk - 1, "first chunk: the tenant record and {} members", per_chunk - 1);
+    for id in ["idp-1", "idp-2"] {
+        // Exactly the committed changes have a delivery record, with the state they committed.
+        let pending = store.pending(&t, &entitle::ids::TargetId::parse(id).unwrap()).await.unwrap();
+        let recorded: BTreeMap<UserId, _> = pending.iter().map(|p| (p.member.user_id.clone(), p.access.clone())).collect();
+        assert_eq!(recorded, changed, "{id}");
+    }
+
+    let outcome = store.reconcile(&t, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    assert_eq!((outcome.member_changes, outcome.chunks), (50 - (per_chunk - 1), (50 - (per_chunk - 1)).div_ceil(per_chunk)));
+    for id in ["idp-1", "idp-2"] {
+        let pending = store.pending(&t, &entitle::ids::TargetId::parse(id).unwrap()).await.unwrap();
+        assert_eq!(pending.len(), 50, "{id}: one record per changed member, however many chunks");
+        assert!(pending.iter().all(|p| p.access.status == MemberStatus::PendingSeat));
+    }
+    // A newer change replaces a member's record (it holds the latest state, with a later seq).
+    let before = store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
+    let m0 = before.iter().find(|p| p.member.user_id.as_str() == "m0059").unwrap().seq;
+    store.remove_member(&t, &UserId::parse("m0059").unwrap(), "test", Utc::now()).await.unwrap();
+    let after = store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
+    let latest = after.iter().find(|p| p.member.user_id.as_str() == "m0059").unwrap();
+    assert!(latest.seq > m0 && latest.member.removed && after.len() == 50);
+    // Delivered with the old seq: not marked done (the newer state must still go out).
+    assert!(!store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), m0).await.unwrap());
+    assert!(store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), latest.seq).await.unwrap());
+    assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
+}

@@ -1,8 +1,10 @@
 //! `entitle-dev demo`: a real scenario through the running local stack.
 //!
 //! A Stripe subscription for a new tenant, more accounts than seats, a seat
-//! upgrade, a cancellation; after each step, what it did to access and to the
-//! audit trail. Settings come from the stack's `stack.env` (see dev/demo.sh).
+//! upgrade, a cancellation; after each step, what it did to access, to the
+//! tenant's SCIM target (scim2-server) and to the audit trail. Then contract
+//! amendments, and the expiry sweep. Settings come from the stack's
+//! `stack.env` (see dev/demo.sh).
 
 use entitle::signature::{sign, Secret};
 use entitle::stripe::subscription_event;
@@ -15,6 +17,8 @@ struct Demo {
     access: String,
     amend: String,
     stripe_secret: Secret,
+    scim_url: String,
+    scim_token: String,
     tenant: String,
     sub_id: String,
     audit_seen: u64,
@@ -121,6 +125,8 @@ pub async fn run() -> Result<(), String> {
         access: env("ENTITLE_ACCESS_URL")?,
         amend: env("ENTITLE_AMEND_URL")?,
         stripe_secret: Secret::new(env("ENTITLE_STRIPE_SECRET")?),
+        scim_url: env("ENTITLE_SCIM_URL")?,
+        scim_token: env("ENTITLE_SCIM_TOKEN")?,
         tenant: format!("acme-{stamp}"),
         sub_id: format!("sub_demo_{stamp}"),
         audit_seen: 0,
@@ -130,6 +136,10 @@ pub async fn run() -> Result<(), String> {
     d.stripe(d.subscription(1, "customer.subscription.created", "active", &[("team_monthly", 3), ("sso_addon", 1)])).await?;
     let t = d.settle(|t| t["tier"] == "team").await?;
     d.show(&t).await?;
+    println!("  PUT /tenants/{}/targets/okta: the tenant's SCIM target, {}/{} (the token goes to Secrets Manager)", d.tenant, d.scim_url, d.tenant);
+    let target = json!({"base_url": format!("{}/{}", d.scim_url, d.tenant), "token": d.scim_token, "mapping": {"group_prefix": "entitle-"}});
+    let (status, answer) = d.call(d.http.put(format!("{}/tenants/{}/targets/okta", d.ingest, d.tenant)).json(&target)).await?;
+    println!("  -> {status} status {} token {}", answer["status"], answer["token"]);
 
     println!("\n2. The app creates 5 accounts for 3 seats (alice in group owners, bob in finance)");
     for (user, groups) in MEMBERS {
@@ -139,16 +149,30 @@ pub async fn run() -> Result<(), String> {
     }
     let t = d.settle(|t| t["seats"]["used"] == 3).await?;
     d.show(&t).await?;
+    d.show_scim().await?;
 
     println!("\n3. Stripe: the customer upgrades to business_monthly x 5 seats");
     d.stripe(d.subscription(2, "customer.subscription.updated", "active", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
     let t = d.settle(|t| t["tier"] == "business" && t["seats"]["used"] == 5).await?;
     d.show(&t).await?;
+    d.show_scim().await?;
 
     println!("\n4. Stripe: the subscription is canceled (Stripe licenses downgrade to free: 1 seat)");
     d.stripe(d.subscription(3, "customer.subscription.deleted", "canceled", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
     let t = d.settle(|t| t["tier"] == "free").await?;
     d.show(&t).await?;
+    d.show_scim().await?;
+
+    println!("\n   Behind Entitle's back, an admin of the target puts dave (no seat, inactive) into entitle-admin; the app removes erin's account");
+    d.scim_drift("dave@acme.example", "entitle-admin").await?;
+    d.show_scim_now().await?;
+    let (status, _) = d.call(d.http.delete(format!("{}/tenants/{}/members/erin", d.ingest, d.tenant))).await?;
+    println!("  DELETE /tenants/{}/members/erin -> {status}", d.tenant);
+    let (status, _) = d.call(d.http.post(format!("{}/tenants/{}/targets/okta/repair", d.ingest, d.tenant))).await?;
+    println!("  POST /tenants/{}/targets/okta/repair -> {status} (drift repair on demand; it also runs on the sweep's schedule)", d.tenant);
+    let t = d.settle(|_| true).await?;
+    d.show(&t).await?;
+    d.show_scim().await?;
 
     let v = d.get(&format!("/tenants/{}/audit/verify", d.tenant)).await?;
     println!("\n5. Audit chain verification: {v}");
@@ -205,6 +229,70 @@ async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
 }
 
 impl Demo {
+    async fn scim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}/{}{path}", self.scim_url, self.tenant)).bearer_auth(&self.scim_token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| format!("scim2-server did not answer: {e}"))?;
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Waits until the tenant's target has taken every change, then shows it.
+    async fn show_scim(&self) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let (_, targets) = self.call(self.http.get(format!("{}/tenants/{}/targets", self.ingest, self.tenant))).await?;
+            let t = &targets["targets"][0];
+            if t["pending"] == 0 && t["status"] == "healthy" && !t["health"]["last_success_at"].is_null() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("the SCIM target did not catch up: {t}"));
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.show_scim_now().await
+    }
+
+    async fn show_scim_now(&self) -> Result<(), String> {
+        let users = self.scim(reqwest::Method::GET, "/Users", None).await?;
+        let groups = self.scim(reqwest::Method::GET, "/Groups", None).await?;
+        println!("  on the SCIM target (scim2-server {}/{}):", self.scim_url, self.tenant);
+        for u in users["Resources"].as_array().into_iter().flatten() {
+            let id = u["id"].as_str().unwrap_or_default();
+            let in_groups: Vec<&str> = groups["Resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|g| g["members"].as_array().into_iter().flatten().any(|m| m["value"] == id))
+                .filter_map(|g| g["displayName"].as_str())
+                .collect();
+            println!(
+                "    {:<20} externalId {:<6} active {:<5} groups [{}]",
+                u["userName"].as_str().unwrap_or_default(),
+                u["externalId"].as_str().unwrap_or("-"),
+                u["active"].as_bool().unwrap_or(true),
+                in_groups.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// An admin of the target adds a user to a group directly.
+    async fn scim_drift(&self, user_name: &str, group: &str) -> Result<(), String> {
+        let users = self.scim(reqwest::Method::GET, "/Users", None).await?;
+        let groups = self.scim(reqwest::Method::GET, "/Groups", None).await?;
+        let find = |list: &Value, attr: &str, value: &str| list["Resources"].as_array().into_iter().flatten().find(|r| r[attr] == value).and_then(|r| r["id"].as_str().map(str::to_string));
+        let (Some(uid), Some(gid)) = (find(&users, "userName", user_name), find(&groups, "displayName", group)) else {
+            return Err(format!("{user_name} or {group} is not on the target"));
+        };
+        self.scim(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(entitle::scim::patch_body(vec![entitle::scim::add_member_op(&uid)]))).await?;
+        Ok(())
+    }
+
     async fn amend(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
         self.call(self.http.post(format!("{}{path}", self.amend)).json(body)).await
     }
