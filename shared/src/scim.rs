@@ -645,6 +645,76 @@ mod tests {
         assert_eq!(Health::default().on_success(t0).1, None);
     }
 
+    /// Applies one round of the planner to a target modelled as data.
+    fn apply(d: &DesiredUser, user: Option<ScimUser>, member_of: BTreeSet<String>, managed: &BTreeSet<String>) -> (Option<ScimUser>, BTreeSet<String>) {
+        let user = match user_step(d, user.as_ref()) {
+            UserStep::Nothing => user,
+            UserStep::Delete => return (None, BTreeSet::new()),
+            UserStep::Create(body) => Some(ScimUser { id: "new".into(), version: None, ..ScimUser::from_json(&{ let mut b = body; b["id"] = "new".into(); b }).unwrap() }),
+            UserStep::Patch(ops) => {
+                let mut u = user.unwrap();
+                for op in ops {
+                    match op["path"].as_str().unwrap() {
+                        "userName" => u.user_name = op["value"].as_str().unwrap().into(),
+                        "externalId" => u.external_id = op["value"].as_str().map(str::to_string),
+                        "active" => u.active = op["value"].as_bool().unwrap(),
+                        p => {
+                            u.enterprise.insert(p.rsplit(':').next().unwrap().into(), op["value"].as_str().unwrap().into());
+                        }
+                    }
+                }
+                Some(u)
+            }
+        };
+        let Some(user) = user else { return (None, member_of) };
+        let (join, leave) = group_changes(d, &member_of, managed);
+        let mut groups = member_of;
+        groups.extend(join);
+        for g in leave {
+            groups.remove(&g);
+        }
+        (Some(user), groups)
+    }
+
+    proptest::proptest! {
+        /// From any state of the target, one round reaches what desired
+        /// access says, a second round changes nothing, and what Entitle
+        /// does not manage stays as it was.
+        #[test]
+        fn one_round_converges_and_a_second_changes_nothing(
+            present: bool, active: bool, want in proptest::collection::btree_set(0usize..3, 0..3),
+            exists: bool, was_active: bool, ext in proptest::option::of(0usize..2), had in proptest::collection::btree_set(0usize..4, 0..4),
+        ) {
+            let names = ["entitle-admin", "entitle-member", "entitle-viewer", "hand-made"];
+            let managed: BTreeSet<String> = names[..3].iter().map(|s| s.to_string()).collect();
+            let d = DesiredUser {
+                user_id: UserId::parse("u1").unwrap(),
+                user_name: "u1@x.com".into(),
+                present,
+                active: present && active,
+                groups: if present && active { want.iter().map(|i| names[*i].to_string()).collect() } else { BTreeSet::new() },
+                enterprise: [("department".to_string(), "Ops".to_string())].into(),
+            };
+            let user = exists.then(|| ScimUser { id: "s1".into(), user_name: "u1@x.com".into(), external_id: ext.map(|e| ["u1", "other"][e].to_string()), active: was_active, enterprise: BTreeMap::new(), version: None });
+            let member_of: BTreeSet<String> = if exists { had.iter().map(|i| names[*i].to_string()).collect() } else { BTreeSet::new() };
+            let (after, groups) = apply(&d, user, member_of.clone(), &managed);
+            match &after {
+                None => proptest::prop_assert!(!d.present || (!d.active && !exists)),
+                Some(u) => {
+                    proptest::prop_assert!(d.present);
+                    proptest::prop_assert_eq!((u.active, u.external_id.as_deref()), (d.active, Some("u1")));
+                    proptest::prop_assert_eq!(u.enterprise.get("department").map(String::as_str), Some("Ops"));
+                    let held: BTreeSet<String> = groups.intersection(&managed).cloned().collect();
+                    proptest::prop_assert_eq!(&held, &d.groups);
+                    proptest::prop_assert_eq!(groups.contains("hand-made"), member_of.contains("hand-made"));
+                    proptest::prop_assert_eq!(user_step(&d, Some(u)), UserStep::Nothing);
+                    let (join, leave) = group_changes(&d, &groups, &managed);
+                    proptest::prop_assert!(join.is_empty() && leave.is_empty());
+                }
+            }
+        }
+    }
+
     #[test]
     fn configurations_name_every_problem_and_hide_the_token() {
         let roles = vec!["admin".to_string()];

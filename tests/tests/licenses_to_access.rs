@@ -2,7 +2,7 @@
 //! into ingest, the FIFO queue and the event source mapping into provision,
 //! the read API out of access.
 
-use entitle_tests::{member_body, subscription_event, unique, Stack};
+use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, Stack};
 use serde_json::{json, Value};
 
 const PERIOD_END: i64 = 1_900_000_000;
@@ -294,6 +294,7 @@ async fn access_changes_are_announced_as_events_with_their_cause() {
     }
     let summary: Vec<(String, Value)> = ours.iter().map(|e| (e["detail-type"].as_str().unwrap().to_string(), e["detail"]["after"]["seats_total"].clone())).collect();
     assert_eq!(ours.len(), 3, "{summary:?}");
+    assert_valid_events(&ours);
     let tenant_events: Vec<&Value> = ours.iter().filter(|e| e["detail-type"] == "tenant.access_changed").collect();
     assert_eq!(tenant_events.len(), 2);
     assert_eq!((tenant_events[1]["detail"]["before"]["seats_total"].as_u64(), tenant_events[1]["detail"]["after"]["seats_total"].as_u64()), (Some(1), Some(2)));

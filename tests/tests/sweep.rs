@@ -10,7 +10,7 @@
 use chrono::{DateTime, Duration, Utc};
 use entitle::ids::TenantId;
 use entitle::sweep::SweepLimits;
-use entitle_tests::{member_body, subscription_event, unique, Stack};
+use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -160,6 +160,8 @@ async fn expiry_sweep_scenarios() {
 
     // Events: one per transition, in the documented shape, with the cause.
     let events = s.drain_events(&tap).await;
+    // Every event on the bus in this run, whatever its kind, matches the documented schema.
+    assert_valid_events(&events);
     let ours: Vec<&Value> = events.iter().filter(|e| e["detail"]["tenant_id"] == stripe.as_str() && e["detail-type"].as_str().unwrap().starts_with("license.")).collect();
     let types: Vec<&str> = ours.iter().map(|e| e["detail-type"].as_str().unwrap()).collect();
     assert_eq!(types, ["license.expiring_soon", "license.expiring_soon", "license.grace_started", "license.expired"], "{ours:?}");

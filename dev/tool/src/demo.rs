@@ -168,8 +168,10 @@ pub async fn run() -> Result<(), String> {
     d.show_scim_now().await?;
     let (status, _) = d.call(d.http.delete(format!("{}/tenants/{}/members/erin", d.ingest, d.tenant))).await?;
     println!("  DELETE /tenants/{}/members/erin -> {status}", d.tenant);
+    let last_repair = d.target().await?["health"]["last_repair_at"].clone();
     let (status, _) = d.call(d.http.post(format!("{}/tenants/{}/targets/okta/repair", d.ingest, d.tenant))).await?;
     println!("  POST /tenants/{}/targets/okta/repair -> {status} (drift repair on demand; it also runs on the sweep's schedule)", d.tenant);
+    d.until_target(|t| t["health"]["last_repair_at"] != last_repair).await?;
     let t = d.settle(|_| true).await?;
     d.show(&t).await?;
     d.show_scim().await?;
@@ -239,20 +241,29 @@ impl Demo {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Waits until the tenant's target has taken every change, then shows it.
-    async fn show_scim(&self) -> Result<(), String> {
+    /// The tenant's target as `GET /tenants/{tenant}/targets` shows it.
+    async fn target(&self) -> Result<Value, String> {
+        let (_, targets) = self.call(self.http.get(format!("{}/tenants/{}/targets", self.ingest, self.tenant))).await?;
+        Ok(targets["targets"][0].clone())
+    }
+
+    async fn until_target(&self, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
         let start = Instant::now();
         loop {
-            let (_, targets) = self.call(self.http.get(format!("{}/tenants/{}/targets", self.ingest, self.tenant))).await?;
-            let t = &targets["targets"][0];
-            if t["pending"] == 0 && t["status"] == "healthy" && !t["health"]["last_success_at"].is_null() {
-                break;
+            let t = self.target().await?;
+            if want(&t) {
+                return Ok(t);
             }
             if start.elapsed() > Duration::from_secs(30) {
                 return Err(format!("the SCIM target did not catch up: {t}"));
             }
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
+    }
+
+    /// Waits until the tenant's target has taken every change, then shows it.
+    async fn show_scim(&self) -> Result<(), String> {
+        self.until_target(|t| t["pending"] == 0 && t["status"] == "healthy" && !t["health"]["last_success_at"].is_null()).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.show_scim_now().await
     }
@@ -401,6 +412,13 @@ fn describe(before: &Value, after: &Value) -> String {
         }
         if let Some(version) = v.get("version") {
             return format!("v{version}");
+        }
+        if let Some(repaired) = v.get("repaired").and_then(Value::as_array) {
+            let who: Vec<&str> = repaired.iter().filter_map(Value::as_str).collect();
+            return format!("repaired [{}], {} stranger(s) out of groups", who.join(","), v["strangers_removed"]);
+        }
+        if let Some(url) = v.get("base_url").and_then(Value::as_str) {
+            return url.to_string();
         }
         if v.get("role_mappings").is_some() {
             return format!("{} mappings, {} named", v["role_mappings"].as_object().map_or(0, |m| m.len()), v["named_users"].as_object().map_or(0, |m| m.len()));
