@@ -204,7 +204,12 @@ impl ScimClient {
             if let Some(a) = attributes {
                 query.push(("attributes", a.to_string()));
             }
-            let a = Self::expect_ok(&format!("listing {path}"), self.send(Method::GET, path, &query, None, None).await?)?;
+            let a = self.send(Method::GET, path, &query, None, None).await?;
+            if a.status == StatusCode::NOT_FOUND {
+                // The collection itself is missing: the target is misplaced, not the member.
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: HTTP 404: no such endpoint (is base_url right?)"), retry_after: None });
+            }
+            let a = Self::expect_ok(&format!("listing {path}"), a)?;
             let page = a.body["Resources"].as_array().cloned().unwrap_or_default();
             let total = a.body["totalResults"].as_u64().unwrap_or(0) as usize;
             let got = page.len();

@@ -153,12 +153,10 @@ impl Store {
             if before.is_none() && existing.len() >= MAX_TARGETS_PER_TENANT {
                 return Err(ApiError::new(409, "too_many_targets", format!("tenant {tenant} already has {MAX_TARGETS_PER_TENANT} targets, the most a tenant may have")).into());
             }
+            // The health stays what provision last recorded (the caller
+            // queues a repair, which also covers a new place or shape).
             let mut after = target.clone();
             after.health = before.as_ref().map(|b| b.health.clone()).unwrap_or_default();
-            if before.as_ref().is_some_and(|b| b.base_url != after.base_url || b.mapping != after.mapping) {
-                // A new place or a new shape: repair at once.
-                after.health.last_repair_at = None;
-            }
             let view = |t: &Target| serde_json::json!({"base_url": t.base_url, "mapping": t.mapping, "repair_interval_minutes": t.repair_interval_minutes});
             let event = AuditEvent {
                 action: if before.is_some() { "target_reconfigured" } else { "target_configured" }.into(),
@@ -181,13 +179,14 @@ impl Store {
         Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
-    /// Writes a target's configuration (`config`) or its health, and when it
-    /// should next wake up. The two never overwrite each other.
+    /// Writes a target's configuration (`config`: the health is only set
+    /// when there is none yet) or its health, and when it should next wake
+    /// up. A configuration write never overwrites the health provision keeps.
     fn target_update(&self, tenant: &TenantId, target: &Target, config: bool) -> TransactWriteItem {
         let (pk, sk) = (tenant_pk(tenant), target_sk(&target.target_id));
         let due = due_attributes(&pk, &sk, Some(target.wake_at().max(DateTime::<Utc>::UNIX_EPOCH)));
         let mut update = Update::builder().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk));
-        let mut sets = vec!["health = :h".to_string()];
+        let mut sets = vec![if config { "health = if_not_exists(health, :h)" } else { "health = :h" }.to_string()];
         update = update.expression_attribute_values(":h", s(to_json(&target.health)));
         if config {
             let mut stored = target.clone();

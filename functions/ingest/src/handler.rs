@@ -148,7 +148,6 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     Ok(http::json(200, &view))
 }
 
-
 fn parse_target(raw: &str) -> Result<TargetId, ApiError> {
     TargetId::parse(raw).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
 }

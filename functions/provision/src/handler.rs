@@ -8,9 +8,9 @@ use entitle::store::{ReconcileOptions, Store};
 use entitle::audit::Cause;
 use entitle::delivery::Deliverer;
 use entitle::ids::{TargetId, TenantId};
-use std::time::Duration;
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashSet;
+use std::time::Duration;
 use tracing::Instrument;
 
 pub struct App {
@@ -25,10 +25,10 @@ pub struct App {
     pub bus: EventBus,
 }
 
-/// Why a message could not be processed.
 /// Left before the Lambda deadline when delivery stops starting new work.
 const DELIVERY_MARGIN: Duration = Duration::from_secs(12);
 
+/// Why a message could not be processed.
 struct Failure {
     code: &'static str,
     message: String,
@@ -78,9 +78,6 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             }
         }
     }
-    // Events of committed changes leave the outbox now; a batch that changed
-    // nothing adds no read of the outbox. What fails to go stays there for
-    // the next batch that changes access, or the sweep's next run.
     // Then the tenants' SCIM targets: after commit, once per tenant per
     // batch. What is not delivered stays due for the next message or sweep.
     let stop_at = entitle::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
@@ -109,6 +106,9 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             Err(e) => tracing::warn!(error = %error_chain(&e), "delivery stopped; changes stay due"),
         }
     }
+    // Events of committed changes leave the outbox now; a batch that changed
+    // nothing adds no read of the outbox. What fails to go stays there for
+    // the next batch that changes access, or the sweep's next run.
     if wrote_events {
         match app.bus.publish_outbox(&app.store).await {
             Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
