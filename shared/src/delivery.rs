@@ -127,6 +127,7 @@ impl Deliverer {
                 let (mut next, standing) = health.on_success(now);
                 if report.repair.as_ref().is_some_and(|r| r.complete) {
                     next.last_repair_at = Some(now);
+                    next.last_repair_cause = Some(cause.to_string());
                 }
                 if let Some(Standing::Resumed) = standing {
                     tracing::info!(cause = %cause, "target answers again: quarantine lifted");

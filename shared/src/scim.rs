@@ -192,6 +192,10 @@ pub struct Health {
     pub last_error: Option<String>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_repair_at: Option<DateTime<Utc>>,
+    /// What asked for the last complete repair (`api_call:<request id>`,
+    /// `sweep:<run>`, ...).
+    #[serde(default)]
+    pub last_repair_cause: Option<String>,
 }
 
 /// When a failing target is retried and when it is quarantined.
@@ -261,6 +265,7 @@ impl Health {
             last_error: None,
             last_success_at: Some(now),
             last_repair_at: self.last_repair_at,
+            last_repair_cause: self.last_repair_cause.clone(),
         };
         (next, resumed.then_some(Standing::Resumed))
     }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 const PERIOD_END: i64 = 1_900_000_000;
 
+/// A sweep acts on everything due in the shared stack: the tests here that
+/// reason about what a sweep finds hold this while they do.
+static SWEEPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn licensed(s: &Stack, t: &str, key: &str, seats: u64) {
     let event = subscription_event(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(t), "active", &[(key, seats)], PERIOD_END);
     assert_eq!(s.stripe(&event).await.0, 200);
@@ -80,7 +84,11 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
     assert!(!view.to_string().contains(&s.scim_token), "the token never comes back");
 
     // The first repair creates a and c, adopts b, and fills the role groups.
-    let seen = scim_until(&scim, "a, b and c provisioned", 30, |v| v.len() == 3 && v.values().all(|u| u.external_id.is_some())).await;
+    // (A user is created, then joins its groups: wait for the whole state.)
+    let seen = scim_until(&scim, "a, b and c provisioned", 30, |v| {
+        v.len() == 3 && v.values().all(|u| u.external_id.is_some()) && v[&user("a")].groups.len() == 2 && v.values().all(|u| u.groups.contains("entitle-member"))
+    })
+    .await;
     assert_eq!(seen[&user("a")].groups, set(&["entitle-member", "entitle-billing-admin"]));
     assert_eq!(seen[&user("a")].department.as_deref(), Some("Finance"), "enterprise extension mapped");
     assert_eq!((seen[&user("b")].id.as_str(), seen[&user("b")].external_id.as_deref()), (b_before.as_str(), Some("b")), "adopted, not duplicated");
@@ -99,7 +107,7 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
 
     // Cancellation downgrades to free (one seat): b and c are suspended on the target.
     stripe_update(&s, &t, 3, "customer.subscription.deleted", "canceled", "team_monthly", 3).await;
-    let seen = scim_until(&scim, "b and c suspended", 30, |v| !v[&user("b")].active && !v[&user("c")].active).await;
+    let seen = scim_until(&scim, "b and c suspended", 30, |v| ["b", "c"].iter().all(|u| !v[&user(u)].active && v[&user(u)].groups.is_empty())).await;
     assert!(seen[&user("a")].active);
     assert!(seen[&user("b")].groups.is_empty() && seen[&user("c")].groups.is_empty(), "{seen:?}");
 
@@ -109,7 +117,7 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
     scim_until(&scim, "c active again", 30, |v| v[&user("c")].active && v[&user("c")].groups == set(&["entitle-member"])).await;
     assert_eq!(s.delete_member(&t, "c").await.0, 200);
     // c's seat goes to d, who waited: d appears on the target.
-    let seen = scim_until(&scim, "c deleted, d created", 30, |v| !v.contains_key(&user("c")) && v.contains_key(&user("d"))).await;
+    let seen = scim_until(&scim, "c deleted, d created", 30, |v| !v.contains_key(&user("c")) && v.get(&user("d")).is_some_and(|d| !d.groups.is_empty())).await;
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), [user("a"), user("b"), user("d")]);
     assert!(seen[&user("d")].active && seen[&user("d")].groups == set(&["entitle-member"]));
     let groups = scim.request(Method::GET, "/Groups", None).await.1;
@@ -141,6 +149,11 @@ async fn a_target_that_is_down_is_quarantined_and_catches_up_and_tenants_never_c
     }
     scim_until(&scim_a, "a1, a2", 30, |v| v.len() == 2).await;
     scim_until(&scim_b, "b1, b2", 30, |v| v.len() == 2).await;
+    // (The first sync may create a user before its own change is delivered:
+    // wait until nothing is pending, so that what waits below is exactly what
+    // happens while the target is down.)
+    delivered(&s, &ta, "idp").await;
+    delivered(&s, &tb, "idp").await;
 
     // The target goes down; changes keep coming.
     proxy.set_up(false);
@@ -206,12 +219,17 @@ async fn a_change_committed_before_a_crash_is_delivered_by_the_sweep() {
     let scim = s.scim(&t);
     licensed(&s, &t, "team_monthly", 5).await;
     assert_eq!(s.create_member(&t, &member_body("a", &[])).await.0, 201);
-    assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await.0, 201);
+    let (code, put) = s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await;
+    assert_eq!(code, 201, "{put}");
     scim_until(&scim, "a", 30, |v| v.contains_key(&user("a"))).await;
     delivered(&s, &t, "idp").await;
+    // The target's first sync was asked for last: once it ran, no message
+    // for the tenant is in flight.
+    repaired_by(&s, &t, &format!("api_call:{}", put["request_id"].as_str().unwrap())).await;
 
     // The change commits with its delivery record; then the process dies
     // before anything is queued or delivered.
+    let _sweeps = SWEEPS.lock().await;
     let new: entitle::api::NewMember = serde_json::from_value(member_body("b", &[])).unwrap();
     let tenant = entitle::ids::TenantId::parse(&t).unwrap();
     let (view, created) = s.store().create_member(&tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
@@ -237,9 +255,11 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     for body in [member_body("a", &["finance"]), member_body("b", &[]), member_body("c", &[])] {
         assert_eq!(s.create_member(&t, &body).await.0, 201);
     }
-    assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await.0, 201);
-    let seen = scim_until(&scim, "a, b, c", 30, |v| v.len() == 3).await;
+    let (code, put) = s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await;
+    assert_eq!(code, 201, "{put}");
+    let seen = scim_until(&scim, "a, b, c", 30, |v| v.len() == 3 && v.values().all(|u| u.groups.contains("entitle-member"))).await;
     delivered(&s, &t, "idp").await;
+    repaired_by(&s, &t, &format!("api_call:{}", put["request_id"].as_str().unwrap())).await;
 
     // Behind Entitle's back: a deactivated, b out of its group, c deleted,
     // and a stranger added to billing-admin.
@@ -257,6 +277,7 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     assert_eq!(before, 1, "the first sync is audited as a repair");
     let (code, body) = s.repair(&t, "idp").await;
     assert_eq!(code, 202, "{body}");
+    let asked = format!("api_call:{}", body["request_id"].as_str().unwrap());
     let repaired = scim_until(&scim, "drift repaired", 30, |v| {
         v.len() == 4
             && v[&user("a")].active
@@ -278,15 +299,21 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     let fixed: BTreeSet<String> = record["after"]["repaired"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(fixed, set(&["a", "b", "c"]), "{record}");
     assert_eq!(record["after"]["strangers_removed"], 1);
+    // The requested repair ran (an earlier message may have repaired first);
+    // messages are in order per tenant, so none older is still in flight.
+    repaired_by(&s, &t, &asked).await;
 
     // On schedule: once the target's repair interval has passed, the sweep
     // has it repaired. (The test moves the last repair two hours back.)
     let b = repaired[&user("b")].id.clone();
     scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&b)]).await;
+    let _sweeps = SWEEPS.lock().await;
     age_last_repair(&s, &t, "idp", chrono::Duration::hours(2)).await;
     let report = s.sweep(chrono::Utc::now()).await;
     assert!(report["deliveries"].as_u64().unwrap() >= 1, "{report}");
     scim_until(&scim, "b back in its group", 30, |v| v[&user("b")].groups == set(&["entitle-member"])).await;
+    // (Any sweep run: another test's run may have queued this tenant first.)
+    repaired_by(&s, &t, "sweep:").await;
     s.eventually("the scheduled repair audited", || async {
         let audit = s.audit(&t).await;
         let r: Vec<Value> = audit.into_iter().filter(|r| r["action"] == "target_repaired" && r["cause"]["kind"] == "sweep").collect();
@@ -294,6 +321,17 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     })
     .await;
     assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+}
+
+/// Waits until the target's last complete repair was one `cause` (or a
+/// cause starting with it) asked for. Messages are in order per tenant, so
+/// none older is still in flight then.
+async fn repaired_by(s: &Stack, t: &str, cause: &str) {
+    s.eventually(&format!("a repair by {cause}"), || async {
+        let v = s.target(t, "idp").await;
+        (v["health"]["last_repair_cause"].as_str().is_some_and(|c| c.starts_with(cause)), v)
+    })
+    .await;
 }
 
 /// Moves a target's last repair back in time, and its wake-up time with it

@@ -180,7 +180,8 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let (stored, created) = app.store.put_target(&tenant, target, &request_id, Utc::now()).await.map_err(http::api_error)?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), created, "SCIM target configured");
     queue_repair(app, &tenant, &target_id, &request_id).await?;
-    let view = entitle::scim::TargetView::new(&stored, 0, vec![]);
+    let mut view = serde_json::to_value(entitle::scim::TargetView::new(&stored, 0, vec![])).expect("serialises");
+    view["request_id"] = json!(request_id);
     Ok(http::json(if created { 201 } else { 200 }, &view))
 }
 
@@ -204,7 +205,8 @@ async fn repair_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     let request_id = http::request_id(req);
     queue_repair(app, &tenant, &target_id, &request_id).await?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), "drift repair requested");
-    Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id})))
+    // The repair's audit record and the target's `last_repair_cause` name this request.
+    Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id, "request_id": request_id})))
 }
 
 async fn queue_repair(app: &App, tenant: &TenantId, target: &TargetId, request_id: &str) -> Result<(), ApiError> {

@@ -57,7 +57,13 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         wrote_events |= result.as_ref().map_or(true, |(changed, _)| *changed);
         if let Ok((_, request)) = &result {
             match deliveries.iter_mut().find(|(t, _, _)| *t == request.tenant_id) {
-                Some((_, _, repair)) => repair.extend(request.repair.iter().cloned()),
+                Some((_, cause, repair)) => {
+                    // The delivery's cause: the latest message that asked for a repair.
+                    if !request.repair.is_empty() {
+                        *cause = request.cause.clone();
+                    }
+                    repair.extend(request.repair.iter().cloned());
+                }
                 None => deliveries.push((request.tenant_id.clone(), request.cause.clone(), request.repair.clone())),
             }
         }
