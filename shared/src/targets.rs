@@ -272,7 +272,13 @@ impl TokenStore {
     pub async fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> Result<String, TokenError> {
         let name = self.secret_name(tenant, target);
         let exists = match self.client.describe_secret().secret_id(&name).send().await {
-            Ok(_) => true,
+            Ok(d) => {
+                if d.deleted_date.is_some() {
+                    // The target was removed and is configured again: bring the secret back.
+                    self.client.restore_secret().secret_id(&name).send().await.map_err(|e| TokenError(crate::http::error_chain(&e)))?;
+                }
+                true
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => false,
             Err(e) => return Err(TokenError(crate::http::error_chain(&e))),
         };
@@ -291,6 +297,22 @@ impl TokenStore {
             create.send().await.map_err(|e| TokenError(crate::http::error_chain(&e)))?;
         }
         Ok(name)
+    }
+
+    /// Deletes a target's token (Secrets Manager keeps it recoverable for 7
+    /// days); a token already gone is fine.
+    pub async fn delete(&self, secret_id: &str) -> Result<(), TokenError> {
+        match self.client.describe_secret().secret_id(secret_id).send().await {
+            Ok(d) if d.deleted_date.is_some() => return Ok(()), // already scheduled
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => return Ok(()),
+            Err(e) => return Err(TokenError(crate::http::error_chain(&e))),
+            Ok(_) => {}
+        }
+        match self.client.delete_secret().secret_id(secret_id).recovery_window_in_days(7).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
+            Err(e) => Err(TokenError(crate::http::error_chain(&e))),
+        }
     }
 
     pub async fn get(&self, secret_id: &str) -> Result<String, TokenError> {
@@ -312,5 +334,56 @@ impl Store {
             out.push(crate::scim::TargetView::new(&t, pending.len() - parked.len(), parked));
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Removes a target, with its audit record, under the tenant's lock, then
+    /// the delivery records left for it. Returns the removed target (none
+    /// if there was none) and how many undelivered records were dropped.
+    /// After a crash between the two steps, repeating the call drops the
+    /// leftovers.
+    pub async fn remove_target(&self, tenant: &TenantId, target_id: &TargetId, request_id: &str, now: DateTime<Utc>) -> Result<(Option<Target>, usize), StoreError> {
+        let mut removed = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let meta = self.meta(tenant).await?.ok_or_else(|| ApiError::not_found(&format!("tenant {tenant}")))?;
+            let Some(before) = self.targets(tenant).await?.into_iter().find(|t| &t.target_id == target_id) else { break };
+            let event = AuditEvent {
+                action: "target_removed".into(),
+                subject: format!("target:{target_id}"),
+                cause: Cause::new(crate::audit::CauseKind::ApiCall, request_id),
+                rule: "SCIM target removed by the tenant's admin: nothing more is delivered to it; its token is deleted".into(),
+                before: Some(serde_json::json!({"base_url": before.base_url, "mapping": before.mapping, "repair_interval_minutes": before.repair_interval_minutes})),
+                after: None,
+            };
+            let delete = aws_sdk_dynamodb::types::Delete::builder()
+                .table_name(&self.state)
+                .key("pk", s(tenant_pk(tenant)))
+                .key("sk", s(target_sk(target_id)))
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .expect("table, key set");
+            let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+            let (audit_items, _) = self.audit_and_lock(tenant, Some(&meta), now, vec![event], vec![]);
+            let chain_from = items.len();
+            items.extend(audit_items);
+            match self.commit(items, chain_from).await? {
+                Commit::Done => {
+                    removed = Some(before);
+                    break;
+                }
+                Commit::Retry | Commit::Failed(_) => backoff(attempt).await,
+            }
+        }
+        // Member changes committed before the removal wrote records for it;
+        // later ones see no target (they read targets under the same lock).
+        let mut dropped = 0;
+        let pk = sync_pk(tenant, target_id);
+        for item in self.query_partition(pk.clone(), "").await? {
+            let Some(sk) = get_s(&item, "sk") else { continue };
+            self.client.delete_item().table_name(&self.state).key("pk", s(pk.clone())).key("sk", s(sk)).send().await?;
+            dropped += 1;
+        }
+        Ok((removed, dropped))
     }
 }

@@ -95,6 +95,10 @@ impl Stack {
         self.send(self.http.put(format!("{}/tenants/{tenant}/targets/{target}", self.ingest)).header("content-type", "application/json").body(body.to_string())).await
     }
 
+    pub async fn delete_target(&self, tenant: &str, target: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}/tenants/{tenant}/targets/{target}", self.ingest))).await
+    }
+
     pub async fn targets(&self, tenant: &str) -> (u16, Value) {
         self.send(self.http.get(format!("{}/tenants/{tenant}/targets", self.ingest))).await
     }

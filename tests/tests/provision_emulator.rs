@@ -285,5 +285,14 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     // Delivered with the old seq: not marked done (the newer state must still go out).
     assert!(!store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), m0).await.unwrap());
     assert!(store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), latest.seq).await.unwrap());
+
+    // A removed target loses its records, and later changes write none for it.
+    let idp2 = entitle::ids::TargetId::parse("idp-2").unwrap();
+    let (removed, dropped) = store.remove_target(&t, &idp2, "test", Utc::now()).await.unwrap();
+    assert_eq!((removed.map(|r| r.target_id), dropped), (Some(idp2.clone()), 50));
+    store.remove_member(&t, &UserId::parse("m0058").unwrap(), "test", Utc::now()).await.unwrap();
+    assert!(store.pending(&t, &idp2).await.unwrap().is_empty());
+    assert_eq!(store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap().len(), 49);
+    assert_eq!(store.remove_target(&t, &idp2, "test", Utc::now()).await.unwrap(), (None, 0));
     assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
 }

@@ -454,4 +454,19 @@ async fn target_configuration_is_validated_and_the_token_stays_secret() {
     assert_eq!((code, err["error"]["code"].as_str()), (409, Some("too_many_targets")), "{err}");
     assert_eq!(s.repair(&t, "nope").await.0, 404);
     assert_eq!(s.repair(&t, "idp").await.0, 202);
+
+    // Removal: audited, the token deleted (recoverably), the slot free again.
+    let (code, gone) = s.delete_target(&t, "idp4").await;
+    assert_eq!((code, gone["status"].as_str()), (200, Some("removed")), "{gone}");
+    assert_eq!(s.delete_target(&t, "idp4").await.0, 404);
+    let ids: Vec<Value> = s.targets(&t).await.1["targets"].as_array().unwrap().iter().map(|v| v["target_id"].clone()).collect();
+    assert_eq!(ids, [json!("idp"), json!("idp2"), json!("idp3")]);
+    let described = s.secrets.describe_secret().secret_id(format!("entitle-local/targets/{t}/idp4")).send().await.unwrap();
+    assert!(described.deleted_date().is_some(), "the token is scheduled for deletion");
+    assert!(s.audit(&t).await.iter().any(|r| r["action"] == "target_removed" && r["subject"] == "target:idp4"));
+    // Configured again: the secret comes back with the new token.
+    assert_eq!(s.put_target(&t, "idp4", &target_body(&s.scim(&t).base, &s.scim_token_2)).await.0, 201);
+    let secret = s.secrets.get_secret_value().secret_id(format!("entitle-local/targets/{t}/idp4")).send().await.unwrap();
+    assert_eq!(secret.secret_string(), Some(s.scim_token_2.as_str()));
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
 }

@@ -57,6 +57,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
         ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
         ("PUT", ["tenants", tenant, "targets", target]) if accounts => put_target(app, &req, tenant, target).await,
         ("GET", ["tenants", tenant, "targets"]) if accounts => list_targets(app, tenant).await,
+        ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "targets", target, "repair"]) if accounts => repair_target(app, &req, tenant, target).await,
         _ => Ok(http::not_found_route(&method, &path)),
     };
@@ -192,6 +193,25 @@ async fn list_targets(app: &App, tenant: &str) -> Result<Response<Body>, ApiErro
     }
     let views = app.store.target_views(&tenant).await.map_err(http::api_error)?;
     Ok(http::json(200, &json!({"tenant_id": tenant, "targets": views})))
+}
+
+/// Removes a target: nothing more is delivered to it, its undelivered
+/// records are dropped, its token is deleted. Users already on the target
+/// stay there (Entitle stops managing them; it does not wipe the target).
+async fn remove_target(app: &App, req: &Request, tenant: &str, target: &str) -> Result<Response<Body>, ApiError> {
+    let tenant = parse_tenant(tenant)?;
+    let target_id = parse_target(target)?;
+    let request_id = http::request_id(req);
+    let (removed, dropped) = app.store.remove_target(&tenant, &target_id, &request_id, Utc::now()).await.map_err(http::api_error)?;
+    // The secret's name is fixed by tenant and target: delete it even when a
+    // crashed earlier call already removed the target.
+    let secret = removed.as_ref().map(|t| t.secret_id.clone()).unwrap_or_else(|| app.tokens.secret_name(&tenant, &target_id));
+    app.tokens.delete(&secret).await.map_err(|e| http::internal(&e))?;
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), removed = removed.is_some(), dropped, "SCIM target removed");
+    if removed.is_none() {
+        return Err(ApiError::not_found(&format!("target {target_id} of tenant {tenant}")));
+    }
+    Ok(http::json(200, &json!({"status": "removed", "tenant_id": tenant, "target_id": target_id, "undelivered_dropped": dropped, "request_id": request_id})))
 }
 
 /// Drift repair on demand: queued to provision, which owns the targets.
