@@ -254,7 +254,7 @@ impl Deliverer {
             }
         }
         for (group_id, group, user) in plan.strangers {
-            client.remove_from_group(&group_id, &user).await?;
+            client.remove_from_group(&group_id, &group, &user).await?;
             tracing::info!(group, scim_user = %user, "removed from a managed group: no member holds that role");
             out.strangers_removed += 1;
         }

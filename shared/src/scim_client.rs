@@ -287,27 +287,33 @@ impl ScimClient {
     async fn patch_group(&self, name: &str, op: Value) -> Result<bool, TargetError> {
         let add = op["op"] == "add";
         let Some(id) = self.group_id(name, add).await? else { return Ok(false) };
+        if self.patch_group_id(&id, &op, name).await? {
+            return Ok(true);
+        }
+        // Deleted behind our back: forget it, and recreate it to add.
+        self.groups.lock().expect("not poisoned").remove(name);
+        if !add {
+            return Ok(false);
+        }
+        let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
+        if !self.patch_group_id(&id, &op, name).await? {
+            return Err(TargetError::Refused { what: format!("changing members of group {name}"), status: 404, detail: "the group vanished again".into() });
+        }
+        Ok(true)
+    }
+
+    /// One membership `PatchOp` on a group by id; false when the group is gone.
+    async fn patch_group_id(&self, id: &str, op: &Value, name: &str) -> Result<bool, TargetError> {
         let a = self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(vec![op.clone()])), None).await?;
         if a.status == StatusCode::NOT_FOUND {
-            // Deleted behind our back: forget it, and recreate it to add.
-            self.groups.lock().expect("not poisoned").remove(name);
-            if !add {
-                return Ok(false);
-            }
-            let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
-            Self::expect_ok(&format!("changing members of group {name}"), self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(vec![op])), None).await?)?;
-            return Ok(true);
+            return Ok(false);
         }
         Self::expect_ok(&format!("changing members of group {name}"), a)?;
         Ok(true)
     }
 
-    pub async fn remove_from_group(&self, group_id: &str, scim_id: &str) -> Result<(), TargetError> {
-        let a = self.send(Method::PATCH, &format!("/Groups/{group_id}"), &[], Some(&scim::patch_body(vec![scim::remove_member_op(scim_id)])), None).await?;
-        if a.status == StatusCode::NOT_FOUND {
-            return Ok(());
-        }
-        Self::expect_ok("removing a stranger from a managed group", a).map(|_| ())
+    pub async fn remove_from_group(&self, group_id: &str, group: &str, scim_id: &str) -> Result<(), TargetError> {
+        self.patch_group_id(group_id, &scim::remove_member_op(scim_id), group).await.map(|_| ())
     }
 
     /// Makes the target hold what `desired` says for one member: its user
