@@ -18,9 +18,13 @@ pub fn required(name: &'static str) -> Result<String, ConfigError> {
     std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
 }
 
-pub fn optional_u32(name: &'static str, default: u32) -> Result<u32, ConfigError> {
+/// An optional numeric setting: its default when unset or empty.
+pub fn optional<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
     match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid { name, why: e.to_string() }),
+        Ok(v) if !v.is_empty() => v.parse().map_err(|e: T::Err| ConfigError::Invalid { name, why: e.to_string() }),
         _ => Ok(default),
     }
 }
@@ -72,13 +76,6 @@ pub fn store(aws: &aws_config::SdkConfig) -> Result<crate::store::Store, ConfigE
     Ok(crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &Tables::from_env()?, std::sync::Arc::new(model()?)))
 }
 
-pub fn optional_i64(name: &'static str, default: i64) -> Result<i64, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid { name, why: e.to_string() }),
-        _ => Ok(default),
-    }
-}
-
 /// Whether SCIM targets may use plain HTTP (`SCIM_ALLOW_HTTP=1`: the local
 /// stack only; production targets must be HTTPS).
 pub fn allow_http_targets() -> bool {
@@ -99,10 +96,10 @@ pub fn token_store(aws: &aws_config::SdkConfig) -> Result<crate::targets::TokenS
 pub fn deliverer(aws: &aws_config::SdkConfig, store: crate::store::Store) -> Result<crate::delivery::Deliverer, ConfigError> {
     let d = crate::scim::Policy::default();
     let policy = crate::scim::Policy {
-        quarantine_after: optional_u32("SCIM_QUARANTINE_AFTER", d.quarantine_after)?.max(1),
-        retry_base_secs: optional_i64("SCIM_RETRY_BASE_SECS", d.retry_base_secs)?.max(1),
-        retry_max_secs: optional_i64("SCIM_RETRY_MAX_SECS", d.retry_max_secs)?.max(1),
-        quarantine_retry_secs: optional_i64("SCIM_QUARANTINE_RETRY_SECS", d.quarantine_retry_secs)?.max(1),
+        quarantine_after: optional("SCIM_QUARANTINE_AFTER", d.quarantine_after)?.max(1),
+        retry_base_secs: optional("SCIM_RETRY_BASE_SECS", d.retry_base_secs)?.max(1),
+        retry_max_secs: optional("SCIM_RETRY_MAX_SECS", d.retry_max_secs)?.max(1),
+        quarantine_retry_secs: optional("SCIM_QUARANTINE_RETRY_SECS", d.quarantine_retry_secs)?.max(1),
     };
     Ok(crate::delivery::Deliverer { store, tokens: token_store(aws)?, http: crate::scim_client::http_client(), policy })
 }

@@ -271,16 +271,15 @@ impl TokenStore {
     /// Stores (or rotates) a target's token; returns the secret's id.
     pub async fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> Result<String, TokenError> {
         let name = self.secret_name(tenant, target);
-        let exists = match self.client.describe_secret().secret_id(&name).send().await {
-            Ok(d) => {
-                if d.deleted_date.is_some() {
+        let exists = match self.described(&name).await? {
+            Some(deleted) => {
+                if deleted {
                     // The target was removed and is configured again: bring the secret back.
                     self.client.restore_secret().secret_id(&name).send().await.map_err(|e| TokenError(crate::http::error_chain(&e)))?;
                 }
                 true
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => false,
-            Err(e) => return Err(TokenError(crate::http::error_chain(&e))),
+            None => false,
         };
         if exists {
             self.client.put_secret_value().secret_id(&name).secret_string(token).send().await.map_err(|e| TokenError(crate::http::error_chain(&e)))?;
@@ -302,15 +301,22 @@ impl TokenStore {
     /// Deletes a target's token (Secrets Manager keeps it recoverable for 7
     /// days); a token already gone is fine.
     pub async fn delete(&self, secret_id: &str) -> Result<(), TokenError> {
-        match self.client.describe_secret().secret_id(secret_id).send().await {
-            Ok(d) if d.deleted_date.is_some() => return Ok(()), // already scheduled
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => return Ok(()),
-            Err(e) => return Err(TokenError(crate::http::error_chain(&e))),
-            Ok(_) => {}
+        if self.described(secret_id).await? != Some(false) {
+            return Ok(()); // gone, or already scheduled for deletion
         }
         match self.client.delete_secret().secret_id(secret_id).recovery_window_in_days(7).send().await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),
+            Err(e) => Err(TokenError(crate::http::error_chain(&e))),
+        }
+    }
+
+    /// Whether a secret exists: `None` if not, `Some(true)` if it is
+    /// scheduled for deletion.
+    async fn described(&self, name: &str) -> Result<Option<bool>, TokenError> {
+        match self.client.describe_secret().secret_id(name).send().await {
+            Ok(d) => Ok(Some(d.deleted_date.is_some())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
             Err(e) => Err(TokenError(crate::http::error_chain(&e))),
         }
     }
