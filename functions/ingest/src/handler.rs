@@ -149,6 +149,14 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     Ok(http::json(200, &view))
 }
 
+/// 404 unless the tenant is known (from its first license).
+async fn require_tenant(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
+    match app.store.meta(tenant).await.map_err(|e| http::internal(&e))? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(&format!("tenant {tenant}"))),
+    }
+}
+
 fn parse_target(raw: &str) -> Result<TargetId, ApiError> {
     TargetId::parse(raw).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
 }
@@ -164,9 +172,7 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     if !problems.is_empty() {
         return Err(ApiError::unprocessable("invalid_target", problems));
     }
-    if app.store.meta(&tenant).await.map_err(|e| http::internal(&e))?.is_none() {
-        return Err(ApiError::not_found(&format!("tenant {tenant}")));
-    }
+    require_tenant(app, &tenant).await?;
     let request_id = http::request_id(req);
     let secret_id = app.tokens.put(&tenant, &target_id, &config.token).await.map_err(|e| http::internal(&e))?;
     let target = Target {
@@ -188,9 +194,7 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
 
 async fn list_targets(app: &App, tenant: &str) -> Result<Response<Body>, ApiError> {
     let tenant = parse_tenant(tenant)?;
-    if app.store.meta(&tenant).await.map_err(|e| http::internal(&e))?.is_none() {
-        return Err(ApiError::not_found(&format!("tenant {tenant}")));
-    }
+    require_tenant(app, &tenant).await?;
     let views = app.store.target_views(&tenant).await.map_err(http::api_error)?;
     Ok(http::json(200, &json!({"tenant_id": tenant, "targets": views})))
 }
