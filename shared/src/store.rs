@@ -211,6 +211,8 @@ pub struct ReconcileOutcome {
     pub member_changes: usize,
     pub tenant_changed: bool,
     pub chunks: usize,
+    /// SCIM targets the tenant had when it was read (none: nothing to deliver).
+    pub targets: usize,
 }
 
 #[derive(Clone)]
@@ -709,6 +711,7 @@ impl Store {
             let Some(state) = self.load_tenant(tenant).await? else {
                 return Ok(outcome);
             };
+            outcome.targets = state.targets.len();
             let members: Vec<Member> = state.members.iter().map(|m| m.member.clone()).collect();
             let mut actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
             let by_id: BTreeMap<UserId, &Member> = state.members.iter().map(|m| (m.member.user_id.clone(), &m.member)).collect();

@@ -54,8 +54,9 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
         let result = process(app, message).instrument(span.clone()).await;
         // A failed reconcile may have committed chunks (and their events) first.
-        wrote_events |= result.as_ref().map_or(true, |(changed, _)| *changed);
-        if let Ok((_, request)) = &result {
+        wrote_events |= result.as_ref().map_or(true, |(changed, _, _)| *changed);
+        // Tenants without SCIM targets (as the reconcile just read) have nothing to deliver.
+        if let Some((_, request, _)) = result.as_ref().ok().filter(|(_, r, targets)| *targets > 0 || !r.repair.is_empty()) {
             match deliveries.iter_mut().find(|(t, _, _)| *t == request.tenant_id) {
                 Some((_, cause, repair)) => {
                     // The delivery's cause: the latest message that asked for a repair.
@@ -125,9 +126,10 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     Ok(response)
 }
 
-/// Reconciles the message's tenant; `Ok(true)` when it changed access (and so
-/// wrote access-changed events to the outbox).
-async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequest), Failure> {
+/// Reconciles the message's tenant: whether it changed access (and so wrote
+/// access-changed events to the outbox), the request, and how many SCIM
+/// targets the tenant has.
+async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequest, usize), Failure> {
     let body = message.body.as_deref().unwrap_or_default();
     let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
         code: "malformed_message",
@@ -145,7 +147,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
                 chunks = outcome.chunks,
                 "tenant reconciled"
             );
-            Ok((outcome.chunks > 0, request))
+            Ok((outcome.chunks > 0, request, outcome.targets))
         }
         Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
     }
