@@ -16,6 +16,7 @@ use chrono::Utc;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// How far past `stop_at` (no new member started) a started request may run.
 pub const HARD_STOP_AFTER: std::time::Duration = std::time::Duration::from_secs(8);
@@ -39,6 +40,13 @@ pub struct RepairReport {
     pub complete: bool,
 }
 
+impl RepairReport {
+    /// True when the target differed and was changed (the repair is audited).
+    pub fn changed(&self) -> bool {
+        !self.repaired.is_empty() || self.strangers_removed > 0
+    }
+}
+
 /// What one run did for one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TargetReport {
@@ -56,7 +64,7 @@ pub struct TargetReport {
 impl TargetReport {
     /// True when the run wrote audit records (and events) for this target.
     pub fn audited(&self) -> bool {
-        self.standing.is_some() || self.repair.as_ref().is_some_and(|r| !r.repaired.is_empty() || r.strangers_removed > 0)
+        self.standing.is_some() || self.repair.as_ref().is_some_and(RepairReport::changed)
     }
 }
 
@@ -110,16 +118,22 @@ impl Deliverer {
             return Ok(report);
         }
         let span = tracing::info_span!("target", tenant = %tenant, target = %target.target_id);
-        let _guard = span.enter();
-        let result = match self.tokens.get(&target.secret_id).await {
-            Ok(token) => {
-                // Requests may run into the stop margin, not past the function's deadline.
-                let client = ScimClient::new(self.http.clone(), target.base(), token).with_deadline(stop_at + HARD_STOP_AFTER);
-                let managed = scim::managed_groups(&target.mapping, &self.store.model().roles);
-                self.run(tenant, target, &client, &managed, pending, repair_due, stop_at, &mut report).await
+        let result = async {
+            match self.tokens.get(&target.secret_id).await {
+                Ok(token) => {
+                    // Requests may run into the stop margin, not past the function's deadline.
+                    let client = ScimClient::new(self.http.clone(), target.base(), token).with_deadline(stop_at + HARD_STOP_AFTER);
+                    let managed = scim::managed_groups(&target.mapping, &self.store.model().roles);
+                    self.run(tenant, target, &client, &managed, pending, repair_due, stop_at, &mut report).await
+                }
+                Err(e) => Err(Stop::Target(TargetError::Unavailable { reason: format!("the target's token cannot be read: {e}"), retry_after: None })),
             }
-            Err(e) => Err(Stop::Target(TargetError::Unavailable { reason: format!("the target's token cannot be read: {e}"), retry_after: None })),
-        };
+        }
+        .instrument(span.clone())
+        .await;
+        // (Entered only for this synchronous part: a guard held across an
+        // await would tag other tasks' lines.)
+        let entered = span.enter();
         let mut health = target.health.clone();
         let mut audit = Vec::new();
         match result {
@@ -134,7 +148,7 @@ impl Deliverer {
                     report.standing = Some("resumed".into());
                     audit.push(self.standing_record("target_resumed", target, &health, &next, cause, "the target answered again: quarantine lifted; changes held meanwhile delivered and drift repaired".into()));
                 }
-                if let Some(r) = report.repair.as_ref().filter(|r| !r.repaired.is_empty() || r.strangers_removed > 0) {
+                if let Some(r) = report.repair.as_ref().filter(|r| r.changed()) {
                     audit.push(AuditEvent {
                         action: "target_repaired".into(),
                         subject: format!("target:{}", target.target_id),
@@ -171,6 +185,7 @@ impl Deliverer {
                 health = next;
             }
         }
+        drop(entered);
         let updated = Target { health, ..target.clone() };
         self.store.set_target_health(tenant, &updated, audit, now).await?;
         Ok(report)
