@@ -4,8 +4,12 @@ One source of truth: every AWS::DynamoDB::Table and AWS::SQS::Queue of
 infra/template.yaml is created from its own Properties (keys, indexes, TTL,
 FIFO, visibility timeout, redrive policy), named after its logical id. Prints
 the resulting settings as KEY=VALUE lines for the functions' environment.
+The secrets the template expects to exist before a deploy (the webhook
+signing secrets, parameters of the template) are created from the
+NAME=VALUE arguments. The emulator enforces no IAM: a table's resource
+policy (the audit table's) is not applied locally.
 
-usage: resources.py TEMPLATE ENDPOINT_URL
+usage: resources.py TEMPLATE ENDPOINT_URL [SECRET_NAME=VALUE ...]
 """
 
 import sys
@@ -44,7 +48,7 @@ QUEUE_ATTRS = ("FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "M
                "DelaySeconds", "ReceiveMessageWaitTimeSeconds", "DeduplicationScope", "FifoThroughputLimit")
 
 
-def main(template_path, endpoint):
+def main(template_path, endpoint, secrets):
     with open(template_path) as f:
         template = yaml.load(f, Loader=CfnLoader)
     resources = template["Resources"]
@@ -52,6 +56,11 @@ def main(template_path, endpoint):
     ddb = session.client("dynamodb", endpoint_url=endpoint)
     sqs = session.client("sqs", endpoint_url=endpoint)
     env = {}
+
+    manager = session.client("secretsmanager", endpoint_url=endpoint)
+    for pair in secrets:
+        name, value = pair.split("=", 1)
+        manager.create_secret(Name=name, SecretString=value)
 
     for name, res in resources.items():
         if res["Type"] != "AWS::DynamoDB::Table":
@@ -94,4 +103,4 @@ def main(template_path, endpoint):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])

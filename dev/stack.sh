@@ -8,11 +8,14 @@
 #   dev/stack.sh down   stop exactly what `up` started (by process group id)
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
-# SCIM_PORT (5056), ESM_VISIBILITY_TIMEOUT (queue default), and the SCIM retry
+# SCIM_PORT (5056), ESM_VISIBILITY_TIMEOUT (queue default), the SCIM retry
 # policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
 # SCIM_RETRY_MAX_SECS (4), SCIM_QUARANTINE_RETRY_SECS (5): seconds locally, so
 # that a quarantine and its recovery can be watched (production defaults:
-# 5 runs, 30 s doubling to 15 min, hourly while quarantined).
+# 5 runs, 30 s doubling to 15 min, hourly while quarantined), a target's time
+# budget per run SCIM_TARGET_BUDGET_SECS (5; production 15), and
+# SWEEP_ALLOW_FUTURE (1: the demo and the tests run the sweep as of future
+# instants; set SWEEP_ALLOW_FUTURE=0 to refuse them as production does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,8 @@ SCIM_PORT=${SCIM_PORT:-5056}
 VENV=.venv
 STRIPE_SECRET=whsec_entitle_local
 CRM_SECRET=crm_entitle_local
+STRIPE_SECRET_ID=entitle-local/stripe-webhook-secrets
+CRM_SECRET_ID=entitle-local/crm-signing-secrets
 # Bearer tokens scim2-server accepts (any of them, on every SCIM tenant path).
 SCIM_TOKEN=scim_entitle_local
 SCIM_TOKEN_2=scim_entitle_local_2
@@ -67,16 +72,20 @@ up() {
 
   local endpoint="http://127.0.0.1:$MOTO_PORT"
   {
-    "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint"
+    # The webhook signing secrets live in Secrets Manager, read at run time.
+    "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" \
+      "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET"
     echo "AWS_ENDPOINT_URL=$endpoint"
     echo "AWS_REGION=us-east-1"
     echo "AWS_ACCESS_KEY_ID=local"
     echo "AWS_SECRET_ACCESS_KEY=local"
     echo "AWS_LAMBDA_LOG_FORMAT=JSON"
-    echo "STRIPE_WEBHOOK_SECRETS=$STRIPE_SECRET"
-    echo "CRM_SIGNING_SECRETS=$CRM_SECRET"
+    echo "STRIPE_WEBHOOK_SECRET_ID=$STRIPE_SECRET_ID"
+    echo "CRM_SIGNING_SECRET_ID=$CRM_SECRET_ID"
     echo "TARGET_SECRET_PREFIX=entitle-local/targets"
     echo "SCIM_ALLOW_HTTP=1"
+    echo "SCIM_TARGET_BUDGET_SECS=${SCIM_TARGET_BUDGET_SECS:-5}"
+    if [ "${SWEEP_ALLOW_FUTURE:-1}" = 0 ]; then echo "SWEEP_ALLOW_FUTURE=0"; else echo "SWEEP_ALLOW_FUTURE=1"; fi
     echo "SCIM_QUARANTINE_AFTER=${SCIM_QUARANTINE_AFTER:-3}"
     echo "SCIM_RETRY_BASE_SECS=${SCIM_RETRY_BASE_SECS:-1}"
     echo "SCIM_RETRY_MAX_SECS=${SCIM_RETRY_MAX_SECS:-4}"
@@ -107,7 +116,7 @@ up() {
     echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"
     echo "ENTITLE_SCIM_TOKEN=$SCIM_TOKEN"
     echo "ENTITLE_SCIM_TOKEN_2=$SCIM_TOKEN_2"
-    grep -v '^AWS_LAMBDA_LOG_FORMAT\|SECRETS=' "$STACK_DIR/functions.env"
+    grep -v '^AWS_LAMBDA_LOG_FORMAT' "$STACK_DIR/functions.env"
   } > "$STACK_DIR/stack.env"
 
   # First calls start the function instances (cargo run): do it now, not in a test.

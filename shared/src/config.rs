@@ -2,7 +2,6 @@
 //! handlers. Every setting comes from the environment the template sets.
 
 use crate::model::{LicensingModel, ModelError};
-use crate::signature::{secrets_from_list, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,13 +28,11 @@ where
     }
 }
 
-/// Signing secrets from a comma-separated variable (several while rotating).
-pub fn secrets(name: &'static str) -> Result<Vec<Secret>, ConfigError> {
-    let list = secrets_from_list(&required(name)?);
-    if list.is_empty() {
-        return Err(ConfigError::Invalid { name, why: "no secret in the list".into() });
-    }
-    Ok(list)
+/// Webhook signing secrets, read from the Secrets Manager secret the
+/// variable `name` names (its value: comma-separated secrets, several while
+/// rotating). Read at run time and cached; see [`crate::signing_secrets`].
+pub fn signing_secrets(aws: &aws_config::SdkConfig, name: &'static str) -> Result<crate::signing_secrets::SigningSecrets, ConfigError> {
+    Ok(crate::signing_secrets::SigningSecrets::new(aws_sdk_secretsmanager::Client::new(aws), required(name)?))
 }
 
 /// Where the shared state lives.
@@ -76,10 +73,11 @@ pub fn store(aws: &aws_config::SdkConfig) -> Result<crate::store::Store, ConfigE
     Ok(crate::store::Store::new(aws_sdk_dynamodb::Client::new(aws), &Tables::from_env()?, std::sync::Arc::new(model()?)))
 }
 
-/// Whether SCIM targets may use plain HTTP (`SCIM_ALLOW_HTTP=1`: the local
-/// stack only; production targets must be HTTPS).
-pub fn allow_http_targets() -> bool {
-    std::env::var("SCIM_ALLOW_HTTP").is_ok_and(|v| v == "1")
+/// Where SCIM targets may be: `SCIM_ALLOW_HTTP=1` (the local stack only)
+/// admits plain HTTP to any address; otherwise public HTTPS hosts on port
+/// 443 only (see [`crate::egress`]).
+pub fn egress() -> crate::egress::EgressPolicy {
+    crate::egress::EgressPolicy::from_allow_http(std::env::var("SCIM_ALLOW_HTTP").is_ok_and(|v| v == "1"))
 }
 
 /// Where target tokens are kept (`TARGET_SECRET_PREFIX`, optional
@@ -89,10 +87,11 @@ pub fn token_store(aws: &aws_config::SdkConfig) -> Result<crate::targets::TokenS
     Ok(crate::targets::TokenStore::new(aws_sdk_secretsmanager::Client::new(aws), required("TARGET_SECRET_PREFIX")?, kms))
 }
 
-/// The SCIM deliverer: the store, the tokens, one HTTP client, and the
-/// retry and quarantine policy (`SCIM_QUARANTINE_AFTER` failed runs,
+/// The SCIM deliverer: the store, the tokens, one HTTP client, the retry
+/// and quarantine policy (`SCIM_QUARANTINE_AFTER` failed runs,
 /// `SCIM_RETRY_BASE_SECS` doubling up to `SCIM_RETRY_MAX_SECS`, then
-/// `SCIM_QUARANTINE_RETRY_SECS` while quarantined).
+/// `SCIM_QUARANTINE_RETRY_SECS` while quarantined), and what one target may
+/// take of a run (`SCIM_TARGET_BUDGET_SECS`, `SCIM_TARGET_READ_BUDGET_MB`).
 pub fn deliverer(aws: &aws_config::SdkConfig, store: crate::store::Store) -> Result<crate::delivery::Deliverer, ConfigError> {
     let d = crate::scim::Policy::default();
     let policy = crate::scim::Policy {
@@ -101,7 +100,13 @@ pub fn deliverer(aws: &aws_config::SdkConfig, store: crate::store::Store) -> Res
         retry_max_secs: optional("SCIM_RETRY_MAX_SECS", d.retry_max_secs)?.max(1),
         quarantine_retry_secs: optional("SCIM_QUARANTINE_RETRY_SECS", d.quarantine_retry_secs)?.max(1),
     };
-    Ok(crate::delivery::Deliverer { store, tokens: token_store(aws)?, http: crate::scim_client::http_client(), policy })
+    let b = crate::delivery::TargetBudget::default();
+    let budget = crate::delivery::TargetBudget {
+        time: std::time::Duration::from_secs(optional("SCIM_TARGET_BUDGET_SECS", b.time.as_secs())?.max(1)),
+        read_bytes: optional("SCIM_TARGET_READ_BUDGET_MB", b.read_bytes >> 20)?.max(1) << 20,
+    };
+    let egress = egress();
+    Ok(crate::delivery::Deliverer { store, tokens: token_store(aws)?, http: crate::scim_client::http_client(egress), egress, policy, budget })
 }
 
 /// The instant to stop taking new work: the invocation's deadline (epoch

@@ -422,17 +422,48 @@ impl RecordAmendment {
     }
 }
 
+/// Most operations one JSON Patch may carry.
+pub const MAX_PATCH_OPERATIONS: usize = 500;
+/// Largest document (serialised JSON) an amendment may produce: a
+/// 1,000-clause contract is about 90 KB; a DynamoDB item holds 400 KB.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+fn json_len(v: &Value) -> usize {
+    serde_json::to_string(v).map(|s| s.len()).unwrap_or(usize::MAX)
+}
+
 /// Applies RFC 6902 operations one by one, so that every failing operation
 /// is named (an operation that fails is skipped, the others still apply).
+/// Budgets are checked before the work: at most [`MAX_PATCH_OPERATIONS`]
+/// operations, and no operation may take the document past
+/// [`MAX_DOCUMENT_BYTES`] (a `copy` can double it, so each one is weighed
+/// before it is applied).
 pub fn apply_patch(doc: &Value, patch: &Value) -> Result<Value, Vec<String>> {
     let ops = patch.as_array().ok_or_else(|| vec!["patch: expected an array of RFC 6902 operations".to_string()])?;
+    if ops.len() > MAX_PATCH_OPERATIONS {
+        return Err(vec![format!("patch: {} operations, more than the {MAX_PATCH_OPERATIONS} allowed", ops.len())]);
+    }
     let mut out = doc.clone();
+    // An upper bound of the document's size: what an operation may add is
+    // counted before it is applied, what it removes is not subtracted.
+    let mut size = json_len(&out);
     let mut problems = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let parsed: Result<json_patch::PatchOperation, _> = serde_json::from_value(op.clone());
         match parsed {
             Err(e) => problems.push(format!("patch[{i}]: {e}")),
             Ok(op) => {
+                let grows = match &op {
+                    json_patch::PatchOperation::Add(a) => json_len(&a.value),
+                    json_patch::PatchOperation::Replace(r) => json_len(&r.value),
+                    json_patch::PatchOperation::Copy(c) => out.pointer(c.from.as_str()).map(json_len).unwrap_or(0),
+                    _ => 0,
+                };
+                if size.saturating_add(grows) > MAX_DOCUMENT_BYTES {
+                    problems.push(format!("patch[{i}]: the document would grow beyond the {MAX_DOCUMENT_BYTES} bytes a contract may have; not applied"));
+                    return Err(problems);
+                }
+                size += grows;
                 if let Err(e) = json_patch::patch(&mut out, &[op]) {
                     problems.push(format!("patch[{i}]: {}", e.kind));
                     if let Some(p) = problems.last_mut() {
@@ -649,6 +680,27 @@ mod tests {
         wrong_type["seats"] = json!("many");
         let problems = ContractDocument::parse(&wrong_type, &model()).unwrap_err();
         assert!(problems[0].starts_with("seats:"), "{problems:?}");
+    }
+
+    #[test]
+    fn patches_cannot_blow_up_the_document() {
+        let (m, id) = (model(), ContractId::parse("k-1").unwrap());
+        // Each copy doubles the document: 40 of them would make 2^40 copies.
+        let mut ops = vec![json!({"op": "add", "path": "/blob", "value": ["x"]})];
+        for _ in 0..40 {
+            ops.push(json!({"op": "copy", "from": "/blob", "path": "/blob/-"}));
+        }
+        let started = std::time::Instant::now();
+        let problems = evaluate(&m, &normal(), &id, &AmendmentForm::Patch(Value::Array(ops))).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let text = problems.join("; ");
+        assert!(text.contains("262144 bytes") && text.contains("not applied"), "{text}");
+        let too_many: Vec<Value> = (0..=MAX_PATCH_OPERATIONS).map(|_| json!({"op": "test", "path": "/tier", "value": "business"})).collect();
+        let problems = evaluate(&m, &normal(), &id, &AmendmentForm::Patch(Value::Array(too_many))).unwrap_err();
+        assert_eq!(problems, vec![format!("patch: 501 operations, more than the 500 allowed")]);
+        // A few copies within the budget are fine.
+        let ok = json!([{"op": "copy", "from": "/support", "path": "/support_copy"}]);
+        assert!(evaluate(&m, &normal(), &id, &AmendmentForm::Patch(ok)).is_ok());
     }
 
     #[test]
@@ -888,15 +940,52 @@ pub struct AmendmentRequest {
     pub document: Option<Value>,
     #[serde(default)]
     pub record: Option<RecordAmendment>,
+    /// Who submits it (a name or email, as `by` of a decision).
+    #[serde(default)]
+    pub submitted_by: Option<String>,
 }
 
 impl AmendmentRequest {
     pub fn form(&self) -> Result<AmendmentForm, Vec<String>> {
+        if self.submitted_by.as_ref().is_some_and(|b| b.trim().is_empty() || b.len() > 200) {
+            return Err(vec!["submitted_by: a name of 1 to 200 characters".into()]);
+        }
         match (&self.patch, &self.document, &self.record) {
             (Some(p), None, None) => Ok(AmendmentForm::Patch(p.clone())),
             (None, Some(d), None) => Ok(AmendmentForm::Document(d.clone())),
             (None, None, Some(r)) => Ok(AmendmentForm::Record(r.clone())),
             _ => Err(vec!["exactly one of `patch`, `document` or `record` is required".into()]),
+        }
+    }
+}
+
+/// Who acted: the name the request declares (`by`, `submitted_by`) and the
+/// identity AWS authenticated (the IAM principal of the function URL
+/// request; none where the URL is not IAM-authenticated, as locally).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+}
+
+impl Actor {
+    /// Whether two actors are the same person, as far as can be told: the
+    /// same authenticated principal, or the same declared name.
+    pub fn same_as(&self, other: &Actor) -> bool {
+        let same_principal = matches!((&self.principal, &other.principal), (Some(a), Some(b)) if a == b);
+        let same_name = matches!((&self.by, &other.by), (Some(a), Some(b)) if a.trim().eq_ignore_ascii_case(b.trim()));
+        same_principal || same_name
+    }
+
+    /// `by`, and the principal when there is one: `cfo@x (arn:aws:iam::1:user/cfo)`.
+    pub fn describe(&self) -> String {
+        match (&self.by, &self.principal) {
+            (Some(b), Some(p)) => format!("{b} ({p})"),
+            (Some(b), None) => b.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => "an unnamed caller".into(),
         }
     }
 }
@@ -928,6 +1017,9 @@ pub struct Decision {
     pub by: String,
     pub reason: String,
     pub at: String,
+    /// The caller's authenticated identity (IAM principal), beside `by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// An amendment as stored and shown: its change set and access impact are
@@ -951,6 +1043,9 @@ pub struct Amendment {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub note: Option<String>,
     pub created_at: String,
+    /// Who submitted it.
+    #[serde(default)]
+    pub submitted_by: Actor,
 }
 
 impl AmendmentForm {

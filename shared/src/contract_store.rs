@@ -11,7 +11,7 @@
 
 use crate::api::ApiError;
 use crate::audit::{AuditEvent, Cause, CauseKind};
-use crate::contract::{self, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, Decision, DecisionRequest};
+use crate::contract::{self, Actor, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, Decision, DecisionRequest};
 use crate::ids::{AmendmentId, ContractId, TenantId};
 use crate::license::Source;
 use crate::store::{backoff, get_n, get_s, json_attr, n, now_rfc3339, s, tenant_pk, to_json, Commit, Store, StoreError, TenantMeta, MAX_ATTEMPTS};
@@ -58,8 +58,10 @@ fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>) 
 impl Store {
     /// Commits `items` with the audit `events` under the tenant's chain-head
     /// lock. `false`: another writer moved first; re-read and decide again.
+    /// Every contract write concerns a tenant with a contract: it is known
+    /// (`licensed`) from the contract's creation on.
     async fn commit_audited(&self, tenant: &TenantId, meta: Option<&TenantMeta>, mut items: Vec<TransactWriteItem>, events: Vec<AuditEvent>, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let (audit_items, _) = self.audit_and_lock(tenant, meta, now, events, vec![]);
+        let (audit_items, _) = self.audit_and_lock(tenant, meta, now, events, vec![("licensed", AttributeValue::Bool(true))]);
         let chain_from = items.len();
         items.extend(audit_items);
         match self.commit(items, chain_from).await? {
@@ -211,7 +213,7 @@ impl Store {
     }
 
     /// What an amendment would do to this contract now (nothing is stored).
-    async fn assess(&self, state: &ContractState, req: &AmendmentRequest, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument), StoreError> {
+    async fn assess(&self, state: &ContractState, req: &AmendmentRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument), StoreError> {
         let form = req.form().map_err(|p| ApiError::unprocessable("invalid_amendment", p))?;
         let (new_document, changes) =
             contract::evaluate(&self.model, &state.document, &state.doc.contract_id, &form).map_err(|p| ApiError::unprocessable("invalid_amendment", p))?;
@@ -247,13 +249,15 @@ impl Store {
             decisions: Vec::new(),
             note: None,
             created_at: now_rfc3339(now),
+            submitted_by: Actor { by: req.submitted_by.clone(), principal: principal.map(str::to_string) },
         };
         Ok((amendment, new_document, new_doc))
     }
 
     /// `POST /contracts/{id}/amendments`. Returns the amendment and whether
     /// it was stored now (false: a dry run, or a duplicate of a stored one).
-    pub async fn submit_amendment(&self, cid: &ContractId, req: &AmendmentRequest, body_hash: &str, dry_run: bool, now: DateTime<Utc>) -> Result<(Amendment, bool), StoreError> {
+    /// `principal`: the caller's authenticated identity, recorded as the submitter's.
+    pub async fn submit_amendment(&self, cid: &ContractId, req: &AmendmentRequest, principal: Option<&str>, body_hash: &str, dry_run: bool, now: DateTime<Utc>) -> Result<(Amendment, bool), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
             let state = self.contract(cid).await?.ok_or_else(|| ApiError::not_found(&format!("contract {cid}")))?;
             if let Some((existing, hash)) = self.amendment(cid, &req.amendment_id).await? {
@@ -271,7 +275,7 @@ impl Store {
                     .with("current_version", state.version)
                     .into());
             }
-            let (amendment, new_document, new_doc) = self.assess(&state, req, now).await?;
+            let (amendment, new_document, new_doc) = self.assess(&state, req, principal, now).await?;
             if dry_run {
                 return Ok((amendment, false));
             }
@@ -338,8 +342,11 @@ impl Store {
         Ok(Ok(self.commit_audited(&state.tenant_id, meta.as_ref(), items, vec![event], now).await?))
     }
 
-    /// `POST .../approve` and `POST .../reject`.
-    pub async fn decide_amendment(&self, cid: &ContractId, aid: &AmendmentId, verdict: Verdict, decision: &DecisionRequest, now: DateTime<Utc>) -> Result<Amendment, StoreError> {
+    /// `POST .../approve` and `POST .../reject`, by `decision.by` whose
+    /// authenticated identity is `principal`. Where the model asks for four
+    /// eyes, the submitter cannot approve (403 `same_submitter`).
+    pub async fn decide_amendment(&self, cid: &ContractId, aid: &AmendmentId, verdict: Verdict, decision: &DecisionRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<Amendment, StoreError> {
+        let actor = Actor { by: Some(decision.by.clone()), principal: principal.map(str::to_string) };
         let action = if verdict == Verdict::Approve { "approved" } else { "rejected" };
         for attempt in 0..MAX_ATTEMPTS {
             let state = self.contract(cid).await?.ok_or_else(|| ApiError::not_found(&format!("contract {cid}")))?;
@@ -351,9 +358,17 @@ impl Store {
             if !decidable {
                 return Err(ApiError::new(409, "not_pending", format!("amendment {aid} is {}, not pending review", amendment.status.as_str())).with("status", amendment.status).into());
             }
-            amendment.decisions.push(Decision { action: action.into(), by: decision.by.clone(), reason: decision.reason.clone(), at: now_rfc3339(now) });
+            if verdict == Verdict::Approve && self.model.review.four_eyes && amendment.submitted_by.same_as(&actor) {
+                return Err(ApiError::new(
+                    403,
+                    "same_submitter",
+                    format!("amendment {aid} was submitted by {}; the licensing model requires someone else to approve it (four eyes)", amendment.submitted_by.describe()),
+                )
+                .into());
+            }
+            amendment.decisions.push(Decision { action: action.into(), by: decision.by.clone(), reason: decision.reason.clone(), at: now_rfc3339(now), principal: actor.principal.clone() });
             let cause = Cause::new(CauseKind::Amendment, aid.as_str());
-            let rule = format!("{action} by {}: {}", decision.by, decision.reason);
+            let rule = format!("{action} by {}: {}", actor.describe(), decision.reason);
             if verdict == Verdict::Reject {
                 amendment.status = AmendmentStatus::Rejected;
                 let event = AuditEvent { action: "amendment_rejected".into(), subject: format!("contract:{cid}"), cause, rule, before: Some(json!({"status": "pending_review"})), after: Some(json!({"status": "rejected"})) };
@@ -397,7 +412,8 @@ impl Store {
 
     /// `POST .../reverse`: the contract returns to what it would be without
     /// the amendment; later amendments to other clauses are kept.
-    pub async fn reverse_amendment(&self, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, now: DateTime<Utc>) -> Result<Amendment, StoreError> {
+    pub async fn reverse_amendment(&self, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<Amendment, StoreError> {
+        let actor = Actor { by: Some(decision.by.clone()), principal: principal.map(str::to_string) };
         for attempt in 0..MAX_ATTEMPTS {
             let state = self.contract(cid).await?.ok_or_else(|| ApiError::not_found(&format!("contract {cid}")))?;
             let (mut amendment, hash) = self.amendment(cid, aid).await?.ok_or_else(|| ApiError::not_found(&format!("amendment {aid} of contract {cid}")))?;
@@ -417,14 +433,14 @@ impl Store {
             let new_doc: ContractDocument = serde_json::from_value(new_document.clone()).map_err(|e| StoreError::Corrupt { key: "reversal".into(), why: e.to_string() })?;
             amendment.status = AmendmentStatus::Reversed;
             amendment.reversed_version = Some(state.version + 1);
-            amendment.decisions.push(Decision { action: "reversed".into(), by: decision.by.clone(), reason: decision.reason.clone(), at: now_rfc3339(now) });
+            amendment.decisions.push(Decision { action: "reversed".into(), by: decision.by.clone(), reason: decision.reason.clone(), at: now_rfc3339(now), principal: actor.principal.clone() });
             let mut items = self.version_items(&state, &new_document, &new_doc, &inverse, &format!("reversal of {aid}"), now);
             items.push(self.amendment_put(&amendment, &hash));
             let event = AuditEvent {
                 action: "amendment_reversed".into(),
                 subject: format!("contract:{cid}"),
                 cause: Cause::new(CauseKind::Amendment, aid.as_str()),
-                rule: format!("reversed by {}: {}", decision.by, decision.reason),
+                rule: format!("reversed by {}: {}", actor.describe(), decision.reason),
                 before: Some(json!({"version": state.version})),
                 after: Some(json!({"version": state.version + 1, "changes": inverse.iter().map(|c| c.summary.clone()).collect::<Vec<_>>()})),
             };

@@ -45,6 +45,17 @@ pub fn body(req: &Request) -> Result<&[u8], ApiError> {
     Ok(b)
 }
 
+/// The caller's identity as AWS authenticated it: the IAM principal (user
+/// or assumed-role ARN) of a function URL request with `AuthType: AWS_IAM`.
+/// None where the URL does not authenticate (the local stack).
+pub fn principal(req: &Request) -> Option<String> {
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.authorizer.as_ref()?.iam.as_ref()?.user_arn.clone().filter(|a| !a.is_empty()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
 pub fn request_id(req: &Request) -> String {
     req.lambda_context_ref().map(|c| c.request_id.clone()).filter(|id| !id.is_empty()).unwrap_or_else(|| "local".to_string())
 }

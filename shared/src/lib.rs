@@ -15,6 +15,7 @@ pub mod api;
 pub mod audit;
 pub mod contract;
 pub mod crm;
+pub mod egress;
 pub mod expiry;
 pub mod ids;
 pub mod license;
@@ -39,6 +40,8 @@ pub mod queue;
 pub mod scim_client;
 #[cfg(feature = "aws")]
 pub mod store;
+#[cfg(feature = "aws")]
+pub mod signing_secrets;
 #[cfg(feature = "aws")]
 pub mod sweep;
 #[cfg(feature = "aws")]

@@ -126,6 +126,10 @@ pub struct Review {
     pub seat_reduction_below_usage: bool,
     pub privileged_role_removal: bool,
     pub tier_downgrade: bool,
+    /// Four eyes: an amendment held for review is approved by someone other
+    /// than who submitted it (403 `same_submitter` otherwise).
+    #[serde(default)]
+    pub four_eyes: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -16,11 +16,19 @@ pub struct ReconcileRequest {
     /// delivery every message triggers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repair: Vec<crate::ids::TargetId>,
+    /// A barrier, not a reconcile: provision records this mark on the
+    /// tenant (`META.barrier`) and does nothing else. Messages of a tenant
+    /// are processed in order, so once the mark is there every message
+    /// queued for the tenant before it has been processed: an observable
+    /// point to wait for ("provisioning has caught up"), for operators and
+    /// tests alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barrier: Option<String>,
 }
 
 impl ReconcileRequest {
     pub fn new(tenant_id: TenantId, cause: Cause) -> Self {
-        ReconcileRequest { tenant_id, cause, repair: Vec::new() }
+        ReconcileRequest { tenant_id, cause, repair: Vec::new(), barrier: None }
     }
 }
 

@@ -7,6 +7,7 @@
 //! they do not (the group names, enterprise extension attributes).
 
 use crate::access::{Member, MemberAccess, MemberStatus};
+use crate::egress::EgressPolicy;
 use crate::ids::{TargetId, TenantId, UserId};
 use chrono::{DateTime, Duration as Span, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,17 +61,10 @@ impl std::fmt::Debug for TargetConfig {
 pub const DEFAULT_REPAIR_MINUTES: u32 = 60;
 
 impl TargetConfig {
-    /// Every problem of the configuration, or none. `allow_http` admits
-    /// plain-HTTP base URLs (the local stack); production wants HTTPS.
-    pub fn problems(&self, roles: &[String], allow_http: bool) -> Vec<String> {
-        let mut out = Vec::new();
-        let url = self.base_url.trim();
-        let scheme_ok = url.starts_with("https://") || (allow_http && url.starts_with("http://"));
-        if !scheme_ok {
-            out.push(if allow_http { "base_url must be an http:// or https:// URL".to_string() } else { "base_url must be an https:// URL".to_string() });
-        } else if url.len() > 512 || url.contains(char::is_whitespace) || url.contains(['?', '#']) || url.split("://").nth(1).is_none_or(|h| h.is_empty() || h.starts_with('/')) {
-            out.push("base_url must be a host and optional path, at most 512 characters, without query or fragment".into());
-        }
+    /// Every problem of the configuration, or none. `egress` says where a
+    /// target may be (production: public HTTPS hosts on port 443 only).
+    pub fn problems(&self, roles: &[String], egress: EgressPolicy) -> Vec<String> {
+        let mut out = crate::egress::base_url_problems(&self.base_url, egress);
         if self.token.is_empty() || self.token.len() > 4096 || self.token.chars().any(|c| c.is_control() || c == ' ') {
             out.push("token must be 1 to 4096 printable characters without spaces".into());
         }
@@ -97,14 +91,14 @@ impl TargetConfig {
     }
 }
 
-/// A configured target, as stored (the token is only referenced).
+/// A configured target, as stored. Its token is in Secrets Manager under a
+/// name that follows from the tenant and the target
+/// (`TokenStore::secret_name`); the table never says where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub tenant_id: TenantId,
     pub target_id: TargetId,
     pub base_url: String,
-    /// Where the bearer token lives (a Secrets Manager secret id).
-    pub secret_id: String,
     pub mapping: Mapping,
     pub repair_interval_minutes: u32,
     #[serde(default)]
@@ -196,6 +190,12 @@ pub struct Health {
     /// `sweep:<run>`, ...).
     #[serde(default)]
     pub last_repair_cause: Option<String>,
+    /// When the delivery run in progress started. Recorded before a run
+    /// talks to the target and cleared with its outcome: a run that never
+    /// finished (the function crashed, ran out of memory or time) is found
+    /// here by the next one and counted as a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started_at: Option<DateTime<Utc>>,
 }
 
 /// When a failing target is retried and when it is quarantined.
@@ -249,9 +249,17 @@ impl Health {
             retry_at: Some(now + Span::seconds(delay)),
             quarantined_since: if quarantine { self.quarantined_since.or(Some(now)) } else { None },
             last_error: Some(error.chars().take(500).collect()),
+            attempt_started_at: None,
             ..self.clone()
         };
         (next, entered.then_some(Standing::Quarantined))
+    }
+
+    /// The run recorded in [`Health::attempt_started_at`] never finished:
+    /// it counts as a failed run of the target.
+    pub fn unfinished_attempt(&self, policy: &Policy, now: DateTime<Utc>) -> Option<(Health, Option<Standing>)> {
+        let started = self.attempt_started_at?;
+        Some(self.on_failure(policy, now, &format!("the delivery run started at {} did not finish (the function crashed, ran out of memory or time)", started.to_rfc3339())))
     }
 
     /// After a run that reached the target: back to normal.
@@ -266,6 +274,7 @@ impl Health {
             last_success_at: Some(now),
             last_repair_at: self.last_repair_at,
             last_repair_cause: self.last_repair_cause.clone(),
+            attempt_started_at: None,
         };
         (next, resumed.then_some(Standing::Resumed))
     }
@@ -446,12 +455,32 @@ impl ScimGroup {
     }
 }
 
+/// Whether a user found by its `userName` belongs to someone else: its
+/// `externalId` names another member (or another system's id). SCIM
+/// `userName`s are case-insensitive, so `ADMIN@corp.example` finds the user
+/// of `admin@corp.example`; adopting it would hand one member's account
+/// (its groups, `active`, its deletion) to another. Only a user without an
+/// `externalId`, or with ours, may be adopted.
+pub fn owned_by_another(desired: &DesiredUser, user: &ScimUser) -> Option<String> {
+    match user.external_id.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) if e != desired.user_id.as_str() => Some(format!(
+            "the target's user {} holds userName {:?} (matched case-insensitively) for externalId {:?}, not for member {}: not adopted",
+            user.id, user.user_name, e, desired.user_id
+        )),
+        _ => None,
+    }
+}
+
 /// What drift repair found: each member with the user the target holds for
 /// it (matched on externalId, then userName) and the managed groups that
-/// user is in; and members of managed groups that are no member's user.
+/// user is in; members whose userName is held by someone else's user
+/// (never adopted, see [`owned_by_another`]); and members of managed groups
+/// that are no member's user.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RepairPlan {
     pub members: Vec<(DesiredUser, Option<ScimUser>, BTreeSet<String>)>,
+    /// (member, why its user cannot be managed).
+    pub conflicts: Vec<(DesiredUser, String)>,
     /// (group id, group name, SCIM user id) to remove.
     pub strangers: Vec<(String, String, String)>,
 }
@@ -463,7 +492,19 @@ pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[Scim
     let mut ours: BTreeSet<String> = BTreeSet::new();
     let mut plan = RepairPlan::default();
     for d in desired {
-        let user = by_external.get(d.user_id.as_str()).or_else(|| by_name.get(&d.user_name.to_lowercase())).map(|u| (*u).clone());
+        let user = match by_external.get(d.user_id.as_str()) {
+            Some(u) => Some((*u).clone()),
+            None => match by_name.get(&d.user_name.to_lowercase()) {
+                Some(u) => match owned_by_another(&d, u) {
+                    Some(why) => {
+                        plan.conflicts.push((d, why));
+                        continue;
+                    }
+                    None => Some((*u).clone()),
+                },
+                None => None,
+            },
+        };
         let member_of: BTreeSet<String> = match &user {
             Some(u) => {
                 ours.insert(u.id.clone());
@@ -613,6 +654,29 @@ mod tests {
     }
 
     #[test]
+    fn a_case_variant_user_name_never_adopts_another_members_user() {
+        let managed = managed_groups(&Mapping::default(), &["admin".into(), "member".into()]);
+        let admin = desired_user(&Mapping::default(), &member("u1", "admin@corp.example", &[], false), &access(MemberStatus::Active, &["admin"]));
+        let twin = desired_user(&Mapping::default(), &member("u2", "ADMIN@corp.example", &[], false), &access(MemberStatus::Active, &["member"]));
+        let users = vec![scim_user("s-1", "admin@corp.example", Some("u1"), true)];
+        let groups = vec![ScimGroup { id: "g1".into(), name: "admin".into(), members: ["s-1".to_string()].into() }];
+        let plan = repair_plan(vec![admin.clone(), twin.clone()], &users, &groups, &managed);
+        assert_eq!(plan.members.len(), 1, "only u1 is matched to s-1");
+        assert_eq!(plan.members[0].0.user_id.as_str(), "u1");
+        assert_eq!(plan.conflicts.len(), 1);
+        assert_eq!(plan.conflicts[0].0.user_id.as_str(), "u2");
+        assert!(plan.conflicts[0].1.contains("externalId \"u1\""), "{}", plan.conflicts[0].1);
+        assert!(plan.strangers.is_empty(), "s-1 is u1's and stays in its group");
+        // Alone (u1 not a member here), u2 still does not take s-1 over.
+        let plan = repair_plan(vec![twin.clone()], &users, &groups, &managed);
+        assert!(plan.members.is_empty() && plan.conflicts.len() == 1);
+        // A user another system gave an externalId is not adopted either; one without is.
+        assert!(owned_by_another(&twin, &scim_user("s-9", "admin@corp.example", Some("okta-77"), true)).is_some());
+        assert!(owned_by_another(&twin, &scim_user("s-9", "admin@corp.example", None, true)).is_none());
+        assert!(owned_by_another(&twin, &scim_user("s-9", "admin@corp.example", Some("u2"), true)).is_none());
+    }
+
+    #[test]
     fn retries_back_off_with_jitter_and_honour_retry_after() {
         assert_eq!(retry_delay(0, None, 0.0), Duration::from_millis(100));
         assert_eq!(retry_delay(0, None, 1.0), Duration::from_millis(200));
@@ -648,6 +712,20 @@ mod tests {
         assert_eq!(h5.failures, 0);
         assert!(h5.may_attempt(t0) && !h5.quarantined());
         assert_eq!(Health::default().on_success(t0).1, None);
+    }
+
+    #[test]
+    fn an_attempt_that_never_finished_counts_as_a_failure() {
+        let policy = Policy { quarantine_after: 2, ..Policy::default() };
+        let t0 = Utc::now();
+        assert!(Health::default().unfinished_attempt(&policy, t0).is_none());
+        let started = Health { attempt_started_at: Some(t0), ..Health::default() };
+        let (h1, s1) = started.unfinished_attempt(&policy, t0 + Span::seconds(90)).unwrap();
+        assert_eq!((h1.failures, s1, h1.attempt_started_at), (1, None, None));
+        assert!(h1.last_error.as_deref().unwrap().contains("did not finish"));
+        let (h2, s2) = Health { attempt_started_at: Some(t0), ..h1 }.unfinished_attempt(&policy, t0).unwrap();
+        assert_eq!((h2.failures, s2), (2, Some(Standing::Quarantined)), "crashes count towards quarantine like any failure");
+        assert_eq!(h2.on_success(t0).0.attempt_started_at, None);
     }
 
     /// Applies one round of the planner to a target modelled as data.
@@ -724,17 +802,17 @@ mod tests {
     fn configurations_name_every_problem_and_hide_the_token() {
         let roles = vec!["admin".to_string()];
         let good = TargetConfig { base_url: "https://idp.example.com/scim/v2".into(), token: "s3cret".into(), mapping: mapping(), repair_interval_minutes: None };
-        assert!(good.problems(&roles, false).is_empty());
+        assert!(good.problems(&roles, EgressPolicy::Public).is_empty());
         assert!(!format!("{good:?}").contains("s3cret"));
         let http = TargetConfig { base_url: "http://127.0.0.1:1/x".into(), ..good.clone() };
-        assert_eq!(http.problems(&roles, false).len(), 1);
-        assert!(http.problems(&roles, true).is_empty());
+        assert_eq!(http.problems(&roles, EgressPolicy::Public).len(), 3, "scheme, port and a loopback host");
+        assert!(http.problems(&roles, EgressPolicy::Local).is_empty());
         let bad = TargetConfig {
             base_url: "https://x/?q".into(),
             token: "".into(),
             mapping: Mapping { group_prefix: "a\"".into(), enterprise: [("manager".to_string(), "m".to_string())].into() },
             repair_interval_minutes: Some(1),
         };
-        assert_eq!(bad.problems(&roles, false).len(), 5, "{:?}", bad.problems(&roles, false));
+        assert_eq!(bad.problems(&roles, EgressPolicy::Public).len(), 6, "{:?}", bad.problems(&roles, EgressPolicy::Public));
     }
 }

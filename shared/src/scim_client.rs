@@ -3,12 +3,23 @@
 //! `If-Match` when the target offers ETags (re-read and retry on 412),
 //! paged lists, and backoff with jitter on 429 and 5xx that honours
 //! `Retry-After`. Decisions come from [`crate::scim`]; this module talks.
+//!
+//! A target is untrusted: every answer is read up to [`MAX_ANSWER_BYTES`],
+//! a client reads at most its byte budget in all and [`MAX_PAGES`] pages
+//! per list, never more items than [`MAX_LIST_ITEMS`] whatever
+//! `totalResults` claims, and no request runs past the client's deadline
+//! (the target's time budget in this run). In production every address a
+//! target's name resolves to must be public ([`PublicOnly`]); what a target
+//! answers is shown back only as a short, sanitised SCIM error detail.
 
 use crate::scim::{self, DesiredUser, ScimGroup, ScimUser, UserStep};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use crate::egress::EgressPolicy;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Tries per request before the target counts as unavailable.
@@ -20,6 +31,15 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 const CONFLICT_TRIES: u32 = 4;
 const PAGE: usize = 100;
 const CONTENT_TYPE: &str = "application/scim+json";
+/// The largest answer read from a target (a page of 100 users is some
+/// 50 KB; a group of 10,000 members with `members` about 1.5 MB).
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Pages per list: 500 pages of 100.
+pub const MAX_PAGES: usize = 500;
+/// Users or groups a list may hold (drift repair of a larger target is refused).
+pub const MAX_LIST_ITEMS: usize = MAX_PAGES * PAGE;
+/// Bytes a client reads in all (one target, one run) unless told otherwise.
+pub const DEFAULT_READ_BUDGET: usize = 48 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -31,13 +51,20 @@ pub enum TargetError {
     /// delivery is held with the reason; the target is fine.
     #[error("target refused {what}: HTTP {status} {detail}")]
     Refused { what: String, status: u16, detail: String },
+    /// The member's userName is held on the target by someone else's user:
+    /// its delivery is parked at once (never adopted, see
+    /// [`scim::owned_by_another`]); the target is fine.
+    #[error("{reason}")]
+    Conflict { reason: String },
 }
 
-/// A response worth reading: status, ETag and JSON body.
+/// A response worth reading: status, ETag and JSON body (`Null` when the
+/// body is empty or not JSON), and how long the body was.
 struct Answer {
     status: StatusCode,
     etag: Option<String>,
     body: Value,
+    len: usize,
 }
 
 /// What one member's sync did.
@@ -73,8 +100,11 @@ pub struct ScimClient {
     token: String,
     /// Group display name -> id, learnt during this client's life.
     groups: Mutex<BTreeMap<String, String>>,
-    /// No request runs past this instant (the function's own deadline).
+    /// No request runs past this instant (the target's budget in this run).
     deadline: Option<Instant>,
+    /// Bytes this client may still read from the target.
+    read_budget: AtomicUsize,
+    egress: EgressPolicy,
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -90,15 +120,56 @@ pub fn install_tls_provider() {
 }
 
 /// One HTTP client per process: TLS through rustls with the aws-lc-rs
-/// provider, and the platform's roots.
-pub fn http_client() -> reqwest::Client {
+/// provider, and the platform's roots; no redirects and no proxy (either
+/// would take a request somewhere the checks did not look). Under
+/// [`EgressPolicy::Public`] names resolve through [`PublicOnly`].
+pub fn http_client(egress: EgressPolicy) -> reqwest::Client {
     install_tls_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a client with a crypto provider builds")
+        .no_proxy();
+    let builder = match egress {
+        EgressPolicy::Public => builder.dns_resolver(Arc::new(PublicOnly)),
+        EgressPolicy::Local => builder,
+    };
+    builder.build().expect("a client with a crypto provider builds")
+}
+
+/// Resolves names as the system does, then keeps only public addresses
+/// ([`crate::egress::is_public`]): checked when the connection is made, so
+/// a name that passed validation and resolves to `127.0.0.1` or the
+/// metadata service later (DNS rebinding) still cannot be reached.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| crate::egress::is_public(a.ip())).collect();
+            if public.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> = format!("{host} resolves to no public address (refused: {} non-public)", all.len()).into();
+                return Err(err);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The reason [`PublicOnly`] gave, when it is what failed a request.
+fn refused_by_egress(e: &reqwest::Error) -> Option<String> {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("resolves to no public address") {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 fn jitter() -> f64 {
@@ -107,8 +178,73 @@ fn jitter() -> f64 {
 }
 
 impl ScimClient {
-    pub fn new(http: reqwest::Client, base: &str, token: String) -> Self {
-        ScimClient { http, base: base.trim().trim_end_matches('/').to_string(), token, groups: Mutex::new(BTreeMap::new()), deadline: None }
+    /// A client for one target. `egress` must be the policy `http` was built with.
+    pub fn new(http: reqwest::Client, base: &str, token: String, egress: EgressPolicy) -> Self {
+        ScimClient {
+            http,
+            base: base.trim().trim_end_matches('/').to_string(),
+            token,
+            groups: Mutex::new(BTreeMap::new()),
+            deadline: None,
+            read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
+            egress,
+        }
+    }
+
+    /// Bounds what this client reads from the target in all.
+    pub fn with_read_budget(self, bytes: usize) -> Self {
+        self.read_budget.store(bytes, Ordering::SeqCst);
+        self
+    }
+
+    /// Takes `n` bytes from the read budget, or fails when it is spent.
+    fn spend(&self, n: usize, what: &str) -> Result<(), TargetError> {
+        match self.read_budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(n)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(TargetError::Unavailable { reason: format!("{what}: the target's answers exceed its read budget for this run"), retry_after: None }),
+        }
+    }
+
+    /// Reads an answer's body, at most [`MAX_ANSWER_BYTES`] and within the
+    /// read budget, chunk by chunk (a target that sends forever is cut off).
+    async fn read_body(&self, mut res: reqwest::Response, what: &str) -> Result<Vec<u8>, TargetError> {
+        if res.content_length().is_some_and(|l| l > MAX_ANSWER_BYTES as u64) {
+            return Err(TargetError::Unavailable { reason: format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes"), retry_after: None });
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = match res.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    let why = if e.is_timeout() { "timed out reading the answer" } else { "the answer broke off" };
+                    return Err(TargetError::Unavailable { reason: format!("{what}: {why}"), retry_after: None });
+                }
+            };
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(TargetError::Unavailable { reason: format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes"), retry_after: None });
+            }
+            self.spend(chunk.len(), what)?;
+            body.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Under [`EgressPolicy::Public`], an address in the URL itself is
+    /// checked here (the resolver only sees names).
+    fn check_literal_address(&self, url: &str, what: &str) -> Result<(), TargetError> {
+        if self.egress == EgressPolicy::Local {
+            return Ok(());
+        }
+        let host = reqwest::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned()));
+        let ip = match host {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        match ip {
+            Some(ip) if !crate::egress::is_public(ip) => Err(TargetError::Unavailable { reason: format!("{what}: {ip} is not a public address (refused)"), retry_after: None }),
+            _ => Ok(()),
+        }
     }
 
     /// Bounds every request (and every wait between tries) by `deadline`.
@@ -130,6 +266,7 @@ impl ScimClient {
     /// Other answers (2xx, 4xx) go back to the caller.
     async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>) -> Result<Answer, TargetError> {
         let url = format!("{}{path}", self.base);
+        self.check_literal_address(&url, &format!("{method} {path}"))?;
         let mut last = String::new();
         for attempt in 0..TRIES {
             let Some(timeout) = self.time_left() else {
@@ -152,9 +289,9 @@ impl ScimClient {
                     }
                     if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                         let etag = header("etag");
-                        let text = res.text().await.unwrap_or_default();
-                        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-                        return Ok(Answer { status, etag, body });
+                        let raw = self.read_body(res, &format!("{method} {path}")).await?;
+                        let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).unwrap_or(Value::Null) };
+                        return Ok(Answer { status, etag, body, len: raw.len() });
                     }
                     last = format!("{method} {path}: HTTP {status}");
                     if retry_after.is_some_and(|r| r > MAX_WAIT) {
@@ -163,8 +300,13 @@ impl ScimClient {
                     retry_after
                 }
                 Err(e) => {
-                    // Connection refused, timeouts: the target is not there.
-                    last = format!("{method} {path}: {}", if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" });
+                    // Connection refused, timeouts, a name with no public
+                    // address: the target is not there for us.
+                    let refused = refused_by_egress(&e);
+                    last = match refused {
+                        Some(why) => return Err(TargetError::Unavailable { reason: format!("{method} {path}: {why}"), retry_after: None }),
+                        None => format!("{method} {path}: {}", if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" }),
+                    };
                     None
                 }
             };
@@ -179,9 +321,10 @@ impl ScimClient {
         Err(TargetError::Unavailable { reason: last, retry_after: None })
     }
 
+    /// What the target refused, with a sanitised excerpt of its answer
+    /// ([`crate::egress::excerpt`]): nothing else it sent is reflected.
     fn refused(what: impl Into<String>, a: &Answer) -> TargetError {
-        let detail = a.body["detail"].as_str().map(str::to_string).unwrap_or_else(|| a.body.to_string().chars().take(200).collect());
-        TargetError::Refused { what: what.into(), status: a.status.as_u16(), detail }
+        TargetError::Refused { what: what.into(), status: a.status.as_u16(), detail: crate::egress::excerpt(&a.body, a.len) }
     }
 
     fn expect_ok(what: &str, a: Answer) -> Result<Answer, TargetError> {
@@ -192,11 +335,14 @@ impl ScimClient {
         }
     }
 
-    /// Every resource of a list query, page by page (`startIndex`, `count`).
-    async fn list(&self, path: &str, filter: Option<String>, attributes: Option<&str>) -> Result<Vec<Value>, TargetError> {
+    /// Every resource of a list query, page by page (`startIndex`, `count`),
+    /// each parsed by `parse` as its page arrives (resources it cannot read
+    /// are skipped). At most [`MAX_PAGES`] pages and [`MAX_LIST_ITEMS`]
+    /// items, whatever `totalResults` claims.
+    async fn list<T>(&self, path: &str, filter: Option<String>, attributes: Option<&str>, parse: impl Fn(&Value) -> Option<T>) -> Result<Vec<T>, TargetError> {
         let mut out = Vec::new();
         let mut start = 1usize;
-        loop {
+        for _ in 0..MAX_PAGES {
             let mut query = vec![("startIndex", start.to_string()), ("count", PAGE.to_string())];
             if let Some(f) = &filter {
                 query.push(("filter", f.clone()));
@@ -210,23 +356,30 @@ impl ScimClient {
                 return Err(TargetError::Unavailable { reason: format!("GET {path}: HTTP 404: no such endpoint (is base_url right?)"), retry_after: None });
             }
             let a = Self::expect_ok(&format!("listing {path}"), a)?;
-            let page = a.body["Resources"].as_array().cloned().unwrap_or_default();
-            let total = a.body["totalResults"].as_u64().unwrap_or(0) as usize;
+            let total = a.body["totalResults"].as_u64().unwrap_or(0);
+            if total > MAX_LIST_ITEMS as u64 {
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: totalResults {total} is more than the {MAX_LIST_ITEMS} Entitle reads"), retry_after: None });
+            }
+            let page = a.body["Resources"].as_array().map(Vec::as_slice).unwrap_or_default();
             let got = page.len();
-            out.extend(page);
+            out.extend(page.iter().filter_map(&parse));
             start += got;
-            if got == 0 || start > total {
+            if out.len() > MAX_LIST_ITEMS {
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: more than the {MAX_LIST_ITEMS} items Entitle reads"), retry_after: None });
+            }
+            if got == 0 || start as u64 > total {
                 return Ok(out);
             }
         }
+        Err(TargetError::Unavailable { reason: format!("GET {path}: more than {MAX_PAGES} pages"), retry_after: None })
     }
 
     pub async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
-        Ok(self.list("/Users", None, None).await?.iter().filter_map(ScimUser::from_json).collect())
+        self.list("/Users", None, None, ScimUser::from_json).await
     }
 
     pub async fn groups(&self) -> Result<Vec<ScimGroup>, TargetError> {
-        let groups: Vec<ScimGroup> = self.list("/Groups", None, Some("displayName,members")).await?.iter().filter_map(ScimGroup::from_json).collect();
+        let groups: Vec<ScimGroup> = self.list("/Groups", None, Some("displayName,members"), ScimGroup::from_json).await?;
         let mut known = self.groups.lock().expect("not poisoned");
         for g in &groups {
             known.insert(g.name.clone(), g.id.clone());
@@ -235,23 +388,30 @@ impl ScimClient {
     }
 
     async fn find_by(&self, attr: &str, value: &str) -> Result<Option<ScimUser>, TargetError> {
-        let found = self.list("/Users", Some(scim::filter_eq(attr, value)), None).await?;
-        Ok(found.iter().find_map(ScimUser::from_json))
+        let found = self.list("/Users", Some(scim::filter_eq(attr, value)), None, ScimUser::from_json).await?;
+        Ok(found.into_iter().next())
     }
 
-    /// The member's user: by `externalId`, else by `userName`.
+    /// The member's user: by `externalId`, else by `userName` (which SCIM
+    /// compares case-insensitively) if that user is not someone else's.
     pub async fn find_user(&self, desired: &DesiredUser) -> Result<Option<ScimUser>, TargetError> {
-        match self.find_by("externalId", desired.user_id.as_str()).await? {
-            Some(u) => Ok(Some(u)),
-            None => self.find_by("userName", &desired.user_name).await,
+        if let Some(u) = self.find_by("externalId", desired.user_id.as_str()).await? {
+            return Ok(Some(u));
+        }
+        match self.find_by("userName", &desired.user_name).await? {
+            Some(u) => match scim::owned_by_another(desired, &u) {
+                Some(reason) => Err(TargetError::Conflict { reason }),
+                None => Ok(Some(u)),
+            },
+            None => Ok(None),
         }
     }
 
     /// Names of the groups a user is in (among all groups).
     pub async fn member_of(&self, scim_id: &str) -> Result<BTreeSet<String>, TargetError> {
         let filter = format!("members[value eq {}]", scim::quoted(scim_id));
-        let groups = self.list("/Groups", Some(filter), Some("displayName")).await?;
-        Ok(groups.iter().filter_map(|g| g["displayName"].as_str().map(str::to_string)).collect())
+        let groups = self.list("/Groups", Some(filter), Some("displayName"), |g| g["displayName"].as_str().map(str::to_string)).await?;
+        Ok(groups.into_iter().collect())
     }
 
     /// The id of a group by name, created when missing and `create` is set.
@@ -259,16 +419,17 @@ impl ScimClient {
         if let Some(id) = self.groups.lock().expect("not poisoned").get(name) {
             return Ok(Some(id.clone()));
         }
-        let found = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName")).await?;
-        let id = match found.iter().find_map(|g| g["id"].as_str().map(str::to_string)) {
+        let group_id = |g: &Value| g["id"].as_str().map(str::to_string);
+        let found = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName"), group_id).await?;
+        let id = match found.into_iter().next() {
             Some(id) => Some(id),
             None if create => {
                 let body = serde_json::json!({"schemas": [scim::GROUP_SCHEMA], "displayName": name});
                 let a = self.send(Method::POST, "/Groups", &[], Some(&body), None).await?;
                 if a.status == StatusCode::CONFLICT {
                     // Created meanwhile by someone else: use theirs.
-                    let again = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName")).await?;
-                    again.iter().find_map(|g| g["id"].as_str().map(str::to_string))
+                    let again = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName"), group_id).await?;
+                    again.into_iter().next()
                 } else {
                     Self::expect_ok(&format!("creating group {name}"), a)?.body["id"].as_str().map(str::to_string)
                 }
@@ -334,9 +495,13 @@ impl ScimClient {
                     let a = self.send(Method::POST, "/Users", &[], Some(&body), None).await?;
                     if a.status == StatusCode::CONFLICT {
                         // The userName is taken: a user made before Entitle
-                        // managed this target. Adopt it (the next pass patches it).
+                        // managed this target. Adopt it (the next pass patches
+                        // it), unless it is someone else's.
                         match self.find_by("userName", &desired.user_name).await? {
                             Some(existing) => {
+                                if let Some(reason) = scim::owned_by_another(desired, &existing) {
+                                    return Err(TargetError::Conflict { reason });
+                                }
                                 out.adopted = true;
                                 let member_of = self.member_of(&existing.id).await?;
                                 known = Some(Known { user: Some(existing), member_of });

@@ -11,6 +11,7 @@
 //! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
 //! | `T#<tenant>` | `TARGET#<target>` | a SCIM target (see [`crate::targets`]) |
 //! | `S#<tenant>#<target>` | `<user>` | a member change not yet delivered to that target |
+//! | `EM#<tenant>` | `<email, lowercase>` | the member holding that email (emails are unique per tenant, case-insensitively) |
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //!
@@ -121,6 +122,12 @@ where
     }
 }
 
+/// An email as it is unique per tenant: SCIM compares `userName`s without
+/// regard to case, so `ADMIN@corp.example` and `admin@corp.example` are one.
+pub fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 pub fn now_rfc3339(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -136,6 +143,10 @@ pub struct TenantMeta {
     pub head: ChainHead,
     /// The contract role grants the last reconcile applied (used at creation).
     pub rules: TenantRules,
+    /// A license or contract was recorded for the tenant: it is known to
+    /// accounts and targets. (A tenant whose only events were parked has an
+    /// audit chain, and so a `META`, but is not known.)
+    pub licensed: bool,
 }
 
 impl TenantMeta {
@@ -146,6 +157,7 @@ impl TenantMeta {
             seats_pending: get_n(item, "seats_pending").unwrap_or(0) as u32,
             member_seq: get_n(item, "member_seq").unwrap_or(0),
             rules: json_attr(item, "rules", key)?.unwrap_or_default(),
+            licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),
             head: ChainHead {
                 seq: get_n(item, "audit_seq").unwrap_or(0),
                 hash: get_s(item, "audit_hash").unwrap_or(audit::GENESIS).to_string(),
@@ -314,6 +326,15 @@ impl Store {
         out.item.map(|i| TenantMeta::from_item(&i, &format!("{}/META", tenant_pk(tenant)))).transpose()
     }
 
+    /// The `META` of a tenant known to accounts and targets (one with a
+    /// license or contract), or 404.
+    pub async fn known_tenant(&self, tenant: &TenantId) -> Result<TenantMeta, StoreError> {
+        match self.meta(tenant).await? {
+            Some(m) if m.licensed => Ok(m),
+            _ => Err(ApiError::not_found(&format!("tenant {tenant}")).into()),
+        }
+    }
+
     pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         Ok(self.client.get_item().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk)).consistent_read(true).send().await?.item)
     }
@@ -447,7 +468,8 @@ impl Store {
             if let Recorded::Parked { reason } = &outcome {
                 items.push(self.parked_put(change.source, &change.event_id, Some(tenant), reason, &serde_json::to_value(change).expect("serialises"), now));
             }
-            let (audit_items, _) = self.audit_and_lock(tenant, meta.as_ref(), now, vec![event], vec![]);
+            let licensed = if license_put.is_some() { vec![("licensed", AttributeValue::Bool(true))] } else { vec![] };
+            let (audit_items, _) = self.audit_and_lock(tenant, meta.as_ref(), now, vec![event], licensed);
             let chain_from = items.len();
             items.extend(audit_items);
             match self.commit(items, chain_from).await? {
@@ -503,19 +525,52 @@ impl Store {
     }
 
     /// Parks an event that cannot be applied as it is, with its reason
-    /// (nothing lost; idempotent on its id).
+    /// (nothing lost; idempotent on its id). When the event names its
+    /// tenant, the decision not to apply it is audited in that tenant's
+    /// chain (`event_parked`), in the same transaction. Returns whether it
+    /// was parked now (false: it was parked before).
     pub async fn park(&self, source: Source, event: &EventId, tenant: Option<&TenantId>, reason: &str, payload: &serde_json::Value, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let TransactWriteItem { put, .. } = self.parked_put(source, event, tenant, reason, payload, now);
-        let put = put.expect("built as a put");
-        let res = self
-            .client
-            .put_item()
-            .table_name(put.table_name)
-            .set_item(Some(put.item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        condition_held(res)
+        let Some(tenant) = tenant else {
+            let TransactWriteItem { put, .. } = self.parked_put(source, event, None, reason, payload, now);
+            let put = put.expect("built as a put");
+            let res = self
+                .client
+                .put_item()
+                .table_name(put.table_name)
+                .set_item(Some(put.item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            return condition_held(res);
+        };
+        let kind = match source {
+            Source::Stripe => audit::CauseKind::StripeEvent,
+            _ => audit::CauseKind::CrmEvent,
+        };
+        for attempt in 0..MAX_ATTEMPTS {
+            let meta = self.meta(tenant).await?;
+            let mut parked = self.parked_put(source, event, Some(tenant), reason, payload, now);
+            if let Some(p) = parked.put.as_mut() {
+                p.condition_expression = Some("attribute_not_exists(pk)".into());
+            }
+            let audit_event = AuditEvent {
+                action: "event_parked".into(),
+                subject: format!("event:{}:{event}", source.as_str()),
+                cause: Cause::new(kind, event.as_str()),
+                rule: reason.to_string(),
+                before: None,
+                after: None,
+            };
+            let mut items = vec![parked];
+            let (audit_items, _) = self.audit_and_lock(tenant, meta.as_ref(), now, vec![audit_event], vec![]);
+            items.extend(audit_items);
+            match self.commit(items, 1).await? {
+                Commit::Done => return Ok(true),
+                Commit::Failed(_) => return Ok(false), // parked (and audited) before
+                Commit::Retry => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::Contention(format!("tenant {tenant}")))
     }
 
     /// Every item of a partition whose sort key starts with `prefix`, read
@@ -582,6 +637,33 @@ impl Store {
         }
     }
 
+    /// Claims a member's email for it (conditional: nobody else holds it).
+    fn email_claim(&self, tenant: &TenantId, member: &Member) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(&self.state)
+            .item("pk", s(format!("EM#{tenant}")))
+            .item("sk", s(email_key(&member.email)))
+            .item("user_id", s(member.user_id.as_str()))
+            .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+            .expression_attribute_values(":u", s(member.user_id.as_str()))
+            .build()
+            .expect("table, item set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    /// Frees a removed member's email (conditional: only its own claim).
+    fn email_release(&self, tenant: &TenantId, member: &Member) -> TransactWriteItem {
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.state)
+            .key("pk", s(format!("EM#{tenant}")))
+            .key("sk", s(email_key(&member.email)))
+            .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+            .expression_attribute_values(":u", s(member.user_id.as_str()))
+            .build()
+            .expect("table, key set");
+        TransactWriteItem::builder().delete(delete).build()
+    }
+
     pub(crate) fn member_put(&self, tenant: &TenantId, item: &MemberItem) -> TransactWriteItem {
         TransactWriteItem::builder()
             .put(
@@ -603,7 +685,7 @@ impl Store {
     /// request already created it).
     pub async fn create_member(&self, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let meta = self.meta(tenant).await?.ok_or_else(|| ApiError::not_found(&format!("tenant {tenant}")))?;
+            let meta = self.known_tenant(tenant).await?;
             if let Some(existing) = self.member(tenant, &new.user_id).await? {
                 if !existing.member.removed {
                     let same = existing.member.email == new.email && existing.member.groups == new.groups && existing.member.attributes == new.attributes;
@@ -646,7 +728,9 @@ impl Store {
             let pending = meta.seats_pending + u32::from(status == MemberStatus::PendingSeat);
             // Read after the head: a target added since moves the head and retries us.
             let targets = self.targets(tenant).await?;
-            let mut items = vec![self.member_put(tenant, &item)];
+            // The email is claimed in the same transaction: unique per
+            // tenant, case-insensitively (SCIM userNames are).
+            let mut items = vec![self.email_claim(tenant, &item.member), self.member_put(tenant, &item)];
             items.extend(self.sync_puts(tenant, &targets, &item, meta.head.seq + 1, now));
             let (audit_items, _) = self.audit_and_lock(
                 tenant,
@@ -660,6 +744,9 @@ impl Store {
             match self.commit(items, chain_from).await? {
                 Commit::Done => return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &item.access), true)),
                 Commit::Retry => backoff(attempt).await,
+                Commit::Failed(0) => {
+                    return Err(ApiError::new(409, "email_taken", format!("another member of tenant {tenant} already has the email {} (emails are unique per tenant, case-insensitively)", new.email)).into())
+                }
                 Commit::Failed(i) => return Err(StoreError::Corrupt { key: member_sk(&new.user_id), why: format!("unexpected condition failure on item {i}") }),
             }
         }
@@ -687,7 +774,7 @@ impl Store {
             let pending = meta.seats_pending - u32::from(existing.access.status == MemberStatus::PendingSeat).min(meta.seats_pending);
             let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
             let targets = self.targets(tenant).await?;
-            let mut items = vec![self.member_put(tenant, &item)];
+            let mut items = vec![self.email_release(tenant, &item.member), self.member_put(tenant, &item)];
             items.extend(self.sync_puts(tenant, &targets, &item, meta.head.seq + 1, now));
             let (audit_items, _) = self.audit_and_lock(tenant, Some(&meta), now, vec![event], vec![("seats_used", n(used)), ("seats_pending", n(pending))]);
             let chain_from = items.len();
@@ -816,6 +903,22 @@ impl Store {
             return Ok(outcome);
         }
         Err(StoreError::Contention(format!("tenant {tenant}")))
+    }
+
+    /// Records a barrier mark on the tenant (see `ReconcileRequest::barrier`).
+    pub async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression("SET barrier = :b")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":b", s(mark))
+            .send()
+            .await;
+        condition_held(res)
     }
 
     pub async fn tenant_view(&self, tenant: &TenantId) -> Result<Option<TenantView>, StoreError> {

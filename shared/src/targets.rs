@@ -143,11 +143,60 @@ impl Store {
         condition_held(update.send().await)
     }
 
+    /// Parks a member's delivery to a target at once, with the reason and an
+    /// audit record (`delivery_parked`), under the tenant's lock: the
+    /// target holds the member's userName for someone else's user, which is
+    /// never adopted. `seq`: the delivery record being parked (a newer
+    /// change replaces it and is tried afresh); `None` (drift repair): a
+    /// parked record is written only where none is waiting. Returns whether
+    /// it parked.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn park_delivery(&self, tenant: &TenantId, target: &TargetId, member: &Member, access: &MemberAccess, seq: Option<u64>, reason: &str, cause: &Cause, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let reason: String = reason.chars().take(500).collect();
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(meta) = self.meta(tenant).await? else { return Ok(false) };
+            let mut put = Put::builder()
+                .table_name(&self.state)
+                .item("pk", s(sync_pk(tenant, target)))
+                .item("sk", s(member.user_id.as_str()))
+                .item("member", s(to_json(member)))
+                .item("access", s(to_json(access)))
+                .item("seq", n(seq.unwrap_or(meta.head.seq)))
+                .item("refusals", n(MAX_REFUSALS))
+                .item("last_error", s(reason.clone()))
+                .item("parked", s(reason.clone()))
+                .item("written_at", s(now_rfc3339(now)));
+            put = match seq {
+                Some(q) => put.condition_expression("seq = :seq").expression_attribute_values(":seq", n(q)),
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            let event = AuditEvent {
+                action: "delivery_parked".into(),
+                subject: format!("member:{}", member.user_id),
+                cause: cause.clone(),
+                rule: reason.clone(),
+                before: None,
+                after: Some(serde_json::json!({"target_id": target, "parked": reason})),
+            };
+            let mut items = vec![TransactWriteItem::builder().put(put.build().expect("table, item set")).build()];
+            let (audit_items, _) = self.audit_and_lock(tenant, Some(&meta), now, vec![event], vec![]);
+            let chain_from = items.len();
+            items.extend(audit_items);
+            match self.commit(items, chain_from).await? {
+                Commit::Done => return Ok(true),
+                // A newer change replaced the record (or one is already parked): nothing to park.
+                Commit::Failed(_) => return Ok(false),
+                Commit::Retry => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::Contention(format!("tenant {tenant}")))
+    }
+
     /// Creates or reconfigures a target (keeping its health), with its audit
     /// record, under the tenant's lock. Returns the target and whether it is new.
     pub async fn put_target(&self, tenant: &TenantId, target: Target, request_id: &str, now: DateTime<Utc>) -> Result<(Target, bool), StoreError> {
         for attempt in 0..MAX_ATTEMPTS {
-            let meta = self.meta(tenant).await?.ok_or_else(|| ApiError::not_found(&format!("tenant {tenant}")))?;
+            let meta = self.known_tenant(tenant).await?;
             let existing = self.targets(tenant).await?;
             let before = existing.iter().find(|t| t.target_id == target.target_id).cloned();
             if before.is_none() && existing.len() >= MAX_TARGETS_PER_TENANT {
@@ -268,8 +317,8 @@ impl TokenStore {
         format!("{}/{tenant}/{target}", self.prefix)
     }
 
-    /// Stores (or rotates) a target's token; returns the secret's id.
-    pub async fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> Result<String, TokenError> {
+    /// Stores (or rotates) a target's token.
+    pub async fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> Result<(), TokenError> {
         let name = self.secret_name(tenant, target);
         let exists = match self.described(&name).await? {
             Some(deleted) => {
@@ -295,7 +344,7 @@ impl TokenStore {
             }
             create.send().await.map_err(|e| TokenError(crate::http::error_chain(&e)))?;
         }
-        Ok(name)
+        Ok(())
     }
 
     /// Deletes a target's token (Secrets Manager keeps it recoverable for 7

@@ -17,11 +17,18 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod hostile;
+pub mod runtime;
+
 pub struct Stack {
     pub ingest: String,
     pub access: String,
     pub amend: String,
     pub sweep_invoke: String,
+    /// `.../2015-03-31/functions`: the Lambda Invoke API of `cargo lambda watch`.
+    pub invoke_base: String,
+    /// Every setting of the stack (`stack.env`).
+    pub settings: HashMap<String, String>,
     pub event_bus: String,
     pub stripe_secret: Secret,
     pub crm_secret: Secret,
@@ -37,6 +44,13 @@ pub struct Stack {
     pub scim_token: String,
     pub scim_token_2: String,
     pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+/// The stack's directory (where `stack.env`, `functions.env` and the logs are).
+pub fn stack_dir() -> std::path::PathBuf {
+    let path = std::env::var("ENTITLE_STACK_ENV").expect("ENTITLE_STACK_ENV is set (see settings())");
+    let path = if std::path::Path::new(&path).is_absolute() { path } else { format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")) };
+    std::path::Path::new(&path).parent().expect("stack.env is in the stack's directory").to_path_buf()
 }
 
 fn settings() -> HashMap<String, String> {
@@ -60,11 +74,13 @@ impl Stack {
             .credentials_provider(Credentials::new("local", "local", None, None, "entitle-tests"))
             .load()
             .await;
+        let sweep_invoke = get("ENTITLE_SWEEP_INVOKE_URL");
         Stack {
             ingest: get("ENTITLE_INGEST_URL"),
             access: get("ENTITLE_ACCESS_URL"),
             amend: get("ENTITLE_AMEND_URL"),
-            sweep_invoke: get("ENTITLE_SWEEP_INVOKE_URL"),
+            invoke_base: sweep_invoke.trim_end_matches("/expiry-sweep/invocations").to_string(),
+            sweep_invoke,
             event_bus: get("EVENT_BUS_NAME"),
             stripe_secret: Secret::new(get("ENTITLE_STRIPE_SECRET")),
             crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
@@ -79,7 +95,71 @@ impl Stack {
             scim_token: get("ENTITLE_SCIM_TOKEN"),
             scim_token_2: get("ENTITLE_SCIM_TOKEN_2"),
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            settings: s,
         }
+    }
+
+    /// Invokes a function through the Lambda Invoke API, as AWS would (an
+    /// event source, or a function URL after it authenticated the caller):
+    /// (whether the function failed, its answer).
+    pub async fn invoke(&self, function: &str, event: &Value) -> (bool, Value) {
+        let resp = self.http.post(format!("{}/{function}/invocations", self.invoke_base)).json(event).send().await.expect("the function answers");
+        let failed = resp.headers().get("x-amz-function-error").is_some() || !resp.status().is_success();
+        let text = resp.text().await.expect("body");
+        (failed, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A function URL request as the function receives it (payload format
+    /// 2.0), with the IAM identity AWS authenticated when `principal` is
+    /// given (what `AuthType: AWS_IAM` puts in the request context); answers
+    /// (status, JSON body).
+    pub async fn invoke_url(&self, function: &str, method: &str, path: &str, body: Option<&Value>, principal: Option<&str>) -> (u16, Value) {
+        let mut context = serde_json::json!({
+            "accountId": "123456789012", "apiId": function, "domainName": format!("{function}.lambda-url.us-east-1.on.aws"), "domainPrefix": function,
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "entitle-tests"},
+            "requestId": unique("req"), "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64
+        });
+        if let Some(arn) = principal {
+            context["authorizer"] = serde_json::json!({"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE", "userArn": arn, "userId": "AIDAEXAMPLE"}});
+        }
+        let event = serde_json::json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+            "headers": {"content-type": "application/json"}, "requestContext": context,
+            "body": body.map(|b| b.to_string()), "isBase64Encoded": false
+        });
+        let (failed, answer) = self.invoke(function, &event).await;
+        assert!(!failed, "{function} failed: {answer}");
+        let status = answer["statusCode"].as_u64().expect("a function URL answer") as u16;
+        let body = answer["body"].as_str().map(|b| serde_json::from_str(b).unwrap_or(Value::String(b.to_string()))).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Waits until provision has processed every message queued for the
+    /// tenant before now: a barrier message goes to the tenant's FIFO group,
+    /// and provision records its mark on the tenant once it reaches it.
+    pub async fn settle(&self, tenant: &str) {
+        let mark = unique("barrier");
+        let id = entitle::ids::TenantId::parse(tenant).unwrap();
+        let mut request = entitle::queue::ReconcileRequest::new(id, entitle::audit::Cause::new(entitle::audit::CauseKind::ApiCall, &mark));
+        request.barrier = Some(mark.clone());
+        self.queue().send(&request, &mark).await.unwrap();
+        self.eventually(&format!("provision to reach barrier {mark} of {tenant}"), || async {
+            let item = self
+                .ddb
+                .get_item()
+                .table_name(&self.tables.state)
+                .key("pk", AttributeValue::S(format!("T#{tenant}")))
+                .key("sk", AttributeValue::S("META".into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap_or_default();
+            let seen = item.get("barrier").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            (seen == mark, Value::String(seen))
+        })
+        .await;
     }
 
     /// A fresh SCIM service provider on the stack's scim2-server.
@@ -441,11 +521,13 @@ impl Scim {
 }
 
 /// A TCP proxy in front of a target that can be switched off (connections
-/// are dropped, as by a target that is down) or made to answer 429 with
-/// `Retry-After` a number of times: real network faults for a real server.
+/// are dropped, as by a target that is down), made to hang (connections are
+/// accepted and never answered) or made to answer 429 with `Retry-After` a
+/// number of times: real network faults for a real server.
 pub struct FaultProxy {
     pub url: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hang: std::sync::Arc<std::sync::atomic::AtomicBool>,
     throttle: std::sync::Arc<std::sync::atomic::AtomicU32>,
     pub throttled: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
@@ -459,12 +541,22 @@ impl FaultProxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
         let (up, throttle, throttled) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-        let (up2, throttle2, throttled2) = (up.clone(), throttle.clone(), throttled.clone());
+        let hang = Arc::new(AtomicBool::new(false));
+        let (up2, throttle2, throttled2, hang2) = (up.clone(), throttle.clone(), throttled.clone(), hang.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { continue };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
+                    continue;
+                }
+                if hang2.load(Ordering::SeqCst) {
+                    // Read what comes, answer nothing, hold the connection.
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncReadExt;
+                        let mut buf = [0u8; 4096];
+                        while matches!(inbound.read(&mut buf).await, Ok(n) if n > 0) {}
+                    });
                     continue;
                 }
                 let (throttle, throttled, upstream) = (throttle2.clone(), throttled2.clone(), upstream.clone());
@@ -483,7 +575,12 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, up, throttle, throttled }
+        FaultProxy { url, up, hang, throttle, throttled }
+    }
+
+    /// Connections are accepted and never answered (a target that hangs).
+    pub fn set_hanging(&self, hang: bool) {
+        self.hang.store(hang, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_up(&self, up: bool) {

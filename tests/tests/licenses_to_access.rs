@@ -272,7 +272,14 @@ async fn untenanted_and_unknown_events_are_parked_or_ignored_never_dropped() {
     let other = json!({"id": format!("evt_{t}_charge"), "type": "charge.succeeded", "created": 1, "data": {"object": {"id": "ch_1"}}});
     let (code, body) = s.stripe(&other).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ignored")));
-    assert_eq!(s.stored_items(&t).await, 0, "nothing recorded for the tenant");
+    // The decision not to apply the event the tenant is named in is
+    // audited in that tenant's chain (and nothing else is recorded for it);
+    // the tenant stays unknown to accounts.
+    let audit = s.audit(&t).await;
+    assert_eq!(audit.iter().map(|r| r["action"].as_str().unwrap()).collect::<Vec<_>>(), ["event_parked"], "{audit:?}");
+    assert!(audit[0]["rule"].as_str().unwrap().contains("gold_monthly"));
+    assert_eq!(s.stored_items(&t).await, 2, "the chain head and its one record");
+    assert_eq!(s.create_member(&t, &member_body("a", &[])).await.0, 404);
 }
 
 #[tokio::test]

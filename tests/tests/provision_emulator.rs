@@ -235,7 +235,6 @@ fn target(t: &TenantId, id: &str) -> entitle::scim::Target {
         tenant_id: t.clone(),
         target_id: entitle::ids::TargetId::parse(id).unwrap(),
         base_url: "http://127.0.0.1:9/never-called".into(),
-        secret_id: "unused".into(),
         mapping: Default::default(),
         repair_interval_minutes: 60,
         health: Default::default(),
@@ -295,4 +294,41 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     assert_eq!(store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap().len(), 49);
     assert_eq!(store.remove_target(&t, &idp2, "test", Utc::now()).await.unwrap(), (None, 0));
     assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
+}
+
+/// The batch handling of a FIFO queue: once a message of a group fails, the
+/// later messages of that group in the batch are returned unprocessed (they
+/// would overtake it), while other groups go on.
+#[tokio::test]
+async fn a_failed_message_holds_back_the_rest_of_its_group_and_no_other() {
+    let s = Stack::connect().await;
+    let store = s.store();
+    let (broken, healthy) = (TenantId::parse(unique("fifo-broken")).unwrap(), TenantId::parse(unique("fifo-ok")).unwrap());
+    for t in [&broken, &healthy] {
+        store.record_license_change(&crm_change(t, 1, 5), "h", Utc::now()).await.unwrap();
+    }
+    s.ddb
+        .put_item()
+        .table_name(&s.tables.state)
+        .item("pk", AttributeValue::S(format!("T#{broken}")))
+        .item("sk", AttributeValue::S("LIC#crm#broken".into()))
+        .item("license", AttributeValue::S("{\"broken\": true}".into()))
+        .send()
+        .await
+        .unwrap();
+    let record = |id: &str, t: &TenantId| {
+        let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause(id))).unwrap();
+        serde_json::json!({"messageId": id, "receiptHandle": id, "body": body, "attributes": {"MessageGroupId": t.as_str(), "ApproximateReceiveCount": "1"},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ReconcileQueue.fifo", "awsRegion": "us-east-1"})
+    };
+    let (a1, b1, a2) = (unique("a1"), unique("b1"), unique("a2"));
+    let batch = serde_json::json!({"Records": [record(&a1, &broken), record(&b1, &healthy), record(&a2, &broken)]});
+    let (failed, answer) = s.invoke("provision", &batch).await;
+    assert!(!failed, "{answer}");
+    let returned: Vec<&str> = answer["batchItemFailures"].as_array().unwrap().iter().map(|f| f["itemIdentifier"].as_str().unwrap()).collect();
+    assert_eq!(returned, [a1.as_str(), a2.as_str()], "the failed message and the later one of its group come back, in order");
+    // The other group was processed in the same batch.
+    let (code, tenant) = s.tenant(healthy.as_str()).await;
+    assert_eq!((code, tenant["seats"]["total"].as_u64()), (200, Some(5)), "{tenant}");
+    assert!(store.meta(&broken).await.unwrap().unwrap().access.is_none(), "nothing of the failed group was applied");
 }

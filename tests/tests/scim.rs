@@ -3,6 +3,7 @@
 //! real binary), quarantine of a target that is down, drift repair, and the
 //! events on the bus, validated against their documented schema.
 
+use entitle::egress::EgressPolicy;
 use entitle::scim::{DesiredUser, Mapping, ScimUser};
 use entitle::scim_client::{http_client, Known, ScimClient};
 use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, FaultProxy, Scim, SeenUser, Stack};
@@ -235,8 +236,11 @@ async fn a_change_committed_before_a_crash_is_delivered_by_the_sweep() {
     let (view, created) = s.store().create_member(&tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
     assert!(created && view.status.as_str() == "active");
     assert_eq!(s.target(&t, "idp").await["pending"], 1);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every message queued for the tenant so far is processed (a barrier
+    // delivers nothing itself): nothing delivers without a trigger.
+    s.settle(&t).await;
     assert!(!scim.view().await.contains_key(&user("b")), "nothing delivers without a trigger");
+    assert_eq!(s.target(&t, "idp").await["pending"], 1);
 
     // The sweep finds the due delivery record and has provision deliver it.
     let report = s.sweep(chrono::Utc::now()).await;
@@ -359,7 +363,7 @@ async fn age_last_repair(s: &Stack, t: &str, target: &str, by: chrono::Duration)
 async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after() {
     let s = Stack::connect().await;
     let scim = s.scim(&unique("client"));
-    let client = ScimClient::new(http_client(), &scim.base, s.scim_token.clone());
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &scim.base, s.scim_token.clone(), EgressPolicy::Local);
     let managed = entitle::scim::managed_groups(&Mapping::default(), &["member".to_string(), "admin".to_string()]);
     let mut desired = DesiredUser {
         user_id: entitle::ids::UserId::parse("u1").unwrap(),
@@ -401,7 +405,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     // 429 with Retry-After: 1, twice: the client waits as told and succeeds.
     let proxy = FaultProxy::start(&s.scim_url).await;
     let base = format!("{}/{}", proxy.url, scim.base.rsplit('/').next().unwrap());
-    let throttled = ScimClient::new(http_client(), &base, s.scim_token.clone());
+    let throttled = ScimClient::new(http_client(EgressPolicy::Local), &base, s.scim_token.clone(), EgressPolicy::Local);
     proxy.throttle(2);
     let start = Instant::now();
     let found = throttled.find_user(&desired).await.unwrap();

@@ -1,5 +1,5 @@
 use chrono::Utc;
-use entitle::api::{parse_json, ApiError, MAX_BODY_BYTES};
+use entitle::api::{parse_json, parse_yaml_bounded, ApiError, MAX_BODY_BYTES};
 use entitle::audit::{hash_of, Cause, CauseKind};
 use entitle::contract::{Amendment, AmendmentRequest, AmendmentStatus, DecisionRequest};
 use entitle::contract_store::{ContractState, Verdict};
@@ -33,15 +33,12 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
 }
 
 /// A JSON body, or YAML for people who write contracts by hand
-/// (`Content-Type: application/yaml`).
+/// (`Content-Type: application/yaml`), expanded within the body limit.
 fn body_value(req: &Request) -> Result<Value, ApiError> {
     let body = http::body(req)?;
     let yaml = http::header(req, "content-type").is_some_and(|c| c.contains("yaml"));
     if yaml {
-        if body.is_empty() {
-            return Err(ApiError::bad_request("malformed_body", "the request body is empty"));
-        }
-        serde_norway::from_slice(body).map_err(|e| ApiError::bad_request("malformed_body", format!("invalid YAML body: {e}")))
+        parse_yaml_bounded(body, MAX_BODY_BYTES)
     } else {
         parse_json(body)
     }
@@ -104,7 +101,8 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, St
     }
     let request: AmendmentRequest = parse_request(&body)?;
     let dry_run = http::query(req, "dry_run").is_some_and(|v| v == "true" || v == "1");
-    let (amendment, stored) = app.store.submit_amendment(&cid, &request, &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
+    let principal = http::principal(req);
+    let (amendment, stored) = app.store.submit_amendment(&cid, &request, principal.as_deref(), &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,
@@ -145,11 +143,20 @@ async fn decide(app: &App, req: &Request, cid: &str, aid: &str, verdict: Option<
         return Err(ApiError::unprocessable("invalid_decision", problems).into());
     }
     let now = Utc::now();
+    let principal = http::principal(req);
     let amendment = match verdict {
-        Some(v) => app.store.decide_amendment(&cid, &aid, v, &decision, now).await?,
-        None => app.store.reverse_amendment(&cid, &aid, &decision, now).await?,
+        Some(v) => app.store.decide_amendment(&cid, &aid, v, &decision, principal.as_deref(), now).await?,
+        None => app.store.reverse_amendment(&cid, &aid, &decision, principal.as_deref(), now).await?,
     };
-    tracing::info!(tenant = %amendment.tenant_id, contract = %cid, cause = %format!("amendment:{aid}"), by = %decision.by, status = amendment.status.as_str(), "amendment decided");
+    tracing::info!(
+        tenant = %amendment.tenant_id,
+        contract = %cid,
+        cause = %format!("amendment:{aid}"),
+        by = %decision.by,
+        principal = principal.as_deref().unwrap_or("none"),
+        status = amendment.status.as_str(),
+        "amendment decided"
+    );
     let version = match amendment.status {
         AmendmentStatus::Applied => amendment.applied_version,
         AmendmentStatus::Reversed => amendment.reversed_version,

@@ -14,7 +14,13 @@ pub struct App {
     pub store: Store,
     pub queue: ReconcileQueue,
     pub bus: EventBus,
+    /// `SWEEP_ALLOW_FUTURE=1`: sweeps as of a future instant are run (the
+    /// local stack's demo and tests travel in time). Never set in production.
+    pub allow_future: bool,
 }
+
+/// How far ahead of the clock a scheduled time may be (clock skew).
+pub const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(2);
 
 /// Left before the Lambda deadline when the sweep stops taking new items.
 const SAFETY_MARGIN: Duration = Duration::from_secs(5);
@@ -23,6 +29,8 @@ const SAFETY_MARGIN: Duration = Duration::from_secs(5);
 pub enum SweepError {
     #[error("the scheduled event has no valid `time` (RFC 3339): {0}")]
     BadEvent(String),
+    #[error("the scheduled event's time {time} is {ahead_secs} s ahead of the clock (at most 120 s are accepted); refused, nothing applied. A sweep runs as of now or a past instant (catch-up); SWEEP_ALLOW_FUTURE=1 admits future instants outside production")]
+    FutureTime { time: String, ahead_secs: i64 },
     #[error("the sweep failed: {0}")]
     Failed(String),
 }
@@ -31,15 +39,28 @@ impl From<SweepError> for Diagnostic {
     fn from(e: SweepError) -> Diagnostic {
         let kind = match e {
             SweepError::BadEvent(_) => "BadEvent",
+            SweepError::FutureTime { .. } => "FutureTime",
             SweepError::Failed(_) => "SweepFailed",
         };
         Diagnostic { error_type: kind.into(), error_message: e.to_string() }
     }
 }
 
-pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, SweepError> {
-    let time = event.payload.get("time").and_then(Value::as_str).unwrap_or_default();
+/// The instant a scheduled event asks the sweep to run as of: its `time`,
+/// unless that is further ahead of `now` than the clock's skew. Anyone
+/// allowed to invoke the function could otherwise expire every license,
+/// apply future amendments early and date audit records in the future.
+pub fn as_of(event: &Value, now: DateTime<Utc>, allow_future: bool) -> Result<DateTime<Utc>, SweepError> {
+    let time = event.get("time").and_then(Value::as_str).unwrap_or_default();
     let as_of: DateTime<Utc> = time.parse().map_err(|_| SweepError::BadEvent(format!("{time:?}")))?;
+    if as_of > now + MAX_SKEW && !allow_future {
+        return Err(SweepError::FutureTime { time: time.to_string(), ahead_secs: (as_of - now).num_seconds() });
+    }
+    Ok(as_of)
+}
+
+pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, SweepError> {
+    let as_of = as_of(&event.payload, Utc::now(), app.allow_future).inspect_err(|e| tracing::error!(error = %e, "sweep refused"))?;
     let run_id = match event.payload.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => format!("sweep-{id}"),
         _ => format!("sweep-{}", as_of.timestamp()),
@@ -84,6 +105,21 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
 mod tests {
     use super::*;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn a_sweep_time_ahead_of_the_clock_is_refused() {
+        let now: DateTime<Utc> = "2026-11-24T12:00:00Z".parse().unwrap();
+        let at = |t: &str| json!({"id": "e1", "time": t});
+        assert_eq!(as_of(&at("2026-11-24T12:00:00Z"), now, false).unwrap(), now);
+        assert!(as_of(&at("2026-11-24T12:01:59Z"), now, false).is_ok(), "within the skew");
+        assert!(as_of(&at("2020-01-01T00:00:00Z"), now, false).is_ok(), "catch-up of the past is allowed");
+        let e = as_of(&at("2099-01-01T00:00:00Z"), now, false).unwrap_err();
+        assert!(matches!(e, SweepError::FutureTime { .. }), "{e}");
+        assert!(e.to_string().contains("2099-01-01T00:00:00Z") && e.to_string().contains("nothing applied"), "{e}");
+        assert_eq!(Diagnostic::from(e).error_type, "FutureTime");
+        assert!(as_of(&at("2099-01-01T00:00:00Z"), now, true).is_ok(), "SWEEP_ALLOW_FUTURE=1");
+        assert!(matches!(as_of(&json!({"time": "soon"}), now, false), Err(SweepError::BadEvent(_))));
+    }
 
     #[test]
     fn the_deadline_leaves_a_margin() {

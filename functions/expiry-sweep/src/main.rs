@@ -16,6 +16,7 @@ async fn main() -> Result<(), Error> {
         store: config::store(&aws)?,
         queue: config::reconcile_queue(&aws)?,
         bus: config::event_bus(&aws)?,
+        allow_future: std::env::var("SWEEP_ALLOW_FUTURE").is_ok_and(|v| v == "1"),
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }

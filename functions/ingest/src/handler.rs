@@ -4,11 +4,13 @@ use entitle::audit::{hash_of, Cause, CauseKind};
 use entitle::config::ConfigError;
 use entitle::http;
 use entitle::ids::{TargetId, TenantId, UserId};
+use entitle::egress::EgressPolicy;
 use entitle::scim::{Target, TargetConfig, DEFAULT_REPAIR_MINUTES};
 use entitle::targets::TokenStore;
 use entitle::license::{LicenseChange, Source};
 use entitle::queue::{ReconcileQueue, ReconcileRequest};
-use entitle::signature::{self, Secret, DEFAULT_TOLERANCE_SECS};
+use entitle::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
+use entitle::signing_secrets::SigningSecrets;
 use entitle::store::{Recorded, Store};
 use entitle::stripe::{self, StripeOutcome};
 use lambda_http::{Body, Error, Request, Response};
@@ -37,11 +39,17 @@ impl Routes {
 pub struct App {
     pub store: Store,
     pub queue: ReconcileQueue,
-    pub stripe_secrets: Vec<Secret>,
-    pub crm_secrets: Vec<Secret>,
+    /// The webhook signing secrets (none in the accounts deployment, which
+    /// serves no webhook).
+    pub webhook_secrets: Option<WebhookSecrets>,
     pub routes: Routes,
     pub tokens: TokenStore,
-    pub allow_http_targets: bool,
+    pub egress: EgressPolicy,
+}
+
+pub struct WebhookSecrets {
+    pub stripe: SigningSecrets,
+    pub crm: SigningSecrets,
 }
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
@@ -64,15 +72,26 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, Error> {
     Ok(answer.unwrap_or_else(|e| http::refused(&e)))
 }
 
-fn verified<'a>(req: &'a Request, header: &str, secrets: &[Secret]) -> Result<&'a [u8], ApiError> {
+/// The body of a request whose signature one of the current secrets
+/// makes; on a mismatch the secrets are read again once (a rotation may
+/// have added one) before the request is refused.
+async fn verified<'a>(req: &'a Request, header: &str, secrets: Option<&SigningSecrets>) -> Result<&'a [u8], ApiError> {
     let body = http::body(req)?;
-    signature::verify(http::header(req, &header.to_ascii_lowercase()), body, secrets, Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS)
-        .map_err(|e| ApiError::unauthorized(format!("{header}: {e}")))?;
+    let secrets = secrets.ok_or_else(|| ApiError::not_found("webhook route"))?;
+    let signed = http::header(req, &header.to_ascii_lowercase());
+    let check = |list: &[signature::Secret]| signature::verify(signed, body, list, Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS);
+    let mut result = check(&secrets.current().await.map_err(|e| http::internal(&e))?);
+    if result == Err(SignatureError::Mismatch) {
+        if let Some(fresh) = secrets.refreshed().await.map_err(|e| http::internal(&e))? {
+            result = check(&fresh);
+        }
+    }
+    result.map_err(|e| ApiError::unauthorized(format!("{header}: {e}")))?;
     Ok(body)
 }
 
 async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let body = verified(req, "Stripe-Signature", &app.stripe_secrets)?;
+    let body = verified(req, "Stripe-Signature", app.webhook_secrets.as_ref().map(|w| &w.stripe)).await?;
     let event: serde_json::Value = parse_json(body)?;
     match stripe::normalise(app.store.model(), &event)? {
         StripeOutcome::Ignored { event_type } => {
@@ -81,6 +100,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
         }
         StripeOutcome::Park { event_id, event_type, tenant_id, reason } => {
             tracing::warn!(cause = %format!("stripe:{event_id}"), event_type, tenant = tenant_id.as_ref().map(|t| t.to_string()), reason, "stripe event parked");
+            // Audited in the tenant's chain when the event names its tenant.
             app.store
                 .park(Source::Stripe, &event_id, tenant_id.as_ref(), &reason, &event, Utc::now())
                 .await
@@ -92,7 +112,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, ApiE
 }
 
 async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let body = verified(req, "Entitle-Signature", &app.crm_secrets)?;
+    let body = verified(req, "Entitle-Signature", app.webhook_secrets.as_ref().map(|w| &w.crm)).await?;
     let change = entitle::crm::normalise(app.store.model(), parse_json(body)?)?;
     record(app, &change, body).await
 }
@@ -149,12 +169,9 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     Ok(http::json(200, &view))
 }
 
-/// 404 unless the tenant is known (from its first license).
+/// 404 unless the tenant is known (from its first license or contract).
 async fn require_tenant(app: &App, tenant: &TenantId) -> Result<(), ApiError> {
-    match app.store.meta(tenant).await.map_err(|e| http::internal(&e))? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(&format!("tenant {tenant}"))),
-    }
+    app.store.known_tenant(tenant).await.map(|_| ()).map_err(http::api_error)
 }
 
 fn parse_target(raw: &str) -> Result<TargetId, ApiError> {
@@ -168,18 +185,17 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let tenant = parse_tenant(tenant)?;
     let target_id = parse_target(target)?;
     let config: TargetConfig = parse_json(http::body(req)?)?;
-    let problems = config.problems(&app.store.model().roles, app.allow_http_targets);
+    let problems = config.problems(&app.store.model().roles, app.egress);
     if !problems.is_empty() {
         return Err(ApiError::unprocessable("invalid_target", problems));
     }
     require_tenant(app, &tenant).await?;
     let request_id = http::request_id(req);
-    let secret_id = app.tokens.put(&tenant, &target_id, &config.token).await.map_err(|e| http::internal(&e))?;
+    app.tokens.put(&tenant, &target_id, &config.token).await.map_err(|e| http::internal(&e))?;
     let target = Target {
         tenant_id: tenant.clone(),
         target_id: target_id.clone(),
         base_url: config.base_url.trim().to_string(),
-        secret_id,
         mapping: config.mapping,
         repair_interval_minutes: config.repair_interval_minutes.unwrap_or(DEFAULT_REPAIR_MINUTES),
         health: Default::default(),
@@ -209,8 +225,7 @@ async fn remove_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     let (removed, dropped) = app.store.remove_target(&tenant, &target_id, &request_id, Utc::now()).await.map_err(http::api_error)?;
     // The secret's name is fixed by tenant and target: delete it even when a
     // crashed earlier call already removed the target.
-    let secret = removed.as_ref().map(|t| t.secret_id.clone()).unwrap_or_else(|| app.tokens.secret_name(&tenant, &target_id));
-    app.tokens.delete(&secret).await.map_err(|e| http::internal(&e))?;
+    app.tokens.delete(&app.tokens.secret_name(&tenant, &target_id)).await.map_err(|e| http::internal(&e))?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), removed = removed.is_some(), dropped, "SCIM target removed");
     if removed.is_none() {
         return Err(ApiError::not_found(&format!("target {target_id} of tenant {tenant}")));

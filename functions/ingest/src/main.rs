@@ -11,14 +11,22 @@ use lambda_http::{service_fn, Error};
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
+    let routes = handler::Routes::from_env()?;
+    // The accounts deployment serves no webhook and gets no signing secret.
+    let webhook_secrets = match routes {
+        handler::Routes::Accounts => None,
+        _ => Some(handler::WebhookSecrets {
+            stripe: config::signing_secrets(&aws, "STRIPE_WEBHOOK_SECRET_ID")?,
+            crm: config::signing_secrets(&aws, "CRM_SIGNING_SECRET_ID")?,
+        }),
+    };
     let app = handler::App {
         store: config::store(&aws)?,
         queue: config::reconcile_queue(&aws)?,
-        stripe_secrets: config::secrets("STRIPE_WEBHOOK_SECRETS")?,
-        crm_secrets: config::secrets("CRM_SIGNING_SECRETS")?,
-        routes: handler::Routes::from_env()?,
+        webhook_secrets,
+        routes,
         tokens: config::token_store(&aws)?,
-        allow_http_targets: config::allow_http_targets(),
+        egress: config::egress(),
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

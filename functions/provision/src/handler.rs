@@ -137,6 +137,12 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
         permanent: true,
     })?;
     let cause = request.cause.to_string();
+    if let Some(mark) = &request.barrier {
+        // Everything queued for the tenant before this message is done.
+        app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
+        return Ok((false, request, 0));
+    }
     match app.store.reconcile(&request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
         Ok(outcome) => {
             tracing::info!(

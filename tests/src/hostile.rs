@@ -1,0 +1,107 @@
+//! A hostile SCIM target: an HTTP/1.1 server on 127.0.0.1 that answers the
+//! way a broken or malicious target would, which no well-behaved SCIM
+//! server (scim2-server included) can be made to do: a body that never
+//! ends, a `totalResults` of a billion, pages that go on forever, an error
+//! page that echoes what it should not. Everything else about SCIM is
+//! tested against scim2-server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// 200 with a chunked body that never ends.
+    Endless,
+    /// Every list page is full (100 users) and claims `total` results.
+    Claims { total: u64 },
+    /// Always this status and body.
+    Answer { status: u16, body: String },
+}
+
+pub struct HostileTarget {
+    pub url: String,
+    behaviour: Arc<Mutex<Behaviour>>,
+    /// Requests received.
+    pub requests: Arc<AtomicU64>,
+}
+
+impl HostileTarget {
+    pub async fn start(behaviour: Behaviour) -> HostileTarget {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (b, r) = (behaviour.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (b, r) = (b.clone(), r.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, b, r).await;
+                });
+            }
+        });
+        HostileTarget { url, behaviour, requests }
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+}
+
+/// Reads one request head (and its body, by `Content-Length`); None at EOF.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(head))
+}
+
+fn page(total: u64, start: u64) -> String {
+    let users: Vec<serde_json::Value> = (0..100)
+        .map(|i| serde_json::json!({"schemas": [entitle::scim::USER_SCHEMA], "id": format!("u{}", start + i), "userName": format!("flood{}@example.test", start + i), "active": true}))
+        .collect();
+    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": total, "startIndex": start, "itemsPerPage": 100, "Resources": users}).to_string()
+}
+
+async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>) -> std::io::Result<()> {
+    while let Some(head) = read_request(&mut stream).await? {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let behaviour = behaviour.lock().unwrap().clone();
+        match behaviour {
+            Behaviour::Endless => {
+                stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nTransfer-Encoding: chunked\r\n\r\n").await?;
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                loop {
+                    // Until the client hangs up.
+                    stream.write_all(chunk.as_bytes()).await?;
+                }
+            }
+            Behaviour::Claims { total } => {
+                let start = head.split("startIndex=").nth(1).and_then(|v| v.split(['&', ' ']).next()).and_then(|v| v.parse().ok()).unwrap_or(1);
+                let body = page(total, start);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                stream.write_all(answer.as_bytes()).await?;
+            }
+            Behaviour::Answer { status, body } => {
+                let answer = format!("HTTP/1.1 {status} Whatever\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                stream.write_all(answer.as_bytes()).await?;
+            }
+        }
+    }
+    Ok(())
+}

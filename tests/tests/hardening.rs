@@ -1,0 +1,704 @@
+//! What a security review found, one test each (each failed before its fix):
+//! a case-variant email taking over another member's SCIM user, a hostile
+//! or broken SCIM target, server-side request forgery through a target's
+//! URL, a forged sweep time, alias and copy bombs in amendments, privileges
+//! the code does not use, approvals without an identity, and parked events
+//! without an audit record. (The tests that wait on observable marks instead
+//! of sleeping are in the files of their features.)
+
+use chrono::Utc;
+use entitle::audit::{Cause, CauseKind};
+use entitle::delivery::{Deliverer, TargetBudget};
+use entitle::egress::EgressPolicy;
+use entitle::ids::TenantId;
+use entitle::scim::{DesiredUser, Mapping, Policy};
+use entitle::scim_client::{http_client, Known, ScimClient, TargetError};
+use entitle::targets::TokenStore;
+use entitle_tests::hostile::{Behaviour, HostileTarget};
+use entitle_tests::runtime::{binary, invoke_once};
+use entitle_tests::{member_body, subscription_event, unique, FaultProxy, Stack};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+const PERIOD_END: i64 = 1_900_000_000;
+
+async fn licensed(s: &Stack, t: &str, key: &str, seats: u64) {
+    let event = subscription_event(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(t), "active", &[(key, seats)], PERIOD_END);
+    assert_eq!(s.stripe(&event).await.0, 200);
+    s.tenant_where(t, "the license", |v| v["seats"]["total"] == seats).await;
+}
+
+fn member(user: &str, email: &str) -> Value {
+    json!({"user_id": user, "email": email, "groups": [], "attributes": {}})
+}
+
+fn target_body(base: &str, token: &str) -> Value {
+    json!({"base_url": base, "token": token, "mapping": {"group_prefix": "entitle-"}})
+}
+
+/// Waits until the target's view satisfies `pred`.
+async fn target_where(s: &Stack, t: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    s.eventually(what, || async {
+        let v = s.target(t, "idp").await;
+        (pred(&v), v)
+    })
+    .await
+}
+
+// 1. Account takeover through a case-variant email.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_emails_are_unique_per_tenant_whatever_their_case() {
+    let s = Stack::connect().await;
+    let t = unique("email");
+    licensed(&s, &t, "team_monthly", 10).await;
+    assert_eq!(s.create_member(&t, &member("admin", "admin@corp.example")).await.0, 201);
+    let (code, err) = s.create_member(&t, &member("mallory", "ADMIN@corp.example")).await;
+    assert_eq!((code, err["error"]["code"].as_str()), (409, Some("email_taken")), "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("ADMIN@corp.example"), "{err}");
+    assert_eq!(s.member(&t, "mallory").await.0, 404, "nothing stored for the refused account");
+    assert_eq!(s.audit(&t).await.iter().filter(|r| r["action"] == "member_created").count(), 1);
+    // The same address in another tenant is another tenant's business.
+    let other = unique("email-other");
+    licensed(&s, &other, "team_monthly", 2).await;
+    assert_eq!(s.create_member(&other, &member("admin", "Admin@Corp.Example")).await.0, 201);
+
+    // Racing case variants of one address: exactly one account gets it.
+    let shared = std::sync::Arc::new(Stack::connect().await);
+    let racers: Vec<_> = ["race@corp.example", "RACE@corp.example", "Race@Corp.Example", "race@CORP.EXAMPLE", "rAcE@corp.example", "RACE@CORP.EXAMPLE"]
+        .iter()
+        .enumerate()
+        .map(|(i, email)| {
+            let (s, t, email) = (shared.clone(), t.clone(), email.to_string());
+            tokio::spawn(async move { s.create_member(&t, &member(&format!("racer{i}"), &email)).await })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for r in racers {
+        let (code, body) = r.await.unwrap();
+        assert!(code == 201 || (code == 409 && body["error"]["code"] == "email_taken"), "{code} {body}");
+        codes.push(code);
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 201).count(), 1, "{codes:?}");
+
+    // Removing an account frees its address.
+    assert_eq!(s.delete_member(&t, "admin").await.0, 200);
+    assert_eq!(s.create_member(&t, &member("admin2", "Admin@corp.example")).await.0, 201);
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn a_target_user_that_belongs_to_someone_else_is_never_adopted() {
+    let s = Stack::connect().await;
+    let t = unique("adopt");
+    let scim = s.scim(&t);
+    licensed(&s, &t, "team_monthly", 5).await;
+    // On the target before Entitle: carol's address, held by another
+    // system's user (its externalId is not ours), and dave's, unclaimed.
+    let carol_foreign = scim.create_user("carol@example.test", Some("okta-00ucarol")).await;
+    let dave_before = scim.create_user("dave@example.test", None).await;
+    for u in ["carol", "dave"] {
+        assert_eq!(s.create_member(&t, &member_body(u, &[])).await.0, 201);
+    }
+    let (code, put) = s.put_target(&t, "idp", &target_body(&scim.base, &s.scim_token)).await;
+    assert_eq!(code, 201, "{put}");
+    // The first sync (a drift repair) adopts dave and parks carol.
+    let v = target_where(&s, &t, "carol parked by the first sync", |v| v["parked"].as_array().is_some_and(|p| p.iter().any(|x| x["user_id"] == "carol"))).await;
+    let reason = v["parked"].as_array().unwrap().iter().find(|p| p["user_id"] == "carol").unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("okta-00ucarol") && reason.contains("not adopted"), "{reason}");
+    s.eventually("dave adopted", || async {
+        let v = scim.view().await;
+        (v.get("dave@example.test").is_some_and(|d| d.external_id.as_deref() == Some("dave") && !d.groups.is_empty()), json!(format!("{v:?}")))
+    })
+    .await;
+    let view = scim.view().await;
+    assert_eq!(view["dave@example.test"].id, dave_before, "dave's own user was adopted, not duplicated");
+    let carol = &view["carol@example.test"];
+    assert_eq!((carol.id.as_str(), carol.external_id.as_deref()), (carol_foreign.as_str(), Some("okta-00ucarol")), "the foreign user is untouched");
+    assert!(carol.groups.is_empty(), "{carol:?}");
+
+    // A change delivered later meets the same refusal: erin's address is
+    // held on the target for someone else too.
+    scim.create_user("erin@example.test", Some("someone-else")).await;
+    assert_eq!(s.create_member(&t, &member_body("erin", &[])).await.0, 201);
+    target_where(&s, &t, "erin parked on delivery", |v| v["parked"].as_array().is_some_and(|p| p.iter().any(|x| x["user_id"] == "erin"))).await;
+    assert_eq!(scim.view().await["erin@example.test"].external_id.as_deref(), Some("someone-else"));
+
+    // Each decision not to adopt is audited with its reason.
+    let audit = s.audit(&t).await;
+    let parked: Vec<&Value> = audit.iter().filter(|r| r["action"] == "delivery_parked").collect();
+    let subjects: BTreeSet<&str> = parked.iter().map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["member:carol", "member:erin"].into_iter().collect(), "{parked:?}");
+    assert!(parked.iter().all(|r| r["rule"].as_str().unwrap().contains("not adopted")));
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn the_client_refuses_a_user_found_under_another_members_external_id() {
+    let s = Stack::connect().await;
+    let scim = s.scim(&unique("case"));
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &scim.base, s.scim_token.clone(), EgressPolicy::Local);
+    let managed = entitle::scim::managed_groups(&Mapping::default(), &["member".to_string()]);
+    let admin = scim.create_user("admin@corp.example", Some("u1")).await;
+    let twin = DesiredUser {
+        user_id: entitle::ids::UserId::parse("u2").unwrap(),
+        user_name: "ADMIN@corp.example".into(),
+        present: true,
+        active: true,
+        groups: ["member".to_string()].into(),
+        enterprise: BTreeMap::new(),
+    };
+    // Looked up (externalId u2: none; userName, case-insensitively: u1's user).
+    let err = client.sync_member(&twin, &managed, None).await.unwrap_err();
+    assert!(matches!(&err, TargetError::Conflict { reason } if reason.contains("\"u1\"")), "{err}");
+    // Told there is no such user: the POST meets 409, and the user it finds is not adopted.
+    let err = client.sync_member(&twin, &managed, Some(Known { user: None, member_of: BTreeSet::new() })).await.unwrap_err();
+    assert!(matches!(err, TargetError::Conflict { .. }), "{err}");
+    let (_, after) = scim.request(reqwest::Method::GET, &format!("/Users/{admin}"), None).await;
+    assert_eq!((after["externalId"].as_str(), after["active"].as_bool().unwrap_or(true)), (Some("u1"), true), "u1's user is untouched: {after}");
+    assert_eq!(scim.view().await.len(), 1, "and no second user was made");
+    assert!(scim.group_id("member").await.is_none(), "nor any group joined");
+}
+
+// 2. A hostile or broken SCIM target.
+
+#[tokio::test]
+async fn what_a_target_sends_is_capped_in_size_pages_and_bytes() {
+    let endless = HostileTarget::start(Behaviour::Endless).await;
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &endless.url, "t".into(), EgressPolicy::Local);
+    let started = Instant::now();
+    let err = client.users().await.unwrap_err();
+    assert!(err.to_string().contains("larger than 8388608 bytes"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cut off, not read to the end: {:?}", started.elapsed());
+
+    let liar = HostileTarget::start(Behaviour::Claims { total: 1_000_000_000 }).await;
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &liar.url, "t".into(), EgressPolicy::Local);
+    let err = client.users().await.unwrap_err();
+    assert!(err.to_string().contains("totalResults 1000000000"), "{err}");
+    assert_eq!(liar.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "not one page more");
+
+    // A plausible total, but more than the run may read.
+    liar.set(Behaviour::Claims { total: 40_000 });
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &liar.url, "t".into(), EgressPolicy::Local).with_read_budget(256 * 1024);
+    let err = client.users().await.unwrap_err();
+    assert!(matches!(&err, TargetError::Unavailable { reason, .. } if reason.contains("read budget")), "{err}");
+    assert!(liar.requests.load(std::sync::atomic::Ordering::SeqCst) < 30, "stopped at the budget");
+}
+
+/// Two tenants' reconcile messages in one batch, the first tenant's target
+/// hanging: the second tenant's change is delivered once the first target's
+/// time budget is spent, and the hang is recorded as the first target's failure.
+#[tokio::test]
+async fn a_hanging_target_holds_up_other_tenants_no_longer_than_its_budget() {
+    let s = Stack::connect().await;
+    let (ta, tb) = (unique("hang"), unique("bystander"));
+    let proxy = FaultProxy::start(&s.scim_url).await;
+    let scim_b = s.scim(&tb);
+    for t in [&ta, &tb] {
+        licensed(&s, t, "team_monthly", 5).await;
+    }
+    assert_eq!(s.put_target(&ta, "idp", &target_body(&format!("{}/{ta}", proxy.url), &s.scim_token)).await.0, 201);
+    assert_eq!(s.put_target(&tb, "idp", &target_body(&scim_b.base, &s.scim_token)).await.0, 201);
+    for t in [&ta, &tb] {
+        target_where(&s, t, "the first sync", |v| !v["health"]["last_repair_at"].is_null()).await;
+        s.settle(t).await;
+    }
+    // Changes committed (with their delivery records), then both messages in one batch.
+    proxy.set_hanging(true);
+    let store = s.store();
+    for (t, u) in [(&ta, "a1"), (&tb, "b1")] {
+        let new: entitle::api::NewMember = serde_json::from_value(member_body(u, &[])).unwrap();
+        store.create_member(&TenantId::parse(t.as_str()).unwrap(), &new, "direct", Utc::now()).await.unwrap();
+    }
+    let record = |t: &str, n: u32| {
+        let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(TenantId::parse(t).unwrap(), Cause::new(CauseKind::ApiCall, "batch"))).unwrap();
+        json!({"messageId": format!("m{n}-{t}"), "receiptHandle": "r", "body": body, "attributes": {"MessageGroupId": t, "ApproximateReceiveCount": "1"},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ReconcileQueue.fifo", "awsRegion": "us-east-1"})
+    };
+    let started = Instant::now();
+    let (failed, answer) = s.invoke("provision", &json!({"Records": [record(&ta, 1), record(&tb, 2)]})).await;
+    let took = started.elapsed();
+    assert!(!failed, "{answer}");
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    // The local budget is 5 s (SCIM_TARGET_BUDGET_SECS); without it, the
+    // hanging target took four 10 s tries.
+    assert!(took < Duration::from_secs(15), "the batch took {took:?}");
+    assert!(scim_b.view().await.contains_key("b1@example.test"), "the other tenant's change was delivered in the same batch");
+    let a = s.target(&ta, "idp").await;
+    assert_eq!(a["health"]["failures"], 1, "{a}");
+    assert!(a["health"]["attempt_started_at"].is_null(), "the outcome replaced the attempt mark: {a}");
+    assert_eq!(a["pending"], 1, "a1 waits for its target: {a}");
+    proxy.set_hanging(false);
+}
+
+/// A run that dies while it talks to the target (killed, out of memory,
+/// out of time) has recorded its attempt first: the next run counts it, and
+/// a target that crashes every run is quarantined like any failing one.
+#[tokio::test]
+async fn a_run_that_dies_mid_delivery_still_counts_against_the_target() {
+    let s = Stack::connect().await;
+    let t = unique("died");
+    let proxy = FaultProxy::start(&s.scim_url).await;
+    licensed(&s, &t, "team_monthly", 5).await;
+    assert_eq!(s.put_target(&t, "idp", &target_body(&format!("{}/{t}", proxy.url), &s.scim_token)).await.0, 201);
+    target_where(&s, &t, "the first sync", |v| !v["health"]["last_repair_at"].is_null()).await;
+    s.settle(&t).await;
+    let tenant = TenantId::parse(t.as_str()).unwrap();
+    let new: entitle::api::NewMember = serde_json::from_value(member_body("x", &[])).unwrap();
+    s.store().create_member(&tenant, &new, "direct", Utc::now()).await.unwrap();
+    let deliverer = std::sync::Arc::new(Deliverer {
+        store: s.store(),
+        tokens: TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None),
+        http: http_client(EgressPolicy::Local),
+        egress: EgressPolicy::Local,
+        policy: Policy { quarantine_after: 2, retry_base_secs: 1, retry_max_secs: 1, quarantine_retry_secs: 3600 },
+        budget: TargetBudget { time: Duration::from_secs(60), read_bytes: 1 << 20 },
+    });
+    proxy.set_hanging(true);
+    for run in 1..=2u64 {
+        tokio::time::sleep(Duration::from_millis(1100)).await; // past the policy's 1 s retry
+        // The run starts, reaches the hanging target, and dies there.
+        let (d, tenant2) = (deliverer.clone(), tenant.clone());
+        let task = tokio::spawn(async move {
+            let cause = Cause::new(CauseKind::Sweep, "crashing-run");
+            d.deliver_tenant(&tenant2, &[], &cause, Instant::now() + Duration::from_secs(120)).await
+        });
+        target_where(&s, &t, "the attempt recorded", |v| !v["health"]["attempt_started_at"].is_null()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // inside the request now
+        task.abort();
+        let _ = task.await;
+        let v = s.target(&t, "idp").await;
+        assert_eq!(v["health"]["failures"], run - 1, "not counted until the next run: {v}");
+        // The next run finds the attempt that never finished, and counts it.
+        let cause = Cause::new(CauseKind::Sweep, "next-run");
+        let reports = deliverer.deliver_tenant(&tenant, &[], &cause, Instant::now() + Duration::from_secs(30)).await.unwrap();
+        let v = s.target(&t, "idp").await;
+        assert_eq!(v["health"]["failures"], run, "the crashed run was counted: {v} {reports:?}");
+        assert!(v["health"]["last_error"].as_str().unwrap().contains("did not finish"), "{v}");
+    }
+    let v = s.target(&t, "idp").await;
+    assert_eq!(v["status"], "quarantined", "{v}");
+    let audit = s.audit(&t).await;
+    let q: Vec<&Value> = audit.iter().filter(|r| r["action"] == "target_quarantined").collect();
+    assert_eq!(q.len(), 1, "{q:?}");
+    proxy.set_hanging(false);
+}
+
+// 3. Server-side request forgery through a target's URL.
+
+#[tokio::test]
+async fn in_production_a_target_cannot_reach_loopback_private_or_metadata_addresses() {
+    let s = Stack::connect().await;
+    let client = |base: &str| ScimClient::new(http_client(EgressPolicy::Public), base, "t".into(), EgressPolicy::Public);
+    // Addresses in the URL are refused before any connection.
+    for base in ["https://169.254.169.254/latest", "https://[fd00:ec2::254]/", "http://127.0.0.1:1/x", "https://10.0.0.8/scim"] {
+        let err = client(base).users().await.unwrap_err();
+        assert!(err.to_string().contains("not a public address"), "{base}: {err}");
+    }
+    // A name is checked where it resolves, when the connection is made: a
+    // name that resolves to loopback (as a rebinding name would) is refused,
+    // though a server is listening there.
+    let port = s.scim_url.rsplit(':').next().unwrap().to_string();
+    let err = client(&format!("http://localhost:{port}/x")).users().await.unwrap_err();
+    assert!(err.to_string().contains("no public address"), "{err}");
+
+    // The real ingest binary, configured as production is (no
+    // SCIM_ALLOW_HTTP), refuses such targets at configuration.
+    let t = unique("ssrf");
+    licensed(&s, &t, "team_monthly", 1).await;
+    let mut env = function_env(&s);
+    env.remove("SCIM_ALLOW_HTTP");
+    for (base, why) in [
+        ("https://127.0.0.1:9001/scim", "port 443"),
+        ("https://169.254.169.254/latest/meta-data", "not a public address"),
+        ("https://[fd00:ec2::254]/scim", "not a public address"),
+        ("https://scim.internal/v2", "internal name"),
+        ("http://idp.example.com/scim", "https://"),
+    ] {
+        let event = url_event("PUT", &format!("/tenants/{t}/targets/idp"), Some(&target_body(base, "tok")));
+        let out = invoke_once(binary("ingest"), &env, &event, Duration::from_secs(60)).await;
+        let body: Value = serde_json::from_str(out.body["body"].as_str().unwrap()).unwrap();
+        assert_eq!((out.body["statusCode"].as_u64(), body["error"]["code"].as_str()), (Some(422), Some("invalid_target")), "{base}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{base}: {body}");
+    }
+    assert_eq!(s.targets(&t).await.1["targets"], json!([]), "nothing configured");
+}
+
+#[tokio::test]
+async fn what_a_target_answers_is_never_shown_back_beyond_a_short_sanitised_detail() {
+    let s = Stack::connect().await;
+    let secret_page = "<html>AccessKeyId AKIAIOSFODNN7EXAMPLE SecretAccessKey wJalrXUtnFEMI/K7MDENG</html>";
+    let hostile = HostileTarget::start(Behaviour::Answer { status: 400, body: secret_page.into() }).await;
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &hostile.url, "t".into(), EgressPolicy::Local);
+    let err = client.users().await.unwrap_err();
+    assert!(!err.to_string().contains("AKIA") && err.to_string().contains("answer not shown"), "{err}");
+
+    // Through the stack: the target's health as GET .../targets shows it.
+    let t = unique("echo");
+    licensed(&s, &t, "team_monthly", 2).await;
+    assert_eq!(s.put_target(&t, "idp", &target_body(&hostile.url, &s.scim_token)).await.0, 201);
+    let v = target_where(&s, &t, "the failure recorded", |v| v["health"]["failures"].as_u64().unwrap_or(0) >= 1).await;
+    let shown = v.to_string();
+    assert!(!shown.contains("AKIA") && !shown.contains("SecretAccessKey"), "{shown}");
+    assert!(v["health"]["last_error"].as_str().unwrap().contains("400"), "{v}");
+    // A SCIM error's detail is shown, short and printable.
+    hostile.set(Behaviour::Answer { status: 400, body: json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400", "detail": format!("bad filter \u{7}{}", "z".repeat(400))}).to_string() });
+    let err = client.users().await.unwrap_err().to_string();
+    assert!(err.contains("bad filter ?zzz") && err.len() < 260, "{err}");
+}
+
+// 4. A forged sweep time.
+
+#[tokio::test]
+async fn a_sweep_time_ahead_of_the_clock_is_refused_and_changes_nothing() {
+    let s = Stack::connect().await;
+    let t = unique("forge");
+    let ends: chrono::DateTime<Utc> = "2099-06-01T00:00:00Z".parse().unwrap();
+    let event = subscription_event(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(&t), "active", &[("team_monthly", 2)], ends.timestamp());
+    assert_eq!(s.stripe(&event).await.0, 200);
+    s.tenant_where(&t, "the license", |v| v["status"] == "active").await;
+    let before = s.audit(&t).await.len();
+
+    // The real expiry-sweep binary, configured as production is.
+    let mut env = function_env(&s);
+    env.remove("SWEEP_ALLOW_FUTURE");
+    let forged = json!({"version": "0", "id": unique("forged"), "detail-type": "Scheduled Event", "source": "aws.scheduler", "time": "2099-12-31T00:00:00Z", "detail": {}});
+    let out = invoke_once(binary("expiry-sweep"), &env, &forged, Duration::from_secs(60)).await;
+    assert!(out.failed, "{:?}", out.body);
+    assert_eq!(out.body["errorType"], "FutureTime", "{:?}", out.body);
+    assert!(out.body["errorMessage"].as_str().unwrap().contains("nothing applied"), "{:?}", out.body);
+    assert_eq!(s.tenant(&t).await.1["status"], "active", "no license expired");
+    assert_eq!(s.audit(&t).await.len(), before, "nothing audited, nothing dated in the future");
+
+    // A catch-up run (a past instant) is fine.
+    let past = json!({"version": "0", "id": unique("past"), "detail-type": "Scheduled Event", "source": "aws.scheduler", "time": "2000-01-01T00:00:00Z", "detail": {}});
+    let out = invoke_once(binary("expiry-sweep"), &env, &past, Duration::from_secs(60)).await;
+    assert!(!out.failed && out.body["complete"] == true, "{:?}", out.body);
+}
+
+// 5. Input budgets in amend.
+
+#[tokio::test]
+async fn alias_and_copy_bombs_are_refused_before_the_work_naming_the_limit() {
+    let s = Stack::connect().await;
+    let t = unique("bomb");
+    let k = format!("k-{t}");
+    let mut yaml = format!("contract_id: {k}\ntenant_id: {t}\nterm: {{start: 2026-01-01T00:00:00Z, end: 2030-01-01T00:00:00Z}}\ntier: team\nseats: 2\n");
+    yaml.push_str("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        yaml.push_str(&format!("a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"));
+    }
+    let started = Instant::now();
+    let (code, e) = s.amend_yaml("/contracts", &yaml).await;
+    assert_eq!((code, e["error"]["code"].as_str()), (413, Some("payload_too_large")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("65536"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(s.amend(&format!("/contracts/{k}"), None).await.0, 404, "nothing stored");
+
+    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "team", "seats": 2, "notes": ["x"]});
+    assert_eq!(s.amend("/contracts", Some(&doc)).await.0, 201);
+    let mut ops = vec![];
+    for _ in 0..40 {
+        ops.push(json!({"op": "copy", "from": "/notes", "path": "/notes/-"}));
+    }
+    let path = format!("/contracts/{k}/amendments");
+    for dry in ["?dry_run=true", ""] {
+        let started = Instant::now();
+        let (code, e) = s.amend(&format!("{path}{dry}"), Some(&json!({"amendment_id": "bomb", "base_version": 1, "patch": ops}))).await;
+        assert_eq!((code, e["error"]["code"].as_str()), (422, Some("invalid_amendment")), "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("262144 bytes"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    let many: Vec<Value> = (0..501).map(|_| json!({"op": "test", "path": "/tier", "value": "team"})).collect();
+    let (code, e) = s.amend(&path, Some(&json!({"amendment_id": "many", "base_version": 1, "patch": many}))).await;
+    assert_eq!(code, 422, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("more than the 500 allowed"), "{e}");
+    assert_eq!(s.amend(&format!("/contracts/{k}"), None).await.1["version"], 1, "nothing applied");
+}
+
+// 6. Least privilege, and secrets read at run time.
+
+#[tokio::test]
+async fn a_secret_name_planted_in_the_table_is_not_followed() {
+    let s = Stack::connect().await;
+    let (victim, attacker) = (unique("victim"), unique("planter"));
+    let scim = s.scim(&attacker);
+    for t in [&victim, &attacker] {
+        licensed(&s, t, "team_monthly", 2).await;
+    }
+    // The victim's target holds a working token; the attacker's a wrong one.
+    assert_eq!(s.put_target(&victim, "idp", &target_body(&s.scim(&victim).base, &s.scim_token)).await.0, 201);
+    assert_eq!(s.put_target(&attacker, "idp", &target_body(&scim.base, "not-a-valid-token")).await.0, 201);
+    target_where(&s, &attacker, "the wrong token refused", |v| v["health"]["failures"].as_u64().unwrap_or(0) >= 1).await;
+    s.settle(&attacker).await;
+    // Someone with write access to the table points the attacker's target
+    // at the victim's secret.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let key = |k: &str, v: String| (k.to_string(), AttributeValue::S(v));
+    let item = s.ddb.get_item().table_name(&s.tables.state).set_key(Some([key("pk", format!("T#{attacker}")), key("sk", "TARGET#idp".into())].into())).send().await.unwrap().item.unwrap();
+    let mut stored: Value = serde_json::from_str(item["target"].as_s().unwrap()).unwrap();
+    stored["secret_id"] = json!(format!("entitle-local/targets/{victim}/idp"));
+    s.ddb
+        .update_item()
+        .table_name(&s.tables.state)
+        .set_key(Some([key("pk", format!("T#{attacker}")), key("sk", "TARGET#idp".into())].into()))
+        .update_expression("SET target = :t")
+        .expression_attribute_values(":t", AttributeValue::S(stored.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let (code, _) = s.repair(&attacker, "idp").await;
+    assert_eq!(code, 202);
+    let v = target_where(&s, &attacker, "another refused run", |v| v["health"]["failures"].as_u64().unwrap_or(0) >= 2).await;
+    assert!(v["health"]["last_error"].as_str().unwrap().contains("refuses the token"), "its own (wrong) token was used: {v}");
+    assert!(scim.view().await.is_empty(), "nothing reached the target with the victim's token");
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_read_at_run_time_and_rotate_without_a_deploy() {
+    let s = Stack::connect().await;
+    let id = s.settings["STRIPE_WEBHOOK_SECRET_ID"].clone();
+    let t = unique("rotate");
+    let rotated = entitle::signature::Secret::new(format!("whsec_rotated_{t}"));
+    let event = subscription_event(&format!("evt_{t}"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(&t), "active", &[("team_monthly", 1)], PERIOD_END);
+    let body = serde_json::to_vec(&event).unwrap();
+    let signed = || entitle::signature::sign(&rotated, entitle_tests::now(), &body);
+    assert_eq!(s.post_signed("/stripe", "Stripe-Signature", &body, Some(signed())).await.0, 401, "not a secret yet");
+    // Rotation: the new secret is added beside the current one.
+    let current = s.secrets.get_secret_value().secret_id(&id).send().await.unwrap().secret_string.unwrap();
+    s.secrets.put_secret_value().secret_id(&id).secret_string(format!("{current},whsec_rotated_{t}")).send().await.unwrap();
+    let accepted = s
+        .eventually("the rotated secret accepted", || async {
+            let (code, answer) = s.post_signed("/stripe", "Stripe-Signature", &body, Some(signed())).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (code == 200, answer)
+        })
+        .await;
+    assert_eq!(accepted["status"], "applied");
+    s.secrets.put_secret_value().secret_id(&id).secret_string(current).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_accounts_deployment_of_ingest_runs_without_any_signing_secret() {
+    let s = Stack::connect().await;
+    let mut env = function_env(&s);
+    env.retain(|k, _| !k.contains("SECRET_ID"));
+    env.insert("INGEST_ROUTES".into(), "accounts".into());
+    let t = unique("accounts");
+    licensed(&s, &t, "team_monthly", 2).await;
+    let event = url_event("POST", &format!("/tenants/{t}/members"), Some(&member_body("a", &[])));
+    let out = invoke_once(binary("ingest"), &env, &event, Duration::from_secs(60)).await;
+    assert_eq!(out.body["statusCode"], 201, "{:?}", out.body);
+    let event = url_event("POST", "/stripe", Some(&json!({})));
+    let out = invoke_once(binary("ingest"), &env, &event, Duration::from_secs(60)).await;
+    assert_eq!(out.body["statusCode"], 404, "no webhook route here: {:?}", out.body);
+}
+
+/// Every action each function may take, by resource, exactly: what the
+/// code calls and nothing else (the emulators enforce no IAM, so the
+/// template is checked against this list; a change of the code's calls
+/// changes both).
+#[test]
+fn the_template_grants_each_function_exactly_what_its_code_uses() {
+    let template = template();
+    let expected: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = [
+        (
+            "IngestWebhooksFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+        (
+            "IngestAccountsFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+        (
+            "ProvisionFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]),
+                ("ReconcileDeadLetterQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+        ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem"]), ("AuditTable", vec!["dynamodb:Query"])]),
+        (
+            "AmendFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+        (
+            "ExpirySweepFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+    ]
+    .into_iter()
+    .map(|(f, grants)| (f, grants.into_iter().collect()))
+    .collect();
+    for (function, want) in &expected {
+        let granted = grants(&template, function);
+        for (resource, actions) in want {
+            let got: Vec<&str> = granted.get(*resource).map(|a| a.iter().map(String::as_str).collect()).unwrap_or_default();
+            assert_eq!(&got, actions, "{function} on {resource}");
+        }
+        let tables: Vec<&String> = granted.keys().filter(|r| r.ends_with("Table") || r.contains("Queue")).collect();
+        for r in tables {
+            assert!(want.contains_key(r.as_str()), "{function} holds grants on {r} its code never uses: {:?}", granted[r]);
+        }
+    }
+    // Nobody writes the audit table but with PutItem, and its own policy
+    // denies changing or deleting a record to everyone.
+    let audit = &template["Resources"]["AuditTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]["Statement"][0];
+    assert_eq!((audit["Effect"].as_str(), audit["Principal"].as_str()), (Some("Deny"), Some("*")));
+    let denied: Vec<&str> = audit["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for action in ["dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:PartiQLUpdate", "dynamodb:PartiQLDelete"] {
+        assert!(denied.contains(&action), "{action} is not denied on the audit table");
+    }
+    // Secrets are read at run time: no value is resolved into an environment,
+    // and the accounts deployment gets none.
+    let text = std::fs::read_to_string(format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert!(!text.contains("{{resolve:"), "a secret value is pasted into the template");
+    let accounts = &template["Resources"]["IngestAccountsFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(accounts.as_object().unwrap().keys().all(|k| !k.contains("SECRET_ID")), "{accounts}");
+    // No SQS event of SAM's (it attaches AWSLambdaSQSQueueExecutionRole, on every queue).
+    assert!(template["Resources"]["ProvisionFunction"]["Properties"].get("Events").is_none());
+    assert!(!text.contains("SWEEP_ALLOW_FUTURE:"), "the template never lets the sweep travel in time");
+}
+
+// 7. Who approved.
+
+#[tokio::test]
+async fn approvals_record_the_authenticated_caller_and_four_eyes_hold() {
+    let s = Stack::connect().await;
+    let t = unique("eyes");
+    let k = format!("k-{t}");
+    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "business", "seats": 10});
+    assert_eq!(s.amend("/contracts", Some(&doc)).await.0, 201);
+    let (alice, bob) = ("arn:aws:iam::123456789012:user/alice", "arn:aws:sts::123456789012:assumed-role/Approvers/bob");
+    let cut = json!({"amendment_id": "cut", "base_version": 1, "submitted_by": "alice@example.test", "patch": [{"op": "replace", "path": "/seats", "value": 2}]});
+    let (code, held) = s.invoke_url("amend", "POST", &format!("/contracts/{k}/amendments"), Some(&cut), Some(alice)).await;
+    assert_eq!((code, held["status"].as_str()), (201, Some("pending_review")), "{held}");
+    assert_eq!(held["submitted_by"], json!({"by": "alice@example.test", "principal": alice}));
+
+    let approve = format!("/contracts/{k}/amendments/cut/approve");
+    // The submitter's own identity, whatever name it gives.
+    let (code, e) = s.invoke_url("amend", "POST", &approve, Some(&json!({"by": "someone.else@example.test", "reason": "ok"})), Some(alice)).await;
+    assert_eq!((code, e["error"]["code"].as_str()), (403, Some("same_submitter")), "{e}");
+    // Another identity giving the submitter's name.
+    let (code, e) = s.invoke_url("amend", "POST", &approve, Some(&json!({"by": "Alice@example.test", "reason": "ok"})), Some(bob)).await;
+    assert_eq!((code, e["error"]["code"].as_str()), (403, Some("same_submitter")), "{e}");
+    assert_eq!(s.amend(&format!("/contracts/{k}"), None).await.1["version"], 1, "nothing applied");
+
+    let (code, done) = s.invoke_url("amend", "POST", &approve, Some(&json!({"by": "bob@example.test", "reason": "renewal"})), Some(bob)).await;
+    assert_eq!((code, done["status"].as_str()), (200, Some("applied")), "{done}");
+    let decision = &done["decisions"][0];
+    assert_eq!((decision["by"].as_str(), decision["principal"].as_str()), (Some("bob@example.test"), Some(bob)));
+    let audit = s.audit(&t).await;
+    let applied = audit.iter().find(|r| r["action"] == "amendment_applied").unwrap();
+    assert!(applied["rule"].as_str().unwrap().contains(&format!("approved by bob@example.test ({bob})")), "{applied}");
+}
+
+// 8. Every decision not to change is audited.
+
+#[tokio::test]
+async fn a_parked_event_is_audited_in_its_tenants_chain() {
+    let s = Stack::connect().await;
+    let t = unique("parked");
+    let gold = subscription_event(&format!("evt_{t}_gold"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(&t), "active", &[("gold_monthly", 1)], PERIOD_END);
+    let (code, body) = s.stripe(&gold).await;
+    assert_eq!((code, body["status"].as_str()), (202, Some("parked")), "{body}");
+    let audit = s.audit(&t).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!((audit[0]["action"].as_str(), audit[0]["cause"]["id"].as_str()), (Some("event_parked"), Some(format!("evt_{t}_gold").as_str())));
+    assert!(audit[0]["rule"].as_str().unwrap().contains("gold_monthly"), "{}", audit[0]);
+    // Delivered again: parked once, audited once.
+    assert_eq!(s.stripe(&gold).await.0, 202);
+    assert_eq!(s.audit(&t).await.len(), 1);
+    assert!(s.verify(&t).await["ok"].as_bool().unwrap());
+    // The tenant is still unknown to accounts and reads.
+    assert_eq!(s.create_member(&t, &member_body("a", &[])).await.0, 404);
+    assert_eq!(s.tenant(&t).await.0, 404);
+}
+
+// Helpers for running a binary as production would have it.
+
+/// The functions' environment of the local stack.
+fn function_env(s: &Stack) -> HashMap<String, String> {
+    let _ = s;
+    let text = std::fs::read_to_string(entitle_tests::stack_dir().join("functions.env")).unwrap();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A function URL event (payload format 2.0) without an IAM identity.
+fn url_event(method: &str, path: &str, body: Option<&Value>) -> Value {
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"accountId": "123456789012", "apiId": "ingest", "domainName": "ingest.lambda-url.us-east-1.on.aws", "domainPrefix": "ingest",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "entitle-tests"},
+            "requestId": unique("req"), "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64},
+        "body": body.map(|b| b.to_string()), "isBase64Encoded": false
+    })
+}
+
+/// The template as data (CloudFormation's short tags read as `{tag: value}`).
+fn template() -> Value {
+    let text = std::fs::read_to_string(format!("{}/../infra/template.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    fn plain(v: serde_norway::Value) -> Value {
+        match v {
+            serde_norway::Value::Tagged(t) => json!({ t.tag.to_string().trim_start_matches('!'): plain(t.value) }),
+            serde_norway::Value::Mapping(m) => Value::Object(m.into_iter().map(|(k, v)| (k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}")), plain(v))).collect()),
+            serde_norway::Value::Sequence(s) => Value::Array(s.into_iter().map(plain).collect()),
+            other => serde_json::to_value(other).unwrap(),
+        }
+    }
+    plain(yaml)
+}
+
+/// A function's granted actions by the logical id of the resource they are on.
+fn grants(template: &Value, function: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let policies = template["Resources"][function]["Properties"]["Policies"].as_array().cloned().unwrap_or_default();
+    for policy in policies {
+        for st in policy["Statement"].as_array().cloned().unwrap_or_default() {
+            let actions: Vec<String> = match &st["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                _ => vec![],
+            };
+            let resources = match &st["Resource"] {
+                Value::Array(r) => r.clone(),
+                r => vec![r.clone()],
+            };
+            for r in resources {
+                let logical = match &r {
+                    Value::Object(o) if o.contains_key("GetAtt") => o["GetAtt"].as_str().map(|s| s.split('.').next().unwrap().to_string()),
+                    Value::Object(o) if o.contains_key("Ref") => o["Ref"].as_str().map(str::to_string),
+                    Value::Object(o) if o.contains_key("Sub") => o["Sub"].as_str().and_then(|s| s.strip_prefix("${")).map(|s| s.split(['.', '}']).next().unwrap().to_string() + "/sub"),
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                };
+                if let Some(l) = logical {
+                    out.entry(l).or_default().extend(actions.iter().cloned());
+                }
+            }
+        }
+    }
+    out
+}
