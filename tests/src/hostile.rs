@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone)]
@@ -51,26 +51,6 @@ impl HostileTarget {
     }
 }
 
-/// Reads one request head (and its body, by `Content-Length`); None at EOF.
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(None);
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(Some(head))
-}
-
 fn page(total: u64, start: u64) -> String {
     let users: Vec<serde_json::Value> = (0..100)
         .map(|i| serde_json::json!({"schemas": [entitle::scim::USER_SCHEMA], "id": format!("u{}", start + i), "userName": format!("flood{}@example.test", start + i), "active": true}))
@@ -79,7 +59,7 @@ fn page(total: u64, start: u64) -> String {
 }
 
 async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>) -> std::io::Result<()> {
-    while let Some(head) = read_request(&mut stream).await? {
+    while let Some(req) = crate::read_request(&mut stream).await? {
         requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = behaviour.lock().unwrap().clone();
         match behaviour {
@@ -92,7 +72,7 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                 }
             }
             Behaviour::Claims { total } => {
-                let start = head.split("startIndex=").nth(1).and_then(|v| v.split(['&', ' ']).next()).and_then(|v| v.parse().ok()).unwrap_or(1);
+                let start = req.path.split("startIndex=").nth(1).and_then(|v| v.split(['&', ' ']).next()).and_then(|v| v.parse().ok()).unwrap_or(1);
                 let body = page(total, start);
                 let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 stream.write_all(answer.as_bytes()).await?;

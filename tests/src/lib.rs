@@ -20,6 +20,55 @@ use std::time::{Duration, Instant};
 pub mod hostile;
 pub mod runtime;
 
+/// One HTTP/1.1 request as the small servers of the harness read it.
+pub(crate) struct WireRequest {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (its head, and its body by `Content-Length`); None at EOF.
+pub(crate) async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<WireRequest>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let mut first = head.lines().next().unwrap_or_default().split(' ');
+    let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(WireRequest { method, path, body }))
+}
+
+/// A function URL request as the function receives it (payload format
+/// 2.0), with the IAM identity AWS authenticated when `principal` is given
+/// (what `AuthType: AWS_IAM` puts in the request context).
+pub fn function_url_event(function: &str, method: &str, path: &str, body: Option<&Value>, principal: Option<&str>) -> Value {
+    let mut context = serde_json::json!({
+        "accountId": "123456789012", "apiId": function, "domainName": format!("{function}.lambda-url.us-east-1.on.aws"), "domainPrefix": function,
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "entitle-tests"},
+        "requestId": unique("req"), "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64
+    });
+    if let Some(arn) = principal {
+        context["authorizer"] = serde_json::json!({"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE", "userArn": arn, "userId": "AIDAEXAMPLE"}});
+    }
+    serde_json::json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"content-type": "application/json"}, "requestContext": context,
+        "body": body.map(|b| b.to_string()), "isBase64Encoded": false
+    })
+}
+
 pub struct Stack {
     pub ingest: String,
     pub access: String,
@@ -109,24 +158,10 @@ impl Stack {
         (failed, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    /// A function URL request as the function receives it (payload format
-    /// 2.0), with the IAM identity AWS authenticated when `principal` is
-    /// given (what `AuthType: AWS_IAM` puts in the request context); answers
-    /// (status, JSON body).
+    /// A function URL request, through the Invoke API, as AWS hands it to
+    /// the function (see [`function_url_event`]); answers (status, JSON body).
     pub async fn invoke_url(&self, function: &str, method: &str, path: &str, body: Option<&Value>, principal: Option<&str>) -> (u16, Value) {
-        let mut context = serde_json::json!({
-            "accountId": "123456789012", "apiId": function, "domainName": format!("{function}.lambda-url.us-east-1.on.aws"), "domainPrefix": function,
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "entitle-tests"},
-            "requestId": unique("req"), "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64
-        });
-        if let Some(arn) = principal {
-            context["authorizer"] = serde_json::json!({"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE", "userArn": arn, "userId": "AIDAEXAMPLE"}});
-        }
-        let event = serde_json::json!({
-            "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-            "headers": {"content-type": "application/json"}, "requestContext": context,
-            "body": body.map(|b| b.to_string()), "isBase64Encoded": false
-        });
+        let event = function_url_event(function, method, path, body, principal);
         let (failed, answer) = self.invoke(function, &event).await;
         assert!(!failed, "{function} failed: {answer}");
         let status = answer["statusCode"].as_u64().expect("a function URL answer") as u16;

@@ -10,8 +10,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 const REQUEST_ID: &str = "runtime-stand-in-1";
 
@@ -30,33 +30,6 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} is not built: run `make build` first", path.display());
     path
-}
-
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-}
-
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(None);
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    let mut first = head.lines().next().unwrap_or_default().split(' ');
-    let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(Some(Request { method, path, body }))
 }
 
 /// Runs `binary` with `env` (and the variables the Lambda runtime sets),
@@ -88,7 +61,7 @@ pub async fn invoke_once(binary: PathBuf, env: &HashMap<String, String>, event: 
             let (tx, delivered, event, name) = (tx.clone(), delivered.clone(), event.clone(), name.clone());
             // One task per connection: the runtime may use several.
             tokio::spawn(async move {
-                while let Some(req) = read_request(&mut stream).await.unwrap_or(None) {
+                while let Some(req) = crate::read_request(&mut stream).await.unwrap_or(None) {
                     if req.method == "GET" && req.path.ends_with("/runtime/invocation/next") {
                         if delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
                             // One invocation only: hold the next poll until the process is stopped.

@@ -646,14 +646,7 @@ fn function_env(s: &Stack) -> HashMap<String, String> {
 
 /// A function URL event (payload format 2.0) without an IAM identity.
 fn url_event(method: &str, path: &str, body: Option<&Value>) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"accountId": "123456789012", "apiId": "ingest", "domainName": "ingest.lambda-url.us-east-1.on.aws", "domainPrefix": "ingest",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "entitle-tests"},
-            "requestId": unique("req"), "routeKey": "$default", "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000", "timeEpoch": 1_795_000_000_000u64},
-        "body": body.map(|b| b.to_string()), "isBase64Encoded": false
-    })
+    entitle_tests::function_url_event("ingest", method, path, body, None)
 }
 
 /// The template as data (CloudFormation's short tags read as `{tag: value}`).

@@ -158,6 +158,19 @@ async fn stale_changes_lose_whatever_the_interleaving() {
     assert_eq!((state.licenses[0].source_version, state.licenses[0].seats), (9, 90));
 }
 
+/// A license item nobody can read: every reconcile of this tenant fails.
+async fn break_tenant(s: &Stack, t: &TenantId) {
+    s.ddb
+        .put_item()
+        .table_name(&s.tables.state)
+        .item("pk", AttributeValue::S(format!("T#{t}")))
+        .item("sk", AttributeValue::S("LIC#crm#broken".into()))
+        .item("license", AttributeValue::S("{\"broken\": true}".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn dead_letters(s: &Stack, wait_for: &str) -> Vec<aws_sdk_sqs::types::Message> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
@@ -212,16 +225,7 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
     let store = s.store();
     let t = TenantId::parse(unique("failing")).unwrap();
     store.record_license_change(&crm_change(&t, 1, 5), "h", Utc::now()).await.unwrap();
-    // A license item nobody can read: every reconcile of this tenant fails.
-    s.ddb
-        .put_item()
-        .table_name(&s.tables.state)
-        .item("pk", AttributeValue::S(format!("T#{t}")))
-        .item("sk", AttributeValue::S("LIC#crm#broken".into()))
-        .item("license", AttributeValue::S("{\"broken\": true}".into()))
-        .send()
-        .await
-        .unwrap();
+    break_tenant(&s, &t).await;
     let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause("doomed"))).unwrap();
     s.sqs.send_message().queue_url(&s.queue_url).message_body(&body).message_group_id(t.as_str()).message_deduplication_id(t.as_str()).send().await.unwrap();
     let parked = dead_letters(&s, t.as_str()).await;
@@ -307,15 +311,7 @@ async fn a_failed_message_holds_back_the_rest_of_its_group_and_no_other() {
     for t in [&broken, &healthy] {
         store.record_license_change(&crm_change(t, 1, 5), "h", Utc::now()).await.unwrap();
     }
-    s.ddb
-        .put_item()
-        .table_name(&s.tables.state)
-        .item("pk", AttributeValue::S(format!("T#{broken}")))
-        .item("sk", AttributeValue::S("LIC#crm#broken".into()))
-        .item("license", AttributeValue::S("{\"broken\": true}".into()))
-        .send()
-        .await
-        .unwrap();
+    break_tenant(&s, &broken).await;
     let record = |id: &str, t: &TenantId| {
         let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause(id))).unwrap();
         serde_json::json!({"messageId": id, "receiptHandle": id, "body": body, "attributes": {"MessageGroupId": t.as_str(), "ApproximateReceiveCount": "1"},
