@@ -1,4 +1,4 @@
-"""Creates the template's tables and queues in the local emulator.
+"""Creates the template's tables and queues in the local emulators.
 
 One source of truth: every AWS::DynamoDB::Table and AWS::SQS::Queue of
 infra/template.yaml is created from its own Properties (keys, indexes, TTL,
@@ -9,7 +9,9 @@ signing secrets, parameters of the template) are created from the
 NAME=VALUE arguments. The emulator enforces no IAM: a table's resource
 policy (the audit table's) is not applied locally.
 
-usage: resources.py TEMPLATE ENDPOINT_URL [SECRET_NAME=VALUE ...]
+The tables go to DynamoDB Local, everything else to moto.
+
+usage: resources.py TEMPLATE MOTO_ENDPOINT DYNAMODB_ENDPOINT [SECRET_NAME=VALUE ...]
 """
 
 import sys
@@ -48,12 +50,12 @@ QUEUE_ATTRS = ("FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "M
                "DelaySeconds", "ReceiveMessageWaitTimeSeconds", "DeduplicationScope", "FifoThroughputLimit")
 
 
-def main(template_path, endpoint, secrets):
+def main(template_path, endpoint, ddb_endpoint, secrets):
     with open(template_path) as f:
         template = yaml.load(f, Loader=CfnLoader)
     resources = template["Resources"]
     session = boto3.session.Session(region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
-    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    ddb = session.client("dynamodb", endpoint_url=ddb_endpoint)
     sqs = session.client("sqs", endpoint_url=endpoint)
     env = {}
 
@@ -103,4 +105,4 @@ def main(template_path, endpoint, secrets):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The local stack: moto (DynamoDB, SQS, EventBridge, Secrets Manager) with the
-# template's tables and queues, the real function binaries under `cargo lambda
-# watch`, the event source mapping stand-in (entitle-dev esm), and scim2-server
-# as the example SCIM target. Everything binds to 127.0.0.1.
+# The local stack: AWS's DynamoDB Local with the template's tables, moto (SQS,
+# EventBridge, Secrets Manager) with its queues and bus, the real function
+# binaries under `cargo lambda watch`, the event source mapping stand-in
+# (entitle-dev esm), and scim2-server as the example SCIM target. Everything
+# binds to 127.0.0.1.
 #
 #   dev/stack.sh up     start, print endpoints and local secrets
 #   dev/stack.sh down   stop exactly what `up` started (by process group id)
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
-# SCIM_PORT (5056), ESM_VISIBILITY_TIMEOUT (queue default), the SCIM retry
+# SCIM_PORT (5056), DDB_PORT (5057), ESM_VISIBILITY_TIMEOUT (queue default), the SCIM retry
 # policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
 # SCIM_RETRY_MAX_SECS (4), SCIM_QUARANTINE_RETRY_SECS (5): seconds locally, so
 # that a quarantine and its recovery can be watched (production defaults:
@@ -23,6 +24,7 @@ STACK_DIR=${STACK_DIR:-.local/stack}
 MOTO_PORT=${MOTO_PORT:-5055}
 FN_PORT=${FN_PORT:-9000}
 SCIM_PORT=${SCIM_PORT:-5056}
+DDB_PORT=${DDB_PORT:-5057}
 VENV=.venv
 STRIPE_SECRET=whsec_entitle_local
 CRM_SECRET=crm_entitle_local
@@ -53,29 +55,37 @@ up() {
   [ -x "$VENV/bin/moto_server" ] || die "no $VENV: run 'make bootstrap' first"
   [ -x "$VENV/bin/cargo-lambda" ] || die "cargo-lambda is missing from $VENV: run 'make bootstrap'"
   [ -x "$VENV/bin/scim2-server" ] || die "scim2-server is missing from $VENV: run 'make bootstrap'"
+  [ -f "$VENV/dynamodb/LoopbackDynamoDB.class" ] || die "DynamoDB Local is not installed: run 'make bootstrap'"
+  local ddb_lib
+  ddb_lib=$(cat "$VENV/dynamodb/lib")
   [ -x target/debug/entitle-dev ] || die "target/debug/entitle-dev is missing: run 'make build'"
   if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
     die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
   fi
-  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT"; do
+  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT" "$DDB_PORT"; do
     if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
   done
   mkdir -p "$STACK_DIR"
 
-  start moto "$VENV/bin/python" dev/moto_server.py 127.0.0.1 "$MOTO_PORT"
+  # AWS's own DynamoDB Local, in memory, on 127.0.0.1 only (see dev/dynamodb).
+  start dynamodb java -Djava.library.path="$ddb_lib/DynamoDBLocal_lib" -cp "$ddb_lib/DynamoDBLocal.jar:$VENV/dynamodb" \
+    LoopbackDynamoDB -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT"
+  start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
   # The example SCIM target: every path prefix (/acme, /globex, ...) is a
   # separate SCIM service provider with its own users and groups.
   start scim "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --dynamic-tenants \
     --bearer-token "$SCIM_TOKEN" --bearer-token "$SCIM_TOKEN_2"
   wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
+  wait_for "http://127.0.0.1:$DDB_PORT/" "DynamoDB Local" 60
   wait_for "http://127.0.0.1:$SCIM_PORT/" "scim2-server" 30
 
-  local endpoint="http://127.0.0.1:$MOTO_PORT"
+  local endpoint="http://127.0.0.1:$MOTO_PORT" ddb_endpoint="http://127.0.0.1:$DDB_PORT"
   {
     # The webhook signing secrets live in Secrets Manager, read at run time.
-    "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" \
+    "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" "$ddb_endpoint" \
       "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET"
     echo "AWS_ENDPOINT_URL=$endpoint"
+    echo "AWS_ENDPOINT_URL_DYNAMODB=$ddb_endpoint"
     echo "AWS_REGION=us-east-1"
     echo "AWS_ACCESS_KEY_ID=local"
     echo "AWS_SECRET_ACCESS_KEY=local"
@@ -135,7 +145,8 @@ Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
   expiry-sweep  fire its schedule with: make sweep [TIME=2027-01-01T00:00:00Z]
-  AWS emulator (moto)  $endpoint   (AWS_ENDPOINT_URL; tables StateTable, AuditTable)
+  DynamoDB Local  $ddb_endpoint   (AWS_ENDPOINT_URL_DYNAMODB; tables StateTable, AuditTable)
+  moto (SQS, EventBridge, Secrets Manager)  $endpoint   (AWS_ENDPOINT_URL)
   SCIM target (scim2-server)  http://127.0.0.1:$SCIM_PORT/<any-name>   bearer token $SCIM_TOKEN
   local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET, SCIM $SCIM_TOKEN
   settings for scripts and tests: $STACK_DIR/stack.env
@@ -145,7 +156,7 @@ MSG
 
 down() {
   local stopped=0 pidfile pid
-  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid; do
+  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     # Each part runs in its own process group (setsid): stop the group.

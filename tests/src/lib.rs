@@ -1,7 +1,8 @@
-//! Harness for the workspace-level tests: the running local stack (moto,
-//! the function binaries under `cargo lambda watch`, the event source mapping
-//! stand-in), reached exactly as a user reaches it, plus the real SDK clients
-//! for looking at (and tampering with) what is stored.
+//! Harness for the workspace-level tests: the running local stack (DynamoDB
+//! Local, moto, the function binaries under `cargo lambda watch`, the event
+//! source mapping stand-in, scim2-server), reached exactly as a user reaches
+//! it, plus the real SDK clients for looking at (and tampering with) what is
+//! stored.
 //!
 //! `make test` starts a stack and points `ENTITLE_STACK_ENV` at its settings.
 //! Without it these tests fail loudly: they never skip.
@@ -133,7 +134,8 @@ impl Stack {
             event_bus: get("EVENT_BUS_NAME"),
             stripe_secret: Secret::new(get("ENTITLE_STRIPE_SECRET")),
             crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
-            ddb: aws_sdk_dynamodb::Client::new(&aws),
+            // DynamoDB is DynamoDB Local; the other services are moto's.
+            ddb: aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&aws).endpoint_url(get("AWS_ENDPOINT_URL_DYNAMODB")).build()),
             sqs: aws_sdk_sqs::Client::new(&aws),
             events: aws_sdk_eventbridge::Client::new(&aws),
             tables: Tables { state: get("STATE_TABLE"), audit: get("AUDIT_TABLE") },
