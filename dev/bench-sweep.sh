@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make bench-sweep`: a stack of its own, 100,000 licenses (1 % due), the
-# sweep's reads per due item. LICENSES, DUE_PERCENT and SWEEP_SCALE_FULL=1
-# (apply every transition too, slow on the emulator at this size) adjust it.
+# `make bench-sweep`: a stack of its own, 100,000 licenses (1 % due) on
+# DynamoDB Local, every transition applied; the sweep's reads per due item.
+# LICENSES and DUE_PERCENT adjust it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export STACK_DIR=.local/bench-stack MOTO_PORT=${BENCH_MOTO_PORT:-5199} FN_PORT=${BENCH_FN_PORT:-9199} SCIM_PORT=${BENCH_SCIM_PORT:-5198} DDB_PORT=${BENCH_DDB_PORT:-5197}

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "layers of the common crate"
+python3 dev/check_layers.py
+
 step "unit and property tests"
 cargo test --workspace --exclude entitle-tests
 cargo test -p entitle-shared --no-default-features --bench desired_access --bench contract_diff

@@ -3,9 +3,9 @@
 //! and check it applies). Run with `make bench`; the README has the figures.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use entitle::contract::{apply, diff, evaluate, AmendmentForm, ContractDocument};
-use entitle::ids::ContractId;
-use entitle::model::LicensingModel;
+use entitle::core::contract::{apply, diff, evaluate, AmendmentForm, ContractDocument};
+use entitle::core::ids::ContractId;
+use entitle::core::model::LicensingModel;
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 

@@ -3,10 +3,10 @@
 //! Run with `make bench`; the README has the figures.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use entitle::access::{desired_access, plan, Member, MemberAccess, MemberStatus};
-use entitle::ids::{EventId, LicenseId, TenantId, UserId};
-use entitle::license::{License, LicenseStatus, Source};
-use entitle::model::LicensingModel;
+use entitle::core::access::{desired_access, plan, Member, MemberAccess, MemberStatus};
+use entitle::core::ids::{EventId, LicenseId, TenantId, UserId};
+use entitle::core::license::{License, LicenseStatus, Source};
+use entitle::core::model::LicensingModel;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 

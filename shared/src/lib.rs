@@ -1,50 +1,23 @@
-//! Entitle's common crate.
+//! Entitle's common crate, in layers a reader can tell from the folder:
 //!
-//! The pure core (no I/O): [`model`] (the licensing model), [`license`]
-//! (source ordering, effective license), [`access`] (desired access, seats,
-//! the provisioning plan), [`audit`] (the hash chain), [`signature`] (webhook
-//! signatures), [`stripe`] and [`crm`] (normalising sources), [`api`] (the
-//! JSON shapes and errors of the HTTP API).
-//!
-//! With the `aws` feature: [`store`] (DynamoDB), [`queue`] (SQS), [`http`]
-//! (function URL glue) and [`config`] (clients and settings built once per
-//! process).
+//! - [`core`]: pure types and decisions. Touches nothing: no I/O, no
+//!   async, no clock. Most tests live here.
+//! - [`app`]: the use cases (record a license change, create or remove a
+//!   member, reconcile a tenant, apply or review or reverse an amendment,
+//!   run a sweep, deliver to SCIM targets), written against narrow ports
+//!   (traits) for what they need from the world. Their errors are domain
+//!   errors. In-memory ports (feature `memory`) make them testable in
+//!   milliseconds.
+//! - [`adapters`] (feature `aws`): DynamoDB, SQS, EventBridge, Secrets
+//!   Manager and the SCIM HTTP client, implementing the ports. Every write
+//!   of a tenant goes through one audited, optimistic commit.
+//! - [`edge`]: what the functions share at their edge: request bodies,
+//!   and (feature `aws`) HTTP glue with the one mapping from domain errors
+//!   to answers, and the settings that build the adapters.
 
-pub mod access;
-pub mod api;
-pub mod audit;
-pub mod contract;
-pub mod crm;
-pub mod egress;
-pub mod expiry;
-pub mod ids;
-pub mod license;
-pub mod model;
-pub mod scim;
-pub mod signature;
-pub mod stripe;
+pub mod app;
+pub mod core;
+pub mod edge;
 
 #[cfg(feature = "aws")]
-pub mod config;
-#[cfg(feature = "aws")]
-pub mod contract_store;
-#[cfg(feature = "aws")]
-pub mod due;
-#[cfg(feature = "aws")]
-pub mod events;
-#[cfg(feature = "aws")]
-pub mod http;
-#[cfg(feature = "aws")]
-pub mod queue;
-#[cfg(feature = "aws")]
-pub mod scim_client;
-#[cfg(feature = "aws")]
-pub mod store;
-#[cfg(feature = "aws")]
-pub mod signing_secrets;
-#[cfg(feature = "aws")]
-pub mod sweep;
-#[cfg(feature = "aws")]
-pub mod targets;
-#[cfg(feature = "aws")]
-pub mod delivery;
+pub mod adapters;

@@ -53,7 +53,7 @@ impl HostileTarget {
 
 fn page(total: u64, start: u64) -> String {
     let users: Vec<serde_json::Value> = (0..100)
-        .map(|i| serde_json::json!({"schemas": [entitle::scim::USER_SCHEMA], "id": format!("u{}", start + i), "userName": format!("flood{}@example.test", start + i), "active": true}))
+        .map(|i| serde_json::json!({"schemas": [entitle::core::scim::USER_SCHEMA], "id": format!("u{}", start + i), "userName": format!("flood{}@example.test", start + i), "active": true}))
         .collect();
     serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": total, "startIndex": start, "itemsPerPage": 100, "Resources": users}).to_string()
 }

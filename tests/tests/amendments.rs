@@ -4,8 +4,8 @@
 //! reconcile.
 
 use chrono::{Duration, Utc};
-use entitle::contract::AmendmentRequest;
-use entitle::ids::ContractId;
+use entitle::core::contract::AmendmentRequest;
+use entitle::core::ids::ContractId;
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
 
@@ -256,13 +256,13 @@ async fn future_dated_amendments_are_scheduled_then_applied_when_due() {
 
     let (store, queue) = (s.store(), s.queue());
     let cid = ContractId::parse(&k).unwrap();
-    let early = entitle::due::apply_due_amendments(&store, &queue, &cid, effective - Duration::seconds(1), "run-early").await.unwrap();
+    let early = entitle::app::contracts::apply_due(&store, &queue, &cid, effective - Duration::seconds(1), "run-early").await.unwrap();
     assert!(early.is_empty(), "not due yet");
-    let due = entitle::due::apply_due_amendments(&store, &queue, &cid, effective, "run-due").await.unwrap();
+    let due = entitle::app::contracts::apply_due(&store, &queue, &cid, effective, "run-due").await.unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].status, entitle::contract::AmendmentStatus::Applied);
+    assert_eq!(due[0].status, entitle::core::contract::AmendmentStatus::Applied);
     s.tenant_where(&t, "sso once due", |v| v["entitlements"]["sso"] == true && v["seats"]["total"] == 5).await;
-    let again = entitle::due::apply_due_amendments(&store, &queue, &cid, effective + Duration::days(1), "run-again").await.unwrap();
+    let again = entitle::app::contracts::apply_due(&store, &queue, &cid, effective + Duration::days(1), "run-again").await.unwrap();
     assert!(again.is_empty(), "applied once");
     let shown = s.amend(&format!("{path}/later"), None).await.1;
     assert_eq!((shown["status"].as_str(), shown["applied_version"].as_u64()), (Some("applied"), Some(2)));
@@ -349,9 +349,9 @@ async fn a_crash_between_the_new_version_and_its_reconcile_still_converges() {
     // The function stored the new version, then died before queueing the reconcile.
     let request: AmendmentRequest = serde_json::from_value(body.clone()).unwrap();
     let cid = ContractId::parse(&k).unwrap();
-    let hash = entitle::audit::hash_of(&body.to_string());
-    let (stored, fresh) = s.store().submit_amendment(&cid, &request, None, &hash, false, Utc::now()).await.unwrap();
-    assert!(fresh && stored.status == entitle::contract::AmendmentStatus::Applied);
+    let hash = entitle::core::audit::hash_of(&body.to_string());
+    let (stored, fresh) = entitle::app::contracts::submit(&s.model(), &s.store(), &cid, &request, None, &hash, false, Utc::now()).await.unwrap();
+    assert!(fresh && stored.status == entitle::core::contract::AmendmentStatus::Applied);
     // Every message queued for the tenant so far is processed, and none
     // applied the new version.
     s.settle(&t).await;

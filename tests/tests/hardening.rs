@@ -7,13 +7,14 @@
 //! of sleeping are in the files of their features.)
 
 use chrono::Utc;
-use entitle::audit::{Cause, CauseKind};
-use entitle::delivery::{Deliverer, TargetBudget};
-use entitle::egress::EgressPolicy;
-use entitle::ids::TenantId;
-use entitle::scim::{DesiredUser, Mapping, Policy};
-use entitle::scim_client::{http_client, Known, ScimClient, TargetError};
-use entitle::targets::TokenStore;
+use entitle::core::audit::{Cause, CauseKind};
+use entitle::app::delivery::{Deliverer, TargetBudget};
+use entitle::core::egress::EgressPolicy;
+use entitle::core::ids::TenantId;
+use entitle::core::scim::{DesiredUser, Mapping, Policy};
+use entitle::adapters::scim_client::{http_client, Scim, ScimClient};
+use entitle::core::scim::{Known, TargetError};
+use entitle::adapters::secrets::TokenStore;
 use entitle_tests::hostile::{Behaviour, HostileTarget};
 use entitle_tests::runtime::{binary, invoke_once};
 use entitle_tests::{member_body, subscription_event, unique, FaultProxy, Stack};
@@ -139,10 +140,10 @@ async fn the_client_refuses_a_user_found_under_another_members_external_id() {
     let s = Stack::connect().await;
     let scim = s.scim(&unique("case"));
     let client = ScimClient::new(http_client(EgressPolicy::Local), &scim.base, s.scim_token.clone(), EgressPolicy::Local);
-    let managed = entitle::scim::managed_groups(&Mapping::default(), &["member".to_string()]);
+    let managed = entitle::core::scim::managed_groups(&Mapping::default(), &["member".to_string()]);
     let admin = scim.create_user("admin@corp.example", Some("u1")).await;
     let twin = DesiredUser {
-        user_id: entitle::ids::UserId::parse("u2").unwrap(),
+        user_id: entitle::core::ids::UserId::parse("u2").unwrap(),
         user_name: "ADMIN@corp.example".into(),
         present: true,
         active: true,
@@ -208,11 +209,11 @@ async fn a_hanging_target_holds_up_other_tenants_no_longer_than_its_budget() {
     proxy.set_hanging(true);
     let store = s.store();
     for (t, u) in [(&ta, "a1"), (&tb, "b1")] {
-        let new: entitle::api::NewMember = serde_json::from_value(member_body(u, &[])).unwrap();
-        store.create_member(&TenantId::parse(t.as_str()).unwrap(), &new, "direct", Utc::now()).await.unwrap();
+        let new: entitle::core::views::NewMember = serde_json::from_value(member_body(u, &[])).unwrap();
+        entitle::app::members::create(&s.model(), &store, &TenantId::parse(t.as_str()).unwrap(), &new, "direct", Utc::now()).await.unwrap();
     }
     let record = |t: &str, n: u32| {
-        let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(TenantId::parse(t).unwrap(), Cause::new(CauseKind::ApiCall, "batch"))).unwrap();
+        let body = serde_json::to_string(&entitle::core::reconcile::ReconcileRequest::new(TenantId::parse(t).unwrap(), Cause::new(CauseKind::ApiCall, "batch"))).unwrap();
         json!({"messageId": format!("m{n}-{t}"), "receiptHandle": "r", "body": body, "attributes": {"MessageGroupId": t, "ApproximateReceiveCount": "1"},
             "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ReconcileQueue.fifo", "awsRegion": "us-east-1"})
     };
@@ -245,29 +246,33 @@ async fn a_run_that_dies_mid_delivery_still_counts_against_the_target() {
     target_where(&s, &t, "the first sync", |v| !v["health"]["last_repair_at"].is_null()).await;
     s.settle(&t).await;
     let tenant = TenantId::parse(t.as_str()).unwrap();
-    let new: entitle::api::NewMember = serde_json::from_value(member_body("x", &[])).unwrap();
-    s.store().create_member(&tenant, &new, "direct", Utc::now()).await.unwrap();
-    let deliverer = std::sync::Arc::new(Deliverer {
-        store: s.store(),
-        tokens: TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None),
-        http: http_client(EgressPolicy::Local),
-        egress: EgressPolicy::Local,
+    let new: entitle::core::views::NewMember = serde_json::from_value(member_body("x", &[])).unwrap();
+    entitle::app::members::create(&s.model(), &s.store(), &tenant, &new, "direct", Utc::now()).await.unwrap();
+    let (model, store) = (s.model(), s.store());
+    let tokens = TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
+    let directory = Scim::new(EgressPolicy::Local);
+    let deliverer = Deliverer {
+        model: &model,
+        store: &store,
+        tokens: &tokens,
+        directory: &directory,
         policy: Policy { quarantine_after: 2, retry_base_secs: 1, retry_max_secs: 1, quarantine_retry_secs: 3600 },
         budget: TargetBudget { time: Duration::from_secs(60), read_bytes: 1 << 20 },
-    });
+    };
     proxy.set_hanging(true);
     for run in 1..=2u64 {
         tokio::time::sleep(Duration::from_millis(1100)).await; // past the policy's 1 s retry
-        // The run starts, reaches the hanging target, and dies there.
-        let (d, tenant2) = (deliverer.clone(), tenant.clone());
-        let task = tokio::spawn(async move {
-            let cause = Cause::new(CauseKind::Sweep, "crashing-run");
-            d.deliver_tenant(&tenant2, &[], &cause, Instant::now() + Duration::from_secs(120)).await
-        });
-        target_where(&s, &t, "the attempt recorded", |v| !v["health"]["attempt_started_at"].is_null()).await;
-        tokio::time::sleep(Duration::from_millis(300)).await; // inside the request now
-        task.abort();
-        let _ = task.await;
+        // The run starts, reaches the hanging target, and dies there (its
+        // future dropped mid-request, as a killed process stops).
+        let cause = Cause::new(CauseKind::Sweep, "crashing-run");
+        let attempt_recorded = async {
+            target_where(&s, &t, "the attempt recorded", |v| !v["health"]["attempt_started_at"].is_null()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await; // inside the request now
+        };
+        tokio::select! {
+            finished = deliverer.deliver_tenant(&tenant, &[], &cause, Instant::now() + Duration::from_secs(120)) => panic!("the run against a hanging target finished: {finished:?}"),
+            _ = attempt_recorded => {}
+        }
         let v = s.target(&t, "idp").await;
         assert_eq!(v["health"]["failures"], run - 1, "not counted until the next run: {v}");
         // The next run finds the attempt that never finished, and counts it.
@@ -461,10 +466,10 @@ async fn webhook_secrets_are_read_at_run_time_and_rotate_without_a_deploy() {
     let s = Stack::connect().await;
     let id = s.settings["STRIPE_WEBHOOK_SECRET_ID"].clone();
     let t = unique("rotate");
-    let rotated = entitle::signature::Secret::new(format!("whsec_rotated_{t}"));
+    let rotated = entitle::core::signature::Secret::new(format!("whsec_rotated_{t}"));
     let event = subscription_event(&format!("evt_{t}"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(&t), "active", &[("team_monthly", 1)], PERIOD_END);
     let body = serde_json::to_vec(&event).unwrap();
-    let signed = || entitle::signature::sign(&rotated, entitle_tests::now(), &body);
+    let signed = || entitle::core::signature::sign(&rotated, entitle_tests::now(), &body);
     assert_eq!(s.post_signed("/stripe", "Stripe-Signature", &body, Some(signed())).await.0, 401, "not a secret yet");
     // Rotation: the new secret is added beside the current one.
     let current = s.secrets.get_secret_value().secret_id(&id).send().await.unwrap().secret_string.unwrap();

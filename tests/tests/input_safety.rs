@@ -3,7 +3,7 @@
 //! is detected.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use entitle::signature::{sign, Secret};
+use entitle::core::signature::{sign, Secret};
 use entitle_tests::{member_body, now, subscription_event, unique, Stack};
 use serde_json::{json, Value};
 
@@ -161,7 +161,7 @@ async fn tampering_with_the_audit_trail_is_detected() {
     assert_eq!((v["ok"].as_bool(), v["first_bad_seq"].as_u64()), (Some(false), Some(3)), "{v}");
 
     // Recomputing the edited record's hash only moves the break to the next link.
-    let rehashed = entitle::audit::hash_of(&edited);
+    let rehashed = entitle::core::audit::hash_of(&edited);
     s.ddb
         .update_item()
         .table_name(&s.tables.audit)
@@ -199,7 +199,7 @@ async fn a_record_forged_beyond_the_head_is_detected() {
         .item("tenant_id", AttributeValue::S(t.clone()))
         .item("seq", AttributeValue::N((head + 100).to_string()))
         .item("record", AttributeValue::S("{\"action\":\"member_created\"}".into()))
-        .item("hash", AttributeValue::S(entitle::audit::hash_of("{\"action\":\"member_created\"}")))
+        .item("hash", AttributeValue::S(entitle::core::audit::hash_of("{\"action\":\"member_created\"}")))
         .send()
         .await
         .unwrap();

@@ -1,30 +1,24 @@
-//! The store and the provision consumer against the emulator with the real
-//! SDK clients: crashes between chunks, concurrent seat claims racing a
-//! reconcile, poison and failing messages on the dead-letter queue.
+//! The use cases on the DynamoDB adapter and the provision consumer against
+//! DynamoDB Local and moto with the real SDK clients: crashes between
+//! chunks (a store that fails its Nth commit), concurrent seat claims racing
+//! a reconcile, poison and failing messages on the dead-letter queue.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
-use entitle::access::{desired_access, MemberStatus};
-use entitle::api::NewMember;
-use entitle::audit::{Cause, CauseKind};
-use entitle::ids::{EventId, LicenseId, TenantId, UserId};
-use entitle::license::{LicenseChange, LicenseStatus, LicenseUpdate, Source};
-use entitle::store::{ReconcileOptions, Store, StoreError, MAX_TRANSACTION_ITEMS, MEMBERS_PER_CHUNK};
+use entitle::core::access::{desired_access, MemberStatus};
+use entitle::core::views::NewMember;
+use entitle::core::audit::{Cause, CauseKind};
+use entitle::core::ids::{TenantId, UserId};
+use entitle::adapters::dynamodb::Dynamo;
+use entitle::app::memory::{crm_change, is_injected_crash, Crashing};
+use entitle::app::ports::{Targets, Tenants};
+use entitle::app::{audit, licenses, members, reconcile::reconcile, targets};
+use entitle::core::model::LicensingModel;
+use entitle::core::reconcile::{members_per_chunk, MAX_TRANSACTION_ITEMS};
 use entitle_tests::{unique, Stack};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn crm_change(tenant: &TenantId, version: i64, seats: u32) -> LicenseChange {
-    LicenseChange {
-        event_id: EventId::parse(format!("crm-{tenant}-{version}")).unwrap(),
-        tenant_id: tenant.clone(),
-        license_id: LicenseId::parse("crm-main").unwrap(),
-        source: Source::Crm,
-        source_version: version,
-        update: LicenseUpdate::Full { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
-    }
-}
 
 fn new_member(i: usize) -> NewMember {
     NewMember {
@@ -35,6 +29,7 @@ fn new_member(i: usize) -> NewMember {
     }
 }
 
+const MEMBERS_PER_CHUNK: usize = members_per_chunk(0);
 // A chunk (two items per member change, the chain head, the outbox entry) fits a transaction.
 const _: () = assert!(2 * MEMBERS_PER_CHUNK + 2 <= MAX_TRANSACTION_ITEMS);
 
@@ -43,19 +38,23 @@ fn cause(id: &str) -> Cause {
 }
 
 /// A tenant with `members` accounts, all seated, reconciled.
-async fn seeded(store: &Store, prefix: &str, members: usize) -> TenantId {
+async fn seeded(model: &LicensingModel, store: &Dynamo, prefix: &str, count: usize) -> TenantId {
     let t = TenantId::parse(unique(prefix)).unwrap();
-    store.record_license_change(&crm_change(&t, 1, members as u32), "h1", Utc::now()).await.unwrap();
-    store.reconcile(&t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
-    for i in 0..members {
-        store.create_member(&t, &new_member(i), "seed", Utc::now()).await.unwrap();
+    licenses::record_change(store, &crm_change(&t, 1, count as u32), "h1", Utc::now()).await.unwrap();
+    reconcile(model, store, &t, &cause("seed"), Utc::now()).await.unwrap();
+    for i in 0..count {
+        members::create(model, store, &t, &new_member(i), "seed", Utc::now()).await.unwrap();
     }
-    store.reconcile(&t, &cause("seed"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    reconcile(model, store, &t, &cause("seed"), Utc::now()).await.unwrap();
     t
 }
 
-async fn member_states(store: &Store, t: &TenantId) -> BTreeMap<UserId, String> {
-    let state = store.load_tenant(t).await.unwrap().unwrap();
+async fn verified(store: &Dynamo, t: &TenantId) -> bool {
+    audit::verify(store, t).await.unwrap().unwrap().ok
+}
+
+async fn member_states(store: &Dynamo, t: &TenantId) -> BTreeMap<UserId, String> {
+    let state = store.tenant(t).await.unwrap().unwrap();
     state.members.iter().map(|m| (m.member.user_id.clone(), serde_json::to_string(&m.access).unwrap())).collect()
 }
 
@@ -63,30 +62,31 @@ async fn member_states(store: &Store, t: &TenantId) -> BTreeMap<UserId, String> 
 async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let s = Stack::connect().await;
     let store = s.store();
-    let model = store.model();
+    let model = &*s.model();
     const MEMBERS: usize = 130;
-    let crashed = seeded(&store, "crash", MEMBERS).await;
-    let control = seeded(&store, "control", MEMBERS).await;
+    let crashed = seeded(model, &store, "crash", MEMBERS).await;
+    let control = seeded(model, &store, "control", MEMBERS).await;
 
     // Seats cut from 130 to 10: 120 members lose their seat, more than two chunks.
     for t in [&crashed, &control] {
-        store.record_license_change(&crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
+        licenses::record_change(&store, &crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
     }
-    let err = store.reconcile(&crashed, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
-    assert!(matches!(err, StoreError::InjectedCrash(1)), "{err}");
+    // The first chunk commits, then the process dies.
+    let err = reconcile(model, &Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
+    assert!(is_injected_crash(&err), "{err}");
 
     // Half-applied, but consistent: counters match the members, the chain verifies.
-    let state = store.load_tenant(&crashed).await.unwrap().unwrap();
+    let state = store.tenant(&crashed).await.unwrap().unwrap();
     let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
     assert_eq!(active, MEMBERS - (MEMBERS_PER_CHUNK - 1), "first chunk: tenant record and {} members", MEMBERS_PER_CHUNK - 1);
     assert_eq!(state.meta.seats_used as usize, active);
-    assert!(store.verify_audit(&crashed).await.unwrap().unwrap().ok);
+    assert!(verified(&store, &crashed).await);
 
     // The retry reads what was applied and finishes the rest.
-    let outcome = store.reconcile(&crashed, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let outcome = reconcile(model, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!(outcome.member_changes, 120 - (MEMBERS_PER_CHUNK - 1));
     assert!(!outcome.tenant_changed, "the tenant record was applied before the crash");
-    let full = store.reconcile(&control, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let full = reconcile(model, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!(full.member_changes, 120);
     // The first chunk carries the tenant record too; none exceeds DynamoDB's limit.
     assert_eq!(full.chunks, 1 + (120 - (MEMBERS_PER_CHUNK - 1)).div_ceil(MEMBERS_PER_CHUNK));
@@ -94,7 +94,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     // Same end state as the uninterrupted run, equal to desired access.
     let (a, b) = (member_states(&store, &crashed).await, member_states(&store, &control).await);
     assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
-    let state = store.load_tenant(&crashed).await.unwrap().unwrap();
+    let state = store.tenant(&crashed).await.unwrap().unwrap();
     let members: Vec<_> = state.members.iter().map(|m| m.member.clone()).collect();
     let desired = desired_access(model, &state.licenses, &members);
     for m in &state.members {
@@ -109,28 +109,28 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     assert_eq!(cut.len(), 120);
     let subjects: BTreeSet<_> = cut.iter().map(|r| r["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects.len(), 120);
-    assert!(store.verify_audit(&crashed).await.unwrap().unwrap().ok);
+    assert!(verified(&store, &crashed).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
     let s = Stack::connect().await;
-    let store = Arc::new(s.store());
+    let (store, model) = (Arc::new(s.store()), s.model());
     let t = TenantId::parse(unique("race")).unwrap();
-    store.record_license_change(&crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
-    store.reconcile(&t, &cause("init"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    licenses::record_change(&*store, &crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
+    reconcile(&model, &*store, &t, &cause("init"), Utc::now()).await.unwrap();
 
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let (store, t) = (store.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { store.create_member(&t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
+        let (store, model, t) = (store.clone(), model.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { members::create(&model, &*store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
     }
     // Reconciles race the creations.
     for i in 0..5 {
-        let (store, t) = (store.clone(), t.clone());
+        let (store, model, t) = (store.clone(), model.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
-            store.reconcile(&t, &cause(&format!("race-{i}")), ReconcileOptions::default(), Utc::now()).await.unwrap();
-            entitle::api::MemberView::new(t.clone(), UserId::parse("none").unwrap(), &entitle::access::MemberAccess::without_access(MemberStatus::Suspended))
+            reconcile(&model, &*store, &t, &cause(&format!("race-{i}")), Utc::now()).await.unwrap();
+            entitle::core::views::MemberView::new(t.clone(), UserId::parse("none").unwrap(), &entitle::core::access::MemberAccess::without_access(MemberStatus::Suspended))
         }));
     }
     let mut active_at_creation = 0;
@@ -139,11 +139,11 @@ async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
         active_at_creation += usize::from(view.status == MemberStatus::Active);
     }
     assert_eq!(active_at_creation, 10);
-    store.reconcile(&t, &cause("final"), ReconcileOptions::default(), Utc::now()).await.unwrap();
-    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    reconcile(&model, &*store, &t, &cause("final"), Utc::now()).await.unwrap();
+    let state = store.tenant(&t).await.unwrap().unwrap();
     let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
     assert_eq!((active, state.meta.seats_used, state.meta.seats_pending), (10, 10, 20));
-    assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
+    assert!(verified(&store, &t).await);
 }
 
 #[tokio::test]
@@ -152,9 +152,9 @@ async fn stale_changes_lose_whatever_the_interleaving() {
     let store = s.store();
     let t = TenantId::parse(unique("order")).unwrap();
     for (v, seats) in [(5, 50), (3, 30), (9, 90), (1, 10), (7, 70)] {
-        store.record_license_change(&crm_change(&t, v, seats), &format!("h{v}"), Utc::now()).await.unwrap();
+        licenses::record_change(&store, &crm_change(&t, v, seats), &format!("h{v}"), Utc::now()).await.unwrap();
     }
-    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    let state = store.tenant(&t).await.unwrap().unwrap();
     assert_eq!((state.licenses[0].source_version, state.licenses[0].seats), (9, 90));
 }
 
@@ -224,9 +224,9 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
     let s = Stack::connect().await;
     let store = s.store();
     let t = TenantId::parse(unique("failing")).unwrap();
-    store.record_license_change(&crm_change(&t, 1, 5), "h", Utc::now()).await.unwrap();
+    licenses::record_change(&store, &crm_change(&t, 1, 5), "h", Utc::now()).await.unwrap();
     break_tenant(&s, &t).await;
-    let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause("doomed"))).unwrap();
+    let body = serde_json::to_string(&entitle::core::reconcile::ReconcileRequest::new(t.clone(), cause("doomed"))).unwrap();
     s.sqs.send_message().queue_url(&s.queue_url).message_body(&body).message_group_id(t.as_str()).message_deduplication_id(t.as_str()).send().await.unwrap();
     let parked = dead_letters(&s, t.as_str()).await;
     assert_eq!(attr(&parked[0], "error_code"), "reconcile_failed");
@@ -234,70 +234,63 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
     assert_eq!(attr(&parked[0], "receive_count"), "5", "MAX_RECEIVES deliveries, then parked");
 }
 
-fn target(t: &TenantId, id: &str) -> entitle::scim::Target {
-    entitle::scim::Target {
-        tenant_id: t.clone(),
-        target_id: entitle::ids::TargetId::parse(id).unwrap(),
-        base_url: "http://127.0.0.1:9/never-called".into(),
-        mapping: Default::default(),
-        repair_interval_minutes: 60,
-        health: Default::default(),
-    }
-}
-
 #[tokio::test]
 async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     let s = Stack::connect().await;
-    let store = s.store();
+    let (store, model) = (s.store(), s.model());
+    let tokens = entitle::adapters::secrets::TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
     const MEMBERS: usize = 60;
-    let t = seeded(&store, "records", MEMBERS).await;
+    let t = seeded(&model, &store, "records", MEMBERS).await;
+    let config = |_id: &str| serde_json::from_value::<entitle::core::scim::TargetConfig>(serde_json::json!({"base_url": "http://127.0.0.1:9/never-called", "token": "t"})).unwrap();
     for id in ["idp-1", "idp-2"] {
-        store.put_target(&t, target(&t, id), "test", Utc::now()).await.unwrap();
+        let tid = entitle::core::ids::TargetId::parse(id).unwrap();
+        targets::configure(&model, &store, &tokens, &t, &tid, config(id), entitle::core::egress::EgressPolicy::Local, "test", Utc::now()).await.unwrap();
     }
-    let per_chunk = entitle::store::members_per_chunk(2);
+    let per_chunk = members_per_chunk(2);
     assert!((2 + 2) * per_chunk + 2 <= MAX_TRANSACTION_ITEMS, "member, audit record and two delivery records per change");
 
     // 50 members lose their seat; the run dies after its first chunk.
-    store.record_license_change(&crm_change(&t, 2, 10), "h2", Utc::now()).await.unwrap();
-    let err = store.reconcile(&t, &cause("cut"), ReconcileOptions { crash_after_chunks: Some(1) }, Utc::now()).await.unwrap_err();
-    assert!(matches!(err, StoreError::InjectedCrash(1)), "{err}");
-    let state = store.load_tenant(&t).await.unwrap().unwrap();
+    licenses::record_change(&store, &crm_change(&t, 2, 10), "h2", Utc::now()).await.unwrap();
+    let err = reconcile(&model, &Crashing::after(&store, 1), &t, &cause("cut"), Utc::now()).await.unwrap_err();
+    assert!(is_injected_crash(&err), "{err}");
+    let state = store.tenant(&t).await.unwrap().unwrap();
     let changed: BTreeMap<UserId, _> = state.members.iter().filter(|m| m.access.status != MemberStatus::Active).map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
     assert_eq!(changed.len(), per_chunk - 1, "first chunk: the tenant record and {} members", per_chunk - 1);
     for id in ["idp-1", "idp-2"] {
         // Exactly the committed changes have a delivery record, with the state they committed.
-        let pending = store.pending(&t, &entitle::ids::TargetId::parse(id).unwrap()).await.unwrap();
+        let pending = store.pending(&t, &entitle::core::ids::TargetId::parse(id).unwrap()).await.unwrap();
         let recorded: BTreeMap<UserId, _> = pending.iter().map(|p| (p.member.user_id.clone(), p.access.clone())).collect();
         assert_eq!(recorded, changed, "{id}");
     }
 
-    let outcome = store.reconcile(&t, &cause("cut"), ReconcileOptions::default(), Utc::now()).await.unwrap();
+    let outcome = reconcile(&model, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!((outcome.member_changes, outcome.chunks), (50 - (per_chunk - 1), (50 - (per_chunk - 1)).div_ceil(per_chunk)));
     for id in ["idp-1", "idp-2"] {
-        let pending = store.pending(&t, &entitle::ids::TargetId::parse(id).unwrap()).await.unwrap();
+        let pending = store.pending(&t, &entitle::core::ids::TargetId::parse(id).unwrap()).await.unwrap();
         assert_eq!(pending.len(), 50, "{id}: one record per changed member, however many chunks");
         assert!(pending.iter().all(|p| p.access.status == MemberStatus::PendingSeat));
     }
     // A newer change replaces a member's record (it holds the latest state, with a later seq).
-    let before = store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
+    let before = store.pending(&t, &entitle::core::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
     let m0 = before.iter().find(|p| p.member.user_id.as_str() == "m0059").unwrap().seq;
-    store.remove_member(&t, &UserId::parse("m0059").unwrap(), "test", Utc::now()).await.unwrap();
-    let after = store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
+    members::remove(&store, &t, &UserId::parse("m0059").unwrap(), "test", Utc::now()).await.unwrap();
+    let after = store.pending(&t, &entitle::core::ids::TargetId::parse("idp-1").unwrap()).await.unwrap();
     let latest = after.iter().find(|p| p.member.user_id.as_str() == "m0059").unwrap();
     assert!(latest.seq > m0 && latest.member.removed && after.len() == 50);
     // Delivered with the old seq: not marked done (the newer state must still go out).
-    assert!(!store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), m0).await.unwrap());
-    assert!(store.sync_done(&t, &entitle::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), latest.seq).await.unwrap());
+    assert!(!store.delivered(&t, &entitle::core::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), m0).await.unwrap());
+    assert!(store.delivered(&t, &entitle::core::ids::TargetId::parse("idp-1").unwrap(), &UserId::parse("m0059").unwrap(), latest.seq).await.unwrap());
 
     // A removed target loses its records, and later changes write none for it.
-    let idp2 = entitle::ids::TargetId::parse("idp-2").unwrap();
-    let (removed, dropped) = store.remove_target(&t, &idp2, "test", Utc::now()).await.unwrap();
-    assert_eq!((removed.map(|r| r.target_id), dropped), (Some(idp2.clone()), 50));
-    store.remove_member(&t, &UserId::parse("m0058").unwrap(), "test", Utc::now()).await.unwrap();
+    let idp2 = entitle::core::ids::TargetId::parse("idp-2").unwrap();
+    let dropped = targets::remove(&store, &tokens, &t, &idp2, "test", Utc::now()).await.unwrap();
+    assert_eq!(dropped, 50);
+    members::remove(&store, &t, &UserId::parse("m0058").unwrap(), "test", Utc::now()).await.unwrap();
     assert!(store.pending(&t, &idp2).await.unwrap().is_empty());
-    assert_eq!(store.pending(&t, &entitle::ids::TargetId::parse("idp-1").unwrap()).await.unwrap().len(), 49);
-    assert_eq!(store.remove_target(&t, &idp2, "test", Utc::now()).await.unwrap(), (None, 0));
-    assert!(store.verify_audit(&t).await.unwrap().unwrap().ok);
+    assert_eq!(store.pending(&t, &entitle::core::ids::TargetId::parse("idp-1").unwrap()).await.unwrap().len(), 49);
+    let again = targets::remove(&store, &tokens, &t, &idp2, "test", Utc::now()).await.unwrap_err();
+    assert!(matches!(&again, entitle::app::Error::Rejected(r) if r.kind == entitle::core::rejection::Kind::NotFound), "{again}");
+    assert!(verified(&store, &t).await);
 }
 
 /// The batch handling of a FIFO queue: once a message of a group fails, the
@@ -309,11 +302,11 @@ async fn a_failed_message_holds_back_the_rest_of_its_group_and_no_other() {
     let store = s.store();
     let (broken, healthy) = (TenantId::parse(unique("fifo-broken")).unwrap(), TenantId::parse(unique("fifo-ok")).unwrap());
     for t in [&broken, &healthy] {
-        store.record_license_change(&crm_change(t, 1, 5), "h", Utc::now()).await.unwrap();
+        licenses::record_change(&store, &crm_change(t, 1, 5), "h", Utc::now()).await.unwrap();
     }
     break_tenant(&s, &broken).await;
     let record = |id: &str, t: &TenantId| {
-        let body = serde_json::to_string(&entitle::queue::ReconcileRequest::new(t.clone(), cause(id))).unwrap();
+        let body = serde_json::to_string(&entitle::core::reconcile::ReconcileRequest::new(t.clone(), cause(id))).unwrap();
         serde_json::json!({"messageId": id, "receiptHandle": id, "body": body, "attributes": {"MessageGroupId": t.as_str(), "ApproximateReceiveCount": "1"},
             "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ReconcileQueue.fifo", "awsRegion": "us-east-1"})
     };

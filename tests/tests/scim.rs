@@ -3,9 +3,10 @@
 //! real binary), quarantine of a target that is down, drift repair, and the
 //! events on the bus, validated against their documented schema.
 
-use entitle::egress::EgressPolicy;
-use entitle::scim::{DesiredUser, Mapping, ScimUser};
-use entitle::scim_client::{http_client, Known, ScimClient};
+use entitle::core::egress::EgressPolicy;
+use entitle::core::scim::{DesiredUser, Mapping, ScimUser};
+use entitle::adapters::scim_client::{http_client, ScimClient};
+use entitle::core::scim::Known;
 use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, FaultProxy, Scim, SeenUser, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -231,9 +232,9 @@ async fn a_change_committed_before_a_crash_is_delivered_by_the_sweep() {
     // The change commits with its delivery record; then the process dies
     // before anything is queued or delivered.
     let _sweeps = SWEEPS.lock().await;
-    let new: entitle::api::NewMember = serde_json::from_value(member_body("b", &[])).unwrap();
-    let tenant = entitle::ids::TenantId::parse(&t).unwrap();
-    let (view, created) = s.store().create_member(&tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
+    let new: entitle::core::views::NewMember = serde_json::from_value(member_body("b", &[])).unwrap();
+    let tenant = entitle::core::ids::TenantId::parse(&t).unwrap();
+    let (view, created) = entitle::app::members::create(&s.model(), &s.store(), &tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
     assert!(created && view.status.as_str() == "active");
     assert_eq!(s.target(&t, "idp").await["pending"], 1);
     // Every message queued for the tenant so far is processed (a barrier
@@ -270,11 +271,11 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     let member = scim.group_id("entitle-member").await.unwrap();
     let billing = scim.group_id("entitle-billing-admin").await.unwrap();
     scim.patch(&format!("/Users/{}", seen[&user("a")].id), vec![json!({"op": "replace", "path": "active", "value": false})]).await;
-    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&seen[&user("b")].id)]).await;
-    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&seen[&user("c")].id)]).await;
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::core::scim::remove_member_op(&seen[&user("b")].id)]).await;
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::core::scim::remove_member_op(&seen[&user("c")].id)]).await;
     assert_eq!(scim.request(Method::DELETE, &format!("/Users/{}", seen[&user("c")].id), None).await.0, 204);
     let mallory = scim.create_user("mallory@example.test", None).await;
-    scim.patch(&format!("/Groups/{billing}"), vec![entitle::scim::add_member_op(&mallory)]).await;
+    scim.patch(&format!("/Groups/{billing}"), vec![entitle::core::scim::add_member_op(&mallory)]).await;
 
     let repairs = |audit: Vec<Value>| -> Vec<Value> { audit.into_iter().filter(|r| r["action"] == "target_repaired").collect() };
     let before = repairs(s.audit(&t).await).len();
@@ -310,7 +311,7 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     // On schedule: once the target's repair interval has passed, the sweep
     // has it repaired. (The test moves the last repair two hours back.)
     let b = repaired[&user("b")].id.clone();
-    scim.patch(&format!("/Groups/{member}"), vec![entitle::scim::remove_member_op(&b)]).await;
+    scim.patch(&format!("/Groups/{member}"), vec![entitle::core::scim::remove_member_op(&b)]).await;
     let _sweeps = SWEEPS.lock().await;
     age_last_repair(&s, &t, "idp", chrono::Duration::hours(2)).await;
     let report = s.sweep(chrono::Utc::now()).await;
@@ -364,9 +365,9 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     let s = Stack::connect().await;
     let scim = s.scim(&unique("client"));
     let client = ScimClient::new(http_client(EgressPolicy::Local), &scim.base, s.scim_token.clone(), EgressPolicy::Local);
-    let managed = entitle::scim::managed_groups(&Mapping::default(), &["member".to_string(), "admin".to_string()]);
+    let managed = entitle::core::scim::managed_groups(&Mapping::default(), &["member".to_string(), "admin".to_string()]);
     let mut desired = DesiredUser {
-        user_id: entitle::ids::UserId::parse("u1").unwrap(),
+        user_id: entitle::core::ids::UserId::parse("u1").unwrap(),
         user_name: user("u1"),
         present: true,
         active: true,
@@ -394,7 +395,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     let out = client.sync_member(&desired, &managed, Some(Known { user: Some(stale), member_of: set(&["member"]) })).await.unwrap();
     assert_eq!((out.conflicts, out.patched), (1, true), "{out:?}");
     let (_, after) = scim.request(Method::GET, &format!("/Users/{existing}"), None).await;
-    assert_eq!((after["displayName"].as_str(), after[entitle::scim::ENTERPRISE_SCHEMA]["department"].as_str()), (Some("Changed Elsewhere"), Some("Ops")));
+    assert_eq!((after["displayName"].as_str(), after[entitle::core::scim::ENTERPRISE_SCHEMA]["department"].as_str()), (Some("Changed Elsewhere"), Some("Ops")));
 
     // Paging: 230 users come back over three pages of 100.
     for i in 0..229 {
@@ -417,7 +418,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     // then backs the target off) instead of hanging.
     proxy.set_up(false);
     let err = throttled.find_user(&desired).await.unwrap_err();
-    assert!(matches!(err, entitle::scim_client::TargetError::Unavailable { .. }), "{err}");
+    assert!(matches!(err, entitle::core::scim::TargetError::Unavailable { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -8,8 +8,9 @@
 //! test files create (the year 2101 and on).
 
 use chrono::{DateTime, Duration, Utc};
-use entitle::ids::TenantId;
-use entitle::sweep::SweepLimits;
+use entitle::core::ids::TenantId;
+use entitle::app::ports::Outbox;
+use entitle::app::sweep::{sweep, SweepLimits};
 use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -129,9 +130,9 @@ async fn expiry_sweep_scenarios() {
     }
     let store = s.store();
     let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let partial = store.sweep(days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
+    let partial = sweep(&s.model(), &store, days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
     assert_eq!((partial.complete, partial.licenses), (false, 2));
-    let nothing = store.sweep(days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
+    let nothing = sweep(&s.model(), &store, days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
     assert_eq!((nothing.complete, nothing.licenses), (false, 0), "past its deadline a run takes nothing new");
     let rest = s.sweep(days(301)).await;
     assert!(rest["complete"].as_bool().unwrap() && rest["licenses"].as_u64().unwrap() >= 4, "{rest}");
@@ -173,7 +174,7 @@ async fn expiry_sweep_scenarios() {
         }
         assert_eq!(d["cause"]["kind"], "sweep");
     }
-    assert!(store.outbox().await.unwrap().is_empty(), "everything published");
+    assert!(store.entries().await.unwrap().is_empty(), "everything published");
     assert!(s.verify(&stripe).await["ok"].as_bool().unwrap());
     let _ = TenantId::parse(&stripe).unwrap();
 }

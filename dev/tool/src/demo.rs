@@ -6,8 +6,8 @@
 //! amendments, and the expiry sweep. Settings come from the stack's
 //! `stack.env` (see dev/demo.sh).
 
-use entitle::signature::{sign, Secret};
-use entitle::stripe::subscription_event;
+use entitle::core::signature::{sign, Secret};
+use entitle::core::sources::stripe::subscription_event;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -300,7 +300,7 @@ impl Demo {
         let (Some(uid), Some(gid)) = (find(&users, "userName", user_name), find(&groups, "displayName", group)) else {
             return Err(format!("{user_name} or {group} is not on the target"));
         };
-        self.scim(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(entitle::scim::patch_body(vec![entitle::scim::add_member_op(&uid)]))).await?;
+        self.scim(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(entitle::core::scim::patch_body(vec![entitle::core::scim::add_member_op(&uid)]))).await?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ mod sweep;
 
 #[tokio::main]
 async fn main() {
-    entitle::scim_client::install_tls_provider();
+    entitle::adapters::scim_client::install_tls_provider();
     let result = match std::env::args().nth(1).as_deref() {
         Some("esm") => esm::run().await,
         Some("demo") => demo::run().await,

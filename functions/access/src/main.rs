@@ -4,13 +4,13 @@
 
 mod handler;
 
-use entitle::config;
+use entitle::edge::config;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
-    let store = config::store(&aws)?;
+    let store = config::store(&aws, config::model()?)?;
     lambda_http::run(service_fn(|req| handler::handle(&store, req))).await
 }

@@ -5,15 +5,17 @@
 
 mod handler;
 
-use entitle::config;
+use entitle::edge::config;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
+    let model = config::model()?;
     let app = handler::App {
-        store: config::store(&aws)?,
+        store: config::store(&aws, model.clone())?,
+        model,
         queue: config::reconcile_queue(&aws)?,
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await

@@ -1,17 +1,18 @@
 use chrono::{DateTime, Utc};
-use entitle::audit::{Cause, CauseKind};
-use entitle::due::apply_due_amendments;
-use entitle::events::EventBus;
-use entitle::http::error_chain;
-use entitle::queue::{ReconcileQueue, ReconcileRequest};
-use entitle::store::Store;
-use entitle::sweep::SweepLimits;
+use entitle::adapters::dynamodb::Dynamo;
+use entitle::adapters::eventbridge::EventBus;
+use entitle::adapters::sqs::ReconcileQueue;
+use entitle::app::sweep::{self, SweepLimits};
+use entitle::core::model::LicensingModel;
+use entitle::edge::http::error_chain;
+use std::sync::Arc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 pub struct App {
-    pub store: Store,
+    pub model: Arc<LicensingModel>,
+    pub store: Dynamo,
     pub queue: ReconcileQueue,
     pub bus: EventBus,
     /// `SWEEP_ALLOW_FUTURE=1`: sweeps as of a future instant are run (the
@@ -65,23 +66,10 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         Some(id) if !id.is_empty() => format!("sweep-{id}"),
         _ => format!("sweep-{}", as_of.timestamp()),
     };
-    let stop_at = entitle::config::stop_at(event.context.deadline, SAFETY_MARGIN);
-    let fail = |e: &dyn std::error::Error| SweepError::Failed(error_chain(e));
-
-    // Events a crashed run committed but did not publish go first.
-    app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
-    let report = app.store.sweep(as_of, &run_id, SweepLimits { stop_at, max_items: None }).await.map_err(|e| fail(&e))?;
-    let mut amendments = 0;
-    for contract in &report.contracts {
-        amendments += apply_due_amendments(&app.store, &app.queue, contract, as_of, &run_id).await.map_err(|e| fail(&e))?.len();
-    }
-    // Tenants whose access may change, and tenants with SCIM work due
-    // (undelivered changes, a retry, a drift repair): provision does both.
-    for tenant in report.tenants.union(&report.delivery_tenants) {
-        let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, &run_id));
-        app.queue.send(&request, &format!("{run_id}:{tenant}")).await.map_err(|e| fail(&e))?;
-    }
-    let published = app.bus.publish_outbox(&app.store).await.map_err(|e| fail(&e))?;
+    let stop_at = entitle::edge::config::stop_at(event.context.deadline, SAFETY_MARGIN);
+    let limits = SweepLimits { stop_at, max_items: None };
+    let (report, amendments, published) =
+        sweep::run(&app.model, &app.store, &app.queue, &app.bus, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
     tracing::info!(
         cause = %format!("sweep:{run_id}"),
         as_of = %as_of.to_rfc3339(),
@@ -124,7 +112,7 @@ mod tests {
     #[test]
     fn the_deadline_leaves_a_margin() {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        let stop_at = |d| entitle::config::stop_at(d, SAFETY_MARGIN);
+        let stop_at = |d| entitle::edge::config::stop_at(d, SAFETY_MARGIN);
         let at = stop_at(now_ms + 60_000);
         let left = at - Instant::now();
         assert!(left > Duration::from_secs(50) && left <= Duration::from_secs(55), "{left:?}");

@@ -5,18 +5,20 @@
 
 mod handler;
 
-use entitle::config;
+use entitle::edge::config;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
+    let model = config::model()?;
     let app = handler::App {
-        store: config::store(&aws)?,
+        store: config::store(&aws, model.clone())?,
+        model,
         queue: config::reconcile_queue(&aws)?,
         bus: config::event_bus(&aws)?,
-        allow_future: std::env::var("SWEEP_ALLOW_FUTURE").is_ok_and(|v| v == "1"),
+        allow_future: config::flag("SWEEP_ALLOW_FUTURE"),
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }

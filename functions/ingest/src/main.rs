@@ -4,13 +4,14 @@
 
 mod handler;
 
-use entitle::config;
+use entitle::edge::config;
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
+    let model = config::model()?;
     let routes = handler::Routes::from_env()?;
     // The accounts deployment serves no webhook and gets no signing secret.
     let webhook_secrets = match routes {
@@ -21,7 +22,8 @@ async fn main() -> Result<(), Error> {
         }),
     };
     let app = handler::App {
-        store: config::store(&aws)?,
+        store: config::store(&aws, model.clone())?,
+        model,
         queue: config::reconcile_queue(&aws)?,
         webhook_secrets,
         routes,

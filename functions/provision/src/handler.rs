@@ -1,21 +1,38 @@
+//! provision's edge: the SQS batch of a FIFO queue (one message group per
+//! tenant), the partial batch response, parking on the dead-letter queue
+//! with the cause; then the tenants' SCIM deliveries and the events.
+
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::Utc;
-use entitle::events::EventBus;
-use entitle::http::error_chain;
-use entitle::queue::{dedup_id, ReconcileRequest};
-use entitle::store::{ReconcileOptions, Store};
-use entitle::audit::Cause;
-use entitle::delivery::Deliverer;
-use entitle::ids::{TargetId, TenantId};
+use entitle::adapters::dynamodb::Dynamo;
+use entitle::adapters::eventbridge::EventBus;
+use entitle::adapters::scim_client::Scim;
+use entitle::adapters::secrets::TokenStore;
+use entitle::adapters::sqs::dedup_id;
+use entitle::app::delivery::{Deliverer, TargetBudget};
+use entitle::app::events::publish;
+use entitle::app::ports::Tenants;
+use entitle::app::reconcile::reconcile;
+use entitle::core::audit::Cause;
+use entitle::core::ids::{TargetId, TenantId};
+use entitle::core::model::LicensingModel;
+use entitle::core::reconcile::ReconcileRequest;
+use entitle::core::scim::Policy;
+use entitle::edge::http::error_chain;
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
 pub struct App {
-    pub store: Store,
-    pub deliverer: Deliverer,
+    pub model: Arc<LicensingModel>,
+    pub store: Dynamo,
+    pub tokens: TokenStore,
+    pub scim: Scim,
+    pub policy: Policy,
+    pub budget: TargetBudget,
     pub sqs: aws_sdk_sqs::Client,
     pub dead_letter_queue_url: String,
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
@@ -23,6 +40,12 @@ pub struct App {
     pub max_receives: u32,
     /// Where access-changed events go (from the outbox, after commit).
     pub bus: EventBus,
+}
+
+impl App {
+    fn deliverer(&self) -> Deliverer<'_, Dynamo, TokenStore, Scim> {
+        Deliverer { model: &self.model, store: &self.store, tokens: &self.tokens, directory: &self.scim, policy: self.policy, budget: self.budget }
+    }
 }
 
 /// Left before the Lambda deadline when delivery stops starting new work.
@@ -87,13 +110,13 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     }
     // Then the tenants' SCIM targets: after commit, once per tenant per
     // batch. What is not delivered stays due for the next message or sweep.
-    let stop_at = entitle::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
+    let stop_at = entitle::edge::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
     for (tenant, cause, repair) in deliveries {
         if failed_groups.contains(tenant.as_str()) {
             continue;
         }
         let span = tracing::info_span!("delivery", tenant = %tenant, cause = %cause);
-        match app.deliverer.deliver_tenant(&tenant, &repair, &cause, stop_at).instrument(span.clone()).await {
+        match app.deliverer().deliver_tenant(&tenant, &repair, &cause, stop_at).instrument(span.clone()).await {
             Ok(reports) => {
                 let _enter = span.enter();
                 for r in &reports {
@@ -117,7 +140,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // nothing adds no read of the outbox. What fails to go stays there for
     // the next batch that changes access, or the sweep's next run.
     if wrote_events {
-        match app.bus.publish_outbox(&app.store).await {
+        match publish(&app.store, &app.bus).await {
             Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %error_chain(&e), "events stay in the outbox"),
@@ -143,7 +166,7 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
         tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
         return Ok((false, request, 0));
     }
-    match app.store.reconcile(&request.tenant_id, &request.cause, ReconcileOptions::default(), Utc::now()).await {
+    match reconcile(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now()).await {
         Ok(outcome) => {
             tracing::info!(
                 tenant = %request.tenant_id,

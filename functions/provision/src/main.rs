@@ -5,17 +5,22 @@
 
 mod handler;
 
-use entitle::config;
+use entitle::edge::config;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     config::init_logging();
     let aws = config::aws().await;
-    let store = config::store(&aws)?;
+    let model = config::model()?;
+    let (policy, budget) = config::delivery_settings()?;
     let app = handler::App {
-        deliverer: config::deliverer(&aws, store.clone())?,
-        store,
+        store: config::store(&aws, model.clone())?,
+        model,
+        tokens: config::token_store(&aws)?,
+        scim: config::scim(),
+        policy,
+        budget,
         sqs: aws_sdk_sqs::Client::new(&aws),
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional::<u32>("MAX_RECEIVES", 5)?,

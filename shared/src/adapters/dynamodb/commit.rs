@@ -1,0 +1,308 @@
+//! The one audited commit: a [`Change`] becomes one `TransactWriteItems`:
+//! one item per write (in order, so a failed condition names its write),
+//! the events to announce (one outbox item), the audit records (each
+//! conditional on its sequence number being new), and the tenant's `META`
+//! last, conditional on the chain head the change was decided on. One
+//! meaning of a moved head: any failed condition after the change's own
+//! writes, or a conflicting transaction, is [`CommitError::HeadMoved`].
+
+use super::due::due_attributes;
+use super::*;
+use crate::app::ports::{Change, CommitError, Write};
+use crate::core::audit::{self, ChainHead};
+use crate::core::contract::AmendmentStatus;
+use crate::core::events::announced;
+use crate::core::expiry::next_due;
+use crate::core::tenant::email_key;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+
+fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, values: Vec<(&str, AttributeValue)>) -> TransactWriteItem {
+    let mut p = Put::builder().table_name(table);
+    for (k, v) in item {
+        p = p.item(k, v);
+    }
+    if let Some(c) = condition {
+        p = p.condition_expression(c);
+    }
+    for (k, v) in values {
+        p = p.expression_attribute_values(k, v);
+    }
+    TransactWriteItem::builder().put(p.build().expect("table, item set")).build()
+}
+
+fn with_due(mut item: Vec<(&'static str, AttributeValue)>, pk: &str, sk: &str, due: Option<DateTime<Utc>>) -> Vec<(&'static str, AttributeValue)> {
+    item.extend(due_attributes(pk, sk, due));
+    item
+}
+
+impl Dynamo {
+    /// The item of one write. `seq` is the position of the change's first
+    /// audit record (a delivery record's sequence number).
+    fn item(&self, tenant: &TenantId, head: &ChainHead, w: &Write) -> TransactWriteItem {
+        let t = &self.state;
+        let tpk = tenant_pk(tenant);
+        let seq = head.seq + 1;
+        match w {
+            Write::EventRecord { source, event_id, body_hash, outcome, at } => put(
+                t,
+                vec![
+                    ("pk", s(format!("E#{tenant}"))),
+                    ("sk", s(format!("{}#{event_id}", source.as_str()))),
+                    ("body_hash", s(body_hash)),
+                    ("outcome", s(*outcome)),
+                    ("accepted_at", s(rfc3339(*at))),
+                    ("ttl", n((*at + chrono::Duration::days(IDEMPOTENCY_DAYS)).timestamp())),
+                ],
+                Some("attribute_not_exists(pk)"),
+                vec![],
+            ),
+            Write::Parked { source, event_id, reason, payload, at } => put(
+                t,
+                vec![
+                    ("pk", s(format!("PARKED#{}", source.as_str()))),
+                    ("sk", s(event_id.as_str())),
+                    ("reason", s(reason)),
+                    ("payload", s(payload.to_string())),
+                    ("parked_at", s(rfc3339(*at))),
+                    ("tenant_id", s(tenant.as_str())),
+                ],
+                Some("attribute_not_exists(pk)"),
+                vec![],
+            ),
+            Write::License { license, if_version } => {
+                let sk = license_sk(license.source, license.license_id.as_str());
+                let due = next_due(&self.model, license).map(|(at, _)| at);
+                let item = with_due(vec![("pk", s(&tpk)), ("sk", s(&sk)), ("license", s(to_json(license))), ("source_version", n(license.source_version))], &tpk, &sk, due);
+                match if_version {
+                    Some(v) => put(t, item, Some("source_version = :v"), vec![(":v", n(v))]),
+                    None => put(t, item, None, vec![]),
+                }
+            }
+            Write::Member(m) => put(
+                t,
+                vec![
+                    ("pk", s(&tpk)),
+                    ("sk", s(member_sk(&m.member.user_id))),
+                    ("member", s(to_json(&m.member))),
+                    ("access", s(to_json(&m.access))),
+                    ("status", s(m.access.status.as_str())),
+                ],
+                None,
+                vec![],
+            ),
+            Write::ClaimEmail(m) => put(
+                t,
+                vec![("pk", s(email_pk(tenant))), ("sk", s(email_key(&m.email))), ("user_id", s(m.user_id.as_str()))],
+                Some("attribute_not_exists(pk) OR user_id = :u"),
+                vec![(":u", s(m.user_id.as_str()))],
+            ),
+            Write::ReleaseEmail(m) => {
+                let delete = Delete::builder()
+                    .table_name(t)
+                    .key("pk", s(email_pk(tenant)))
+                    .key("sk", s(email_key(&m.email)))
+                    .condition_expression("attribute_not_exists(pk) OR user_id = :u")
+                    .expression_attribute_values(":u", s(m.user_id.as_str()))
+                    .build()
+                    .expect("table, key set");
+                TransactWriteItem::builder().delete(delete).build()
+            }
+            Write::Delivery { target, item } => {
+                let (pk, sk) = (sync_pk(tenant, target), item.member.user_id.to_string());
+                let attrs = vec![
+                    ("pk", s(&pk)),
+                    ("sk", s(&sk)),
+                    ("member", s(to_json(&item.member))),
+                    ("access", s(to_json(&item.access))),
+                    ("seq", n(seq)),
+                    ("written_at", s(rfc3339(Utc::now()))),
+                ];
+                // Due from now: the sweep finds it if no deliverer does.
+                put(t, with_due(attrs, &pk, &sk, Some(Utc::now())), None, vec![])
+            }
+            Write::ParkDelivery { target, member, access, if_seq, reason } => {
+                let attrs = vec![
+                    ("pk", s(sync_pk(tenant, target))),
+                    ("sk", s(member.user_id.as_str())),
+                    ("member", s(to_json(member))),
+                    ("access", s(to_json(access))),
+                    ("seq", n(if_seq.unwrap_or(head.seq))),
+                    ("refusals", n(crate::core::scim::MAX_REFUSALS)),
+                    ("last_error", s(reason)),
+                    ("parked", s(reason)),
+                    ("written_at", s(rfc3339(Utc::now()))),
+                ];
+                match if_seq {
+                    Some(q) => put(t, attrs, Some("seq = :seq"), vec![(":seq", n(q))]),
+                    None => put(t, attrs, Some("attribute_not_exists(pk)"), vec![]),
+                }
+            }
+            Write::TargetConfig(target) => self.target_update(tenant, target, true),
+            Write::TargetHealth(target) => self.target_update(tenant, target, false),
+            Write::RemoveTarget(id) => {
+                let delete = Delete::builder().table_name(t).key("pk", s(&tpk)).key("sk", s(target_sk(id))).condition_expression("attribute_exists(pk)").build().expect("table, key set");
+                TransactWriteItem::builder().delete(delete).build()
+            }
+            Write::NewContract { contract, body_hash } => put(
+                t,
+                vec![("pk", s(contract_pk(contract))), ("sk", s("META")), ("tenant_id", s(tenant.as_str())), ("body_hash", s(body_hash))],
+                Some("attribute_not_exists(pk)"),
+                vec![],
+            ),
+            Write::ContractDocument { contract, version, document } => put(
+                t,
+                vec![("pk", s(&tpk)), ("sk", s(format!("CONTRACT#{contract}"))), ("document", s(document.to_string())), ("version", n(version))],
+                // The first version creates it; the next ones replace it.
+                Some(if *version == 1 { "attribute_not_exists(pk)" } else { "attribute_exists(pk)" }),
+                vec![],
+            ),
+            Write::ContractVersion { contract, version, document, changes, cause, at } => put(
+                t,
+                vec![
+                    ("pk", s(contract_pk(contract))),
+                    ("sk", s(format!("V#{version:010}"))),
+                    ("version", n(version)),
+                    ("document", s(document.to_string())),
+                    ("changes", s(to_json(changes))),
+                    ("cause", s(cause)),
+                    ("at", s(rfc3339(*at))),
+                ],
+                Some("attribute_not_exists(pk)"),
+                vec![],
+            ),
+            Write::Amendment { amendment: a, body_hash } => {
+                let (pk, sk) = (contract_pk(&a.contract_id), format!("A#{}", a.amendment_id));
+                // A scheduled amendment is in the due index until it is applied or rejected.
+                let due = a.effective_at.filter(|_| a.status == AmendmentStatus::Scheduled);
+                let attrs = vec![("pk", s(&pk)), ("sk", s(&sk)), ("amendment", s(to_json(a))), ("status", s(a.status.as_str())), ("body_hash", s(body_hash))];
+                put(t, with_due(attrs, &pk, &sk, due), None, vec![])
+            }
+        }
+    }
+
+    /// A target's configuration (`config`: its health is only set when it
+    /// has none yet) or its health, and when it should next wake up.
+    pub(crate) fn target_update(&self, tenant: &TenantId, target: &Target, config: bool) -> TransactWriteItem {
+        let (pk, sk) = (tenant_pk(tenant), target_sk(&target.target_id));
+        let due = due_attributes(&pk, &sk, Some(target.wake_at().max(DateTime::<Utc>::UNIX_EPOCH)));
+        let mut update = Update::builder().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk));
+        let mut sets = vec![if config { "health = if_not_exists(health, :h)" } else { "health = :h" }.to_string()];
+        update = update.expression_attribute_values(":h", s(to_json(&target.health)));
+        if config {
+            let stored = Target { health: Default::default(), ..target.clone() };
+            sets.push("target = :t".into());
+            update = update.expression_attribute_values(":t", s(to_json(&stored)));
+        } else {
+            update = update.condition_expression("attribute_exists(pk)");
+        }
+        for (k, v) in due {
+            sets.push(format!("{k} = :{k}"));
+            update = update.expression_attribute_values(format!(":{k}"), v);
+        }
+        TransactWriteItem::builder().update(update.update_expression(format!("SET {}", sets.join(", "))).build().expect("key, expression set")).build()
+    }
+
+    /// The audit records, the outbox item, and the lock on the head (last).
+    fn chain_items(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> (Vec<TransactWriteItem>, ChainHead) {
+        let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
+        let at = rfc3339(change.at);
+        let mut events: Vec<serde_json::Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, head.seq + 1 + i as u64, &at, e)).collect();
+        events.extend(change.events.iter().cloned());
+        let (records, new_head) = audit::chain(tenant.as_str(), &head, &at, change.audit.clone());
+        let mut items = Vec::new();
+        if !events.is_empty() {
+            // Keyed by the tenant and the change's first position: unique, in the tenant's order.
+            items.push(put(
+                &self.state,
+                vec![("pk", s("OUTBOX")), ("sk", s(format!("{tenant}#{:012}", head.seq + 1))), ("events", s(serde_json::Value::Array(events).to_string()))],
+                None,
+                vec![],
+            ));
+        }
+        for (r, json, hash) in records {
+            items.push(put(
+                &self.audit,
+                vec![("tenant_id", s(tenant.as_str())), ("seq", n(r.seq)), ("record", s(json)), ("hash", s(hash))],
+                Some("attribute_not_exists(seq)"),
+                vec![],
+            ));
+        }
+        let m = &change.meta;
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut sets = vec!["audit_seq = :new_seq".to_string(), "audit_hash = :new_hash".to_string(), "updated_at = :now".to_string()];
+        values.insert(":new_seq".to_string(), n(new_head.seq));
+        values.insert(":new_hash".to_string(), s(new_head.hash.clone()));
+        values.insert(":now".to_string(), s(at));
+        let mut set = |attr: &str, value: AttributeValue| {
+            let i = names.len();
+            names.insert(format!("#a{i}"), attr.to_string());
+            values.insert(format!(":v{i}"), value);
+            sets.push(format!("#a{i} = :v{i}"));
+        };
+        if let Some(a) = &m.access {
+            set("access", s(to_json(a)));
+        }
+        if let Some(r) = &m.rules {
+            set("rules", s(to_json(r)));
+        }
+        if let Some(v) = m.seats_used {
+            set("seats_used", n(v));
+        }
+        if let Some(v) = m.seats_pending {
+            set("seats_pending", n(v));
+        }
+        if let Some(v) = m.member_seq {
+            set("member_seq", n(v));
+        }
+        if m.licensed {
+            set("licensed", AttributeValue::Bool(true));
+        }
+        let condition = match expected {
+            Some(h) => {
+                values.insert(":expected".to_string(), n(h.seq));
+                "audit_seq = :expected"
+            }
+            None => "attribute_not_exists(pk)",
+        };
+        let mut update = Update::builder()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values));
+        if !names.is_empty() {
+            update = update.set_expression_attribute_names(Some(names));
+        }
+        items.push(TransactWriteItem::builder().update(update.build().expect("key, expression set")).build());
+        (items, new_head)
+    }
+
+    pub(crate) async fn commit_change(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
+        let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
+        let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, &head, w)).collect();
+        let own = items.len();
+        let (chain, new_head) = self.chain_items(tenant, expected, change);
+        items.extend(chain);
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(new_head),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    let reasons = c.cancellation_reasons();
+                    let failed_at: Vec<usize> = reasons.iter().enumerate().filter(|(_, r)| r.code() == Some("ConditionalCheckFailed")).map(|(i, _)| i).collect();
+                    if let Some(&first) = failed_at.iter().find(|&&i| i < own) {
+                        Err(CommitError::Refused(first))
+                    } else if !failed_at.is_empty() || reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        Err(CommitError::HeadMoved)
+                    } else {
+                        Err(CommitError::Port(PortError::unavailable("TransactWriteItems", aws_sdk_dynamodb::Error::from(TransactWriteItemsError::TransactionCanceledException(c.clone())))))
+                    }
+                }
+                _ => Err(CommitError::Port(failed("TransactWriteItems")(SdkError::ServiceError(e)))),
+            },
+            Err(e) => Err(CommitError::Port(failed("TransactWriteItems")(e))),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The DynamoDB adapter: the ports of tenant state, contracts, targets, the
+//! due index and the outbox over two tables.
+//!
+//! State table, keys `pk`/`sk`:
+//!
+//! | pk | sk | what |
+//! | --- | --- | --- |
+//! | `T#<tenant>` | `META` | effective access, seat counters, member sequence, audit chain head, `licensed` |
+//! | `T#<tenant>` | `LIC#<source>#<license>` | a license as last recorded |
+//! | `T#<tenant>` | `MEM#<user>` | a member and its access (the one-key lookup the app reads) |
+//! | `T#<tenant>` | `TARGET#<target>` | a SCIM target: configuration, health, when to wake |
+//! | `T#<tenant>` | `CONTRACT#<contract>` | a contract's current document and version |
+//! | `E#<tenant>` | `<source>#<event>` | idempotency record of an accepted event (TTL) |
+//! | `EM#<tenant>` | `<email, lowercase>` | the member holding that email (unique per tenant, case-insensitively) |
+//! | `S#<tenant>#<target>` | `<user>` | a member change not yet delivered to that target |
+//! | `C#<contract>` | `META` / `V#<version>` / `A#<amendment>` | a contract's tenant, history, amendments |
+//! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
+//! | `OUTBOX` | `<tenant>#<seq>` | access-changed events of one commit, until published |
+//!
+//! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
+//! Items with a pending time-based transition carry `due_at`/`due_shard`
+//! and are in the sparse `due` index (see [`due`]).
+//!
+//! Every write of a tenant is one transaction ([`commit`]): its items,
+//! its audit records (each conditional on a new sequence number) and the
+//! tenant's `META`, conditional on the chain head the change was decided on
+//! (`audit_seq = :expected`). So all writes of a tenant serialise through
+//! one optimistic lock, each change is in one transaction with its audit
+//! record, and a decision taken on a snapshot can never act on stale data.
+
+mod commit;
+mod contracts;
+pub mod due;
+mod outbox;
+mod targets;
+mod tenants;
+
+use crate::app::ports::PortError;
+use crate::core::audit::{ChainHead, GENESIS};
+use crate::core::ids::{TargetId, TenantId, UserId};
+use crate::core::license::Source;
+use crate::core::model::LicensingModel;
+use crate::core::scim::{Pending, Target};
+use crate::core::tenant::TenantMeta;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How long an accepted event id is remembered for idempotency.
+pub const IDEMPOTENCY_DAYS: i64 = 35;
+
+/// The two tables, and the licensing model (a license written falls due
+/// when the model says).
+#[derive(Clone)]
+pub struct Dynamo {
+    pub(crate) client: Client,
+    pub(crate) state: String,
+    pub(crate) audit: String,
+    pub(crate) model: Arc<LicensingModel>,
+}
+
+impl Dynamo {
+    pub fn new(client: Client, state: String, audit: String, model: Arc<LicensingModel>) -> Self {
+        Dynamo { client, state, audit, model }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn model(&self) -> &LicensingModel {
+        &self.model
+    }
+
+    pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, PortError> {
+        let out = self.client.get_item().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk)).consistent_read(true).send().await.map_err(failed("GetItem"))?;
+        Ok(out.item)
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, read
+    /// consistently, all pages.
+    pub(crate) async fn query_partition(&self, pk: String, prefix: &str) -> Result<Vec<Item>, PortError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self.client.query().table_name(&self.state).expression_attribute_values(":pk", s(pk.clone()));
+            // DynamoDB refuses an empty begins_with operand: no prefix, no condition on sk.
+            query = if prefix.is_empty() {
+                query.key_condition_expression("pk = :pk")
+            } else {
+                query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
+            };
+            let page = query.consistent_read(true).set_exclusive_start_key(start).send().await.map_err(failed("Query"))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// A failed request of DynamoDB, named.
+pub(crate) fn failed<E, R>(what: &'static str) -> impl Fn(SdkError<E, R>) -> PortError
+where
+    aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
+{
+    move |e| PortError::unavailable(what, aws_sdk_dynamodb::Error::from(e))
+}
+
+/// The outcome of a single conditional write: `true` if it was made,
+/// `false` if its condition did not hold; any other failure is an error.
+pub(crate) fn condition_held<T, E, R>(what: &'static str, res: Result<T, SdkError<E, R>>) -> Result<bool, PortError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(failed(what)(e)),
+    }
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+pub(crate) fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+pub(crate) fn get_n(item: &Item, k: &str) -> Option<u64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+pub(crate) fn json_attr<T: serde::de::DeserializeOwned>(item: &Item, k: &str, key: &str) -> Result<Option<T>, PortError> {
+    match get_s(item, k) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str(raw).map(Some).map_err(|e| PortError::Corrupt { key: key.to_string(), why: e.to_string() }),
+    }
+}
+pub(crate) fn required<T: serde::de::DeserializeOwned>(item: &Item, k: &str, key: &str) -> Result<T, PortError> {
+    json_attr(item, k, key)?.ok_or_else(|| PortError::Corrupt { key: key.to_string(), why: format!("no {k}") })
+}
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn tenant_pk(t: &TenantId) -> String {
+    format!("T#{t}")
+}
+pub(crate) fn license_sk(source: Source, id: &str) -> String {
+    format!("LIC#{}#{id}", source.as_str())
+}
+pub(crate) fn member_sk(u: &UserId) -> String {
+    format!("MEM#{u}")
+}
+pub(crate) fn target_sk(t: &TargetId) -> String {
+    format!("TARGET#{t}")
+}
+pub(crate) fn sync_pk(tenant: &TenantId, target: &TargetId) -> String {
+    format!("S#{tenant}#{target}")
+}
+pub(crate) fn email_pk(tenant: &TenantId) -> String {
+    format!("EM#{tenant}")
+}
+pub(crate) fn contract_pk(c: &crate::core::ids::ContractId) -> String {
+    format!("C#{c}")
+}
+
+pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortError> {
+    Ok(TenantMeta {
+        access: json_attr(item, "access", key)?,
+        seats_used: get_n(item, "seats_used").unwrap_or(0) as u32,
+        seats_pending: get_n(item, "seats_pending").unwrap_or(0) as u32,
+        member_seq: get_n(item, "member_seq").unwrap_or(0),
+        rules: json_attr(item, "rules", key)?.unwrap_or_default(),
+        head: ChainHead { seq: get_n(item, "audit_seq").unwrap_or(0), hash: get_s(item, "audit_hash").unwrap_or(GENESIS).to_string() },
+        licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),
+    })
+}
+
+pub(crate) fn target_from_item(item: &Item, key: &str) -> Result<Option<Target>, PortError> {
+    let Some(mut target): Option<Target> = json_attr(item, "target", key)? else { return Ok(None) };
+    target.health = json_attr(item, "health", key)?.unwrap_or_default();
+    Ok(Some(target))
+}
+
+pub(crate) fn pending_from_item(item: &Item, key: &str) -> Result<Pending, PortError> {
+    Ok(Pending {
+        member: required(item, "member", key)?,
+        access: required(item, "access", key)?,
+        seq: get_n(item, "seq").unwrap_or(0),
+        refusals: get_n(item, "refusals").unwrap_or(0) as u32,
+        parked: get_s(item, "parked").map(str::to_string),
+    })
+}

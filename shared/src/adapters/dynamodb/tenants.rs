@@ -1,0 +1,138 @@
+//! A tenant's state and audit chain: the reads, the one commit, and the
+//! few single-item writes that need no audit record.
+
+use super::*;
+use crate::app::ports::{Change, CommitError, Tenants};
+use crate::core::audit::StoredRecord;
+use crate::core::contract::ContractDocument;
+use crate::core::ids::EventId;
+use crate::core::license::License;
+use crate::core::tenant::{MemberItem, TenantState};
+use serde_json::Value;
+
+impl Dynamo {
+    /// The tenant's `META` and one more item of its partition, in one
+    /// `TransactGetItems` (consistent, and the two as of one instant).
+    async fn get_both(&self, tenant: &TenantId, sk: &str) -> Result<(Option<TenantMeta>, Option<Item>), PortError> {
+        use aws_sdk_dynamodb::types::{Get, TransactGetItem};
+        let get = |sk: &str| TransactGetItem::builder().get(Get::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(sk)).build().expect("table, key set")).build();
+        let out = self.client.transact_get_items().transact_items(get("META")).transact_items(get(sk)).send().await.map_err(failed("TransactGetItems"))?;
+        let mut items = out.responses.unwrap_or_default().into_iter().map(|r| r.item);
+        let meta = items.next().flatten().map(|m| meta_from_item(&m, &format!("{}/META", tenant_pk(tenant)))).transpose()?;
+        Ok((meta, items.next().flatten()))
+    }
+}
+
+impl Tenants for Dynamo {
+    async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
+        let key = format!("{}/META", tenant_pk(tenant));
+        self.get(tenant_pk(tenant), "META".into()).await?.map(|i| meta_from_item(&i, &key)).transpose()
+    }
+
+    /// One query of the tenant's partition, read consistently.
+    async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
+        let (mut meta, mut licenses, mut members, mut contracts, mut targets) = (None, Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for item in self.query_partition(tenant_pk(tenant), "").await? {
+            let sk = get_s(&item, "sk").unwrap_or_default();
+            let key = format!("{}/{sk}", tenant_pk(tenant));
+            if sk == "META" {
+                meta = Some(meta_from_item(&item, &key)?);
+            } else if sk.starts_with("LIC#") {
+                licenses.extend(json_attr::<License>(&item, "license", &key)?);
+            } else if sk.starts_with("MEM#") {
+                members.push(MemberItem { member: required(&item, "member", &key)?, access: required(&item, "access", &key)? });
+            } else if sk.starts_with("CONTRACT#") {
+                let doc: ContractDocument = required(&item, "document", &key)?;
+                contracts.push((doc, get_n(&item, "version").unwrap_or(0)));
+            } else if sk.starts_with("TARGET#") {
+                targets.extend(target_from_item(&item, &key)?);
+            }
+        }
+        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts, targets }))
+    }
+
+    async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
+        let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
+        match self.get(tenant_pk(tenant), member_sk(user)).await? {
+            None => Ok(None),
+            Some(item) => Ok(Some(MemberItem { member: required(&item, "member", &key)?, access: required(&item, "access", &key)? })),
+        }
+    }
+
+    async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
+        let sk = license_sk(source, license);
+        let (meta, item) = self.get_both(tenant, &sk).await?;
+        Ok((meta, item.map(|i| json_attr(&i, "license", &sk)).transpose()?.flatten()))
+    }
+
+    async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
+        let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
+        let (meta, item) = self.get_both(tenant, &member_sk(user)).await?;
+        let member = match item {
+            None => None,
+            Some(i) => Some(MemberItem { member: required(&i, "member", &key)?, access: required(&i, "access", &key)? }),
+        };
+        Ok((meta, member))
+    }
+
+    async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {
+        let item = self.get(format!("E#{tenant}"), format!("{}#{event}", source.as_str())).await?;
+        Ok(item.as_ref().and_then(|i| get_s(i, "body_hash")).map(str::to_string))
+    }
+
+    async fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
+        self.commit_change(tenant, head, change).await
+    }
+
+    async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.state)
+            .item("pk", s(format!("PARKED#{}", source.as_str())))
+            .item("sk", s(event.as_str()))
+            .item("reason", s(reason))
+            .item("payload", s(payload.to_string()))
+            .item("parked_at", s(rfc3339(at)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        condition_held("PutItem", res)
+    }
+
+    async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression("SET barrier = :b")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":b", s(mark))
+            .send()
+            .await;
+        condition_held("UpdateItem", res)
+    }
+
+    async fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> Result<(Vec<StoredRecord>, bool), PortError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.audit)
+            .key_condition_expression("tenant_id = :t AND seq > :after")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":after", n(after_seq))
+            .limit(limit.min(i32::MAX as u32) as i32)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(failed("Query"))?;
+        let records = out
+            .items()
+            .iter()
+            .map(|i| StoredRecord { seq: get_n(i, "seq").unwrap_or(0), json: get_s(i, "record").unwrap_or_default().to_string(), hash: get_s(i, "hash").unwrap_or_default().to_string() })
+            .collect();
+        Ok((records, out.last_evaluated_key.is_some_and(|k| !k.is_empty())))
+    }
+}

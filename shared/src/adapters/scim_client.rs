@@ -1,0 +1,568 @@
+//! A SCIM 2.0 client (RFC 7644) as real providers meet it: filter lookups
+//! before create, adoption on 409 `uniqueness`, `PatchOp` for every change,
+//! `If-Match` when the target offers ETags (re-read and retry on 412),
+//! paged lists, and backoff with jitter on 429 and 5xx that honours
+//! `Retry-After`. Decisions come from [`crate::core::scim`]; this module talks.
+//!
+//! A target is untrusted: every answer is read up to [`MAX_ANSWER_BYTES`],
+//! a client reads at most its byte budget in all and [`MAX_PAGES`] pages
+//! per list, never more items than [`MAX_LIST_ITEMS`] whatever
+//! `totalResults` claims, and no request runs past the client's deadline
+//! (the target's time budget in this run). In production every address a
+//! target's name resolves to must be public ([`PublicOnly`]); what a target
+//! answers is shown back only as a short, sanitised SCIM error detail.
+
+use crate::app::ports::{Directory, DirectorySession};
+use crate::core::scim::{self, DesiredUser, Known, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use crate::core::egress::EgressPolicy;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Tries per request before the target counts as unavailable.
+const TRIES: u32 = 4;
+/// A `Retry-After` longer than this is not waited for in the function:
+/// the target is retried on a later run instead.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// Re-reads after a 412 or a vanished user before giving up on a member.
+const CONFLICT_TRIES: u32 = 4;
+const PAGE: usize = 100;
+const CONTENT_TYPE: &str = "application/scim+json";
+/// The largest answer read from a target (a page of 100 users is some
+/// 50 KB; a group of 10,000 members with `members` about 1.5 MB).
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Pages per list: 500 pages of 100.
+pub const MAX_PAGES: usize = 500;
+/// Users or groups a list may hold (drift repair of a larger target is refused).
+pub const MAX_LIST_ITEMS: usize = MAX_PAGES * PAGE;
+/// Bytes a client reads in all (one target, one run) unless told otherwise.
+pub const DEFAULT_READ_BUDGET: usize = 48 << 20;
+
+/// A response worth reading: status, ETag and JSON body (`Null` when the
+/// body is empty or not JSON), and how long the body was.
+struct Answer {
+    status: StatusCode,
+    etag: Option<String>,
+    body: Value,
+    len: usize,
+}
+
+pub struct ScimClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    /// Group display name -> id, learnt during this client's life.
+    groups: Mutex<BTreeMap<String, String>>,
+    /// No request runs past this instant (the target's budget in this run).
+    deadline: Option<Instant>,
+    /// Bytes this client may still read from the target.
+    read_budget: AtomicUsize,
+    egress: EgressPolicy,
+}
+
+impl std::fmt::Debug for ScimClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimClient").field("base", &self.base).field("token", &"<redacted>").finish()
+    }
+}
+
+/// Makes rustls use the aws-lc-rs provider the AWS SDK already builds. Call
+/// before building any `reqwest::Client` in a process (idempotent).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// One HTTP client per process: TLS through rustls with the aws-lc-rs
+/// provider, and the platform's roots; no redirects and no proxy (either
+/// would take a request somewhere the checks did not look). Under
+/// [`EgressPolicy::Public`] names resolve through [`PublicOnly`].
+pub fn http_client(egress: EgressPolicy) -> reqwest::Client {
+    install_tls_provider();
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    let builder = match egress {
+        EgressPolicy::Public => builder.dns_resolver(Arc::new(PublicOnly)),
+        EgressPolicy::Local => builder,
+    };
+    builder.build().expect("a client with a crypto provider builds")
+}
+
+/// Resolves names as the system does, then keeps only public addresses
+/// ([`crate::core::egress::is_public`]): checked when the connection is made, so
+/// a name that passed validation and resolves to `127.0.0.1` or the
+/// metadata service later (DNS rebinding) still cannot be reached.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| crate::core::egress::is_public(a.ip())).collect();
+            if public.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> = format!("{host} resolves to no public address (refused: {} non-public)", all.len()).into();
+                return Err(err);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The reason [`PublicOnly`] gave, when it is what failed a request.
+fn refused_by_egress(e: &reqwest::Error) -> Option<String> {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("resolves to no public address") {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+impl ScimClient {
+    /// A client for one target. `egress` must be the policy `http` was built with.
+    pub fn new(http: reqwest::Client, base: &str, token: String, egress: EgressPolicy) -> Self {
+        ScimClient {
+            http,
+            base: base.trim().trim_end_matches('/').to_string(),
+            token,
+            groups: Mutex::new(BTreeMap::new()),
+            deadline: None,
+            read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
+            egress,
+        }
+    }
+
+    /// Bounds what this client reads from the target in all.
+    pub fn with_read_budget(self, bytes: usize) -> Self {
+        self.read_budget.store(bytes, Ordering::SeqCst);
+        self
+    }
+
+    /// Takes `n` bytes from the read budget, or fails when it is spent.
+    fn spend(&self, n: usize, what: &str) -> Result<(), TargetError> {
+        match self.read_budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(n)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(TargetError::Unavailable { reason: format!("{what}: the target's answers exceed its read budget for this run"), retry_after: None }),
+        }
+    }
+
+    /// Reads an answer's body, at most [`MAX_ANSWER_BYTES`] and within the
+    /// read budget, chunk by chunk (a target that sends forever is cut off).
+    async fn read_body(&self, mut res: reqwest::Response, what: &str) -> Result<Vec<u8>, TargetError> {
+        if res.content_length().is_some_and(|l| l > MAX_ANSWER_BYTES as u64) {
+            return Err(TargetError::Unavailable { reason: format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes"), retry_after: None });
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = match res.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    let why = if e.is_timeout() { "timed out reading the answer" } else { "the answer broke off" };
+                    return Err(TargetError::Unavailable { reason: format!("{what}: {why}"), retry_after: None });
+                }
+            };
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(TargetError::Unavailable { reason: format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes"), retry_after: None });
+            }
+            self.spend(chunk.len(), what)?;
+            body.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Under [`EgressPolicy::Public`], an address in the URL itself is
+    /// checked here (the resolver only sees names).
+    fn check_literal_address(&self, url: &str, what: &str) -> Result<(), TargetError> {
+        if self.egress == EgressPolicy::Local {
+            return Ok(());
+        }
+        let host = reqwest::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned()));
+        let ip = match host {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        match ip {
+            Some(ip) if !crate::core::egress::is_public(ip) => Err(TargetError::Unavailable { reason: format!("{what}: {ip} is not a public address (refused)"), retry_after: None }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bounds every request (and every wait between tries) by `deadline`.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Time left for one request: the per-request timeout, or less near the deadline.
+    fn time_left(&self) -> Option<Duration> {
+        let per_request = Duration::from_secs(10);
+        match self.deadline {
+            None => Some(per_request),
+            Some(d) => Some(d.checked_duration_since(Instant::now())?.min(per_request)).filter(|t| *t >= Duration::from_millis(200)),
+        }
+    }
+
+    /// Sends a request, retrying on connection failures, 429 and 5xx.
+    /// Other answers (2xx, 4xx) go back to the caller.
+    async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>) -> Result<Answer, TargetError> {
+        let url = format!("{}{path}", self.base);
+        self.check_literal_address(&url, &format!("{method} {path}"))?;
+        let mut last = String::new();
+        for attempt in 0..TRIES {
+            let Some(timeout) = self.time_left() else {
+                return Err(TargetError::Unavailable { reason: format!("{method} {path}: no time left in this run{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") }), retry_after: None });
+            };
+            let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).query(query).timeout(timeout);
+            if let Some(b) = body {
+                req = req.header("Content-Type", CONTENT_TYPE).body(b.to_string());
+            }
+            if let Some(tag) = if_match {
+                req = req.header("If-Match", tag);
+            }
+            let retry_after = match req.send().await {
+                Ok(res) => {
+                    let status = res.status();
+                    let header = |h: &str| res.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let retry_after = header("retry-after").and_then(|r| scim::parse_retry_after(&r, chrono::Utc::now()));
+                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                        return Err(TargetError::Unavailable { reason: format!("{method} {path}: HTTP {status}: the target refuses the token"), retry_after: None });
+                    }
+                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                        let etag = header("etag");
+                        let raw = self.read_body(res, &format!("{method} {path}")).await?;
+                        let body = if raw.is_empty() { Value::Null } else { serde_json::from_slice(&raw).unwrap_or(Value::Null) };
+                        return Ok(Answer { status, etag, body, len: raw.len() });
+                    }
+                    last = format!("{method} {path}: HTTP {status}");
+                    if retry_after.is_some_and(|r| r > MAX_WAIT) {
+                        return Err(TargetError::Unavailable { reason: last, retry_after });
+                    }
+                    retry_after
+                }
+                Err(e) => {
+                    // Connection refused, timeouts, a name with no public
+                    // address: the target is not there for us.
+                    let refused = refused_by_egress(&e);
+                    last = match refused {
+                        Some(why) => return Err(TargetError::Unavailable { reason: format!("{method} {path}: {why}"), retry_after: None }),
+                        None => format!("{method} {path}: {}", if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" }),
+                    };
+                    None
+                }
+            };
+            if attempt + 1 < TRIES {
+                let wait = scim::retry_delay(attempt, retry_after, jitter());
+                if self.deadline.is_some_and(|d| Instant::now() + wait > d) {
+                    break; // no time to wait for the next try in this run
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(TargetError::Unavailable { reason: last, retry_after: None })
+    }
+
+    /// What the target refused, with a sanitised excerpt of its answer
+    /// ([`crate::core::egress::excerpt`]): nothing else it sent is reflected.
+    fn refused(what: impl Into<String>, a: &Answer) -> TargetError {
+        TargetError::Refused { what: what.into(), status: a.status.as_u16(), detail: crate::core::egress::excerpt(&a.body, a.len) }
+    }
+
+    fn expect_ok(what: &str, a: Answer) -> Result<Answer, TargetError> {
+        if a.status.is_success() {
+            Ok(a)
+        } else {
+            Err(Self::refused(what, &a))
+        }
+    }
+
+    /// Every resource of a list query, page by page (`startIndex`, `count`),
+    /// each parsed by `parse` as its page arrives (resources it cannot read
+    /// are skipped). At most [`MAX_PAGES`] pages and [`MAX_LIST_ITEMS`]
+    /// items, whatever `totalResults` claims.
+    async fn list<T>(&self, path: &str, filter: Option<String>, attributes: Option<&str>, parse: impl Fn(&Value) -> Option<T>) -> Result<Vec<T>, TargetError> {
+        let mut out = Vec::new();
+        let mut start = 1usize;
+        for _ in 0..MAX_PAGES {
+            let mut query = vec![("startIndex", start.to_string()), ("count", PAGE.to_string())];
+            if let Some(f) = &filter {
+                query.push(("filter", f.clone()));
+            }
+            if let Some(a) = attributes {
+                query.push(("attributes", a.to_string()));
+            }
+            let a = self.send(Method::GET, path, &query, None, None).await?;
+            if a.status == StatusCode::NOT_FOUND {
+                // The collection itself is missing: the target is misplaced, not the member.
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: HTTP 404: no such endpoint (is base_url right?)"), retry_after: None });
+            }
+            let a = Self::expect_ok(&format!("listing {path}"), a)?;
+            let total = a.body["totalResults"].as_u64().unwrap_or(0);
+            if total > MAX_LIST_ITEMS as u64 {
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: totalResults {total} is more than the {MAX_LIST_ITEMS} Entitle reads"), retry_after: None });
+            }
+            let page = a.body["Resources"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let got = page.len();
+            out.extend(page.iter().filter_map(&parse));
+            start += got;
+            if out.len() > MAX_LIST_ITEMS {
+                return Err(TargetError::Unavailable { reason: format!("GET {path}: more than the {MAX_LIST_ITEMS} items Entitle reads"), retry_after: None });
+            }
+            if got == 0 || start as u64 > total {
+                return Ok(out);
+            }
+        }
+        Err(TargetError::Unavailable { reason: format!("GET {path}: more than {MAX_PAGES} pages"), retry_after: None })
+    }
+
+    pub async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
+        self.list("/Users", None, None, ScimUser::from_json).await
+    }
+
+    pub async fn groups(&self) -> Result<Vec<ScimGroup>, TargetError> {
+        let groups: Vec<ScimGroup> = self.list("/Groups", None, Some("displayName,members"), ScimGroup::from_json).await?;
+        let mut known = self.groups.lock().expect("not poisoned");
+        for g in &groups {
+            known.insert(g.name.clone(), g.id.clone());
+        }
+        Ok(groups)
+    }
+
+    async fn find_by(&self, attr: &str, value: &str) -> Result<Option<ScimUser>, TargetError> {
+        let found = self.list("/Users", Some(scim::filter_eq(attr, value)), None, ScimUser::from_json).await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// The member's user: by `externalId`, else by `userName` (which SCIM
+    /// compares case-insensitively) if that user is not someone else's.
+    pub async fn find_user(&self, desired: &DesiredUser) -> Result<Option<ScimUser>, TargetError> {
+        if let Some(u) = self.find_by("externalId", desired.user_id.as_str()).await? {
+            return Ok(Some(u));
+        }
+        match self.find_by("userName", &desired.user_name).await? {
+            Some(u) => match scim::owned_by_another(desired, &u) {
+                Some(reason) => Err(TargetError::Conflict { reason }),
+                None => Ok(Some(u)),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Names of the groups a user is in (among all groups).
+    pub async fn member_of(&self, scim_id: &str) -> Result<BTreeSet<String>, TargetError> {
+        let filter = format!("members[value eq {}]", scim::quoted(scim_id));
+        let groups = self.list("/Groups", Some(filter), Some("displayName"), |g| g["displayName"].as_str().map(str::to_string)).await?;
+        Ok(groups.into_iter().collect())
+    }
+
+    /// The id of a group by name, created when missing and `create` is set.
+    async fn group_id(&self, name: &str, create: bool) -> Result<Option<String>, TargetError> {
+        if let Some(id) = self.groups.lock().expect("not poisoned").get(name) {
+            return Ok(Some(id.clone()));
+        }
+        let group_id = |g: &Value| g["id"].as_str().map(str::to_string);
+        let found = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName"), group_id).await?;
+        let id = match found.into_iter().next() {
+            Some(id) => Some(id),
+            None if create => {
+                let body = serde_json::json!({"schemas": [scim::GROUP_SCHEMA], "displayName": name});
+                let a = self.send(Method::POST, "/Groups", &[], Some(&body), None).await?;
+                if a.status == StatusCode::CONFLICT {
+                    // Created meanwhile by someone else: use theirs.
+                    let again = self.list("/Groups", Some(scim::filter_eq("displayName", name)), Some("displayName"), group_id).await?;
+                    again.into_iter().next()
+                } else {
+                    Self::expect_ok(&format!("creating group {name}"), a)?.body["id"].as_str().map(str::to_string)
+                }
+            }
+            None => None,
+        };
+        if let Some(id) = &id {
+            self.groups.lock().expect("not poisoned").insert(name.to_string(), id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Group membership changes are `PatchOp`s naming the one member, which
+    /// commute with anyone else's; no `If-Match`, so that a busy group does
+    /// not turn every change into a 412.
+    async fn patch_group(&self, name: &str, op: Value) -> Result<bool, TargetError> {
+        let add = op["op"] == "add";
+        let Some(id) = self.group_id(name, add).await? else { return Ok(false) };
+        if self.patch_group_id(&id, &op, name).await? {
+            return Ok(true);
+        }
+        // Deleted behind our back: forget it, and recreate it to add.
+        self.groups.lock().expect("not poisoned").remove(name);
+        if !add {
+            return Ok(false);
+        }
+        let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
+        if !self.patch_group_id(&id, &op, name).await? {
+            return Err(TargetError::Refused { what: format!("changing members of group {name}"), status: 404, detail: "the group vanished again".into() });
+        }
+        Ok(true)
+    }
+
+    /// One membership `PatchOp` on a group by id; false when the group is gone.
+    async fn patch_group_id(&self, id: &str, op: &Value, name: &str) -> Result<bool, TargetError> {
+        let a = self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(vec![op.clone()])), None).await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        Self::expect_ok(&format!("changing members of group {name}"), a)?;
+        Ok(true)
+    }
+
+    pub async fn remove_from_group(&self, group_id: &str, group: &str, scim_id: &str) -> Result<(), TargetError> {
+        self.patch_group_id(group_id, &scim::remove_member_op(scim_id), group).await.map(|_| ())
+    }
+
+    /// Makes the target hold what `desired` says for one member: its user
+    /// (found, created or adopted, patched, or deleted) and its membership
+    /// of the managed groups. Safe to repeat: every step reads first.
+    pub async fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> Result<SyncOutcome, TargetError> {
+        let mut out = SyncOutcome::default();
+        let mut known = known;
+        let what = |w: &str| format!("{w} user {}", desired.user_id);
+        for _ in 0..CONFLICT_TRIES {
+            let (user, member_of) = match known.take() {
+                Some(k) => (k.user, Some(k.member_of)),
+                None => (self.find_user(desired).await?, None),
+            };
+            let user = match scim::user_step(desired, user.as_ref()) {
+                UserStep::Nothing => user,
+                UserStep::Create(body) => {
+                    let a = self.send(Method::POST, "/Users", &[], Some(&body), None).await?;
+                    if a.status == StatusCode::CONFLICT {
+                        // The userName is taken: a user made before Entitle
+                        // managed this target. Adopt it (the next pass patches
+                        // it), unless it is someone else's.
+                        match self.find_by("userName", &desired.user_name).await? {
+                            Some(existing) => {
+                                if let Some(reason) = scim::owned_by_another(desired, &existing) {
+                                    return Err(TargetError::Conflict { reason });
+                                }
+                                out.adopted = true;
+                                let member_of = self.member_of(&existing.id).await?;
+                                known = Some(Known { user: Some(existing), member_of });
+                                continue;
+                            }
+                            None => return Err(Self::refused(what("creating"), &a)),
+                        }
+                    }
+                    let a = Self::expect_ok(&what("creating"), a)?;
+                    out.created = true;
+                    let mut created = ScimUser::from_json(&a.body).ok_or_else(|| TargetError::Refused { what: what("creating"), status: a.status.as_u16(), detail: "no user in the answer".into() })?;
+                    created.version = created.version.or(a.etag);
+                    Some(created)
+                }
+                UserStep::Patch(ops) => {
+                    let u = user.expect("a patch has a user");
+                    let a = self.send(Method::PATCH, &format!("/Users/{}", u.id), &[], Some(&scim::patch_body(ops)), u.version.as_deref()).await?;
+                    if a.status == StatusCode::PRECONDITION_FAILED || a.status == StatusCode::NOT_FOUND {
+                        // Changed (or deleted) since we read it: read again, decide again.
+                        out.conflicts += u32::from(a.status == StatusCode::PRECONDITION_FAILED);
+                        continue;
+                    }
+                    Self::expect_ok(&what("updating"), a)?;
+                    out.patched = true;
+                    Some(u)
+                }
+                UserStep::Delete => {
+                    let u = user.expect("a delete has a user");
+                    // Leave the groups first: not every target cleans up
+                    // the memberships of a deleted user.
+                    let member_of = match member_of {
+                        Some(m) => m,
+                        None => self.member_of(&u.id).await?,
+                    };
+                    for g in member_of.iter().filter(|g| managed.contains(*g)) {
+                        self.patch_group(g, scim::remove_member_op(&u.id)).await?;
+                    }
+                    let a = self.send(Method::DELETE, &format!("/Users/{}", u.id), &[], None, u.version.as_deref()).await?;
+                    if a.status == StatusCode::PRECONDITION_FAILED {
+                        out.conflicts += 1;
+                        continue;
+                    }
+                    if a.status != StatusCode::NOT_FOUND {
+                        Self::expect_ok(&what("deleting"), a)?;
+                    }
+                    out.deleted = true;
+                    return Ok(out);
+                }
+            };
+            let Some(user) = user else { return Ok(out) };
+            let member_of = match member_of {
+                _ if out.created => BTreeSet::new(),
+                Some(m) => m,
+                None => self.member_of(&user.id).await?,
+            };
+            let (join, leave) = scim::group_changes(desired, &member_of, managed);
+            for g in join {
+                self.patch_group(&g, scim::add_member_op(&user.id)).await?;
+                out.joined.push(g);
+            }
+            for g in leave {
+                if self.patch_group(&g, scim::remove_member_op(&user.id)).await? {
+                    out.left.push(g);
+                }
+            }
+            return Ok(out);
+        }
+        Err(TargetError::Refused { what: what("updating"), status: 412, detail: format!("still changing after {CONFLICT_TRIES} re-reads") })
+    }
+}
+
+/// SCIM targets over HTTP: one client per process, a [`ScimClient`] per
+/// target and run.
+#[derive(Clone)]
+pub struct Scim {
+    pub http: reqwest::Client,
+    pub egress: EgressPolicy,
+}
+
+impl Scim {
+    pub fn new(egress: EgressPolicy) -> Self {
+        Scim { http: http_client(egress), egress }
+    }
+}
+
+impl Directory for Scim {
+    type Session = ScimClient;
+
+    fn open(&self, target: &Target, token: String, deadline: Instant, read_budget: usize) -> ScimClient {
+        ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget)
+    }
+}
+
+impl DirectorySession for ScimClient {
+    async fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> Result<SyncOutcome, TargetError> {
+        ScimClient::sync_member(self, desired, managed, known).await
+    }
+    async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
+        ScimClient::users(self).await
+    }
+    async fn groups(&self) -> Result<Vec<ScimGroup>, TargetError> {
+        ScimClient::groups(self).await
+    }
+    async fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> Result<(), TargetError> {
+        ScimClient::remove_from_group(self, group_id, group, scim_user).await
+    }
+}

@@ -1,0 +1,409 @@
+//! Delivery to SCIM targets: after a tenant's changes are committed, make
+//! each of its targets hold what the delivery records say; repair drift on
+//! schedule or on demand; keep each target's health, quarantining one that
+//! keeps failing (crashes included) and resuming it when it answers again.
+//!
+//! Runs in `provision`, inside the tenant's FIFO message group, so one
+//! deliverer works on a tenant at a time.
+
+use super::commit::{audited, Decision};
+use super::ports::{Change, Directory, DirectorySession, Targets, Tenants, Tokens, Write};
+use super::Error;
+use crate::core::access::{Member, MemberAccess};
+use crate::core::audit::{AuditAction, AuditEvent, Cause};
+use crate::core::events::Announcement;
+use crate::core::ids::{TargetId, TenantId};
+use crate::core::model::LicensingModel;
+use crate::core::scim::{self, Health, Known, Pending, Policy, Standing, Target, TargetError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// How far past `stop_at` (no new member started) a started request may run.
+pub const HARD_STOP_AFTER: Duration = Duration::from_secs(8);
+
+/// What one target may take of a delivery run: wall time and bytes read.
+/// A target that is slow, hangs or floods Entitle with data is cut off at
+/// its budget (and the run counts as failed unless it delivered
+/// something), so that it cannot hold up the other tenants of the batch
+/// for longer than that, nor run the function out of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetBudget {
+    pub time: Duration,
+    pub read_bytes: usize,
+}
+
+impl Default for TargetBudget {
+    fn default() -> Self {
+        TargetBudget { time: Duration::from_secs(15), read_bytes: 48 << 20 }
+    }
+}
+
+/// What drift repair found and did on one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    pub members_checked: usize,
+    /// Members whose user on the target was brought back in line.
+    pub repaired: Vec<String>,
+    /// Users removed from managed groups they had no role for.
+    pub strangers_removed: usize,
+    pub refused: usize,
+    /// Members parked because their userName belongs to someone else's user.
+    pub conflicts: usize,
+    pub complete: bool,
+}
+
+impl RepairReport {
+    /// True when the target differed and was changed (the repair is audited).
+    pub fn changed(&self) -> bool {
+        !self.repaired.is_empty() || self.strangers_removed > 0
+    }
+}
+
+/// What one run did for one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetReport {
+    pub target_id: String,
+    /// Backing off or quarantined: not attempted this time.
+    pub waiting: bool,
+    pub delivered: usize,
+    pub refused: usize,
+    /// Members whose userName is held by someone else's user on the target:
+    /// their delivery is parked (never adopted).
+    pub conflicts: usize,
+    pub repair: Option<RepairReport>,
+    pub error: Option<String>,
+    /// Quarantined or resumed by this run.
+    pub standing: Option<String>,
+}
+
+impl TargetReport {
+    /// True when the run wrote audit records (and events) for this target.
+    pub fn audited(&self) -> bool {
+        self.standing.is_some() || self.conflicts > 0 || self.repair.as_ref().is_some_and(|r| r.changed() || r.conflicts > 0)
+    }
+}
+
+/// Why a run stopped early: the target (counts towards its quarantine) or
+/// Entitle's own ports (do not; everything not marked done stays due).
+enum Stop {
+    Target(TargetError),
+    Port(Error),
+}
+
+impl From<TargetError> for Stop {
+    fn from(e: TargetError) -> Self {
+        Stop::Target(e)
+    }
+}
+
+/// A port's result inside a run: its failure stops the run as
+/// [`Stop::Port`] (not the target's fault).
+fn port<T, E: Into<Error>>(r: Result<T, E>) -> Result<T, Stop> {
+    r.map_err(|e| Stop::Port(e.into()))
+}
+
+/// The deliverer: its ports, the retry and quarantine policy, and what one
+/// target may take of a run.
+pub struct Deliverer<'a, S, K, D> {
+    pub model: &'a LicensingModel,
+    pub store: &'a S,
+    pub tokens: &'a K,
+    pub directory: &'a D,
+    pub policy: Policy,
+    pub budget: TargetBudget,
+}
+
+impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
+    /// Delivers the tenant's pending changes to each of its targets, and
+    /// runs drift repair where it is due or asked for (`repair_now`).
+    pub async fn deliver_tenant(&self, tenant: &TenantId, repair_now: &[TargetId], cause: &Cause, stop_at: Instant) -> Result<Vec<TargetReport>, Error> {
+        let mut reports = Vec::new();
+        for target in self.store.targets(tenant).await? {
+            if Instant::now() >= stop_at {
+                break;
+            }
+            reports.push(self.deliver_target(tenant, &target, repair_now.contains(&target.target_id), cause, stop_at).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn deliver_target(&self, tenant: &TenantId, target: &Target, forced: bool, cause: &Cause, stop_at: Instant) -> Result<TargetReport, Error> {
+        let now = Utc::now();
+        let mut report = TargetReport { target_id: target.target_id.to_string(), ..Default::default() };
+        let span = tracing::info_span!("target", tenant = %tenant, target = %target.target_id);
+        // A run that started and never finished (a crash, out of memory or
+        // time) counts as a failure before anything else is decided.
+        let mut health = target.health.clone();
+        let mut audit = Vec::new();
+        if let Some((next, standing)) = health.unfinished_attempt(&self.policy, now) {
+            span.in_scope(|| tracing::warn!(cause = %cause, failures = next.failures, "the last delivery run did not finish: counted as a failure"));
+            if let Some(Standing::Quarantined) = standing {
+                report.standing = Some("quarantined".into());
+                audit.push(self.standing_record(Standing::Quarantined, target, &health, &next, cause));
+            }
+            health = next;
+        }
+        let pending: Vec<Pending> = self.store.pending(tenant, &target.target_id).await?.into_iter().filter(|p| p.parked.is_none()).collect();
+        // A failing target is probed with a repair: it lists everything, so
+        // it proves the target is back and catches up on whatever was missed.
+        let repair_due = forced || target.repair_due_at() <= now || health.failures > 0;
+        if (!forced && !health.may_attempt(now)) || (pending.is_empty() && !repair_due) {
+            report.waiting = !forced && !health.may_attempt(now);
+            if health != target.health {
+                self.save_health(tenant, &Target { health, ..target.clone() }, audit, now).await?;
+            }
+            return Ok(report);
+        }
+        // Recorded before the target is reached, so that a run that dies on
+        // the way is counted by the next one.
+        let started = Health { attempt_started_at: Some(now), ..health.clone() };
+        self.save_health(tenant, &Target { health: started, ..target.clone() }, std::mem::take(&mut audit), now).await?;
+        let budget_until = stop_at.min(Instant::now() + self.budget.time);
+        let result = async {
+            // The token's name follows from the tenant and the target; a
+            // name stored in the table is never followed.
+            match self.tokens.get(tenant, &target.target_id).await {
+                Ok(token) => {
+                    // Requests may run into the stop margin, not past the target's budget.
+                    let session = self.directory.open(target, token, budget_until.min(stop_at + HARD_STOP_AFTER), self.budget.read_bytes);
+                    let managed = scim::managed_groups(&target.mapping, &self.model.roles);
+                    self.run(tenant, target, &session, &managed, pending, repair_due, budget_until, cause, &mut report).await
+                }
+                Err(e) => Err(Stop::Target(TargetError::Unavailable { reason: format!("the target's token cannot be read: {e}"), retry_after: None })),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter();
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(Stop::Target(e)) => Err(e),
+            Err(Stop::Port(e)) => {
+                // Not the target's fault: leave its health as it was (the
+                // run not counted); everything undelivered stays due.
+                let _ = self.store.save_health(tenant, &Target { health, ..target.clone() }).await;
+                return Err(e);
+            }
+        };
+        let finished = Utc::now();
+        match outcome {
+            Ok(()) => {
+                let (mut next, standing) = health.on_success(finished);
+                if report.repair.as_ref().is_some_and(|r| r.complete) {
+                    next.last_repair_at = Some(finished);
+                    next.last_repair_cause = Some(cause.to_string());
+                }
+                if let Some(Standing::Resumed) = standing {
+                    tracing::info!(cause = %cause, "target answers again: quarantine lifted");
+                    report.standing = Some("resumed".into());
+                    audit.push(self.standing_record(Standing::Resumed, target, &health, &next, cause));
+                }
+                if let Some(r) = report.repair.as_ref().filter(|r| r.changed()) {
+                    audit.push(
+                        AuditEvent::new(
+                            AuditAction::TargetRepaired,
+                            format!("target:{}", target.target_id),
+                            cause,
+                            "drift repair: the target differed from desired access (its first sync, or changes made behind Entitle's back) and was brought in line",
+                        )
+                        .after(r),
+                    );
+                }
+                health = next;
+            }
+            Err(e) => {
+                let (reason, retry_after) = match &e {
+                    TargetError::Unavailable { reason, retry_after } => (reason.clone(), *retry_after),
+                    TargetError::Refused { .. } | TargetError::Conflict { .. } => (e.to_string(), None),
+                };
+                tracing::warn!(cause = %cause, error = %reason, failures = health.failures + 1, "target unavailable; its changes wait");
+                let (mut next, standing) = health.on_failure(&self.policy, finished, &reason);
+                if let (Some(r), Some(at)) = (retry_after, next.retry_at) {
+                    // The target said when to come back: not before that.
+                    next.retry_at = Some(at.max(finished + chrono::Duration::from_std(r).unwrap_or_default()));
+                }
+                if let Some(Standing::Quarantined) = standing {
+                    tracing::warn!(cause = %cause, failures = next.failures, "target quarantined");
+                    report.standing = Some("quarantined".into());
+                    audit.push(self.standing_record(Standing::Quarantined, target, &health, &next, cause));
+                }
+                report.error = Some(reason);
+                health = next;
+            }
+        }
+        self.save_health(tenant, &Target { health, ..target.clone() }, audit, finished).await?;
+        Ok(report)
+    }
+
+    /// Records a target's health. A change of standing or a repair that
+    /// changed something is audited (and announced) in the same transaction;
+    /// plain health needs no audit record and is one conditional update.
+    async fn save_health(&self, tenant: &TenantId, target: &Target, audit: Vec<AuditEvent>, now: DateTime<Utc>) -> Result<(), Error> {
+        if audit.is_empty() {
+            self.store.save_health(tenant, target).await?; // a target removed meanwhile has no health to keep
+            return Ok(());
+        }
+        audited(self.store, tenant, |meta| {
+            let audit = audit.clone();
+            async move {
+                if meta.is_none() || !self.store.targets(tenant).await?.iter().any(|t| t.target_id == target.target_id) {
+                    return Ok(Decision::Done(())); // removed meanwhile
+                }
+                Ok(Decision::one(Change { writes: vec![Write::TargetHealth(target.clone())], audit, ..Change::new(now) }, ()))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn standing_record(&self, standing: Standing, target: &Target, before: &Health, after: &Health, cause: &Cause) -> AuditEvent {
+        let target_id = target.target_id.clone();
+        let (action, rule, announce) = match standing {
+            Standing::Quarantined => (
+                AuditAction::TargetQuarantined,
+                format!(
+                    "{} consecutive failed deliveries: quarantined; retried every {} s until it answers (other targets are not affected)",
+                    after.failures, self.policy.quarantine_retry_secs
+                ),
+                Announcement::TargetQuarantined { target_id, health: after.clone() },
+            ),
+            Standing::Resumed => (
+                AuditAction::TargetResumed,
+                "the target answered again: quarantine lifted; changes held meanwhile delivered and drift repaired".to_string(),
+                Announcement::TargetResumed { target_id, health: after.clone() },
+            ),
+        };
+        AuditEvent::new(action, format!("target:{}", target.target_id), cause, rule).before(before).after(after).announcing(announce)
+    }
+
+    /// Parks a member's delivery to a target at once, with the reason and an
+    /// audit record (`delivery_parked`): the target holds the member's
+    /// userName for someone else's user, which is never adopted. `if_seq`:
+    /// the delivery record being parked (a newer change replaces it and is
+    /// tried afresh); `None` (drift repair): only where no record waits.
+    /// Returns whether it parked.
+    #[allow(clippy::too_many_arguments)]
+    async fn park(&self, tenant: &TenantId, target: &TargetId, member: &Member, access: &MemberAccess, if_seq: Option<u64>, reason: &str, cause: &Cause) -> Result<bool, Error> {
+        let reason: String = reason.chars().take(500).collect();
+        let now = Utc::now();
+        let committed = audited(self.store, tenant, |meta| {
+            let reason = reason.clone();
+            async move {
+                if meta.is_none() {
+                    return Ok(Decision::Done(()));
+                }
+                let audit = AuditEvent::new(AuditAction::DeliveryParked, format!("member:{}", member.user_id), cause, reason.clone())
+                    .after(serde_json::json!({"target_id": target, "parked": reason}));
+                let write = Write::ParkDelivery { target: target.clone(), member: member.clone(), access: access.clone(), if_seq, reason };
+                Ok(Decision::one(Change::new(now).write(write).audit(audit), ()))
+            }
+        })
+        .await?;
+        Ok(committed.refused.is_none() && !committed.changes.is_empty())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        tenant: &TenantId,
+        target: &Target,
+        session: &D::Session,
+        managed: &BTreeSet<String>,
+        pending: Vec<Pending>,
+        repair: bool,
+        stop_at: Instant,
+        cause: &Cause,
+        report: &mut TargetReport,
+    ) -> Result<(), Stop> {
+        for p in pending {
+            if Instant::now() >= stop_at {
+                // Out of time (the run's, or this target's budget): the rest
+                // stays due. A target that took its whole budget without
+                // delivering anything has failed this run.
+                if report.delivered == 0 {
+                    return Err(Stop::Target(TargetError::Unavailable { reason: format!("used its {} s budget without delivering a change", self.budget.time.as_secs()), retry_after: None }));
+                }
+                return Ok(());
+            }
+            let desired = scim::desired_user(&target.mapping, &p.member, &p.access);
+            match session.sync_member(&desired, managed, None).await {
+                Ok(outcome) => {
+                    tracing::info!(user = %p.member.user_id, seq = p.seq, done = %outcome.summary(), conflicts = outcome.conflicts, "member delivered");
+                    port(self.store.delivered(tenant, &target.target_id, &p.member.user_id, p.seq).await)?;
+                    report.delivered += 1;
+                }
+                Err(TargetError::Refused { what, status, detail }) => {
+                    let reason = format!("{what}: HTTP {status} {detail}");
+                    tracing::warn!(user = %p.member.user_id, seq = p.seq, error = %reason, "target refused the member's state");
+                    port(self.store.refused(tenant, &target.target_id, &p, &reason).await)?;
+                    report.refused += 1;
+                }
+                Err(TargetError::Conflict { reason }) => {
+                    tracing::warn!(user = %p.member.user_id, seq = p.seq, error = %reason, "userName held by someone else's user: delivery parked");
+                    port(self.park(tenant, &target.target_id, &p.member, &p.access, Some(p.seq), &reason, cause).await)?;
+                    report.conflicts += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if repair {
+            report.repair = Some(self.repair(tenant, target, session, managed, stop_at, cause).await?);
+        }
+        Ok(())
+    }
+
+    /// Compares everything the target holds with desired access and repairs
+    /// the differences: users changed, added to or removed from managed
+    /// groups, deleted or re-activated behind Entitle's back.
+    async fn repair(&self, tenant: &TenantId, target: &Target, session: &D::Session, managed: &BTreeSet<String>, stop_at: Instant, cause: &Cause) -> Result<RepairReport, Stop> {
+        let state = port(self.store.tenant(tenant).await)?;
+        let members = state.map(|s| s.members).unwrap_or_default();
+        let users = session.users().await?;
+        let groups = session.groups().await?;
+        let desired = members.iter().map(|m| scim::desired_user(&target.mapping, &m.member, &m.access)).collect();
+        let plan = scim::repair_plan(desired, &users, &groups, managed);
+        drop((users, groups));
+        let mut out = RepairReport { members_checked: plan.members.len() + plan.conflicts.len(), ..Default::default() };
+        for (desired, reason) in &plan.conflicts {
+            let Some(m) = members.iter().find(|m| m.member.user_id == desired.user_id) else { continue };
+            if port(self.park(tenant, &target.target_id, &m.member, &m.access, None, reason, cause).await)? {
+                tracing::warn!(user = %desired.user_id, error = %reason, "userName held by someone else's user: delivery parked");
+            }
+            out.conflicts += 1;
+        }
+        for (desired, user, member_of) in plan.members {
+            if Instant::now() >= stop_at {
+                return Ok(out);
+            }
+            match session.sync_member(&desired, managed, Some(Known { user, member_of })).await {
+                Ok(o) if o.changed() => {
+                    tracing::info!(user = %desired.user_id, done = %o.summary(), "drift repaired");
+                    out.repaired.push(desired.user_id.to_string());
+                }
+                Ok(_) => {}
+                Err(TargetError::Refused { what, status, detail }) => {
+                    tracing::warn!(user = %desired.user_id, error = %format!("{what}: HTTP {status} {detail}"), "target refused a repair");
+                    out.refused += 1;
+                }
+                Err(TargetError::Conflict { reason }) => {
+                    tracing::warn!(user = %desired.user_id, error = %reason, "userName held by someone else's user: not repaired");
+                    out.conflicts += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (group_id, group, user) in plan.strangers {
+            if Instant::now() >= stop_at {
+                return Ok(out);
+            }
+            session.remove_from_group(&group_id, &group, &user).await?;
+            tracing::info!(group, scim_user = %user, "removed from a managed group: no member holds that role");
+            out.strangers_removed += 1;
+        }
+        out.complete = true;
+        Ok(out)
+    }
+}

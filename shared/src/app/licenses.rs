@@ -1,0 +1,132 @@
+//! Recording what license sources send: a license change, idempotently (on
+//! the source's event id) and in source order, with its audit record; or,
+//! when it cannot be applied as it is, the event parked with its reason.
+
+use super::commit::{audited, audited_on, Decision};
+use super::ports::{Change, Tenants, Write};
+use super::Error;
+use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::ids::{EventId, TenantId};
+use crate::core::license::{decide_change, ChangeDecision, LicenseChange, Source};
+use crate::core::rejection::Rejection;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// What happened to an accepted license event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Applied,
+    Stale { held_version: i64 },
+    /// The same event id was accepted before (with the same body).
+    Duplicate,
+    Parked { reason: String },
+}
+
+impl Recorded {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Recorded::Applied => "applied",
+            Recorded::Stale { .. } => "ignored_stale",
+            Recorded::Duplicate => "duplicate",
+            Recorded::Parked { .. } => "parked",
+        }
+    }
+}
+
+pub fn cause_of(source: Source, event: &EventId) -> Cause {
+    let kind = match source {
+        Source::Stripe => CauseKind::StripeEvent,
+        _ => CauseKind::CrmEvent,
+    };
+    Cause::new(kind, event.as_str())
+}
+
+/// Records a license change: idempotent on its event id (a repeat with the
+/// same body is a duplicate, with another body 409 `event_id_reused`), in
+/// source order (an older version is recorded as stale), audited either way.
+pub async fn record_change<S: Tenants>(store: &S, change: &LicenseChange, body_hash: &str, now: DateTime<Utc>) -> Result<Recorded, Error> {
+    let tenant = &change.tenant_id;
+    let cause = cause_of(change.source, &change.event_id);
+    let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
+    // The head and the license in one read.
+    let read = || store.meta_and_license(tenant, change.source, change.license_id.as_str());
+    let committed = audited_on(store, tenant, read, |(_meta, current)| {
+        let (cause, subject) = (&cause, &subject);
+        async move {
+            let decision = decide_change(current.as_ref(), change, now);
+            let (event, outcome, license) = match decision {
+                ChangeDecision::Apply(new) => {
+                    let held = current.as_ref().map_or("none".to_string(), |c| c.source_version.to_string());
+                    let mut e = AuditEvent::new(AuditAction::LicenseRecorded, subject, cause, format!("source order: version {} is newer than {held}", change.source_version)).after(&new);
+                    if let Some(c) = &current {
+                        e = e.before(c);
+                    }
+                    (e, Recorded::Applied, Some(new))
+                }
+                ChangeDecision::Stale { held_version } => {
+                    let mut e = AuditEvent::new(
+                        AuditAction::LicenseIgnoredStale,
+                        subject,
+                        cause,
+                        format!("source order: version {} is not newer than the held version {held_version}", change.source_version),
+                    );
+                    if let Some(c) = &current {
+                        e = e.before(c);
+                    }
+                    (e, Recorded::Stale { held_version }, None)
+                }
+                ChangeDecision::NoBase => {
+                    let reason = format!("a status-only change for license {} that was never recorded", change.license_id);
+                    (AuditEvent::new(AuditAction::EventParked, subject, cause, reason.clone()), Recorded::Parked { reason }, None)
+                }
+            };
+            let mut c = Change::new(now).write(Write::EventRecord {
+                source: change.source,
+                event_id: change.event_id.clone(),
+                body_hash: body_hash.to_string(),
+                outcome: outcome.label(),
+                at: now,
+            });
+            if let Some(license) = license {
+                c = c.write(Write::License { license, if_version: None });
+                c.meta.licensed = true;
+            }
+            if let Recorded::Parked { reason } = &outcome {
+                let payload = serde_json::to_value(change).expect("serialises");
+                c = c.write(Write::Parked { source: change.source, event_id: change.event_id.clone(), reason: reason.clone(), payload, at: now });
+            }
+            Ok(Decision::one(c.audit(event), outcome))
+        }
+    })
+    .await?;
+    match committed.refused {
+        None => Ok(committed.value),
+        // Parked before (and so audited before).
+        Some(Write::Parked { reason, .. }) => Ok(Recorded::Parked { reason }),
+        // Accepted before: the same body is a duplicate delivery.
+        Some(_) => match store.accepted_event(tenant, change.source, &change.event_id).await? {
+            Some(h) if h == body_hash => Ok(Recorded::Duplicate),
+            _ => Err(Rejection::conflict("event_id_reused", format!("event {} was already accepted with a different body", change.event_id)).into()),
+        },
+    }
+}
+
+/// Parks an event that cannot be applied as it is, with its reason (nothing
+/// lost; idempotent on its id). When the event names its tenant, the
+/// decision not to apply it is audited in that tenant's chain
+/// (`event_parked`) in the same transaction. Returns whether it was parked
+/// now (false: it was parked before).
+pub async fn park<S: Tenants>(store: &S, source: Source, event: &EventId, tenant: Option<&TenantId>, reason: &str, payload: &Value, now: DateTime<Utc>) -> Result<bool, Error> {
+    let Some(tenant) = tenant else {
+        return Ok(store.park_unattributed(source, event, reason, payload, now).await?);
+    };
+    let cause = cause_of(source, event);
+    let committed = audited(store, tenant, |_meta| {
+        let change = Change::new(now)
+            .write(Write::Parked { source, event_id: event.clone(), reason: reason.to_string(), payload: payload.clone(), at: now })
+            .audit(AuditEvent::new(AuditAction::EventParked, format!("event:{}:{event}", source.as_str()), &cause, reason));
+        async move { Ok(Decision::one(change, ())) }
+    })
+    .await?;
+    Ok(committed.refused.is_none())
+}

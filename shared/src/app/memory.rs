@@ -1,0 +1,506 @@
+//! The ports in memory (feature `memory`, and the crate's own tests): the
+//! same meaning as the DynamoDB adapter (each write's condition, the chain
+//! head as the lock, all or nothing per change), so that the use cases can
+//! be tested in milliseconds: seat claims racing reconciles, review and
+//! reversal, crashes between chunks ([`Crashing`] around any store: a port
+//! that fails its Nth commit).
+
+use super::ports::*;
+use crate::core::access::TenantRules;
+use crate::core::audit::{self, ChainHead, StoredRecord};
+use crate::core::contract::{Amendment, AmendmentStatus, ContractDocument, ContractState};
+use crate::core::events::announced;
+use crate::core::expiry::next_due;
+use crate::core::ids::{AmendmentId, ContractId, EventId, LicenseId, TargetId, TenantId, UserId};
+use crate::core::license::{License, LicenseChange, LicenseStatus, LicenseUpdate, Source};
+use crate::core::model::LicensingModel;
+use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
+use crate::core::scim::{Pending, Target, MAX_REFUSALS};
+use crate::core::tenant::{email_key, MemberItem, TenantMeta, TenantState};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Db {
+    meta: BTreeMap<TenantId, TenantMeta>,
+    licenses: BTreeMap<(TenantId, Source, String), License>,
+    members: BTreeMap<(TenantId, UserId), MemberItem>,
+    events: BTreeMap<(TenantId, Source, EventId), String>,
+    parked: BTreeMap<(Source, EventId), (Option<TenantId>, String)>,
+    emails: BTreeMap<(TenantId, String), UserId>,
+    deliveries: BTreeMap<(TenantId, TargetId, UserId), Pending>,
+    targets: BTreeMap<(TenantId, TargetId), Target>,
+    contracts: BTreeMap<ContractId, (TenantId, String)>,
+    documents: BTreeMap<ContractId, (u64, Value)>,
+    versions: BTreeMap<(ContractId, u64), Value>,
+    amendments: BTreeMap<(ContractId, AmendmentId), (Amendment, String)>,
+    audit: BTreeMap<TenantId, Vec<StoredRecord>>,
+    outbox: BTreeMap<String, (Vec<Value>, i64)>,
+    barriers: BTreeMap<TenantId, String>,
+}
+
+/// Every port of the app in memory, sharing one database.
+#[derive(Clone)]
+pub struct Memory {
+    db: Arc<Mutex<Db>>,
+    model: Arc<LicensingModel>,
+    pub commits: Arc<AtomicUsize>,
+    /// What was queued and put on the bus.
+    pub queued: Arc<Mutex<Vec<(ReconcileRequest, String)>>>,
+    pub published: Arc<Mutex<Vec<Value>>>,
+    tokens: Arc<Mutex<BTreeMap<(TenantId, TargetId), String>>>,
+}
+
+impl Memory {
+    /// The due index needs the model (when a license falls due).
+    pub fn new(model: Arc<LicensingModel>) -> Self {
+        Memory {
+            db: Arc::default(),
+            model,
+            commits: Arc::default(),
+            queued: Arc::default(),
+            published: Arc::default(),
+            tokens: Arc::default(),
+        }
+    }
+
+    /// A contract's tenant is written with its first change.
+    fn apply(db: &mut Db, tenant: &TenantId, head: &ChainHead, change: &Change) {
+        let seq = head.seq + 1;
+        let at = change.at;
+        for w in &change.writes {
+            match w {
+                Write::EventRecord { source, event_id, body_hash, .. } => {
+                    db.events.insert((tenant.clone(), *source, event_id.clone()), body_hash.clone());
+                }
+                Write::Parked { source, event_id, reason, .. } => {
+                    db.parked.insert((*source, event_id.clone()), (Some(tenant.clone()), reason.clone()));
+                }
+                Write::License { license, .. } => {
+                    db.licenses.insert((tenant.clone(), license.source, license.license_id.to_string()), license.clone());
+                }
+                Write::Member(item) => {
+                    db.members.insert((tenant.clone(), item.member.user_id.clone()), item.clone());
+                }
+                Write::ClaimEmail(m) => {
+                    db.emails.insert((tenant.clone(), email_key(&m.email)), m.user_id.clone());
+                }
+                Write::ReleaseEmail(m) => {
+                    db.emails.remove(&(tenant.clone(), email_key(&m.email)));
+                }
+                Write::Delivery { target, item } => {
+                    let p = Pending { member: item.member.clone(), access: item.access.clone(), seq, refusals: 0, parked: None };
+                    db.deliveries.insert((tenant.clone(), target.clone(), item.member.user_id.clone()), p);
+                }
+                Write::ParkDelivery { target, member, access, if_seq, reason } => {
+                    let p = Pending { member: member.clone(), access: access.clone(), seq: if_seq.unwrap_or(head.seq), refusals: MAX_REFUSALS, parked: Some(reason.clone()) };
+                    db.deliveries.insert((tenant.clone(), target.clone(), member.user_id.clone()), p);
+                }
+                Write::TargetConfig(t) => {
+                    let health = db.targets.get(&(tenant.clone(), t.target_id.clone())).map(|x| x.health.clone()).unwrap_or_default();
+                    db.targets.insert((tenant.clone(), t.target_id.clone()), Target { health, ..t.clone() });
+                }
+                Write::TargetHealth(t) => {
+                    db.targets.insert((tenant.clone(), t.target_id.clone()), t.clone());
+                }
+                Write::RemoveTarget(id) => {
+                    db.targets.remove(&(tenant.clone(), id.clone()));
+                }
+                Write::NewContract { contract, body_hash } => {
+                    db.contracts.insert(contract.clone(), (tenant.clone(), body_hash.clone()));
+                }
+                Write::ContractDocument { contract, version, document } => {
+                    db.documents.insert(contract.clone(), (*version, document.clone()));
+                }
+                Write::ContractVersion { contract, version, changes, cause, at, .. } => {
+                    let summaries: Vec<String> = changes.iter().map(|c| c.summary.clone()).collect();
+                    db.versions.insert((contract.clone(), *version), json!({"version": version, "cause": cause, "at": at.to_rfc3339(), "changes": summaries}));
+                }
+                Write::Amendment { amendment, body_hash } => {
+                    db.amendments.insert((amendment.contract_id.clone(), amendment.amendment_id.clone()), (amendment.clone(), body_hash.clone()));
+                }
+            }
+        }
+        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut events: Vec<Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, seq + i as u64, &at_text, e)).collect();
+        events.extend(change.events.iter().cloned());
+        let (records, new_head) = audit::chain(tenant.as_str(), head, &at_text, change.audit.clone());
+        db.audit.entry(tenant.clone()).or_default().extend(records.into_iter().map(|(r, json, hash)| StoredRecord { seq: r.seq, json, hash }));
+        if !events.is_empty() {
+            db.outbox.insert(format!("{tenant}#{seq:012}"), (events, 0));
+        }
+        let meta = db.meta.entry(tenant.clone()).or_insert_with(|| TenantMeta {
+            access: None,
+            seats_used: 0,
+            seats_pending: 0,
+            member_seq: 0,
+            head: ChainHead::genesis(),
+            rules: TenantRules::default(),
+            licensed: false,
+        });
+        meta.head = new_head;
+        let m = &change.meta;
+        if let Some(a) = &m.access {
+            meta.access = Some(a.clone());
+        }
+        if let Some(r) = &m.rules {
+            meta.rules = r.clone();
+        }
+        if let Some(v) = m.seats_used {
+            meta.seats_used = v;
+        }
+        if let Some(v) = m.seats_pending {
+            meta.seats_pending = v;
+        }
+        if let Some(v) = m.member_seq {
+            meta.member_seq = v;
+        }
+        meta.licensed |= m.licensed;
+    }
+
+    /// Whether write `w` of a change for `tenant` meets its condition now.
+    fn holds(db: &Db, tenant: &TenantId, w: &Write) -> bool {
+        match w {
+            Write::EventRecord { source, event_id, .. } => !db.events.contains_key(&(tenant.clone(), *source, event_id.clone())),
+            Write::Parked { source, event_id, .. } => !db.parked.contains_key(&(*source, event_id.clone())),
+            Write::License { license, if_version } => match if_version {
+                Some(v) => db.licenses.get(&(tenant.clone(), license.source, license.license_id.to_string())).is_some_and(|l| l.source_version == *v),
+                None => true,
+            },
+            Write::ClaimEmail(m) => db.emails.get(&(tenant.clone(), email_key(&m.email))).is_none_or(|u| *u == m.user_id),
+            Write::ReleaseEmail(m) => db.emails.get(&(tenant.clone(), email_key(&m.email))).is_none_or(|u| *u == m.user_id),
+            Write::ParkDelivery { target, member, if_seq, .. } => {
+                let held = db.deliveries.get(&(tenant.clone(), target.clone(), member.user_id.clone()));
+                match if_seq {
+                    Some(s) => held.is_some_and(|p| p.seq == *s),
+                    None => held.is_none(),
+                }
+            }
+            Write::TargetHealth(t) => db.targets.contains_key(&(tenant.clone(), t.target_id.clone())),
+            Write::RemoveTarget(id) => db.targets.contains_key(&(tenant.clone(), id.clone())),
+            Write::NewContract { contract, .. } => !db.contracts.contains_key(contract),
+            Write::ContractDocument { contract, version, .. } => match db.documents.get(contract) {
+                None => *version == 1,
+                Some(_) => *version > 1,
+            },
+            Write::ContractVersion { contract, version, .. } => !db.versions.contains_key(&(contract.clone(), *version)),
+            Write::Member(_) | Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } => true,
+        }
+    }
+}
+
+impl Tenants for Memory {
+    async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
+        Ok(self.db.lock().unwrap().meta.get(tenant).cloned())
+    }
+
+    async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
+        let db = self.db.lock().unwrap();
+        let Some(meta) = db.meta.get(tenant).cloned() else { return Ok(None) };
+        let licenses = db.licenses.iter().filter(|((t, _, _), _)| t == tenant).map(|(_, l)| l.clone()).collect();
+        let members = db.members.iter().filter(|((t, _), _)| t == tenant).map(|(_, m)| m.clone()).collect();
+        let contracts = db
+            .contracts
+            .iter()
+            .filter(|(_, (t, _))| t == tenant)
+            .filter_map(|(cid, _)| db.documents.get(cid).map(|(v, d)| (serde_json::from_value::<ContractDocument>(d.clone()).expect("stored documents parse"), *v)))
+            .collect();
+        let targets = db.targets.iter().filter(|((t, _), _)| t == tenant).map(|(_, x)| x.clone()).collect();
+        Ok(Some(TenantState { meta, licenses, members, contracts, targets }))
+    }
+
+    async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
+        Ok(self.db.lock().unwrap().members.get(&(tenant.clone(), user.clone())).cloned())
+    }
+
+    async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
+        let db = self.db.lock().unwrap();
+        Ok((db.meta.get(tenant).cloned(), db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned()))
+    }
+
+    async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
+        let db = self.db.lock().unwrap();
+        Ok((db.meta.get(tenant).cloned(), db.members.get(&(tenant.clone(), user.clone())).cloned()))
+    }
+
+    async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {
+        Ok(self.db.lock().unwrap().events.get(&(tenant.clone(), source, event.clone())).cloned())
+    }
+
+    async fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
+        // Let other tasks interleave, as network round trips would.
+        tokio::task::yield_now().await;
+        let items = change.writes.len() + change.audit.len() + 1 + usize::from(!change.events.is_empty() || change.audit.iter().any(|a| a.announce.is_some()));
+        assert!(items <= MAX_TRANSACTION_ITEMS, "a change of {items} items does not fit a transaction");
+        let mut db = self.db.lock().unwrap();
+        let current = db.meta.get(tenant).map(|m| m.head.clone());
+        if current.as_ref() != head {
+            return Err(CommitError::HeadMoved);
+        }
+        if let Some(i) = change.writes.iter().position(|w| !Self::holds(&db, tenant, w)) {
+            return Err(CommitError::Refused(i));
+        }
+        let head = head.cloned().unwrap_or_else(ChainHead::genesis);
+        Self::apply(&mut db, tenant, &head, change);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        Ok(db.meta[tenant].head.clone())
+    }
+
+    async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, _payload: &Value, _at: DateTime<Utc>) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        if db.parked.contains_key(&(source, event.clone())) {
+            return Ok(false);
+        }
+        db.parked.insert((source, event.clone()), (None, reason.to_string()));
+        Ok(true)
+    }
+
+    async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        if !db.meta.contains_key(tenant) {
+            return Ok(false);
+        }
+        db.barriers.insert(tenant.clone(), mark.to_string());
+        Ok(true)
+    }
+
+    async fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> Result<(Vec<StoredRecord>, bool), PortError> {
+        let db = self.db.lock().unwrap();
+        let all: Vec<StoredRecord> = db.audit.get(tenant).map(|r| r.iter().filter(|r| r.seq > after_seq).cloned().collect()).unwrap_or_default();
+        let more = all.len() > limit as usize;
+        Ok((all.into_iter().take(limit as usize).collect(), more))
+    }
+}
+
+impl Contracts for Memory {
+    async fn contract(&self, id: &ContractId) -> Result<Option<ContractState>, PortError> {
+        let db = self.db.lock().unwrap();
+        let (Some((tenant, _)), Some((version, document))) = (db.contracts.get(id), db.documents.get(id)) else { return Ok(None) };
+        let doc = serde_json::from_value(document.clone()).map_err(|e| PortError::Corrupt { key: id.to_string(), why: e.to_string() })?;
+        Ok(Some(ContractState { tenant_id: tenant.clone(), version: *version, document: document.clone(), doc }))
+    }
+
+    async fn contract_body_hash(&self, id: &ContractId) -> Result<Option<String>, PortError> {
+        Ok(self.db.lock().unwrap().contracts.get(id).map(|(_, h)| h.clone()))
+    }
+
+    async fn contract_history(&self, id: &ContractId) -> Result<Vec<Value>, PortError> {
+        Ok(self.db.lock().unwrap().versions.iter().filter(|((c, _), _)| c == id).map(|(_, v)| v.clone()).collect())
+    }
+
+    async fn amendment(&self, id: &ContractId, aid: &AmendmentId) -> Result<Option<(Amendment, String)>, PortError> {
+        Ok(self.db.lock().unwrap().amendments.get(&(id.clone(), aid.clone())).cloned())
+    }
+
+    async fn scheduled_amendments(&self, id: &ContractId) -> Result<Vec<Amendment>, PortError> {
+        let db = self.db.lock().unwrap();
+        let mut out: Vec<Amendment> = db.amendments.iter().filter(|((c, _), (a, _))| c == id && a.status == AmendmentStatus::Scheduled).map(|(_, (a, _))| a.clone()).collect();
+        out.sort_by(|a, b| a.effective_at.cmp(&b.effective_at).then_with(|| a.amendment_id.cmp(&b.amendment_id)));
+        Ok(out)
+    }
+}
+
+impl Targets for Memory {
+    async fn targets(&self, tenant: &TenantId) -> Result<Vec<Target>, PortError> {
+        Ok(self.db.lock().unwrap().targets.iter().filter(|((t, _), _)| t == tenant).map(|(_, x)| x.clone()).collect())
+    }
+
+    async fn pending(&self, tenant: &TenantId, target: &TargetId) -> Result<Vec<Pending>, PortError> {
+        Ok(self.db.lock().unwrap().deliveries.iter().filter(|((t, x, _), _)| t == tenant && x == target).map(|(_, p)| p.clone()).collect())
+    }
+
+    async fn delivered(&self, tenant: &TenantId, target: &TargetId, user: &UserId, seq: u64) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        let key = (tenant.clone(), target.clone(), user.clone());
+        if db.deliveries.get(&key).is_some_and(|p| p.seq == seq) {
+            db.deliveries.remove(&key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn refused(&self, tenant: &TenantId, target: &TargetId, pending: &Pending, reason: &str) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        match db.deliveries.get_mut(&(tenant.clone(), target.clone(), pending.member.user_id.clone())) {
+            Some(p) if p.seq == pending.seq => {
+                p.refusals += 1;
+                if p.refusals >= MAX_REFUSALS {
+                    p.parked = Some(reason.to_string());
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn save_health(&self, tenant: &TenantId, target: &Target) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        match db.targets.get_mut(&(tenant.clone(), target.target_id.clone())) {
+            Some(t) => {
+                t.health = target.health.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn drop_deliveries(&self, tenant: &TenantId, target: &TargetId) -> Result<usize, PortError> {
+        let mut db = self.db.lock().unwrap();
+        let before = db.deliveries.len();
+        db.deliveries.retain(|(t, x, _), _| !(t == tenant && x == target));
+        Ok(before - db.deliveries.len())
+    }
+}
+
+impl DueIndex for Memory {
+    async fn due(&self, as_of: DateTime<Utc>) -> Result<(Vec<DueItem>, u64), PortError> {
+        let db = self.db.lock().unwrap();
+        let t = as_of.timestamp();
+        let mut out = Vec::new();
+        for ((tenant, source, id), l) in &db.licenses {
+            if let Some((at, _)) = next_due(&self.model, l).filter(|(at, _)| at.timestamp() <= t) {
+                out.push(DueItem::License { tenant: tenant.clone(), source: *source, license: id.clone(), due_at: at.timestamp() });
+            }
+        }
+        for ((cid, _), (a, _)) in &db.amendments {
+            if let Some(at) = a.effective_at.filter(|at| a.status == AmendmentStatus::Scheduled && at.timestamp() <= t) {
+                out.push(DueItem::Amendment { contract: cid.clone(), due_at: at.timestamp() });
+            }
+        }
+        for ((tenant, target, user), p) in &db.deliveries {
+            if p.parked.is_none() {
+                out.push(DueItem::Delivery { tenant: tenant.clone(), what: format!("{target}/{user}"), due_at: 0 });
+            }
+        }
+        for ((tenant, id), x) in &db.targets {
+            if x.wake_at().timestamp() <= t {
+                out.push(DueItem::Delivery { tenant: tenant.clone(), what: format!("target/{id}"), due_at: x.wake_at().timestamp().max(0) });
+            }
+        }
+        out.sort_by_key(|d| (d.due_at(), d.key()));
+        let read = out.len() as u64;
+        Ok((out, read))
+    }
+}
+
+impl Outbox for Memory {
+    async fn entries(&self) -> Result<Vec<(String, Vec<Value>)>, PortError> {
+        Ok(self.db.lock().unwrap().outbox.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect())
+    }
+
+    async fn claim(&self, key: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        match db.outbox.get_mut(key) {
+            Some((_, until)) if *until < now.timestamp() => {
+                *until = now.timestamp() + 30;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn published(&self, key: &str) -> Result<(), PortError> {
+        self.db.lock().unwrap().outbox.remove(key);
+        Ok(())
+    }
+}
+
+impl Queue for Memory {
+    async fn send(&self, request: &ReconcileRequest, dedup: &str) -> Result<(), PortError> {
+        self.queued.lock().unwrap().push((request.clone(), dedup.to_string()));
+        Ok(())
+    }
+}
+
+impl Bus for Memory {
+    async fn put(&self, events: &[Value]) -> Result<bool, PortError> {
+        self.published.lock().unwrap().extend(events.iter().cloned());
+        Ok(true)
+    }
+}
+
+impl Tokens for Memory {
+    async fn get(&self, tenant: &TenantId, target: &TargetId) -> Result<String, PortError> {
+        self.tokens.lock().unwrap().get(&(tenant.clone(), target.clone())).cloned().ok_or_else(|| PortError::Corrupt { key: format!("{tenant}/{target}"), why: "no token".into() })
+    }
+
+    async fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> Result<(), PortError> {
+        self.tokens.lock().unwrap().insert((tenant.clone(), target.clone()), token.to_string());
+        Ok(())
+    }
+
+    async fn delete(&self, tenant: &TenantId, target: &TargetId) -> Result<(), PortError> {
+        self.tokens.lock().unwrap().remove(&(tenant.clone(), target.clone()));
+        Ok(())
+    }
+}
+
+/// Any store, whose commits fail after `left` more have succeeded: a crash
+/// between the transactions of a use case, for the emulator tests too.
+pub struct Crashing<'a, S> {
+    pub inner: &'a S,
+    left: AtomicUsize,
+}
+
+impl<'a, S> Crashing<'a, S> {
+    pub fn after(inner: &'a S, commits: usize) -> Self {
+        Crashing { inner, left: AtomicUsize::new(commits) }
+    }
+}
+
+/// The crash a [`Crashing`] store injects.
+pub fn is_injected_crash(e: &super::Error) -> bool {
+    matches!(e, super::Error::Port(PortError::Corrupt { why, .. }) if why == "injected crash")
+}
+
+impl<S: Tenants> Tenants for Crashing<'_, S> {
+    async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
+        self.inner.meta(tenant).await
+    }
+    async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
+        self.inner.tenant(tenant).await
+    }
+    async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
+        self.inner.member(tenant, user).await
+    }
+    async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
+        self.inner.meta_and_license(tenant, source, license).await
+    }
+    async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
+        self.inner.meta_and_member(tenant, user).await
+    }
+    async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {
+        self.inner.accepted_event(tenant, source, event).await
+    }
+    async fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
+        if self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+            return Err(CommitError::Port(PortError::Corrupt { key: tenant.to_string(), why: "injected crash".into() }));
+        }
+        self.inner.commit(tenant, head, change).await
+    }
+    async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
+        self.inner.park_unattributed(source, event, reason, payload, at).await
+    }
+    async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
+        self.inner.mark_barrier(tenant, mark).await
+    }
+    async fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> Result<(Vec<StoredRecord>, bool), PortError> {
+        self.inner.audit_page(tenant, after_seq, limit).await
+    }
+}
+
+/// Test data: the CRM record `crm-main` of a tenant, on the default model's
+/// `business` tier with `seats` seats, as its `version`th change.
+pub fn crm_change(tenant: &TenantId, version: i64, seats: u32) -> LicenseChange {
+    LicenseChange {
+        event_id: EventId::parse(format!("crm-{tenant}-{version}")).unwrap(),
+        tenant_id: tenant.clone(),
+        license_id: LicenseId::parse("crm-main").unwrap(),
+        source: Source::Crm,
+        source_version: version,
+        update: LicenseUpdate::Full { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
+    }
+}

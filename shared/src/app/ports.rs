@@ -1,0 +1,283 @@
+//! The ports: what the use cases need from the world, as narrow traits.
+//! The adapters implement them over DynamoDB, SQS, EventBridge, Secrets
+//! Manager and HTTP; [`super::memory`] implements them in memory.
+//!
+//! Every write of a tenant is one [`Change`] committed with
+//! [`Tenants::commit`]: the change's own writes, its audit records and the
+//! tenant's chain head, in one transaction, conditional on the head the
+//! change was decided on. [`super::commit::audited`] is the one loop that
+//! reads, decides and commits, and decides again when the head moved.
+
+use crate::core::access::{Member, MemberAccess};
+use crate::core::audit::{AuditEvent, ChainHead, StoredRecord};
+use crate::core::contract::{Amendment, ClauseChange, ContractState};
+use crate::core::ids::{AmendmentId, ContractId, EventId, TargetId, TenantId, UserId};
+use crate::core::license::{License, Source, TenantAccess};
+use crate::core::access::TenantRules;
+use crate::core::reconcile::ReconcileRequest;
+use crate::core::scim::{DesiredUser, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
+use crate::core::tenant::{MemberItem, TenantMeta, TenantState};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Instant;
+
+/// A port could not do what it was asked (the service failed, or what it
+/// holds cannot be read). Never the caller's fault: answered 500, logged
+/// with its source chain.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("{what} failed")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("stored item {key} is unreadable: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+impl PortError {
+    pub fn unavailable(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        PortError::Unavailable { what, source: Box::new(source) }
+    }
+}
+
+/// How a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Another writer moved the tenant's chain head first: nothing was written.
+    #[error("the tenant's chain head moved")]
+    HeadMoved,
+    /// Write `0` of the change did not meet its own condition: nothing was written.
+    #[error("write {0} of the change did not meet its condition")]
+    Refused(usize),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// One write of a [`Change`]. Each states its own condition; a refused one
+/// means either that what the decision was made on moved (decide again), or
+/// that a rule of the domain holds (report it): see [`Write::decide_again_when_refused`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// An accepted source event (idempotency), unless it was accepted before.
+    EventRecord { source: Source, event_id: EventId, body_hash: String, outcome: &'static str, at: DateTime<Utc> },
+    /// An event that cannot be applied as it is, unless parked before.
+    Parked { source: Source, event_id: EventId, reason: String, payload: Value, at: DateTime<Utc> },
+    /// A license, conditional on the version held when `if_version` is given.
+    License { license: License, if_version: Option<i64> },
+    Member(MemberItem),
+    /// The member's email, unless another member holds it.
+    ClaimEmail(Member),
+    /// A removed member's email, if it is its own.
+    ReleaseEmail(Member),
+    /// A delivery record for each target: the member's state as of this change.
+    Delivery { target: TargetId, item: MemberItem },
+    /// A member's delivery held, with the reason: replacing the record of
+    /// sequence `if_seq`, or (`None`) only where no record waits.
+    ParkDelivery { target: TargetId, member: Member, access: MemberAccess, if_seq: Option<u64>, reason: String },
+    /// A target's configuration (its health kept as stored, if any).
+    TargetConfig(Target),
+    /// A target's health, if the target still exists.
+    TargetHealth(Target),
+    /// A target removed, if it exists.
+    RemoveTarget(TargetId),
+    /// A new contract: which tenant it belongs to, unless it exists.
+    NewContract { contract: ContractId, body_hash: String },
+    /// A contract's current document: the first (`version` 1, unless one
+    /// exists) or the next (if one exists).
+    ContractDocument { contract: ContractId, version: u64, document: Value },
+    /// A version of a contract's history, unless it exists.
+    ContractVersion { contract: ContractId, version: u64, document: Value, changes: Vec<ClauseChange>, cause: String, at: DateTime<Utc> },
+    Amendment { amendment: Amendment, body_hash: String },
+}
+
+impl Write {
+    /// A refused write whose condition guards what the decision was made
+    /// on (a license version, a contract's current version, a target that
+    /// may have gone): read again and decide again. The others state a rule
+    /// (an event is accepted once, an email belongs to one member, ...):
+    /// the refusal is the answer.
+    pub fn decide_again_when_refused(&self) -> bool {
+        matches!(
+            self,
+            Write::License { .. } | Write::TargetHealth(_) | Write::NewContract { .. } | Write::ContractDocument { .. } | Write::ContractVersion { .. }
+        )
+    }
+}
+
+/// What a change sets on the tenant's `META`, besides its chain head.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaUpdate {
+    pub access: Option<TenantAccess>,
+    pub rules: Option<TenantRules>,
+    pub seats_used: Option<u32>,
+    pub seats_pending: Option<u32>,
+    pub member_seq: Option<u64>,
+    /// The tenant now has a license or contract: it is known.
+    pub licensed: bool,
+}
+
+/// One transaction of a tenant: writes, audit records (chained after the
+/// head the change was decided on, dated `at`), the `META` update, and the
+/// events to announce once committed (besides those the records announce).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub writes: Vec<Write>,
+    pub audit: Vec<AuditEvent>,
+    pub meta: MetaUpdate,
+    pub events: Vec<Value>,
+    pub at: DateTime<Utc>,
+}
+
+impl Change {
+    pub fn new(at: DateTime<Utc>) -> Self {
+        Change { writes: Vec::new(), audit: Vec::new(), meta: MetaUpdate::default(), events: Vec::new(), at }
+    }
+    pub fn write(mut self, w: Write) -> Self {
+        self.writes.push(w);
+        self
+    }
+    pub fn audit(mut self, e: AuditEvent) -> Self {
+        self.audit.push(e);
+        self
+    }
+}
+
+/// A tenant's state, its audit chain, and the one write path.
+pub trait Tenants: Send + Sync {
+    /// The tenant's `META`, read consistently.
+    fn meta(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantMeta>, PortError>> + Send;
+    /// Everything desired access depends on, read consistently.
+    fn tenant(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantState>, PortError>> + Send;
+    fn member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<Option<MemberItem>, PortError>> + Send;
+    /// The tenant's `META` and one license, read together, consistently, in one request.
+    fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> impl Future<Output = Result<(Option<TenantMeta>, Option<License>), PortError>> + Send;
+    /// The tenant's `META` and one member, read together, consistently, in one request.
+    fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<(Option<TenantMeta>, Option<MemberItem>), PortError>> + Send;
+    /// The body hash an event was accepted with, if it was.
+    fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    /// Commits a change against `head` (`None`: the tenant has no chain
+    /// yet); returns the new head.
+    fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> impl Future<Output = Result<ChainHead, CommitError>> + Send;
+    /// Parks an event that names no tenant (there is no chain to audit it
+    /// in); false if it was parked before.
+    fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Records a barrier mark on the tenant (see [`ReconcileRequest::barrier`]).
+    fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// One page of the audit trail after `after_seq`, oldest first, and
+    /// whether there is more.
+    fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> impl Future<Output = Result<(Vec<StoredRecord>, bool), PortError>> + Send;
+}
+
+/// A contract's history and amendments (the writes are [`Write`]s).
+pub trait Contracts: Send + Sync {
+    fn contract(&self, id: &ContractId) -> impl Future<Output = Result<Option<ContractState>, PortError>> + Send;
+    /// The body hash the contract was created with.
+    fn contract_body_hash(&self, id: &ContractId) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    /// The version history, oldest first: (version, cause, at, change summaries).
+    fn contract_history(&self, id: &ContractId) -> impl Future<Output = Result<Vec<Value>, PortError>> + Send;
+    /// An amendment and the body hash it was submitted with.
+    fn amendment(&self, id: &ContractId, aid: &AmendmentId) -> impl Future<Output = Result<Option<(Amendment, String)>, PortError>> + Send;
+    /// The contract's scheduled amendments, earliest first.
+    fn scheduled_amendments(&self, id: &ContractId) -> impl Future<Output = Result<Vec<Amendment>, PortError>> + Send;
+}
+
+/// SCIM targets and their delivery records. The writes that need no audit
+/// record are here; the others are [`Write`]s.
+pub trait Targets: Send + Sync {
+    fn targets(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Target>, PortError>> + Send;
+    /// Delivery records waiting for a target, in member order.
+    fn pending(&self, tenant: &TenantId, target: &TargetId) -> impl Future<Output = Result<Vec<Pending>, PortError>> + Send;
+    /// The target took the member's state: the record goes, unless a newer
+    /// change replaced it meanwhile.
+    fn delivered(&self, tenant: &TenantId, target: &TargetId, user: &UserId, seq: u64) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// The target refused the member's state: counted, and parked after
+    /// `core::scim::MAX_REFUSALS`.
+    fn refused(&self, tenant: &TenantId, target: &TargetId, pending: &Pending, reason: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// A target's health (no audit record), if the target still exists.
+    fn save_health(&self, tenant: &TenantId, target: &Target) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Drops the delivery records left for a removed target; how many.
+    fn drop_deliveries(&self, tenant: &TenantId, target: &TargetId) -> impl Future<Output = Result<usize, PortError>> + Send;
+}
+
+/// An item of the due index: what falls due, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueItem {
+    License { tenant: TenantId, source: Source, license: String, due_at: i64 },
+    Amendment { contract: ContractId, due_at: i64 },
+    /// A delivery record or a target to wake (a retry, a drift repair);
+    /// `what` names which.
+    Delivery { tenant: TenantId, what: String, due_at: i64 },
+}
+
+impl DueItem {
+    /// What the item is about (an item is listed again until it is handled).
+    pub fn key(&self) -> String {
+        match self {
+            DueItem::License { tenant, source, license, .. } => format!("license/{tenant}/{}/{license}", source.as_str()),
+            DueItem::Amendment { contract, .. } => format!("contract/{contract}"),
+            DueItem::Delivery { tenant, what, .. } => format!("delivery/{tenant}/{what}"),
+        }
+    }
+
+    pub fn due_at(&self) -> i64 {
+        match self {
+            DueItem::License { due_at, .. } | DueItem::Amendment { due_at, .. } | DueItem::Delivery { due_at, .. } => *due_at,
+        }
+    }
+}
+
+/// The sparse index of what falls due.
+pub trait DueIndex: Send + Sync {
+    /// One page of what is due at `as_of`, oldest first, and how many index
+    /// items were read for it.
+    fn due(&self, as_of: DateTime<Utc>) -> impl Future<Output = Result<(Vec<DueItem>, u64), PortError>> + Send;
+}
+
+/// Events written with their change, waiting to be published.
+pub trait Outbox: Send + Sync {
+    /// Entries not yet published: key and events.
+    fn entries(&self) -> impl Future<Output = Result<Vec<(String, Vec<Value>)>, PortError>> + Send;
+    /// Claims an entry for a while; false if another publisher holds it.
+    fn claim(&self, key: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn published(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The reconcile queue (FIFO, one message group per tenant).
+pub trait Queue: Send + Sync {
+    /// Queues a request; `dedup` makes a repeat within the queue's window a no-op.
+    fn send(&self, request: &ReconcileRequest, dedup: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The event bus.
+pub trait Bus: Send + Sync {
+    /// Puts events on the bus; true when it accepted every one.
+    fn put(&self, events: &[Value]) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
+/// SCIM targets' bearer tokens, kept under a name derived from (tenant,
+/// target): never a name read from the table.
+pub trait Tokens: Send + Sync {
+    fn get(&self, tenant: &TenantId, target: &TargetId) -> impl Future<Output = Result<String, PortError>> + Send;
+    fn put(&self, tenant: &TenantId, target: &TargetId, token: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn delete(&self, tenant: &TenantId, target: &TargetId) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// SCIM targets over the network.
+pub trait Directory: Send + Sync {
+    type Session: DirectorySession;
+    /// A session with one target, bounded by `deadline` and `read_budget` bytes.
+    fn open(&self, target: &Target, token: String, deadline: Instant, read_budget: usize) -> Self::Session;
+}
+
+/// One target, for one delivery run.
+pub trait DirectorySession: Send + Sync {
+    /// Makes the target hold what `desired` says for one member.
+    fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> impl Future<Output = Result<SyncOutcome, TargetError>> + Send;
+    fn users(&self) -> impl Future<Output = Result<Vec<ScimUser>, TargetError>> + Send;
+    fn groups(&self) -> impl Future<Output = Result<Vec<ScimGroup>, TargetError>> + Send;
+    fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+}

@@ -1,0 +1,65 @@
+//! Reconciling a tenant: make actual access equal desired access, in
+//! transactions of at most 100 items (`core::reconcile::chunks`), each
+//! change with its audit record and a delivery record per SCIM target.
+//! Level-triggered: after a crash between chunks, the next run reads what
+//! was applied and finishes the rest.
+
+use super::commit::{audited_on, Decision};
+use super::members::deliveries;
+use super::ports::{Change, Tenants, Write};
+use super::Error;
+use crate::core::audit::{AuditAction, Cause};
+use crate::core::ids::TenantId;
+use crate::core::model::LicensingModel;
+use crate::core::reconcile::{chunks, Chunk};
+use crate::core::scim::Target;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReconcileOutcome {
+    pub member_changes: usize,
+    pub tenant_changed: bool,
+    /// Transactions committed.
+    pub chunks: usize,
+    /// SCIM targets the tenant had when it was read (none: nothing to deliver).
+    pub targets: usize,
+}
+
+fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
+    let mut change = Change::new(now);
+    for item in &chunk.members {
+        change.writes.push(Write::Member(item.clone()));
+        change.writes.extend(deliveries(targets, item));
+    }
+    change.audit = chunk.audit;
+    change.meta.access = chunk.tenant;
+    change.meta.rules = chunk.rules;
+    change.meta.seats_used = Some(chunk.seats_used);
+    change.meta.seats_pending = Some(chunk.seats_pending);
+    change
+}
+
+/// Reconciles one tenant; a tenant not seen yet has nothing to reconcile.
+pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>) -> Result<ReconcileOutcome, Error> {
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.tenant(tenant),
+        |state| async move {
+            let Some(state) = state else { return Ok(Decision::Done(0)) };
+            let targets = state.targets.len();
+            let changes: Vec<Change> = chunks(model, tenant, &state, cause).into_iter().map(|c| change_of(c, &state.targets, now)).collect();
+            if changes.is_empty() {
+                return Ok(Decision::Done(targets));
+            }
+            Ok(Decision::Commit(changes, targets))
+        },
+    )
+    .await?;
+    Ok(ReconcileOutcome {
+        member_changes: committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member(_))).count()).sum(),
+        tenant_changed: committed.changes.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged))),
+        chunks: committed.changes.len(),
+        targets: committed.value,
+    })
+}

@@ -1,0 +1,160 @@
+//! The expiry sweep: every time-based transition due as of an explicit
+//! instant (never the wall clock), found through the due index (reading
+//! only what is due), each applied once (a conditional write on the
+//! license's version under the tenant's chain head), then the tenants
+//! touched reconciled, due amendments applied, and due SCIM work handed to
+//! provision. Safe to run twice at once; a run stopped before its deadline
+//! leaves the rest due for the next.
+
+use super::commit::{audited_on, Decision};
+use super::contracts::apply_due;
+use super::events::publish;
+use super::ports::{Bus, Change, Contracts, DueIndex, DueItem, Outbox, Queue, Tenants, Write};
+use super::Error;
+use crate::core::audit::{Cause, CauseKind};
+use crate::core::expiry::{self, audit_of, event_of};
+use crate::core::ids::{ContractId, TenantId};
+use crate::core::license::Source;
+use crate::core::model::LicensingModel;
+use crate::core::reconcile::ReconcileRequest;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// What one sweep run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub run_id: String,
+    pub as_of: String,
+    /// Items read from the due index.
+    pub index_reads: u64,
+    /// Items read to decide and write (tenant head, current license).
+    pub item_reads: u64,
+    pub licenses: u64,
+    pub amendments: u64,
+    pub transitions: u64,
+    /// False when the run stopped before its deadline; the next run goes on.
+    pub complete: bool,
+    /// Tenants whose access may change: each gets a reconcile.
+    #[serde(skip)]
+    pub tenants: BTreeSet<TenantId>,
+    /// Contracts with due amendments.
+    #[serde(skip)]
+    pub contracts: BTreeSet<ContractId>,
+    /// Due SCIM work (undelivered changes, a retry, a drift repair) found.
+    pub deliveries: u64,
+    /// Tenants with due SCIM work: each gets a message to provision, which delivers.
+    #[serde(skip)]
+    pub delivery_tenants: BTreeSet<TenantId>,
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepLimits {
+    /// Stop cleanly (leaving the rest due) once this instant is reached.
+    pub stop_at: Instant,
+    /// Stop after this many items (tests use it to stop a run mid-way).
+    pub max_items: Option<u64>,
+}
+
+/// Finds and applies every license transition due at `as_of`; collects the
+/// contracts with due amendments and the tenants with due SCIM work.
+pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, Error> {
+    let mut report = SweepReport { run_id: run_id.to_string(), as_of: as_of.to_rfc3339(), ..Default::default() };
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let (page, read) = store.due(as_of).await?;
+        report.index_reads += read;
+        // Items an earlier page of this run already handled may still be
+        // listed (the index is eventually consistent): skip them.
+        let fresh: Vec<DueItem> = page.into_iter().filter(|d| !seen.contains(&d.key())).collect();
+        if fresh.is_empty() {
+            report.complete = true;
+            return Ok(report);
+        }
+        for due in fresh {
+            // Delivery items only name a tenant to queue: they do not count as work here.
+            if Instant::now() >= limits.stop_at || limits.max_items.is_some_and(|m| report.licenses + report.amendments >= m) {
+                return Ok(report);
+            }
+            seen.insert(due.key());
+            match due {
+                DueItem::License { tenant, source, license, .. } => {
+                    let (reads, transitions) = transition(model, store, &tenant, source, &license, as_of, run_id).await?;
+                    report.item_reads += reads;
+                    report.licenses += 1;
+                    if transitions > 0 {
+                        report.transitions += transitions;
+                        report.tenants.insert(tenant);
+                    }
+                }
+                DueItem::Amendment { contract, .. } => {
+                    report.contracts.insert(contract);
+                    report.amendments += 1;
+                }
+                DueItem::Delivery { tenant, .. } => {
+                    report.delivery_tenants.insert(tenant);
+                    report.deliveries += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Applies what is due on one license, once: decided on the license read
+/// consistently, written only if it is still that version (a renewal
+/// recorded meanwhile wins). Returns (items read, transitions applied).
+async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, source: Source, license: &str, as_of: DateTime<Utc>, run_id: &str) -> Result<(u64, u64), Error> {
+    let reads = Cell::new(0u64);
+    let cause = Cause::new(CauseKind::Sweep, run_id);
+    // The index tells what was due; the decision is made on the license
+    // read consistently with the head, in one request.
+    let read = || {
+        reads.set(reads.get() + 2); // the tenant's head and the license
+        store.meta_and_license(tenant, source, license)
+    };
+    let committed = audited_on(store, tenant, read, |(_meta, current)| {
+        let cause = &cause;
+        async move {
+            let Some(current) = current else { return Ok(Decision::Done(0)) };
+            let (after, transitions) = expiry::advance(model, &current, as_of);
+            if transitions.is_empty() {
+                return Ok(Decision::Done(0)); // another run got here first, or a renewal moved the date
+            }
+            let mut change = Change::new(as_of).write(Write::License { license: after, if_version: Some(current.source_version) });
+            change.audit = transitions.iter().map(|t| audit_of(t, cause)).collect();
+            change.events = transitions.iter().map(|t| event_of(tenant, t, run_id)).collect();
+            Ok(Decision::one(change, transitions.len() as u64))
+        }
+    })
+    .await?;
+    Ok((reads.get(), committed.value))
+}
+
+/// One scheduled run, as the function runs it: events a crashed run left
+/// go first; then every transition due; the due amendments; a reconcile
+/// for each tenant touched and each tenant with due SCIM work; the events
+/// of the run. Returns the report, the amendments applied, and the events
+/// published.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<S, Q, B>(model: &LicensingModel, store: &S, queue: &Q, bus: &B, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize, usize), Error>
+where
+    S: Tenants + Contracts + DueIndex + Outbox,
+    Q: Queue,
+    B: Bus,
+{
+    publish(store, bus).await?;
+    let report = sweep(model, store, as_of, run_id, limits).await?;
+    let mut amendments = 0;
+    for contract in &report.contracts {
+        amendments += apply_due(store, queue, contract, as_of, run_id).await?.len();
+    }
+    for tenant in report.tenants.union(&report.delivery_tenants) {
+        let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, run_id));
+        queue.send(&request, &format!("{run_id}:{tenant}")).await?;
+    }
+    let published = publish(store, bus).await?;
+    Ok((report, amendments, published))
+}

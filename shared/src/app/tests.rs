@@ -1,0 +1,246 @@
+//! The use cases against the ports in memory: in milliseconds, without the
+//! emulator. (The emulator and end-to-end suites test the same paths
+//! through DynamoDB Local and the real binaries.)
+
+use super::memory::{crm_change, is_injected_crash, Crashing, Memory};
+use super::ports::{Contracts, Tenants};
+use super::*;
+use crate::core::access::MemberStatus;
+use crate::core::audit::{AuditAction, AuditRecord, Cause, CauseKind};
+use crate::core::contract::{AmendmentRequest, AmendmentStatus, DecisionRequest, Verdict};
+use crate::core::ids::{ContractId, EventId, TenantId, UserId};
+use crate::core::license::{LicenseUpdate, Source};
+use crate::core::model::LicensingModel;
+use crate::core::reconcile::members_per_chunk;
+use crate::core::rejection::Kind;
+use crate::core::views::NewMember;
+use chrono::{Duration, Utc};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+fn model() -> Arc<LicensingModel> {
+    Arc::new(LicensingModel::default_model())
+}
+
+fn tenant(t: &str) -> TenantId {
+    TenantId::parse(t).unwrap()
+}
+
+fn new_member(i: usize, email: &str) -> NewMember {
+    NewMember { user_id: UserId::parse(format!("m{i:04}")).unwrap(), email: email.into(), groups: BTreeSet::new(), attributes: BTreeMap::new() }
+}
+
+fn cause(id: &str) -> Cause {
+    Cause::new(CauseKind::Reconcile, id)
+}
+
+async fn actions(store: &Memory, t: &TenantId) -> Vec<AuditAction> {
+    let (records, _) = store.audit_page(t, 0, 100_000).await.unwrap();
+    records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap().event.action).collect()
+}
+
+async fn verified(store: &Memory, t: &TenantId) -> bool {
+    audit::verify(store, t).await.unwrap().unwrap().ok
+}
+
+/// A licensed, reconciled tenant with `members` seated accounts.
+async fn seeded(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, members: usize) {
+    licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
+    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    for i in 0..members {
+        members::create(m, store, t, &new_member(i, &format!("m{i}@example.test")), "seed", Utc::now()).await.unwrap();
+    }
+    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seat_claims_racing_reconciles_never_overbook() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("race");
+    licenses::record_change(&store, &crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
+    reconcile::reconcile(&m, &store, &t, &cause("first"), Utc::now()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { members::create(&m2, &store2, &t2, &new_member(i, &format!("u{i}@example.test")), &format!("req-{i}"), Utc::now()).await }));
+        if i % 5 == 0 {
+            let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+            tasks.push(tokio::spawn(async move { reconcile::reconcile(&m2, &store2, &t2, &cause("racing"), Utc::now()).await.map(|_| (views_stub(), false)) }));
+        }
+    }
+    let mut active_at_creation = 0;
+    for task in tasks {
+        let (view, created) = task.await.unwrap().unwrap();
+        if created && view.status == MemberStatus::Active {
+            active_at_creation += 1;
+        }
+    }
+    assert_eq!(active_at_creation, 10, "exactly the seats were claimed at creation");
+    reconcile::reconcile(&m, &store, &t, &cause("after"), Utc::now()).await.unwrap();
+    let state = store.tenant(&t).await.unwrap().unwrap();
+    assert_eq!(state.members.iter().filter(|x| x.access.status == MemberStatus::Active).count(), 10);
+    assert_eq!((state.meta.seats_used, state.meta.seats_pending), (10, 20));
+    assert_eq!(actions(&store, &t).await.iter().filter(|a| **a == AuditAction::MemberCreated).count(), 30, "one record per account");
+    assert!(verified(&store, &t).await);
+}
+
+/// (The reconciles in the race above answer in the creations' shape.)
+fn views_stub() -> crate::core::views::MemberView {
+    crate::core::views::MemberView {
+        tenant_id: tenant("race"),
+        user_id: UserId::parse("reconcile").unwrap(),
+        status: MemberStatus::Deprovisioned,
+        roles: BTreeSet::new(),
+        entitlements: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let (crashed, control) = (tenant("crash"), tenant("control"));
+    for t in [&crashed, &control] {
+        seeded(&m, &store, t, 130, 130).await;
+        licenses::record_change(&store, &crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
+    }
+    // The first chunk commits, then the process dies.
+    let dying = Crashing::after(&store, 1);
+    let err = reconcile::reconcile(&m, &dying, &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
+    assert!(is_injected_crash(&err), "{err}");
+    let half = store.tenant(&crashed).await.unwrap().unwrap();
+    let active = half.members.iter().filter(|x| x.access.status == MemberStatus::Active).count();
+    assert_eq!(active, 130 - (members_per_chunk(0) - 1), "the first chunk: the tenant record and {} members", members_per_chunk(0) - 1);
+    assert_eq!(half.meta.seats_used as usize, active, "counters match what was applied");
+    assert!(verified(&store, &crashed).await);
+
+    let rest = reconcile::reconcile(&m, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
+    assert_eq!((rest.member_changes, rest.tenant_changed), (120 - (members_per_chunk(0) - 1), false));
+    let full = reconcile::reconcile(&m, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
+    assert_eq!((full.member_changes, full.chunks), (120, 1 + (120 - (members_per_chunk(0) - 1)).div_ceil(members_per_chunk(0))));
+    let statuses = |s: crate::core::tenant::TenantState| s.members.iter().map(|x| (x.member.user_id.clone(), x.access.clone())).collect::<BTreeMap<_, _>>();
+    assert_eq!(statuses(store.tenant(&crashed).await.unwrap().unwrap()), statuses(store.tenant(&control).await.unwrap().unwrap()), "the same end state as without the crash");
+    let changed = actions(&store, &crashed).await.iter().filter(|a| **a == AuditAction::MemberAccessChanged).count();
+    assert_eq!(changed, 120, "seated at creation, cut once: each change audited once");
+    assert!(verified(&store, &crashed).await);
+}
+
+#[tokio::test]
+async fn license_events_apply_once_in_source_order_and_park_with_an_audit_record() {
+    let store = Memory::new(model());
+    let t = tenant("order");
+    for (v, seats) in [(5, 50), (3, 30), (9, 90), (1, 10)] {
+        licenses::record_change(&store, &crm_change(&t, v, seats), &format!("h{v}"), Utc::now()).await.unwrap();
+    }
+    let held = store.meta_and_license(&t, Source::Crm, "crm-main").await.unwrap().1.unwrap();
+    assert_eq!((held.source_version, held.seats), (9, 90));
+    assert_eq!(licenses::record_change(&store, &crm_change(&t, 9, 90), "h9", Utc::now()).await.unwrap(), licenses::Recorded::Duplicate);
+    let e = licenses::record_change(&store, &crm_change(&t, 9, 90), "other", Utc::now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Rejected(r) if r.code == "event_id_reused"), "{e}");
+    let (event, payload) = (EventId::parse("evt_x").unwrap(), json!({}));
+    assert!(licenses::park(&store, Source::Stripe, &event, Some(&t), "price lookup_key \"gold\" is not in the licensing model", &payload, Utc::now()).await.unwrap());
+    assert!(!licenses::park(&store, Source::Stripe, &event, Some(&t), "again", &payload, Utc::now()).await.unwrap(), "parked once");
+    let acts = actions(&store, &t).await;
+    assert_eq!(acts.iter().filter(|a| **a == AuditAction::LicenseIgnoredStale).count(), 2);
+    assert_eq!(acts.iter().filter(|a| **a == AuditAction::EventParked).count(), 1);
+    assert!(verified(&store, &t).await);
+}
+
+#[tokio::test]
+async fn emails_are_claimed_case_insensitively_and_freed_on_removal() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("emails");
+    seeded(&m, &store, &t, 5, 0).await;
+    members::create(&m, &store, &t, &new_member(1, "admin@corp.example"), "r1", Utc::now()).await.unwrap();
+    let e = members::create(&m, &store, &t, &new_member(2, "ADMIN@Corp.Example"), "r2", Utc::now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Rejected(r) if r.code == "email_taken" && r.kind == Kind::Conflict), "{e}");
+    assert!(store.member(&t, &UserId::parse("m0002").unwrap()).await.unwrap().is_none(), "nothing written");
+    members::remove(&store, &t, &UserId::parse("m0001").unwrap(), "r3", Utc::now()).await.unwrap();
+    members::create(&m, &store, &t, &new_member(2, "ADMIN@Corp.Example"), "r4", Utc::now()).await.unwrap();
+    let unknown = members::create(&m, &store, &tenant("nobody"), &new_member(3, "x@y.z"), "r5", Utc::now()).await.unwrap_err();
+    assert!(matches!(&unknown, Error::Rejected(r) if r.kind == Kind::NotFound), "{unknown}");
+}
+
+fn amendment(id: &str, base: u64, patch: serde_json::Value, by: Option<&str>) -> AmendmentRequest {
+    let mut v = json!({"amendment_id": id, "base_version": base, "patch": patch});
+    if let Some(b) = by {
+        v["submitted_by"] = json!(b);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn who(by: &str) -> DecisionRequest {
+    DecisionRequest { by: by.into(), reason: "because".into() }
+}
+
+#[tokio::test]
+async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("acme");
+    let cid = ContractId::parse("k-1").unwrap();
+    let doc = json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
+    let (_, created) = contracts::create(&m, &store, &doc, "h0", "req", Utc::now()).await.unwrap();
+    assert!(created);
+    for i in 0..4 {
+        members::create(&m, &store, &t, &new_member(i, &format!("m{i}@acme.test")), "req", Utc::now()).await.unwrap();
+    }
+    reconcile::reconcile(&m, &store, &t, &cause("seed"), Utc::now()).await.unwrap();
+    let before = store.tenant(&t).await.unwrap().unwrap();
+
+    // A seat cut of half is held for review; its submitter cannot approve it.
+    let cut = amendment("cut", 1, json!([{"op": "replace", "path": "/seats", "value": 2}]), Some("ann@acme.test"));
+    let (held, stored) = contracts::submit(&m, &store, &cid, &cut, Some("arn:ann"), "hc", false, Utc::now()).await.unwrap();
+    assert_eq!((held.status, stored), (AmendmentStatus::PendingReview, true));
+    let same = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("someone"), Some("arn:ann"), Utc::now()).await.unwrap_err();
+    assert!(matches!(&same, Error::Rejected(r) if r.code == "same_submitter" && r.kind == Kind::Forbidden), "{same}");
+    let approved = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    assert_eq!((approved.status, approved.applied_version), (AmendmentStatus::Applied, Some(2)));
+    assert_eq!(approved.decisions[0].principal.as_deref(), Some("arn:cfo"));
+    reconcile::reconcile(&m, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
+    let cut_state = store.tenant(&t).await.unwrap().unwrap();
+    assert_eq!(cut_state.meta.seats_used, 2);
+    // Approving again changes nothing; a stale base version is refused.
+    let twice = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    assert_eq!(twice.decisions.len(), 1);
+    let late = amendment("late", 1, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
+    let stale = contracts::submit(&m, &store, &cid, &late, None, "hl", false, Utc::now()).await.unwrap_err();
+    assert!(matches!(stale, Error::Rejected(r) if r.code == "stale_base_version"));
+
+    // A later change of another clause is kept by the reversal; access comes back exactly.
+    let gold = amendment("gold", 2, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
+    assert_eq!(contracts::submit(&m, &store, &cid, &gold, None, "hg", false, Utc::now()).await.unwrap().0.status, AmendmentStatus::Applied);
+    let reversed = contracts::reverse(&store, &cid, &held.amendment_id, &who("legal"), None, Utc::now()).await.unwrap();
+    assert_eq!((reversed.status, reversed.reversed_version), (AmendmentStatus::Reversed, Some(4)));
+    reconcile::reconcile(&m, &store, &t, &cause("reverse"), Utc::now()).await.unwrap();
+    let after = store.tenant(&t).await.unwrap().unwrap();
+    let access = |s: &crate::core::tenant::TenantState| s.members.iter().map(|x| (x.member.user_id.clone(), x.access.clone())).collect::<BTreeMap<_, _>>();
+    assert_eq!(access(&after), access(&before), "every member's access as before the cut");
+    let current = store.contract(&cid).await.unwrap().unwrap();
+    assert_eq!((current.doc.seats, current.document["support"]["level"].as_str()), (4, Some("gold")));
+    assert!(verified(&store, &t).await);
+}
+
+#[tokio::test]
+async fn a_due_transition_is_applied_once_however_many_runs_see_it() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("due");
+    let ends = Utc::now() + Duration::days(3);
+    let mut change = crm_change(&t, 1, 3);
+    if let LicenseUpdate::Full { expires_at, .. } = &mut change.update {
+        *expires_at = Some(ends);
+    }
+    licenses::record_change(&store, &change, "h", Utc::now()).await.unwrap();
+    let limits = sweep::SweepLimits { stop_at: std::time::Instant::now() + std::time::Duration::from_secs(60), max_items: None };
+    let at = ends + Duration::days(1);
+    let (a, b) = tokio::join!(sweep::sweep(&m, &store, at, "run-a", limits), sweep::sweep(&m, &store, at, "run-b", limits));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.complete && b.complete);
+    let acts = actions(&store, &t).await;
+    assert_eq!(acts.iter().filter(|x| **x == AuditAction::LicenseGraceStarted).count(), 1, "{acts:?}");
+    assert_eq!(a.transitions + b.transitions, acts.iter().filter(|x| x.as_str().starts_with("license_") && **x != AuditAction::LicenseRecorded).count() as u64);
+}

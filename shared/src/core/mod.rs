@@ -1,0 +1,30 @@
+//! The pure core: types and decisions. No I/O, no async, no clock: every
+//! function is given the instant it decides for. Most tests live here.
+//!
+//! [`model`] (the licensing model), [`license`] (source ordering, the
+//! effective license), [`access`] (desired access, seats, the provisioning
+//! plan), [`reconcile`] (its transactions), [`expiry`] (time-based
+//! transitions), [`audit`] (the hash chain and its typed actions),
+//! [`events`] (what the bus is told), [`contract`] (documents, amendments,
+//! review), [`scim`] (targets, their health, the protocol), [`sources`]
+//! (normalising Stripe and CRM events), [`signature`] (webhook signatures),
+//! [`egress`] (where Entitle may connect), [`views`] (what the API shows),
+//! [`rejection`] (why a request is refused), [`ids`], [`tenant`] (what is
+//! stored of a tenant).
+
+pub mod access;
+pub mod audit;
+pub mod contract;
+pub mod egress;
+pub mod events;
+pub mod expiry;
+pub mod ids;
+pub mod license;
+pub mod model;
+pub mod reconcile;
+pub mod rejection;
+pub mod scim;
+pub mod signature;
+pub mod sources;
+pub mod tenant;
+pub mod views;

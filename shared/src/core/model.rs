@@ -1,0 +1,374 @@
+//! The licensing model: tiers, entitlements, add-ons, billing mappings, role
+//! rules, expiry and review policy. Loaded once at start from TOML and
+//! validated, so that the rest of the code can rely on every name it holds.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The model shipped with the product (`infra/licensing-model.toml`).
+pub const DEFAULT_MODEL_TOML: &str = include_str!("../../../infra/licensing-model.toml");
+
+/// One entitlement value: a feature flag or a numeric limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Entitlement {
+    Flag(bool),
+    Limit(u64),
+}
+
+impl Entitlement {
+    /// Uniting two grants of the same entitlement: flags OR, limits max.
+    pub fn unite(self, other: Entitlement) -> Entitlement {
+        match (self, other) {
+            (Entitlement::Flag(a), Entitlement::Flag(b)) => Entitlement::Flag(a || b),
+            (Entitlement::Limit(a), Entitlement::Limit(b)) => Entitlement::Limit(a.max(b)),
+            // Validation forbids mixing kinds; keep the richer grant if it happens.
+            (a, _) => a,
+        }
+    }
+}
+
+pub type Entitlements = BTreeMap<String, Entitlement>;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    /// Upper bound on seats at this tier, whatever the licenses say.
+    #[serde(default)]
+    pub max_seats: Option<u32>,
+    #[serde(default = "yes")]
+    pub allows_addons: bool,
+    #[serde(default)]
+    pub entitlements: Entitlements,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addon {
+    #[serde(default)]
+    pub entitlements: Entitlements,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceMapping {
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub addon: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeMapping {
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceMapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeMatch {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRule {
+    pub name: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub attribute: Option<AttributeMatch>,
+    #[serde(default)]
+    pub min_tier: Option<String>,
+    pub roles: Vec<String>,
+    /// When this rule fires, the default roles are not granted.
+    #[serde(default)]
+    pub replace_defaults: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndAction {
+    Downgrade,
+    Suspend,
+    Revoke,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnEnd {
+    pub action: EndAction,
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expiry {
+    pub grace_days: u32,
+    #[serde(default)]
+    pub notice_days: Vec<u32>,
+    /// Keyed by license source: `stripe`, `crm`, `contract`.
+    pub on_end: BTreeMap<String, OnEnd>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    pub max_seat_reduction_percent: u32,
+    pub seat_reduction_below_usage: bool,
+    pub privileged_role_removal: bool,
+    pub tier_downgrade: bool,
+    /// Four eyes: an amendment held for review is approved by someone other
+    /// than who submitted it (403 `same_submitter` otherwise).
+    #[serde(default)]
+    pub four_eyes: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensingModel {
+    pub version: String,
+    pub roles: Vec<String>,
+    pub privileged_roles: Vec<String>,
+    pub default_roles: Vec<String>,
+    pub tiers: Vec<Tier>,
+    #[serde(default)]
+    pub addons: BTreeMap<String, Addon>,
+    #[serde(default)]
+    pub stripe: StripeMapping,
+    #[serde(default)]
+    pub role_rules: Vec<RoleRule>,
+    pub expiry: Expiry,
+    pub review: Review,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("licensing model {origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("licensing model {origin}: {}", problems.join("; "))]
+    Invalid { origin: String, problems: Vec<String> },
+    #[error("licensing model {origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub const SOURCES: [&str; 3] = ["stripe", "crm", "contract"];
+
+impl LicensingModel {
+    /// Parses and validates a model. `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ModelError> {
+        let model: LicensingModel = toml::from_str(text).map_err(|e| ModelError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        let problems = model.problems();
+        if problems.is_empty() {
+            Ok(model)
+        } else {
+            Err(ModelError::Invalid { origin: origin.to_string(), problems })
+        }
+    }
+
+    /// The model this process runs with: `ENTITLE_MODEL_PATH` if set, else the
+    /// one embedded at build time.
+    pub fn load_from_env() -> Result<Self, ModelError> {
+        match std::env::var("ENTITLE_MODEL_PATH") {
+            Ok(path) if !path.is_empty() => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ModelError::Read { origin: path.clone(), source })?;
+                Self::from_toml(&text, &path)
+            }
+            _ => Self::from_toml(DEFAULT_MODEL_TOML, "infra/licensing-model.toml"),
+        }
+    }
+
+    pub fn default_model() -> Self {
+        Self::from_toml(DEFAULT_MODEL_TOML, "infra/licensing-model.toml")
+            .expect("the shipped licensing model is validated by its unit test")
+    }
+
+    /// Every semantic problem, each naming the field it is about.
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let roles: BTreeSet<&str> = self.roles.iter().map(String::as_str).collect();
+        let tiers: BTreeSet<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
+        if self.tiers.is_empty() {
+            p.push("tiers: at least one tier is required".into());
+        }
+        if tiers.len() != self.tiers.len() {
+            p.push("tiers: tier names must be unique".into());
+        }
+        for (field, list) in [("privileged_roles", &self.privileged_roles), ("default_roles", &self.default_roles)] {
+            for (i, r) in list.iter().enumerate() {
+                if !roles.contains(r.as_str()) {
+                    p.push(format!("{field}[{i}]: unknown role {r:?}"));
+                }
+            }
+        }
+        // One entitlement name, one kind (flag or limit), across tiers and add-ons.
+        let mut kinds: BTreeMap<String, (bool, String)> = BTreeMap::new();
+        let mut check_kind = |name: &str, e: &Entitlement, at: String, p: &mut Vec<String>| {
+            let is_flag = matches!(e, Entitlement::Flag(_));
+            match kinds.get(name) {
+                Some((k, first)) if *k != is_flag => p.push(format!(
+                    "{at}: entitlement {name:?} is a {} here but a {} at {first}",
+                    if is_flag { "flag" } else { "limit" },
+                    if *k { "flag" } else { "limit" }
+                )),
+                Some(_) => {}
+                None => {
+                    kinds.insert(name.to_string(), (is_flag, at));
+                }
+            }
+        };
+        for (i, t) in self.tiers.iter().enumerate() {
+            for (name, e) in &t.entitlements {
+                check_kind(name, e, format!("tiers[{i}].entitlements.{name}"), &mut p);
+            }
+        }
+        for (a, addon) in &self.addons {
+            for (name, e) in &addon.entitlements {
+                check_kind(name, e, format!("addons.{a}.entitlements.{name}"), &mut p);
+            }
+        }
+        for (key, m) in &self.stripe.prices {
+            match (&m.tier, &m.addon) {
+                (Some(t), None) if !tiers.contains(t.as_str()) => {
+                    p.push(format!("stripe.prices.{key}.tier: unknown tier {t:?}"))
+                }
+                (None, Some(a)) if !self.addons.contains_key(a) => {
+                    p.push(format!("stripe.prices.{key}.addon: unknown add-on {a:?}"))
+                }
+                (Some(_), Some(_)) | (None, None) => {
+                    p.push(format!("stripe.prices.{key}: exactly one of `tier` or `addon` is required"))
+                }
+                _ => {}
+            }
+        }
+        for (i, r) in self.role_rules.iter().enumerate() {
+            if r.group.is_none() == r.attribute.is_none() {
+                p.push(format!("role_rules[{i}] ({}): exactly one of `group` or `attribute` is required", r.name));
+            }
+            if let Some(t) = &r.min_tier {
+                if !tiers.contains(t.as_str()) {
+                    p.push(format!("role_rules[{i}].min_tier: unknown tier {t:?}"));
+                }
+            }
+            for (j, role) in r.roles.iter().enumerate() {
+                if !roles.contains(role.as_str()) {
+                    p.push(format!("role_rules[{i}].roles[{j}]: unknown role {role:?}"));
+                }
+            }
+        }
+        for source in SOURCES {
+            match self.expiry.on_end.get(source) {
+                None => p.push(format!("expiry.on_end.{source}: missing (every license source needs an end action)")),
+                Some(OnEnd { action: EndAction::Downgrade, tier }) => match tier {
+                    None => p.push(format!("expiry.on_end.{source}.tier: `downgrade` needs a tier")),
+                    Some(t) if !tiers.contains(t.as_str()) => {
+                        p.push(format!("expiry.on_end.{source}.tier: unknown tier {t:?}"))
+                    }
+                    _ => {}
+                },
+                Some(_) => {}
+            }
+        }
+        for key in self.expiry.on_end.keys() {
+            if !SOURCES.contains(&key.as_str()) {
+                p.push(format!("expiry.on_end.{key}: unknown license source (known: stripe, crm, contract)"));
+            }
+        }
+        if self.review.max_seat_reduction_percent > 100 {
+            p.push("review.max_seat_reduction_percent: must be between 0 and 100".into());
+        }
+        p
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// Position of a tier, lowest first.
+    pub fn tier_rank(&self, name: &str) -> Option<usize> {
+        self.tiers.iter().position(|t| t.name == name)
+    }
+
+    pub fn is_privileged(&self, role: &str) -> bool {
+        self.privileged_roles.iter().any(|r| r == role)
+    }
+
+    pub fn on_end(&self, source: &str) -> &OnEnd {
+        // Validation guarantees every source has an entry.
+        &self.expiry.on_end[source]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_model_is_valid() {
+        let m = LicensingModel::from_toml(DEFAULT_MODEL_TOML, "shipped").unwrap();
+        assert_eq!(m.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["free", "team", "business", "enterprise"]);
+        assert_eq!(m.stripe.prices["team_monthly"].tier.as_deref(), Some("team"));
+        assert_eq!(m.stripe.prices["sso_addon"].addon.as_deref(), Some("sso"));
+        assert_eq!(m.on_end("contract").action, EndAction::Suspend);
+        assert_eq!(m.expiry.grace_days, 7);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let bad = DEFAULT_MODEL_TOML.replacen("grace_days = 7", "grace_days = \"seven\"", 1);
+        let err = LicensingModel::from_toml(&bad, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("m.toml"), "{err}");
+        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("grace_days"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_name() {
+        let bad = DEFAULT_MODEL_TOML.replacen("max_seats = 1", "max_seat = 1", 1);
+        let err = LicensingModel::from_toml(&bad, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("max_seat"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_every_bad_field() {
+        let bad = DEFAULT_MODEL_TOML
+            .replacen("roles = [\"billing-admin\"]", "roles = [\"superuser\"]", 1)
+            .replacen("team_monthly = { tier = \"team\" }", "team_monthly = { tier = \"gold\" }", 1)
+            .replacen("contract = { action = \"suspend\" }", "contract = { action = \"downgrade\" }", 1);
+        let err = LicensingModel::from_toml(&bad, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("role_rules[2].roles[0]: unknown role \"superuser\""), "{err}");
+        assert!(err.contains("stripe.prices.team_monthly.tier: unknown tier \"gold\""), "{err}");
+        assert!(err.contains("expiry.on_end.contract.tier"), "{err}");
+    }
+
+    #[test]
+    fn mixed_entitlement_kinds_are_rejected() {
+        let bad = DEFAULT_MODEL_TOML.replacen("entitlements = { sso = true }", "entitlements = { sso = 5 }", 1);
+        let err = LicensingModel::from_toml(&bad, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("addons.sso.entitlements.sso"), "{err}");
+    }
+
+    #[test]
+    fn unite_ors_flags_and_maxes_limits() {
+        use Entitlement::*;
+        assert_eq!(Flag(false).unite(Flag(true)), Flag(true));
+        assert_eq!(Limit(3).unite(Limit(50)), Limit(50));
+        assert_eq!(Limit(50).unite(Limit(3)), Limit(50));
+    }
+}

@@ -1,0 +1,349 @@
+//! The wire protocol as Entitle uses it: what a target should hold for a
+//! member, the one request that gets a user there, group changes, filters,
+//! drift repair plans, retries, and what a target's failures mean.
+
+use crate::core::access::{Member, MemberAccess, MemberStatus};
+use crate::core::ids::UserId;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use super::target::*;
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// What a target should hold for one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredUser {
+    pub user_id: UserId,
+    pub user_name: String,
+    /// False once the member is deprovisioned: the target's user is deleted.
+    pub present: bool,
+    pub active: bool,
+    /// Names of the groups the user belongs in (one per role).
+    pub groups: BTreeSet<String>,
+    pub enterprise: BTreeMap<String, String>,
+}
+
+pub fn group_name(mapping: &Mapping, role: &str) -> String {
+    format!("{}{role}", mapping.group_prefix)
+}
+
+/// The groups Entitle owns on a target: one per role of the model.
+pub fn managed_groups(mapping: &Mapping, roles: &[String]) -> BTreeSet<String> {
+    roles.iter().map(|r| group_name(mapping, r)).collect()
+}
+
+pub fn desired_user(mapping: &Mapping, member: &Member, access: &MemberAccess) -> DesiredUser {
+    let present = !member.removed && access.status != MemberStatus::Deprovisioned;
+    DesiredUser {
+        user_id: member.user_id.clone(),
+        user_name: member.email.clone(),
+        present,
+        active: present && access.status == MemberStatus::Active,
+        groups: if present { access.roles.iter().map(|r| group_name(mapping, r)).collect() } else { BTreeSet::new() },
+        enterprise: mapping.enterprise.iter().filter_map(|(scim, attr)| member.attributes.get(attr).map(|v| (scim.clone(), v.clone()))).collect(),
+    }
+}
+
+/// A user as a target holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimUser {
+    pub id: String,
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    pub enterprise: BTreeMap<String, String>,
+    /// The ETag (`meta.version`), when the target offers one.
+    pub version: Option<String>,
+}
+
+impl ScimUser {
+    pub fn from_json(v: &Value) -> Option<ScimUser> {
+        let enterprise = v[ENTERPRISE_SCHEMA]
+            .as_object()
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+            .unwrap_or_default();
+        Some(ScimUser {
+            id: v["id"].as_str()?.to_string(),
+            user_name: v["userName"].as_str()?.to_string(),
+            external_id: v["externalId"].as_str().map(str::to_string),
+            // RFC 7643: a user without `active` is treated as active.
+            active: v["active"].as_bool().unwrap_or(true),
+            enterprise,
+            version: v["meta"]["version"].as_str().map(str::to_string),
+        })
+    }
+}
+
+/// The one request that brings a user's own attributes in line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserStep {
+    Nothing,
+    Create(Value),
+    /// `PatchOp` operations.
+    Patch(Vec<Value>),
+    Delete,
+}
+
+pub fn user_step(desired: &DesiredUser, actual: Option<&ScimUser>) -> UserStep {
+    match (desired.present, actual) {
+        (false, None) => UserStep::Nothing,
+        (false, Some(_)) => UserStep::Delete,
+        // Never create an account that has no access.
+        (true, None) if !desired.active => UserStep::Nothing,
+        (true, None) => UserStep::Create(create_body(desired)),
+        (true, Some(u)) => {
+            let ops = patch_ops(desired, u);
+            if ops.is_empty() {
+                UserStep::Nothing
+            } else {
+                UserStep::Patch(ops)
+            }
+        }
+    }
+}
+
+pub fn create_body(desired: &DesiredUser) -> Value {
+    let mut body = json!({
+        "schemas": [USER_SCHEMA],
+        "userName": desired.user_name,
+        "externalId": desired.user_id,
+        "active": desired.active,
+        "emails": [{"value": desired.user_name, "type": "work", "primary": true}],
+    });
+    if !desired.enterprise.is_empty() {
+        body["schemas"] = json!([USER_SCHEMA, ENTERPRISE_SCHEMA]);
+        body[ENTERPRISE_SCHEMA] = json!(desired.enterprise);
+    }
+    body
+}
+
+/// `replace` operations for every attribute that differs (an adopted user
+/// gets its `externalId` here).
+pub fn patch_ops(desired: &DesiredUser, actual: &ScimUser) -> Vec<Value> {
+    let mut ops = Vec::new();
+    if actual.user_name != desired.user_name {
+        ops.push(json!({"op": "replace", "path": "userName", "value": desired.user_name}));
+    }
+    if actual.external_id.as_deref() != Some(desired.user_id.as_str()) {
+        ops.push(json!({"op": "replace", "path": "externalId", "value": desired.user_id}));
+    }
+    if actual.active != desired.active {
+        ops.push(json!({"op": "replace", "path": "active", "value": desired.active}));
+    }
+    for (attr, value) in &desired.enterprise {
+        if actual.enterprise.get(attr) != Some(value) {
+            ops.push(json!({"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:{attr}"), "value": value}));
+        }
+    }
+    ops
+}
+
+pub fn patch_body(ops: Vec<Value>) -> Value {
+    json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
+}
+
+/// Group changes for one user: (groups to join, groups to leave), among the
+/// groups Entitle manages only.
+pub fn group_changes(desired: &DesiredUser, member_of: &BTreeSet<String>, managed: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let want: BTreeSet<&String> = desired.groups.iter().filter(|g| managed.contains(*g)).collect();
+    let have: BTreeSet<&String> = member_of.iter().filter(|g| managed.contains(*g)).collect();
+    (want.difference(&have).map(|g| (*g).clone()).collect(), have.difference(&want).map(|g| (*g).clone()).collect())
+}
+
+/// A quoted string of a SCIM filter (RFC 7644 §3.4.2.2: a JSON string).
+pub fn quoted(value: &str) -> String {
+    Value::from(value).to_string()
+}
+
+pub fn filter_eq(attr: &str, value: &str) -> String {
+    format!("{attr} eq {}", quoted(value))
+}
+
+pub fn add_member_op(scim_user_id: &str) -> Value {
+    json!({"op": "add", "path": "members", "value": [{"value": scim_user_id}]})
+}
+
+pub fn remove_member_op(scim_user_id: &str) -> Value {
+    json!({"op": "remove", "path": format!("members[value eq {}]", quoted(scim_user_id))})
+}
+
+/// A group as listed for drift repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimGroup {
+    pub id: String,
+    pub name: String,
+    pub members: BTreeSet<String>,
+}
+
+impl ScimGroup {
+    pub fn from_json(v: &Value) -> Option<ScimGroup> {
+        Some(ScimGroup {
+            id: v["id"].as_str()?.to_string(),
+            name: v["displayName"].as_str()?.to_string(),
+            members: v["members"].as_array().into_iter().flatten().filter_map(|m| m["value"].as_str().map(str::to_string)).collect(),
+        })
+    }
+}
+
+/// Whether a user found by its `userName` belongs to someone else: its
+/// `externalId` names another member (or another system's id). SCIM
+/// `userName`s are case-insensitive, so `ADMIN@corp.example` finds the user
+/// of `admin@corp.example`; adopting it would hand one member's account
+/// (its groups, `active`, its deletion) to another. Only a user without an
+/// `externalId`, or with ours, may be adopted.
+pub fn owned_by_another(desired: &DesiredUser, user: &ScimUser) -> Option<String> {
+    match user.external_id.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) if e != desired.user_id.as_str() => Some(format!(
+            "the target's user {} holds userName {:?} (matched case-insensitively) for externalId {:?}, not for member {}: not adopted",
+            user.id, user.user_name, e, desired.user_id
+        )),
+        _ => None,
+    }
+}
+
+/// What drift repair found: each member with the user the target holds for
+/// it (matched on externalId, then userName) and the managed groups that
+/// user is in; members whose userName is held by someone else's user
+/// (never adopted, see [`owned_by_another`]); and members of managed groups
+/// that are no member's user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairPlan {
+    pub members: Vec<(DesiredUser, Option<ScimUser>, BTreeSet<String>)>,
+    /// (member, why its user cannot be managed).
+    pub conflicts: Vec<(DesiredUser, String)>,
+    /// (group id, group name, SCIM user id) to remove.
+    pub strangers: Vec<(String, String, String)>,
+}
+
+pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[ScimGroup], managed: &BTreeSet<String>) -> RepairPlan {
+    let by_external: BTreeMap<&str, &ScimUser> = users.iter().filter_map(|u| u.external_id.as_deref().map(|e| (e, u))).collect();
+    let by_name: BTreeMap<String, &ScimUser> = users.iter().map(|u| (u.user_name.to_lowercase(), u)).collect();
+    let managed_groups: Vec<&ScimGroup> = groups.iter().filter(|g| managed.contains(&g.name)).collect();
+    let mut ours: BTreeSet<String> = BTreeSet::new();
+    let mut plan = RepairPlan::default();
+    for d in desired {
+        let user = match by_external.get(d.user_id.as_str()) {
+            Some(u) => Some((*u).clone()),
+            None => match by_name.get(&d.user_name.to_lowercase()) {
+                Some(u) => match owned_by_another(&d, u) {
+                    Some(why) => {
+                        plan.conflicts.push((d, why));
+                        continue;
+                    }
+                    None => Some((*u).clone()),
+                },
+                None => None,
+            },
+        };
+        let member_of: BTreeSet<String> = match &user {
+            Some(u) => {
+                ours.insert(u.id.clone());
+                managed_groups.iter().filter(|g| g.members.contains(&u.id)).map(|g| g.name.clone()).collect()
+            }
+            None => BTreeSet::new(),
+        };
+        plan.members.push((d, user, member_of));
+    }
+    for g in managed_groups {
+        for m in &g.members {
+            if !ours.contains(m) {
+                plan.strangers.push((g.id.clone(), g.name.clone(), m.clone()));
+            }
+        }
+    }
+    plan
+}
+
+/// How long to wait before retry `attempt` (0-based) of a request the target
+/// refused with 429 or 5xx: the target's `Retry-After` when it sent one,
+/// else exponential backoff from 200 ms, capped at 5 s, with jitter
+/// (`jitter` in 0..1 picks a point in the upper half).
+pub fn retry_delay(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    if let Some(r) = retry_after {
+        return r;
+    }
+    let cap = Duration::from_millis(200u64.saturating_mul(1 << attempt.min(10))).min(Duration::from_secs(5));
+    cap.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Why talking to a target failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The target as a whole is not serving (down, overloaded, refusing our
+    /// token): counts towards quarantine.
+    #[error("target unavailable: {reason}")]
+    Unavailable { reason: String, retry_after: Option<Duration> },
+    /// The target refused this request (a 4xx about the data): the member's
+    /// delivery is held with the reason; the target is fine.
+    #[error("target refused {what}: HTTP {status} {detail}")]
+    Refused { what: String, status: u16, detail: String },
+    /// The member's userName is held on the target by someone else's user:
+    /// its delivery is parked at once (never adopted, see
+    /// [`owned_by_another`]); the target is fine.
+    #[error("{reason}")]
+    Conflict { reason: String },
+}
+
+/// What one member's sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub created: bool,
+    pub adopted: bool,
+    pub patched: bool,
+    pub deleted: bool,
+    pub joined: Vec<String>,
+    pub left: Vec<String>,
+    /// 412 answers met (and resolved by re-reading).
+    pub conflicts: u32,
+}
+
+impl SyncOutcome {
+    pub fn changed(&self) -> bool {
+        self.created || self.adopted || self.patched || self.deleted || !self.joined.is_empty() || !self.left.is_empty()
+    }
+
+    /// What was done, for the log: `created; joined entitle-member`, `unchanged`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (done, what) in [(self.created, "created"), (self.adopted, "adopted"), (self.patched, "updated"), (self.deleted, "deleted")] {
+            if done {
+                parts.push(what.to_string());
+            }
+        }
+        if !self.joined.is_empty() {
+            parts.push(format!("joined {}", self.joined.join(",")));
+        }
+        if !self.left.is_empty() {
+            parts.push(format!("left {}", self.left.join(",")));
+        }
+        if parts.is_empty() {
+            "unchanged".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// What the target held for a member, when the caller already knows it
+/// (drift repair lists everything first). It may be stale: a 412 re-reads.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub user: Option<ScimUser>,
+    pub member_of: BTreeSet<String>,
+}
+

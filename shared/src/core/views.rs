@@ -1,0 +1,103 @@
+//! The JSON shapes of what the API shows and takes about tenants and
+//! members: the stable contract with the app.
+
+use crate::core::access::{MemberAccess, MemberStatus};
+use crate::core::ids::{TenantId, UserId};
+use crate::core::license::TenantAccess;
+use crate::core::model::Entitlements;
+use crate::core::rejection::Rejection;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Seats {
+    pub total: u32,
+    pub used: u32,
+}
+
+/// `GET /tenants/{tenant}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantView {
+    pub tenant_id: TenantId,
+    pub tier: String,
+    pub status: String,
+    pub seats: Seats,
+    pub entitlements: Entitlements,
+    pub expires_at: Option<String>,
+    pub add_ons: BTreeSet<String>,
+    pub seats_pending: u32,
+}
+
+impl TenantView {
+    pub fn new(tenant_id: TenantId, access: &TenantAccess, used: u32, pending: u32) -> Self {
+        TenantView {
+            tenant_id,
+            tier: access.tier.clone(),
+            status: access.status.clone(),
+            seats: Seats { total: access.seats_total, used },
+            entitlements: access.entitlements.clone(),
+            expires_at: access.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            add_ons: access.addons.clone(),
+            seats_pending: pending,
+        }
+    }
+}
+
+/// `GET /tenants/{tenant}/members/{user}` and the answer to member creation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub status: MemberStatus,
+    pub roles: BTreeSet<String>,
+    pub entitlements: Entitlements,
+}
+
+impl MemberView {
+    pub fn new(tenant_id: TenantId, user_id: UserId, access: &MemberAccess) -> Self {
+        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone() }
+    }
+}
+
+/// `POST /tenants/{tenant}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    pub user_id: UserId,
+    pub email: String,
+    #[serde(default)]
+    pub groups: BTreeSet<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl NewMember {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        let email_ok = self.email.len() <= 254
+            && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+            && !self.email.chars().any(char::is_whitespace);
+        if !email_ok {
+            return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "email: not a valid address"));
+        }
+        if self.groups.len() > 100 || self.groups.iter().any(|g| g.is_empty() || g.len() > 128) {
+            return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "groups: at most 100 names of 1 to 128 characters"));
+        }
+        if self.attributes.len() > 50 || self.attributes.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024) {
+            return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "attributes: at most 50, keys of 1 to 128 and values of up to 1024 characters"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_validation() {
+        let mut m: NewMember = serde_json::from_slice(br#"{"user_id":"u1","email":"a@example.com","groups":["admins"]}"#).unwrap();
+        assert!(m.validate().is_ok());
+        m.email = "not-an-email".into();
+        assert_eq!(m.validate().unwrap_err().kind, crate::core::rejection::Kind::Invalid);
+    }
+}

@@ -1,0 +1,132 @@
+//! Settings and clients, built once per process in `main` from the
+//! environment the template sets, and lent to the handlers.
+
+use crate::adapters::dynamodb::Dynamo;
+use crate::adapters::eventbridge::EventBus;
+use crate::adapters::scim_client::Scim;
+use crate::adapters::secrets::{SigningSecrets, TokenStore};
+use crate::adapters::sqs::ReconcileQueue;
+use crate::app::delivery::TargetBudget;
+use crate::core::egress::EgressPolicy;
+use crate::core::model::{LicensingModel, ModelError};
+use crate::core::scim::Policy;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+}
+
+/// An optional numeric setting: its default when unset or empty.
+pub fn optional<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|e: T::Err| ConfigError::Invalid { name, why: e.to_string() }),
+        _ => Ok(default),
+    }
+}
+
+/// A flag: `1` is on.
+pub fn flag(name: &'static str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+/// The SDK's shared configuration: region, credentials and (locally)
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`, all from the standard
+/// environment.
+pub async fn aws() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+pub fn model() -> Result<Arc<LicensingModel>, ConfigError> {
+    Ok(Arc::new(LicensingModel::load_from_env()?))
+}
+
+/// The tables (`STATE_TABLE`, `AUDIT_TABLE`) and the licensing model.
+pub fn store(aws: &aws_config::SdkConfig, model: Arc<LicensingModel>) -> Result<Dynamo, ConfigError> {
+    Ok(Dynamo::new(aws_sdk_dynamodb::Client::new(aws), required("STATE_TABLE")?, required("AUDIT_TABLE")?, model))
+}
+
+/// The reconcile queue (`RECONCILE_QUEUE_URL`).
+pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<ReconcileQueue, ConfigError> {
+    Ok(ReconcileQueue::new(aws_sdk_sqs::Client::new(aws), required("RECONCILE_QUEUE_URL")?))
+}
+
+/// The bus for access-changed events (`EVENT_BUS_NAME`).
+pub fn event_bus(aws: &aws_config::SdkConfig) -> Result<EventBus, ConfigError> {
+    Ok(EventBus::new(aws_sdk_eventbridge::Client::new(aws), required("EVENT_BUS_NAME")?))
+}
+
+/// Webhook signing secrets, read from the Secrets Manager secret the
+/// variable `name` names (see [`SigningSecrets`]).
+pub fn signing_secrets(aws: &aws_config::SdkConfig, name: &'static str) -> Result<SigningSecrets, ConfigError> {
+    Ok(SigningSecrets::new(aws_sdk_secretsmanager::Client::new(aws), required(name)?))
+}
+
+/// Where SCIM targets may be: `SCIM_ALLOW_HTTP=1` (the local stack only)
+/// admits plain HTTP to any address; otherwise public HTTPS hosts on port
+/// 443 only (see [`crate::core::egress`]).
+pub fn egress() -> EgressPolicy {
+    EgressPolicy::from_allow_http(flag("SCIM_ALLOW_HTTP"))
+}
+
+/// Where target tokens are kept (`TARGET_SECRET_PREFIX`, optional
+/// `TARGET_SECRET_KMS_KEY`).
+pub fn token_store(aws: &aws_config::SdkConfig) -> Result<TokenStore, ConfigError> {
+    let kms = std::env::var("TARGET_SECRET_KMS_KEY").ok().filter(|k| !k.is_empty());
+    Ok(TokenStore::new(aws_sdk_secretsmanager::Client::new(aws), required("TARGET_SECRET_PREFIX")?, kms))
+}
+
+/// SCIM targets over HTTP, as `egress` allows.
+pub fn scim() -> Scim {
+    Scim::new(egress())
+}
+
+/// The retry and quarantine policy of SCIM targets (`SCIM_QUARANTINE_AFTER`
+/// failed runs, `SCIM_RETRY_BASE_SECS` doubling up to `SCIM_RETRY_MAX_SECS`,
+/// then `SCIM_QUARANTINE_RETRY_SECS` while quarantined), and what one
+/// target may take of a run (`SCIM_TARGET_BUDGET_SECS`,
+/// `SCIM_TARGET_READ_BUDGET_MB`).
+pub fn delivery_settings() -> Result<(Policy, TargetBudget), ConfigError> {
+    let d = Policy::default();
+    let policy = Policy {
+        quarantine_after: optional("SCIM_QUARANTINE_AFTER", d.quarantine_after)?.max(1),
+        retry_base_secs: optional("SCIM_RETRY_BASE_SECS", d.retry_base_secs)?.max(1),
+        retry_max_secs: optional("SCIM_RETRY_MAX_SECS", d.retry_max_secs)?.max(1),
+        quarantine_retry_secs: optional("SCIM_QUARANTINE_RETRY_SECS", d.quarantine_retry_secs)?.max(1),
+    };
+    let b = TargetBudget::default();
+    let budget = TargetBudget {
+        time: std::time::Duration::from_secs(optional("SCIM_TARGET_BUDGET_SECS", b.time.as_secs())?.max(1)),
+        read_bytes: optional("SCIM_TARGET_READ_BUDGET_MB", b.read_bytes >> 20)?.max(1) << 20,
+    };
+    Ok((policy, budget))
+}
+
+/// The instant to stop taking new work: the invocation's deadline (epoch
+/// ms) less a safety margin.
+pub fn stop_at(deadline_ms: u64, margin: std::time::Duration) -> std::time::Instant {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Lambda sends an epoch timestamp; cargo lambda watch sends the timeout
+    // itself (600000): a value before 2001 cannot be an epoch deadline.
+    let left = if deadline_ms < 1_000_000_000_000 { deadline_ms } else { deadline_ms.saturating_sub(now_ms) };
+    Instant::now() + Duration::from_millis(left).saturating_sub(margin)
+}
+
+/// Logs: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON` (set by the template and the
+/// local stack), one span per invocation carrying the Lambda request id.
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
