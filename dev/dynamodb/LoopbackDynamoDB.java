@@ -4,7 +4,8 @@
 // main builds, from the same command-line arguments, and sets the address of
 // its connector before starting it. Telemetry is never configured (offline).
 //
-// usage: java -cp DynamoDBLocal.jar:<dir of this class> LoopbackDynamoDB [-Dentitle.host=ADDR] <DynamoDB Local arguments>
+// usage: java [-Dentitle.host=ADDR] -cp DynamoDBLocal.jar LoopbackDynamoDB.java <DynamoDB Local arguments>
+// (Java 11+ runs a single source file directly: the JRE is enough.)
 
 import java.lang.reflect.Field;
 import org.eclipse.jetty.server.Connector;
