@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench bench-sweep sweep
+.PHONY: demo test bootstrap build up down bench bench-sweep sweep billing-sync
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -24,6 +24,9 @@ bench:               ## criterion benchmark of the pure core (release build, no 
 
 sweep:               ## fire the expiry sweep's schedule on the running stack (TIME=... to sweep as of another instant)
 	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev sweep $(TIME)
+
+billing-sync:        ## fire the billing reconciliation's schedule on the running stack (every tenant against Stripe)
+	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev billing-sync
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due
 	cargo build -p entitle-tests --bin sweep_scale

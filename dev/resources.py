@@ -42,6 +42,8 @@ ENV_OF = {
     "AuditTable": "AUDIT_TABLE",
     "ReconcileQueue": "RECONCILE_QUEUE_URL",
     "ReconcileDeadLetterQueue": "DEAD_LETTER_QUEUE_URL",
+    "BillingQueue": "BILLING_QUEUE_URL",
+    "BillingDeadLetterQueue": "BILLING_DEAD_LETTER_QUEUE_URL",
     "AccessEventsBus": "EVENT_BUS_NAME",
 }
 

@@ -2,14 +2,16 @@
 # The local stack: AWS's DynamoDB Local with the template's tables, moto (SQS,
 # EventBridge, Secrets Manager) with its queues and bus, the real function
 # binaries under `cargo lambda watch`, the event source mapping stand-in
-# (entitle-dev esm), and scim2-server as the example SCIM target. Everything
-# binds to 127.0.0.1.
+# (entitle-dev esm, for the reconcile and the billing queue), scim2-server as
+# the example SCIM target, and localstripe as Stripe (its API, and its signed
+# webhooks to ingest). Everything binds to 127.0.0.1.
 #
 #   dev/stack.sh up     start, print endpoints and local secrets
 #   dev/stack.sh down   stop exactly what `up` started (by process group id)
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
-# SCIM_PORT (5056), DDB_PORT (5057), ESM_VISIBILITY_TIMEOUT (queue default), the SCIM retry
+# SCIM_PORT (5056), DDB_PORT (5057), STRIPE_PORT (5058), ESM_VISIBILITY_TIMEOUT
+# (queue default), the SCIM retry
 # policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
 # SCIM_RETRY_MAX_SECS (4), SCIM_QUARANTINE_RETRY_SECS (5): seconds locally, so
 # that a quarantine and its recovery can be watched (production defaults:
@@ -25,11 +27,18 @@ MOTO_PORT=${MOTO_PORT:-5055}
 FN_PORT=${FN_PORT:-9000}
 SCIM_PORT=${SCIM_PORT:-5056}
 DDB_PORT=${DDB_PORT:-5057}
+STRIPE_PORT=${STRIPE_PORT:-5058}
 VENV=.venv
 STRIPE_SECRET=whsec_entitle_local
 CRM_SECRET=crm_entitle_local
 STRIPE_SECRET_ID=entitle-local/stripe-webhook-secrets
 CRM_SECRET_ID=entitle-local/crm-signing-secrets
+# localstripe takes any key that starts with sk_; the functions read this
+# one from Secrets Manager, as they read the restricted key in production.
+STRIPE_API_KEY=sk_test_entitle_local
+STRIPE_API_KEY_SECRET_ID=entitle-local/stripe-api-key
+# The Stripe prices (localstripe: plans) the example licensing model maps by id.
+STRIPE_PLANS="team_monthly:team:1500:month business_monthly:business:4500:month enterprise_annual:enterprise:90000:year sso_addon:sso:500:month"
 # Bearer tokens scim2-server accepts (any of them, on every SCIM tenant path).
 SCIM_TOKEN=scim_entitle_local
 SCIM_TOKEN_2=scim_entitle_local_2
@@ -55,6 +64,7 @@ up() {
   [ -x "$VENV/bin/moto_server" ] || die "no $VENV: run 'make bootstrap' first"
   [ -x "$VENV/bin/cargo-lambda" ] || die "cargo-lambda is missing from $VENV: run 'make bootstrap'"
   [ -x "$VENV/bin/scim2-server" ] || die "scim2-server is missing from $VENV: run 'make bootstrap'"
+  [ -x "$VENV/bin/localstripe" ] || die "localstripe is missing from $VENV: run 'make bootstrap'"
   [ -f "$VENV/dynamodb/lib" ] || die "DynamoDB Local is not installed: run 'make bootstrap'"
   local ddb_lib
   ddb_lib=$(cat "$VENV/dynamodb/lib")
@@ -62,7 +72,7 @@ up() {
   if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
     die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
   fi
-  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT" "$DDB_PORT"; do
+  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT" "$DDB_PORT" "$STRIPE_PORT"; do
     if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
   done
   mkdir -p "$STACK_DIR"
@@ -76,15 +86,27 @@ up() {
   # separate SCIM service provider with its own users and groups.
   start scim "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --dynamic-tenants \
     --bearer-token "$SCIM_TOKEN" --bearer-token "$SCIM_TOKEN_2"
+  # Stripe: localstripe's API on 127.0.0.1, in memory (dev/localstripe_server.py).
+  start stripe env TZ=UTC "$VENV/bin/python" dev/localstripe_server.py --port "$STRIPE_PORT"
   wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
   wait_for "http://127.0.0.1:$DDB_PORT/" "DynamoDB Local" 60
   wait_for "http://127.0.0.1:$SCIM_PORT/" "scim2-server" 30
+  wait_for "http://127.0.0.1:$STRIPE_PORT/v1/plans" "localstripe" 30
+  local stripe_api="http://127.0.0.1:$STRIPE_PORT" plan id product amount interval
+  for plan in $STRIPE_PLANS; do
+    IFS=: read -r id product amount interval <<< "$plan"
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' -u "$STRIPE_API_KEY:" "$stripe_api/v1/plans/$id")" != 200 ]; then
+      curl -sf -o /dev/null -u "$STRIPE_API_KEY:" "$stripe_api/v1/plans" -d id="$id" -d amount="$amount" -d currency=usd \
+        -d interval="$interval" -d "product[name]=Entitle $product" || die "localstripe refused plan $id"
+    fi
+  done
 
   local endpoint="http://127.0.0.1:$MOTO_PORT" ddb_endpoint="http://127.0.0.1:$DDB_PORT"
   {
-    # The webhook signing secrets live in Secrets Manager, read at run time.
+    # The webhook signing secrets and Stripe's API key live in Secrets
+    # Manager, read at run time.
     "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" "$ddb_endpoint" \
-      "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET"
+      "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET" "$STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY"
     echo "AWS_ENDPOINT_URL=$endpoint"
     echo "AWS_ENDPOINT_URL_DYNAMODB=$ddb_endpoint"
     echo "AWS_REGION=us-east-1"
@@ -93,6 +115,8 @@ up() {
     echo "AWS_LAMBDA_LOG_FORMAT=JSON"
     echo "STRIPE_WEBHOOK_SECRET_ID=$STRIPE_SECRET_ID"
     echo "CRM_SIGNING_SECRET_ID=$CRM_SECRET_ID"
+    echo "STRIPE_API_URL=$stripe_api"
+    echo "STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY_SECRET_ID"
     echo "TARGET_SECRET_PREFIX=entitle-local/targets"
     echo "SCIM_ALLOW_HTTP=1"
     echo "SCIM_TARGET_BUDGET_SECS=${SCIM_TARGET_BUDGET_SECS:-5}"
@@ -108,13 +132,27 @@ up() {
   local base="http://127.0.0.1:$FN_PORT"
   wait_for "$base/lambda-url/access/" "cargo lambda watch" 120
 
-  # The event source mapping needs the same AWS settings as the functions.
-  start esm env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) \
-    PROVISION_INVOKE_URL="$base/2015-03-31/functions/provision/invocations" \
-    ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
-    target/debug/entitle-dev esm
+  # The event source mappings need the same AWS settings as the functions:
+  # the reconcile queue to provision (batches of 10), the billing queue to
+  # billing (one run part per invocation), as the template declares them.
+  local queue name var fn batch
+  for queue in "esm RECONCILE_QUEUE_URL provision 10" "esm-billing BILLING_QUEUE_URL billing 1"; do
+    read -r name var fn batch <<< "$queue"
+    start "$name" env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) \
+      ESM_QUEUE_URL="$(grep "^$var=" "$STACK_DIR/functions.env" | cut -d= -f2-)" \
+      ESM_INVOKE_URL="$base/2015-03-31/functions/$fn/invocations" ESM_BATCH_SIZE="$batch" \
+      ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
+      target/debug/entitle-dev esm
+  done
   sleep 0.5
-  kill -0 "$(cat "$STACK_DIR/esm.pid")" 2> /dev/null || die "entitle-dev esm exited at start (see $STACK_DIR/esm.log)"
+  for name in esm esm-billing; do
+    kill -0 "$(cat "$STACK_DIR/$name.pid")" 2> /dev/null || die "entitle-dev esm exited at start (see $STACK_DIR/$name.log)"
+  done
+
+  # localstripe's webhooks go to ingest, signed with the local secret.
+  curl -sf -o /dev/null "$stripe_api/_config/webhooks/entitle" -d url="$base/lambda-url/ingest/stripe" -d secret="$STRIPE_SECRET" \
+    -d "events[]=customer.subscription.created" -d "events[]=customer.subscription.updated" \
+    -d "events[]=customer.subscription.deleted" -d "events[]=invoice.payment_failed" || die "localstripe refused the webhook"
 
   {
     echo "ENTITLE_INGEST_URL=$base/lambda-url/ingest"
@@ -122,6 +160,9 @@ up() {
     echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
     echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
+    echo "ENTITLE_BILLING_INVOKE_URL=$base/2015-03-31/functions/billing/invocations"
+    echo "ENTITLE_STRIPE_API_URL=$stripe_api"
+    echo "ENTITLE_STRIPE_API_KEY=$STRIPE_API_KEY"
     echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
     echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
     echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"
@@ -137,19 +178,23 @@ up() {
   # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
   curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
   curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
+  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/billing/invocations" || die "billing did not start"
 
   cat <<MSG
 Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   ingest   $base/lambda-url/ingest    POST /stripe, POST /crm, POST|DELETE /tenants/{tenant}/members[/{user}],
-                                     PUT|GET /tenants/{tenant}/targets[/{target}], POST .../targets/{target}/repair
+                                     PUT|GET /tenants/{tenant}/targets[/{target}], POST .../targets/{target}/repair,
+                                     POST /tenants/{tenant}/billing/sync
   access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
   amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
   expiry-sweep  fire its schedule with: make sweep [TIME=2027-01-01T00:00:00Z]
+  billing  fed from the billing queue by entitle-dev esm; its schedule: make billing-sync
+  Stripe (localstripe)  $stripe_api   key $STRIPE_API_KEY; plans $(echo "$STRIPE_PLANS" | sed 's/:[^ ]*//g'); webhooks to ingest
   DynamoDB Local  $ddb_endpoint   (AWS_ENDPOINT_URL_DYNAMODB; tables StateTable, AuditTable)
   moto (SQS, EventBridge, Secrets Manager)  $endpoint   (AWS_ENDPOINT_URL)
   SCIM target (scim2-server)  http://127.0.0.1:$SCIM_PORT/<any-name>   bearer token $SCIM_TOKEN
-  local secrets: Stripe webhooks $STRIPE_SECRET, CRM records $CRM_SECRET, SCIM $SCIM_TOKEN
+  local secrets: Stripe webhooks $STRIPE_SECRET, Stripe API $STRIPE_API_KEY, CRM records $CRM_SECRET, SCIM $SCIM_TOKEN
   settings for scripts and tests: $STACK_DIR/stack.env
 Stop it with: make down
 MSG
@@ -157,7 +202,7 @@ MSG
 
 down() {
   local stopped=0 pidfile pid
-  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
+  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/esm-billing.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/stripe.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     # Each part runs in its own process group (setsid): stop the group.

@@ -19,7 +19,7 @@ step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/checkov --file infra/template.yaml --framework cloudformation --quiet --compact --skip-download
 
 step "local stack for the end-to-end tests"
-export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179}
+export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180}
 # Short visibility timeout so that retries and the dead-letter path take seconds.
 export ESM_VISIBILITY_TIMEOUT=2
 dev/stack.sh down > /dev/null # leftovers of an interrupted run
@@ -30,4 +30,4 @@ step "emulator and end-to-end tests (real SDK clients, real function binaries)"
 ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env" cargo test -p entitle-tests --no-fail-fast
 
 step "logs"
-.venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local scim_entitle_local
+.venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local scim_entitle_local sk_test_entitle_local

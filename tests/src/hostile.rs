@@ -1,9 +1,11 @@
-//! A hostile SCIM target: an HTTP/1.1 server on 127.0.0.1 that answers the
-//! way a broken or malicious target would, which no well-behaved SCIM
-//! server (scim2-server included) can be made to do: a body that never
-//! ends, a `totalResults` of a billion, pages that go on forever, an error
-//! page that echoes what it should not. Everything else about SCIM is
-//! tested against scim2-server.
+//! A hostile HTTP peer on 127.0.0.1: a SCIM target that answers the way a
+//! broken or malicious target would, which no well-behaved SCIM server
+//! (scim2-server included) can be made to do: a body that never ends, a
+//! `totalResults` of a billion, pages that go on forever, an error page that
+//! echoes what it should not. And Stripe's API as it fails, which
+//! localstripe cannot be made to: rate-limited (429 with `Retry-After`),
+//! erring (5xx), or not answering at all. Everything else about SCIM is
+//! tested against scim2-server, and about Stripe against localstripe.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,10 @@ pub enum Behaviour {
     Claims { total: u64 },
     /// Always this status and body.
     Answer { status: u16, body: String },
+    /// 429 with `Retry-After: secs`, as Stripe rate-limits.
+    Throttle { retry_after: u64 },
+    /// Reads the request and never answers.
+    Silent,
 }
 
 pub struct HostileTarget {
@@ -81,6 +87,12 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                 let answer = format!("HTTP/1.1 {status} Whatever\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 stream.write_all(answer.as_bytes()).await?;
             }
+            Behaviour::Throttle { retry_after } => {
+                let body = r#"{"error":{"message":"Too many requests hit the API too quickly.","type":"invalid_request_error","code":"rate_limit"}}"#;
+                let answer = format!("HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: {retry_after}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                stream.write_all(answer.as_bytes()).await?;
+            }
+            Behaviour::Silent => std::future::pending::<()>().await,
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Harness for the workspace-level tests: the running local stack (DynamoDB
 //! Local, moto, the function binaries under `cargo lambda watch`, the event
-//! source mapping stand-in, scim2-server), reached exactly as a user reaches
+//! source mapping stand-in, scim2-server, localstripe), reached exactly as a user reaches
 //! it, plus the real SDK clients for looking at (and tampering with) what is
 //! stored.
 //!
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub mod hostile;
 pub mod runtime;
+pub mod stripe;
 
 /// One HTTP/1.1 request as the small servers of the harness read it.
 pub(crate) struct WireRequest {
@@ -100,6 +101,9 @@ pub struct Stack {
     pub scim_token: String,
     pub scim_token_2: String,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// localstripe, the stack's Stripe.
+    pub billing: stripe::LocalStripe,
+    pub billing_queue_url: String,
 }
 
 /// The stack's directory (where `stack.env`, `functions.env` and the logs are).
@@ -107,6 +111,13 @@ pub fn stack_dir() -> std::path::PathBuf {
     let path = std::env::var("ENTITLE_STACK_ENV").expect("ENTITLE_STACK_ENV is set (see settings())");
     let path = if std::path::Path::new(&path).is_absolute() { path } else { format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")) };
     std::path::Path::new(&path).parent().expect("stack.env is in the stack's directory").to_path_buf()
+}
+
+/// The functions' environment of the local stack (`functions.env`), to run
+/// a function binary as the stack runs it (see [`runtime::invoke_once`]).
+pub fn function_env() -> HashMap<String, String> {
+    let text = std::fs::read_to_string(stack_dir().join("functions.env")).unwrap();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn settings() -> HashMap<String, String> {
@@ -152,6 +163,12 @@ impl Stack {
             scim_token: get("ENTITLE_SCIM_TOKEN"),
             scim_token_2: get("ENTITLE_SCIM_TOKEN_2"),
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            billing: stripe::LocalStripe {
+                base: get("ENTITLE_STRIPE_API_URL"),
+                key: get("ENTITLE_STRIPE_API_KEY"),
+                http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            },
+            billing_queue_url: get("BILLING_QUEUE_URL"),
             settings: s,
         }
     }
@@ -255,7 +272,7 @@ impl Stack {
         std::sync::Arc::new(entitle::core::model::LicensingModel::default_model())
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
         let resp = req.send().await.expect("the stack answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
@@ -483,7 +500,7 @@ pub fn member_body(user: &str, groups: &[&str]) -> Value {
     serde_json::json!({"user_id": user, "email": format!("{user}@example.test"), "groups": groups, "attributes": {}})
 }
 
-pub use entitle::core::sources::stripe::subscription_event;
+pub use entitle::core::sources::stripe::{event as stripe_event, subscription as stripe_subscription};
 
 /// Checks every event's `detail` against the documented schema
 /// (`infra/events.schema.json`), naming each violation.

@@ -7,27 +7,21 @@ use entitle::core::egress::EgressPolicy;
 use entitle::core::scim::{DesiredUser, Mapping, ScimUser};
 use entitle::adapters::scim_client::{http_client, ScimClient};
 use entitle::core::scim::Known;
-use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, FaultProxy, Scim, SeenUser, Stack};
+use entitle_tests::{assert_valid_events, member_body, unique, FaultProxy, Scim, SeenUser, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-const PERIOD_END: i64 = 1_900_000_000;
-
 /// A sweep acts on everything due in the shared stack: the tests here that
 /// reason about what a sweep finds hold this while they do.
 static SWEEPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn licensed(s: &Stack, t: &str, key: &str, seats: u64) {
-    let event = subscription_event(&format!("evt_{t}_1"), "customer.subscription.created", 1000, &format!("sub_{t}"), Some(t), "active", &[(key, seats)], PERIOD_END);
-    assert_eq!(s.stripe(&event).await.0, 200);
+/// A subscription in Stripe (localstripe announces it to ingest); its id.
+async fn licensed(s: &Stack, t: &str, plan: &str, seats: u64) -> String {
+    let sub = s.billing.subscribe(Some(t), plan, seats).await;
     s.tenant_where(t, "the license", |v| v["seats"]["total"] == seats).await;
-}
-
-async fn stripe_update(s: &Stack, t: &str, n: i64, kind: &str, status: &str, key: &str, seats: u64) {
-    let event = subscription_event(&format!("evt_{t}_{n}"), kind, 1000 * n, &format!("sub_{t}"), Some(t), status, &[(key, seats)], PERIOD_END);
-    assert_eq!(s.stripe(&event).await.0, 200);
+    sub["id"].as_str().unwrap().to_string()
 }
 
 fn target_body(base: &str, token: &str) -> Value {
@@ -70,7 +64,7 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
     let tap = s.event_tap().await;
     let t = unique("scim");
     let scim = s.scim(&t);
-    licensed(&s, &t, "business_monthly", 3).await;
+    let sub = licensed(&s, &t, "business_monthly", 3).await;
     let mut a = member_body("a", &["finance"]);
     a["attributes"] = json!({"dept": "Finance"});
     for body in [a, member_body("b", &[]), member_body("c", &[])] {
@@ -104,18 +98,20 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
     assert!(!scim.view().await.contains_key(&user("d")));
 
     // Group membership follows roles: billing-admin needs business or above.
-    stripe_update(&s, &t, 2, "customer.subscription.updated", "active", "team_monthly", 3).await;
+    s.billing.set_plan(&sub, "team_monthly", 3).await;
+    assert_eq!(s.announce_update(&sub).await.0, 200);
     scim_until(&scim, "a to leave billing-admin", 30, |v| v[&user("a")].groups == set(&["entitle-member"])).await;
 
     // Cancellation downgrades to free (one seat): b and c are suspended on the target.
-    stripe_update(&s, &t, 3, "customer.subscription.deleted", "canceled", "team_monthly", 3).await;
+    s.billing.cancel(&sub).await;
     let seen = scim_until(&scim, "b and c suspended", 30, |v| ["b", "c"].iter().all(|u| !v[&user(u)].active && v[&user(u)].groups.is_empty())).await;
     assert!(seen[&user("a")].active);
     assert!(seen[&user("b")].groups.is_empty() && seen[&user("c")].groups.is_empty(), "{seen:?}");
 
     // Deprovision: the user is deleted, and out of every group first.
     let c_id = seen[&user("c")].id.clone();
-    stripe_update(&s, &t, 4, "customer.subscription.updated", "active", "team_monthly", 3).await;
+    // The customer subscribes again (a new subscription).
+    s.billing.subscribe(Some(&t), "team_monthly", 3).await;
     scim_until(&scim, "c active again", 30, |v| v[&user("c")].active && v[&user("c")].groups == set(&["entitle-member"])).await;
     assert_eq!(s.delete_member(&t, "c").await.0, 200);
     // c's seat goes to d, who waited: d appears on the target.

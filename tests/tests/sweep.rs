@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use entitle::core::ids::TenantId;
 use entitle::app::ports::Outbox;
 use entitle::app::sweep::{sweep, SweepLimits};
-use entitle_tests::{assert_valid_events, member_body, subscription_event, unique, Stack};
+use entitle_tests::{assert_valid_events, member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -23,15 +23,22 @@ fn days(n: i64) -> DateTime<Utc> {
     base() + Duration::days(n)
 }
 
-async fn subscribe(s: &Stack, t: &str, status: &str, ends: DateTime<Utc>, created: i64) {
-    let e = subscription_event(&format!("evt_{t}_{created}"), "customer.subscription.updated", created, &format!("sub_{t}"), Some(t), status, &[("business_monthly", 3)], ends.timestamp());
-    let (code, body) = s.stripe(&e).await;
-    assert_eq!(code, 200, "{body}");
+/// Three business seats in Stripe, monthly, the period ending at `ends`
+/// (localstripe starts it a month before); localstripe announces it.
+async fn subscribe(s: &Stack, t: &str, ends: DateTime<Utc>) -> String {
+    let start = ends.checked_sub_months(chrono::Months::new(1)).unwrap();
+    let sub = s.billing.subscribe_from(Some(t), "business_monthly", 3, Some(start.timestamp())).await;
+    assert_eq!(sub["current_period_end"].as_i64(), Some(ends.timestamp()), "the period Stripe holds: {sub}");
+    sub["id"].as_str().unwrap().to_string()
 }
 
 async fn crm(s: &Stack, t: &str, ends: DateTime<Utc>) {
+    crm_with(s, t, ends, "active").await;
+}
+
+async fn crm_with(s: &Stack, t: &str, ends: DateTime<Utc>, status: &str) {
     let record = json!({"event_id": format!("crm-{t}"), "tenant_id": t, "license_id": format!("lic-{t}"), "tier": "team", "seats": 2,
-        "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": ends, "status": "active", "source_version": 1});
+        "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": ends, "status": status, "source_version": 1});
     assert_eq!(s.crm(&record).await.0, 200);
 }
 
@@ -45,13 +52,18 @@ async fn expiry_sweep_scenarios() {
     let s = Stack::connect().await;
     let tap = s.event_tap().await;
     let (stripe, renewal, trial, late, contract, catch_up) = (unique("sw-stripe"), unique("sw-renew"), unique("sw-trial"), unique("sw-late"), unique("sw-ctr"), unique("sw-catch"));
-    subscribe(&s, &stripe, "active", days(40), 1000).await;
-    subscribe(&s, &renewal, "active", days(40), 1000).await;
-    subscribe(&s, &trial, "trialing", days(20), 1000).await;
-    subscribe(&s, &late, "active", days(200), 1000).await;
-    let failed = json!({"id": format!("evt_{late}_pf"), "type": "invoice.payment_failed", "created": 2000,
-        "data": {"object": {"id": "in_1", "object": "invoice", "subscription": format!("sub_{late}"), "subscription_details": {"metadata": {"tenant_id": late}}}}});
+    subscribe(&s, &stripe, days(40)).await;
+    let renewal_sub = subscribe(&s, &renewal, days(40)).await;
+    // A trial (localstripe has no trialing subscriptions: a CRM trial, the
+    // same transition).
+    crm_with(&s, &trial, days(20), "trialing").await;
+    let late_sub = subscribe(&s, &late, days(200)).await;
+    // A payment fails in Stripe; its `invoice.payment_failed` names the subscription.
+    s.billing.fail_next_payment(&late_sub).await;
+    let failed = json!({"id": format!("evt_{}", unique("pf").replace('-', "")), "object": "event", "type": "invoice.payment_failed", "created": entitle_tests::now(),
+        "data": {"object": {"id": "in_1", "object": "invoice", "subscription": late_sub, "subscription_details": {"metadata": {"tenant_id": late}}}}});
     assert_eq!(s.stripe(&failed).await.0, 200);
+    s.tenant_where(&late, "past due", |v| v["status"] == "past_due").await;
     let k = format!("k-{contract}");
     let doc = json!({"contract_id": k, "tenant_id": contract, "term": {"start": "2026-01-01T00:00:00Z", "end": days(30)}, "tier": "business", "seats": 3});
     assert_eq!(s.amend("/contracts", Some(&doc)).await.0, 201);
@@ -76,7 +88,10 @@ async fn expiry_sweep_scenarios() {
     assert_eq!(s.member(&stripe, "a").await.1["status"], "active");
     assert_eq!(sweep_actions(&s, &stripe).await, ["license_expiring_soon", "license_expiring_soon", "license_grace_started"]);
     s.tenant_where(&renewal, "in grace", |v| v["status"] == "grace").await;
-    subscribe(&s, &renewal, "active", days(70), 3000).await;
+    // Renewed in Stripe (onto the yearly enterprise plan: a new period);
+    // Stripe's `updated` webhook announces it.
+    s.billing.set_plan(&renewal_sub, "enterprise_annual", 3).await;
+    assert_eq!(s.announce_update(&renewal_sub).await.0, 200);
     s.tenant_where(&renewal, "renewed", |v| v["status"] == "active").await;
 
     // Grace ends: Stripe downgrades to free, contracts suspend; the renewal holds.
@@ -91,7 +106,7 @@ async fn expiry_sweep_scenarios() {
     s.tenant_where(&late, "past-due grace lapsed", |v| v["status"] == "suspended").await;
     s.statuses_are(&late, &[("a", "suspended")]).await;
     let r = s.tenant(&renewal).await.1;
-    assert_eq!((r["tier"].as_str(), r["status"].as_str()), (Some("business"), Some("active")), "a renewal in grace cancels the pending end");
+    assert_eq!((r["tier"].as_str(), r["status"].as_str()), (Some("enterprise"), Some("active")), "a renewal in grace cancels the pending end");
     assert!(!sweep_actions(&s, &renewal).await.contains(&"license_expired".to_string()));
     let stripe_audit = s.audit(&stripe).await;
     let expired = stripe_audit.iter().find(|r| r["action"] == "license_expired").unwrap();

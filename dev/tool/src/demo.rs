@@ -1,13 +1,13 @@
 //! `entitle-dev demo`: a real scenario through the running local stack.
 //!
-//! A Stripe subscription for a new tenant, more accounts than seats, a seat
-//! upgrade, a cancellation; after each step, what it did to access, to the
-//! tenant's SCIM target (scim2-server) and to the audit trail. Then contract
+//! A Stripe subscription for a new tenant, made through Stripe's API
+//! (localstripe), more accounts than seats, an upgrade made in Stripe that
+//! no webhook announces (the billing reconciliation repairs it), a
+//! cancellation; after each step, what it did to access, to the tenant's
+//! SCIM target (scim2-server) and to the audit trail. Then contract
 //! amendments, and the expiry sweep. Settings come from the stack's
 //! `stack.env` (see dev/demo.sh).
 
-use entitle::core::signature::{sign, Secret};
-use entitle::core::sources::stripe::subscription_event;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,9 @@ struct Demo {
     ingest: String,
     access: String,
     amend: String,
-    stripe_secret: Secret,
+    /// localstripe: Stripe's API, and the key the stack gives it.
+    stripe_api: String,
+    stripe_key: String,
     scim_url: String,
     scim_token: String,
     tenant: String,
@@ -39,14 +41,35 @@ impl Demo {
         Ok((status, body))
     }
 
-    async fn stripe(&self, event: Value) -> Result<(), String> {
-        let body = serde_json::to_vec(&event).unwrap();
-        let sig = sign(&self.stripe_secret, chrono::Utc::now().timestamp(), &body);
-        let (status, answer) = self
-            .call(self.http.post(format!("{}/stripe", self.ingest)).header("Stripe-Signature", sig).header("content-type", "application/json").body(body))
-            .await?;
-        println!("  POST /stripe {} -> {status} {answer}", event["type"].as_str().unwrap_or_default());
-        Ok(())
+    /// A call to Stripe's API (localstripe), shown as it is made.
+    async fn stripe(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.stripe_api)).basic_auth(&self.stripe_key, Some(""));
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let (status, answer) = self.call(req).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("Stripe refused {method} {path}: {status} {answer}"));
+        }
+        Ok(answer)
+    }
+
+    /// A customer with a card on file, subscribed to `plan` x `seats` for
+    /// the tenant (`metadata.tenant_id`), the period starting at `start`.
+    async fn subscribe(&mut self, plan: &str, seats: u64, start: Option<i64>) -> Result<Value, String> {
+        let card = json!({"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}});
+        let token = self.stripe(reqwest::Method::POST, "/v1/tokens", Some(card)).await?;
+        let customer = self.stripe(reqwest::Method::POST, "/v1/customers", Some(json!({"email": format!("billing@{}.example", self.tenant), "source": token["id"]}))).await?;
+        println!("  POST /v1/customers -> {}", customer["id"]);
+        let mut body = json!({"customer": customer["id"], "items": [{"plan": plan, "quantity": seats}], "metadata": {"tenant_id": self.tenant}});
+        if let Some(start) = start {
+            body["backdate_start_date"] = json!(start);
+        }
+        let sub = self.stripe(reqwest::Method::POST, "/v1/subscriptions", Some(body)).await?;
+        println!("  POST /v1/subscriptions {plan} x {seats}, metadata.tenant_id {} -> {} {}", self.tenant, sub["id"], sub["status"]);
+        println!("  Stripe (localstripe) posts the signed customer.subscription.created webhook to ingest; ingest reads the subscription back from Stripe's API");
+        self.sub_id = sub["id"].as_str().unwrap_or_default().to_string();
+        Ok(sub)
     }
 
     async fn get(&self, path: &str) -> Result<Value, String> {
@@ -110,11 +133,6 @@ impl Demo {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn subscription(&self, n: u32, kind: &str, status: &str, items: &[(&str, u64)]) -> Value {
-        let created = chrono::Utc::now().timestamp() + i64::from(n);
-        subscription_event(&format!("evt_{}_{n}", self.tenant), kind, created, &self.sub_id, Some(&self.tenant), status, items, chrono::Utc::now().timestamp() + 30 * 86400)
-    }
 }
 
 pub async fn run() -> Result<(), String> {
@@ -124,16 +142,19 @@ pub async fn run() -> Result<(), String> {
         ingest: env("ENTITLE_INGEST_URL")?,
         access: env("ENTITLE_ACCESS_URL")?,
         amend: env("ENTITLE_AMEND_URL")?,
-        stripe_secret: Secret::new(env("ENTITLE_STRIPE_SECRET")?),
+        stripe_api: env("ENTITLE_STRIPE_API_URL")?,
+        stripe_key: env("ENTITLE_STRIPE_API_KEY")?,
         scim_url: env("ENTITLE_SCIM_URL")?,
         scim_token: env("ENTITLE_SCIM_TOKEN")?,
         tenant: format!("acme-{stamp}"),
-        sub_id: format!("sub_demo_{stamp}"),
+        sub_id: String::new(),
         audit_seen: 0,
     };
 
-    println!("\n1. Stripe: a new subscription for tenant {}: team_monthly x 3 seats + sso_addon", d.tenant);
-    d.stripe(d.subscription(1, "customer.subscription.created", "active", &[("team_monthly", 3), ("sso_addon", 1)])).await?;
+    println!("\n1. Stripe: a customer subscribes tenant {} to team_monthly x 3 seats (through Stripe's API)", d.tenant);
+    let plan = d.stripe(reqwest::Method::GET, "/v1/plans/team_monthly", None).await?;
+    println!("  GET /v1/plans/team_monthly -> {} {} per {} (the model maps this price id to the team tier)", plan["amount"], plan["currency"], plan["interval"]);
+    d.subscribe("team_monthly", 3, None).await?;
     let t = d.settle(|t| t["tier"] == "team").await?;
     d.show(&t).await?;
     println!("  PUT /tenants/{}/targets/okta: the tenant's SCIM target, {}/{} (the token goes to Secrets Manager)", d.tenant, d.scim_url, d.tenant);
@@ -151,14 +172,19 @@ pub async fn run() -> Result<(), String> {
     d.show(&t).await?;
     d.show_scim().await?;
 
-    println!("\n3. Stripe: the customer upgrades to business_monthly x 5 seats");
-    d.stripe(d.subscription(2, "customer.subscription.updated", "active", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
+    println!("\n3. Stripe: the customer upgrades to business_monthly and 5 seats, and no webhook says so (localstripe sends no .updated; a real endpoint may have been down)");
+    let item = d.stripe(reqwest::Method::GET, &format!("/v1/subscriptions/{}", d.sub_id), None).await?["items"]["data"][0]["id"].clone();
+    let sub = d.stripe(reqwest::Method::POST, &format!("/v1/subscriptions/{}", d.sub_id), Some(json!({"items": [{"id": item, "plan": "business_monthly", "quantity": 5}]}))).await?;
+    println!("  POST /v1/subscriptions/{} business_monthly x 5 -> {}", d.sub_id, sub["status"]);
+    let (status, answer) = d.call(d.http.post(format!("{}/tenants/{}/billing/sync", d.ingest, d.tenant))).await?;
+    println!("  POST /tenants/{}/billing/sync -> {status} {answer} (the billing reconciliation compares Stripe with what Entitle holds; it also runs hourly)", d.tenant);
     let t = d.settle(|t| t["tier"] == "business" && t["seats"]["used"] == 5).await?;
     d.show(&t).await?;
     d.show_scim().await?;
 
     println!("\n4. Stripe: the subscription is canceled (Stripe licenses downgrade to free: 1 seat)");
-    d.stripe(d.subscription(3, "customer.subscription.deleted", "canceled", &[("business_monthly", 5), ("sso_addon", 1)])).await?;
+    let sub = d.stripe(reqwest::Method::DELETE, &format!("/v1/subscriptions/{}", d.sub_id), None).await?;
+    println!("  DELETE /v1/subscriptions/{} -> {}; Stripe posts customer.subscription.deleted to ingest", d.sub_id, sub["status"]);
     let t = d.settle(|t| t["tier"] == "free").await?;
     d.show(&t).await?;
     d.show_scim().await?;
@@ -196,13 +222,12 @@ pub async fn run() -> Result<(), String> {
 /// instants, gives notice, starts grace, then downgrades.
 async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
     d.tenant = format!("initech-{stamp}");
-    d.sub_id = format!("sub_initech_{stamp}");
     d.audit_seen = 0;
     let now = chrono::Utc::now();
     let ends = now + chrono::Duration::days(10);
     println!("\n11. Stripe: tenant {} subscribes to team_monthly x 2 seats; the period ends {}", d.tenant, ends.format("%Y-%m-%d"));
-    let event = subscription_event(&format!("evt_{}_1", d.tenant), "customer.subscription.created", now.timestamp(), &d.sub_id, Some(&d.tenant), "active", &[("team_monthly", 2)], ends.timestamp());
-    d.stripe(event).await?;
+    let start = ends.checked_sub_months(chrono::Months::new(1)).ok_or("a month before the period end")?;
+    d.subscribe("team_monthly", 2, Some(start.timestamp())).await?;
     d.settle(|t| t["tier"] == "team").await?;
     for (user, groups) in MEMBERS.iter().take(3) {
         let body = json!({"user_id": user, "email": format!("{user}@initech.example"), "groups": groups, "attributes": {}});

@@ -1,15 +1,16 @@
 //! `entitle-dev esm`: the local stand-in for Lambda's SQS event source mapping.
 //!
-//! Polls the reconcile FIFO queue and invokes `provision` through the Lambda
-//! Invoke API that `cargo lambda watch` serves, as the managed mapping would:
+//! Polls one queue (the reconcile FIFO queue for `provision`, the billing
+//! queue for `billing`) and invokes its function through the Lambda Invoke
+//! API that `cargo lambda watch` serves, as the managed mapping would:
 //! batches of up to `ESM_BATCH_SIZE` messages, the SQS event shape, partial
 //! batch responses (only the reported failures stay on the queue), a whole
 //! batch left on the queue when the invocation itself fails, the queue's
 //! visibility timeout (or `ESM_VISIBILITY_TIMEOUT` to shorten it locally),
 //! and the queue's redrive policy (max receives, then the dead-letter queue).
 //!
-//! Settings (environment): RECONCILE_QUEUE_URL, PROVISION_INVOKE_URL,
-//! ESM_BATCH_SIZE (10), ESM_VISIBILITY_TIMEOUT (queue default), AWS_* as usual.
+//! Settings (environment): ESM_QUEUE_URL, ESM_INVOKE_URL, ESM_BATCH_SIZE
+//! (10), ESM_VISIBILITY_TIMEOUT (queue default), AWS_* as usual.
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{json, Value};
@@ -20,8 +21,8 @@ fn env(name: &str) -> Result<String, String> {
 }
 
 pub async fn run() -> Result<(), String> {
-    let queue_url = env("RECONCILE_QUEUE_URL")?;
-    let invoke_url = env("PROVISION_INVOKE_URL")?;
+    let queue_url = env("ESM_QUEUE_URL")?;
+    let invoke_url = env("ESM_INVOKE_URL")?;
     let batch_size: i32 = std::env::var("ESM_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(10).clamp(1, 10);
     let visibility: Option<i32> = std::env::var("ESM_VISIBILITY_TIMEOUT").ok().and_then(|v| v.parse().ok());
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;

@@ -3,6 +3,7 @@
 //!   entitle-dev esm    feed the reconcile queue to provision (see esm.rs)
 //!   entitle-dev demo   run the demo scenario against the running stack
 //!   entitle-dev sweep [TIME]   fire the expiry sweep's schedule (as of TIME, RFC 3339; default now)
+//!   entitle-dev billing-sync   fire the billing reconciliation's schedule
 
 mod demo;
 mod esm;
@@ -15,7 +16,8 @@ async fn main() {
         Some("esm") => esm::run().await,
         Some("demo") => demo::run().await,
         Some("sweep") => sweep::fire(std::env::args().nth(2).as_deref()).await.map(|report| println!("{report}")),
-        _ => Err("usage: entitle-dev esm|demo|sweep [TIME]".to_string()),
+        Some("billing-sync") => sweep::billing_sync().await.map(|report| println!("{report}")),
+        _ => Err("usage: entitle-dev esm|demo|sweep [TIME]|billing-sync".to_string()),
     };
     if let Err(e) = result {
         eprintln!("entitle-dev: {e}");

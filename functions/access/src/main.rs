@@ -9,8 +9,6 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    config::init_logging();
-    let aws = config::aws().await;
-    let store = config::store(&aws, config::model()?)?;
+    let store = config::start().await?.store;
     lambda_http::run(service_fn(|req| handler::handle(&store, req))).await
 }

@@ -10,11 +10,9 @@ use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    config::init_logging();
-    let aws = config::aws().await;
-    let model = config::model()?;
+    let config::Base { aws, model, store } = config::start().await?;
     let app = handler::App {
-        store: config::store(&aws, model.clone())?,
+        store,
         model,
         queue: config::reconcile_queue(&aws)?,
         bus: config::event_bus(&aws)?,

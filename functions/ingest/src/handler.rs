@@ -4,7 +4,10 @@ use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::secrets::{SigningSecrets, TokenStore};
 use entitle::adapters::sqs::ReconcileQueue;
-use entitle::app::ports::Queue;
+use entitle::adapters::sqs::BillingQueue;
+use entitle::adapters::stripe::StripeApi;
+use entitle::app::billing::{self, EventOutcome, SyncRequest};
+use entitle::app::ports::{Queue, SyncRuns};
 use entitle::app::{licenses, members, targets, Error, PortError};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
@@ -15,7 +18,6 @@ use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::core::scim::{TargetConfig, TargetView};
 use entitle::core::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
-use entitle::core::sources::stripe::{self, StripeOutcome};
 use entitle::core::views::NewMember;
 use entitle::edge::body::parse_json;
 use entitle::edge::config::ConfigError;
@@ -48,6 +50,10 @@ pub struct App {
     pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
+    /// Stripe's API (the webhook routes read subscriptions from it).
+    pub stripe: Option<StripeApi>,
+    /// Billing reconciliation runs asked for on the account routes.
+    pub billing_queue: Option<BillingQueue>,
     /// The webhook signing secrets (none in the accounts deployment, which
     /// serves no webhook).
     pub webhook_secrets: Option<WebhookSecrets>,
@@ -76,6 +82,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("GET", ["tenants", tenant, "targets"]) if accounts => list_targets(app, tenant).await,
         ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "targets", target, "repair"]) if accounts => repair_target(app, &req, tenant, target).await,
+        ("POST", ["tenants", tenant, "billing", "sync"]) if accounts => billing_sync(app, &req, tenant).await,
         _ => Err(http::no_route(&method, &path)),
     };
     Ok(answer.unwrap_or_else(http::answer_error))
@@ -100,22 +107,39 @@ async fn verified<'a>(req: &'a Request, header: &str, secrets: Option<&SigningSe
     Ok(body)
 }
 
+/// A Stripe webhook: verified, then the subscription it names is read from
+/// Stripe's API and recorded (see `app::billing`); Stripe down or
+/// rate-limiting answers 503, and Stripe retries.
 async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body = verified(req, "Stripe-Signature", app.webhook_secrets.as_ref().map(|w| &w.stripe)).await?;
     let event: serde_json::Value = parse_json(body)?;
-    match stripe::normalise(&app.model, &event)? {
-        StripeOutcome::Ignored { event_type } => {
+    let stripe = app.stripe.as_ref().ok_or_else(|| Rejection::not_found("webhook route"))?;
+    let outcome = billing::apply_event(&app.model, &app.store, stripe, &event, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await?;
+    stripe_answer(app, outcome).await
+}
+
+/// Queues the reconcile an applied event calls for, logs, and answers
+/// (202 for a parked event, 200 otherwise).
+pub async fn stripe_answer(app: &App, outcome: EventOutcome) -> Result<Response<Body>, Error> {
+    let (event_id, outcome) = match outcome {
+        EventOutcome::Ignored { event_type } => {
             tracing::info!(event_type, "stripe event type ignored");
-            Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type})))
+            return Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type})));
         }
-        StripeOutcome::Park { event_id, event_type, tenant_id, reason } => {
-            tracing::warn!(cause = %format!("stripe:{event_id}"), event_type, tenant = tenant_id.as_ref().map(|t| t.to_string()), reason, "stripe event parked");
-            // Audited in the tenant's chain when the event names its tenant.
-            licenses::park(&app.store, Source::Stripe, &event_id, tenant_id.as_ref(), &reason, &event, Utc::now()).await?;
-            Ok(http::json(202, &json!({"status": "parked", "event_id": event_id, "reason": reason})))
-        }
-        StripeOutcome::Change(change) => record(app, &change, body).await,
+        EventOutcome::Acted { event_id, outcome } => (event_id, outcome),
+    };
+    let cause = format!("stripe:{event_id}");
+    match &outcome.recorded {
+        licenses::Recorded::Parked { reason } => tracing::warn!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), reason, "stripe event parked"),
+        r => tracing::info!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded"),
     }
+    if let Some(tenant) = outcome.reconcile() {
+        // Also on a duplicate: the first delivery may have crashed before
+        // queueing. A reconcile is level-triggered, so an extra one is harmless.
+        enqueue(app, tenant, licenses::cause_of(Source::Stripe, &event_id), &cause).await?;
+    }
+    let status = if matches!(outcome.recorded, licenses::Recorded::Parked { .. }) { 202 } else { 200 };
+    Ok(http::json(status, &outcome.answer(Some(&event_id))))
 }
 
 async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, Error> {
@@ -209,4 +233,17 @@ async fn repair_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), "drift repair requested");
     // The repair's audit record and the target's `last_repair_cause` name this request.
     Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id, "request_id": request_id})))
+}
+
+/// A billing reconciliation of one tenant, on demand: queued to the billing
+/// function, which compares the tenant's Stripe subscriptions with the
+/// licenses held and repairs differences (audited with cause
+/// `billing_sync` and the run id answered here).
+async fn billing_sync(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let queue = app.billing_queue.as_ref().ok_or_else(|| Rejection::not_found("billing route"))?;
+    let run_id = format!("sync-{}", http::request_id(req));
+    queue.start(&SyncRequest { run_id: run_id.clone(), tenant: Some(tenant.clone()), starting_after: None }).await?;
+    tracing::info!(tenant = %tenant, cause = %format!("billing_sync:{run_id}"), "billing sync requested");
+    Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "run_id": run_id})))
 }

@@ -1,6 +1,7 @@
 //! ingest: Stripe webhooks, signed CRM license records and the app's account
-//! events, behind one function URL. Verifies, normalises, records the change
-//! idempotently and in source order, and queues a reconcile of the tenant.
+//! events, behind one function URL. Verifies; for Stripe, reads the
+//! subscription's state from Stripe's API; records the change idempotently
+//! and in order, and queues a reconcile of the tenant.
 
 mod handler;
 
@@ -9,9 +10,7 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    config::init_logging();
-    let aws = config::aws().await;
-    let model = config::model()?;
+    let config::Base { aws, model, store } = config::start().await?;
     let routes = handler::Routes::from_env()?;
     // The accounts deployment serves no webhook and gets no signing secret.
     let webhook_secrets = match routes {
@@ -21,10 +20,14 @@ async fn main() -> Result<(), Error> {
             crm: config::signing_secrets(&aws, "CRM_SIGNING_SECRET_ID")?,
         }),
     };
+    let webhooks = routes != handler::Routes::Accounts;
+    let accounts = routes != handler::Routes::Webhooks;
     let app = handler::App {
-        store: config::store(&aws, model.clone())?,
+        store,
         model,
         queue: config::reconcile_queue(&aws)?,
+        stripe: webhooks.then(|| config::stripe_api(&aws)).transpose()?,
+        billing_queue: accounts.then(|| config::billing_queue(&aws)).transpose()?,
         webhook_secrets,
         routes,
         tokens: config::token_store(&aws)?,

@@ -10,12 +10,10 @@ use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    config::init_logging();
-    let aws = config::aws().await;
-    let model = config::model()?;
+    let config::Base { aws, model, store } = config::start().await?;
     let (policy, budget) = config::delivery_settings()?;
     let app = handler::App {
-        store: config::store(&aws, model.clone())?,
+        store,
         model,
         tokens: config::token_store(&aws)?,
         scim: config::scim(),

@@ -1,6 +1,8 @@
-//! The reconcile queue: an SQS FIFO queue, one message group per tenant.
+//! The reconcile queue (an SQS FIFO queue, one message group per tenant)
+//! and the billing queue (billing reconciliation runs and their parts).
 
-use crate::app::ports::{PortError, Queue};
+use crate::app::ports::{PortError, Queue, SyncRuns};
+use crate::core::sources::stripe::SyncRequest;
 use crate::core::reconcile::ReconcileRequest;
 use aws_sdk_sqs::Client;
 
@@ -37,6 +39,33 @@ impl Queue for ReconcileQueue {
             .message_body(serde_json::to_string(request).expect("serialisable"))
             .message_group_id(request.tenant_id.as_str())
             .message_deduplication_id(dedup_id(&[dedup]))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable("SendMessage", aws_sdk_sqs::Error::from(e)))?;
+        Ok(())
+    }
+}
+
+/// The billing queue: a standard queue of [`SyncRequest`]s (a run asked
+/// for, or the rest of one that stopped before its deadline).
+#[derive(Clone)]
+pub struct BillingQueue {
+    client: Client,
+    url: String,
+}
+
+impl BillingQueue {
+    pub fn new(client: Client, url: String) -> Self {
+        BillingQueue { client, url }
+    }
+}
+
+impl SyncRuns for BillingQueue {
+    async fn start(&self, request: &SyncRequest) -> Result<(), PortError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(serde_json::to_string(request).expect("serialisable"))
             .send()
             .await
             .map_err(|e| PortError::unavailable("SendMessage", aws_sdk_sqs::Error::from(e)))?;

@@ -7,7 +7,7 @@ use super::ports::{Change, Tenants, Write};
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{EventId, TenantId};
-use crate::core::license::{decide_change, ChangeDecision, LicenseChange, Source};
+use crate::core::license::{decide_change, ChangeDecision, License, LicenseChange, Source};
 use crate::core::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -16,6 +16,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Applied,
+    /// Read from the source, the license was as held (Stripe).
+    Unchanged,
     Stale { held_version: i64 },
     /// The same event id was accepted before (with the same body).
     Duplicate,
@@ -26,6 +28,7 @@ impl Recorded {
     pub fn label(&self) -> &'static str {
         match self {
             Recorded::Applied => "applied",
+            Recorded::Unchanged => "unchanged",
             Recorded::Stale { .. } => "ignored_stale",
             Recorded::Duplicate => "duplicate",
             Recorded::Parked { .. } => "parked",
@@ -41,62 +44,51 @@ pub fn cause_of(source: Source, event: &EventId) -> Cause {
     Cause::new(kind, event.as_str())
 }
 
+/// The change that records `change` on the license held (`current`): the
+/// license when it is newer (or, with `unchanged_if_same`, only when it
+/// differs), the event record when it came as a source event (`body_hash`),
+/// and the audit record of the decision, under `cause`; and what it
+/// amounts to. `why` says what orders the change (for the audit record).
+pub(crate) fn license_change(current: Option<&License>, change: &LicenseChange, body_hash: Option<&str>, cause: &Cause, why: &str, unchanged_if_same: bool, now: DateTime<Utc>) -> (Change, Recorded) {
+    let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
+    let held = current.map_or("none".to_string(), |c| c.source_version.to_string());
+    let same = unchanged_if_same && current.is_some_and(|c| change.update.held_by(c));
+    let (mut event, outcome, license) = match decide_change(current, change, now) {
+        ChangeDecision::Apply(_) if same => (AuditEvent::new(AuditAction::LicenseUnchanged, &subject, cause, format!("{why}: the license is as held")), Recorded::Unchanged, None),
+        ChangeDecision::Apply(new) => {
+            let e = AuditEvent::new(AuditAction::LicenseRecorded, &subject, cause, format!("{why}: version {} is newer than {held}", change.source_version)).after(&new);
+            (e, Recorded::Applied, Some(new))
+        }
+        ChangeDecision::Stale { held_version } => {
+            let rule = format!("{why}: version {} is not newer than the held version {held_version}", change.source_version);
+            (AuditEvent::new(AuditAction::LicenseIgnoredStale, &subject, cause, rule), Recorded::Stale { held_version }, None)
+        }
+    };
+    if let Some(c) = current {
+        event = event.before(c);
+    }
+    let mut c = Change::new(now);
+    if let Some(body_hash) = body_hash {
+        c = c.write(Write::EventRecord { source: change.source, event_id: change.event_id.clone(), body_hash: body_hash.to_string(), outcome: outcome.label(), at: now });
+    }
+    if let Some(license) = license {
+        c = c.write(Write::License { license, if_version: None });
+        c.meta.licensed = true;
+    }
+    (c.audit(event), outcome)
+}
+
 /// Records a license change: idempotent on its event id (a repeat with the
 /// same body is a duplicate, with another body 409 `event_id_reused`), in
 /// source order (an older version is recorded as stale), audited either way.
 pub async fn record_change<S: Tenants>(store: &S, change: &LicenseChange, body_hash: &str, now: DateTime<Utc>) -> Result<Recorded, Error> {
     let tenant = &change.tenant_id;
     let cause = cause_of(change.source, &change.event_id);
-    let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
     // The head and the license in one read.
     let read = || store.meta_and_license(tenant, change.source, change.license_id.as_str());
     let committed = audited_on(store, tenant, read, |(_meta, current)| {
-        let (cause, subject) = (&cause, &subject);
-        async move {
-            let decision = decide_change(current.as_ref(), change, now);
-            let (event, outcome, license) = match decision {
-                ChangeDecision::Apply(new) => {
-                    let held = current.as_ref().map_or("none".to_string(), |c| c.source_version.to_string());
-                    let mut e = AuditEvent::new(AuditAction::LicenseRecorded, subject, cause, format!("source order: version {} is newer than {held}", change.source_version)).after(&new);
-                    if let Some(c) = &current {
-                        e = e.before(c);
-                    }
-                    (e, Recorded::Applied, Some(new))
-                }
-                ChangeDecision::Stale { held_version } => {
-                    let mut e = AuditEvent::new(
-                        AuditAction::LicenseIgnoredStale,
-                        subject,
-                        cause,
-                        format!("source order: version {} is not newer than the held version {held_version}", change.source_version),
-                    );
-                    if let Some(c) = &current {
-                        e = e.before(c);
-                    }
-                    (e, Recorded::Stale { held_version }, None)
-                }
-                ChangeDecision::NoBase => {
-                    let reason = format!("a status-only change for license {} that was never recorded", change.license_id);
-                    (AuditEvent::new(AuditAction::EventParked, subject, cause, reason.clone()), Recorded::Parked { reason }, None)
-                }
-            };
-            let mut c = Change::new(now).write(Write::EventRecord {
-                source: change.source,
-                event_id: change.event_id.clone(),
-                body_hash: body_hash.to_string(),
-                outcome: outcome.label(),
-                at: now,
-            });
-            if let Some(license) = license {
-                c = c.write(Write::License { license, if_version: None });
-                c.meta.licensed = true;
-            }
-            if let Recorded::Parked { reason } = &outcome {
-                let payload = serde_json::to_value(change).expect("serialises");
-                c = c.write(Write::Parked { source: change.source, event_id: change.event_id.clone(), reason: reason.clone(), payload, at: now });
-            }
-            Ok(Decision::one(c.audit(event), outcome))
-        }
+        let (change, outcome) = license_change(current.as_ref(), change, Some(body_hash), &cause, "source order", false, now);
+        async move { Ok(Decision::one(change, outcome)) }
     })
     .await?;
     match committed.refused {

@@ -216,6 +216,11 @@ impl Tenants for Memory {
         Ok(self.db.lock().unwrap().members.get(&(tenant.clone(), user.clone())).cloned())
     }
 
+    async fn licenses(&self, tenant: &TenantId, source: Source) -> Result<Vec<License>, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok(db.licenses.iter().filter(|((t, s, _), _)| t == tenant && *s == source).map(|(_, l)| l.clone()).collect())
+    }
+
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         let db = self.db.lock().unwrap();
         Ok((db.meta.get(tenant).cloned(), db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned()))
@@ -438,6 +443,79 @@ impl Tokens for Memory {
     }
 }
 
+/// A read that stops after taking its answer: (it has read, it may go on).
+type Pause = (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>);
+
+/// Stripe's subscriptions in memory, for the billing use cases' tests: what
+/// Stripe holds now (listed in the order they were created), how many
+/// reads it served, an error it answers with instead while set, and a
+/// pause after a read (to change Stripe and race another writer meanwhile).
+#[derive(Clone, Default)]
+pub struct StripeAccount {
+    subscriptions: Arc<Mutex<Vec<Value>>>,
+    pub reads: Arc<AtomicUsize>,
+    failing: Arc<Mutex<Option<String>>>,
+    pause: Arc<Mutex<Option<Pause>>>,
+}
+
+impl StripeAccount {
+    /// Creates or replaces a subscription (by its `id`).
+    pub fn put(&self, subscription: Value) {
+        let mut subs = self.subscriptions.lock().unwrap();
+        match subs.iter_mut().find(|s| s["id"] == subscription["id"]) {
+            Some(s) => *s = subscription,
+            None => subs.push(subscription),
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.subscriptions.lock().unwrap().retain(|s| s["id"] != id);
+    }
+
+    /// Answers every request with this error (`None`: answers again).
+    pub fn fail(&self, detail: Option<&str>) {
+        *self.failing.lock().unwrap() = detail.map(str::to_string);
+    }
+
+    /// The next subscription read takes its answer, then says so (`read`)
+    /// and waits for `proceed` before returning it.
+    pub fn pause_after_next_read(&self) -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
+        let pair = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        *self.pause.lock().unwrap() = Some(pair.clone());
+        pair
+    }
+
+    fn answer(&self) -> Result<(), Upstream> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        match self.failing.lock().unwrap().clone() {
+            Some(detail) => Err(Upstream { service: "stripe", detail, retry_after: None }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Billing for StripeAccount {
+    async fn subscription(&self, id: &crate::core::ids::LicenseId) -> Result<Option<Value>, Upstream> {
+        tokio::task::yield_now().await;
+        self.answer()?;
+        let answer = self.subscriptions.lock().unwrap().iter().find(|s| s["id"] == id.as_str()).cloned();
+        let pause = self.pause.lock().unwrap().take();
+        if let Some((read, proceed)) = pause {
+            read.notify_one();
+            proceed.notified().await;
+        }
+        Ok(answer)
+    }
+
+    async fn subscriptions(&self, starting_after: Option<&str>, limit: u32) -> Result<SubscriptionPage, Upstream> {
+        self.answer()?;
+        let subs = self.subscriptions.lock().unwrap();
+        let start = starting_after.and_then(|a| subs.iter().position(|s| s["id"] == a)).map_or(0, |i| i + 1);
+        let data: Vec<Value> = subs.iter().skip(start).take(limit as usize).cloned().collect();
+        Ok(SubscriptionPage { has_more: start + data.len() < subs.len(), data })
+    }
+}
+
 /// Any store, whose commits fail after `left` more have succeeded: a crash
 /// between the transactions of a use case, for the emulator tests too.
 pub struct Crashing<'a, S> {
@@ -465,6 +543,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
         self.inner.member(tenant, user).await
+    }
+    async fn licenses(&self, tenant: &TenantId, source: Source) -> Result<Vec<License>, PortError> {
+        self.inner.licenses(tenant, source).await
     }
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         self.inner.meta_and_license(tenant, source, license).await
@@ -501,6 +582,6 @@ pub fn crm_change(tenant: &TenantId, version: i64, seats: u32) -> LicenseChange 
         license_id: LicenseId::parse("crm-main").unwrap(),
         source: Source::Crm,
         source_version: version,
-        update: LicenseUpdate::Full { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
+        update: LicenseUpdate { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
     }
 }

@@ -7,6 +7,7 @@
 //! again when the head moved.
 
 pub mod audit;
+pub mod billing;
 pub mod commit;
 pub mod contracts;
 pub mod delivery;
@@ -37,6 +38,10 @@ pub enum Error {
     /// A port failed: the request may be retried.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A service the use case depends on (Stripe's API) did not answer
+    /// usefully: nothing was changed, and the request may be retried.
+    #[error(transparent)]
+    Upstream(#[from] ports::Upstream),
     /// Other writers kept moving the tenant's chain head.
     #[error("gave up after {attempts} attempts: tenant {tenant} kept changing underneath")]
     Contention { tenant: TenantId, attempts: u32 },

@@ -44,6 +44,17 @@ impl PortError {
     }
 }
 
+/// A service Entitle reads (Stripe's API) that did not answer usefully:
+/// unreachable, timed out, rate-limited (with how long it asked us to
+/// wait), a 5xx, or an answer that is not what its API promises.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: {detail}")]
+pub struct Upstream {
+    pub service: &'static str,
+    pub detail: String,
+    pub retry_after: Option<std::time::Duration>,
+}
+
 /// How a commit failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -153,6 +164,8 @@ pub trait Tenants: Send + Sync {
     /// Everything desired access depends on, read consistently.
     fn tenant(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantState>, PortError>> + Send;
     fn member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<Option<MemberItem>, PortError>> + Send;
+    /// The tenant's licenses from one source (a query of their prefix only).
+    fn licenses(&self, tenant: &TenantId, source: Source) -> impl Future<Output = Result<Vec<License>, PortError>> + Send;
     /// The tenant's `META` and one license, read together, consistently, in one request.
     fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> impl Future<Output = Result<(Option<TenantMeta>, Option<License>), PortError>> + Send;
     /// The tenant's `META` and one member, read together, consistently, in one request.
@@ -280,4 +293,25 @@ pub trait DirectorySession: Send + Sync {
     fn users(&self) -> impl Future<Output = Result<Vec<ScimUser>, TargetError>> + Send;
     fn groups(&self) -> impl Future<Output = Result<Vec<ScimGroup>, TargetError>> + Send;
     fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+}
+
+/// One page of subscriptions, oldest id order as Stripe lists them.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionPage {
+    pub data: Vec<Value>,
+    pub has_more: bool,
+}
+
+/// Stripe's API: the state of subscriptions, never an event's snapshot.
+pub trait Billing: Send + Sync {
+    /// A subscription as Stripe holds it now; `None` when Stripe does not know it (404).
+    fn subscription(&self, id: &crate::core::ids::LicenseId) -> impl Future<Output = Result<Option<Value>, Upstream>> + Send;
+    /// One page of the account's subscriptions, every status, after the
+    /// subscription `starting_after`.
+    fn subscriptions(&self, starting_after: Option<&str>, limit: u32) -> impl Future<Output = Result<SubscriptionPage, Upstream>> + Send;
+}
+
+/// Billing reconciliation runs waiting to be run (a queue).
+pub trait SyncRuns: Send + Sync {
+    fn start(&self, request: &crate::core::sources::stripe::SyncRequest) -> impl Future<Output = Result<(), PortError>> + Send;
 }

@@ -9,7 +9,7 @@ use crate::core::access::MemberStatus;
 use crate::core::audit::{AuditAction, AuditRecord, Cause, CauseKind};
 use crate::core::contract::{AmendmentRequest, AmendmentStatus, DecisionRequest, Verdict};
 use crate::core::ids::{ContractId, EventId, TenantId, UserId};
-use crate::core::license::{LicenseUpdate, Source};
+use crate::core::license::Source;
 use crate::core::model::LicensingModel;
 use crate::core::reconcile::members_per_chunk;
 use crate::core::rejection::Kind;
@@ -231,9 +231,7 @@ async fn a_due_transition_is_applied_once_however_many_runs_see_it() {
     let t = tenant("due");
     let ends = Utc::now() + Duration::days(3);
     let mut change = crm_change(&t, 1, 3);
-    if let LicenseUpdate::Full { expires_at, .. } = &mut change.update {
-        *expires_at = Some(ends);
-    }
+    change.update.expires_at = Some(ends);
     licenses::record_change(&store, &change, "h", Utc::now()).await.unwrap();
     let limits = sweep::SweepLimits { stop_at: std::time::Instant::now() + std::time::Duration::from_secs(60), max_items: None };
     let at = ends + Duration::days(1);
@@ -243,4 +241,265 @@ async fn a_due_transition_is_applied_once_however_many_runs_see_it() {
     let acts = actions(&store, &t).await;
     assert_eq!(acts.iter().filter(|x| **x == AuditAction::LicenseGraceStarted).count(), 1, "{acts:?}");
     assert_eq!(a.transitions + b.transitions, acts.iter().filter(|x| x.as_str().starts_with("license_") && **x != AuditAction::LicenseRecorded).count() as u64);
+}
+
+mod billing_truth {
+    //! Stripe's state, not the events' order: read under the tenant's lock.
+
+    use super::*;
+    use crate::app::billing::{apply_event, sync, EventOutcome, Outcome, SyncRequest};
+    use crate::app::licenses::Recorded;
+    use crate::app::memory::StripeAccount;
+    use crate::core::license::{License, LicenseStatus};
+    use crate::core::sources::stripe::{event, subscription};
+    use std::sync::atomic::Ordering;
+
+    const END: i64 = 1_900_000_000;
+
+    fn sub(id: &str, t: &str, status: &str, seats: u64) -> serde_json::Value {
+        subscription(id, Some(t), status, &[("team_monthly", seats)], END)
+    }
+
+    async fn apply(m: &LicensingModel, store: &Memory, stripe: &StripeAccount, e: &serde_json::Value) -> Outcome {
+        match apply_event(m, store, stripe, e, &crate::core::audit::hash_of(&e.to_string()), Utc::now()).await.unwrap() {
+            EventOutcome::Acted { outcome, .. } => outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn held(store: &Memory, t: &TenantId, id: &str) -> License {
+        store.meta_and_license(t, Source::Stripe, id).await.unwrap().1.expect("a license")
+    }
+
+    /// Checkout: `created` (incomplete) and `updated` (active) in the same
+    /// second; whichever arrives last, Stripe says active, and so do we.
+    #[tokio::test]
+    async fn the_same_second_checkout_sequence_ends_active_in_both_orders() {
+        let m = model();
+        for order in [[0, 1], [1, 0]] {
+            let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+            let t = tenant(&format!("checkout{}", order[0]));
+            stripe.put(sub("sub_1", t.as_str(), "active", 3));
+            let events = [
+                event("evt_created", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "incomplete", 3)),
+                event("evt_updated", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 3)),
+            ];
+            let outcomes: Vec<_> = futures_in_order(&m, &store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
+            assert_eq!(outcomes.iter().map(|o| o.recorded.clone()).collect::<Vec<_>>(), [Recorded::Applied, Recorded::Unchanged]);
+            let l = held(&store, &t, "sub_1").await;
+            assert_eq!((l.status, l.seats), (LicenseStatus::Active, 3));
+            assert_eq!(actions(&store, &t).await, [AuditAction::LicenseRecorded, AuditAction::LicenseUnchanged]);
+            assert!(verified(&store, &t).await);
+        }
+    }
+
+    async fn futures_in_order(m: &LicensingModel, store: &Memory, stripe: &StripeAccount, events: Vec<serde_json::Value>) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for e in &events {
+            out.push(apply(m, store, stripe, e).await);
+        }
+        out
+    }
+
+    /// 3 -> 5 -> 7 seats in one second: the events' snapshots say 5 and 7
+    /// and arrive in either order; the license ends with Stripe's 7.
+    #[tokio::test]
+    async fn two_quantity_changes_in_one_second_end_on_the_later() {
+        let m = model();
+        for order in [[0, 1], [1, 0]] {
+            let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+            let t = tenant(&format!("qty{}", order[0]));
+            stripe.put(sub("sub_1", t.as_str(), "active", 3));
+            apply(&m, &store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
+            stripe.put(sub("sub_1", t.as_str(), "active", 7));
+            let events = [
+                event("evt_5", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 5)),
+                event("evt_7", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 7)),
+            ];
+            futures_in_order(&m, &store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
+            assert_eq!(held(&store, &t, "sub_1").await.seats, 7);
+        }
+    }
+
+    /// The lock, not the clock: an event reads 5, and before it commits
+    /// Stripe moves to 7 and another event records 7. The first one's
+    /// commit finds the head moved, reads again, and 7 stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_read_before_another_commit_never_overwrites_it() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let t = tenant("lock");
+        stripe.put(sub("sub_1", t.as_str(), "active", 3));
+        apply(&m, &store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
+        stripe.put(sub("sub_1", t.as_str(), "active", 5));
+        let (read, proceed) = stripe.pause_after_next_read();
+        let slow = {
+            let (m, store, stripe) = (m.clone(), store.clone(), stripe.clone());
+            let e = event("evt_5", "customer.subscription.updated", 1000, &sub("sub_1", "lock", "active", 5));
+            tokio::spawn(async move { apply(&m, &store, &stripe, &e).await })
+        };
+        read.notified().await; // the slow one holds 5, not yet committed
+        stripe.put(sub("sub_1", t.as_str(), "active", 7));
+        let fast = apply(&m, &store, &stripe, &event("evt_7", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 7))).await;
+        assert_eq!((fast.recorded, held(&store, &t, "sub_1").await.seats), (Recorded::Applied, 7));
+        proceed.notify_one();
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.recorded, Recorded::Unchanged, "read again after the head moved: 7, as held");
+        let l = held(&store, &t, "sub_1").await;
+        assert_eq!(l.seats, 7);
+        assert!(l.source_version > 0);
+        assert!(verified(&store, &t).await);
+    }
+
+    /// Another write of the tenant (an account) moves the head between the
+    /// read and the commit: the read is reused, Stripe is asked once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_writes_of_the_tenant_do_not_cost_another_read() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let t = tenant("reuse");
+        seeded(&m, &store, &t, 5, 1).await;
+        stripe.put(sub("sub_1", t.as_str(), "active", 4));
+        let (read, proceed) = stripe.pause_after_next_read();
+        let pending = {
+            let (m, store, stripe) = (m.clone(), store.clone(), stripe.clone());
+            let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", "reuse", "active", 4));
+            tokio::spawn(async move { apply(&m, &store, &stripe, &e).await })
+        };
+        read.notified().await;
+        members::create(&m, &store, &t, &new_member(9, "late@example.test"), "late", Utc::now()).await.unwrap();
+        proceed.notify_one();
+        assert_eq!(pending.await.unwrap().recorded, Recorded::Applied);
+        assert_eq!(stripe.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn stripe_down_changes_nothing_and_a_retry_applies() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let t = tenant("down");
+        stripe.put(sub("sub_1", t.as_str(), "active", 2));
+        stripe.fail(Some("HTTP 429 Too Many Requests"));
+        let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "active", 2));
+        let err = apply_event(&m, &store, &stripe, &e, "h", Utc::now()).await.unwrap_err();
+        assert!(matches!(err, Error::Upstream(ref u) if u.detail.contains("429")), "{err}");
+        assert_eq!(store.commits.load(Ordering::SeqCst), 0, "nothing written");
+        assert!(store.accepted_event(&t, Source::Stripe, &EventId::parse("evt_1").unwrap()).await.unwrap().is_none());
+        stripe.fail(None);
+        assert_eq!(apply(&m, &store, &stripe, &e).await.recorded, Recorded::Applied);
+        assert_eq!(apply(&m, &store, &stripe, &e).await.recorded, Recorded::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_unmappable_subscriptions_are_parked_with_the_reason() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let t = tenant("parks");
+        // Stripe does not know it (the snapshot names the tenant: audited there).
+        let ghost = apply(&m, &store, &stripe, &event("evt_1", "customer.subscription.updated", 1, &sub("sub_ghost", t.as_str(), "active", 1))).await;
+        assert!(matches!(&ghost.recorded, Recorded::Parked { reason } if reason.contains("does not know")), "{ghost:?}");
+        // A price the model does not map.
+        stripe.put(subscription("sub_gold", Some(t.as_str()), "active", &[("gold_monthly", 1)], END));
+        let gold = apply(&m, &store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
+        assert!(matches!(&gold.recorded, Recorded::Parked { reason } if reason.contains("gold_monthly")), "{gold:?}");
+        // Nobody's: no tenant in Stripe's metadata, none in the snapshot.
+        stripe.put(subscription("sub_orphan", None, "active", &[("team_monthly", 1)], END));
+        let orphan = apply(&m, &store, &stripe, &event("evt_3", "customer.subscription.created", 1, &subscription("sub_orphan", None, "active", &[], END))).await;
+        assert!(matches!(&orphan.recorded, Recorded::Parked { reason } if reason.contains("tenant_id")), "{orphan:?}");
+        assert_eq!(actions(&store, &t).await, [AuditAction::EventParked, AuditAction::EventParked]);
+        // Parked once: the same event again changes nothing.
+        let again = apply(&m, &store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
+        assert!(matches!(again.recorded, Recorded::Parked { .. } | Recorded::Duplicate), "{again:?}");
+        assert_eq!(actions(&store, &t).await.len(), 2);
+    }
+
+    /// The same event through EventBridge and as a webhook (two
+    /// serialisations): applied once.
+    #[tokio::test]
+    async fn one_event_by_two_routes_applies_once() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let t = tenant("routes");
+        stripe.put(sub("sub_1", t.as_str(), "active", 2));
+        let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "active", 2));
+        let first = apply_event(&m, &store, &stripe, &e, "webhook-body-hash", Utc::now()).await.unwrap();
+        let second = apply_event(&m, &store, &stripe, &e, "eventbridge-detail-hash", Utc::now()).await.unwrap();
+        let recorded = |o: EventOutcome| match o {
+            EventOutcome::Acted { outcome, .. } => outcome.recorded,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((recorded(first), recorded(second)), (Recorded::Applied, Recorded::Duplicate));
+        assert_eq!(stripe.reads.load(Ordering::SeqCst), 1);
+    }
+
+    fn run(id: &str, tenant: Option<&TenantId>) -> SyncRequest {
+        SyncRequest { run_id: id.into(), tenant: tenant.cloned(), starting_after: None }
+    }
+
+    /// A change made in Stripe whose event never came: the run repairs it
+    /// (cause billing_sync, the run id), leaves the rest unwritten, and a
+    /// run stopped by its deadline goes on where it stopped.
+    #[tokio::test]
+    async fn a_sync_repairs_what_no_event_said_and_resumes_after_its_deadline() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let tenants: Vec<TenantId> = (0..5).map(|i| tenant(&format!("sync{i}"))).collect();
+        for (i, t) in tenants.iter().enumerate() {
+            let id = format!("sub_{i}");
+            stripe.put(sub(&id, t.as_str(), "active", 2));
+            apply(&m, &store, &stripe, &event(&format!("evt_{i}"), "customer.subscription.created", 1, &sub(&id, t.as_str(), "active", 2))).await;
+        }
+        stripe.put(subscription("sub_nobody", None, "active", &[("team_monthly", 1)], END));
+        // Changed in Stripe, no event: sub_1 to 6 seats, sub_3 canceled.
+        stripe.put(sub("sub_1", tenants[1].as_str(), "active", 6));
+        stripe.put(sub("sub_3", tenants[3].as_str(), "canceled", 2));
+        let before = store.commits.load(Ordering::SeqCst);
+
+        // Pages of 2, and a deadline that allows one page per part.
+        let mut req = run("run-1", None);
+        let mut parts = Vec::new();
+        loop {
+            let (report, _) = sync(&m, &store, &stripe, &req, 2, || false, Utc::now()).await.unwrap();
+            assert_eq!(report.pages, 1, "one page, then a clean stop");
+            parts.push(report.clone());
+            match report.continuation() {
+                Some(next) => req = next,
+                None => break,
+            }
+        }
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(|p| p.repaired).sum::<u32>(), 2);
+        assert_eq!(parts.iter().map(|p| p.untenanted).sum::<u32>(), 1);
+        assert_eq!(parts.iter().map(|p| p.listed).sum::<u32>(), 6, "each subscription listed once over the parts");
+        assert_eq!(store.commits.load(Ordering::SeqCst) - before, 2, "only the differences are written");
+        assert_eq!(held(&store, &tenants[1], "sub_1").await.seats, 6);
+        assert_eq!(held(&store, &tenants[3], "sub_3").await.status, LicenseStatus::Canceled);
+        let (records, _) = store.audit_page(&tenants[1], 0, 100).await.unwrap();
+        let last: AuditRecord = serde_json::from_str(&records.last().unwrap().json).unwrap();
+        assert_eq!((last.event.action, last.event.cause.kind, last.event.cause.id.as_str()), (AuditAction::LicenseRecorded, CauseKind::BillingSync, "run-1"));
+        // A second run finds nothing to do.
+        let (again, changed) = sync(&m, &store, &stripe, &run("run-2", None), 100, || true, Utc::now()).await.unwrap();
+        assert!(again.complete && again.repaired == 0 && changed.is_empty(), "{again:?}");
+    }
+
+    /// On demand for one tenant: only its subscriptions, and what we hold
+    /// that Stripe no longer knows is reported.
+    #[tokio::test]
+    async fn a_one_tenant_sync_touches_only_that_tenant() {
+        let m = model();
+        let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
+        let (a, b) = (tenant("sync-a"), tenant("sync-b"));
+        for (t, id) in [(&a, "sub_a"), (&a, "sub_a2"), (&b, "sub_b")] {
+            stripe.put(sub(id, t.as_str(), "active", 1));
+            apply(&m, &store, &stripe, &event(&format!("evt_{id}"), "customer.subscription.created", 1, &sub(id, t.as_str(), "active", 1))).await;
+        }
+        stripe.put(sub("sub_a", a.as_str(), "active", 9));
+        stripe.put(sub("sub_b", b.as_str(), "active", 9));
+        stripe.remove("sub_a2");
+        let (report, changed) = sync(&m, &store, &stripe, &run("run-a", Some(&a)), 100, || true, Utc::now()).await.unwrap();
+        assert_eq!((report.repaired, report.compared, report.unknown.clone()), (1, 1, vec!["sub_a2".to_string()]), "{report:?}");
+        assert_eq!(changed.into_iter().collect::<Vec<_>>(), std::slice::from_ref(&a));
+        assert_eq!(held(&store, &a, "sub_a").await.seats, 9);
+        assert_eq!(held(&store, &b, "sub_b").await.seats, 1, "another tenant's difference waits for its own run");
+    }
 }

@@ -24,6 +24,8 @@ pub enum CauseKind {
     Amendment,
     /// A delivery run to SCIM targets (quarantine, resume, drift repair).
     Delivery,
+    /// A billing reconciliation run against Stripe's API.
+    BillingSync,
 }
 
 /// What caused a change: the source event, API call or run that led to it.
@@ -63,6 +65,8 @@ pub enum Announcement {
 pub enum AuditAction {
     // Licenses and source events.
     LicenseRecorded,
+    /// A source event (or a billing sync) found the license as held.
+    LicenseUnchanged,
     LicenseIgnoredStale,
     EventParked,
     // Members and the tenant's access.

@@ -249,7 +249,7 @@ mod tests {
             license_id: l.license_id.clone(),
             source: Source::Stripe,
             source_version: 2,
-            update: LicenseUpdate::Full { tier: "business".into(), seats: 10, addons: Default::default(), status: LicenseStatus::Active, starts_at: None, expires_at: Some(at("2027-04-01T00:00:00Z")) },
+            update: LicenseUpdate { tier: "business".into(), seats: 10, addons: Default::default(), status: LicenseStatus::Active, starts_at: None, expires_at: Some(at("2027-04-01T00:00:00Z")) },
         };
         let ChangeDecision::Apply(renewed) = decide_change(Some(&in_grace), &renewal, at("2027-03-03T00:00:00Z")) else { panic!() };
         assert_eq!(renewed.timeline, Timeline::default());

@@ -76,8 +76,10 @@ pub struct License {
     pub status: LicenseStatus,
     pub starts_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
-    /// The source's own ordering (Stripe event `created`, CRM sequence): a
-    /// change with a version not above this one is stale.
+    /// The order of changes from this license's source: a change with a
+    /// version not above this one is stale. CRM: the record's sequence.
+    /// Stripe: when the state was read from Stripe's API (milliseconds),
+    /// under the tenant's lock (see `app::billing`).
     pub source_version: i64,
     pub last_event_id: EventId,
     /// Where the license stands in time (grace, past due, notices sent):
@@ -96,20 +98,24 @@ pub struct Timeline {
     pub notices_sent: BTreeSet<u32>,
 }
 
-/// What a change says about the license.
+/// What a change says about the license: the whole license as the source
+/// now sees it (Stripe: as its API answered; CRM: the record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum LicenseUpdate {
-    /// The whole license as the source now sees it.
-    Full {
-        tier: String,
-        seats: u32,
-        addons: BTreeSet<String>,
-        status: LicenseStatus,
-        starts_at: Option<DateTime<Utc>>,
-        expires_at: Option<DateTime<Utc>>,
-    },
-    /// Only the status (Stripe `invoice.payment_failed` knows nothing else).
-    Status(LicenseStatus),
+pub struct LicenseUpdate {
+    pub tier: String,
+    pub seats: u32,
+    pub addons: BTreeSet<String>,
+    pub status: LicenseStatus,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl LicenseUpdate {
+    /// Whether `license` already says exactly this.
+    pub fn held_by(&self, license: &License) -> bool {
+        let l = license;
+        (&l.tier, l.seats, &l.addons, l.status, l.starts_at, l.expires_at) == (&self.tier, self.seats, &self.addons, self.status, self.starts_at, self.expires_at)
+    }
 }
 
 /// A normalised license change from any source.
@@ -129,9 +135,6 @@ pub enum ChangeDecision {
     Apply(License),
     /// Older than (or as old as) what we hold: ignored, and audited as such.
     Stale { held_version: i64 },
-    /// A status-only change for a license we have never seen: it cannot be
-    /// applied on its own, so it is parked with this reason.
-    NoBase,
 }
 
 /// The timeline a license keeps across a change: a new expiry (a renewal)
@@ -156,31 +159,20 @@ pub fn decide_change(current: Option<&License>, change: &LicenseChange, now: Dat
             return ChangeDecision::Stale { held_version: cur.source_version };
         }
     }
-    match (&change.update, current) {
-        (LicenseUpdate::Full { tier, seats, addons, status, starts_at, expires_at }, _) => {
-            ChangeDecision::Apply(License {
-                license_id: change.license_id.clone(),
-                source: change.source,
-                tier: tier.clone(),
-                seats: *seats,
-                addons: addons.clone(),
-                status: *status,
-                starts_at: *starts_at,
-                expires_at: *expires_at,
-                source_version: change.source_version,
-                last_event_id: change.event_id.clone(),
-                timeline: timeline_after(current, *status, *expires_at, now),
-            })
-        }
-        (LicenseUpdate::Status(status), Some(cur)) => ChangeDecision::Apply(License {
-            status: *status,
-            source_version: change.source_version,
-            last_event_id: change.event_id.clone(),
-            timeline: timeline_after(current, *status, cur.expires_at, now),
-            ..cur.clone()
-        }),
-        (LicenseUpdate::Status(_), None) => ChangeDecision::NoBase,
-    }
+    let LicenseUpdate { tier, seats, addons, status, starts_at, expires_at } = &change.update;
+    ChangeDecision::Apply(License {
+        license_id: change.license_id.clone(),
+        source: change.source,
+        tier: tier.clone(),
+        seats: *seats,
+        addons: addons.clone(),
+        status: *status,
+        starts_at: *starts_at,
+        expires_at: *expires_at,
+        source_version: change.source_version,
+        last_event_id: change.event_id.clone(),
+        timeline: timeline_after(current, *status, *expires_at, now),
+    })
 }
 
 /// How the tenant's members are treated under its effective license.
@@ -371,7 +363,7 @@ pub(crate) mod tests {
             license_id: l.license_id.clone(),
             source: l.source,
             source_version: l.source_version,
-            update: LicenseUpdate::Full {
+            update: LicenseUpdate {
                 tier: l.tier.clone(),
                 seats: l.seats,
                 addons: l.addons.clone(),
@@ -412,27 +404,11 @@ pub(crate) mod tests {
                         held = Some(l);
                     }
                     ChangeDecision::Stale { held_version } => proptest::prop_assert!(held_version >= c.source_version),
-                    ChangeDecision::NoBase => proptest::prop_assert!(false, "full changes always have a base"),
                 }
             }
             let newest = changes.last().unwrap();
             proptest::prop_assert_eq!(held.as_ref(), Some(newest));
         }
-    }
-
-    #[test]
-    fn status_only_changes_need_a_base() {
-        let held = lic("sub_1", Source::Stripe, "team", 5, LicenseStatus::Active, 100);
-        let c = LicenseChange { update: LicenseUpdate::Status(LicenseStatus::PastDue), source_version: 101, ..change(&held) };
-        match decide_change(Some(&held), &c, T0) {
-            ChangeDecision::Apply(l) => {
-                assert_eq!(l.status, LicenseStatus::PastDue);
-                assert_eq!(l.seats, 5);
-                assert_eq!(l.source_version, 101);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(decide_change(None, &c, T0), ChangeDecision::NoBase);
     }
 
     #[test]

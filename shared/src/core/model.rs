@@ -63,11 +63,44 @@ pub struct PriceMapping {
     pub addon: Option<String>,
 }
 
+/// Stripe prices -> a tier or an add-on. Real accounts name a price three
+/// ways, so each has its table: a price's `lookup_key` (`prices`), its id
+/// (`price_ids`; a legacy plan's id too) and its product's id (`products`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeMapping {
+    /// By the price's `lookup_key`.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceMapping>,
+    /// By the price's (or plan's) id.
+    #[serde(default)]
+    pub price_ids: BTreeMap<String, PriceMapping>,
+    /// By the id of the price's (or plan's) product.
+    #[serde(default)]
+    pub products: BTreeMap<String, PriceMapping>,
+}
+
+/// How one subscription item names what it sells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriceRef<'a> {
+    pub lookup_key: Option<&'a str>,
+    pub price_id: Option<&'a str>,
+    pub product_id: Option<&'a str>,
+}
+
+impl StripeMapping {
+    /// The mapping of a price: by lookup key first, then price id, then
+    /// product id (the most specific name wins).
+    pub fn find(&self, price: &PriceRef<'_>) -> Option<&PriceMapping> {
+        fn by<'m>(table: &'m BTreeMap<String, PriceMapping>, key: Option<&str>) -> Option<&'m PriceMapping> {
+            key.and_then(|k| table.get(k))
+        }
+        by(&self.prices, price.lookup_key).or_else(|| by(&self.price_ids, price.price_id)).or_else(|| by(&self.products, price.product_id))
+    }
+
+    fn tables(&self) -> [(&'static str, &BTreeMap<String, PriceMapping>); 3] {
+        [("prices", &self.prices), ("price_ids", &self.price_ids), ("products", &self.products)]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -243,18 +276,20 @@ impl LicensingModel {
                 check_kind(name, e, format!("addons.{a}.entitlements.{name}"), &mut p);
             }
         }
-        for (key, m) in &self.stripe.prices {
-            match (&m.tier, &m.addon) {
-                (Some(t), None) if !tiers.contains(t.as_str()) => {
-                    p.push(format!("stripe.prices.{key}.tier: unknown tier {t:?}"))
+        for (table, mappings) in self.stripe.tables() {
+            for (key, m) in mappings {
+                match (&m.tier, &m.addon) {
+                    (Some(t), None) if !tiers.contains(t.as_str()) => {
+                        p.push(format!("stripe.{table}.{key}.tier: unknown tier {t:?}"))
+                    }
+                    (None, Some(a)) if !self.addons.contains_key(a) => {
+                        p.push(format!("stripe.{table}.{key}.addon: unknown add-on {a:?}"))
+                    }
+                    (Some(_), Some(_)) | (None, None) => {
+                        p.push(format!("stripe.{table}.{key}: exactly one of `tier` or `addon` is required"))
+                    }
+                    _ => {}
                 }
-                (None, Some(a)) if !self.addons.contains_key(a) => {
-                    p.push(format!("stripe.prices.{key}.addon: unknown add-on {a:?}"))
-                }
-                (Some(_), Some(_)) | (None, None) => {
-                    p.push(format!("stripe.prices.{key}: exactly one of `tier` or `addon` is required"))
-                }
-                _ => {}
             }
         }
         for (i, r) in self.role_rules.iter().enumerate() {

@@ -5,7 +5,8 @@ use crate::adapters::dynamodb::Dynamo;
 use crate::adapters::eventbridge::EventBus;
 use crate::adapters::scim_client::Scim;
 use crate::adapters::secrets::{SigningSecrets, TokenStore};
-use crate::adapters::sqs::ReconcileQueue;
+use crate::adapters::sqs::{BillingQueue, ReconcileQueue};
+use crate::adapters::stripe::{self, ApiKey, StripeApi};
 use crate::app::delivery::TargetBudget;
 use crate::core::egress::EgressPolicy;
 use crate::core::model::{LicensingModel, ModelError};
@@ -42,6 +43,23 @@ pub fn flag(name: &'static str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")
 }
 
+/// What every function starts with: logging, the SDK's configuration, the
+/// licensing model and the tables.
+pub struct Base {
+    pub aws: aws_config::SdkConfig,
+    pub model: Arc<LicensingModel>,
+    pub store: Dynamo,
+}
+
+/// Starts a function: logging first, then [`Base`] from the environment.
+pub async fn start() -> Result<Base, ConfigError> {
+    init_logging();
+    let aws = aws().await;
+    let model = model()?;
+    let store = store(&aws, model.clone())?;
+    Ok(Base { aws, model, store })
+}
+
 /// The SDK's shared configuration: region, credentials and (locally)
 /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`, all from the standard
 /// environment.
@@ -63,6 +81,11 @@ pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<ReconcileQueue, Co
     Ok(ReconcileQueue::new(aws_sdk_sqs::Client::new(aws), required("RECONCILE_QUEUE_URL")?))
 }
 
+/// The billing queue (`BILLING_QUEUE_URL`).
+pub fn billing_queue(aws: &aws_config::SdkConfig) -> Result<BillingQueue, ConfigError> {
+    Ok(BillingQueue::new(aws_sdk_sqs::Client::new(aws), required("BILLING_QUEUE_URL")?))
+}
+
 /// The bus for access-changed events (`EVENT_BUS_NAME`).
 pub fn event_bus(aws: &aws_config::SdkConfig) -> Result<EventBus, ConfigError> {
     Ok(EventBus::new(aws_sdk_eventbridge::Client::new(aws), required("EVENT_BUS_NAME")?))
@@ -72,6 +95,22 @@ pub fn event_bus(aws: &aws_config::SdkConfig) -> Result<EventBus, ConfigError> {
 /// variable `name` names (see [`SigningSecrets`]).
 pub fn signing_secrets(aws: &aws_config::SdkConfig, name: &'static str) -> Result<SigningSecrets, ConfigError> {
     Ok(SigningSecrets::new(aws_sdk_secretsmanager::Client::new(aws), required(name)?))
+}
+
+/// Stripe's API: `STRIPE_API_URL` (default `https://api.stripe.com`; plain
+/// HTTP only to a loopback address, for the local stack), the restricted
+/// key in the Secrets Manager secret `STRIPE_API_KEY_SECRET_ID`, and
+/// `STRIPE_API_BUDGET_SECS` (default 8) for one call, tries included.
+pub fn stripe_api(aws: &aws_config::SdkConfig) -> Result<StripeApi, ConfigError> {
+    let base = std::env::var("STRIPE_API_URL").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| stripe::DEFAULT_BASE_URL.to_string());
+    let url = url::Url::parse(&base).map_err(|e| ConfigError::Invalid { name: "STRIPE_API_URL", why: e.to_string() })?;
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback()) || url.host_str() == Some("localhost");
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err(ConfigError::Invalid { name: "STRIPE_API_URL", why: format!("{base}: https, or http to a loopback address only") });
+    }
+    let key = ApiKey::secret(aws_sdk_secretsmanager::Client::new(aws), required("STRIPE_API_KEY_SECRET_ID")?);
+    let budget = std::time::Duration::from_secs(optional("STRIPE_API_BUDGET_SECS", 8u64)?.max(1));
+    Ok(StripeApi::new(crate::adapters::scim_client::http_client(EgressPolicy::Local), &base, key, budget))
 }
 
 /// Where SCIM targets may be: `SCIM_ALLOW_HTTP=1` (the local stack only)

@@ -101,6 +101,22 @@ pub fn rejected(r: &Rejection) -> Response<Body> {
 pub fn answer_error(e: Error) -> Response<Body> {
     match e {
         Error::Rejected(r) => rejected(&r),
+        // A service we depend on: 503, nothing changed, try again (Stripe
+        // retries its webhooks on any 5xx).
+        Error::Upstream(u) => {
+            tracing::warn!(service = u.service, error = %u.detail, "upstream unavailable: nothing changed");
+            let mut details = serde_json::Map::new();
+            details.insert("service".into(), u.service.into());
+            let retry = u.retry_after.map(|d| d.as_secs().max(1));
+            if let Some(secs) = retry {
+                details.insert("retry_after_secs".into(), secs.into());
+            }
+            let mut answer = json(503, &error_body(&format!("{}_unavailable", u.service), &format!("{}; nothing was changed, try again", u.detail), &details));
+            if let Some(secs) = retry {
+                answer.headers_mut().insert("retry-after", secs.into());
+            }
+            answer
+        }
         other => {
             tracing::error!(error = %error_chain(&other), "request failed");
             json(500, &error_body("internal", "an internal error occurred; it has been logged", &Default::default()))

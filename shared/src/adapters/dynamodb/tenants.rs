@@ -59,6 +59,15 @@ impl Tenants for Dynamo {
         }
     }
 
+    async fn licenses(&self, tenant: &TenantId, source: Source) -> Result<Vec<License>, PortError> {
+        let mut licenses = Vec::new();
+        for item in self.query_partition(tenant_pk(tenant), &license_sk(source, "")).await? {
+            let key = format!("{}/{}", tenant_pk(tenant), get_s(&item, "sk").unwrap_or_default());
+            licenses.extend(json_attr::<License>(&item, "license", &key)?);
+        }
+        Ok(licenses)
+    }
+
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         let sk = license_sk(source, license);
         let (meta, item) = self.get_both(tenant, &sk).await?;
