@@ -2,7 +2,7 @@
 
 One source of truth: every AWS::DynamoDB::Table and AWS::SQS::Queue of
 infra/template.yaml is created from its own Properties (keys, indexes, TTL,
-FIFO, visibility timeout, redrive policy), named after its logical id. Prints
+streams, FIFO, visibility timeout, redrive policy), named after its logical id. Prints
 the resulting settings as KEY=VALUE lines for the functions' environment.
 The secrets the template expects to exist before a deploy (the webhook
 signing secrets, parameters of the template) are created from the
@@ -71,6 +71,9 @@ def main(template_path, endpoint, ddb_endpoint, secrets):
             continue
         props = res.get("Properties", {})
         args = {k: props[k] for k in TABLE_KEYS if k in props}
+        stream = props.get("StreamSpecification")
+        if stream:
+            args["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
         ddb.create_table(TableName=name, **args)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):

@@ -2,7 +2,8 @@
 # The local stack: AWS's DynamoDB Local with the template's tables, moto (SQS,
 # EventBridge, Secrets Manager) with its queues and bus, the real function
 # binaries under `cargo lambda watch`, the event source mapping stand-in
-# (entitle-dev esm, for the reconcile and the billing queue), scim2-server as
+# (entitle-dev esm, for the reconcile and the billing queue), the EventBridge
+# Pipe stand-in (entitle-dev pipe: the table's stream to the bus), scim2-server as
 # the example SCIM target, and localstripe as Stripe (its API, and its signed
 # webhooks to ingest). Everything binds to 127.0.0.1.
 #
@@ -144,9 +145,12 @@ up() {
       ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
       target/debug/entitle-dev esm
   done
+  # The template's EventBridge Pipe: the state table's stream to the bus.
+  rm -f "$STACK_DIR/pipe.checkpoint"
+  start pipe env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) STACK_DIR="$STACK_DIR" target/debug/entitle-dev pipe
   sleep 0.5
-  for name in esm esm-billing; do
-    kill -0 "$(cat "$STACK_DIR/$name.pid")" 2> /dev/null || die "entitle-dev esm exited at start (see $STACK_DIR/$name.log)"
+  for name in esm esm-billing pipe; do
+    kill -0 "$(cat "$STACK_DIR/$name.pid")" 2> /dev/null || die "entitle-dev $name exited at start (see $STACK_DIR/$name.log)"
   done
 
   # localstripe's webhooks go to ingest, signed with the local secret.
@@ -188,6 +192,7 @@ Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   access   $base/lambda-url/access    GET /tenants/{tenant}[/members/{user}|/audit|/audit/verify]
   amend    $base/lambda-url/amend     POST /contracts, GET /contracts/{id}, POST /contracts/{id}/amendments[/{aid}/approve|reject|reverse]
   provision  fed from the reconcile FIFO queue by entitle-dev esm
+  events   the state table's stream to the bus (entitle-dev pipe, as the template's EventsPipe)
   expiry-sweep  fire its schedule with: make sweep [TIME=2027-01-01T00:00:00Z]
   billing  fed from the billing queue by entitle-dev esm; its schedule: make billing-sync
   Stripe (localstripe)  $stripe_api   key $STRIPE_API_KEY; plans $(echo "$STRIPE_PLANS" | sed 's/:[^ ]*//g'); webhooks to ingest
@@ -202,7 +207,7 @@ MSG
 
 down() {
   local stopped=0 pidfile pid
-  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/esm-billing.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/stripe.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
+  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/esm-billing.pid "$STACK_DIR"/pipe.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/stripe.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     # Each part runs in its own process group (setsid): stop the group.

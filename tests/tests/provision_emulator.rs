@@ -30,8 +30,9 @@ fn new_member(i: usize) -> NewMember {
 }
 
 const MEMBERS_PER_CHUNK: usize = members_per_chunk(0);
-// A chunk (two items per member change, the chain head, the outbox entry) fits a transaction.
-const _: () = assert!(2 * MEMBERS_PER_CHUNK + 2 <= MAX_TRANSACTION_ITEMS);
+// A chunk (three items per member change: member, audit record, event; the
+// chain head; the tenant's record, its audit record and event) fits a transaction.
+const _: () = assert!(3 * MEMBERS_PER_CHUNK + 4 <= MAX_TRANSACTION_ITEMS);
 
 fn cause(id: &str) -> Cause {
     Cause::new(CauseKind::Reconcile, id)

@@ -9,7 +9,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use entitle::core::ids::TenantId;
-use entitle::app::ports::Outbox;
 use entitle::app::sweep::{sweep, SweepLimits};
 use entitle_tests::{assert_valid_events, member_body, unique, Stack};
 use serde_json::{json, Value};
@@ -189,7 +188,6 @@ async fn expiry_sweep_scenarios() {
         }
         assert_eq!(d["cause"]["kind"], "sweep");
     }
-    assert!(store.entries().await.unwrap().is_empty(), "everything published");
     assert!(s.verify(&stripe).await["ok"].as_bool().unwrap());
     let _ = TenantId::parse(&stripe).unwrap();
 }

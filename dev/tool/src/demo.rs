@@ -239,7 +239,7 @@ async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
         let at = now + chrono::Duration::days(offset);
         println!("\n{n}. make sweep TIME={} ({what})", at.format("%Y-%m-%dT%H:%M:%SZ"));
         let report = crate::sweep::fire(Some(&at.to_rfc3339())).await?;
-        println!("  -> {} due license(s), {} transition(s), {} event(s) published", report["licenses"], report["transitions"], report["events_published"]);
+        println!("  -> {} due license(s), {} transition(s), {} event(s) for the bus", report["licenses"], report["transitions"], report["events"]);
         let t = match n {
             13 => d.settle(|t| t["status"] == "grace").await?,
             14 => d.settle(|t| t["tier"] == "free").await?,

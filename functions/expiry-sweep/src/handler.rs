@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
 use entitle::adapters::dynamodb::Dynamo;
-use entitle::adapters::eventbridge::EventBus;
 use entitle::adapters::sqs::ReconcileQueue;
 use entitle::app::sweep::{self, SweepLimits};
 use entitle::core::model::LicensingModel;
@@ -14,7 +13,6 @@ pub struct App {
     pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
-    pub bus: EventBus,
     /// `SWEEP_ALLOW_FUTURE=1`: sweeps as of a future instant are run (the
     /// local stack's demo and tests travel in time). Never set in production.
     pub allow_future: bool,
@@ -68,8 +66,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     };
     let stop_at = entitle::edge::config::stop_at(event.context.deadline, SAFETY_MARGIN);
     let limits = SweepLimits { stop_at, max_items: None };
-    let (report, amendments, published) =
-        sweep::run(&app.model, &app.store, &app.queue, &app.bus, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
+    let (report, amendments) = sweep::run(&app.model, &app.store, &app.queue, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
     tracing::info!(
         cause = %format!("sweep:{run_id}"),
         as_of = %as_of.to_rfc3339(),
@@ -77,7 +74,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         transitions = report.transitions,
         amendments,
         deliveries = report.deliveries,
-        published,
+        events = report.events,
         tenants = report.tenants.len(),
         complete = report.complete,
         index_reads = report.index_reads,
@@ -85,7 +82,6 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     );
     let mut out = serde_json::to_value(&report).expect("serialises");
     out["amendments_applied"] = json!(amendments);
-    out["events_published"] = json!(published);
     Ok(out)
 }
 

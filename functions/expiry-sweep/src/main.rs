@@ -15,7 +15,6 @@ async fn main() -> Result<(), Error> {
         store,
         model,
         queue: config::reconcile_queue(&aws)?,
-        bus: config::event_bus(&aws)?,
         allow_future: config::flag("SWEEP_ALLOW_FUTURE"),
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await

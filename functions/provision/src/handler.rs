@@ -1,17 +1,16 @@
 //! provision's edge: the SQS batch of a FIFO queue (one message group per
 //! tenant), the partial batch response, parking on the dead-letter queue
-//! with the cause; then the tenants' SCIM deliveries and the events.
+//! with the cause; then the tenants' SCIM deliveries. (The access-changed
+//! events are written with the changes; the table's stream carries them.)
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
-use entitle::adapters::eventbridge::EventBus;
 use entitle::adapters::scim_client::Scim;
 use entitle::adapters::secrets::TokenStore;
 use entitle::adapters::sqs::dedup_id;
 use entitle::app::delivery::{Deliverer, TargetBudget};
-use entitle::app::events::publish;
 use entitle::app::ports::Tenants;
 use entitle::app::reconcile::reconcile;
 use entitle::core::audit::Cause;
@@ -38,8 +37,6 @@ pub struct App {
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
     pub max_receives: u32,
-    /// Where access-changed events go (from the outbox, after commit).
-    pub bus: EventBus,
 }
 
 impl App {
@@ -64,7 +61,6 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     // FIFO: once a message of a group fails, the later ones of that group in
     // this batch are not processed (they would overtake it) but returned too.
     let mut failed_groups: HashSet<String> = HashSet::new();
-    let mut wrote_events = false;
     // Tenants to deliver to after the batch, in order, with the targets to repair now.
     let mut deliveries: Vec<(TenantId, Cause, Vec<TargetId>)> = Vec::new();
     for message in &event.payload.records {
@@ -76,8 +72,6 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         }
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
         let result = process(app, message).instrument(span.clone()).await;
-        // A failed reconcile may have committed chunks (and their events) first.
-        wrote_events |= result.as_ref().map_or(true, |(changed, _, _)| *changed);
         // Tenants without SCIM targets (as the reconcile just read) have nothing to deliver.
         if let Some((_, request, _)) = result.as_ref().ok().filter(|(_, r, targets)| *targets > 0 || !r.repair.is_empty()) {
             match deliveries.iter_mut().find(|(t, _, _)| *t == request.tenant_id) {
@@ -120,7 +114,6 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             Ok(reports) => {
                 let _enter = span.enter();
                 for r in &reports {
-                    wrote_events |= r.audited();
                     if r.delivered + r.refused > 0 || r.repair.is_some() || r.error.is_some() {
                         tracing::info!(
                             target_id = %r.target_id,
@@ -136,22 +129,11 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             Err(e) => tracing::warn!(error = %error_chain(&e), "delivery stopped; changes stay due"),
         }
     }
-    // Events of committed changes leave the outbox now; a batch that changed
-    // nothing adds no read of the outbox. What fails to go stays there for
-    // the next batch that changes access, or the sweep's next run.
-    if wrote_events {
-        match publish(&app.store, &app.bus).await {
-            Ok(n) if n > 0 => tracing::info!(published = n, "access-changed events published"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %error_chain(&e), "events stay in the outbox"),
-        }
-    }
     Ok(response)
 }
 
-/// Reconciles the message's tenant: whether it changed access (and so wrote
-/// access-changed events to the outbox), the request, and how many SCIM
-/// targets the tenant has.
+/// Reconciles the message's tenant: whether it changed access, the
+/// request, and how many SCIM targets the tenant has.
 async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequest, usize), Failure> {
     let body = message.body.as_deref().unwrap_or_default();
     let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {

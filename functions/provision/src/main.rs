@@ -22,7 +22,6 @@ async fn main() -> Result<(), Error> {
         sqs: aws_sdk_sqs::Client::new(&aws),
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional::<u32>("MAX_RECEIVES", 5)?,
-        bus: config::event_bus(&aws)?,
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await
 }

@@ -38,7 +38,8 @@ struct Db {
     versions: BTreeMap<(ContractId, u64), Value>,
     amendments: BTreeMap<(ContractId, AmendmentId), (Amendment, String)>,
     audit: BTreeMap<TenantId, Vec<StoredRecord>>,
-    outbox: BTreeMap<String, (Vec<Value>, i64)>,
+    /// Event items, in the order written (what the table's stream carries).
+    stream: Vec<Value>,
     barriers: BTreeMap<TenantId, String>,
 }
 
@@ -48,13 +49,17 @@ pub struct Memory {
     db: Arc<Mutex<Db>>,
     model: Arc<LicensingModel>,
     pub commits: Arc<AtomicUsize>,
-    /// What was queued and put on the bus.
+    /// What was queued.
     pub queued: Arc<Mutex<Vec<(ReconcileRequest, String)>>>,
-    pub published: Arc<Mutex<Vec<Value>>>,
     tokens: Arc<Mutex<BTreeMap<(TenantId, TargetId), String>>>,
 }
 
 impl Memory {
+    /// The events written with their changes, in order (the stream).
+    pub fn stream(&self) -> Vec<Value> {
+        self.db.lock().unwrap().stream.clone()
+    }
+
     /// The due index needs the model (when a license falls due).
     pub fn new(model: Arc<LicensingModel>) -> Self {
         Memory {
@@ -62,7 +67,6 @@ impl Memory {
             model,
             commits: Arc::default(),
             queued: Arc::default(),
-            published: Arc::default(),
             tokens: Arc::default(),
         }
     }
@@ -129,9 +133,7 @@ impl Memory {
         events.extend(change.events.iter().cloned());
         let (records, new_head) = audit::chain(tenant.as_str(), head, &at_text, change.audit.clone());
         db.audit.entry(tenant.clone()).or_default().extend(records.into_iter().map(|(r, json, hash)| StoredRecord { seq: r.seq, json, hash }));
-        if !events.is_empty() {
-            db.outbox.insert(format!("{tenant}#{seq:012}"), (events, 0));
-        }
+        db.stream.extend(events);
         let meta = db.meta.entry(tenant.clone()).or_insert_with(|| TenantMeta {
             access: None,
             seats_used: 0,
@@ -238,7 +240,8 @@ impl Tenants for Memory {
     async fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
         // Let other tasks interleave, as network round trips would.
         tokio::task::yield_now().await;
-        let items = change.writes.len() + change.audit.len() + 1 + usize::from(!change.events.is_empty() || change.audit.iter().any(|a| a.announce.is_some()));
+        // Its writes, audit records, one item per event, and the head.
+        let items = change.writes.len() + change.audit.len() + change.events.len() + change.audit.iter().filter(|a| a.announce.is_some()).count() + 1;
         assert!(items <= MAX_TRANSACTION_ITEMS, "a change of {items} items does not fit a transaction");
         let mut db = self.db.lock().unwrap();
         let current = db.meta.get(tenant).map(|m| m.head.clone());
@@ -391,39 +394,10 @@ impl DueIndex for Memory {
     }
 }
 
-impl Outbox for Memory {
-    async fn entries(&self) -> Result<Vec<(String, Vec<Value>)>, PortError> {
-        Ok(self.db.lock().unwrap().outbox.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect())
-    }
-
-    async fn claim(&self, key: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
-        let mut db = self.db.lock().unwrap();
-        match db.outbox.get_mut(key) {
-            Some((_, until)) if *until < now.timestamp() => {
-                *until = now.timestamp() + 30;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn published(&self, key: &str) -> Result<(), PortError> {
-        self.db.lock().unwrap().outbox.remove(key);
-        Ok(())
-    }
-}
-
 impl Queue for Memory {
     async fn send(&self, request: &ReconcileRequest, dedup: &str) -> Result<(), PortError> {
         self.queued.lock().unwrap().push((request.clone(), dedup.to_string()));
         Ok(())
-    }
-}
-
-impl Bus for Memory {
-    async fn put(&self, events: &[Value]) -> Result<bool, PortError> {
-        self.published.lock().unwrap().extend(events.iter().cloned());
-        Ok(true)
     }
 }
 

@@ -11,7 +11,6 @@ pub mod billing;
 pub mod commit;
 pub mod contracts;
 pub mod delivery;
-pub mod events;
 pub mod licenses;
 pub mod members;
 pub mod ports;

@@ -250,25 +250,10 @@ pub trait DueIndex: Send + Sync {
     fn due(&self, as_of: DateTime<Utc>) -> impl Future<Output = Result<(Vec<DueItem>, u64), PortError>> + Send;
 }
 
-/// Events written with their change, waiting to be published.
-pub trait Outbox: Send + Sync {
-    /// Entries not yet published: key and events.
-    fn entries(&self) -> impl Future<Output = Result<Vec<(String, Vec<Value>)>, PortError>> + Send;
-    /// Claims an entry for a while; false if another publisher holds it.
-    fn claim(&self, key: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
-    fn published(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
-}
-
 /// The reconcile queue (FIFO, one message group per tenant).
 pub trait Queue: Send + Sync {
     /// Queues a request; `dedup` makes a repeat within the queue's window a no-op.
     fn send(&self, request: &ReconcileRequest, dedup: &str) -> impl Future<Output = Result<(), PortError>> + Send;
-}
-
-/// The event bus.
-pub trait Bus: Send + Sync {
-    /// Puts events on the bus; true when it accepted every one.
-    fn put(&self, events: &[Value]) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// SCIM targets' bearer tokens, kept under a name derived from (tenant,

@@ -8,8 +8,7 @@
 
 use super::commit::{audited_on, Decision};
 use super::contracts::apply_due;
-use super::events::publish;
-use super::ports::{Bus, Change, Contracts, DueIndex, DueItem, Outbox, Queue, Tenants, Write};
+use super::ports::{Change, Contracts, DueIndex, DueItem, Queue, Tenants, Write};
 use super::Error;
 use crate::core::audit::{Cause, CauseKind};
 use crate::core::expiry::{self, audit_of, event_of};
@@ -35,6 +34,9 @@ pub struct SweepReport {
     pub licenses: u64,
     pub amendments: u64,
     pub transitions: u64,
+    /// Events the transitions announce (written with them; the stream
+    /// carries them to the bus).
+    pub events: u64,
     /// False when the run stopped before its deadline; the next run goes on.
     pub complete: bool,
     /// Tenants whose access may change: each gets a reconcile.
@@ -87,6 +89,7 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
                     report.licenses += 1;
                     if transitions > 0 {
                         report.transitions += transitions;
+                        report.events += transitions;
                         report.tenants.insert(tenant);
                     }
                 }
@@ -133,19 +136,14 @@ async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tena
     Ok((reads.get(), committed.value))
 }
 
-/// One scheduled run, as the function runs it: events a crashed run left
-/// go first; then every transition due; the due amendments; a reconcile
-/// for each tenant touched and each tenant with due SCIM work; the events
-/// of the run. Returns the report, the amendments applied, and the events
-/// published.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<S, Q, B>(model: &LicensingModel, store: &S, queue: &Q, bus: &B, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize, usize), Error>
+/// One scheduled run, as the function runs it: every transition due; the
+/// due amendments; a reconcile for each tenant touched and each tenant with
+/// due SCIM work. Returns the report and the amendments applied.
+pub async fn run<S, Q>(model: &LicensingModel, store: &S, queue: &Q, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize), Error>
 where
-    S: Tenants + Contracts + DueIndex + Outbox,
+    S: Tenants + Contracts + DueIndex,
     Q: Queue,
-    B: Bus,
 {
-    publish(store, bus).await?;
     let report = sweep(model, store, as_of, run_id, limits).await?;
     let mut amendments = 0;
     for contract in &report.contracts {
@@ -155,6 +153,5 @@ where
         let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, run_id));
         queue.send(&request, &format!("{run_id}:{tenant}")).await?;
     }
-    let published = publish(store, bus).await?;
-    Ok((report, amendments, published))
+    Ok((report, amendments))
 }

@@ -43,10 +43,11 @@ impl ReconcileRequest {
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// Member changes per reconcile transaction when the tenant has `targets`
-/// SCIM targets: each change is its member item, its audit record and one
-/// delivery record per target; the chain head and the events are shared.
+/// SCIM targets: each change is its member item, its audit record, the
+/// event it announces and one delivery record per target; the chain head,
+/// and the tenant's record with its audit record and event, are shared.
 pub const fn members_per_chunk(targets: usize) -> usize {
-    (MAX_TRANSACTION_ITEMS - 2) / (2 + targets)
+    (MAX_TRANSACTION_ITEMS - 3) / (3 + targets)
 }
 
 /// One transaction of a reconcile.

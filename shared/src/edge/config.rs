@@ -2,7 +2,6 @@
 //! environment the template sets, and lent to the handlers.
 
 use crate::adapters::dynamodb::Dynamo;
-use crate::adapters::eventbridge::EventBus;
 use crate::adapters::scim_client::Scim;
 use crate::adapters::secrets::{SigningSecrets, TokenStore};
 use crate::adapters::sqs::{BillingQueue, ReconcileQueue};
@@ -84,11 +83,6 @@ pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<ReconcileQueue, Co
 /// The billing queue (`BILLING_QUEUE_URL`).
 pub fn billing_queue(aws: &aws_config::SdkConfig) -> Result<BillingQueue, ConfigError> {
     Ok(BillingQueue::new(aws_sdk_sqs::Client::new(aws), required("BILLING_QUEUE_URL")?))
-}
-
-/// The bus for access-changed events (`EVENT_BUS_NAME`).
-pub fn event_bus(aws: &aws_config::SdkConfig) -> Result<EventBus, ConfigError> {
-    Ok(EventBus::new(aws_sdk_eventbridge::Client::new(aws), required("EVENT_BUS_NAME")?))
 }
 
 /// Webhook signing secrets, read from the Secrets Manager secret the

@@ -1,9 +1,10 @@
 //! The one audited commit: a [`Change`] becomes one `TransactWriteItems`:
 //! one item per write (in order, so a failed condition names its write),
-//! the events to announce (one outbox item), the audit records (each
-//! conditional on its sequence number being new), and the tenant's `META`
-//! last, conditional on the chain head the change was decided on. One
-//! meaning of a moved head: any failed condition after the change's own
+//! one item per event to announce (`EV#<tenant>`, read by the table's
+//! stream: the EventBridge Pipe puts it on the bus), the audit records
+//! (each conditional on its sequence number being new), and the tenant's
+//! `META` last, conditional on the chain head the change was decided on.
+//! One meaning of a moved head: any failed condition after the change's own
 //! writes, or a conflicting transaction, is [`CommitError::HeadMoved`].
 
 use super::due::due_attributes;
@@ -203,7 +204,7 @@ impl Dynamo {
         TransactWriteItem::builder().update(update.update_expression(format!("SET {}", sets.join(", "))).build().expect("key, expression set")).build()
     }
 
-    /// The audit records, the outbox item, and the lock on the head (last).
+    /// The audit records, the event items, and the lock on the head (last).
     fn chain_items(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> (Vec<TransactWriteItem>, ChainHead) {
         let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
         let at = rfc3339(change.at);
@@ -211,11 +212,15 @@ impl Dynamo {
         events.extend(change.events.iter().cloned());
         let (records, new_head) = audit::chain(tenant.as_str(), &head, &at, change.audit.clone());
         let mut items = Vec::new();
-        if !events.is_empty() {
-            // Keyed by the tenant and the change's first position: unique, in the tenant's order.
+        // One item per event, in the tenant's partition of events: the
+        // stream gives them to the Pipe in the order written, and they expire.
+        let expires = (change.at + chrono::Duration::hours(EVENT_TTL_HOURS)).timestamp();
+        for e in &events {
+            let id = e.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
+            let detail_type = e.get("type").and_then(serde_json::Value::as_str).unwrap_or_default();
             items.push(put(
                 &self.state,
-                vec![("pk", s("OUTBOX")), ("sk", s(format!("{tenant}#{:012}", head.seq + 1))), ("events", s(serde_json::Value::Array(events).to_string()))],
+                vec![("pk", s(events_pk(tenant))), ("sk", s(id)), ("detail_type", s(detail_type)), ("detail", s(e.to_string())), ("ttl", n(expires))],
                 None,
                 vec![],
             ));

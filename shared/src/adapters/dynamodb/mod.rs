@@ -1,5 +1,6 @@
-//! The DynamoDB adapter: the ports of tenant state, contracts, targets, the
-//! due index and the outbox over two tables.
+//! The DynamoDB adapter: the ports of tenant state, contracts, targets and
+//! the due index over two tables; and the events of each change, which the
+//! state table's stream carries to the bus (an EventBridge Pipe).
 //!
 //! State table, keys `pk`/`sk`:
 //!
@@ -15,7 +16,7 @@
 //! | `S#<tenant>#<target>` | `<user>` | a member change not yet delivered to that target |
 //! | `C#<contract>` | `META` / `V#<version>` / `A#<amendment>` | a contract's tenant, history, amendments |
 //! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
-//! | `OUTBOX` | `<tenant>#<seq>` | access-changed events of one commit, until published |
+//! | `EV#<tenant>` | `<event id>` | an access-changed event, written with its change; the stream's Pipe puts it on the bus (TTL: a day) |
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //! Items with a pending time-based transition carry `due_at`/`due_shard`
@@ -31,7 +32,6 @@
 mod commit;
 mod contracts;
 pub mod due;
-mod outbox;
 mod targets;
 mod tenants;
 
@@ -51,6 +51,10 @@ use std::sync::Arc;
 
 /// How long an accepted event id is remembered for idempotency.
 pub const IDEMPOTENCY_DAYS: i64 = 35;
+/// How long an event item stays (the stream has long passed it on).
+pub const EVENT_TTL_HOURS: i64 = 24;
+/// The partition key prefix of event items; the Pipe's filter names it.
+pub const EVENTS_PK_PREFIX: &str = "EV#";
 
 /// The two tables, and the licensing model (a license written falls due
 /// when the model says).
@@ -169,6 +173,9 @@ pub(crate) fn target_sk(t: &TargetId) -> String {
 }
 pub(crate) fn sync_pk(tenant: &TenantId, target: &TargetId) -> String {
     format!("S#{tenant}#{target}")
+}
+pub(crate) fn events_pk(tenant: &TenantId) -> String {
+    format!("{EVENTS_PK_PREFIX}{tenant}")
 }
 pub(crate) fn email_pk(tenant: &TenantId) -> String {
     format!("EM#{tenant}")
