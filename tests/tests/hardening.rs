@@ -543,7 +543,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
                 ("ReconcileDeadLetterQueue", vec!["sqs:SendMessage"]),
             ],
         ),
-        ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem"]), ("AuditTable", vec!["dynamodb:Query"])]),
+        ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:Query"]), ("AuditTable", vec!["dynamodb:Query"])]),
         (
             "AmendFunction",
             vec![

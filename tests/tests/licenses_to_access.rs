@@ -183,13 +183,13 @@ async fn two_quantity_changes_in_one_second_end_on_the_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thirty_concurrent_account_creations_for_ten_seats_activate_exactly_ten() {
+async fn fifty_concurrent_account_creations_for_twenty_seats_activate_exactly_twenty() {
     let s = Stack::connect().await;
     let t = unique("conc");
-    subscribed(&s, &t, "team_monthly", 10).await;
-    s.tenant_where(&t, "ten seats", |v| v["seats"]["total"] == 10).await;
+    subscribed(&s, &t, "team_monthly", 20).await;
+    s.tenant_where(&t, "twenty seats", |v| v["seats"]["total"] == 20).await;
     let shared = std::sync::Arc::new(Stack::connect().await);
-    let creations: Vec<_> = (0..30)
+    let creations: Vec<_> = (0..50)
         .map(|i| {
             let (s, t) = (shared.clone(), t.clone());
             tokio::spawn(async move { s.create_member(&t, &member_body(&format!("u{i:02}"), &[])).await })
@@ -201,16 +201,21 @@ async fn thirty_concurrent_account_creations_for_ten_seats_activate_exactly_ten(
     }
     assert!(answers.iter().all(|(code, _)| *code == 201), "{answers:?}");
     let active_at_creation = answers.iter().filter(|(_, b)| b["status"] == "active").count();
-    assert_eq!(active_at_creation, 10, "seats claimed at creation");
-    let tenant = s.tenant_where(&t, "ten used, twenty waiting", |v| v["seats"]["used"] == 10 && v["seats_pending"] == 20).await;
-    assert_eq!(tenant["seats"]["total"], 10);
+    assert_eq!(active_at_creation, 20, "seats claimed at creation");
+    let tenant = s.tenant_where(&t, "twenty used, thirty waiting", |v| v["seats"]["used"] == 20 && v["seats_pending"] == 30).await;
+    assert_eq!(tenant["seats"]["total"], 20);
     let mut active = 0;
-    for i in 0..30 {
+    for i in 0..50 {
         let (_, m) = s.member(&t, &format!("u{i:02}")).await;
         active += usize::from(m["status"] == "active");
     }
-    assert_eq!(active, 10);
-    assert_eq!(s.verify(&t).await["ok"], true);
+    assert_eq!(active, 20);
+    // One record per account, chained (none left pending), and the chain verifies.
+    let audit = s.audit(&t).await;
+    let created: std::collections::BTreeSet<&str> = audit.iter().filter(|r| r["action"] == "member_created").map(|r| r["subject"].as_str().unwrap()).collect();
+    assert_eq!((actions(&audit, "member_created").len(), created.len()), (50, 50));
+    let v = s.verify(&t).await;
+    assert_eq!((v["ok"].as_bool(), v["pending"].as_u64()), (Some(true), Some(0)), "{v}");
 }
 
 #[tokio::test]

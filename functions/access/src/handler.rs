@@ -53,7 +53,9 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
         None => DEFAULT_PAGE,
         Some(v) => v.parse().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| Rejection::malformed("invalid_query", format!("limit: expected 1 to {MAX_PAGE}")))?,
     };
-    if store.meta(&tenant).await?.is_none() {
+    // Records of the last moments may still be pending (not yet chained): say how many.
+    let (meta, pending) = store.pending_audit(&tenant).await?;
+    if meta.is_none() {
         return Err(Rejection::not_found(&format!("tenant {tenant}")).into());
     }
     let (records, more) = store.audit_page(&tenant, after, limit).await?;
@@ -68,7 +70,7 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
             v
         })
         .collect();
-    Ok(http::json(200, &json!({"tenant_id": tenant, "records": records, "next_after": next})))
+    Ok(http::json(200, &json!({"tenant_id": tenant, "records": records, "next_after": next, "pending": pending.len()})))
 }
 
 async fn verify(store: &Dynamo, tenant: &str) -> Result<Response<Body>, Error> {

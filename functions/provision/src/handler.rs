@@ -143,7 +143,9 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
     })?;
     let cause = request.cause.to_string();
     if let Some(mark) = &request.barrier {
-        // Everything queued for the tenant before this message is done.
+        // Everything queued for the tenant before this message is done,
+        // its pending audit records chained too.
+        entitle::app::audit::integrate(&app.store, &request.tenant_id, Utc::now()).await.map_err(|e| Failure { code: "integration_failed", message: error_chain(&e), permanent: false })?;
         app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
         tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
         return Ok((false, request, 0));

@@ -1,16 +1,52 @@
-//! Reading the audit trail, and verifying it.
+//! The audit trail: chaining pending records (the integrator), reading it,
+//! and verifying it.
+//!
+//! Most changes are chained as they commit (under the tenant's chain head).
+//! Account creations and removals are not, so that they do not queue behind
+//! each other: their records are written, pending, in the change's own
+//! transaction, and chained afterwards, in order, by whoever next holds the
+//! lock (provision, once per message of the tenant: [`integrate`], or a
+//! reconcile's first transactions). A pending record is as durable as its
+//! change; it is not yet covered by a hash, and `verify` says how many
+//! there are.
 
-use super::ports::Tenants;
+use super::commit::{audited_on, Decision};
+use super::ports::{Change, Tenants};
 use super::Error;
-use crate::core::audit::{self, Verification};
+use crate::core::audit::{self, PendingRecord, Verification};
 use crate::core::ids::TenantId;
+use chrono::{DateTime, Utc};
+
+/// Pending records chained per transaction (each is its chained record and
+/// the removal of the pending one).
+pub const INTEGRATED_PER_CHANGE: usize = 45;
+
+/// The changes that chain `pending`, in order.
+pub fn integration(pending: &[PendingRecord], now: DateTime<Utc>) -> Vec<Change> {
+    pending.chunks(INTEGRATED_PER_CHANGE).map(|part| Change { integrate: part.to_vec(), ..Change::new(now) }).collect()
+}
+
+/// Chains the tenant's pending records: the integrator. Any number may run
+/// at once; the chain's lock lets one chain each record. Returns how many
+/// it chained.
+pub async fn integrate<S: Tenants>(store: &S, tenant: &TenantId, now: DateTime<Utc>) -> Result<usize, Error> {
+    let committed = audited_on(store, tenant, || store.pending_audit(tenant), |(_meta, pending)| async move {
+        if pending.is_empty() {
+            return Ok(Decision::Done(0));
+        }
+        Ok(Decision::Commit(integration(&pending, now), pending.len()))
+    })
+    .await?;
+    Ok(committed.changes.iter().map(|c| c.integrate.len()).sum())
+}
 
 /// Verifies the tenant's whole chain against its head. Writers keep
 /// appending while this reads: the chain is checked as of the head read
 /// first (every record up to it was committed with it); records beyond a
 /// second read of the head belong to no chain and are reported.
 pub async fn verify<S: Tenants>(store: &S, tenant: &TenantId) -> Result<Option<Verification>, Error> {
-    let Some(meta) = store.meta(tenant).await? else { return Ok(None) };
+    let (meta, pending) = store.pending_audit(tenant).await?;
+    let Some(meta) = meta else { return Ok(None) };
     let mut all = Vec::new();
     let mut after = 0;
     loop {
@@ -35,8 +71,10 @@ pub async fn verify<S: Tenants>(store: &S, tenant: &TenantId) -> Result<Option<V
                 first_bad_seq: Some(orphan),
                 problem: Some(format!("record {orphan} lies beyond the tenant's head (record {latest})")),
                 head_hash: meta.head.hash.clone(),
+                pending: 0,
             };
         }
     }
+    verification.pending = pending.len() as u64;
     Ok(Some(verification))
 }

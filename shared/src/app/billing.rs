@@ -130,13 +130,6 @@ pub async fn apply_event<S: Tenants, B: Billing>(model: &LicensingModel, store: 
         }
         Signal::Subscription { event_id, event_type, subscription, tenant_hint } => (event_id, event_type, subscription, tenant_hint),
     };
-    // Accepted before, under the tenant the snapshot names: no need to ask Stripe.
-    if let Some(t) = &hint {
-        if store.accepted_event(t, Source::Stripe, &event_id).await?.is_some() {
-            let outcome = Outcome { recorded: Recorded::Duplicate, tenant: Some(t.clone()), subscription: Some(subscription), event_type: Some(event_type) };
-            return Ok(EventOutcome::Acted { event_id, outcome });
-        }
-    }
     let origin = Origin::Event { event_id: event_id.clone(), body_hash: body_hash.to_string() };
     let mut outcome = read_and_record(model, store, stripe, &subscription, hint, &origin, event, now).await?;
     outcome.event_type = Some(event_type);
@@ -207,10 +200,20 @@ async fn locked<S: Tenants, B: Billing>(
     let cause = origin.cause();
     // The last read, and the license version it was read after.
     let last: std::sync::Mutex<Option<(Option<i64>, Option<Value>)>> = std::sync::Mutex::new(None);
-    let read = || store.meta_and_license(tenant, Source::Stripe, subscription.as_str());
-    let committed = audited_on(store, tenant, read, |(_meta, current)| {
+    // The head, the license and (for an event) its record, in one request:
+    // an event accepted before is answered without asking Stripe.
+    let read = || async {
+        match origin {
+            Origin::Event { event_id, .. } => store.meta_license_and_event(tenant, Source::Stripe, subscription.as_str(), event_id).await,
+            Origin::Sync { .. } => store.meta_and_license(tenant, Source::Stripe, subscription.as_str()).await.map(|(m, l)| (m, (l, None))),
+        }
+    };
+    let committed = audited_on(store, tenant, read, |(_meta, (current, accepted))| {
         let (cause, last) = (&cause, &last);
         async move {
+            if accepted.is_some() {
+                return Ok(Decision::Done(Step::Done(Outcome { recorded: Recorded::Duplicate, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None })));
+            }
             let held_version = current.as_ref().map(|l| l.source_version);
             let cached = last.lock().unwrap().clone().filter(|(v, _)| *v == held_version).map(|(_, o)| o);
             let object = match cached {

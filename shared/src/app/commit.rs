@@ -107,7 +107,8 @@ where
                     head = Some(next);
                     done.push(change);
                 }
-                Err(CommitError::HeadMoved) => {
+                // A moved head, or counters that moved under a bound: decide again.
+                Err(CommitError::HeadMoved | CommitError::Seats) => {
                     again = true;
                     break;
                 }

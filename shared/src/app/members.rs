@@ -1,11 +1,14 @@
-//! The app's account events: creating an account claims a seat at that
-//! moment, atomically (under any concurrency a tenant never gets more
-//! active members than seats); removing one deprovisions it and frees its
-//! seat and its email. Each writes a delivery record per SCIM target in the
-//! same transaction.
+//! The app's account events, without the tenant's chain lock, so that
+//! creations and removals in one tenant do not queue behind each other:
+//! creating an account claims a seat with one conditional addition to the
+//! tenant's counters (a seat is free and nobody waits; otherwise it waits),
+//! so under any concurrency a tenant never gets more active members than
+//! seats; removing one deprovisions it and gives back its seat and email.
+//! Each is one transaction with a delivery record per SCIM target and its
+//! audit record, which waits, pending, to be chained (see
+//! [`crate::core::audit::PendingRecord`]).
 
-use super::commit::{audited_on, Decision};
-use super::ports::{Change, Targets, Tenants, Write};
+use super::ports::{Change, CommitError, MemberGuard, Targets, Tenants, Write};
 use super::Error;
 use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
@@ -15,6 +18,10 @@ use crate::core::rejection::Rejection;
 use crate::core::tenant::{on_create, MemberItem, TenantMeta};
 use crate::core::views::{MemberView, NewMember};
 use chrono::{DateTime, Utc};
+
+/// How many times a creation or removal reads again after another request
+/// changed the same member at the same moment.
+const ATTEMPTS: u32 = 8;
 
 /// The `META` of a tenant known to accounts and targets (one with a
 /// license or contract), or 404.
@@ -30,89 +37,112 @@ pub fn deliveries(targets: &[crate::core::scim::Target], item: &MemberItem) -> V
     targets.iter().map(|t| Write::Delivery { target: t.target_id.clone(), item: item.clone() }).collect()
 }
 
+/// The creation order of a member created now: time-based (microseconds),
+/// so that no counter serialises creations; ties are broken by user id.
+fn creation_seq(now: DateTime<Utc>) -> u64 {
+    u64::try_from(now.timestamp_micros()).unwrap_or(0)
+}
+
 /// Creates an account and decides its seat now. Returns the member and
 /// whether it was created now (false: an identical earlier request already
 /// created it).
 pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), Error> {
     let cause = Cause::new(CauseKind::ApiCall, request_id);
-    // The head and the member in one read.
-    let read = || store.meta_and_member(tenant, &new.user_id);
-    let committed = audited_on(store, tenant, read, |(meta, existing)| {
-        let cause = &cause;
-        async move {
-            let meta = known(tenant, meta)?;
-            if let Some(existing) = existing {
-                if !existing.member.removed {
-                    let same = existing.member.email == new.email && existing.member.groups == new.groups && existing.member.attributes == new.attributes;
-                    if same {
-                        return Ok(Decision::Done((MemberView::new(tenant.clone(), new.user_id.clone(), &existing.access), false)));
-                    }
-                    return Err(Rejection::conflict("member_exists", format!("member {} already exists with different details", new.user_id)).into());
-                }
+    for _ in 0..ATTEMPTS {
+        // The counters, the access and the member (if any) in one read.
+        let (meta, existing) = store.meta_and_member(tenant, &new.user_id).await?;
+        let meta = known(tenant, meta)?;
+        if let Some(existing) = existing.filter(|e| !e.member.removed) {
+            let same = existing.member.email == new.email && existing.member.groups == new.groups && existing.member.attributes == new.attributes;
+            if same {
+                return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &existing.access), false));
             }
-            let member = Member {
-                user_id: new.user_id.clone(),
-                email: new.email.clone(),
-                groups: new.groups.clone(),
-                attributes: new.attributes.clone(),
-                seq: meta.member_seq + 1,
-                removed: false,
-            };
-            let (access, rule) = on_create(model, &meta, &member);
-            let status = access.status;
-            let item = MemberItem { member, access };
-            // Read after the head: a target added since moves the head and retries us.
-            let targets = store.targets(tenant).await?;
-            // The email is claimed in the same transaction: unique per
-            // tenant, case-insensitively (SCIM userNames are).
-            let mut change = Change::new(now)
-                .write(Write::ClaimEmail(item.member.clone()))
-                .write(Write::Member(item.clone()))
-                .audit(AuditEvent::new(AuditAction::MemberCreated, format!("member:{}", new.user_id), cause, rule).after(&item.access));
-            change.writes.extend(deliveries(&targets, &item));
-            change.meta.seats_used = Some(meta.seats_used + u32::from(status == MemberStatus::Active));
-            change.meta.seats_pending = Some(meta.seats_pending + u32::from(status == MemberStatus::PendingSeat));
-            change.meta.member_seq = Some(item.member.seq);
-            Ok(Decision::one(change, (MemberView::new(tenant.clone(), new.user_id.clone(), &item.access), true)))
+            return Err(Rejection::conflict("member_exists", format!("member {} already exists with different details", new.user_id)).into());
         }
-    })
-    .await?;
-    match committed.refused {
-        None => Ok(committed.value),
-        Some(_) => Err(Rejection::conflict(
-            "email_taken",
-            format!("another member of tenant {tenant} already has the email {} (emails are unique per tenant, case-insensitively)", new.email),
-        )
-        .into()),
+        let member = Member {
+            user_id: new.user_id.clone(),
+            email: new.email.clone(),
+            groups: new.groups.clone(),
+            attributes: new.attributes.clone(),
+            seq: creation_seq(now),
+            removed: false,
+        };
+        let targets = store.targets(tenant).await?;
+        // The seat the counters as read give; the commit checks them again.
+        let (access, rule) = on_create(model, &meta, &member);
+        let claim = access.status == MemberStatus::Active;
+        let mut change = creation(&targets, MemberItem { member: member.clone(), access }, &cause, rule, now);
+        change.meta.claim_seat = claim;
+        let mut result = store.commit_unchained(tenant, &change, request_id).await;
+        if matches!(result, Err(CommitError::Seats)) {
+            // Taken meanwhile (or someone now waits): the account waits.
+            let waiting = MemberAccess::without_access(MemberStatus::PendingSeat);
+            let rule = "no free seat at creation: taken by another account at the same moment".to_string();
+            change = creation(&targets, MemberItem { member, access: waiting }, &cause, rule, now);
+            result = store.commit_unchained(tenant, &change, request_id).await;
+        }
+        let item = match &change.writes[1] {
+            Write::Member { item, .. } => item.clone(),
+            _ => unreachable!("the member is the second write"),
+        };
+        match result {
+            Ok(()) => return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &item.access), true)),
+            // The email is another member's: that is the answer.
+            Err(CommitError::Refused(0)) => {
+                return Err(Rejection::conflict(
+                    "email_taken",
+                    format!("another member of tenant {tenant} already has the email {} (emails are unique per tenant, case-insensitively)", new.email),
+                )
+                .into())
+            }
+            // Created by another request at the same moment: read it again.
+            Err(CommitError::Refused(_) | CommitError::HeadMoved | CommitError::Seats) => continue,
+            Err(CommitError::Port(e)) => return Err(e.into()),
+        }
     }
+    Err(Error::Contention { tenant: tenant.clone(), attempts: ATTEMPTS })
 }
 
-/// Removes an account: deprovisioned at once, its seat and email freed.
+/// The creation's transaction: the email claim, the member, its delivery
+/// records, its (pending) audit record and its place in the counters.
+fn creation(targets: &[crate::core::scim::Target], item: MemberItem, cause: &Cause, rule: String, now: DateTime<Utc>) -> Change {
+    let status = item.access.status;
+    let audit = AuditEvent::new(AuditAction::MemberCreated, format!("member:{}", item.member.user_id), cause, rule).after(&item.access);
+    let mut change = Change::new(now).write(Write::ClaimEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::New }).audit(audit);
+    change.writes.extend(deliveries(targets, &item));
+    change.meta.used_delta = i64::from(status == MemberStatus::Active);
+    change.meta.pending_delta = i64::from(status == MemberStatus::PendingSeat);
+    change
+}
+
+/// Removes an account: deprovisioned at once, its seat and email freed (the
+/// reconcile this queues gives the seat to whoever waits longest).
 pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &UserId, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
     let cause = Cause::new(CauseKind::ApiCall, request_id);
-    let read = || store.meta_and_member(tenant, user);
-    let committed = audited_on(store, tenant, read, |(meta, existing)| {
-        let cause = &cause;
-        async move {
-            let meta = meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
-            let existing = existing.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
-            if existing.member.removed {
-                return Ok(Decision::Done(MemberView::new(tenant.clone(), user.clone(), &existing.access)));
-            }
-            let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
-            let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), cause, "account removed by the app: deprovisioned, seat released")
-                .before(&existing.access)
-                .after(&after);
-            let was = existing.access.status;
-            let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
-            let targets = store.targets(tenant).await?;
-            let mut change = Change::new(now).write(Write::ReleaseEmail(item.member.clone())).write(Write::Member(item.clone())).audit(audit);
-            change.writes.extend(deliveries(&targets, &item));
-            change.meta.seats_used = Some(meta.seats_used.saturating_sub(u32::from(was == MemberStatus::Active)));
-            change.meta.seats_pending = Some(meta.seats_pending.saturating_sub(u32::from(was == MemberStatus::PendingSeat)));
-            Ok(Decision::one(change, MemberView::new(tenant.clone(), user.clone(), &item.access)))
+    for _ in 0..ATTEMPTS {
+        let (meta, existing) = store.meta_and_member(tenant, user).await?;
+        meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+        let existing = existing.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+        if existing.member.removed {
+            return Ok(MemberView::new(tenant.clone(), user.clone(), &existing.access));
         }
-    })
-    .await?;
-    Ok(committed.value)
+        let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
+        let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released")
+            .before(&existing.access)
+            .after(&after);
+        let was = existing.access.status;
+        let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
+        let targets = store.targets(tenant).await?;
+        let mut change = Change::new(now).write(Write::ReleaseEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::Was(was) }).audit(audit);
+        change.writes.extend(deliveries(&targets, &item));
+        change.meta.used_delta = -i64::from(was == MemberStatus::Active);
+        change.meta.pending_delta = -i64::from(was == MemberStatus::PendingSeat);
+        match store.commit_unchained(tenant, &change, request_id).await {
+            Ok(()) => return Ok(MemberView::new(tenant.clone(), user.clone(), &item.access)),
+            // Its access changed at the same moment (a reconcile): read it again.
+            Err(CommitError::Refused(_) | CommitError::HeadMoved | CommitError::Seats) => continue,
+            Err(CommitError::Port(e)) => return Err(e.into()),
+        }
+    }
+    Err(Error::Contention { tenant: tenant.clone(), attempts: ATTEMPTS })
 }

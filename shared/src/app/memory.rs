@@ -7,7 +7,7 @@
 
 use super::ports::*;
 use crate::core::access::TenantRules;
-use crate::core::audit::{self, ChainHead, StoredRecord};
+use crate::core::audit::{self, ChainHead, PendingRecord, StoredRecord};
 use crate::core::contract::{Amendment, AmendmentStatus, ContractDocument, ContractState};
 use crate::core::events::announced;
 use crate::core::expiry::next_due;
@@ -38,6 +38,8 @@ struct Db {
     versions: BTreeMap<(ContractId, u64), Value>,
     amendments: BTreeMap<(ContractId, AmendmentId), (Amendment, String)>,
     audit: BTreeMap<TenantId, Vec<StoredRecord>>,
+    /// Audit records not yet chained, by tenant, in key order.
+    pending: BTreeMap<TenantId, BTreeMap<String, PendingRecord>>,
     /// Event items, in the order written (what the table's stream carries).
     stream: Vec<Value>,
     barriers: BTreeMap<TenantId, String>,
@@ -71,9 +73,11 @@ impl Memory {
         }
     }
 
-    /// A contract's tenant is written with its first change.
-    fn apply(db: &mut Db, tenant: &TenantId, head: &ChainHead, change: &Change) {
-        let seq = head.seq + 1;
+    /// Applies a change; `head` is the chain's head for a chained change,
+    /// `None` for one committed without the lock (its records go pending);
+    /// `seq` numbers its delivery records. A contract's tenant is written
+    /// with its first change.
+    fn apply(db: &mut Db, tenant: &TenantId, head: Option<&ChainHead>, seq: u64, change: &Change, salt: &str) {
         let at = change.at;
         for w in &change.writes {
             match w {
@@ -86,7 +90,7 @@ impl Memory {
                 Write::License { license, .. } => {
                     db.licenses.insert((tenant.clone(), license.source, license.license_id.to_string()), license.clone());
                 }
-                Write::Member(item) => {
+                Write::Member { item, .. } => {
                     db.members.insert((tenant.clone(), item.member.user_id.clone()), item.clone());
                 }
                 Write::ClaimEmail(m) => {
@@ -100,7 +104,7 @@ impl Memory {
                     db.deliveries.insert((tenant.clone(), target.clone(), item.member.user_id.clone()), p);
                 }
                 Write::ParkDelivery { target, member, access, if_seq, reason } => {
-                    let p = Pending { member: member.clone(), access: access.clone(), seq: if_seq.unwrap_or(head.seq), refusals: MAX_REFUSALS, parked: Some(reason.clone()) };
+                    let p = Pending { member: member.clone(), access: access.clone(), seq: if_seq.unwrap_or(seq), refusals: MAX_REFUSALS, parked: Some(reason.clone()) };
                     db.deliveries.insert((tenant.clone(), target.clone(), member.user_id.clone()), p);
                 }
                 Write::TargetConfig(t) => {
@@ -128,22 +132,14 @@ impl Memory {
                 }
             }
         }
-        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut events: Vec<Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, seq + i as u64, &at_text, e)).collect();
-        events.extend(change.events.iter().cloned());
-        let (records, new_head) = audit::chain(tenant.as_str(), head, &at_text, change.audit.clone());
-        db.audit.entry(tenant.clone()).or_default().extend(records.into_iter().map(|(r, json, hash)| StoredRecord { seq: r.seq, json, hash }));
-        db.stream.extend(events);
         let meta = db.meta.entry(tenant.clone()).or_insert_with(|| TenantMeta {
             access: None,
             seats_used: 0,
             seats_pending: 0,
-            member_seq: 0,
             head: ChainHead::genesis(),
             rules: TenantRules::default(),
             licensed: false,
         });
-        meta.head = new_head;
         let m = &change.meta;
         if let Some(a) = &m.access {
             meta.access = Some(a.clone());
@@ -151,16 +147,50 @@ impl Memory {
         if let Some(r) = &m.rules {
             meta.rules = r.clone();
         }
-        if let Some(v) = m.seats_used {
-            meta.seats_used = v;
-        }
-        if let Some(v) = m.seats_pending {
-            meta.seats_pending = v;
-        }
-        if let Some(v) = m.member_seq {
-            meta.member_seq = v;
-        }
+        let add = |v: u32, d: i64| u32::try_from((i64::from(v) + d).max(0)).unwrap_or(u32::MAX);
+        meta.seats_used = add(meta.seats_used, m.used_delta);
+        meta.seats_pending = add(meta.seats_pending, m.pending_delta);
         meta.licensed |= m.licensed;
+        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let Some(head) = head else {
+            // Without the lock: the records wait, pending.
+            let pending = db.pending.entry(tenant.clone()).or_default();
+            for (i, e) in change.audit.iter().enumerate() {
+                let p = PendingRecord::new(at, &format!("{salt}/{i}"), e.clone());
+                pending.insert(p.key.clone(), p);
+            }
+            return;
+        };
+        // Pending records first, each dated as written; then the change's own.
+        let (mut records, after_pending) = audit::integrate(tenant.as_str(), head, &change.integrate);
+        if let Some(pending) = db.pending.get_mut(tenant) {
+            for p in &change.integrate {
+                pending.remove(&p.key);
+            }
+        }
+        let first = after_pending.seq + 1;
+        let mut events: Vec<Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at_text, e)).collect();
+        events.extend(change.events.iter().cloned());
+        let (own, new_head) = audit::chain(tenant.as_str(), &after_pending, &at_text, change.audit.clone());
+        records.extend(own);
+        db.audit.entry(tenant.clone()).or_default().extend(records.into_iter().map(|(r, json, hash)| StoredRecord { seq: r.seq, json, hash }));
+        db.stream.extend(events);
+        db.meta.get_mut(tenant).expect("inserted above").head = new_head;
+    }
+
+    /// Whether the change's counters allow it now.
+    fn seats_allow(db: &Db, tenant: &TenantId, m: &MetaUpdate) -> bool {
+        let meta = db.meta.get(tenant);
+        let used = meta.map_or(0, |m| m.seats_used);
+        if m.used_at_most.is_some_and(|max| used > max) {
+            return false;
+        }
+        if m.claim_seat {
+            let Some(meta) = meta else { return false };
+            let Some(access) = &meta.access else { return false };
+            return access.policy == crate::core::license::MemberPolicy::Seated && meta.seats_used < access.seats_total && meta.seats_pending == 0;
+        }
+        true
     }
 
     /// Whether write `w` of a change for `tenant` meets its condition now.
@@ -189,7 +219,14 @@ impl Memory {
                 Some(_) => *version > 1,
             },
             Write::ContractVersion { contract, version, .. } => !db.versions.contains_key(&(contract.clone(), *version)),
-            Write::Member(_) | Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } => true,
+            Write::Member { item, guard } => {
+                let held = db.members.get(&(tenant.clone(), item.member.user_id.clone()));
+                match guard {
+                    MemberGuard::New => held.is_none_or(|h| h.member.removed),
+                    MemberGuard::Was(status) => held.is_some_and(|h| h.access.status == *status),
+                }
+            }
+            Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } => true,
         }
     }
 }
@@ -211,7 +248,8 @@ impl Tenants for Memory {
             .filter_map(|(cid, _)| db.documents.get(cid).map(|(v, d)| (serde_json::from_value::<ContractDocument>(d.clone()).expect("stored documents parse"), *v)))
             .collect();
         let targets = db.targets.iter().filter(|((t, _), _)| t == tenant).map(|(_, x)| x.clone()).collect();
-        Ok(Some(TenantState { meta, licenses, members, contracts, targets }))
+        let pending_audit = db.pending.get(tenant).map(|p| p.values().cloned().collect()).unwrap_or_default();
+        Ok(Some(TenantState { meta, licenses, members, contracts, targets, pending_audit }))
     }
 
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
@@ -226,6 +264,13 @@ impl Tenants for Memory {
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         let db = self.db.lock().unwrap();
         Ok((db.meta.get(tenant).cloned(), db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned()))
+    }
+
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+        let db = self.db.lock().unwrap();
+        let l = db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned();
+        let e = db.events.get(&(tenant.clone(), source, event.clone())).cloned();
+        Ok((db.meta.get(tenant).cloned(), (l, e)))
     }
 
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
@@ -251,10 +296,35 @@ impl Tenants for Memory {
         if let Some(i) = change.writes.iter().position(|w| !Self::holds(&db, tenant, w)) {
             return Err(CommitError::Refused(i));
         }
+        if !Self::seats_allow(&db, tenant, &change.meta) {
+            return Err(CommitError::Seats);
+        }
         let head = head.cloned().unwrap_or_else(ChainHead::genesis);
-        Self::apply(&mut db, tenant, &head, change);
+        Self::apply(&mut db, tenant, Some(&head), head.seq + 1, change, "");
         self.commits.fetch_add(1, Ordering::SeqCst);
         Ok(db.meta[tenant].head.clone())
+    }
+
+    async fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
+        tokio::task::yield_now().await;
+        assert!(change.events.is_empty() && change.integrate.is_empty() && change.audit.iter().all(|a| a.announce.is_none()), "only a change without events commits without the lock");
+        assert!(change.writes.len() + change.audit.len() + 1 <= MAX_TRANSACTION_ITEMS);
+        let mut db = self.db.lock().unwrap();
+        if let Some(i) = change.writes.iter().position(|w| !Self::holds(&db, tenant, w)) {
+            return Err(CommitError::Refused(i));
+        }
+        if !Self::seats_allow(&db, tenant, &change.meta) {
+            return Err(CommitError::Seats);
+        }
+        let seq = u64::try_from(change.at.timestamp_micros()).unwrap_or(0);
+        Self::apply(&mut db, tenant, None, seq, change, salt);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+        let db = self.db.lock().unwrap();
+        Ok((db.meta.get(tenant).cloned(), db.pending.get(tenant).map(|p| p.values().cloned().collect()).unwrap_or_default()))
     }
 
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, _payload: &Value, _at: DateTime<Utc>) -> Result<bool, PortError> {
@@ -524,6 +594,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         self.inner.meta_and_license(tenant, source, license).await
     }
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+        self.inner.meta_license_and_event(tenant, source, license, event).await
+    }
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
         self.inner.meta_and_member(tenant, user).await
     }
@@ -535,6 +608,15 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
             return Err(CommitError::Port(PortError::Corrupt { key: tenant.to_string(), why: "injected crash".into() }));
         }
         self.inner.commit(tenant, head, change).await
+    }
+    async fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
+        if self.left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+            return Err(CommitError::Port(PortError::Corrupt { key: tenant.to_string(), why: "injected crash".into() }));
+        }
+        self.inner.commit_unchained(tenant, change, salt).await
+    }
+    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+        self.inner.pending_audit(tenant).await
     }
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
         self.inner.park_unattributed(source, event, reason, payload, at).await

@@ -9,7 +9,7 @@
 //! reads, decides and commits, and decides again when the head moved.
 
 use crate::core::access::{Member, MemberAccess};
-use crate::core::audit::{AuditEvent, ChainHead, StoredRecord};
+use crate::core::audit::{AuditEvent, ChainHead, PendingRecord, StoredRecord};
 use crate::core::contract::{Amendment, ClauseChange, ContractState};
 use crate::core::ids::{AmendmentId, ContractId, EventId, TargetId, TenantId, UserId};
 use crate::core::license::{License, Source, TenantAccess};
@@ -64,6 +64,10 @@ pub enum CommitError {
     /// Write `0` of the change did not meet its own condition: nothing was written.
     #[error("write {0} of the change did not meet its condition")]
     Refused(usize),
+    /// The tenant's seat counters did not allow the change (a seat claimed
+    /// at creation that is no longer free): nothing was written.
+    #[error("the tenant's seat counters did not allow the change")]
+    Seats,
     #[error(transparent)]
     Port(#[from] PortError),
 }
@@ -79,7 +83,8 @@ pub enum Write {
     Parked { source: Source, event_id: EventId, reason: String, payload: Value, at: DateTime<Utc> },
     /// A license, conditional on the version held when `if_version` is given.
     License { license: License, if_version: Option<i64> },
-    Member(MemberItem),
+    /// A member, on the condition `guard` states.
+    Member { item: MemberItem, guard: MemberGuard },
     /// The member's email, unless another member holds it.
     ClaimEmail(Member),
     /// A removed member's email, if it is its own.
@@ -114,38 +119,61 @@ impl Write {
     pub fn decide_again_when_refused(&self) -> bool {
         matches!(
             self,
-            Write::License { .. } | Write::TargetHealth(_) | Write::NewContract { .. } | Write::ContractDocument { .. } | Write::ContractVersion { .. }
+            Write::License { .. } | Write::Member { .. } | Write::TargetHealth(_) | Write::NewContract { .. } | Write::ContractDocument { .. } | Write::ContractVersion { .. }
         )
     }
+}
+
+/// On what condition a member item is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberGuard {
+    /// A new member (or one removed before, coming back): not if another
+    /// request created it meanwhile.
+    New,
+    /// Only if its status is still the one the decision was made on (an
+    /// account removed meanwhile is not given a seat).
+    Was(crate::core::access::MemberStatus),
 }
 
 /// What a change sets on the tenant's `META`, besides its chain head.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetaUpdate {
+    /// The tenant's effective access (its seat total and policy go beside
+    /// it as plain attributes, for the counters' conditions).
     pub access: Option<TenantAccess>,
     pub rules: Option<TenantRules>,
-    pub seats_used: Option<u32>,
-    pub seats_pending: Option<u32>,
-    pub member_seq: Option<u64>,
+    /// Added to the seat counters (never set: creations, removals and
+    /// reconciles change them concurrently).
+    pub used_delta: i64,
+    pub pending_delta: i64,
+    /// Commit only if at most this many seats were used before.
+    pub used_at_most: Option<u32>,
+    /// A seat claimed by a new account: commit only if the tenant is seated,
+    /// a seat is free and nobody waits (so a seat never goes to a newcomer
+    /// ahead of someone waiting).
+    pub claim_seat: bool,
     /// The tenant now has a license or contract: it is known.
     pub licensed: bool,
 }
 
 /// One transaction of a tenant: writes, audit records (chained after the
-/// head the change was decided on, dated `at`), the `META` update, and the
-/// events to announce once committed (besides those the records announce).
+/// head the change was decided on, dated `at`), the `META` update, the
+/// events to announce (besides those the records announce), and pending
+/// audit records to chain first (see [`PendingRecord`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub writes: Vec<Write>,
     pub audit: Vec<AuditEvent>,
     pub meta: MetaUpdate,
     pub events: Vec<Value>,
+    /// Pending records this change chains (and removes), before its own.
+    pub integrate: Vec<PendingRecord>,
     pub at: DateTime<Utc>,
 }
 
 impl Change {
     pub fn new(at: DateTime<Utc>) -> Self {
-        Change { writes: Vec::new(), audit: Vec::new(), meta: MetaUpdate::default(), events: Vec::new(), at }
+        Change { writes: Vec::new(), audit: Vec::new(), meta: MetaUpdate::default(), events: Vec::new(), integrate: Vec::new(), at }
     }
     pub fn write(mut self, w: Write) -> Self {
         self.writes.push(w);
@@ -168,6 +196,9 @@ pub trait Tenants: Send + Sync {
     fn licenses(&self, tenant: &TenantId, source: Source) -> impl Future<Output = Result<Vec<License>, PortError>> + Send;
     /// The tenant's `META` and one license, read together, consistently, in one request.
     fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> impl Future<Output = Result<(Option<TenantMeta>, Option<License>), PortError>> + Send;
+    /// The tenant's `META`, one license, and whether an event was accepted
+    /// (its body hash), read together, consistently, in one request.
+    fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> impl Future<Output = Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError>> + Send;
     /// The tenant's `META` and one member, read together, consistently, in one request.
     fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<(Option<TenantMeta>, Option<MemberItem>), PortError>> + Send;
     /// The body hash an event was accepted with, if it was.
@@ -175,6 +206,14 @@ pub trait Tenants: Send + Sync {
     /// Commits a change against `head` (`None`: the tenant has no chain
     /// yet); returns the new head.
     fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> impl Future<Output = Result<ChainHead, CommitError>> + Send;
+    /// Commits a change without the chain's lock: its writes on their own
+    /// conditions, its counters and their conditions on `META`, and its
+    /// audit records as pending records (chained later, by whoever holds the
+    /// lock: [`crate::app::audit::integrate`]). A change that announces
+    /// events or chains pending records cannot be committed so.
+    fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> impl Future<Output = Result<(), CommitError>> + Send;
+    /// The tenant's head and its pending audit records, in order, read together.
+    fn pending_audit(&self, tenant: &TenantId) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError>> + Send;
     /// Parks an event that names no tenant (there is no chain to audit it
     /// in); false if it was parked before.
     fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;

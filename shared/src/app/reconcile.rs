@@ -2,11 +2,13 @@
 //! transactions of at most 100 items (`core::reconcile::chunks`), each
 //! change with its audit record and a delivery record per SCIM target.
 //! Level-triggered: after a crash between chunks, the next run reads what
-//! was applied and finishes the rest.
+//! was applied and finishes the rest. A reconcile first chains the
+//! tenant's pending audit records (it holds the chain's lock anyway).
 
 use super::commit::{audited_on, Decision};
 use super::members::deliveries;
-use super::ports::{Change, Tenants, Write};
+use super::audit::integration;
+use super::ports::{Change, MemberGuard, Tenants, Write};
 use super::Error;
 use crate::core::audit::{AuditAction, Cause};
 use crate::core::ids::TenantId;
@@ -27,15 +29,16 @@ pub struct ReconcileOutcome {
 
 fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
     let mut change = Change::new(now);
-    for item in &chunk.members {
-        change.writes.push(Write::Member(item.clone()));
+    for (item, was) in &chunk.members {
+        change.writes.push(Write::Member { item: item.clone(), guard: MemberGuard::Was(*was) });
         change.writes.extend(deliveries(targets, item));
     }
     change.audit = chunk.audit;
     change.meta.access = chunk.tenant;
     change.meta.rules = chunk.rules;
-    change.meta.seats_used = Some(chunk.seats_used);
-    change.meta.seats_pending = Some(chunk.seats_pending);
+    change.meta.used_delta = chunk.used_delta;
+    change.meta.pending_delta = chunk.pending_delta;
+    change.meta.used_at_most = chunk.used_at_most;
     change
 }
 
@@ -48,7 +51,8 @@ pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &T
         |state| async move {
             let Some(state) = state else { return Ok(Decision::Done(0)) };
             let targets = state.targets.len();
-            let changes: Vec<Change> = chunks(model, tenant, &state, cause).into_iter().map(|c| change_of(c, &state.targets, now)).collect();
+            let mut changes = integration(&state.pending_audit, now);
+            changes.extend(chunks(model, tenant, &state, cause).into_iter().map(|c| change_of(c, &state.targets, now)));
             if changes.is_empty() {
                 return Ok(Decision::Done(targets));
             }
@@ -57,7 +61,7 @@ pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &T
     )
     .await?;
     Ok(ReconcileOutcome {
-        member_changes: committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member(_))).count()).sum(),
+        member_changes: committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member { .. })).count()).sum(),
         tenant_changed: committed.changes.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged))),
         chunks: committed.changes.len(),
         targets: committed.value,

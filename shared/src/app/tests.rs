@@ -86,6 +86,105 @@ async fn seat_claims_racing_reconciles_never_overbook() {
     assert!(verified(&store, &t).await);
 }
 
+/// Fifty callers into one tenant of twenty seats, no reconcile meanwhile:
+/// exactly twenty seats claimed at creation, each account audited once
+/// (pending until chained), and the chain verifies once they are chained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_callers_for_twenty_seats_get_exactly_twenty_each_audited_once() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("fifty");
+    seeded(&m, &store, &t, 20, 0).await;
+    let commits_before = store.commits.load(std::sync::atomic::Ordering::SeqCst);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (m, store, t) = (m.clone(), store.clone(), t.clone());
+            tokio::spawn(async move { members::create(&m, &store, &t, &new_member(i, &format!("c{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap() })
+        })
+        .collect();
+    let mut active = 0;
+    for task in tasks {
+        let (view, created) = task.await.unwrap();
+        assert!(created);
+        active += usize::from(view.status == MemberStatus::Active);
+    }
+    assert_eq!(active, 20, "exactly the seats");
+    // One transaction each, at most two for those whose seat went at the same moment.
+    let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst) - commits_before;
+    assert_eq!(commits, 50, "one commit per creation: no read-decide-retry on the tenant's lock");
+    let meta = store.meta(&t).await.unwrap().unwrap();
+    assert_eq!((meta.seats_used, meta.seats_pending), (20, 30));
+    let before = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(before.ok && before.pending == 50, "{before:?}");
+    assert_eq!(audit::integrate(&store, &t, Utc::now()).await.unwrap(), 50);
+    let after = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(after.ok && after.pending == 0, "{after:?}");
+    let created: Vec<AuditAction> = actions(&store, &t).await.into_iter().filter(|a| *a == AuditAction::MemberCreated).collect();
+    assert_eq!(created.len(), 50, "one record per account");
+    // Chained in the order they were made (their keys), each with its own time.
+    let (records, _) = store.audit_page(&t, 0, 1000).await.unwrap();
+    let times: Vec<String> = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberCreated).map(|r| r.at).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+}
+
+/// The integrator stopped after any of its transactions: what it chained
+/// stays chained (once), the rest stays pending until the next run; no
+/// record is lost or chained twice.
+#[tokio::test]
+async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("integrator");
+    seeded(&m, &store, &t, 200, 0).await;
+    for i in 0..120 {
+        members::create(&m, &store, &t, &new_member(i, &format!("i{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+    }
+    for crash_after in [0, 1, 1] {
+        let err = audit::integrate(&Crashing::after(&store, crash_after), &t, Utc::now()).await.unwrap_err();
+        assert!(is_injected_crash(&err), "{err}");
+        let v = audit::verify(&store, &t).await.unwrap().unwrap();
+        assert!(v.ok, "{v:?}");
+        let chained = actions(&store, &t).await.iter().filter(|a| **a == AuditAction::MemberCreated).count();
+        assert_eq!(chained as u64 + v.pending, 120, "after a crash after {crash_after}: {chained} chained, {} pending", v.pending);
+    }
+    audit::integrate(&store, &t, Utc::now()).await.unwrap();
+    let v = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    let (records, _) = store.audit_page(&t, 0, 10_000).await.unwrap();
+    let subjects: BTreeSet<String> = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberCreated).map(|r| r.event.subject).collect();
+    assert_eq!(subjects.len(), 120, "every account's record, once");
+}
+
+/// A removal and a reconcile that would seat the removed account, at once:
+/// the reconcile's write is conditional on the status it planned on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removals_racing_reconciles_never_leave_a_removed_account_seated() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("removal");
+    seeded(&m, &store, &t, 5, 10).await;
+    // Five seated, five waiting; seats freed one by one while reconciles hand them out.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let user = UserId::parse(format!("m{i:04}")).unwrap();
+            members::remove(&store2, &t2, &user, &format!("rm-{i}"), Utc::now()).await.map(|_| ())?;
+            reconcile::reconcile(&m2, &store2, &t2, &cause("after-removal"), Utc::now()).await.map(|_| ())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    reconcile::reconcile(&m, &store, &t, &cause("final"), Utc::now()).await.unwrap();
+    let state = store.tenant(&t).await.unwrap().unwrap();
+    assert!(state.members.iter().all(|x| x.access.status == MemberStatus::Deprovisioned), "{:?}", state.members.iter().map(|x| x.access.status).collect::<Vec<_>>());
+    assert_eq!((state.meta.seats_used, state.meta.seats_pending), (0, 0));
+    assert!(verified(&store, &t).await);
+}
+
 /// (The reconciles in the race above answer in the creations' shape.)
 fn views_stub() -> crate::core::views::MemberView {
     crate::core::views::MemberView {

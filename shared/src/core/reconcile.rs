@@ -53,15 +53,21 @@ pub const fn members_per_chunk(targets: usize) -> usize {
 /// One transaction of a reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
-    /// Members with their new access.
-    pub members: Vec<MemberItem>,
+    /// Members with their new access, and the status each had (the write
+    /// is conditional on it).
+    pub members: Vec<(MemberItem, MemberStatus)>,
     /// The tenant's new effective access (first chunk only).
     pub tenant: Option<TenantAccess>,
     /// The tenant's new contract role grants (first chunk only).
     pub rules: Option<TenantRules>,
-    /// Seat counters once this chunk is applied.
-    pub seats_used: u32,
-    pub seats_pending: u32,
+    /// What the chunk does to the seat counters (added to them: account
+    /// creations and removals change them too, without the chain's lock).
+    pub used_delta: i64,
+    pub pending_delta: i64,
+    /// A chunk that hands out seats commits only if, before it, at most
+    /// this many were used: never more holders than seats, whatever was
+    /// claimed since the plan was made.
+    pub used_at_most: Option<u32>,
     /// One record per change, tenant records first.
     pub audit: Vec<AuditEvent>,
 }
@@ -73,7 +79,7 @@ pub struct Chunk {
 /// committed prefix ever holds more seats than the tenant has.
 pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, cause: &Cause) -> Vec<Chunk> {
     let members: Vec<Member> = state.members.iter().map(|m| m.member.clone()).collect();
-    let mut actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
+    let actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
     let by_id: BTreeMap<&UserId, &Member> = state.members.iter().map(|m| (&m.member.user_id, &m.member)).collect();
     let rules = state.rules();
     let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &members);
@@ -91,7 +97,7 @@ pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, ca
         let room = if first && (access_change || rules_change) { per_chunk - 1 } else { per_chunk };
         let (now, rest) = remaining.split_at(room.min(remaining.len()));
         let mut audit = Vec::new();
-        let mut chunk = Chunk { members: Vec::new(), tenant: None, rules: None, seats_used: 0, seats_pending: 0, audit: Vec::new() };
+        let mut chunk = Chunk { members: Vec::new(), tenant: None, rules: None, used_delta: 0, pending_delta: 0, used_at_most: None, audit: Vec::new() };
         if first && access_change {
             audit.push(
                 AuditEvent::new(AuditAction::TenantAccessChanged, "tenant", cause, plan.tenant_after.rule.clone())
@@ -108,17 +114,22 @@ pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, ca
             chunk.rules = Some(rules.clone());
         }
         for change in now {
-            chunk.members.push(MemberItem { member: by_id[&change.user_id].clone(), access: change.after.clone() });
+            chunk.members.push((MemberItem { member: by_id[&change.user_id].clone(), access: change.after.clone() }, change.before.status));
             audit.push(
                 AuditEvent::new(AuditAction::MemberAccessChanged, format!("member:{}", change.user_id), cause, change.rule.clone())
                     .before(&change.before)
                     .after(&change.after)
                     .announcing(Announcement::MemberAccessChanged { user_id: change.user_id.clone(), before: change.before.clone(), after: change.after.clone() }),
             );
-            actual.insert(change.user_id.clone(), change.after.clone());
         }
-        chunk.seats_used = actual.values().filter(|a| a.status == MemberStatus::Active).count() as u32;
-        chunk.seats_pending = actual.values().filter(|a| a.status == MemberStatus::PendingSeat).count() as u32;
+        let count = |status: MemberStatus, a: &MemberAccess| i64::from(a.status == status);
+        for change in now {
+            chunk.used_delta += count(MemberStatus::Active, &change.after) - count(MemberStatus::Active, &change.before);
+            chunk.pending_delta += count(MemberStatus::PendingSeat, &change.after) - count(MemberStatus::PendingSeat, &change.before);
+        }
+        if chunk.used_delta > 0 {
+            chunk.used_at_most = Some(u32::try_from((i64::from(plan.tenant_after.seats_total) - chunk.used_delta).max(0)).unwrap_or(0));
+        }
         chunk.audit = audit;
         out.push(chunk);
         remaining = rest;

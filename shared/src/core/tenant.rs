@@ -2,21 +2,21 @@
 //! members with their access, everything desired access depends on.
 
 use crate::core::access::{Member, MemberAccess, TenantRules};
-use crate::core::audit::ChainHead;
+use crate::core::audit::{ChainHead, PendingRecord};
 use crate::core::contract::ContractDocument;
 use crate::core::license::{License, TenantAccess};
 use crate::core::scim::Target;
 
 /// The tenant's `META` item: its effective access as last provisioned, the
-/// seat counters, the member sequence, and the head of its audit chain (the
-/// optimistic lock every write of the tenant commits against).
+/// seat counters (kept by account creations and removals with conditional
+/// additions, and by reconciles), and the head of its audit chain (the
+/// optimistic lock every chained write of the tenant commits against).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TenantMeta {
     /// Set by the first reconcile; `None` until then.
     pub access: Option<TenantAccess>,
     pub seats_used: u32,
     pub seats_pending: u32,
-    pub member_seq: u64,
     pub head: ChainHead,
     /// The contract role grants the last reconcile applied (used at creation).
     pub rules: TenantRules,
@@ -50,6 +50,9 @@ pub struct TenantState {
     pub contracts: Vec<(ContractDocument, u64)>,
     /// SCIM targets: every member change gets a delivery record for each.
     pub targets: Vec<Target>,
+    /// Audit records written without the chain's lock (account creations
+    /// and removals), waiting to be chained, in order.
+    pub pending_audit: Vec<PendingRecord>,
 }
 
 impl TenantState {

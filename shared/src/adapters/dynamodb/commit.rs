@@ -9,8 +9,10 @@
 
 use super::due::due_attributes;
 use super::*;
-use crate::app::ports::{Change, CommitError, Write};
-use crate::core::audit::{self, ChainHead};
+use crate::app::ports::{Change, CommitError, MemberGuard, MetaUpdate, Write};
+use crate::core::access::MemberStatus;
+use crate::core::audit::{self, ChainHead, PendingRecord};
+use crate::core::license::MemberPolicy;
 use crate::core::contract::AmendmentStatus;
 use crate::core::events::announced;
 use crate::core::expiry::next_due;
@@ -19,6 +21,10 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 
 fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, values: Vec<(&str, AttributeValue)>) -> TransactWriteItem {
+    put_named(table, item, condition, values, &[])
+}
+
+fn put_named(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, values: Vec<(&str, AttributeValue)>, names: &[(&str, &str)]) -> TransactWriteItem {
     let mut p = Put::builder().table_name(table);
     for (k, v) in item {
         p = p.item(k, v);
@@ -29,7 +35,39 @@ fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, 
     for (k, v) in values {
         p = p.expression_attribute_values(k, v);
     }
+    for (k, v) in names {
+        p = p.expression_attribute_names(*k, *v);
+    }
     TransactWriteItem::builder().put(p.build().expect("table, item set")).build()
+}
+
+/// The key of a pending audit record in its tenant's partition.
+fn pending_sk(p: &PendingRecord) -> String {
+    format!("AQ#{}", p.key)
+}
+
+/// The counters' part of a `META` update: the additions, and the
+/// conditions they carry (added to `conditions`).
+fn counters(m: &MetaUpdate, adds: &mut Vec<String>, conditions: &mut Vec<String>, values: &mut HashMap<String, AttributeValue>) {
+    if m.used_delta != 0 {
+        adds.push("seats_used :du".into());
+        values.insert(":du".into(), n(m.used_delta));
+    }
+    if m.pending_delta != 0 {
+        adds.push("seats_pending :dp".into());
+        values.insert(":dp".into(), n(m.pending_delta));
+    }
+    if let Some(max) = m.used_at_most {
+        conditions.push("(attribute_not_exists(seats_used) OR seats_used <= :max)".into());
+        values.insert(":max".into(), n(max));
+    }
+    if m.claim_seat {
+        // Seated, a seat free, nobody waiting.
+        // (A counter never added to yet does not exist: it counts as zero.)
+        conditions.push("seated = :true AND (attribute_not_exists(seats_used) OR seats_used < seats_total) AND (attribute_not_exists(seats_pending) OR seats_pending = :zero)".into());
+        values.insert(":true".into(), AttributeValue::Bool(true));
+        values.insert(":zero".into(), n(0));
+    }
 }
 
 fn with_due(mut item: Vec<(&'static str, AttributeValue)>, pk: &str, sk: &str, due: Option<DateTime<Utc>>) -> Vec<(&'static str, AttributeValue)> {
@@ -38,12 +76,12 @@ fn with_due(mut item: Vec<(&'static str, AttributeValue)>, pk: &str, sk: &str, d
 }
 
 impl Dynamo {
-    /// The item of one write. `seq` is the position of the change's first
-    /// audit record (a delivery record's sequence number).
-    fn item(&self, tenant: &TenantId, head: &ChainHead, w: &Write) -> TransactWriteItem {
+    /// The item of one write. `seq` numbers the change's delivery records
+    /// (the position of its first audit record, or, for a change committed
+    /// without the chain's lock, the time in microseconds).
+    fn item(&self, tenant: &TenantId, seq: u64, w: &Write) -> TransactWriteItem {
         let t = &self.state;
         let tpk = tenant_pk(tenant);
-        let seq = head.seq + 1;
         match w {
             Write::EventRecord { source, event_id, body_hash, outcome, at } => put(
                 t,
@@ -80,18 +118,21 @@ impl Dynamo {
                     None => put(t, item, None, vec![]),
                 }
             }
-            Write::Member(m) => put(
-                t,
-                vec![
+            Write::Member { item: m, guard } => {
+                let attrs = vec![
                     ("pk", s(&tpk)),
                     ("sk", s(member_sk(&m.member.user_id))),
                     ("member", s(to_json(&m.member))),
                     ("access", s(to_json(&m.access))),
                     ("status", s(m.access.status.as_str())),
-                ],
-                None,
-                vec![],
-            ),
+                ];
+                // `status` is a reserved word.
+                let names = [("#st", "status")];
+                match guard {
+                    MemberGuard::New => put_named(t, attrs, Some("attribute_not_exists(pk) OR #st = :gone"), vec![(":gone", s(MemberStatus::Deprovisioned.as_str()))], &names),
+                    MemberGuard::Was(was) => put_named(t, attrs, Some("#st = :was"), vec![(":was", s(was.as_str()))], &names),
+                }
+            }
             Write::ClaimEmail(m) => put(
                 t,
                 vec![("pk", s(email_pk(tenant))), ("sk", s(email_key(&m.email))), ("user_id", s(m.user_id.as_str()))],
@@ -128,7 +169,7 @@ impl Dynamo {
                     ("sk", s(member.user_id.as_str())),
                     ("member", s(to_json(member))),
                     ("access", s(to_json(access))),
-                    ("seq", n(if_seq.unwrap_or(head.seq))),
+                    ("seq", n(if_seq.unwrap_or(seq))),
                     ("refusals", n(crate::core::scim::MAX_REFUSALS)),
                     ("last_error", s(reason)),
                     ("parked", s(reason)),
@@ -204,14 +245,23 @@ impl Dynamo {
         TransactWriteItem::builder().update(update.update_expression(format!("SET {}", sets.join(", "))).build().expect("key, expression set")).build()
     }
 
-    /// The audit records, the event items, and the lock on the head (last).
+    /// The pending records it chains (each chained, and removed), the audit
+    /// records, the event items, and the lock on the head (last).
     fn chain_items(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> (Vec<TransactWriteItem>, ChainHead) {
         let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
         let at = rfc3339(change.at);
-        let mut events: Vec<serde_json::Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, head.seq + 1 + i as u64, &at, e)).collect();
-        events.extend(change.events.iter().cloned());
-        let (records, new_head) = audit::chain(tenant.as_str(), &head, &at, change.audit.clone());
         let mut items = Vec::new();
+        // Pending records first, each dated as it was written.
+        let (mut records, after_pending) = audit::integrate(tenant.as_str(), &head, &change.integrate);
+        for p in &change.integrate {
+            let delete = Delete::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(pending_sk(p))).condition_expression("attribute_exists(pk)").build().expect("table, key set");
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let first = after_pending.seq + 1;
+        let mut events: Vec<serde_json::Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at, e)).collect();
+        events.extend(change.events.iter().cloned());
+        let (own, new_head) = audit::chain(tenant.as_str(), &after_pending, &at, change.audit.clone());
+        records.extend(own);
         // One item per event, in the tenant's partition of events: the
         // stream gives them to the Pipe in the order written, and they expire.
         let expires = (change.at + chrono::Duration::hours(EVENT_TTL_HOURS)).timestamp();
@@ -248,35 +298,35 @@ impl Dynamo {
         };
         if let Some(a) = &m.access {
             set("access", s(to_json(a)));
+            // Plain copies for the conditions of seat claims at creation.
+            set("seats_total", n(a.seats_total));
+            set("seated", AttributeValue::Bool(a.policy == MemberPolicy::Seated));
         }
         if let Some(r) = &m.rules {
             set("rules", s(to_json(r)));
         }
-        if let Some(v) = m.seats_used {
-            set("seats_used", n(v));
-        }
-        if let Some(v) = m.seats_pending {
-            set("seats_pending", n(v));
-        }
-        if let Some(v) = m.member_seq {
-            set("member_seq", n(v));
-        }
         if m.licensed {
             set("licensed", AttributeValue::Bool(true));
         }
-        let condition = match expected {
+        let mut conditions = vec![match expected {
             Some(h) => {
                 values.insert(":expected".to_string(), n(h.seq));
-                "audit_seq = :expected"
+                "audit_seq = :expected".to_string()
             }
-            None => "attribute_not_exists(pk)",
-        };
+            None => "attribute_not_exists(pk)".to_string(),
+        }];
+        let mut adds = Vec::new();
+        counters(m, &mut adds, &mut conditions, &mut values);
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !adds.is_empty() {
+            expression.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
         let mut update = Update::builder()
             .table_name(&self.state)
             .key("pk", s(tenant_pk(tenant)))
             .key("sk", s("META"))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(condition)
+            .update_expression(expression)
+            .condition_expression(conditions.join(" AND "))
             .set_expression_attribute_values(Some(values));
         if !names.is_empty() {
             update = update.set_expression_attribute_names(Some(names));
@@ -285,9 +335,79 @@ impl Dynamo {
         (items, new_head)
     }
 
+    /// A change without the chain's lock: its writes, its audit records as
+    /// pending records, and its counters (with their conditions) on `META`.
+    fn unchained_items(&self, tenant: &TenantId, change: &Change, salt: &str) -> Vec<TransactWriteItem> {
+        let seq = u64::try_from(change.at.timestamp_micros()).unwrap_or(0);
+        let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, seq, w)).collect();
+        for (i, e) in change.audit.iter().enumerate() {
+            let p = PendingRecord::new(change.at, &format!("{salt}/{i}"), e.clone());
+            items.push(put(
+                &self.state,
+                vec![("pk", s(tenant_pk(tenant))), ("sk", s(pending_sk(&p))), ("at", s(&p.at)), ("event", s(to_json(&p.event)))],
+                Some("attribute_not_exists(pk)"),
+                vec![],
+            ));
+        }
+        let mut values = HashMap::new();
+        values.insert(":now".to_string(), s(rfc3339(change.at)));
+        let mut conditions = vec!["attribute_exists(pk)".to_string()];
+        let mut adds = Vec::new();
+        counters(&change.meta, &mut adds, &mut conditions, &mut values);
+        let mut expression = "SET updated_at = :now".to_string();
+        if !adds.is_empty() {
+            expression.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        let update = Update::builder()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression(expression)
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("key, expression set");
+        items.push(TransactWriteItem::builder().update(update).build());
+        items
+    }
+
+    /// Commits a change without the chain's lock (see `Tenants::commit_unchained`).
+    pub(crate) async fn commit_unchained_change(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
+        assert!(change.events.is_empty() && change.integrate.is_empty() && change.audit.iter().all(|a| a.announce.is_none()), "only a change without events commits without the lock");
+        let items = self.unchained_items(tenant, change, salt);
+        let own = change.writes.len();
+        let meta_at = items.len() - 1;
+        // A conflicting transaction on META (another writer of the tenant at
+        // the same instant) is sent again as it is: no decision depends on it.
+        for attempt in 0..10u32 {
+            match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                Ok(_) => return Ok(()),
+                Err(SdkError::ServiceError(e)) => match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        let reasons = c.cancellation_reasons();
+                        let failed_at: Vec<usize> = reasons.iter().enumerate().filter(|(_, r)| r.code() == Some("ConditionalCheckFailed")).map(|(i, _)| i).collect();
+                        if let Some(&first) = failed_at.iter().find(|&&i| i < own) {
+                            return Err(CommitError::Refused(first));
+                        }
+                        if failed_at.contains(&meta_at) {
+                            return Err(CommitError::Seats);
+                        }
+                        if !failed_at.is_empty() || !reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                            return Err(CommitError::Port(PortError::unavailable("TransactWriteItems", aws_sdk_dynamodb::Error::from(TransactWriteItemsError::TransactionCanceledException(c.clone())))));
+                        }
+                        crate::app::commit::backoff(attempt).await;
+                    }
+                    _ => return Err(CommitError::Port(failed("TransactWriteItems")(SdkError::ServiceError(e)))),
+                },
+                Err(e) => return Err(CommitError::Port(failed("TransactWriteItems")(e))),
+            }
+        }
+        Err(CommitError::HeadMoved)
+    }
+
     pub(crate) async fn commit_change(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
         let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
-        let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, &head, w)).collect();
+        let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, head.seq + 1 + change.integrate.len() as u64, w)).collect();
         let own = items.len();
         let (chain, new_head) = self.chain_items(tenant, expected, change);
         items.extend(chain);

@@ -6,7 +6,8 @@
 //!
 //! | pk | sk | what |
 //! | --- | --- | --- |
-//! | `T#<tenant>` | `META` | effective access, seat counters, member sequence, audit chain head, `licensed` |
+//! | `T#<tenant>` | `META` | effective access (and its `seats_total`, `seated` as plain attributes), seat counters, audit chain head, `licensed` |
+//! | `T#<tenant>` | `AQ#<time>#<tie>` | an audit record written without the chain's lock (account creation or removal), until chained |
 //! | `T#<tenant>` | `LIC#<source>#<license>` | a license as last recorded |
 //! | `T#<tenant>` | `MEM#<user>` | a member and its access (the one-key lookup the app reads) |
 //! | `T#<tenant>` | `TARGET#<target>` | a SCIM target: configuration, health, when to wake |
@@ -189,7 +190,6 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         access: json_attr(item, "access", key)?,
         seats_used: get_n(item, "seats_used").unwrap_or(0) as u32,
         seats_pending: get_n(item, "seats_pending").unwrap_or(0) as u32,
-        member_seq: get_n(item, "member_seq").unwrap_or(0),
         rules: json_attr(item, "rules", key)?.unwrap_or_default(),
         head: ChainHead { seq: get_n(item, "audit_seq").unwrap_or(0), hash: get_s(item, "audit_hash").unwrap_or(GENESIS).to_string() },
         licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::app::ports::{Change, CommitError, Tenants};
-use crate::core::audit::StoredRecord;
+use crate::core::audit::{PendingRecord, StoredRecord};
 use crate::core::contract::ContractDocument;
 use crate::core::ids::EventId;
 use crate::core::license::License;
@@ -11,16 +11,31 @@ use crate::core::tenant::{MemberItem, TenantState};
 use serde_json::Value;
 
 impl Dynamo {
-    /// The tenant's `META` and one more item of its partition, in one
-    /// `TransactGetItems` (consistent, and the two as of one instant).
-    async fn get_both(&self, tenant: &TenantId, sk: &str) -> Result<(Option<TenantMeta>, Option<Item>), PortError> {
+    /// The tenant's `META` and more items (their keys given), in one
+    /// `TransactGetItems` (consistent, and all as of one instant).
+    async fn get_with_meta(&self, tenant: &TenantId, keys: &[(String, String)]) -> Result<(Option<TenantMeta>, Vec<Option<Item>>), PortError> {
         use aws_sdk_dynamodb::types::{Get, TransactGetItem};
-        let get = |sk: &str| TransactGetItem::builder().get(Get::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(sk)).build().expect("table, key set")).build();
-        let out = self.client.transact_get_items().transact_items(get("META")).transact_items(get(sk)).send().await.map_err(failed("TransactGetItems"))?;
+        let get = |pk: &str, sk: &str| TransactGetItem::builder().get(Get::builder().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk)).build().expect("table, key set")).build();
+        let mut req = self.client.transact_get_items().transact_items(get(&tenant_pk(tenant), "META"));
+        for (pk, sk) in keys {
+            req = req.transact_items(get(pk, sk));
+        }
+        let out = req.send().await.map_err(failed("TransactGetItems"))?;
         let mut items = out.responses.unwrap_or_default().into_iter().map(|r| r.item);
         let meta = items.next().flatten().map(|m| meta_from_item(&m, &format!("{}/META", tenant_pk(tenant)))).transpose()?;
-        Ok((meta, items.next().flatten()))
+        Ok((meta, items.collect()))
     }
+
+    async fn get_both(&self, tenant: &TenantId, sk: &str) -> Result<(Option<TenantMeta>, Option<Item>), PortError> {
+        let (meta, mut items) = self.get_with_meta(tenant, &[(tenant_pk(tenant), sk.to_string())]).await?;
+        Ok((meta, items.pop().flatten()))
+    }
+}
+
+/// A pending audit record as stored.
+fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
+    let sk = get_s(item, "sk").unwrap_or_default();
+    Ok(PendingRecord { key: sk.trim_start_matches("AQ#").to_string(), at: get_s(item, "at").unwrap_or_default().to_string(), event: required(item, "event", key)? })
 }
 
 impl Tenants for Dynamo {
@@ -31,7 +46,7 @@ impl Tenants for Dynamo {
 
     /// One query of the tenant's partition, read consistently.
     async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
-        let (mut meta, mut licenses, mut members, mut contracts, mut targets) = (None, Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut meta, mut licenses, mut members, mut contracts, mut targets, mut pending_audit) = (None, Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for item in self.query_partition(tenant_pk(tenant), "").await? {
             let sk = get_s(&item, "sk").unwrap_or_default();
             let key = format!("{}/{sk}", tenant_pk(tenant));
@@ -46,9 +61,12 @@ impl Tenants for Dynamo {
                 contracts.push((doc, get_n(&item, "version").unwrap_or(0)));
             } else if sk.starts_with("TARGET#") {
                 targets.extend(target_from_item(&item, &key)?);
+            } else if sk.starts_with("AQ#") {
+                pending_audit.push(pending_from(&item, &key)?);
             }
         }
-        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts, targets }))
+        // The partition is read in key order: pending records are in theirs.
+        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts, targets, pending_audit }))
     }
 
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
@@ -74,6 +92,15 @@ impl Tenants for Dynamo {
         Ok((meta, item.map(|i| json_attr(&i, "license", &sk)).transpose()?.flatten()))
     }
 
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+        let sk = license_sk(source, license);
+        let keys = [(tenant_pk(tenant), sk.clone()), (format!("E#{tenant}"), format!("{}#{event}", source.as_str()))];
+        let (meta, mut items) = self.get_with_meta(tenant, &keys).await?;
+        let accepted = items.pop().flatten().as_ref().and_then(|i| get_s(i, "body_hash")).map(str::to_string);
+        let license = items.pop().flatten().map(|i| json_attr(&i, "license", &sk)).transpose()?.flatten();
+        Ok((meta, (license, accepted)))
+    }
+
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
         let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
         let (meta, item) = self.get_both(tenant, &member_sk(user)).await?;
@@ -91,6 +118,22 @@ impl Tenants for Dynamo {
 
     async fn commit(&self, tenant: &TenantId, head: Option<&ChainHead>, change: &Change) -> Result<ChainHead, CommitError> {
         self.commit_change(tenant, head, change).await
+    }
+
+    async fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
+        self.commit_unchained_change(tenant, change, salt).await
+    }
+
+    /// The head, then the pending records (the `AQ#` keys of the partition).
+    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+        let meta = self.meta(tenant).await?;
+        let pk = tenant_pk(tenant);
+        let mut out = Vec::new();
+        for item in self.query_partition(pk.clone(), "AQ#").await? {
+            let key = format!("{pk}/{}", get_s(&item, "sk").unwrap_or_default());
+            out.push(pending_from(&item, &key)?);
+        }
+        Ok((meta, out))
     }
 
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
