@@ -266,7 +266,7 @@ impl Tenants for Memory {
         Ok((db.meta.get(tenant).cloned(), db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned()))
     }
 
-    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<LicenseRead, PortError> {
         let db = self.db.lock().unwrap();
         let l = db.licenses.get(&(tenant.clone(), source, license.to_string())).cloned();
         let e = db.events.get(&(tenant.clone(), source, event.clone())).cloned();
@@ -308,7 +308,8 @@ impl Tenants for Memory {
     async fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
         tokio::task::yield_now().await;
         assert!(change.events.is_empty() && change.integrate.is_empty() && change.audit.iter().all(|a| a.announce.is_none()), "only a change without events commits without the lock");
-        assert!(change.writes.len() + change.audit.len() + 1 <= MAX_TRANSACTION_ITEMS);
+        // Its writes, its pending records, and META.
+        assert!(change.writes.len() + change.audit.len() < MAX_TRANSACTION_ITEMS);
         let mut db = self.db.lock().unwrap();
         if let Some(i) = change.writes.iter().position(|w| !Self::holds(&db, tenant, w)) {
             return Err(CommitError::Refused(i));
@@ -594,7 +595,7 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     async fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> Result<(Option<TenantMeta>, Option<License>), PortError> {
         self.inner.meta_and_license(tenant, source, license).await
     }
-    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<LicenseRead, PortError> {
         self.inner.meta_license_and_event(tenant, source, license, event).await
     }
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {

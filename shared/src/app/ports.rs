@@ -185,6 +185,10 @@ impl Change {
     }
 }
 
+/// The tenant's `META`, one license, and the body hash an event was
+/// accepted with (if it was), read together.
+pub type LicenseRead = (Option<TenantMeta>, (Option<License>, Option<String>));
+
 /// A tenant's state, its audit chain, and the one write path.
 pub trait Tenants: Send + Sync {
     /// The tenant's `META`, read consistently.
@@ -198,7 +202,7 @@ pub trait Tenants: Send + Sync {
     fn meta_and_license(&self, tenant: &TenantId, source: Source, license: &str) -> impl Future<Output = Result<(Option<TenantMeta>, Option<License>), PortError>> + Send;
     /// The tenant's `META`, one license, and whether an event was accepted
     /// (its body hash), read together, consistently, in one request.
-    fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> impl Future<Output = Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError>> + Send;
+    fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> impl Future<Output = Result<LicenseRead, PortError>> + Send;
     /// The tenant's `META` and one member, read together, consistently, in one request.
     fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<(Option<TenantMeta>, Option<MemberItem>), PortError>> + Send;
     /// The body hash an event was accepted with, if it was.

@@ -2,7 +2,7 @@
 //! few single-item writes that need no audit record.
 
 use super::*;
-use crate::app::ports::{Change, CommitError, Tenants};
+use crate::app::ports::{Change, CommitError, LicenseRead, Tenants};
 use crate::core::audit::{PendingRecord, StoredRecord};
 use crate::core::contract::ContractDocument;
 use crate::core::ids::EventId;
@@ -92,7 +92,7 @@ impl Tenants for Dynamo {
         Ok((meta, item.map(|i| json_attr(&i, "license", &sk)).transpose()?.flatten()))
     }
 
-    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<(Option<TenantMeta>, (Option<License>, Option<String>)), PortError> {
+    async fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> Result<LicenseRead, PortError> {
         let sk = license_sk(source, license);
         let keys = [(tenant_pk(tenant), sk.clone()), (format!("E#{tenant}"), format!("{}#{event}", source.as_str()))];
         let (meta, mut items) = self.get_with_meta(tenant, &keys).await?;
