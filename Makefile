@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench bench-sweep sweep billing-sync
+.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e sweep billing-sync
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -27,6 +27,9 @@ sweep:               ## fire the expiry sweep's schedule on the running stack (T
 
 billing-sync:        ## fire the billing reconciliation's schedule on the running stack (every tenant against Stripe)
 	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev billing-sync
+
+bench-e2e: bootstrap  ## end to end on a stack of its own (release): latency, creations/s in one tenant vs ten, requests per change, cold starts
+	dev/bench-e2e.sh
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due
 	cargo build -p entitle-tests --bin sweep_scale

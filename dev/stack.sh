@@ -12,7 +12,8 @@
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
 # SCIM_PORT (5056), DDB_PORT (5057), STRIPE_PORT (5058), ESM_VISIBILITY_TIMEOUT
-# (queue default), the SCIM retry
+# (queue default), FN_RELEASE (1: release builds), FUNCTIONS_DDB_ENDPOINT (the
+# functions' way to DynamoDB, default DynamoDB Local itself), the SCIM retry
 # policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
 # SCIM_RETRY_MAX_SECS (4), SCIM_QUARANTINE_RETRY_SECS (5): seconds locally, so
 # that a quarantine and its recovery can be watched (production defaults:
@@ -30,6 +31,8 @@ SCIM_PORT=${SCIM_PORT:-5056}
 DDB_PORT=${DDB_PORT:-5057}
 STRIPE_PORT=${STRIPE_PORT:-5058}
 VENV=.venv
+# The dev tool of the build the functions run (FN_RELEASE=1: release).
+if [ "${FN_RELEASE:-0}" = 1 ]; then TOOL=target/release/entitle-dev; else TOOL=target/debug/entitle-dev; fi
 STRIPE_SECRET=whsec_entitle_local
 CRM_SECRET=crm_entitle_local
 STRIPE_SECRET_ID=entitle-local/stripe-webhook-secrets
@@ -69,7 +72,7 @@ up() {
   [ -f "$VENV/dynamodb/lib" ] || die "DynamoDB Local is not installed: run 'make bootstrap'"
   local ddb_lib
   ddb_lib=$(cat "$VENV/dynamodb/lib")
-  [ -x target/debug/entitle-dev ] || die "target/debug/entitle-dev is missing: run 'make build'"
+  [ -x "$TOOL" ] || die "$TOOL is missing: run 'make build'"
   if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
     die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
   fi
@@ -109,7 +112,9 @@ up() {
     "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" "$ddb_endpoint" \
       "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET" "$STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY"
     echo "AWS_ENDPOINT_URL=$endpoint"
-    echo "AWS_ENDPOINT_URL_DYNAMODB=$ddb_endpoint"
+    # The functions' way to DynamoDB (FUNCTIONS_DDB_ENDPOINT: a request
+    # counter in front of DynamoDB Local, for make bench-e2e).
+    echo "AWS_ENDPOINT_URL_DYNAMODB=${FUNCTIONS_DDB_ENDPOINT:-$ddb_endpoint}"
     echo "AWS_REGION=us-east-1"
     echo "AWS_ACCESS_KEY_ID=local"
     echo "AWS_SECRET_ACCESS_KEY=local"
@@ -128,8 +133,11 @@ up() {
     echo "SCIM_QUARANTINE_RETRY_SECS=${SCIM_QUARANTINE_RETRY_SECS:-5}"
   } > "$STACK_DIR/functions.env"
 
+  # FN_RELEASE=1: release builds of the functions (make bench-e2e).
+  local release=()
+  if [ "${FN_RELEASE:-0}" = 1 ]; then release=(--release); fi
   start functions "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$FN_PORT" \
-    --ignore-changes --quiet --concurrency 8 --env-file "$STACK_DIR/functions.env"
+    --ignore-changes --quiet --concurrency 8 --env-file "$STACK_DIR/functions.env" "${release[@]}"
   local base="http://127.0.0.1:$FN_PORT"
   wait_for "$base/lambda-url/access/" "cargo lambda watch" 120
 
@@ -143,11 +151,11 @@ up() {
       ESM_QUEUE_URL="$(grep "^$var=" "$STACK_DIR/functions.env" | cut -d= -f2-)" \
       ESM_INVOKE_URL="$base/2015-03-31/functions/$fn/invocations" ESM_BATCH_SIZE="$batch" \
       ESM_VISIBILITY_TIMEOUT="${ESM_VISIBILITY_TIMEOUT:-}" \
-      target/debug/entitle-dev esm
+      "$TOOL" esm
   done
   # The template's EventBridge Pipe: the state table's stream to the bus.
   rm -f "$STACK_DIR/pipe.checkpoint"
-  start pipe env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) STACK_DIR="$STACK_DIR" target/debug/entitle-dev pipe
+  start pipe env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) STACK_DIR="$STACK_DIR" "$TOOL" pipe
   sleep 0.5
   for name in esm esm-billing pipe; do
     kill -0 "$(cat "$STACK_DIR/$name.pid")" 2> /dev/null || die "entitle-dev $name exited at start (see $STACK_DIR/$name.log)"
@@ -167,6 +175,7 @@ up() {
     echo "ENTITLE_BILLING_INVOKE_URL=$base/2015-03-31/functions/billing/invocations"
     echo "ENTITLE_STRIPE_API_URL=$stripe_api"
     echo "ENTITLE_STRIPE_API_KEY=$STRIPE_API_KEY"
+    echo "ENTITLE_DDB_DIRECT=$ddb_endpoint"
     echo "ENTITLE_STRIPE_SECRET=$STRIPE_SECRET"
     echo "ENTITLE_CRM_SECRET=$CRM_SECRET"
     echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"

@@ -63,11 +63,22 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     let mut failed_groups: HashSet<String> = HashSet::new();
     // Tenants to deliver to after the batch, in order, with the targets to repair now.
     let mut deliveries: Vec<(TenantId, Cause, Vec<TargetId>)> = Vec::new();
-    for message in &event.payload.records {
+    let covered = coalesced(&event.payload.records);
+    // Messages left to a later one of their group, which must come back if it fails.
+    let mut covered_ids: Vec<(String, String)> = Vec::new();
+    for (index, message) in event.payload.records.iter().enumerate() {
         let id = message.message_id.clone().unwrap_or_default();
         let group = message.attributes.get("MessageGroupId").cloned().unwrap_or_default();
         if failed_groups.contains(&group) {
             response.batch_item_failures.push(failure_of(id));
+            continue;
+        }
+        if covered[index] {
+            // The tenant's next message in this batch reconciles too, after
+            // this one's change: reconciles are level-triggered, one does.
+            // (Should that one fail, this one comes back with it.)
+            tracing::debug!(message_id = %id, tenant = %group, "reconcile covered by the tenant's next message");
+            covered_ids.push((group, id));
             continue;
         }
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
@@ -88,6 +99,14 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         if let Err(failure) = result {
             let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
             let _enter = span.enter();
+            // The messages this one covered were not done either: they come
+            // back first, in order, and hold back the rest of their group.
+            let held: Vec<String> = covered_ids.iter().filter(|(g, _)| *g == group).map(|(_, i)| i.clone()).collect();
+            covered_ids.retain(|(g, _)| *g != group);
+            if !held.is_empty() {
+                response.batch_item_failures.extend(held.into_iter().map(failure_of));
+                failed_groups.insert(group.clone());
+            }
             if failure.permanent || receives >= app.max_receives {
                 tracing::error!(code = failure.code, error = %failure.message, receives, "parking message on the dead-letter queue");
                 if let Err(e) = park(app, message, &failure, receives).await {
@@ -130,6 +149,28 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         }
     }
     Ok(response)
+}
+
+/// The messages of a batch whose reconcile the next message of the same
+/// tenant (message group) does anyway: a plain reconcile (no barrier, no
+/// repair) followed, in its group, by another plain reconcile. A busy
+/// tenant (an identity provider creating thousands of accounts, each
+/// queueing a reconcile) is reconciled once per batch, not once per message;
+/// a barrier or a repair is never skipped or overtaken.
+fn coalesced(records: &[SqsMessage]) -> Vec<bool> {
+    let plain: Vec<Option<bool>> = records
+        .iter()
+        .map(|m| serde_json::from_str::<ReconcileRequest>(m.body.as_deref().unwrap_or_default()).ok().map(|r| r.barrier.is_none() && r.repair.is_empty()))
+        .collect();
+    let group = |m: &SqsMessage| m.attributes.get("MessageGroupId").cloned().unwrap_or_default();
+    (0..records.len())
+        .map(|i| {
+            plain[i] == Some(true) && {
+                let next = (i + 1..records.len()).find(|&j| group(&records[j]) == group(&records[i]));
+                next.is_some_and(|j| plain[j] == Some(true))
+            }
+        })
+        .collect()
 }
 
 /// Reconciles the message's tenant: whether it changed access, the
@@ -190,4 +231,43 @@ fn failure_of(item_identifier: String) -> BatchItemFailure {
     let mut f = BatchItemFailure::default();
     f.item_identifier = item_identifier;
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entitle::core::audit::CauseKind;
+    use std::collections::HashMap;
+
+    fn message(group: &str, request: &ReconcileRequest) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.body = Some(serde_json::to_string(request).unwrap());
+        m.attributes = HashMap::from([("MessageGroupId".to_string(), group.to_string())]);
+        m
+    }
+
+    #[test]
+    fn consecutive_plain_reconciles_of_a_tenant_are_done_once_and_nothing_else_is_skipped() {
+        let plain = |t: &str| ReconcileRequest::new(TenantId::parse(t).unwrap(), Cause::new(CauseKind::ApiCall, "x"));
+        let barrier = |t: &str| ReconcileRequest { barrier: Some("mark".into()), ..plain(t) };
+        let repair = |t: &str| ReconcileRequest { repair: vec![TargetId::parse("idp").unwrap()], ..plain(t) };
+        let batch = [
+            message("a", &plain("a")),
+            message("b", &plain("b")),
+            message("a", &plain("a")),
+            message("a", &barrier("a")),
+            message("a", &plain("a")),
+            message("b", &repair("b")),
+            message("a", &plain("a")),
+            message("c", &plain("c")),
+        ];
+        let mut garbled = message("a", &plain("a"));
+        garbled.body = Some("{".into());
+        let covered = coalesced(&batch);
+        // a: plain, plain (covers the first), barrier (never skipped, and
+        // the reconcile before it runs), plain (covered by the last), plain.
+        assert_eq!(covered, [true, false, false, false, true, false, false, false]);
+        // A message that cannot be read covers nothing and is never covered.
+        assert_eq!(coalesced(&[message("a", &plain("a")), garbled.clone(), message("a", &plain("a"))]), [false, false, false]);
+    }
 }

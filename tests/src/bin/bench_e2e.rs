@@ -1,0 +1,326 @@
+//! `make bench-e2e`: Entitle end to end on its own local stack (release
+//! builds), measured from outside as a user and an operator see it:
+//!
+//! - license event -> access visible: a CRM record's seat change posted to
+//!   ingest until the access API shows it (p50/p99 over 40 changes);
+//! - account creations (`POST /tenants/{t}/members`) from 16 callers, 300
+//!   into one tenant and 300 spread over ten: creations/s, p50, p99, and the
+//!   one-tenant figures as ratios of the ten-tenant ones;
+//! - DynamoDB requests per change (a license change, an account creation, a
+//!   reconcile of 100 member changes), counted on the wire by a counter in
+//!   front of DynamoDB Local that every function's requests go through;
+//! - each function's cold start: its release binary started against a
+//!   minimal Runtime API stand-in, the time to its first
+//!   `invocation/next` call, and its resident memory then.
+//!
+//! usage: bench-e2e proxy PORT UPSTREAM     the request counter (started before the stack)
+//!        bench-e2e run COUNTER_URL         the measurements (ENTITLE_STACK_ENV points at the stack)
+
+use entitle::core::signature::sign;
+use entitle_tests::{member_body, unique, Stack};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() {
+    entitle::adapters::scim_client::install_tls_provider();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("proxy") => proxy(args[2].parse().expect("PORT"), args[3].clone()).await,
+        Some("run") => run(&args[2]).await,
+        _ => {
+            eprintln!("usage: bench-e2e proxy PORT UPSTREAM | bench-e2e run COUNTER_URL");
+            std::process::exit(2);
+        }
+    }
+}
+
+// The request counter.
+
+type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Reads one HTTP/1.1 request: (method, path, headers, body); None at EOF.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<(String, String, Vec<(String, String)>, Vec<u8>)>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut lines = text.lines();
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let length = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(Some((method, path, headers, body)))
+}
+
+/// Forwards every request to `upstream` and counts it by its operation
+/// (`X-Amz-Target`); `GET /__counts` answers the counts so far.
+async fn proxy(port: u16, upstream: String) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the counter's port is free");
+    let counts: Counts = Arc::default();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let (counts, http, upstream) = (counts.clone(), http.clone(), upstream.clone());
+        tokio::spawn(async move {
+            while let Ok(Some((method, path, headers, body))) = read_request(&mut stream).await {
+                let (status, out_headers, out_body) = if path == "/__counts" {
+                    let body = serde_json::to_vec(&*counts.lock().unwrap()).unwrap();
+                    (200, vec![("content-type".to_string(), "application/json".to_string())], body)
+                } else {
+                    if let Some((_, target)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target")) {
+                        *counts.lock().unwrap().entry(target.clone()).or_default() += 1;
+                    }
+                    let mut req = http.request(method.parse().unwrap_or(reqwest::Method::POST), format!("{upstream}{path}")).body(body);
+                    for (k, v) in &headers {
+                        if !["host", "content-length", "connection"].iter().any(|h| k.eq_ignore_ascii_case(h)) {
+                            req = req.header(k, v);
+                        }
+                    }
+                    match req.send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            let headers: Vec<(String, String)> = resp
+                                .headers()
+                                .iter()
+                                .filter(|(k, _)| !["content-length", "transfer-encoding", "connection"].contains(&k.as_str()))
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                                .collect();
+                            (status, headers, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+                        }
+                        Err(_) => (502, vec![], Vec::new()),
+                    }
+                };
+                let mut answer = format!("HTTP/1.1 {status} X\r\n");
+                for (k, v) in out_headers {
+                    answer.push_str(&format!("{k}: {v}\r\n"));
+                }
+                answer.push_str(&format!("content-length: {}\r\n\r\n", out_body.len()));
+                if stream.write_all(answer.as_bytes()).await.is_err() || stream.write_all(&out_body).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// DynamoDB requests so far (stream reads, the Pipe's, left out).
+async fn dynamodb_requests(counter: &str) -> BTreeMap<String, u64> {
+    let all: BTreeMap<String, u64> = reqwest::get(format!("{counter}/__counts")).await.unwrap().json().await.unwrap();
+    all.into_iter().filter(|(k, _)| k.starts_with("DynamoDB_")).map(|(k, v)| (k.trim_start_matches("DynamoDB_20120810.").to_string(), v)).collect()
+}
+
+/// Waits until no function has made a request for three seconds (the
+/// queue drained: what was measured before is done).
+async fn idle(counter: &str) {
+    let mut last = dynamodb_requests(counter).await;
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = dynamodb_requests(counter).await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
+/// The requests `act` causes, once the functions have gone quiet (at
+/// least `writes` transactions, then no request for a second and a half).
+async fn requests_of<F: std::future::Future<Output = ()>>(counter: &str, writes: u64, act: F) -> BTreeMap<String, u64> {
+    idle(counter).await;
+    let before = dynamodb_requests(counter).await;
+    act.await;
+    let delta = |now: &BTreeMap<String, u64>| -> BTreeMap<String, u64> { now.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect() };
+    let start = Instant::now();
+    let mut last = delta(&dynamodb_requests(counter).await);
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = delta(&dynamodb_requests(counter).await);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if last.get("TransactWriteItems").copied().unwrap_or(0) >= writes && quiet_since.elapsed() > Duration::from_millis(1500) {
+            return last;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the change did not settle: {last:?}");
+    }
+}
+
+// The measurements.
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn crm(s: &Stack, t: &str, seats: u32, version: i64) {
+    let body = serde_json::to_vec(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
+        "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
+    .unwrap();
+    let sig = sign(&s.crm_secret, chrono::Utc::now().timestamp(), &body);
+    let (code, answer) = s.post_signed("/crm", "Entitle-Signature", &body, Some(sig)).await;
+    assert_eq!(code, 200, "{answer}");
+}
+
+/// Creations from `callers` callers, round robin over `tenants`: (per second, p50, p99).
+async fn creations(s: &Arc<Stack>, tenants: &[String], total: usize, callers: usize) -> (f64, Duration, Duration) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..callers)
+        .map(|_| {
+            let (s, next, latencies, tenants) = (s.clone(), next.clone(), latencies.clone(), tenants.to_vec());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= total {
+                        return;
+                    }
+                    let t = &tenants[i % tenants.len()];
+                    let at = Instant::now();
+                    let (code, body) = s.create_member(t, &member_body(&format!("u{i:05}"), &[])).await;
+                    assert_eq!(code, 201, "{body}");
+                    latencies.lock().unwrap().push(at.elapsed());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort();
+    (total as f64 / elapsed.as_secs_f64(), percentile(&l, 0.5), percentile(&l, 0.99))
+}
+
+/// Licensed tenants, provisioned.
+async fn licensed(s: &Stack, prefix: &str, n: usize, seats: u32) -> Vec<String> {
+    let tenants: Vec<String> = (0..n).map(|_| unique(prefix)).collect();
+    for t in &tenants {
+        crm(s, t, seats, 1).await;
+    }
+    for t in &tenants {
+        s.tenant_where(t, "provisioned", |v| v["seats"]["total"] == seats).await;
+    }
+    tenants
+}
+
+/// The function binaries' cold starts: (time to the first `invocation/next`, resident memory then).
+async fn cold_start(function: &str) -> (Duration, u64) {
+    let binary = std::env::current_exe().unwrap().parent().unwrap().join(function);
+    assert!(binary.exists(), "{} is not built (make bench-e2e builds the release binaries)", binary.display());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap().to_string();
+    let mut env = entitle_tests::function_env();
+    env.insert("INGEST_ROUTES".into(), "all".into());
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&binary)
+        .env_clear()
+        .envs(&env)
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("the runtime calls within 30 s").unwrap();
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"), "the first call is for the next invocation");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let _ = child.kill().await;
+    (elapsed, rss_kb)
+}
+
+fn row(cells: &[String]) {
+    println!("| {} |", cells.join(" | "));
+}
+
+async fn run(counter: &str) {
+    let s = Arc::new(Stack::connect().await);
+    println!("\nEntitle end to end, release builds on the local stack (DynamoDB Local, moto, cargo lambda watch), {}", chrono::Utc::now().format("%Y-%m-%d"));
+    println!("machine: {} cores\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+
+    // License event -> access visible.
+    let t = licensed(&s, "bench-latency", 1, 1).await.remove(0);
+    idle(counter).await;
+    let mut latencies = Vec::new();
+    for i in 0..40u32 {
+        let seats = 2 + i;
+        let at = Instant::now();
+        crm(&s, &t, seats, i64::from(i) + 2).await;
+        s.tenant_where(&t, "the new seats", |v| v["seats"]["total"] == seats).await;
+        latencies.push(at.elapsed());
+    }
+    latencies.sort();
+    println!("| measure | figure |");
+    println!("| --- | --- |");
+    row(&["license event -> access visible (CRM record to the access API), 40 changes".into(), format!("p50 {}, p99 {}", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)))]);
+
+    // Account creations: ten tenants, then one, each from a quiet stack.
+    let ten = licensed(&s, "bench-ten", 10, 10_000).await;
+    let one = licensed(&s, "bench-one", 1, 10_000).await;
+    idle(counter).await;
+    let (ten_rate, ten_p50, ten_p99) = creations(&s, &ten, 300, 16).await;
+    idle(counter).await;
+    let (one_rate, one_p50, one_p99) = creations(&s, &one, 300, 16).await;
+    row(&["account creations, 16 callers, 300 spread over ten tenants".into(), format!("{ten_rate:.1}/s, p50 {}, p99 {}", ms(ten_p50), ms(ten_p99))]);
+    row(&["account creations, 16 callers, 300 into one tenant".into(), format!("{one_rate:.1}/s, p50 {}, p99 {}", ms(one_p50), ms(one_p99))]);
+    row(&[
+        "one tenant / ten tenants".into(),
+        format!("{:.2}x the creations/s, {:.2}x the p99", one_rate / ten_rate, one_p99.as_secs_f64() / ten_p99.as_secs_f64()),
+    ]);
+
+    // DynamoDB requests per change, counted on the wire.
+    let fresh = unique("bench-req");
+    let license = requests_of(counter, 2, crm(&s, &fresh, 100, 1)).await;
+    row(&["DynamoDB requests: a license change (ingest, then its reconcile)".into(), format!("{} ({license:?})", license.values().sum::<u64>())]);
+    s.tenant_where(&fresh, "provisioned", |v| v["seats"]["total"] == 100).await;
+    let creation = requests_of(counter, 2, async {
+        s.create_member(&fresh, &member_body("first", &[])).await;
+    })
+    .await;
+    row(&["DynamoDB requests: an account creation (ingest, then chaining its audit record)".into(), format!("{} ({creation:?})", creation.values().sum::<u64>())]);
+    for i in 0..99 {
+        s.create_member(&fresh, &member_body(&format!("m{i:03}"), &[])).await;
+    }
+    s.tenant_where(&fresh, "100 seated", |v| v["seats"]["used"] == 100).await;
+    s.settle(&fresh).await;
+    let cut = requests_of(counter, 5, crm(&s, &fresh, 0, 2)).await;
+    let total: u64 = cut.values().sum();
+    row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
+
+    // Cold starts.
+    for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing"] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(cold_start(function).await);
+        }
+        runs.sort();
+        let (time, rss) = runs[1];
+        row(&[format!("cold start of {function} (release; to its first invocation/next, median of 3)"), format!("{}, {:.1} MiB resident", ms(time), rss as f64 / 1024.0)]);
+    }
+    let _ = Value::Null;
+}
