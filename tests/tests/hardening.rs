@@ -288,6 +288,57 @@ async fn a_run_that_dies_mid_delivery_still_counts_against_the_target() {
     proxy.set_hanging(false);
 }
 
+/// A run cut off by its time budget in the middle of a member, after it
+/// delivered others, made progress: the target is not counted as failing
+/// (a large first sync is never quarantined for being large), and the next
+/// runs deliver the rest.
+#[tokio::test]
+async fn a_run_cut_off_by_its_budget_after_progress_is_not_a_target_failure() {
+    let s = Stack::connect().await;
+    let t = unique("budget");
+    licensed(&s, &t, "team_monthly", 200).await;
+    s.settle(&t).await;
+    let tenant = TenantId::parse(t.as_str()).unwrap();
+    let (model, store) = (s.model(), s.store());
+    let tokens = TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
+    let scim = s.scim(&t);
+    // Configured and filled through the use cases: no reconcile is queued,
+    // so only the runs below deliver.
+    let config = serde_json::from_value::<entitle::core::scim::TargetConfig>(json!({"base_url": scim.base, "token": scim.token})).unwrap();
+    let idp = entitle::core::ids::TargetId::parse("idp").unwrap();
+    entitle::app::targets::configure(&model, &store, &tokens, &tenant, &idp, config, EgressPolicy::Local, "test", Utc::now()).await.unwrap();
+    const MEMBERS: usize = 80;
+    for i in 0..MEMBERS {
+        let new: entitle::core::views::NewMember = serde_json::from_value(member_body(&format!("u{i:03}"), &[])).unwrap();
+        entitle::app::members::create(&model, &store, &tenant, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
+    }
+    let directory = Scim::new(EgressPolicy::Local);
+    let deliverer = Deliverer {
+        model: &model,
+        store: &store,
+        tokens: &tokens,
+        directory: &directory,
+        policy: Policy { quarantine_after: 2, retry_base_secs: 1, retry_max_secs: 1, quarantine_retry_secs: 3600 },
+        budget: TargetBudget { time: Duration::from_millis(700), read_bytes: 8 << 20 },
+    };
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let cause = Cause::new(CauseKind::Sweep, format!("run-{runs}"));
+        let reports = deliverer.deliver_tenant(&tenant, &[], &cause, Instant::now() + Duration::from_secs(60)).await.unwrap();
+        let v = s.target(&t, "idp").await;
+        assert!(reports.iter().all(|r| r.error.is_none() && r.standing.is_none()), "run {runs}: {reports:?}");
+        assert_eq!((v["health"]["failures"].as_u64(), v["status"].as_str()), (Some(0), Some("healthy")), "run {runs}: {v}");
+        if v["pending"] == 0 {
+            break;
+        }
+        assert!(runs < 200, "no progress: {v}");
+    }
+    assert!(runs > 2, "the budget cut the first sync into runs ({runs})");
+    let view = scim.view().await;
+    assert_eq!(view.len(), MEMBERS, "every member on the target");
+}
+
 // 3. Server-side request forgery through a target's URL.
 
 #[tokio::test]

@@ -24,6 +24,13 @@ use tracing::Instrument;
 /// How far past `stop_at` (no new member started) a started request may run.
 pub const HARD_STOP_AFTER: Duration = Duration::from_secs(8);
 
+/// True when a request failed because the run's (or the target's) time
+/// was up: the SCIM session refuses to start a request with less than a
+/// fraction of a second left.
+fn out_of_time(stop_at: Instant) -> bool {
+    stop_at.saturating_duration_since(Instant::now()) < Duration::from_secs(1)
+}
+
 /// What one target may take of a delivery run: wall time and bytes read.
 /// A target that is slow, hangs or floods Entitle with data is cut off at
 /// its budget (and the run counts as failed unless it delivered
@@ -346,11 +353,19 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     port(self.park(tenant, &target.target_id, &p.member, &p.access, Some(p.seq), &reason, cause).await)?;
                     report.conflicts += 1;
                 }
+                // Cut off at the budget in the middle of a member after
+                // delivering others: progress, not a failure of the target
+                // (the member stays due).
+                Err(_) if out_of_time(stop_at) && report.delivered > 0 => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
         }
         if repair {
-            report.repair = Some(self.repair(tenant, target, session, managed, stop_at, cause).await?);
+            match self.repair(tenant, target, session, managed, stop_at, cause).await {
+                Ok(r) => report.repair = Some(r),
+                Err(Stop::Target(_)) if out_of_time(stop_at) && report.delivered > 0 => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -392,6 +407,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     tracing::warn!(user = %desired.user_id, error = %reason, "userName held by someone else's user: not repaired");
                     out.conflicts += 1;
                 }
+                Err(_) if out_of_time(stop_at) && !out.repaired.is_empty() => return Ok(out),
                 Err(e) => return Err(e.into()),
             }
         }
