@@ -181,6 +181,7 @@ up() {
     echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"
     echo "ENTITLE_SCIM_TOKEN=$SCIM_TOKEN"
     echo "ENTITLE_SCIM_TOKEN_2=$SCIM_TOKEN_2"
+    echo "ENTITLE_FUNCTIONS_LOG=$PWD/$STACK_DIR/functions.log"
     grep -v '^AWS_LAMBDA_LOG_FORMAT' "$STACK_DIR/functions.env"
   } > "$STACK_DIR/stack.env"
 

@@ -296,6 +296,26 @@ impl Stack {
         self.post_signed("/stripe", "Stripe-Signature", &body, Some(sig)).await
     }
 
+    /// The metric lines (CloudWatch Embedded Metric Format) the functions
+    /// wrote to their log with `property` = `value`, once `want` of them are there.
+    pub async fn metric_lines(&self, property: &str, value: &str, want: usize) -> Vec<Value> {
+        let path = settings().get("ENTITLE_FUNCTIONS_LOG").cloned().expect("stack settings lack ENTITLE_FUNCTIONS_LOG");
+        self.eventually(&format!("{want} metric line(s) with {property} = {value}"), || async {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<Value> = log
+                .lines()
+                .filter(|l| l.starts_with('{') && l.contains("\"_aws\""))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l.get("_aws").is_some() && l[property] == value)
+                .collect();
+            (lines.len() >= want, Value::Array(lines))
+        })
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    }
+
     pub async fn crm(&self, record: &Value) -> (u16, Value) {
         let body = serde_json::to_vec(record).unwrap();
         let sig = sign(&self.crm_secret, now(), &body);

@@ -291,6 +291,39 @@ async fn payment_failure_marks_past_due_and_crm_licenses_add_up() {
 }
 
 #[tokio::test]
+async fn a_license_change_writes_its_metric_lines() {
+    let s = Stack::connect().await;
+    let t = unique("metrics");
+    let record = json!({"event_id": format!("crm-{t}-2"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "business",
+        "seats": 5, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
+        "status": "active", "source_version": 2});
+    assert_eq!(s.crm(&record).await.1["status"], "applied");
+    assert_eq!(s.crm(&record).await.1["status"], "duplicate");
+    let mut older = record.clone();
+    older["event_id"] = json!(format!("crm-{t}-1"));
+    older["source_version"] = json!(1);
+    assert_eq!(s.crm(&older).await.1["status"], "ignored_stale");
+
+    // One line per outcome, by source, in the functions' log: the metric
+    // named in the line's declaration, with its value.
+    let lines = s.metric_lines("cause", &format!("crm:crm-{t}-2"), 2).await;
+    let metric = |l: &Value| l["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_string();
+    assert_eq!(lines.iter().map(metric).collect::<Vec<_>>(), ["EventsApplied", "EventsDuplicate"], "{lines:?}");
+    for l in &lines {
+        let declared = &l["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!((declared["Namespace"].as_str(), &declared["Dimensions"]), (Some("Entitle"), &json!([["Source"], []])), "{l}");
+        assert_eq!((l["Source"].as_str(), l[metric(l)].as_f64(), l["tenant"].as_str()), (Some("crm"), Some(1.0), Some(t.as_str())), "{l}");
+        assert!(l["_aws"]["Timestamp"].as_i64().unwrap() > 1_700_000_000_000, "{l}");
+    }
+    let stale = s.metric_lines("cause", &format!("crm:crm-{t}-1"), 1).await;
+    assert_eq!(stale.iter().map(metric).collect::<Vec<_>>(), ["EventsStale"], "{stale:?}");
+    // The reconcile the change queued: its member changes and duration.
+    let reconciles = s.metric_lines("tenant", &t, 4).await;
+    let reconcile = reconciles.iter().find(|l| l.get("ReconcileChanges").is_some()).expect("a reconcile line");
+    assert!(reconcile["ReconcileDuration"].as_f64().unwrap() > 0.0, "{reconcile}");
+}
+
+#[tokio::test]
 async fn untenanted_and_unknown_events_are_parked_or_ignored_never_dropped() {
     let s = Stack::connect().await;
     let t = unique("park");

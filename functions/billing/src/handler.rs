@@ -11,6 +11,7 @@ use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::license::Source;
 use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
+use entitle::edge::metrics;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -97,6 +98,7 @@ async fn stripe_event(app: &App, envelope: &Value) -> Result<Value, BillingError
     };
     let cause = format!("stripe:{event_id}");
     tracing::info!(cause, route = "eventbridge", tenant = outcome.tenant.as_ref().map(|t| t.to_string()), outcome = outcome.recorded.label(), "stripe event recorded");
+    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", &cause).emit();
     if let Some(tenant) = outcome.reconcile() {
         let request = ReconcileRequest::new(tenant.clone(), licenses::cause_of(Source::Stripe, &event_id));
         app.queue.send(&request, &cause).await.map_err(|e| BillingError::Failed(error_chain(&e)))?;
@@ -146,5 +148,6 @@ async fn run(app: &App, req: &SyncRequest, stop_at: Instant) -> Result<SyncRepor
         complete = report.complete,
         "billing sync"
     );
+    metrics::Emf::new().dimension("Source", "stripe").count("EventsParked", report.parked as f64).emit();
     Ok(report)
 }

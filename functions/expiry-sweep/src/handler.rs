@@ -4,6 +4,7 @@ use entitle::adapters::sqs::ReconcileQueue;
 use entitle::app::sweep::{self, SweepLimits};
 use entitle::core::model::LicensingModel;
 use entitle::edge::http::error_chain;
+use entitle::edge::metrics::Emf;
 use std::sync::Arc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
@@ -80,6 +81,9 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         index_reads = report.index_reads,
         "sweep run"
     );
+    // SweepCompleted is 0 for a run that stopped at its time budget (the
+    // next run goes on): the alarm fires when two runs in a row did.
+    Emf::new().count("SweepTransitions", report.transitions as f64).count("SweepCompleted", u8::from(report.complete)).emit();
     let mut out = serde_json::to_value(&report).expect("serialises");
     out["amendments_applied"] = json!(amendments);
     Ok(out)

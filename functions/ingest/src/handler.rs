@@ -21,7 +21,7 @@ use entitle::core::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
 use entitle::core::views::NewMember;
 use entitle::edge::body::parse_json;
 use entitle::edge::config::ConfigError;
-use entitle::edge::http;
+use entitle::edge::{http, metrics};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
@@ -133,6 +133,7 @@ pub async fn stripe_answer(app: &App, outcome: EventOutcome) -> Result<Response<
         licenses::Recorded::Parked { reason } => tracing::warn!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), reason, "stripe event parked"),
         r => tracing::info!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded"),
     }
+    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", &cause).emit();
     if let Some(tenant) = outcome.reconcile() {
         // Also on a duplicate: the first delivery may have crashed before
         // queueing. A reconcile is level-triggered, so an extra one is harmless.
@@ -152,6 +153,7 @@ async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Respon
     let outcome = licenses::record_change(&app.store, change, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await?;
     let cause = licenses::cause_of(change.source, &change.event_id);
     tracing::info!(tenant = %change.tenant_id, cause = %format!("{}:{}", change.source.as_str(), change.event_id), outcome = outcome.label(), "license event recorded");
+    metrics::license_event(change.source, &outcome).property("cause", format!("{}:{}", change.source.as_str(), change.event_id)).property("tenant", change.tenant_id.as_str()).emit();
     if !matches!(outcome, licenses::Recorded::Parked { .. }) {
         // Also on a duplicate: the first delivery may have crashed before
         // queueing. A reconcile is level-triggered, so an extra one is harmless.
@@ -177,6 +179,9 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     let request_id = http::request_id(req);
     let (view, created) = members::create(&app.model, &app.store, &tenant, &new, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
+    if created {
+        metrics::seat_claim(view.status.as_str() == "active").property("tenant", tenant.as_str()).emit();
+    }
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))
 }

@@ -19,6 +19,7 @@ use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::scim::Policy;
 use entitle::edge::http::error_chain;
+use entitle::edge::metrics::Emf;
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             }
             if failure.permanent || receives >= app.max_receives {
                 tracing::error!(code = failure.code, error = %failure.message, receives, "parking message on the dead-letter queue");
+                Emf::new().count("ReconcileErrors", 1).count("MessagesDeadLettered", 1).emit();
                 if let Err(e) = park(app, message, &failure, receives).await {
                     tracing::error!(error = %error_chain(&e), "could not park the message; leaving it to the queue's redrive policy");
                     failed_groups.insert(group);
@@ -116,6 +118,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                 }
             } else {
                 tracing::warn!(code = failure.code, error = %failure.message, receives, "reconcile failed; will be retried");
+                Emf::new().count("ReconcileErrors", 1).emit();
                 failed_groups.insert(group);
                 response.batch_item_failures.push(failure_of(id));
             }
@@ -142,6 +145,11 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                             standing = r.standing.as_deref().unwrap_or("unchanged"),
                             "target delivery"
                         );
+                        Emf::new()
+                            .count("ScimDeliveries", r.delivered as f64)
+                            .count("ScimFailures", (r.refused + usize::from(r.error.is_some())) as f64)
+                            .count("TargetsQuarantined", u8::from(r.standing.as_deref() == Some("quarantined")))
+                            .emit();
                     }
                 }
             }
@@ -191,8 +199,15 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
         tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
         return Ok((false, request, 0));
     }
+    let started = std::time::Instant::now();
     match reconcile(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now()).await {
         Ok(outcome) => {
+            Emf::new()
+                .property("tenant", request.tenant_id.as_str())
+                .property("cause", &cause)
+                .count("ReconcileChanges", outcome.member_changes as f64)
+                .millis("ReconcileDuration", started.elapsed().as_secs_f64() * 1000.0)
+                .emit();
             tracing::info!(
                 tenant = %request.tenant_id,
                 cause,
