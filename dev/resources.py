@@ -45,6 +45,7 @@ ENV_OF = {
     "BillingQueue": "BILLING_QUEUE_URL",
     "BillingDeadLetterQueue": "BILLING_DEAD_LETTER_QUEUE_URL",
     "AccessEventsBus": "EVENT_BUS_NAME",
+    "AuditSigningKey": "AUDIT_SIGNING_KEY_ID",
 }
 
 TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
@@ -79,6 +80,15 @@ def main(template_path, endpoint, ddb_endpoint, secrets):
         if ttl and ttl.get("Enabled"):
             ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True})
         env[name] = name
+
+    # Signing keys (moto's KMS signs with the key spec the template names);
+    # the tables and queues are not encrypted locally, so the data key is not made.
+    kms = session.client("kms", endpoint_url=endpoint)
+    for name, res in resources.items():
+        props = res.get("Properties", {})
+        if res["Type"] == "AWS::KMS::Key" and props.get("KeyUsage") == "SIGN_VERIFY":
+            key = kms.create_key(KeySpec=props["KeySpec"], KeyUsage="SIGN_VERIFY", Description=props.get("Description", name))
+            env[name] = key["KeyMetadata"]["Arn"]
 
     events = session.client("events", endpoint_url=endpoint)
     for name, res in resources.items():

@@ -170,6 +170,7 @@ up() {
     echo "ENTITLE_INGEST_URL=$base/lambda-url/ingest"
     echo "ENTITLE_ACCESS_URL=$base/lambda-url/access"
     echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
+    echo "ENTITLE_ADMIN_URL=$base/lambda-url/admin"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
     echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
     echo "ENTITLE_BILLING_INVOKE_URL=$base/2015-03-31/functions/billing/invocations"

@@ -596,6 +596,15 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         ),
         ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:Query"]), ("AuditTable", vec!["dynamodb:Query"])]),
         (
+            "AdminFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:GetItem", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem", "dynamodb:Query"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+                ("ReconcileDeadLetterQueue", vec!["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]),
+            ],
+        ),
+        (
             "AmendFunction",
             vec![
                 ("StateTable", vec!["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),

@@ -10,10 +10,10 @@
 //! change; it is not yet covered by a hash, and `verify` says how many
 //! there are.
 
-use super::commit::{audited_on, Decision};
+use super::commit::{audited, audited_on, Decision};
 use super::ports::{Change, Tenants};
 use super::Error;
-use crate::core::audit::{self, PendingRecord, Verification};
+use crate::core::audit::{self, AuditEvent, PendingRecord, Verification};
 use crate::core::ids::TenantId;
 use chrono::{DateTime, Utc};
 
@@ -38,6 +38,22 @@ pub async fn integrate<S: Tenants>(store: &S, tenant: &TenantId, now: DateTime<U
     })
     .await?;
     Ok(committed.changes.iter().map(|c| c.integrate.len()).sum())
+}
+
+/// Records an operator's act on a tenant (a dead letter redriven) in its
+/// chain, alone. Returns false, writing nothing, for a tenant that does not exist.
+pub async fn note<S: Tenants>(store: &S, tenant: &TenantId, event: AuditEvent, now: DateTime<Utc>) -> Result<bool, Error> {
+    let committed = audited(store, tenant, |meta| {
+        let event = event.clone();
+        async move {
+            Ok(match meta {
+                None => Decision::Done(false),
+                Some(_) => Decision::one(Change::new(now).audit(event), true),
+            })
+        }
+    })
+    .await?;
+    Ok(committed.value)
 }
 
 /// Verifies the tenant's whole chain against its head. Writers keep

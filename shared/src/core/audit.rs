@@ -98,6 +98,8 @@ pub enum AuditAction {
     TargetResumed,
     TargetRepaired,
     DeliveryParked,
+    // Operators (the admin function).
+    DeadLetterRedriven,
 }
 
 impl AuditAction {
@@ -254,6 +256,63 @@ pub struct Verification {
     pub pending: u64,
 }
 
+/// The last line of an audit export: the position and hash of the last
+/// record exported, signed (ECDSA P-256 over SHA-256, DER, base64) by the
+/// stack's audit signing key. Anyone with the public key checks the
+/// signature over [`Checkpoint::message`], and the records' hashes up to
+/// `head_hash` ([`verify_export`]), without Entitle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub tenant_id: String,
+    pub seq: u64,
+    pub head_hash: String,
+    pub at: String,
+    pub key_id: String,
+    #[serde(default)]
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes signed: one field per line, no trailing newline (the README
+    /// rebuilds it with `jq` for `openssl`).
+    pub fn message(&self) -> String {
+        format!("entitle-audit-checkpoint/v1\n{}\n{}\n{}\n{}\n{}", self.tenant_id, self.seq, self.head_hash, self.at, self.key_id)
+    }
+}
+
+/// Checks an export offline: JSON Lines of records (each exactly as hashed)
+/// in sequence, each linking to the hash of the line before, the last one
+/// hashing to the checkpoint's `head_hash`, the checkpoint last. The first
+/// record's link is taken as given (an export from `from_seq`; a checkpoint
+/// of an earlier export pins it). The signature is checked with the public
+/// key (`openssl`, see the README). Returns the checkpoint.
+pub fn verify_export(text: &str) -> Result<Checkpoint, String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let (last, records) = lines.split_last().ok_or("the export is empty")?;
+    let checkpoint: Checkpoint = serde_json::from_str(last).map_err(|e| format!("the last line is not a checkpoint: {e}"))?;
+    let mut previous: Option<(u64, String)> = None;
+    for line in records {
+        let record: AuditRecord = serde_json::from_str(line).map_err(|e| format!("a line is not an audit record: {e}"))?;
+        if record.tenant_id != checkpoint.tenant_id {
+            return Err(format!("record {} names tenant {}, the checkpoint {}", record.seq, record.tenant_id, checkpoint.tenant_id));
+        }
+        if let Some((seq, hash)) = &previous {
+            if record.seq != seq + 1 {
+                return Err(format!("record {} follows record {seq}", record.seq));
+            }
+            if &record.prev_hash != hash {
+                return Err(format!("record {} does not link to the hash of record {seq}", record.seq));
+            }
+        }
+        previous = Some((record.seq, hash_of(line)));
+    }
+    let (seq, hash) = previous.ok_or("the export has no record")?;
+    if seq != checkpoint.seq || hash != checkpoint.head_hash {
+        return Err(format!("the records end at {seq} with hash {hash}; the checkpoint says {} with {}", checkpoint.seq, checkpoint.head_hash));
+    }
+    Ok(checkpoint)
+}
+
 /// Checks the whole chain of one tenant, in sequence order, against its head.
 pub fn verify(tenant_id: &str, records: &[StoredRecord], head: &ChainHead) -> Verification {
     let fail = |seq: u64, problem: String, n: u64| Verification {
@@ -350,5 +409,76 @@ mod tests {
         assert!(!verify("t1", &truncated, &head).ok);
 
         assert!(!verify("t2", &base, &head).ok, "records of another tenant");
+    }
+
+    fn export(records: &[(AuditRecord, String, String)], head: &ChainHead) -> String {
+        let checkpoint = Checkpoint { tenant_id: "t1".into(), seq: head.seq, head_hash: head.hash.clone(), at: "2026-11-24T00:00:00Z".into(), key_id: "k".into(), signature: "sig".into() };
+        let mut out: Vec<String> = records.iter().map(|(_, json, _)| json.clone()).collect();
+        out.push(serde_json::to_string(&checkpoint).unwrap());
+        out.join("\n") + "\n"
+    }
+
+    #[test]
+    fn an_export_verifies_and_any_edit_of_a_record_or_a_rewritten_chain_does_not() {
+        let cause = Cause::new(CauseKind::ApiCall, "r1");
+        let events: Vec<AuditEvent> = (0..4).map(|i| AuditEvent::new(AuditAction::MemberCreated, format!("user:u{i}"), &cause, "seat")).collect();
+        let (records, head) = chain("t1", &ChainHead::genesis(), "2026-11-24T00:00:00Z", events.clone());
+        let good = export(&records, &head);
+        assert_eq!(verify_export(&good).unwrap().seq, 4);
+        // From the middle on: the first link is taken as given.
+        assert!(verify_export(&export(&records[2..], &head)).is_ok());
+
+        // A record edited, its hash left: the next record no longer links.
+        let edited = good.replacen("user:u1", "user:u9", 1);
+        assert!(verify_export(&edited).unwrap_err().contains("does not link"), "{edited}");
+        // The chain and its hashes rewritten from the edit on: the end no
+        // longer matches the checkpoint (whose signature pins it).
+        let mut rewritten = events;
+        rewritten[1].subject = "user:u9".into();
+        let (forged, forged_head) = chain("t1", &ChainHead::genesis(), "2026-11-24T00:00:00Z", rewritten);
+        let mut lines: Vec<String> = export(&forged, &forged_head).lines().map(str::to_string).collect();
+        lines.pop();
+        lines.push(good.lines().last().unwrap().to_string());
+        assert!(verify_export(&lines.join("\n")).unwrap_err().contains("the checkpoint says"));
+        // A record dropped.
+        let dropped: Vec<&str> = good.lines().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| l).collect();
+        assert!(verify_export(&dropped.join("\n")).unwrap_err().contains("follows"));
+        assert!(verify_export("").is_err());
+    }
+
+    #[test]
+    fn the_signed_message_names_every_field_of_the_checkpoint() {
+        let c = Checkpoint { tenant_id: "t1".into(), seq: 7, head_hash: "ab".into(), at: "2026-11-24T00:00:00Z".into(), key_id: "arn:k".into(), signature: String::new() };
+        assert_eq!(c.message(), "entitle-audit-checkpoint/v1\nt1\n7\nab\n2026-11-24T00:00:00Z\narn:k");
+    }
+
+    #[test]
+    fn pending_records_are_ordered_by_time_then_tie_and_chain_like_any_other() {
+        use chrono::TimeZone;
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let later = t0 + chrono::Duration::microseconds(1);
+        // Two changes in the same microsecond get distinct keys; a later
+        // change sorts after both whatever its tie-breaker.
+        let (a, b) = (PendingRecord::new(t0, "req-a", ev(1)), PendingRecord::new(t0, "req-b", ev(2)));
+        let c = PendingRecord::new(later, "req-0", ev(3));
+        assert_ne!(a.key, b.key);
+        assert!(a.key < c.key && b.key < c.key, "{} {} {}", a.key, b.key, c.key);
+        assert_eq!(PendingRecord::new(t0, "req-a", ev(1)), a, "the same change gives the same key: a retry overwrites, never doubles");
+
+        let mut pending = vec![c.clone(), b.clone(), a.clone()];
+        pending.sort_by(|x, y| x.key.cmp(&y.key));
+        let (before, head) = chain("t1", &ChainHead::genesis(), "2025-12-31T23:59:59Z", vec![ev(0)]);
+        let (integrated, head) = integrate("t1", &head, &pending);
+        assert_eq!(integrated.iter().map(|(r, _, _)| r.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(integrated[2].0.event.subject, "member:u3", "the latest change is chained last");
+        assert_eq!(integrated[0].0.at, "2026-01-01T00:00:00.000Z", "a record keeps the time of its change");
+        let all: Vec<_> = before.into_iter().chain(integrated).collect();
+        assert!(verify("t1", &stored(&all), &head).ok);
+
+        // Once chained, an integrated record is as tamper-evident as any.
+        let mut edited = stored(&all);
+        edited[2].json = edited[2].json.replace("member:u", "member:x");
+        edited[2].hash = hash_of(&edited[2].json);
+        assert_eq!(verify("t1", &edited, &head).first_bad_seq, Some(4));
     }
 }

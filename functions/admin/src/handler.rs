@@ -1,0 +1,151 @@
+//! admin's routes. What changes something (a redrive) is audited in the
+//! tenant's chain, with the request as its cause.
+
+use chrono::Utc;
+use entitle::adapters::dynamodb::Dynamo;
+use entitle::adapters::kms::AuditSigner;
+use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue};
+use entitle::app::ports::Tenants;
+use entitle::app::{audit, Error};
+use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, Checkpoint};
+use entitle::core::ids::TenantId;
+use entitle::core::rejection::Rejection;
+use entitle::edge::body::parse_json;
+use entitle::edge::http;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+pub struct App {
+    pub store: Dynamo,
+    pub dead_letters: DeadLetterQueue,
+    pub signer: AuditSigner,
+}
+
+pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    let path = http::path(&req);
+    let method = req.method().as_str().to_string();
+    let segs = http::segments(&path);
+    let answer = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["dead-letters"]) => list_dead_letters(app).await,
+        ("POST", ["dead-letters", "redrive"]) => redrive(app, &req).await,
+        ("GET", ["tenants", tenant, "audit", "export"]) => export(app, &req, tenant).await,
+        ("GET", ["audit", "public-key"]) => public_key(app).await,
+        _ => Err(http::no_route(&method, &path)),
+    };
+    Ok(answer.unwrap_or_else(http::answer_error))
+}
+
+async fn list_dead_letters(app: &App) -> Result<Response<Body>, Error> {
+    let letters = app.dead_letters.list().await?;
+    Ok(http::json(200, &json!({"count": letters.len(), "dead_letters": letters})))
+}
+
+/// `{}` (or no body) moves every message; `{"message_ids": [...]}` those.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    message_ids: Option<Vec<String>>,
+}
+
+async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+    let body = http::body(req)?;
+    let ask: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) { RedriveRequest::default() } else { parse_json(body)? };
+    if let Some(ids) = &ask.message_ids {
+        if ids.is_empty() || ids.iter().any(|i| i.is_empty() || i.len() > 128) {
+            return Err(Rejection::malformed("invalid_body", "message_ids: one or more message ids, as listed by GET /dead-letters").into());
+        }
+    }
+    let request_id = http::request_id(req);
+    let cause = Cause::new(CauseKind::ApiCall, &request_id);
+    let by = http::principal(req).unwrap_or_else(|| "unknown".into());
+    let (moved, not_found) = app
+        .dead_letters
+        .redrive(ask.message_ids.as_deref(), |letter: DeadLetter| {
+            let (cause, by) = (cause.clone(), by.clone());
+            let store = &app.store;
+            async move {
+                // Audited in the tenant's chain (a message that names no
+                // tenant has no chain: its move is in the log line below).
+                if let Some(tenant) = letter.tenant_id.as_deref().and_then(|t| TenantId::parse(t).ok()) {
+                    let event = AuditEvent::new(
+                        AuditAction::DeadLetterRedriven,
+                        format!("message:{}", letter.message_id),
+                        &cause,
+                        "an operator moved a parked reconcile back to the reconcile queue",
+                    )
+                    .before(json!({"error_code": letter.error_code, "error_message": letter.error_message, "receive_count": letter.receive_count}))
+                    .after(json!({"queue": "reconcile", "by": by}));
+                    audit::note(store, &tenant, event, Utc::now()).await.map_err(|e| entitle::app::ports::PortError::unavailable("audit", e))?;
+                }
+                Ok(())
+            }
+        })
+        .await?;
+    for l in &moved {
+        tracing::info!(cause = %format!("api:{request_id}"), tenant = l.tenant_id.as_deref(), message_id = %l.message_id, by, "dead letter redriven");
+    }
+    Ok(http::json(200, &json!({"moved": moved, "not_found": not_found})))
+}
+
+fn seq_query(req: &Request, name: &'static str) -> Result<Option<u64>, Error> {
+    match http::query(req, name) {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| Rejection::malformed("invalid_query", format!("{name}: expected a record sequence number (1 or more)")).into()),
+    }
+}
+
+/// JSON Lines: the records from `from_seq` to `to_seq` (default: all the
+/// chained ones), each exactly as hashed, then the signed checkpoint.
+async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let from = seq_query(req, "from_seq")?.unwrap_or(1);
+    let to = seq_query(req, "to_seq")?;
+    if to.is_some_and(|t| t < from) {
+        return Err(Rejection::malformed("invalid_query", "to_seq: must not be below from_seq").into());
+    }
+    let meta = app.store.meta(&tenant).await?.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+    // As of the head read first: later records are for a later export.
+    let to = to.unwrap_or(meta.head.seq).min(meta.head.seq);
+    if from > to {
+        return Err(Rejection::not_found(&format!("audit records {from} to {to} of tenant {tenant} (its chain ends at {})", meta.head.seq)).into());
+    }
+    let mut lines = String::new();
+    let (mut after, mut last) = (from - 1, None);
+    'pages: loop {
+        let (page, more) = app.store.audit_page(&tenant, after, 1000).await?;
+        for r in page {
+            if r.seq > to {
+                break 'pages;
+            }
+            after = r.seq;
+            lines.push_str(&r.json);
+            lines.push('\n');
+            last = Some((r.seq, hash_of(&r.json)));
+        }
+        if !more {
+            break;
+        }
+    }
+    let (seq, head_hash) = last.ok_or_else(|| Rejection::not_found(&format!("audit records {from} to {to} of tenant {tenant}")))?;
+    let unsigned = Checkpoint { tenant_id: tenant.to_string(), seq, head_hash, at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), key_id: String::new(), signature: String::new() };
+    let checkpoint = app.signer.sign(unsigned).await?;
+    lines.push_str(&serde_json::to_string(&checkpoint).expect("serialises"));
+    lines.push('\n');
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/x-ndjson")
+        .header("content-disposition", format!("attachment; filename=\"audit-{tenant}-{from}-{seq}.jsonl\""))
+        .body(Body::Text(lines))
+        .expect("status and headers are valid"))
+}
+
+async fn public_key(app: &App) -> Result<Response<Body>, Error> {
+    let pem = app.signer.public_key_pem().await?;
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/x-pem-file")
+        .header("x-key-id", app.signer.key_id())
+        .body(Body::Text(pem))
+        .expect("status and headers are valid"))
+}

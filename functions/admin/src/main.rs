@@ -1,0 +1,21 @@
+//! admin: the operator's surface, behind a function URL with IAM auth.
+//! The reconcile dead-letter queue (list, redrive), and signed audit
+//! exports with the public key that verifies them offline.
+
+mod handler;
+
+use entitle::adapters::kms::AuditSigner;
+use entitle::adapters::sqs::DeadLetterQueue;
+use entitle::edge::config;
+use lambda_http::{service_fn, Error};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let config::Base { aws, store, .. } = config::start().await?;
+    let app = handler::App {
+        store,
+        dead_letters: DeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("DEAD_LETTER_QUEUE_URL")?, config::required("RECONCILE_QUEUE_URL")?),
+        signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
+    };
+    lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
+}

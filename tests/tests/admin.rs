@@ -1,0 +1,219 @@
+//! The admin function through its real binary: dead letters listed without
+//! being consumed and redriven (then applied), signed audit exports verified
+//! offline with the public key (`dev/verify-export.sh`: jq, openssl) and
+//! tampered ones refused, bad input answered 4xx with the JSON error body.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use entitle::core::audit::{chain, verify_export, AuditEvent, AuditRecord, ChainHead, Checkpoint};
+use entitle_tests::{member_body, unique, Stack};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn admin(s: &Stack) -> String {
+    s.settings.get("ENTITLE_ADMIN_URL").cloned().expect("stack settings lack ENTITLE_ADMIN_URL")
+}
+
+async fn get(s: &Stack, path: &str) -> (u16, String) {
+    let res = s.http.get(format!("{}{path}", admin(s))).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn get_json(s: &Stack, path: &str) -> (u16, Value) {
+    let (code, text) = get(s, path).await;
+    (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+}
+
+async fn post(s: &Stack, path: &str, body: &str) -> (u16, Value) {
+    let res = s.http.post(format!("{}{path}", admin(s))).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    let code = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+}
+
+fn crm_record(t: &str, version: i64, seats: u64) -> Value {
+    json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "business",
+        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2027-01-01T00:00:00Z",
+        "status": "active", "source_version": version})
+}
+
+/// A license item reconcile cannot read: every reconcile of the tenant fails.
+async fn break_tenant(s: &Stack, t: &str, broken: bool) {
+    let key = |r: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder| {
+        r.table_name(&s.tables.state).item("pk", AttributeValue::S(format!("T#{t}"))).item("sk", AttributeValue::S("LIC#crm#broken".into()))
+    };
+    if broken {
+        key(s.ddb.put_item()).item("license", AttributeValue::S("{\"broken\": true}".into())).send().await.unwrap();
+    } else {
+        s.ddb
+            .delete_item()
+            .table_name(&s.tables.state)
+            .key("pk", AttributeValue::S(format!("T#{t}")))
+            .key("sk", AttributeValue::S("LIC#crm#broken".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn dead_letter_of(s: &Stack, t: &str) -> Option<Value> {
+    let (code, body) = get_json(s, "/dead-letters").await;
+    assert_eq!(code, 200, "{body}");
+    body["dead_letters"].as_array().unwrap().iter().find(|l| l["tenant_id"] == t).cloned()
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_listed_without_being_consumed_then_redriven_and_applied() {
+    let s = Stack::connect().await;
+    let t = unique("dlq");
+    assert_eq!(s.crm(&crm_record(&t, 1, 5)).await.1["status"], "applied");
+    s.tenant_where(&t, "five seats", |v| v["seats"]["total"] == 5).await;
+    // The next change's reconcile fails on every receive and is parked.
+    break_tenant(&s, &t, true).await;
+    assert_eq!(s.crm(&crm_record(&t, 2, 9)).await.1["status"], "applied");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let letter = loop {
+        if let Some(l) = dead_letter_of(&s, &t).await {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the reconcile of {t} never reached the dead-letter queue");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(letter["error_code"], "reconcile_failed", "{letter}");
+    assert!(letter["error_message"].as_str().unwrap().contains("LIC#crm#broken"), "{letter}");
+    assert_eq!(letter["receive_count"], 5, "{letter}");
+    assert_eq!(letter["body"]["tenant_id"], t.as_str(), "{letter}");
+    assert!(letter["parked_at"].as_str().is_some_and(|a| a.starts_with("20")), "{letter}");
+    // Listed again: still there (listing does not consume).
+    let again = dead_letter_of(&s, &t).await.expect("still on the dead-letter queue after a listing");
+    assert_eq!(again["message_id"], letter["message_id"]);
+
+    // The cause fixed, the operator redrives that message: it is applied.
+    break_tenant(&s, &t, false).await;
+    assert_eq!(s.tenant_where(&t, "still five", |_| true).await["seats"]["total"], 5, "nothing applied before the redrive");
+    let id = letter["message_id"].as_str().unwrap();
+    let (code, moved) = post(&s, "/dead-letters/redrive", &json!({"message_ids": [id, "no-such-message"]}).to_string()).await;
+    assert_eq!(code, 200, "{moved}");
+    assert_eq!(moved["moved"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect::<Vec<_>>(), [id], "{moved}");
+    assert_eq!(moved["not_found"], json!(["no-such-message"]), "{moved}");
+    s.tenant_where(&t, "the redriven reconcile applied", |v| v["seats"]["total"] == 9).await;
+    assert!(dead_letter_of(&s, &t).await.is_none(), "moved off the dead-letter queue");
+    // Audited in the tenant's chain, with the cause it was parked for.
+    let audit = s.audit(&t).await;
+    let redriven: Vec<&Value> = audit.iter().filter(|r| r["action"] == "dead_letter_redriven").collect();
+    assert_eq!(redriven.len(), 1, "{audit:?}");
+    assert_eq!(redriven[0]["subject"], format!("message:{id}"));
+    assert_eq!(redriven[0]["before"]["error_code"], "reconcile_failed");
+    assert_eq!(s.get(&format!("/tenants/{t}/audit/verify")).await.1["ok"], true);
+}
+
+/// An export of a tenant with a few records.
+async fn exported(s: &Stack) -> (String, String, String) {
+    let t = unique("export");
+    assert_eq!(s.crm(&crm_record(&t, 1, 5)).await.1["status"], "applied");
+    s.tenant_where(&t, "provisioned", |v| v["seats"]["total"] == 5).await;
+    for u in ["ann", "bob"] {
+        assert_eq!(s.create_member(&t, &member_body(u, &[])).await.0, 201);
+    }
+    s.settle(&t).await;
+    let (code, text) = get(s, &format!("/tenants/{t}/audit/export")).await;
+    assert_eq!(code, 200, "{text}");
+    let (code, pem) = get(s, "/audit/public-key").await;
+    assert_eq!(code, 200, "{pem}");
+    (t, text, pem)
+}
+
+/// `dev/verify-export.sh` (jq, openssl, sha256sum: what the README shows).
+fn verify_offline(export: &str, pem: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(unique("verify"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("export.jsonl"), export).unwrap();
+    std::fs::write(dir.join("public-key.pem"), pem).unwrap();
+    let script = format!("{}/../dev/verify-export.sh", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(script).arg(dir.join("export.jsonl")).arg(dir.join("public-key.pem")).output().expect("dev/verify-export.sh runs");
+    std::fs::remove_dir_all(&dir).ok();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn an_audit_export_verifies_offline_and_a_tampered_one_does_not() {
+    let s = Stack::connect().await;
+    let (t, text, pem) = exported(&s).await;
+    let checkpoint = verify_export(&text).unwrap();
+    let verified = s.get(&format!("/tenants/{t}/audit/verify")).await.1;
+    assert_eq!((checkpoint.seq, &checkpoint.head_hash), (verified["records"].as_u64().unwrap(), &verified["head_hash"].as_str().unwrap().to_string()), "{verified}");
+    assert!(checkpoint.seq >= 4, "license, tenant access, two creations: {text}");
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let (ok, said) = verify_offline(&text, &pem);
+    assert!(ok, "{said}");
+    assert!(said.contains(&format!("tenant {t}, records up to {}", checkpoint.seq)), "{said}");
+
+    // A range: from the second record on, to the third.
+    let (code, part) = get(&s, &format!("/tenants/{t}/audit/export?from_seq=2&to_seq=3")).await;
+    assert_eq!(code, 200, "{part}");
+    assert_eq!(part.lines().count(), 3, "two records and the checkpoint: {part}");
+    assert_eq!(verify_export(&part).unwrap().seq, 3);
+    assert!(verify_offline(&part, &pem).0);
+
+    // A record edited (a member's subject), its hash left as it was.
+    let lines: Vec<&str> = text.lines().collect();
+    let edited = text.replacen("member:ann", "member:eve", 1);
+    assert_ne!(edited, text);
+    let (ok, said) = verify_offline(&edited, &pem);
+    assert!(!ok && said.contains("does not link"), "{said}");
+
+    // The chain and its hashes rewritten from the first record on, ending
+    // in a new head: the signed checkpoint does not match it, and a
+    // checkpoint claiming the new head is not signed by the key.
+    let records: Vec<AuditRecord> = lines[..lines.len() - 1].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut events: Vec<AuditEvent> = records.iter().map(|r| r.event.clone()).collect();
+    events[0].rule = "rewritten".into();
+    let (forged, head): (Vec<_>, ChainHead) = chain(&t, &ChainHead::genesis(), &records[0].at, events);
+    let forged_lines: Vec<String> = forged.iter().map(|(_, json, _)| json.clone()).collect();
+    let with_old_checkpoint = format!("{}\n{}\n", forged_lines.join("\n"), lines[lines.len() - 1]);
+    let (ok, said) = verify_offline(&with_old_checkpoint, &pem);
+    assert!(!ok && said.contains("the signed checkpoint says"), "{said}");
+    let mut claimed: Checkpoint = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    (claimed.seq, claimed.head_hash) = (head.seq, head.hash);
+    let with_new_checkpoint = format!("{}\n{}\n", forged_lines.join("\n"), serde_json::to_string(&claimed).unwrap());
+    assert!(verify_export(&with_new_checkpoint).is_ok(), "internally consistent: only the signature tells");
+    let (ok, said) = verify_offline(&with_new_checkpoint, &pem);
+    assert!(!ok && said.contains("signature does not verify"), "{said}");
+}
+
+#[tokio::test]
+async fn bad_input_to_every_admin_route_is_answered_4xx_with_the_error_body() {
+    let s = Stack::connect().await;
+    let t = unique("admin-bad");
+    assert_eq!(s.crm(&crm_record(&t, 1, 5)).await.1["status"], "applied");
+    s.tenant_where(&t, "provisioned", |_| true).await;
+    let cases: Vec<(&str, String, Option<&str>, u16, &str)> = vec![
+        ("POST", "/dead-letters/redrive".into(), Some("{\"message_ids\": \"one\"}"), 400, "malformed_body"),
+        ("POST", "/dead-letters/redrive".into(), Some("{\"message_ids\": []}"), 400, "invalid_body"),
+        ("POST", "/dead-letters/redrive".into(), Some("{\"all\": true}"), 400, "malformed_body"),
+        ("POST", "/dead-letters/redrive".into(), Some("not json"), 400, "malformed_body"),
+        ("GET", "/dead-letters/redrive".into(), None, 404, "no_route"),
+        ("DELETE", "/dead-letters".into(), None, 404, "no_route"),
+        ("GET", "/tenants/no-such-tenant-x/audit/export".into(), None, 404, "not_found"),
+        ("GET", "/tenants/Bad%20Id!/audit/export".into(), None, 400, ""),
+        ("GET", format!("/tenants/{t}/audit/export?from_seq=abc"), None, 400, "invalid_query"),
+        ("GET", format!("/tenants/{t}/audit/export?from_seq=0"), None, 400, "invalid_query"),
+        ("GET", format!("/tenants/{t}/audit/export?from_seq=3&to_seq=2"), None, 400, "invalid_query"),
+        ("GET", format!("/tenants/{t}/audit/export?from_seq=999999"), None, 404, "not_found"),
+        ("POST", "/audit/public-key".into(), Some("{}"), 404, "no_route"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut req = s.http.request(method.parse().unwrap(), format!("{}{path}", admin(&s)));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let got = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(body["error"]["message"].is_string(), "{method} {path}: {body}");
+        if !code.is_empty() {
+            assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+        }
+    }
+}
