@@ -1,5 +1,6 @@
 //! The admin function through its real binary: dead letters listed without
-//! being consumed and redriven (then applied), signed audit exports verified
+//! being consumed and redriven (then applied), a parked Stripe event listed
+//! and replayed (still parked, then applied), signed audit exports verified
 //! offline with the public key (`dev/verify-export.sh`: jq, openssl) and
 //! tampered ones refused, bad input answered 4xx with the JSON error body.
 
@@ -106,6 +107,54 @@ async fn a_dead_letter_is_listed_without_being_consumed_then_redriven_and_applie
     assert_eq!(s.get(&format!("/tenants/{t}/audit/verify")).await.1["ok"], true);
 }
 
+#[tokio::test]
+async fn a_parked_stripe_event_is_listed_then_replayed_once_its_reason_no_longer_holds() {
+    let s = Stack::connect().await;
+    let t = unique("replay");
+    let gold = format!("gold_{}", unique("plan").replace('-', "_"));
+    s.billing.post("/v1/plans", &json!({"id": gold, "amount": 9900, "currency": "usd", "interval": "month", "product": {"name": "Gold"}})).await;
+    let sub = s.billing.subscribe(Some(&t), &gold, 3).await;
+    let subscription = sub["id"].as_str().unwrap();
+    // localstripe's webhook reaches ingest and is parked: the price is not in the model.
+    let parked = s
+        .eventually("the webhook parked", || async {
+            let (code, body) = get_json(&s, "/parked?source=stripe").await;
+            assert_eq!(code, 200, "{body}");
+            let mine = body["parked"].as_array().unwrap().iter().find(|p| p["tenant_id"] == t.as_str()).cloned();
+            (mine.is_some(), mine.unwrap_or(Value::Null))
+        })
+        .await;
+    assert!(parked["reason"].as_str().unwrap().contains(&gold), "{parked}");
+    assert_eq!(parked["source"], "stripe");
+    assert!(parked["age_secs"].as_i64().unwrap() >= 0 && parked["parked_at"].as_str().unwrap().starts_with("20"), "{parked}");
+    let event_id = parked["event_id"].as_str().unwrap().to_string();
+    let (_, all) = get_json(&s, "/parked").await;
+    assert!(all["parked"].as_array().unwrap().iter().any(|p| p["event_id"] == event_id.as_str()), "listed without a source filter too");
+
+    // Replayed while the reason holds: still parked, nothing new recorded.
+    let records = s.audit(&t).await.len();
+    let (code, answer) = post(&s, &format!("/parked/{event_id}/replay"), "").await;
+    assert_eq!((code, answer["status"].as_str(), answer["parked"].as_bool()), (200, Some("parked"), Some(true)), "{answer}");
+    assert_eq!(s.audit(&t).await.len(), records, "a replay that parks again writes nothing");
+
+    // The reason goes away (here: the customer moves to a price the model
+    // knows; a model that learns the price is the same path): replayed, the
+    // event's subscription, read from Stripe now, is recorded and applied.
+    s.billing.set_plan(subscription, "team_monthly", 3).await;
+    let (code, answer) = post(&s, &format!("/parked/{event_id}/replay"), "").await;
+    assert_eq!((code, answer["parked"].as_bool()), (200, Some(false)), "{answer}");
+    // (The plan change's own webhook may have recorded the license first.)
+    assert!(["applied", "unchanged"].contains(&answer["status"].as_str().unwrap()), "{answer}");
+    assert_eq!(answer["tenant_id"], t.as_str());
+    s.tenant_where(&t, "the team plan applied", |v| v["seats"]["total"] == 3).await;
+    let (_, after) = get_json(&s, "/parked?source=stripe").await;
+    assert!(!after["parked"].as_array().unwrap().iter().any(|p| p["event_id"] == event_id.as_str()), "unparked: {after}");
+    let audit = s.audit(&t).await;
+    assert!(audit.iter().any(|r| r["cause"]["id"] == event_id.as_str() && ["license_recorded", "license_unchanged"].contains(&r["action"].as_str().unwrap())), "{audit:?}");
+    let (code, body) = post(&s, &format!("/parked/{event_id}/replay"), "").await;
+    assert_eq!((code, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+}
+
 /// An export of a tenant with a few records.
 async fn exported(s: &Stack) -> (String, String, String) {
     let t = unique("export");
@@ -200,6 +249,10 @@ async fn bad_input_to_every_admin_route_is_answered_4xx_with_the_error_body() {
         ("GET", format!("/tenants/{t}/audit/export?from_seq=3&to_seq=2"), None, 400, "invalid_query"),
         ("GET", format!("/tenants/{t}/audit/export?from_seq=999999"), None, 404, "not_found"),
         ("POST", "/audit/public-key".into(), Some("{}"), 404, "no_route"),
+        ("GET", "/parked?source=paypal".into(), None, 400, "invalid_query"),
+        ("POST", "/parked/evt_no_such_event/replay".into(), None, 404, "not_found"),
+        ("POST", "/parked/evt_x/replay?source=crm".into(), None, 400, "invalid_query"),
+        ("DELETE", "/parked".into(), None, 404, "no_route"),
     ];
     for (method, path, body, status, code) in cases {
         let mut req = s.http.request(method.parse().unwrap(), format!("{}{path}", admin(&s)));

@@ -598,7 +598,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         (
             "AdminFunction",
             vec![
-                ("StateTable", vec!["dynamodb:GetItem", "dynamodb:UpdateItem"]),
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
                 ("AuditTable", vec!["dynamodb:PutItem", "dynamodb:Query"]),
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
                 ("ReconcileDeadLetterQueue", vec!["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]),

@@ -1,23 +1,33 @@
-//! admin's routes. What changes something (a redrive) is audited in the
-//! tenant's chain, with the request as its cause.
+//! admin's routes. What changes something is audited in the tenant's
+//! chain: a redrive with the request as its cause, a replayed event as any
+//! event is (its own id as the cause).
 
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
-use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue};
-use entitle::app::ports::Tenants;
-use entitle::app::{audit, Error};
+use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue, ReconcileQueue};
+use entitle::adapters::stripe::StripeApi;
+use entitle::app::billing::{self, EventOutcome};
+use entitle::app::ports::{Queue, Tenants};
+use entitle::app::{audit, licenses, Error};
 use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, Checkpoint};
 use entitle::core::ids::TenantId;
+use entitle::core::license::Source;
+use entitle::core::model::LicensingModel;
+use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::edge::body::parse_json;
 use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 pub struct App {
     pub store: Dynamo,
+    pub model: Arc<LicensingModel>,
+    pub stripe: StripeApi,
+    pub queue: ReconcileQueue,
     pub dead_letters: DeadLetterQueue,
     pub signer: AuditSigner,
 }
@@ -29,6 +39,8 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
     let answer = match (method.as_str(), segs.as_slice()) {
         ("GET", ["dead-letters"]) => list_dead_letters(app).await,
         ("POST", ["dead-letters", "redrive"]) => redrive(app, &req).await,
+        ("GET", ["parked"]) => list_parked(app, &req).await,
+        ("POST", ["parked", event_id, "replay"]) => replay(app, &req, event_id).await,
         ("GET", ["tenants", tenant, "audit", "export"]) => export(app, &req, tenant).await,
         ("GET", ["audit", "public-key"]) => public_key(app).await,
         _ => Err(http::no_route(&method, &path)),
@@ -86,6 +98,62 @@ async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
         tracing::info!(cause = %format!("api:{request_id}"), tenant = l.tenant_id.as_deref(), message_id = %l.message_id, by, "dead letter redriven");
     }
     Ok(http::json(200, &json!({"moved": moved, "not_found": not_found})))
+}
+
+fn source_query(req: &Request) -> Result<Option<Source>, Error> {
+    match http::query(req, "source").as_deref() {
+        None => Ok(None),
+        Some("stripe") => Ok(Some(Source::Stripe)),
+        Some("crm") => Ok(Some(Source::Crm)),
+        Some(other) => Err(Rejection::malformed("invalid_query", format!("source: expected stripe or crm, not {other:?}")).into()),
+    }
+}
+
+/// Parked events, oldest first, with their reason and age.
+async fn list_parked(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+    let sources = source_query(req)?.map_or(vec![Source::Stripe, Source::Crm], |s| vec![s]);
+    let now = Utc::now();
+    let mut parked = Vec::new();
+    for source in sources {
+        parked.extend(app.store.parked_events(source, now).await?);
+    }
+    parked.sort_by(|a, b| a.parked_at.cmp(&b.parked_at));
+    Ok(http::json(200, &json!({"count": parked.len(), "parked": parked})))
+}
+
+/// Runs a parked Stripe event through ingest's path again: the subscription
+/// it names read from Stripe now, with the licensing model as deployed now.
+/// Still parked (nothing new written) if the reason still holds; otherwise
+/// applied like any event (audited, its reconcile queued) and unparked.
+async fn replay(app: &App, req: &Request, event_id: &str) -> Result<Response<Body>, Error> {
+    let source = source_query(req)?.unwrap_or(Source::Stripe);
+    if source != Source::Stripe {
+        // CRM records are refused at the door (4xx), never parked.
+        return Err(Rejection::malformed("invalid_query", "source: only Stripe events are parked and replayed").into());
+    }
+    let now = Utc::now();
+    let parked = app.store.parked_event(source, event_id, now).await?.ok_or_else(|| Rejection::not_found(&format!("parked event {event_id}")))?;
+    let outcome = billing::apply_event(&app.model, &app.store, &app.stripe, &parked.payload, &hash_of(&parked.payload.to_string()), now).await?;
+    let request_id = http::request_id(req);
+    let (event_id, outcome) = match outcome {
+        EventOutcome::Ignored { event_type } => {
+            app.store.unpark(source, &parked.event_id).await?;
+            return Ok(http::json(200, &json!({"status": "ignored", "event_type": event_type, "parked": false})));
+        }
+        EventOutcome::Acted { event_id, outcome } => (event_id, outcome),
+    };
+    let mut answer = outcome.answer(Some(&event_id));
+    let still = matches!(outcome.recorded, licenses::Recorded::Parked { .. });
+    answer["parked"] = json!(still);
+    if !still {
+        if let Some(tenant) = outcome.reconcile() {
+            let request = ReconcileRequest::new(tenant.clone(), licenses::cause_of(Source::Stripe, &event_id));
+            app.queue.send(&request, &format!("replay:stripe:{event_id}")).await?;
+        }
+        app.store.unpark(source, &parked.event_id).await?;
+    }
+    tracing::info!(cause = %format!("stripe:{event_id}"), tenant = outcome.tenant.as_ref().map(|t| t.to_string()), replayed_by = %format!("api:{request_id}"), outcome = outcome.recorded.label(), still_parked = still, "parked event replayed");
+    Ok(http::json(200, &answer))
 }
 
 fn seq_query(req: &Request, name: &'static str) -> Result<Option<u64>, Error> {

@@ -1,6 +1,7 @@
 //! admin: the operator's surface, behind a function URL with IAM auth.
-//! The reconcile dead-letter queue (list, redrive), and signed audit
-//! exports with the public key that verifies them offline.
+//! The reconcile dead-letter queue (list, redrive), parked events (list,
+//! replay), and signed audit exports with the public key that verifies
+//! them offline.
 
 mod handler;
 
@@ -11,9 +12,12 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, store, .. } = config::start().await?;
+    let config::Base { aws, store, model } = config::start().await?;
     let app = handler::App {
         store,
+        model,
+        stripe: config::stripe_api(&aws)?,
+        queue: config::reconcile_queue(&aws)?,
         dead_letters: DeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("DEAD_LETTER_QUEUE_URL")?, config::required("RECONCILE_QUEUE_URL")?),
         signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
     };

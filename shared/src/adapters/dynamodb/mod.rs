@@ -33,6 +33,7 @@
 mod commit;
 mod contracts;
 pub mod due;
+pub mod parked;
 mod targets;
 mod tenants;
 
