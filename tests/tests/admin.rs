@@ -155,6 +155,44 @@ async fn a_parked_stripe_event_is_listed_then_replayed_once_its_reason_no_longer
     assert_eq!((code, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
 }
 
+#[tokio::test]
+async fn amendments_waiting_for_review_are_listed_oldest_first_until_decided() {
+    let s = Stack::connect().await;
+    let t = unique("review");
+    let k = format!("k-{t}");
+    let document = json!({"contract_id": k, "tenant_id": t,
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z", "auto_renew": true},
+        "tier": "business", "seats": 10, "add_ons": [], "named_users": [], "role_mappings": {}, "support": {"level": "standard"}});
+    assert_eq!(s.amend("/contracts", Some(&document)).await.0, 201);
+    let path = format!("/contracts/{k}/amendments");
+    for (id, seats) in [("cut-1", 2), ("cut-2", 1)] {
+        let cut = json!({"amendment_id": id, "base_version": 1, "patch": [{"op": "replace", "path": "/seats", "value": seats}]});
+        let (code, held) = s.amend(&path, Some(&cut)).await;
+        assert_eq!((code, held["status"].as_str()), (201, Some("pending_review")), "{held}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mine = |body: &Value| -> Vec<Value> { body["reviews"].as_array().unwrap().iter().filter(|r| r["tenant_id"] == t.as_str()).cloned().collect() };
+    let (code, body) = get_json(&s, "/reviews").await;
+    assert_eq!(code, 200, "{body}");
+    let waiting = mine(&body);
+    assert_eq!(waiting.iter().map(|r| r["amendment_id"].as_str().unwrap()).collect::<Vec<_>>(), ["cut-1", "cut-2"], "oldest first: {body}");
+    let first = &waiting[0];
+    assert_eq!(first["contract_id"], k.as_str());
+    assert!(first["review"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("max_seat_reduction_percent")), "the rules that fired: {first}");
+    assert!(!first["changes"].as_array().unwrap().is_empty() && first["impact"].is_object(), "{first}");
+    assert!(first["waiting_secs"].as_i64().unwrap() >= 0);
+    let all: Vec<&str> = body["reviews"].as_array().unwrap().iter().map(|r| r["created_at"].as_str().unwrap()).collect();
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "oldest first across tenants: {all:?}");
+
+    // Decided: off the list.
+    let who = json!({"by": "cfo@example.test", "reason": "no"});
+    assert_eq!(s.amend(&format!("{path}/cut-1/reject"), Some(&who)).await.0, 200);
+    let (_, body) = get_json(&s, "/reviews").await;
+    assert_eq!(mine(&body).iter().map(|r| r["amendment_id"].as_str().unwrap()).collect::<Vec<_>>(), ["cut-2"], "{body}");
+    let (code, body) = get_json(&s, "/reviews?limit=0").await;
+    assert_eq!((code, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+}
+
 /// An export of a tenant with a few records.
 async fn exported(s: &Stack) -> (String, String, String) {
     let t = unique("export");

@@ -40,6 +40,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("GET", ["dead-letters"]) => list_dead_letters(app).await,
         ("POST", ["dead-letters", "redrive"]) => redrive(app, &req).await,
         ("GET", ["parked"]) => list_parked(app, &req).await,
+        ("GET", ["reviews"]) => reviews(app, &req).await,
         ("POST", ["parked", event_id, "replay"]) => replay(app, &req, event_id).await,
         ("GET", ["tenants", tenant, "audit", "export"]) => export(app, &req, tenant).await,
         ("GET", ["audit", "public-key"]) => public_key(app).await,
@@ -154,6 +155,30 @@ async fn replay(app: &App, req: &Request, event_id: &str) -> Result<Response<Bod
     }
     tracing::info!(cause = %format!("stripe:{event_id}"), tenant = outcome.tenant.as_ref().map(|t| t.to_string()), replayed_by = %format!("api:{request_id}"), outcome = outcome.recorded.label(), still_parked = still, "parked event replayed");
     Ok(http::json(200, &answer))
+}
+
+/// Amendments waiting for review across tenants, oldest first: the
+/// amendment as the amend API shows it (tenant, contract, change set,
+/// impact, the review rules that fired in `review`) and how long it waits.
+async fn reviews(app: &App, req: &Request) -> Result<Response<Body>, Error> {
+    let limit = match http::query(req, "limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| Rejection::malformed("invalid_query", "limit: expected 1 to 1000"))?,
+    };
+    let now = Utc::now();
+    let reviews: Vec<serde_json::Value> = app
+        .store
+        .pending_reviews(limit)
+        .await?
+        .into_iter()
+        .map(|a| {
+            let waiting = a.created_at.parse::<chrono::DateTime<Utc>>().map(|at| (now - at).num_seconds()).unwrap_or(0);
+            let mut v = serde_json::to_value(&a).expect("serialises");
+            v["waiting_secs"] = json!(waiting);
+            v
+        })
+        .collect();
+    Ok(http::json(200, &json!({"count": reviews.len(), "reviews": reviews})))
 }
 
 fn seq_query(req: &Request, name: &'static str) -> Result<Option<u64>, Error> {

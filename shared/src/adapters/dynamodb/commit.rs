@@ -7,6 +7,7 @@
 //! One meaning of a moved head: any failed condition after the change's own
 //! writes, or a conflicting transaction, is [`CommitError::HeadMoved`].
 
+use super::contracts::REVIEW_QUEUE;
 use super::due::due_attributes;
 use super::*;
 use crate::app::ports::{Change, CommitError, MemberGuard, MetaUpdate, Write};
@@ -217,7 +218,13 @@ impl Dynamo {
                 let (pk, sk) = (contract_pk(&a.contract_id), format!("A#{}", a.amendment_id));
                 // A scheduled amendment is in the due index until it is applied or rejected.
                 let due = a.effective_at.filter(|_| a.status == AmendmentStatus::Scheduled);
-                let attrs = vec![("pk", s(&pk)), ("sk", s(&sk)), ("amendment", s(to_json(a))), ("status", s(a.status.as_str())), ("body_hash", s(body_hash))];
+                let mut attrs = vec![("pk", s(&pk)), ("sk", s(&sk)), ("amendment", s(to_json(a))), ("status", s(a.status.as_str())), ("body_hash", s(body_hash))];
+                // Waiting for review: in the sparse review index, oldest first,
+                // until a decision writes the item again without it.
+                if a.status == AmendmentStatus::PendingReview {
+                    attrs.push(("review_queue", s(REVIEW_QUEUE)));
+                    attrs.push(("review_at", s(format!("{}#{}#{}", a.created_at, a.contract_id, a.amendment_id))));
+                }
                 put(t, with_due(attrs, &pk, &sk, due), None, vec![])
             }
         }

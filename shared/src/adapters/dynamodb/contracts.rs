@@ -53,3 +53,37 @@ impl Contracts for Dynamo {
         Ok(out)
     }
 }
+
+/// The review index's one partition (`review_queue`).
+pub(crate) const REVIEW_QUEUE: &str = "pending_review";
+
+impl Dynamo {
+    /// Amendments waiting for review, across tenants, oldest first (the
+    /// sparse `review` index: no scan), at most `limit`.
+    pub async fn pending_reviews(&self, limit: usize) -> Result<Vec<Amendment>, PortError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.state)
+                .index_name("review")
+                .key_condition_expression("review_queue = :q")
+                .expression_attribute_values(":q", s(REVIEW_QUEUE))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(failed("Query"))?;
+            for item in page.items() {
+                let key = format!("{}/{}", get_s(item, "pk").unwrap_or_default(), get_s(item, "sk").unwrap_or_default());
+                out.push(required::<Amendment>(item, "amendment", &key)?);
+            }
+            start = page.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() || out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -21,7 +21,9 @@
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //! Items with a pending time-based transition carry `due_at`/`due_shard`
-//! and are in the sparse `due` index (see [`due`]).
+//! and are in the sparse `due` index (see [`due`]). Amendments waiting for
+//! review carry `review_queue`/`review_at` and are in the sparse `review`
+//! index (one partition, oldest first).
 //!
 //! Every write of a tenant is one transaction ([`commit`]): its items,
 //! its audit records (each conditional on a new sequence number) and the
