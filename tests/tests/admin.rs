@@ -193,6 +193,36 @@ async fn amendments_waiting_for_review_are_listed_oldest_first_until_decided() {
     assert_eq!((code, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
 }
 
+#[tokio::test]
+async fn explain_says_why_a_member_has_its_access() {
+    let s = Stack::connect().await;
+    let t = unique("explain");
+    assert_eq!(s.crm(&crm_record(&t, 1, 2)).await.1["status"], "applied");
+    s.tenant_where(&t, "provisioned", |v| v["seats"]["total"] == 2).await;
+    for (u, groups) in [("ann", vec![]), ("bob", vec!["finance"]), ("cal", vec![])] {
+        assert_eq!(s.create_member(&t, &member_body(u, &groups)).await.0, 201);
+    }
+    s.settle(&t).await;
+    let (code, bob) = get_json(&s, &format!("/tenants/{t}/members/bob/explain")).await;
+    assert_eq!(code, 200, "{bob}");
+    // Why bob is a billing-admin: the finance rule of the model, at the
+    // business tier of the CRM license, with the second of two seats.
+    let grants: Vec<(&str, &str)> = bob["roles"].as_array().unwrap().iter().map(|g| (g["role"].as_str().unwrap(), g["rule"].as_str().unwrap())).collect();
+    assert!(grants.contains(&("billing-admin", "finance-billing-admin")), "{bob}");
+    assert_eq!((bob["license"]["tier"].as_str(), bob["license"]["licenses"][0]["source"].as_str(), bob["license"]["licenses"][0]["license_id"].as_str()), (Some("business"), Some("crm"), Some("crm-lic-1")), "{bob}");
+    assert_eq!((bob["seat"]["rank"].as_u64(), bob["seat"]["seats_total"].as_u64(), bob["seat"]["holds_seat"].as_bool()), (Some(2), Some(2), Some(true)), "{bob}");
+    assert_eq!((bob["access"]["status"].as_str(), bob["in_sync"].as_bool()), (Some("active"), Some(true)), "{bob}");
+    let actions: Vec<&str> = bob["audit"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"member_created"), "the records that changed bob: {bob}");
+    assert!(bob["audit"].as_array().unwrap().iter().all(|r| r["subject"] == "member:bob"), "{bob}");
+    // cal, third of two seats, waits: the ranking says why.
+    let (_, cal) = get_json(&s, &format!("/tenants/{t}/members/cal/explain")).await;
+    assert_eq!((cal["seat"]["rank"].as_u64(), cal["seat"]["holds_seat"].as_bool(), cal["access"]["status"].as_str()), (Some(3), Some(false), Some("pending_seat")), "{cal}");
+    assert!(cal["rule"].as_str().unwrap().contains("no seat") && cal["roles"].as_array().unwrap().is_empty(), "{cal}");
+    let (code, body) = get_json(&s, &format!("/tenants/{t}/members/nobody/explain")).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+}
+
 /// An export of a tenant with a few records.
 async fn exported(s: &Stack) -> (String, String, String) {
     let t = unique("export");
@@ -288,6 +318,9 @@ async fn bad_input_to_every_admin_route_is_answered_4xx_with_the_error_body() {
         ("GET", format!("/tenants/{t}/audit/export?from_seq=999999"), None, 404, "not_found"),
         ("POST", "/audit/public-key".into(), Some("{}"), 404, "no_route"),
         ("GET", "/parked?source=paypal".into(), None, 400, "invalid_query"),
+        ("GET", format!("/tenants/{t}/members/Bad%20Id!/explain"), None, 400, ""),
+        ("GET", "/tenants/no-such-tenant-x/members/ann/explain".into(), None, 404, "not_found"),
+        ("GET", "/reviews?limit=x".into(), None, 400, "invalid_query"),
         ("POST", "/parked/evt_no_such_event/replay".into(), None, 404, "not_found"),
         ("POST", "/parked/evt_x/replay?source=crm".into(), None, 400, "invalid_query"),
         ("DELETE", "/parked".into(), None, 404, "no_route"),

@@ -11,7 +11,7 @@ use entitle::app::billing::{self, EventOutcome};
 use entitle::app::ports::{Queue, Tenants};
 use entitle::app::{audit, licenses, Error};
 use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, Checkpoint};
-use entitle::core::ids::TenantId;
+use entitle::core::ids::{TenantId, UserId};
 use entitle::core::license::Source;
 use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
@@ -41,6 +41,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("POST", ["dead-letters", "redrive"]) => redrive(app, &req).await,
         ("GET", ["parked"]) => list_parked(app, &req).await,
         ("GET", ["reviews"]) => reviews(app, &req).await,
+        ("GET", ["tenants", tenant, "members", user, "explain"]) => explain(app, tenant, user).await,
         ("POST", ["parked", event_id, "replay"]) => replay(app, &req, event_id).await,
         ("GET", ["tenants", tenant, "audit", "export"]) => export(app, &req, tenant).await,
         ("GET", ["audit", "public-key"]) => public_key(app).await,
@@ -179,6 +180,54 @@ async fn reviews(app: &App, req: &Request) -> Result<Response<Body>, Error> {
         })
         .collect();
     Ok(http::json(200, &json!({"count": reviews.len(), "reviews": reviews})))
+}
+
+/// The audit records an explanation shows, and how far back it looks.
+const EXPLAIN_RECORDS: usize = 5;
+const EXPLAIN_SEARCH: usize = 5000;
+
+/// Why a member has its access (see `core::explain`), with the audit
+/// records that last changed it: newest first, up to five, found among the
+/// tenant's last 5,000 records (and those not yet chained).
+async fn explain(app: &App, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let user = http::id(user, UserId::parse)?;
+    let state = app.store.tenant(&tenant).await?.filter(|s| s.meta.licensed).ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+    let explanation = entitle::core::explain::explain(&app.model, &tenant, &state, &user).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+    let subject = format!("member:{user}");
+    let mut records: Vec<serde_json::Value> = state
+        .pending_audit
+        .iter()
+        .rev()
+        .filter(|p| p.event.subject == subject)
+        .map(|p| {
+            let mut v = serde_json::to_value(&p.event).expect("serialises");
+            v["at"] = json!(p.at);
+            v["pending"] = json!(true);
+            v
+        })
+        .collect();
+    let (mut before, mut searched) = (None, 0);
+    while records.len() < EXPLAIN_RECORDS && searched < EXPLAIN_SEARCH {
+        let page = app.store.audit_newest_first(&tenant, before, 500).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.seq);
+        searched += page.len();
+        for r in &page {
+            if let Ok(record) = serde_json::from_str::<entitle::core::audit::AuditRecord>(&r.json) {
+                if record.event.subject == subject && records.len() < EXPLAIN_RECORDS {
+                    let mut v = serde_json::to_value(&record).expect("serialises");
+                    v["hash"] = json!(r.hash);
+                    records.push(v);
+                }
+            }
+        }
+    }
+    records.truncate(EXPLAIN_RECORDS);
+    let mut body = serde_json::to_value(&explanation).expect("serialises");
+    body["audit"] = json!(records);
+    body["audit_searched"] = json!(searched);
+    Ok(http::json(200, &body))
 }
 
 fn seq_query(req: &Request, name: &'static str) -> Result<Option<u64>, Error> {

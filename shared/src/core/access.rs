@@ -76,8 +76,20 @@ impl TenantRules {
 /// Roles a member gets from the model's rules at a tier and from the tenant's
 /// contract rules, and the rules that fired.
 pub fn roles_for(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> (BTreeSet<String>, Vec<String>) {
+    let (grants, fired) = grants_and_fired(model, tier, member, rules);
+    (grants.into_iter().map(|(role, _)| role).collect(), fired)
+}
+
+/// Each role a member gets with the rule that granted it (`default_roles`
+/// for the model's defaults), in rule order; a role two rules grant is
+/// listed for each.
+pub fn role_grants(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> Vec<(String, String)> {
+    grants_and_fired(model, tier, member, rules).0
+}
+
+fn grants_and_fired(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> (Vec<(String, String)>, Vec<String>) {
     let rank = model.tier_rank(tier);
-    let mut roles = BTreeSet::new();
+    let mut grants = Vec::new();
     let mut fired = Vec::new();
     let mut replace_defaults = false;
     for rule in &model.role_rules {
@@ -91,25 +103,41 @@ pub fn roles_for(model: &LicensingModel, tier: &str, member: &Member, rules: &Te
             None => true,
         };
         if matches && tier_ok {
-            roles.extend(rule.roles.iter().cloned());
+            grants.extend(rule.roles.iter().map(|r| (r.clone(), rule.name.clone())));
             replace_defaults |= rule.replace_defaults;
             fired.push(rule.name.clone());
         }
     }
     for (group, granted) in &rules.role_mappings {
         if member.groups.contains(group) {
-            roles.extend(granted.iter().cloned());
-            fired.push(format!("contract role_mappings.{group}"));
+            let name = format!("contract role_mappings.{group}");
+            grants.extend(granted.iter().map(|r| (r.clone(), name.clone())));
+            fired.push(name);
         }
     }
     if let Some(granted) = rules.named_users.get(&member.user_id) {
-        roles.extend(granted.iter().cloned());
-        fired.push(format!("contract named_users.{}", member.user_id));
+        let name = format!("contract named_users.{}", member.user_id);
+        grants.extend(granted.iter().map(|r| (r.clone(), name.clone())));
+        fired.push(name);
     }
     if !replace_defaults {
-        roles.extend(model.default_roles.iter().cloned());
+        grants.extend(model.default_roles.iter().map(|r| (r.clone(), "default_roles".to_string())));
     }
-    (roles, fired)
+    (grants, fired)
+}
+
+/// Where a member stands in the seat ranking (owner/admin first, then
+/// creation order): its 1-based position among the members not removed,
+/// and whether the ranking puts it first as privileged. `None` for a
+/// removed member.
+pub fn seat_rank(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &[Member], user: &UserId) -> Option<(usize, bool)> {
+    let mut ranked: Vec<(bool, u64, &UserId)> = members
+        .iter()
+        .filter(|m| !m.removed)
+        .map(|m| (!is_privileged(model, &tenant.tier, m, rules), m.seq, &m.user_id))
+        .collect();
+    ranked.sort();
+    ranked.iter().position(|(_, _, id)| *id == user).map(|i| (i + 1, !ranked[i].0))
 }
 
 fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod contract;
 pub mod egress;
 pub mod events;
+pub mod explain;
 pub mod expiry;
 pub mod ids;
 pub mod license;

@@ -188,3 +188,21 @@ impl Tenants for Dynamo {
         Ok((records, out.last_evaluated_key.is_some_and(|k| !k.is_empty())))
     }
 }
+
+impl Dynamo {
+    /// The tenant's chained records newest first, before `before_seq` (all
+    /// when `None`), at most `limit`.
+    pub async fn audit_newest_first(&self, tenant: &TenantId, before_seq: Option<u64>, limit: u32) -> Result<Vec<StoredRecord>, PortError> {
+        let mut q = self.client.query().table_name(&self.audit).expression_attribute_values(":t", s(tenant.as_str()));
+        q = match before_seq {
+            Some(b) => q.key_condition_expression("tenant_id = :t AND seq < :before").expression_attribute_values(":before", n(b)),
+            None => q.key_condition_expression("tenant_id = :t"),
+        };
+        let out = q.scan_index_forward(false).limit(limit.min(i32::MAX as u32) as i32).consistent_read(true).send().await.map_err(failed("Query"))?;
+        Ok(out
+            .items()
+            .iter()
+            .map(|i| StoredRecord { seq: get_n(i, "seq").unwrap_or(0), json: get_s(i, "record").unwrap_or_default().to_string(), hash: get_s(i, "hash").unwrap_or_default().to_string() })
+            .collect())
+    }
+}
