@@ -5,7 +5,8 @@
 //! no webhook announces (the billing reconciliation repairs it), a
 //! cancellation; after each step, what it did to access, to the tenant's
 //! SCIM target (scim2-server) and to the audit trail. Then contract
-//! amendments, and the expiry sweep. Settings come from the stack's
+//! amendments, the expiry sweep, and the on-call engineer's admin calls.
+//! Settings come from the stack's
 //! `stack.env` (see dev/demo.sh).
 
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ struct Demo {
     ingest: String,
     access: String,
     amend: String,
+    admin: String,
     /// localstripe: Stripe's API, and the key the stack gives it.
     stripe_api: String,
     stripe_key: String,
@@ -34,6 +36,14 @@ const MEMBERS: [(&str, &[&str]); 5] =
     [("alice", &["owners"]), ("bob", &["finance"]), ("carol", &[]), ("dave", &[]), ("erin", &[])];
 
 impl Demo {
+    async fn admin_get(&self, path: &str) -> Result<Value, String> {
+        let (status, body) = self.call(self.http.get(format!("{}{path}", self.admin))).await?;
+        if status != 200 {
+            return Err(format!("GET {path} on admin: {status} {body}"));
+        }
+        Ok(body)
+    }
+
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
         let resp = req.send().await.map_err(|e| format!("the stack did not answer: {e}"))?;
         let status = resp.status().as_u16();
@@ -142,6 +152,7 @@ pub async fn run() -> Result<(), String> {
         ingest: env("ENTITLE_INGEST_URL")?,
         access: env("ENTITLE_ACCESS_URL")?,
         amend: env("ENTITLE_AMEND_URL")?,
+        admin: env("ENTITLE_ADMIN_URL")?,
         stripe_api: env("ENTITLE_STRIPE_API_URL")?,
         stripe_key: env("ENTITLE_STRIPE_API_KEY")?,
         scim_url: env("ENTITLE_SCIM_URL")?,
@@ -211,9 +222,11 @@ pub async fn run() -> Result<(), String> {
     contracts(&mut d, &stamp.to_string()).await?;
     let second = d.tenant.clone();
     expiry(&mut d, &stamp.to_string()).await?;
+    let third = d.tenant.clone();
+    operator(&mut d, &second, &stamp.to_string()).await?;
     println!(
-        "\nDone. Explore further: GET {}/tenants/{first}, {}/tenants/{second}, {}/tenants/{}, GET {}/contracts/k-{second}",
-        d.access, d.access, d.access, d.tenant, d.amend
+        "\nDone. Explore further: GET {}/tenants/{first}, {}/tenants/{second}, {}/tenants/{third}, GET {}/contracts/k-{second}, GET {}/dead-letters",
+        d.access, d.access, d.access, d.amend, d.admin
     );
     Ok(())
 }
@@ -252,6 +265,92 @@ async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
     if v["ok"] != true {
         return Err("the audit chain did not verify".into());
     }
+    Ok(())
+}
+
+/// Act four: the on-call engineer, through the admin function. A Stripe
+/// event parked for a price the model does not know, replayed once the
+/// reason is gone; an amendment waiting for review, listed and approved;
+/// why bob is a billing-admin; the audit trail exported and verified
+/// offline with the public key.
+async fn operator(d: &mut Demo, contracted: &str, stamp: &str) -> Result<(), String> {
+    d.tenant = format!("hooli-{stamp}");
+    d.audit_seen = 0;
+    let gold = format!("gold_{stamp}");
+    println!("\n16. On call. Stripe: tenant {} subscribes to {gold}, a price the licensing model does not map", d.tenant);
+    d.stripe(reqwest::Method::POST, "/v1/plans", Some(json!({"id": gold, "amount": 9900, "currency": "usd", "interval": "month", "product": {"name": "Gold"}}))).await?;
+    d.subscribe(&gold, 3, None).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let list = d.admin_get("/parked?source=stripe").await?;
+        if let Some(p) = list["parked"].as_array().into_iter().flatten().find(|p| p["tenant_id"] == d.tenant.as_str()) {
+            break p.clone();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the {gold} webhook was never parked"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let id = parked["event_id"].as_str().unwrap_or_default().to_string();
+    println!("  GET /parked?source=stripe -> {id}: {} ({} s ago)", parked["reason"].as_str().unwrap_or_default(), parked["age_secs"]);
+    println!("  The fix here: billing moves the customer to team_monthly (a new price is taught to the model by a deploy instead; the replay is the same)");
+    let item = d.stripe(reqwest::Method::GET, &format!("/v1/subscriptions/{}", d.sub_id), None).await?["items"]["data"][0]["id"].clone();
+    d.stripe(reqwest::Method::POST, &format!("/v1/subscriptions/{}", d.sub_id), Some(json!({"items": [{"id": item, "plan": "team_monthly", "quantity": 3}]}))).await?;
+    let (status, answer) = d.call(d.http.post(format!("{}/parked/{id}/replay", d.admin))).await?;
+    println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the subscription read from Stripe now)", answer["status"], answer["parked"]);
+    let t = d.settle(|t| t["tier"] == "team").await?;
+    d.show(&t).await?;
+
+    println!("\n17. Support asks why bob of {contracted} is a billing-admin");
+    let e = d.admin_get(&format!("/tenants/{contracted}/members/bob/explain")).await?;
+    println!("  GET /tenants/{contracted}/members/bob/explain -> {} ({})", e["access"]["status"], e["rule"].as_str().unwrap_or_default());
+    println!("    license: {} x {} seats from {}", e["license"]["tier"], e["license"]["seats_total"], e["license"]["rule"].as_str().unwrap_or_default());
+    println!("    seat: rank {} of {} seats (privileged {})", e["seat"]["rank"], e["seat"]["seats_total"], e["seat"]["privileged"]);
+    for g in e["roles"].as_array().into_iter().flatten() {
+        println!("    role {} granted by {}", g["role"], g["rule"]);
+    }
+    for r in e["audit"].as_array().into_iter().flatten() {
+        println!("    audit #{} {} ({})", r["seq"], r["action"].as_str().unwrap_or_default(), r["rule"].as_str().unwrap_or_default());
+    }
+
+    let k = format!("k-{contracted}");
+    println!("\n18. Contract {k}: amendment a3 cuts 5 seats to 1; the CFO asks what waits for approval");
+    let a3 = json!({"amendment_id": "a3", "base_version": 4, "patch": [{"op": "replace", "path": "/seats", "value": 1}]});
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments"), &a3).await?;
+    d.print_amendment(status, &a);
+    let reviews = d.admin_get("/reviews").await?;
+    for r in reviews["reviews"].as_array().into_iter().flatten() {
+        println!(
+            "  GET /reviews -> {} {} of {}: {} (waiting {} s; rules: {})",
+            r["contract_id"].as_str().unwrap_or_default(),
+            r["amendment_id"].as_str().unwrap_or_default(),
+            r["tenant_id"].as_str().unwrap_or_default(),
+            r["changes"].as_array().into_iter().flatten().filter_map(|c| c["summary"].as_str()).collect::<Vec<_>>().join("; "),
+            r["waiting_secs"],
+            r["review"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")
+        );
+    }
+    let (status, a) = d.amend(&format!("/contracts/{k}/amendments/a3/approve"), &json!({"by": "cfo@globex.example", "reason": "one seat until renewal"})).await?;
+    println!("  POST /contracts/{k}/amendments/a3/approve -> {status} status {}", a["status"]);
+    d.tenant = contracted.to_string();
+    d.settle(|t| t["seats"]["total"] == 1).await?;
+
+    println!("\n19. An auditor wants the trail of {contracted}, provably untouched");
+    let export = d.http.get(format!("{}/tenants/{contracted}/audit/export", d.admin)).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    let key = d.http.get(format!("{}/audit/public-key", d.admin)).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    let dir = std::path::Path::new(&env("STACK_DIR")?).join("export");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (file, pem) = (dir.join(format!("{contracted}.jsonl")), dir.join("public-key.pem"));
+    std::fs::write(&file, &export).map_err(|e| e.to_string())?;
+    std::fs::write(&pem, &key).map_err(|e| e.to_string())?;
+    println!("  GET /tenants/{contracted}/audit/export -> {} ({} lines), GET /audit/public-key -> {}", file.display(), export.lines().count(), pem.display());
+    let out = std::process::Command::new("dev/verify-export.sh").arg(&file).arg(&pem).output().map_err(|e| format!("dev/verify-export.sh: {e}"))?;
+    println!("  dev/verify-export.sh (jq, openssl) -> {}", String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() {
+        return Err(format!("the export did not verify: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let dead = d.admin_get("/dead-letters").await?;
+    println!("  GET /dead-letters -> {} message(s) parked", dead["count"]);
     Ok(())
 }
 
