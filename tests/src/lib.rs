@@ -18,6 +18,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub mod hostile;
+pub mod openapi;
 pub mod runtime;
 pub mod stripe;
 
@@ -273,11 +274,19 @@ impl Stack {
         std::sync::Arc::new(entitle::core::model::LicensingModel::default_model())
     }
 
+    /// Sends a request to a function URL; the JSON answer is checked
+    /// against `infra/openapi.yaml` ([`openapi::check`]).
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = req.send().await.expect("the stack answers");
+        let (client, req) = req.build_split();
+        let req = req.expect("a valid request");
+        let (method, url) = (req.method().to_string(), req.url().to_string());
+        let resp = client.execute(req).await.expect("the stack answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
+        if !emulator_lost_response(status, &body) {
+            openapi::check(&method, &url, status, &body);
+        }
         (status, body)
     }
 

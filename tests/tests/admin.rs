@@ -19,16 +19,21 @@ async fn get(s: &Stack, path: &str) -> (u16, String) {
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
+/// A JSON answer, checked against infra/openapi.yaml.
 async fn get_json(s: &Stack, path: &str) -> (u16, Value) {
     let (code, text) = get(s, path).await;
-    (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+    entitle_tests::openapi::check("GET", &format!("{}{path}", admin(s)), code, &body);
+    (code, body)
 }
 
 async fn post(s: &Stack, path: &str, body: &str) -> (u16, Value) {
     let res = s.http.post(format!("{}{path}", admin(s))).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
     let code = res.status().as_u16();
     let text = res.text().await.unwrap();
-    (code, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+    entitle_tests::openapi::check("POST", &format!("{}{path}", admin(s)), code, &body);
+    (code, body)
 }
 
 fn crm_record(t: &str, version: i64, seats: u64) -> Value {
@@ -236,6 +241,12 @@ async fn exported(s: &Stack) -> (String, String, String) {
     assert_eq!(code, 200, "{text}");
     let (code, pem) = get(s, "/audit/public-key").await;
     assert_eq!(code, 200, "{pem}");
+    // The two answers that are not JSON are documented with their types.
+    for (path, route, kind) in [(format!("tenants/{t}/audit/export"), "/tenants/{tenant}/audit/export", "application/x-ndjson"), ("audit/public-key".to_string(), "/audit/public-key", "application/x-pem-file")] {
+        let (template, op) = entitle_tests::openapi::operation("admin", "GET", &path).expect("documented");
+        assert_eq!(template, route);
+        assert!(op["responses"]["200"]["content"].get(kind).is_some(), "{route} answers {kind}");
+    }
     (t, text, pem)
 }
 
@@ -334,6 +345,7 @@ async fn bad_input_to_every_admin_route_is_answered_4xx_with_the_error_body() {
         let got = res.status().as_u16();
         let text = res.text().await.unwrap();
         let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+        entitle_tests::openapi::check(method, &format!("{}{path}", admin(&s)), got, &body);
         assert_eq!(got, status, "{method} {path}: {body}");
         assert!(body["error"]["message"].is_string(), "{method} {path}: {body}");
         if !code.is_empty() {
