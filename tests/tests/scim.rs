@@ -471,3 +471,40 @@ async fn target_configuration_is_validated_and_the_token_stays_secret() {
     assert_eq!(secret.secret_string(), Some(s.scim_token_2.as_str()));
     assert!(s.verify(&t).await["ok"].as_bool().unwrap());
 }
+
+/// Group membership goes in batches: 150 new members join `entitle-member`
+/// in a few group requests, not 150 (scim2-server rewrites the whole group
+/// on each request, as many targets do), and a seat cut takes them out the
+/// same way. Counted in scim2-server's own request log.
+#[tokio::test]
+async fn group_membership_is_changed_in_batches_per_group() {
+    let s = Stack::connect().await;
+    let t = unique("batch");
+    let crm = |version: i64, seats: u64| json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
+        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2030-01-01T00:00:00Z", "status": "active", "source_version": version});
+    assert_eq!(s.crm(&crm(1, 150)).await.1["status"], "applied");
+    s.tenant_where(&t, "150 seats", |v| v["seats"]["total"] == 150).await;
+    let scim = s.scim(&t);
+    let log = entitle_tests::stack_dir().join("scim.log");
+    let group_patches = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&format!("\"PATCH /{t}/Groups/"))).count();
+    let (store, model) = (s.store(), s.model());
+    let tenant = entitle::core::ids::TenantId::parse(t.as_str()).unwrap();
+    for i in 0..150 {
+        let new: entitle::core::views::NewMember = serde_json::from_value(member_body(&format!("m{i:03}"), &[])).unwrap();
+        entitle::app::members::create(&model, &store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
+    }
+    assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &scim.token)).await.0, 201);
+    let view = scim_until(&scim, "150 members in entitle-member", 120, |v| v.values().filter(|u| u.groups.contains("entitle-member")).count() == 150).await;
+    assert!(view.values().all(|u| u.active));
+    delivered(&s, &t, "idp").await;
+    let joins = group_patches();
+    assert!((2..=10).contains(&joins), "{joins} group requests for 150 joins");
+
+    // A seat cut to 20: 130 leave the group (deactivated), again in batches.
+    assert_eq!(s.crm(&crm(2, 20)).await.1["status"], "applied");
+    scim_until(&scim, "130 members out of entitle-member", 120, |v| v.values().filter(|u| u.groups.contains("entitle-member")).count() == 20).await;
+    delivered(&s, &t, "idp").await;
+    let leaves = group_patches() - joins;
+    assert!((1..=10).contains(&leaves), "{leaves} group requests for 130 leaves");
+    assert_eq!(s.verify(&t).await["ok"], true);
+}

@@ -13,7 +13,7 @@
 //! answers is shown back only as a short, sanitised SCIM error detail.
 
 use crate::app::ports::{Directory, DirectorySession};
-use crate::core::scim::{self, DesiredUser, Known, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep};
+use crate::core::scim::{self, DesiredUser, GroupChange, Known, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use crate::core::egress::EgressPolicy;
@@ -32,6 +32,8 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 const CONFLICT_TRIES: u32 = 4;
 const PAGE: usize = 100;
 const CONTENT_TYPE: &str = "application/scim+json";
+/// Membership changes of one group per request.
+pub const GROUP_BATCH: usize = 100;
 /// The largest answer read from a target (a page of 100 users is some
 /// 50 KB; a group of 10,000 members with `members` about 1.5 MB).
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
@@ -403,9 +405,15 @@ impl ScimClient {
     /// commute with anyone else's; no `If-Match`, so that a busy group does
     /// not turn every change into a 412.
     async fn patch_group(&self, name: &str, op: Value) -> Result<bool, TargetError> {
-        let add = op["op"] == "add";
+        self.patch_group_ops(name, vec![op]).await
+    }
+
+    /// Membership operations on one group by name (created to add to it);
+    /// false when there was nothing to remove from.
+    async fn patch_group_ops(&self, name: &str, ops: Vec<Value>) -> Result<bool, TargetError> {
+        let add = ops.iter().any(|op| op["op"] == "add");
         let Some(id) = self.group_id(name, add).await? else { return Ok(false) };
-        if self.patch_group_id(&id, &op, name).await? {
+        if self.patch_group_id(&id, &ops, name).await? {
             return Ok(true);
         }
         // Deleted behind our back: forget it, and recreate it to add.
@@ -414,15 +422,32 @@ impl ScimClient {
             return Ok(false);
         }
         let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
-        if !self.patch_group_id(&id, &op, name).await? {
+        // A recreated group has no members to remove.
+        let adds: Vec<Value> = ops.into_iter().filter(|op| op["op"] == "add").collect();
+        if !self.patch_group_id(&id, &adds, name).await? {
             return Err(TargetError::Refused { what: format!("changing members of group {name}"), status: 404, detail: "the group vanished again".into() });
         }
         Ok(true)
     }
 
-    /// One membership `PatchOp` on a group by id; false when the group is gone.
-    async fn patch_group_id(&self, id: &str, op: &Value, name: &str) -> Result<bool, TargetError> {
-        let a = self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(vec![op.clone()])), None).await?;
+    /// Membership changes deferred by [`ScimClient::sync_user`], applied
+    /// per group, [`GROUP_BATCH`] changes a request.
+    pub async fn apply_group_changes(&self, changes: &[GroupChange]) -> Result<(), TargetError> {
+        let mut by_group: std::collections::BTreeMap<&str, Vec<&GroupChange>> = std::collections::BTreeMap::new();
+        for c in changes {
+            by_group.entry(c.group.as_str()).or_default().push(c);
+        }
+        for (group, changes) in by_group {
+            for chunk in changes.chunks(GROUP_BATCH) {
+                self.patch_group_ops(group, scim::membership_ops(chunk)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Membership `PatchOp`s on a group by id; false when the group is gone.
+    async fn patch_group_id(&self, id: &str, ops: &[Value], name: &str) -> Result<bool, TargetError> {
+        let a = self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(ops.to_vec())), None).await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
@@ -431,13 +456,21 @@ impl ScimClient {
     }
 
     pub async fn remove_from_group(&self, group_id: &str, group: &str, scim_id: &str) -> Result<(), TargetError> {
-        self.patch_group_id(group_id, &scim::remove_member_op(scim_id), group).await.map(|_| ())
+        self.patch_group_id(group_id, &[scim::remove_member_op(scim_id)], group).await.map(|_| ())
     }
 
     /// Makes the target hold what `desired` says for one member: its user
     /// (found, created or adopted, patched, or deleted) and its membership
     /// of the managed groups. Safe to repeat: every step reads first.
     pub async fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> Result<SyncOutcome, TargetError> {
+        self.sync_user(desired, managed, known, None).await
+    }
+
+    /// [`ScimClient::sync_member`]; with `deferred`, the user's membership
+    /// changes of managed groups are not made but added to it, for
+    /// [`ScimClient::apply_group_changes`] (a removed member still leaves
+    /// its groups before its user is deleted).
+    pub async fn sync_user(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>, mut deferred: Option<&mut Vec<GroupChange>>) -> Result<SyncOutcome, TargetError> {
         let mut out = SyncOutcome::default();
         let mut known = known;
         let what = |w: &str| format!("{w} user {}", desired.user_id);
@@ -515,6 +548,12 @@ impl ScimClient {
                 None => self.member_of(&user.id).await?,
             };
             let (join, leave) = scim::group_changes(desired, &member_of, managed);
+            if let Some(deferred) = deferred.as_deref_mut() {
+                deferred.extend(join.iter().map(|g| GroupChange { group: g.clone(), add: true, scim_user: user.id.clone() }));
+                deferred.extend(leave.iter().map(|g| GroupChange { group: g.clone(), add: false, scim_user: user.id.clone() }));
+                (out.joined, out.left) = (join, leave);
+                return Ok(out);
+            }
             for g in join {
                 self.patch_group(&g, scim::add_member_op(&user.id)).await?;
                 out.joined.push(g);
@@ -555,6 +594,14 @@ impl Directory for Scim {
 impl DirectorySession for ScimClient {
     async fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> Result<SyncOutcome, TargetError> {
         ScimClient::sync_member(self, desired, managed, known).await
+    }
+    async fn sync_user_deferred(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> Result<(SyncOutcome, Vec<GroupChange>), TargetError> {
+        let mut changes = Vec::new();
+        let out = ScimClient::sync_user(self, desired, managed, known, Some(&mut changes)).await?;
+        Ok((out, changes))
+    }
+    async fn apply_group_changes(&self, changes: &[GroupChange]) -> Result<(), TargetError> {
+        ScimClient::apply_group_changes(self, changes).await
     }
     async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
         ScimClient::users(self).await

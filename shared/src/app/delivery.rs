@@ -14,7 +14,7 @@ use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::events::Announcement;
 use crate::core::ids::{TargetId, TenantId};
 use crate::core::model::LicensingModel;
-use crate::core::scim::{self, Health, Known, Pending, Policy, Standing, Target, TargetError};
+use crate::core::scim::{self, GroupChange, Health, Known, Pending, Policy, Standing, SyncOutcome, Target, TargetError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -23,6 +23,15 @@ use tracing::Instrument;
 
 /// How far past `stop_at` (no new member started) a started request may run.
 pub const HARD_STOP_AFTER: Duration = Duration::from_secs(8);
+
+/// Members whose managed-group changes are sent together: their users are
+/// created or changed one by one, then each group gets one request for the
+/// batch, then the members are marked delivered. A group of thousands of
+/// members is rewritten once per batch, not once per member.
+pub const MEMBERS_PER_BATCH: usize = 100;
+
+/// How long past a target's budget the last batch's group changes may take.
+pub const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// True when a request failed because the run's (or the target's) time
 /// was up: the SCIM session refuses to start a request with less than a
@@ -175,7 +184,9 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             match self.tokens.get(tenant, &target.target_id).await {
                 Ok(token) => {
                     // Requests may run into the stop margin, not past the target's budget.
-                    let session = self.directory.open(target, token, budget_until.min(stop_at + HARD_STOP_AFTER), self.budget.read_bytes);
+                    // No member starts after the budget; the last batch's
+                    // group changes may take FLUSH_GRACE more.
+                    let session = self.directory.open(target, token, (budget_until + FLUSH_GRACE).min(stop_at + HARD_STOP_AFTER), self.budget.read_bytes);
                     let managed = scim::managed_groups(&target.mapping, &self.model.roles);
                     self.run(tenant, target, &session, &managed, pending, repair_due, budget_until, cause, &mut report).await
                 }
@@ -325,22 +336,25 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         cause: &Cause,
         report: &mut TargetReport,
     ) -> Result<(), Stop> {
+        let mut batch: Vec<(Pending, SyncOutcome, Vec<GroupChange>)> = Vec::new();
         for p in pending {
             if Instant::now() >= stop_at {
                 // Out of time (the run's, or this target's budget): the rest
                 // stays due. A target that took its whole budget without
                 // delivering anything has failed this run.
+                self.flush(tenant, target, session, &mut batch, report).await?;
                 if report.delivered == 0 {
                     return Err(Stop::Target(TargetError::Unavailable { reason: format!("used its {} s budget without delivering a change", self.budget.time.as_secs()), retry_after: None }));
                 }
                 return Ok(());
             }
             let desired = scim::desired_user(&target.mapping, &p.member, &p.access);
-            match session.sync_member(&desired, managed, None).await {
-                Ok(outcome) => {
-                    tracing::info!(user = %p.member.user_id, seq = p.seq, done = %outcome.summary(), conflicts = outcome.conflicts, "member delivered");
-                    port(self.store.delivered(tenant, &target.target_id, &p.member.user_id, p.seq).await)?;
-                    report.delivered += 1;
+            match session.sync_user_deferred(&desired, managed, None).await {
+                Ok((outcome, changes)) => {
+                    batch.push((p, outcome, changes));
+                    if batch.len() >= MEMBERS_PER_BATCH {
+                        self.flush(tenant, target, session, &mut batch, report).await?;
+                    }
                 }
                 Err(TargetError::Refused { what, status, detail }) => {
                     let reason = format!("{what}: HTTP {status} {detail}");
@@ -356,10 +370,16 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 // Cut off at the budget in the middle of a member after
                 // delivering others: progress, not a failure of the target
                 // (the member stays due).
-                Err(_) if out_of_time(stop_at) && report.delivered > 0 => return Ok(()),
+                Err(_) if out_of_time(stop_at) && (report.delivered > 0 || !batch.is_empty()) => {
+                    self.flush(tenant, target, session, &mut batch, report).await?;
+                    return Ok(());
+                }
+                // The batch's users were changed, their groups not: they stay
+                // due, and the next run finds where they stand.
                 Err(e) => return Err(e.into()),
             }
         }
+        self.flush(tenant, target, session, &mut batch, report).await?;
         if repair {
             match self.repair(tenant, target, session, managed, stop_at, cause).await {
                 Ok(r) => report.repair = Some(r),
@@ -373,6 +393,64 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
     /// Compares everything the target holds with desired access and repairs
     /// the differences: users changed, added to or removed from managed
     /// groups, deleted or re-activated behind Entitle's back.
+    /// The batch's group changes, one request per group; then its members
+    /// are delivered. A target that refuses a group's batch (a 4xx about
+    /// the data) gets each member's changes on their own, and a member it
+    /// refuses is held with the reason, as a refused user is.
+    async fn flush(&self, tenant: &TenantId, target: &Target, session: &D::Session, batch: &mut Vec<(Pending, SyncOutcome, Vec<GroupChange>)>, report: &mut TargetReport) -> Result<(), Stop> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<GroupChange> = batch.iter().flat_map(|(_, _, c)| c.iter().cloned()).collect();
+        let one_by_one = match session.apply_group_changes(&all).await {
+            Ok(()) => false,
+            Err(TargetError::Refused { .. }) => true,
+            Err(e) => return Err(e.into()),
+        };
+        for (p, outcome, changes) in batch.drain(..) {
+            if one_by_one {
+                if let Err(e) = session.apply_group_changes(&changes).await {
+                    let TargetError::Refused { what, status, detail } = e else { return Err(e.into()) };
+                    let reason = format!("{what}: HTTP {status} {detail}");
+                    tracing::warn!(user = %p.member.user_id, seq = p.seq, error = %reason, "target refused the member's groups");
+                    port(self.store.refused(tenant, &target.target_id, &p, &reason).await)?;
+                    report.refused += 1;
+                    continue;
+                }
+            }
+            tracing::info!(user = %p.member.user_id, seq = p.seq, done = %outcome.summary(), conflicts = outcome.conflicts, "member delivered");
+            port(self.store.delivered(tenant, &target.target_id, &p.member.user_id, p.seq).await)?;
+            report.delivered += 1;
+        }
+        Ok(())
+    }
+
+    /// A repair's batch of group changes; then its members count as repaired.
+    async fn flush_repairs(session: &D::Session, batch: &mut Vec<(String, SyncOutcome, Vec<GroupChange>)>, out: &mut RepairReport) -> Result<(), Stop> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<GroupChange> = batch.iter().flat_map(|(_, _, c)| c.iter().cloned()).collect();
+        let one_by_one = match session.apply_group_changes(&all).await {
+            Ok(()) => false,
+            Err(TargetError::Refused { .. }) => true,
+            Err(e) => return Err(e.into()),
+        };
+        for (user, o, changes) in batch.drain(..) {
+            if one_by_one {
+                if let Err(e) = session.apply_group_changes(&changes).await {
+                    let TargetError::Refused { what, status, detail } = e else { return Err(e.into()) };
+                    tracing::warn!(user = %user, error = %format!("{what}: HTTP {status} {detail}"), "target refused a repair");
+                    out.refused += 1;
+                    continue;
+                }
+            }
+            tracing::info!(user = %user, done = %o.summary(), "drift repaired");
+            out.repaired.push(user);
+        }
+        Ok(())
+    }
+
     async fn repair(&self, tenant: &TenantId, target: &Target, session: &D::Session, managed: &BTreeSet<String>, stop_at: Instant, cause: &Cause) -> Result<RepairReport, Stop> {
         let state = port(self.store.tenant(tenant).await)?;
         let members = state.map(|s| s.members).unwrap_or_default();
@@ -389,15 +467,17 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             }
             out.conflicts += 1;
         }
+        // Group changes go in batches, as deliveries do (see `flush`).
+        let mut changes: Vec<(String, SyncOutcome, Vec<GroupChange>)> = Vec::new();
         for (desired, user, member_of) in plan.members {
+            if changes.len() >= MEMBERS_PER_BATCH || Instant::now() >= stop_at {
+                Self::flush_repairs(session, &mut changes, &mut out).await?;
+            }
             if Instant::now() >= stop_at {
                 return Ok(out);
             }
-            match session.sync_member(&desired, managed, Some(Known { user, member_of })).await {
-                Ok(o) if o.changed() => {
-                    tracing::info!(user = %desired.user_id, done = %o.summary(), "drift repaired");
-                    out.repaired.push(desired.user_id.to_string());
-                }
+            match session.sync_user_deferred(&desired, managed, Some(Known { user, member_of })).await {
+                Ok((o, group_changes)) if o.changed() => changes.push((desired.user_id.to_string(), o, group_changes)),
                 Ok(_) => {}
                 Err(TargetError::Refused { what, status, detail }) => {
                     tracing::warn!(user = %desired.user_id, error = %format!("{what}: HTTP {status} {detail}"), "target refused a repair");
@@ -407,10 +487,14 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     tracing::warn!(user = %desired.user_id, error = %reason, "userName held by someone else's user: not repaired");
                     out.conflicts += 1;
                 }
-                Err(_) if out_of_time(stop_at) && !out.repaired.is_empty() => return Ok(out),
+                Err(_) if out_of_time(stop_at) && (!out.repaired.is_empty() || !changes.is_empty()) => {
+                    Self::flush_repairs(session, &mut changes, &mut out).await?;
+                    return Ok(out);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
+        Self::flush_repairs(session, &mut changes, &mut out).await?;
         for (group_id, group, user) in plan.strangers {
             if Instant::now() >= stop_at {
                 return Ok(out);

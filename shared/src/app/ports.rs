@@ -15,7 +15,7 @@ use crate::core::ids::{AmendmentId, ContractId, EventId, TargetId, TenantId, Use
 use crate::core::license::{License, Source, TenantAccess};
 use crate::core::access::TenantRules;
 use crate::core::reconcile::ReconcileRequest;
-use crate::core::scim::{DesiredUser, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
+use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
 use crate::core::tenant::{MemberItem, TenantMeta, TenantState};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -318,6 +318,10 @@ pub trait Directory: Send + Sync {
 pub trait DirectorySession: Send + Sync {
     /// Makes the target hold what `desired` says for one member.
     fn sync_member(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> impl Future<Output = Result<SyncOutcome, TargetError>> + Send;
+    /// The same, its managed-group membership changes returned, not made.
+    fn sync_user_deferred(&self, desired: &DesiredUser, managed: &BTreeSet<String>, known: Option<Known>) -> impl Future<Output = Result<(SyncOutcome, Vec<GroupChange>), TargetError>> + Send;
+    /// Membership changes, batched per group.
+    fn apply_group_changes(&self, changes: &[GroupChange]) -> impl Future<Output = Result<(), TargetError>> + Send;
     fn users(&self) -> impl Future<Output = Result<Vec<ScimUser>, TargetError>> + Send;
     fn groups(&self) -> impl Future<Output = Result<Vec<ScimGroup>, TargetError>> + Send;
     fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> impl Future<Output = Result<(), TargetError>> + Send;

@@ -172,6 +172,29 @@ pub fn remove_member_op(scim_user_id: &str) -> Value {
     json!({"op": "remove", "path": format!("members[value eq {}]", quoted(scim_user_id))})
 }
 
+/// A membership change of one user in one managed group, applied after the
+/// users of a batch (see [`membership_ops`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupChange {
+    pub group: String,
+    pub add: bool,
+    pub scim_user: String,
+}
+
+/// The `PatchOp` operations of one group's changes: the additions in one
+/// operation (a multi-valued `add`), each removal as its own operation.
+/// A target applies the whole request at once, so a group of thousands of
+/// members is rewritten once per batch, not once per member.
+pub fn membership_ops(changes: &[&GroupChange]) -> Vec<Value> {
+    let adds: Vec<Value> = changes.iter().filter(|c| c.add).map(|c| json!({"value": c.scim_user})).collect();
+    let mut ops = Vec::new();
+    if !adds.is_empty() {
+        ops.push(json!({"op": "add", "path": "members", "value": adds}));
+    }
+    ops.extend(changes.iter().filter(|c| !c.add).map(|c| remove_member_op(&c.scim_user)));
+    ops
+}
+
 /// A group as listed for drift repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimGroup {

@@ -274,3 +274,14 @@ fn configurations_name_every_problem_and_hide_the_token() {
     };
     assert_eq!(bad.problems(&roles, EgressPolicy::Public).len(), 6, "{:?}", bad.problems(&roles, EgressPolicy::Public));
 }
+
+#[test]
+fn a_groups_batch_adds_in_one_operation_and_removes_one_by_one() {
+    let change = |add: bool, u: &str| GroupChange { group: "entitle-member".into(), add, scim_user: u.into() };
+    let (a, b, c) = (change(true, "u1"), change(false, "u2"), change(true, "u3"));
+    let ops = membership_ops(&[&a, &b, &c]);
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0], serde_json::json!({"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u3"}]}));
+    assert_eq!(ops[1], remove_member_op("u2"));
+    assert!(membership_ops(&[]).is_empty());
+}
