@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e sweep billing-sync
+.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e bench-tenant sweep billing-sync
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -30,6 +30,9 @@ billing-sync:        ## fire the billing reconciliation's schedule on the runnin
 
 bench-e2e: bootstrap  ## end to end on a stack of its own (release): latency, creations/s in one tenant vs ten, requests per change, cold starts
 	dev/bench-e2e.sh
+
+bench-tenant: bootstrap  ## one tenant at production size (release): 10,000 members, a seat cut of 5,000 and a restore, delivered to SCIM and verified
+	dev/bench-tenant.sh
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due
 	cargo build -p entitle-tests --bin sweep_scale
