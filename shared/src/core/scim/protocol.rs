@@ -182,16 +182,21 @@ pub struct GroupChange {
 }
 
 /// The `PatchOp` operations of one group's changes: the additions in one
-/// operation (a multi-valued `add`), each removal as its own operation.
-/// A target applies the whole request at once, so a group of thousands of
-/// members is rewritten once per batch, not once per member.
+/// operation (a multi-valued `add`), the removals in one operation whose
+/// value filter names them all (`members[value eq "a" or value eq "b"]`,
+/// RFC 7644 §3.5.2.2). A target applies the request at once, so a group of
+/// thousands of members is rewritten (and searched) once per batch, not
+/// once per member.
 pub fn membership_ops(changes: &[&GroupChange]) -> Vec<Value> {
     let adds: Vec<Value> = changes.iter().filter(|c| c.add).map(|c| json!({"value": c.scim_user})).collect();
+    let removes: Vec<String> = changes.iter().filter(|c| !c.add).map(|c| format!("value eq {}", quoted(&c.scim_user))).collect();
     let mut ops = Vec::new();
     if !adds.is_empty() {
         ops.push(json!({"op": "add", "path": "members", "value": adds}));
     }
-    ops.extend(changes.iter().filter(|c| !c.add).map(|c| remove_member_op(&c.scim_user)));
+    if !removes.is_empty() {
+        ops.push(json!({"op": "remove", "path": format!("members[{}]", removes.join(" or "))}));
+    }
     ops
 }
 

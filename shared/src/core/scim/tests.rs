@@ -276,12 +276,13 @@ fn configurations_name_every_problem_and_hide_the_token() {
 }
 
 #[test]
-fn a_groups_batch_adds_in_one_operation_and_removes_one_by_one() {
+fn a_groups_batch_adds_in_one_operation_and_removes_in_one_filter() {
     let change = |add: bool, u: &str| GroupChange { group: "entitle-member".into(), add, scim_user: u.into() };
-    let (a, b, c) = (change(true, "u1"), change(false, "u2"), change(true, "u3"));
-    let ops = membership_ops(&[&a, &b, &c]);
+    let (a, b, c, d) = (change(true, "u1"), change(false, "u2"), change(true, "u3"), change(false, "u\"4"));
+    let ops = membership_ops(&[&a, &b, &c, &d]);
     assert_eq!(ops.len(), 2);
     assert_eq!(ops[0], serde_json::json!({"op": "add", "path": "members", "value": [{"value": "u1"}, {"value": "u3"}]}));
-    assert_eq!(ops[1], remove_member_op("u2"));
+    assert_eq!(ops[1], serde_json::json!({"op": "remove", "path": "members[value eq \"u2\" or value eq \"u\\\"4\"]"}));
+    assert_eq!(membership_ops(&[&b])[0], remove_member_op("u2"), "one removal is the single-member form");
     assert!(membership_ops(&[]).is_empty());
 }
