@@ -390,9 +390,6 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         Ok(())
     }
 
-    /// Compares everything the target holds with desired access and repairs
-    /// the differences: users changed, added to or removed from managed
-    /// groups, deleted or re-activated behind Entitle's back.
     /// The batch's group changes, one request per group; then its members
     /// are delivered. A target that refuses a group's batch (a 4xx about
     /// the data) gets each member's changes on their own, and a member it
@@ -451,6 +448,9 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         Ok(())
     }
 
+    /// Compares everything the target holds with desired access and repairs
+    /// the differences: users changed, added to or removed from managed
+    /// groups, deleted or re-activated behind Entitle's back.
     async fn repair(&self, tenant: &TenantId, target: &Target, session: &D::Session, managed: &BTreeSet<String>, stop_at: Instant, cause: &Cause) -> Result<RepairReport, Stop> {
         let state = port(self.store.tenant(tenant).await)?;
         let members = state.map(|s| s.members).unwrap_or_default();
