@@ -40,6 +40,27 @@ fn out_of_time(stop_at: Instant) -> bool {
     stop_at.saturating_duration_since(Instant::now()) < Duration::from_secs(1)
 }
 
+/// Sends the group changes of a batch of members (one request per group);
+/// a batch the target refuses (a 4xx about the data) is sent member by
+/// member. Returns, per member, the reason the target refused its changes.
+async fn apply_batch<S: crate::app::ports::DirectorySession>(session: &S, members: Vec<&[GroupChange]>) -> Result<Vec<Option<String>>, Stop> {
+    let all: Vec<GroupChange> = members.iter().flat_map(|c| c.iter().cloned()).collect();
+    match session.apply_group_changes(&all).await {
+        Ok(()) => return Ok(vec![None; members.len()]),
+        Err(TargetError::Refused { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut refusals = Vec::with_capacity(members.len());
+    for changes in members {
+        refusals.push(match session.apply_group_changes(changes).await {
+            Ok(()) => None,
+            Err(TargetError::Refused { what, status, detail }) => Some(format!("{what}: HTTP {status} {detail}")),
+            Err(e) => return Err(e.into()),
+        });
+    }
+    Ok(refusals)
+}
+
 /// What one target may take of a delivery run: wall time and bytes read.
 /// A target that is slow, hangs or floods Entitle with data is cut off at
 /// its budget (and the run counts as failed unless it delivered
@@ -398,22 +419,13 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         if batch.is_empty() {
             return Ok(());
         }
-        let all: Vec<GroupChange> = batch.iter().flat_map(|(_, _, c)| c.iter().cloned()).collect();
-        let one_by_one = match session.apply_group_changes(&all).await {
-            Ok(()) => false,
-            Err(TargetError::Refused { .. }) => true,
-            Err(e) => return Err(e.into()),
-        };
-        for (p, outcome, changes) in batch.drain(..) {
-            if one_by_one {
-                if let Err(e) = session.apply_group_changes(&changes).await {
-                    let TargetError::Refused { what, status, detail } = e else { return Err(e.into()) };
-                    let reason = format!("{what}: HTTP {status} {detail}");
-                    tracing::warn!(user = %p.member.user_id, seq = p.seq, error = %reason, "target refused the member's groups");
-                    port(self.store.refused(tenant, &target.target_id, &p, &reason).await)?;
-                    report.refused += 1;
-                    continue;
-                }
+        let refusals = apply_batch(session, batch.iter().map(|(_, _, c)| c.as_slice()).collect()).await?;
+        for ((p, outcome, _), refusal) in batch.drain(..).zip(refusals) {
+            if let Some(reason) = refusal {
+                tracing::warn!(user = %p.member.user_id, seq = p.seq, error = %reason, "target refused the member's groups");
+                port(self.store.refused(tenant, &target.target_id, &p, &reason).await)?;
+                report.refused += 1;
+                continue;
             }
             tracing::info!(user = %p.member.user_id, seq = p.seq, done = %outcome.summary(), conflicts = outcome.conflicts, "member delivered");
             port(self.store.delivered(tenant, &target.target_id, &p.member.user_id, p.seq).await)?;
@@ -427,20 +439,12 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         if batch.is_empty() {
             return Ok(());
         }
-        let all: Vec<GroupChange> = batch.iter().flat_map(|(_, _, c)| c.iter().cloned()).collect();
-        let one_by_one = match session.apply_group_changes(&all).await {
-            Ok(()) => false,
-            Err(TargetError::Refused { .. }) => true,
-            Err(e) => return Err(e.into()),
-        };
-        for (user, o, changes) in batch.drain(..) {
-            if one_by_one {
-                if let Err(e) = session.apply_group_changes(&changes).await {
-                    let TargetError::Refused { what, status, detail } = e else { return Err(e.into()) };
-                    tracing::warn!(user = %user, error = %format!("{what}: HTTP {status} {detail}"), "target refused a repair");
-                    out.refused += 1;
-                    continue;
-                }
+        let refusals = apply_batch(session, batch.iter().map(|(_, _, c)| c.as_slice()).collect()).await?;
+        for ((user, o, _), refusal) in batch.drain(..).zip(refusals) {
+            if let Some(reason) = refusal {
+                tracing::warn!(user = %user, error = %reason, "target refused a repair");
+                out.refused += 1;
+                continue;
             }
             tracing::info!(user = %user, done = %o.summary(), "drift repaired");
             out.repaired.push(user);

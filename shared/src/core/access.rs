@@ -131,13 +131,19 @@ fn grants_and_fired(model: &LicensingModel, tier: &str, member: &Member, rules: 
 /// and whether the ranking puts it first as privileged. `None` for a
 /// removed member.
 pub fn seat_rank(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &[Member], user: &UserId) -> Option<(usize, bool)> {
+    let ranked = seat_ranking(model, tenant, rules, members);
+    ranked.iter().position(|(_, _, id)| *id == user).map(|i| (i + 1, !ranked[i].0))
+}
+
+/// The members not removed, in seat order: (not privileged, creation order, id).
+fn seat_ranking<'a>(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &'a [Member]) -> Vec<(bool, u64, &'a UserId)> {
     let mut ranked: Vec<(bool, u64, &UserId)> = members
         .iter()
         .filter(|m| !m.removed)
         .map(|m| (!is_privileged(model, &tenant.tier, m, rules), m.seq, &m.user_id))
         .collect();
     ranked.sort();
-    ranked.iter().position(|(_, _, id)| *id == user).map(|i| (i + 1, !ranked[i].0))
+    ranked
 }
 
 fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {
@@ -149,13 +155,7 @@ fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &Te
 /// members first and never from an owner or admin while others hold one, and
 /// freed or added seats go to the oldest pending members first.
 pub fn seat_holders<'a>(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &'a [Member]) -> BTreeSet<&'a UserId> {
-    let mut ranked: Vec<(bool, u64, &UserId)> = members
-        .iter()
-        .filter(|m| !m.removed)
-        .map(|m| (!is_privileged(model, &tenant.tier, m, rules), m.seq, &m.user_id))
-        .collect();
-    ranked.sort();
-    ranked.into_iter().take(tenant.seats_total as usize).map(|(_, _, id)| id).collect()
+    seat_ranking(model, tenant, rules, members).into_iter().take(tenant.seats_total as usize).map(|(_, _, id)| id).collect()
 }
 
 /// One member's desired access, with the reason for it.

@@ -16,7 +16,6 @@
 //! usage: bench-e2e proxy PORT UPSTREAM     the request counter (started before the stack)
 //!        bench-e2e run COUNTER_URL         the measurements (ENTITLE_STACK_ENV points at the stack)
 
-use entitle::core::signature::sign;
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -169,11 +168,10 @@ fn ms(d: Duration) -> String {
 }
 
 async fn crm(s: &Stack, t: &str, seats: u32, version: i64) {
-    let body = serde_json::to_vec(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
-        "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
-    .unwrap();
-    let sig = sign(&s.crm_secret, chrono::Utc::now().timestamp(), &body);
-    let (code, answer) = s.post_signed("/crm", "Entitle-Signature", &body, Some(sig)).await;
+    let (code, answer) = s
+        .crm(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
+            "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
+        .await;
     assert_eq!(code, 200, "{answer}");
 }
 

@@ -11,7 +11,6 @@
 
 use entitle::app::members;
 use entitle::core::ids::TenantId;
-use entitle::core::signature::sign;
 use entitle::core::views::NewMember;
 use entitle_tests::{unique, Stack};
 use serde_json::json;
@@ -25,11 +24,10 @@ async fn dynamodb_requests(counter: &str) -> u64 {
 }
 
 async fn crm(s: &Stack, t: &str, seats: u32, version: i64) {
-    let body = serde_json::to_vec(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
-        "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
-    .unwrap();
-    let sig = sign(&s.crm_secret, chrono::Utc::now().timestamp(), &body);
-    let (code, answer) = s.post_signed("/crm", "Entitle-Signature", &body, Some(sig)).await;
+    let (code, answer) = s
+        .crm(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
+            "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
+        .await;
     assert_eq!(code, 200, "{answer}");
 }
 
