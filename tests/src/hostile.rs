@@ -24,6 +24,11 @@ pub enum Behaviour {
     Throttle { retry_after: u64 },
     /// Reads the request and never answers.
     Silent,
+    /// One group (`g1`, named by the filter it is looked up by, no
+    /// members); a PATCH removing more than `members` members at once is
+    /// never answered (a target that searches a large group per removed
+    /// member, past the client's timeout), smaller ones answer 204.
+    SlowRemovals { members: usize },
 }
 
 pub struct HostileTarget {
@@ -31,6 +36,8 @@ pub struct HostileTarget {
     behaviour: Arc<Mutex<Behaviour>>,
     /// Requests received.
     pub requests: Arc<AtomicU64>,
+    /// Under [`Behaviour::SlowRemovals`]: how many members each PATCH named, and whether it was answered.
+    pub removals: Arc<Mutex<Vec<(usize, bool)>>>,
 }
 
 impl HostileTarget {
@@ -39,17 +46,18 @@ impl HostileTarget {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let behaviour = Arc::new(Mutex::new(behaviour));
         let requests = Arc::new(AtomicU64::new(0));
-        let (b, r) = (behaviour.clone(), requests.clone());
+        let removals = Arc::new(Mutex::new(Vec::new()));
+        let (b, r, m) = (behaviour.clone(), requests.clone(), removals.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (b, r) = (b.clone(), r.clone());
+                let (b, r, m) = (b.clone(), r.clone(), m.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, b, r).await;
+                    let _ = serve(stream, b, r, m).await;
                 });
             }
         });
-        HostileTarget { url, behaviour, requests }
+        HostileTarget { url, behaviour, requests, removals }
     }
 
     pub fn set(&self, behaviour: Behaviour) {
@@ -64,7 +72,7 @@ fn page(total: u64, start: u64) -> String {
     serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": total, "startIndex": start, "itemsPerPage": 100, "Resources": users}).to_string()
 }
 
-async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>, removals: Arc<Mutex<Vec<(usize, bool)>>>) -> std::io::Result<()> {
     while let Some(req) = crate::read_request(&mut stream).await? {
         requests.fetch_add(1, Ordering::SeqCst);
         let behaviour = behaviour.lock().unwrap().clone();
@@ -93,6 +101,21 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                 stream.write_all(answer.as_bytes()).await?;
             }
             Behaviour::Silent => std::future::pending::<()>().await,
+            Behaviour::SlowRemovals { members } => {
+                if req.method == "PATCH" {
+                    let named = String::from_utf8_lossy(&req.body).matches("value eq").count();
+                    removals.lock().unwrap().push((named, named <= members));
+                    if named > members {
+                        std::future::pending::<()>().await;
+                    }
+                    stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").await?;
+                } else {
+                    let group = serde_json::json!({"id": "g1", "displayName": "entitle-member", "members": []});
+                    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [group]}).to_string();
+                    let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    stream.write_all(answer.as_bytes()).await?;
+                }
+            }
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::core::egress::EgressPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,17 @@ pub struct ScimClient {
     token: String,
     /// Group display name -> id, learnt during this client's life.
     groups: Mutex<BTreeMap<String, String>>,
+    /// The members of managed groups (display name -> SCIM user ids), each
+    /// read once in this client's life and kept up to date with its own
+    /// changes; see [`ScimClient::managed_member_of`].
+    rosters: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Set once a roster could not be read whole: searches instead.
+    no_rosters: AtomicBool,
+    /// Members the next removal request of a group names
+    /// ([`scim::next_removal_batch`]), and the most it may grow to: half
+    /// of a size the target failed at.
+    removals_per_request: AtomicUsize,
+    removals_ceiling: AtomicUsize,
     /// No request runs past this instant (the target's budget in this run).
     deadline: Option<Instant>,
     /// Bytes this client may still read from the target.
@@ -144,6 +155,10 @@ impl ScimClient {
             base: base.trim().trim_end_matches('/').to_string(),
             token,
             groups: Mutex::new(BTreeMap::new()),
+            rosters: Mutex::new(BTreeMap::new()),
+            no_rosters: AtomicBool::new(false),
+            removals_per_request: AtomicUsize::new(GROUP_BATCH),
+            removals_ceiling: AtomicUsize::new(GROUP_BATCH),
             deadline: None,
             read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
             egress,
@@ -224,10 +239,15 @@ impl ScimClient {
     /// Sends a request, retrying on connection failures, 429 and 5xx.
     /// Other answers (2xx, 4xx) go back to the caller.
     async fn send(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>) -> Result<Answer, TargetError> {
+        self.send_tries(method, path, query, body, if_match, TRIES).await
+    }
+
+    /// [`ScimClient::send`], tried at most `tries` times.
+    async fn send_tries(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>, tries: u32) -> Result<Answer, TargetError> {
         let url = format!("{}{path}", self.base);
         self.check_literal_address(&url, &format!("{method} {path}"))?;
         let mut last = String::new();
-        for attempt in 0..TRIES {
+        for attempt in 0..tries {
             let Some(timeout) = self.time_left() else {
                 return Err(TargetError::Unavailable { reason: format!("{method} {path}: no time left in this run{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") }), retry_after: None });
             };
@@ -269,7 +289,7 @@ impl ScimClient {
                     None
                 }
             };
-            if attempt + 1 < TRIES {
+            if attempt + 1 < tries {
                 let wait = scim::retry_delay(attempt, retry_after, jitter());
                 if self.deadline.is_some_and(|d| Instant::now() + wait > d) {
                     break; // no time to wait for the next try in this run
@@ -373,6 +393,66 @@ impl ScimClient {
         Ok(groups.into_iter().collect())
     }
 
+    /// Names of the managed groups a user is in. Each managed group's
+    /// members are read once in this client's life (one request per group)
+    /// and kept up to date with its own changes: a target answers a
+    /// `members[value eq ...]` search by looking through every group's
+    /// members, which for groups of thousands costs more per member than
+    /// reading the group once per run. A group that cannot be read whole in
+    /// one try (too large, too slow) turns this client to the search.
+    pub async fn managed_member_of(&self, scim_id: &str, managed: &BTreeSet<String>) -> Result<BTreeSet<String>, TargetError> {
+        if !self.no_rosters.load(Ordering::SeqCst) {
+            match self.load_rosters(managed).await {
+                Ok(()) => {
+                    let rosters = self.rosters.lock().expect("not poisoned");
+                    return Ok(managed.iter().filter(|g| rosters.get(*g).is_some_and(|m| m.contains(scim_id))).cloned().collect());
+                }
+                Err(TargetError::Unavailable { reason, .. }) if self.time_left().is_some() => {
+                    tracing::info!(reason = %reason, "a managed group could not be read whole: members are searched for instead");
+                    self.no_rosters.store(true, Ordering::SeqCst);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.member_of(scim_id).await?.into_iter().filter(|g| managed.contains(g)).collect())
+    }
+
+    /// Reads the members of each managed group not read yet (a missing
+    /// group has none), in one try each.
+    async fn load_rosters(&self, managed: &BTreeSet<String>) -> Result<(), TargetError> {
+        for name in managed {
+            if self.rosters.lock().expect("not poisoned").contains_key(name) {
+                continue;
+            }
+            let query = [("filter", scim::filter_eq("displayName", name))];
+            let a = Self::expect_ok(&format!("reading group {name}"), self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
+            let found = a.body["Resources"].as_array().into_iter().flatten().filter_map(ScimGroup::from_json).find(|g| g.name == *name);
+            if found.is_none() && a.body["totalResults"].as_u64().unwrap_or(0) > 0 {
+                return Err(TargetError::Unavailable { reason: format!("reading group {name}: listed without its id or members"), retry_after: None });
+            }
+            let members = match found {
+                Some(g) => {
+                    self.groups.lock().expect("not poisoned").insert(name.clone(), g.id);
+                    g.members
+                }
+                None => BTreeSet::new(),
+            };
+            self.rosters.lock().expect("not poisoned").insert(name.clone(), members);
+        }
+        Ok(())
+    }
+
+    /// Records a membership change this client made (in a roster it holds).
+    fn noted(&self, group: &str, scim_user: &str, add: bool) {
+        if let Some(members) = self.rosters.lock().expect("not poisoned").get_mut(group) {
+            if add {
+                members.insert(scim_user.to_string());
+            } else {
+                members.remove(scim_user);
+            }
+        }
+    }
+
     /// The id of a group by name, created when missing and `create` is set.
     async fn group_id(&self, name: &str, create: bool) -> Result<Option<String>, TargetError> {
         if let Some(id) = self.groups.lock().expect("not poisoned").get(name) {
@@ -404,50 +484,80 @@ impl ScimClient {
     /// Group membership changes are `PatchOp`s naming the one member, which
     /// commute with anyone else's; no `If-Match`, so that a busy group does
     /// not turn every change into a 412.
-    async fn patch_group(&self, name: &str, op: Value) -> Result<bool, TargetError> {
-        self.patch_group_ops(name, vec![op]).await
+    async fn patch_group(&self, name: &str, change: &GroupChange) -> Result<bool, TargetError> {
+        let changed = self.patch_group_ops(name, scim::membership_ops(&[change]), TRIES).await?;
+        self.noted(name, &change.scim_user, change.add);
+        Ok(changed)
     }
 
-    /// Membership operations on one group by name (created to add to it);
-    /// false when there was nothing to remove from.
-    async fn patch_group_ops(&self, name: &str, ops: Vec<Value>) -> Result<bool, TargetError> {
+    /// Membership operations on one group by name (created to add to it),
+    /// each request tried up to `tries` times; false when there was
+    /// nothing to remove from.
+    async fn patch_group_ops(&self, name: &str, ops: Vec<Value>, tries: u32) -> Result<bool, TargetError> {
         let add = ops.iter().any(|op| op["op"] == "add");
         let Some(id) = self.group_id(name, add).await? else { return Ok(false) };
-        if self.patch_group_id(&id, &ops, name).await? {
+        if self.patch_group_id(&id, &ops, name, tries).await? {
             return Ok(true);
         }
-        // Deleted behind our back: forget it, and recreate it to add.
+        // Deleted behind our back: forget it (and what it held), and recreate it to add.
         self.groups.lock().expect("not poisoned").remove(name);
+        self.rosters.lock().expect("not poisoned").remove(name);
         if !add {
             return Ok(false);
         }
         let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
         // A recreated group has no members to remove.
         let adds: Vec<Value> = ops.into_iter().filter(|op| op["op"] == "add").collect();
-        if !self.patch_group_id(&id, &adds, name).await? {
+        if !self.patch_group_id(&id, &adds, name, tries).await? {
             return Err(TargetError::Refused { what: format!("changing members of group {name}"), status: 404, detail: "the group vanished again".into() });
         }
         Ok(true)
     }
 
     /// Membership changes deferred by [`ScimClient::sync_user`], applied
-    /// per group, [`GROUP_BATCH`] changes a request.
+    /// per group: additions [`GROUP_BATCH`] a request; removals as many a
+    /// request as the target removes within [`scim::REMOVALS_AIM`]. A
+    /// request removing several members is tried once: when it fails (a
+    /// timeout, say), the same members go again in requests half the size,
+    /// and this client's requests stay at most that size.
     pub async fn apply_group_changes(&self, changes: &[GroupChange]) -> Result<(), TargetError> {
-        let mut by_group: std::collections::BTreeMap<&str, Vec<&GroupChange>> = std::collections::BTreeMap::new();
+        let mut by_group: BTreeMap<&str, Vec<&GroupChange>> = BTreeMap::new();
         for c in changes {
             by_group.entry(c.group.as_str()).or_default().push(c);
         }
         for (group, changes) in by_group {
-            for chunk in changes.chunks(GROUP_BATCH) {
-                self.patch_group_ops(group, scim::membership_ops(chunk)).await?;
+            let (adds, removes): (Vec<&GroupChange>, Vec<&GroupChange>) = changes.into_iter().partition(|c| c.add);
+            for chunk in adds.chunks(GROUP_BATCH) {
+                self.patch_group_ops(group, scim::membership_ops(chunk), TRIES).await?;
+                chunk.iter().for_each(|c| self.noted(group, &c.scim_user, true));
+            }
+            let mut rest = removes.as_slice();
+            while !rest.is_empty() {
+                let n = self.removals_per_request.load(Ordering::SeqCst).clamp(1, rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                let started = Instant::now();
+                match self.patch_group_ops(group, scim::membership_ops(chunk), if n > 1 { 1 } else { TRIES }).await {
+                    Ok(_) => {
+                        chunk.iter().for_each(|c| self.noted(group, &c.scim_user, false));
+                        let ceiling = self.removals_ceiling.load(Ordering::SeqCst);
+                        self.removals_per_request.store(scim::next_removal_batch(n, started.elapsed(), ceiling), Ordering::SeqCst);
+                        rest = tail;
+                    }
+                    Err(TargetError::Unavailable { reason, .. }) if n > 1 && self.time_left().is_some() => {
+                        tracing::info!(group, members = n, reason = %reason, "removing members from a group failed: trying fewer a request");
+                        self.removals_per_request.store(n / 2, Ordering::SeqCst);
+                        self.removals_ceiling.fetch_min(n / 2, Ordering::SeqCst);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
     }
 
     /// Membership `PatchOp`s on a group by id; false when the group is gone.
-    async fn patch_group_id(&self, id: &str, ops: &[Value], name: &str) -> Result<bool, TargetError> {
-        let a = self.send(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(ops.to_vec())), None).await?;
+    async fn patch_group_id(&self, id: &str, ops: &[Value], name: &str, tries: u32) -> Result<bool, TargetError> {
+        let a = self.send_tries(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(ops.to_vec())), None, tries).await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
@@ -456,7 +566,9 @@ impl ScimClient {
     }
 
     pub async fn remove_from_group(&self, group_id: &str, group: &str, scim_id: &str) -> Result<(), TargetError> {
-        self.patch_group_id(group_id, &[scim::remove_member_op(scim_id)], group).await.map(|_| ())
+        self.patch_group_id(group_id, &[scim::remove_member_op(scim_id)], group, TRIES).await?;
+        self.noted(group, scim_id, false);
+        Ok(())
     }
 
     /// Makes the target hold what `desired` says for one member: its user
@@ -493,7 +605,7 @@ impl ScimClient {
                                     return Err(TargetError::Conflict { reason });
                                 }
                                 out.adopted = true;
-                                let member_of = self.member_of(&existing.id).await?;
+                                let member_of = self.managed_member_of(&existing.id, managed).await?;
                                 known = Some(Known { user: Some(existing), member_of });
                                 continue;
                             }
@@ -524,10 +636,10 @@ impl ScimClient {
                     // the memberships of a deleted user.
                     let member_of = match member_of {
                         Some(m) => m,
-                        None => self.member_of(&u.id).await?,
+                        None => self.managed_member_of(&u.id, managed).await?,
                     };
                     for g in member_of.iter().filter(|g| managed.contains(*g)) {
-                        self.patch_group(g, scim::remove_member_op(&u.id)).await?;
+                        self.patch_group(g, &GroupChange { group: g.clone(), add: false, scim_user: u.id.clone() }).await?;
                     }
                     let a = self.send(Method::DELETE, &format!("/Users/{}", u.id), &[], None, u.version.as_deref()).await?;
                     if a.status == StatusCode::PRECONDITION_FAILED {
@@ -545,7 +657,7 @@ impl ScimClient {
             let member_of = match member_of {
                 _ if out.created => BTreeSet::new(),
                 Some(m) => m,
-                None => self.member_of(&user.id).await?,
+                None => self.managed_member_of(&user.id, managed).await?,
             };
             let (join, leave) = scim::group_changes(desired, &member_of, managed);
             if let Some(deferred) = deferred.as_deref_mut() {
@@ -555,11 +667,11 @@ impl ScimClient {
                 return Ok(out);
             }
             for g in join {
-                self.patch_group(&g, scim::add_member_op(&user.id)).await?;
+                self.patch_group(&g, &GroupChange { group: g.clone(), add: true, scim_user: user.id.clone() }).await?;
                 out.joined.push(g);
             }
             for g in leave {
-                if self.patch_group(&g, scim::remove_member_op(&user.id)).await? {
+                if self.patch_group(&g, &GroupChange { group: g.clone(), add: false, scim_user: user.id.clone() }).await? {
                     out.left.push(g);
                 }
             }

@@ -33,6 +33,18 @@ pub const MEMBERS_PER_BATCH: usize = 100;
 /// How long past a target's budget the last batch's group changes may take.
 pub const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
+/// The share of a target's budget no member starts in, kept for the last
+/// batch's group changes (a third): in a group of thousands a removal costs
+/// a target more than the member's user did.
+pub const FLUSH_RESERVE_DIVISOR: u32 = 3;
+
+/// Whether a run stopped by a failure keeps what it did: cut off by its
+/// time (see [`out_of_time`]) after delivering something, it made progress
+/// and the target did not fail (the undelivered stay due).
+fn cut_off_after_progress(stop: &Stop, stop_at: Instant, report: &TargetReport) -> bool {
+    matches!(stop, Stop::Target(_)) && out_of_time(stop_at) && report.delivered > 0
+}
+
 /// True when a request failed because the run's (or the target's) time
 /// was up: the SCIM session refuses to start a request with less than a
 /// fraction of a second left.
@@ -358,12 +370,17 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         report: &mut TargetReport,
     ) -> Result<(), Stop> {
         let mut batch: Vec<(Pending, SyncOutcome, Vec<GroupChange>)> = Vec::new();
+        let members_until = stop_at.checked_sub(self.budget.time / FLUSH_RESERVE_DIVISOR).unwrap_or(stop_at);
         for p in pending {
-            if Instant::now() >= stop_at {
-                // Out of time (the run's, or this target's budget): the rest
-                // stays due. A target that took its whole budget without
-                // delivering anything has failed this run.
-                self.flush(tenant, target, session, &mut batch, report).await?;
+            if Instant::now() >= members_until {
+                // Out of time for members (the run's, or this target's
+                // budget, less the share kept for the batch's group
+                // changes): the rest stays due. A target that took its
+                // whole budget without delivering anything has failed this run.
+                match self.flush(tenant, target, session, &mut batch, report).await {
+                    Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
+                    done => done?,
+                }
                 if report.delivered == 0 {
                     return Err(Stop::Target(TargetError::Unavailable { reason: format!("used its {} s budget without delivering a change", self.budget.time.as_secs()), retry_after: None }));
                 }
@@ -374,7 +391,10 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 Ok((outcome, changes)) => {
                     batch.push((p, outcome, changes));
                     if batch.len() >= MEMBERS_PER_BATCH {
-                        self.flush(tenant, target, session, &mut batch, report).await?;
+                        match self.flush(tenant, target, session, &mut batch, report).await {
+                            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
+                            done => done?,
+                        }
                     }
                 }
                 Err(TargetError::Refused { what, status, detail }) => {
@@ -392,19 +412,24 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 // delivering others: progress, not a failure of the target
                 // (the member stays due).
                 Err(_) if out_of_time(stop_at) && (report.delivered > 0 || !batch.is_empty()) => {
-                    self.flush(tenant, target, session, &mut batch, report).await?;
-                    return Ok(());
+                    return match self.flush(tenant, target, session, &mut batch, report).await {
+                        Err(stop) if cut_off_after_progress(&stop, stop_at, report) => Ok(()),
+                        done => done,
+                    };
                 }
                 // The batch's users were changed, their groups not: they stay
                 // due, and the next run finds where they stand.
                 Err(e) => return Err(e.into()),
             }
         }
-        self.flush(tenant, target, session, &mut batch, report).await?;
+        match self.flush(tenant, target, session, &mut batch, report).await {
+            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
+            done => done?,
+        }
         if repair {
             match self.repair(tenant, target, session, managed, stop_at, cause).await {
                 Ok(r) => report.repair = Some(r),
-                Err(Stop::Target(_)) if out_of_time(stop_at) && report.delivered > 0 => return Ok(()),
+                Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }

@@ -200,6 +200,20 @@ pub fn membership_ops(changes: &[&GroupChange]) -> Vec<Value> {
     ops
 }
 
+/// What one request removing members from a group should take: a target
+/// may search the whole group once per removed member (scim2-server does,
+/// some 60 ms per member in a group of 10,000), so a request naming 100
+/// members can outrun the request timeout where 40 take a few seconds.
+pub const REMOVALS_AIM: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How many members the next removal request of a session names, from how
+/// long the last one, naming `n`, took: scaled towards [`REMOVALS_AIM`],
+/// growing at most twofold a step, between 1 and `max`.
+pub fn next_removal_batch(n: usize, took: std::time::Duration, max: usize) -> usize {
+    let scaled = n as f64 * REMOVALS_AIM.as_secs_f64() / took.as_secs_f64().max(0.001);
+    (scaled.floor() as usize).clamp(1, n.saturating_mul(2).clamp(1, max.max(1)))
+}
+
 /// A group as listed for drift repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimGroup {

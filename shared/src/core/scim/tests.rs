@@ -286,3 +286,17 @@ fn a_groups_batch_adds_in_one_operation_and_removes_in_one_filter() {
     assert_eq!(membership_ops(&[&b])[0], remove_member_op("u2"), "one removal is the single-member form");
     assert!(membership_ops(&[]).is_empty());
 }
+
+#[test]
+fn removal_requests_are_sized_by_how_long_the_last_one_took() {
+    // 100 removals took 7.3 s (a group of 10,000 on scim2-server): about half.
+    assert_eq!(next_removal_batch(100, Duration::from_millis(7300), 100), 54);
+    // Quick answers grow the size twofold a step, up to the maximum.
+    assert_eq!(next_removal_batch(10, Duration::from_millis(100), 100), 20);
+    assert_eq!(next_removal_batch(80, Duration::from_millis(100), 100), 100);
+    // Never below one, however slow; an instant answer does not divide by zero.
+    assert_eq!(next_removal_batch(1, Duration::from_secs(30), 100), 1);
+    assert_eq!(next_removal_batch(1, Duration::ZERO, 100), 2);
+    // At the aim, the size holds.
+    assert_eq!(next_removal_batch(40, REMOVALS_AIM, 100), 40);
+}
