@@ -5,7 +5,8 @@
 //! tampered ones refused, bad input answered 4xx with the JSON error body.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use entitle::core::audit::{chain, verify_export, AuditEvent, AuditRecord, ChainHead, Checkpoint};
+use chrono::Utc;
+use entitle::core::audit::{chain, verify_export, AuditEvent, AuditRecord, ChainHead, Checkpoint, CHECKPOINT_INTERVAL};
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -306,6 +307,77 @@ async fn an_audit_export_verifies_offline_and_a_tampered_one_does_not() {
     assert!(verify_export(&with_new_checkpoint).is_ok(), "internally consistent: only the signature tells");
     let (ok, said) = verify_offline(&with_new_checkpoint, &pem);
     assert!(!ok && said.contains("signature does not verify"), "{said}");
+}
+
+/// The sweep signs a checkpoint of each chain head that moved (an interval
+/// after it moved) and stores it; an export carries the stored ones of its
+/// range. Someone with write access to the tables then rewrites the chain,
+/// its hashes and the head: `GET .../audit/verify` and a fresh export's own
+/// signed checkpoint agree with the rewrite; the stored checkpoint, signed
+/// before it, does not.
+#[tokio::test]
+async fn a_table_rewritten_with_its_hashes_fails_against_the_sweeps_signed_checkpoint() {
+    let s = Stack::connect().await;
+    let (t, text, pem) = exported(&s).await;
+    let last = |text: &str| serde_json::from_str::<Checkpoint>(text.lines().last().unwrap()).unwrap();
+    assert!(last(&text).earlier.is_empty(), "nothing stored before the sweep: {text}");
+    let head = last(&text).seq;
+
+    // Within the interval the head is not due; after it, the sweep signs it.
+    s.sweep(Utc::now()).await;
+    assert!(last(&get(&s, &format!("/tenants/{t}/audit/export")).await.1).earlier.is_empty(), "not due before {CHECKPOINT_INTERVAL}");
+    let later = Utc::now() + CHECKPOINT_INTERVAL + chrono::Duration::minutes(1);
+    let report = s.sweep(later).await;
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report}");
+    s.sweep(later + chrono::Duration::minutes(5)).await;
+    let (code, text) = get(&s, &format!("/tenants/{t}/audit/export")).await;
+    assert_eq!(code, 200, "{text}");
+    let stored = last(&text).earlier;
+    assert_eq!(stored.len(), 1, "one checkpoint: the head did not move between the sweeps: {text}");
+    assert_eq!((stored[0].seq, stored[0].tenant_id.as_str()), (head, t.as_str()));
+    let (ok, said) = verify_offline(&text, &pem);
+    assert!(ok && said.contains("1 stored checkpoint(s) agree"), "{said}");
+
+    // The rewrite: record 1's rule changed, every record after it chained
+    // again with new hashes, put over the originals, and META's head moved
+    // to the new hash (DynamoDB Local has no resource policy to stop it).
+    let lines: Vec<&str> = text.lines().collect();
+    let records: Vec<AuditRecord> = lines[..lines.len() - 1].iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut events: Vec<AuditEvent> = records.iter().map(|r| r.event.clone()).collect();
+    events[0].rule = "rewritten".into();
+    let (forged, forged_head): (Vec<_>, ChainHead) = chain(&t, &ChainHead::genesis(), &records[0].at, events);
+    for (record, json, hash) in &forged {
+        s.ddb
+            .put_item()
+            .table_name(&s.tables.audit)
+            .item("tenant_id", AttributeValue::S(t.clone()))
+            .item("seq", AttributeValue::N(record.seq.to_string()))
+            .item("record", AttributeValue::S(json.clone()))
+            .item("hash", AttributeValue::S(hash.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    s.ddb
+        .update_item()
+        .table_name(&s.tables.state)
+        .key("pk", AttributeValue::S(format!("T#{t}")))
+        .key("sk", AttributeValue::S("META".into()))
+        .update_expression("SET audit_hash = :h")
+        .expression_attribute_values(":h", AttributeValue::S(forged_head.hash.clone()))
+        .send()
+        .await
+        .unwrap();
+    let verified = s.get(&format!("/tenants/{t}/audit/verify")).await.1;
+    assert_eq!(verified["ok"], true, "the chain alone cannot tell: {verified}");
+
+    let (code, rewritten) = get(&s, &format!("/tenants/{t}/audit/export")).await;
+    assert_eq!(code, 200, "{rewritten}");
+    assert!(rewritten.contains("rewritten"), "the export is of the rewritten table");
+    let e = verify_export(&rewritten).unwrap_err();
+    assert!(e.contains("rewritten after it was signed"), "{e}");
+    let (ok, said) = verify_offline(&rewritten, &pem);
+    assert!(!ok && said.contains("rewritten after it was signed"), "{said}");
 }
 
 #[tokio::test]

@@ -656,6 +656,17 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
             assert!(want.contains_key(r.as_str()), "{function} holds grants on {r} its code never uses: {:?}", granted[r]);
         }
     }
+    // The audit signing key signs for the sweep (stored checkpoints) and
+    // admin (exports), and for nobody else.
+    for function in expected.keys() {
+        let on_key: Vec<String> = grants(&template, function).get("AuditSigningKey").map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        let want: &[&str] = match *function {
+            "ExpirySweepFunction" => &["kms:Sign"],
+            "AdminFunction" => &["kms:GetPublicKey", "kms:Sign"],
+            _ => &[],
+        };
+        assert_eq!(on_key, want, "{function} on the audit signing key");
+    }
     // Nobody writes the audit table but with PutItem, and its own policy
     // denies changing or deleting a record to everyone.
     let audit = &template["Resources"]["AuditTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]["Statement"][0];

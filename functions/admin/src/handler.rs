@@ -8,9 +8,9 @@ use entitle::adapters::kms::AuditSigner;
 use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue, ReconcileQueue};
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome};
-use entitle::app::ports::{Queue, Tenants};
+use entitle::app::ports::{Checkpoints, Queue, Tenants};
 use entitle::app::{audit, licenses, Error};
-use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, Checkpoint};
+use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, ChainHead, Checkpoint};
 use entitle::core::ids::{TenantId, UserId};
 use entitle::core::license::Source;
 use entitle::core::model::LicensingModel;
@@ -238,7 +238,8 @@ fn seq_query(req: &Request, name: &'static str) -> Result<Option<u64>, Error> {
 }
 
 /// JSON Lines: the records from `from_seq` to `to_seq` (default: all the
-/// chained ones), each exactly as hashed, then the signed checkpoint.
+/// chained ones), each exactly as hashed, then the signed checkpoint with
+/// the stored checkpoints of the range in `earlier`.
 async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let from = seq_query(req, "from_seq")?.unwrap_or(1);
@@ -270,8 +271,11 @@ async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>
         }
     }
     let (seq, head_hash) = last.ok_or_else(|| Rejection::not_found(&format!("audit records {from} to {to} of tenant {tenant}")))?;
-    let unsigned = Checkpoint { tenant_id: tenant.to_string(), seq, head_hash, at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), key_id: String::new(), signature: String::new() };
-    let checkpoint = app.signer.sign(unsigned).await?;
+    let unsigned = Checkpoint::unsigned(tenant.as_str(), &ChainHead { seq, hash: head_hash }, Utc::now());
+    let mut checkpoint = app.signer.sign(unsigned).await?;
+    // The sweep's stored checkpoints of the range, each signed when its
+    // records were new: a table rewritten since, hashes and all, fails them.
+    checkpoint.earlier = app.store.checkpoints(&tenant, from, seq).await?;
     lines.push_str(&serde_json::to_string(&checkpoint).expect("serialises"));
     lines.push('\n');
     Ok(Response::builder()

@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 use entitle::adapters::dynamodb::Dynamo;
+use entitle::adapters::kms::AuditSigner;
 use entitle::adapters::sqs::ReconcileQueue;
 use entitle::app::sweep::{self, SweepLimits};
 use entitle::core::model::LicensingModel;
@@ -14,6 +15,8 @@ pub struct App {
     pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
+    /// Signs the checkpoints of chain heads that moved (the stack's audit signing key).
+    pub signer: AuditSigner,
     /// `SWEEP_ALLOW_FUTURE=1`: sweeps as of a future instant are run (the
     /// local stack's demo and tests travel in time). Never set in production.
     pub allow_future: bool,
@@ -67,7 +70,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     };
     let stop_at = entitle::edge::config::stop_at(event.context.deadline, SAFETY_MARGIN);
     let limits = SweepLimits { stop_at, max_items: None };
-    let (report, amendments) = sweep::run(&app.model, &app.store, &app.queue, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
+    let (report, amendments) = sweep::run(&app.model, &app.store, &app.queue, &app.signer, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
     tracing::info!(
         cause = %format!("sweep:{run_id}"),
         as_of = %as_of.to_rfc3339(),
@@ -78,6 +81,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         events = report.events,
         tenants = report.tenants.len(),
         complete = report.complete,
+        checkpoints = report.checkpoints,
         index_reads = report.index_reads,
         "sweep run"
     );

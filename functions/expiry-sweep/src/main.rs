@@ -1,10 +1,12 @@
 //! expiry-sweep: every time-based transition, run by an EventBridge schedule.
 //! It evaluates "as of" the event's `time` (never the wall clock), reads only
 //! what is due, is safe to run twice at once, and stops cleanly before its
-//! deadline so that the next run continues where it stopped.
+//! deadline so that the next run continues where it stopped. It also signs
+//! a checkpoint of each tenant's audit chain head that moved.
 
 mod handler;
 
+use entitle::adapters::kms::AuditSigner;
 use entitle::edge::config;
 use lambda_runtime::{service_fn, Error};
 
@@ -15,6 +17,7 @@ async fn main() -> Result<(), Error> {
         store,
         model,
         queue: config::reconcile_queue(&aws)?,
+        signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
         allow_future: config::flag("SWEEP_ALLOW_FUTURE"),
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await

@@ -59,6 +59,12 @@ fn pem(label: &str, der: &[u8]) -> String {
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
 }
 
+impl crate::app::ports::Signer for AuditSigner {
+    async fn sign(&self, checkpoint: Checkpoint) -> Result<Checkpoint, PortError> {
+        AuditSigner::sign(self, checkpoint).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

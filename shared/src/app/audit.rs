@@ -11,9 +11,9 @@
 //! there are.
 
 use super::commit::{audited, audited_on, Decision};
-use super::ports::{Change, Tenants};
+use super::ports::{Change, Checkpoints, Signer, Tenants};
 use super::Error;
-use crate::core::audit::{self, AuditEvent, PendingRecord, Verification};
+use crate::core::audit::{self, AuditEvent, Checkpoint, PendingRecord, Verification};
 use crate::core::ids::TenantId;
 use chrono::{DateTime, Utc};
 
@@ -54,6 +54,22 @@ pub async fn note<S: Tenants>(store: &S, tenant: &TenantId, event: AuditEvent, n
     })
     .await?;
     Ok(committed.value)
+}
+
+/// Signs the tenant's chain head into a stored checkpoint (the sweep does,
+/// for each tenant whose head moved since its last one). The head stays due
+/// if it moved again meanwhile. Returns the checkpoint stored, if the
+/// tenant has a chained record. The checkpoint is logged too: a copy
+/// outside the table.
+pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: &K, tenant: &TenantId, now: DateTime<Utc>) -> Result<Option<Checkpoint>, Error> {
+    // A head is due only once it has moved: a tenant without a chained
+    // record has nothing to sign.
+    let Some(meta) = store.meta(tenant).await?.filter(|m| m.head.seq > 0) else { return Ok(None) };
+    let signed = signer.sign(Checkpoint::unsigned(tenant.as_str(), &meta.head, now)).await?;
+    store.put_checkpoint(&signed).await?;
+    let cleared = store.checkpointed(tenant, signed.seq).await?;
+    tracing::info!(checkpoint = %serde_json::to_string(&signed).expect("serialises"), head_moved_since = !cleared, "audit checkpoint signed");
+    Ok(Some(signed))
 }
 
 /// Verifies the tenant's whole chain against its head. Writers keep

@@ -267,6 +267,8 @@ pub enum DueItem {
     /// A delivery record or a target to wake (a retry, a drift repair);
     /// `what` names which.
     Delivery { tenant: TenantId, what: String, due_at: i64 },
+    /// A tenant whose chain head moved since its last stored checkpoint.
+    Checkpoint { tenant: TenantId, due_at: i64 },
 }
 
 impl DueItem {
@@ -276,14 +278,32 @@ impl DueItem {
             DueItem::License { tenant, source, license, .. } => format!("license/{tenant}/{}/{license}", source.as_str()),
             DueItem::Amendment { contract, .. } => format!("contract/{contract}"),
             DueItem::Delivery { tenant, what, .. } => format!("delivery/{tenant}/{what}"),
+            DueItem::Checkpoint { tenant, .. } => format!("checkpoint/{tenant}"),
         }
     }
 
     pub fn due_at(&self) -> i64 {
         match self {
-            DueItem::License { due_at, .. } | DueItem::Amendment { due_at, .. } | DueItem::Delivery { due_at, .. } => *due_at,
+            DueItem::License { due_at, .. } | DueItem::Amendment { due_at, .. } | DueItem::Delivery { due_at, .. } | DueItem::Checkpoint { due_at, .. } => *due_at,
         }
     }
+}
+
+/// Signed checkpoints of tenants' audit chains, stored beside the chain.
+pub trait Checkpoints: Send + Sync {
+    /// Stores a signed checkpoint; one of the same position already stored is kept.
+    fn put_checkpoint(&self, checkpoint: &crate::core::audit::Checkpoint) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The tenant's head is checkpointed at `seq`: it is no longer due,
+    /// unless it moved past `seq` meanwhile (false: it stays due).
+    fn checkpointed(&self, tenant: &TenantId, seq: u64) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// The stored checkpoints at positions `from..=to`, in order.
+    fn checkpoints(&self, tenant: &TenantId, from: u64, to: u64) -> impl Future<Output = Result<Vec<crate::core::audit::Checkpoint>, PortError>> + Send;
+}
+
+/// Signs checkpoints with the stack's audit signing key (KMS).
+pub trait Signer: Send + Sync {
+    /// Sets `key_id` and `signature` (ECDSA P-256 over SHA-256 of [`crate::core::audit::Checkpoint::message`]).
+    fn sign(&self, checkpoint: crate::core::audit::Checkpoint) -> impl Future<Output = Result<crate::core::audit::Checkpoint, PortError>> + Send;
 }
 
 /// The sparse index of what falls due.

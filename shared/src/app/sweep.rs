@@ -8,7 +8,7 @@
 
 use super::commit::{audited_on, Decision};
 use super::contracts::apply_due;
-use super::ports::{Change, Contracts, DueIndex, DueItem, Queue, Tenants, Write};
+use super::ports::{Change, Checkpoints, Contracts, DueIndex, DueItem, Queue, Signer, Tenants, Write};
 use super::Error;
 use crate::core::audit::{Cause, CauseKind};
 use crate::core::expiry::{self, audit_of, event_of};
@@ -50,6 +50,11 @@ pub struct SweepReport {
     /// Tenants with due SCIM work: each gets a message to provision, which delivers.
     #[serde(skip)]
     pub delivery_tenants: BTreeSet<TenantId>,
+    /// Tenants whose chain head is due for a signed checkpoint.
+    #[serde(skip)]
+    pub checkpoint_tenants: BTreeSet<TenantId>,
+    /// Checkpoints signed and stored by the run.
+    pub checkpoints: u64,
 }
 
 /// Limits of one run.
@@ -101,6 +106,9 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
                     report.delivery_tenants.insert(tenant);
                     report.deliveries += 1;
                 }
+                DueItem::Checkpoint { tenant, .. } => {
+                    report.checkpoint_tenants.insert(tenant);
+                }
             }
         }
     }
@@ -138,13 +146,16 @@ async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tena
 
 /// One scheduled run, as the function runs it: every transition due; the
 /// due amendments; a reconcile for each tenant touched and each tenant with
-/// due SCIM work. Returns the report and the amendments applied.
-pub async fn run<S, Q>(model: &LicensingModel, store: &S, queue: &Q, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize), Error>
+/// due SCIM work; a signed checkpoint of each chain head due for one (while
+/// time is left: the rest stay due). Returns the report and the amendments
+/// applied.
+pub async fn run<S, Q, K>(model: &LicensingModel, store: &S, queue: &Q, signer: &K, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize), Error>
 where
-    S: Tenants + Contracts + DueIndex,
+    S: Tenants + Contracts + DueIndex + Checkpoints,
     Q: Queue,
+    K: Signer,
 {
-    let report = sweep(model, store, as_of, run_id, limits).await?;
+    let mut report = sweep(model, store, as_of, run_id, limits).await?;
     let mut amendments = 0;
     for contract in &report.contracts {
         amendments += apply_due(store, queue, contract, as_of, run_id).await?.len();
@@ -152,6 +163,15 @@ where
     for tenant in report.tenants.union(&report.delivery_tenants) {
         let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, run_id));
         queue.send(&request, &format!("{run_id}:{tenant}")).await?;
+    }
+    for tenant in &report.checkpoint_tenants {
+        if Instant::now() >= limits.stop_at {
+            report.complete = false;
+            break;
+        }
+        if super::audit::checkpoint(store, signer, tenant, Utc::now()).await?.is_some() {
+            report.checkpoints += 1;
+        }
     }
     Ok((report, amendments))
 }

@@ -256,11 +256,23 @@ pub struct Verification {
     pub pending: u64,
 }
 
+/// How long after a tenant's chain head moves the sweep signs it into a
+/// stored checkpoint (at most one a tenant per interval, so that a busy
+/// tenant costs one KMS signature an hour, not one per change).
+pub const CHECKPOINT_INTERVAL: chrono::Duration = chrono::Duration::hours(1);
+
 /// The last line of an audit export: the position and hash of the last
 /// record exported, signed (ECDSA P-256 over SHA-256, DER, base64) by the
 /// stack's audit signing key. Anyone with the public key checks the
 /// signature over [`Checkpoint::message`], and the records' hashes up to
 /// `head_hash` ([`verify_export`]), without Entitle.
+///
+/// The sweep signs and stores one as well, periodically, for each tenant
+/// whose head moved ([`CHECKPOINT_INTERVAL`]). An export carries the stored
+/// ones of its range in `earlier`: each was signed when its records were
+/// new, so a table rewritten later together with its hashes (which a fresh
+/// signature over the rewritten head would not reveal) no longer matches
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub tenant_id: String,
@@ -270,9 +282,26 @@ pub struct Checkpoint {
     pub key_id: String,
     #[serde(default)]
     pub signature: String,
+    /// Stored checkpoints within the export's range (not covered by this
+    /// checkpoint's signature: each carries its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Checkpoint>,
 }
 
 impl Checkpoint {
+    /// A checkpoint of `head` at `at`, to be signed.
+    pub fn unsigned(tenant_id: &str, head: &ChainHead, at: DateTime<Utc>) -> Checkpoint {
+        Checkpoint {
+            tenant_id: tenant_id.to_string(),
+            seq: head.seq,
+            head_hash: head.hash.clone(),
+            at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            key_id: String::new(),
+            signature: String::new(),
+            earlier: Vec::new(),
+        }
+    }
+
     /// The bytes signed: one field per line, no trailing newline (the README
     /// rebuilds it with `jq` for `openssl`).
     pub fn message(&self) -> String {
@@ -284,13 +313,16 @@ impl Checkpoint {
 /// in sequence, each linking to the hash of the line before, the last one
 /// hashing to the checkpoint's `head_hash`, the checkpoint last. The first
 /// record's link is taken as given (an export from `from_seq`; a checkpoint
-/// of an earlier export pins it). The signature is checked with the public
-/// key (`openssl`, see the README). Returns the checkpoint.
+/// of an earlier export pins it). Each stored checkpoint in `earlier` must
+/// name the tenant and, where its record is in the export, that record's
+/// hash. The signatures are checked with the public key (`openssl`, see
+/// the README). Returns the checkpoint.
 pub fn verify_export(text: &str) -> Result<Checkpoint, String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let (last, records) = lines.split_last().ok_or("the export is empty")?;
     let checkpoint: Checkpoint = serde_json::from_str(last).map_err(|e| format!("the last line is not a checkpoint: {e}"))?;
     let mut previous: Option<(u64, String)> = None;
+    let mut hashes = std::collections::BTreeMap::new();
     for line in records {
         let record: AuditRecord = serde_json::from_str(line).map_err(|e| format!("a line is not an audit record: {e}"))?;
         if record.tenant_id != checkpoint.tenant_id {
@@ -305,10 +337,22 @@ pub fn verify_export(text: &str) -> Result<Checkpoint, String> {
             }
         }
         previous = Some((record.seq, hash_of(line)));
+        hashes.insert(record.seq, hash_of(line));
     }
     let (seq, hash) = previous.ok_or("the export has no record")?;
     if seq != checkpoint.seq || hash != checkpoint.head_hash {
         return Err(format!("the records end at {seq} with hash {hash}; the checkpoint says {} with {}", checkpoint.seq, checkpoint.head_hash));
+    }
+    for earlier in &checkpoint.earlier {
+        if earlier.tenant_id != checkpoint.tenant_id {
+            return Err(format!("the checkpoint signed at {} names tenant {}, the export {}", earlier.at, earlier.tenant_id, checkpoint.tenant_id));
+        }
+        match hashes.get(&earlier.seq) {
+            Some(h) if *h != earlier.head_hash => {
+                return Err(format!("record {} hashes to {h}; the checkpoint signed at {} says {}: the chain was rewritten after it was signed", earlier.seq, earlier.at, earlier.head_hash))
+            }
+            _ => {}
+        }
     }
     Ok(checkpoint)
 }
@@ -412,7 +456,7 @@ mod tests {
     }
 
     fn export(records: &[(AuditRecord, String, String)], head: &ChainHead) -> String {
-        let checkpoint = Checkpoint { tenant_id: "t1".into(), seq: head.seq, head_hash: head.hash.clone(), at: "2026-11-24T00:00:00Z".into(), key_id: "k".into(), signature: "sig".into() };
+        let checkpoint = Checkpoint { key_id: "k".into(), signature: "sig".into(), ..Checkpoint::unsigned("t1", head, at0()) };
         let mut out: Vec<String> = records.iter().map(|(_, json, _)| json.clone()).collect();
         out.push(serde_json::to_string(&checkpoint).unwrap());
         out.join("\n") + "\n"
@@ -448,8 +492,47 @@ mod tests {
 
     #[test]
     fn the_signed_message_names_every_field_of_the_checkpoint() {
-        let c = Checkpoint { tenant_id: "t1".into(), seq: 7, head_hash: "ab".into(), at: "2026-11-24T00:00:00Z".into(), key_id: "arn:k".into(), signature: String::new() };
-        assert_eq!(c.message(), "entitle-audit-checkpoint/v1\nt1\n7\nab\n2026-11-24T00:00:00Z\narn:k");
+        let head = ChainHead { seq: 7, hash: "ab".into() };
+        let c = Checkpoint { key_id: "arn:k".into(), ..Checkpoint::unsigned("t1", &head, at0()) };
+        assert_eq!(c.message(), "entitle-audit-checkpoint/v1\nt1\n7\nab\n2026-11-24T00:00:00.000Z\narn:k");
+        let earlier = Checkpoint { earlier: vec![c.clone()], ..c.clone() };
+        assert_eq!(earlier.message(), c.message(), "the stored checkpoints an export carries are not part of its signed message");
+        assert!(!serde_json::to_string(&c).unwrap().contains("earlier"), "a checkpoint without earlier ones has the contract's six fields");
+    }
+
+    fn at0() -> DateTime<Utc> {
+        "2026-11-24T00:00:00Z".parse().unwrap()
+    }
+
+    /// The table rewritten with its hashes after a checkpoint was stored:
+    /// the export's own checkpoint (signed over the rewritten head) agrees
+    /// with the records, the stored one does not.
+    #[test]
+    fn a_stored_checkpoint_catches_a_chain_rewritten_after_it_was_signed() {
+        let cause = Cause::new(CauseKind::ApiCall, "r1");
+        let events: Vec<AuditEvent> = (0..5).map(|i| AuditEvent::new(AuditAction::MemberCreated, format!("user:u{i}"), &cause, "seat")).collect();
+        let (records, head) = chain("t1", &ChainHead::genesis(), "2026-11-24T00:00:00Z", events.clone());
+        let stored_head = ChainHead { seq: 3, hash: records[2].2.clone() };
+        let stored = Checkpoint { key_id: "k".into(), signature: "sig3".into(), ..Checkpoint::unsigned("t1", &stored_head, at0()) };
+        let with = |records: &[(AuditRecord, String, String)], head: &ChainHead, earlier: Vec<Checkpoint>| {
+            let mut text = export(records, head);
+            let last: Checkpoint = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+            let cut = text.trim_end().rfind('\n').map_or(0, |i| i + 1);
+            text.truncate(cut);
+            text + &serde_json::to_string(&Checkpoint { earlier, ..last }).unwrap() + "\n"
+        };
+        assert!(verify_export(&with(&records, &head, vec![stored.clone()])).is_ok());
+        // A stored checkpoint outside the range exported says nothing about it.
+        assert!(verify_export(&with(&records[3..], &head, vec![stored.clone()])).is_ok());
+
+        let mut rewritten = events;
+        rewritten[1].subject = "user:u9".into();
+        let (forged, forged_head) = chain("t1", &ChainHead::genesis(), "2026-11-24T00:00:00Z", rewritten);
+        assert!(verify_export(&with(&forged, &forged_head, vec![])).is_ok(), "consistent in itself");
+        let e = verify_export(&with(&forged, &forged_head, vec![stored.clone()])).unwrap_err();
+        assert!(e.contains("record 3 hashes to") && e.contains("rewritten after it was signed"), "{e}");
+        let other = Checkpoint { tenant_id: "t2".into(), ..stored };
+        assert!(verify_export(&with(&records, &head, vec![other])).unwrap_err().contains("names tenant t2"));
     }
 
     #[test]

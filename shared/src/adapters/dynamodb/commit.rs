@@ -294,6 +294,16 @@ impl Dynamo {
         let mut names = HashMap::new();
         let mut values = HashMap::new();
         let mut sets = vec!["audit_seq = :new_seq".to_string(), "audit_hash = :new_hash".to_string(), "updated_at = :now".to_string()];
+        // The moved head is due for a signed checkpoint (the sweep's), one
+        // interval after the first change since the last one.
+        if new_head.seq > head.seq {
+            sets.push("due_at = if_not_exists(due_at, :cp_due)".to_string());
+            sets.push("due_shard = if_not_exists(due_shard, :cp_shard)".to_string());
+            let due = due_attributes(&tenant_pk(tenant), "META", Some(change.at + audit::CHECKPOINT_INTERVAL));
+            for (k, v) in due {
+                values.insert(if k == "due_at" { ":cp_due" } else { ":cp_shard" }.to_string(), v);
+            }
+        }
         values.insert(":new_seq".to_string(), n(new_head.seq));
         values.insert(":new_hash".to_string(), s(new_head.hash.clone()));
         values.insert(":now".to_string(), s(at));

@@ -1,7 +1,8 @@
 //! The sparse, sharded due index.
 //!
 //! Every item with a pending time-based transition (a license, a scheduled
-//! amendment, a delivery record, a target to wake) carries `due_at` (epoch
+//! amendment, a delivery record, a target to wake, a tenant's chain head
+//! awaiting a signed checkpoint) carries `due_at` (epoch
 //! seconds) and `due_shard`; the table's `due` index is keyed by
 //! (`due_shard`, `due_at`). The shard is a hash of the item's key, so a
 //! million licenses renewing on one date spread over all shards instead of
@@ -48,6 +49,9 @@ fn due_item(pk: &str, sk: &str, due_at: i64) -> Option<DueItem> {
         }
         if sk.starts_with("TARGET#") {
             return Some(DueItem::Delivery { tenant, what: sk.to_string(), due_at });
+        }
+        if sk == "META" {
+            return Some(DueItem::Checkpoint { tenant, due_at });
         }
         return None;
     }

@@ -17,11 +17,13 @@
 //! | `S#<tenant>#<target>` | `<user>` | a member change not yet delivered to that target |
 //! | `C#<contract>` | `META` / `V#<version>` / `A#<amendment>` | a contract's tenant, history, amendments |
 //! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
+//! | `CP#<tenant>` | `<seq, 20 digits>` | a signed checkpoint of the tenant's audit chain (the sweep's, periodically) |
 //! | `EV#<tenant>` | `<event id>` | an access-changed event, written with its change; the stream's Pipe puts it on the bus (TTL: a day) |
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //! Items with a pending time-based transition carry `due_at`/`due_shard`
-//! and are in the sparse `due` index (see [`due`]). Amendments waiting for
+//! and are in the sparse `due` index (see [`due`]); so does a tenant's
+//! `META` while its chain head awaits a signed checkpoint. Amendments waiting for
 //! review carry `review_queue`/`review_at` and are in the sparse `review`
 //! index (one partition, oldest first).
 //!
@@ -32,6 +34,7 @@
 //! one optimistic lock, each change is in one transaction with its audit
 //! record, and a decision taken on a snapshot can never act on stale data.
 
+mod checkpoints;
 mod commit;
 mod contracts;
 pub mod due;
