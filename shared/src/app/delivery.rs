@@ -536,3 +536,66 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::scim::{DesiredUser, Known, ScimGroup, ScimUser};
+    use std::sync::Mutex;
+
+    /// A SCIM session that refuses any group request naming `refused`
+    /// (as a target refuses a batch with one member it will not take), and
+    /// records each request's members.
+    struct Refusing {
+        refused: &'static str,
+        requests: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl crate::app::ports::DirectorySession for Refusing {
+        async fn sync_member(&self, _: &DesiredUser, _: &BTreeSet<String>, _: Option<Known>) -> Result<SyncOutcome, TargetError> {
+            unreachable!("not used by apply_batch")
+        }
+        async fn sync_user_deferred(&self, _: &DesiredUser, _: &BTreeSet<String>, _: Option<Known>) -> Result<(SyncOutcome, Vec<GroupChange>), TargetError> {
+            unreachable!("not used by apply_batch")
+        }
+        async fn apply_group_changes(&self, changes: &[GroupChange]) -> Result<(), TargetError> {
+            self.requests.lock().unwrap().push(changes.iter().map(|c| c.scim_user.clone()).collect());
+            if changes.iter().any(|c| c.scim_user == self.refused) {
+                return Err(TargetError::Refused { what: "changing members of group g".into(), status: 400, detail: "invalidValue".into() });
+            }
+            Ok(())
+        }
+        async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
+            unreachable!()
+        }
+        async fn groups(&self) -> Result<Vec<ScimGroup>, TargetError> {
+            unreachable!()
+        }
+        async fn remove_from_group(&self, _: &str, _: &str, _: &str) -> Result<(), TargetError> {
+            unreachable!()
+        }
+    }
+
+    fn join(user: &str) -> Vec<GroupChange> {
+        vec![GroupChange { group: "g".into(), add: true, scim_user: user.into() }]
+    }
+
+    /// A batch the target refuses goes again member by member: the others
+    /// are delivered, the one refused is named with the target's reason.
+    #[tokio::test]
+    async fn a_refused_batch_is_sent_member_by_member_and_only_the_refused_member_is_held() {
+        let session = Refusing { refused: "u2", requests: Mutex::new(Vec::new()) };
+        let (a, b, c) = (join("u1"), join("u2"), join("u3"));
+        let refusals = apply_batch(&session, vec![&a, &b, &c]).await.ok().expect("refusals, not a stop");
+        assert_eq!(refusals[0], None);
+        assert!(refusals[1].as_deref().is_some_and(|r| r.contains("HTTP 400 invalidValue")), "{refusals:?}");
+        assert_eq!(refusals[2], None);
+        let requests = session.requests.lock().unwrap().clone();
+        assert_eq!(requests, vec![vec!["u1", "u2", "u3"], vec!["u1"], vec!["u2"], vec!["u3"]], "one batch, then one request a member");
+
+        // A batch the target takes is one request.
+        let session = Refusing { refused: "nobody", requests: Mutex::new(Vec::new()) };
+        assert_eq!(apply_batch(&session, vec![&a, &c]).await.ok(), Some(vec![None, None]));
+        assert_eq!(session.requests.lock().unwrap().len(), 1);
+    }
+}
