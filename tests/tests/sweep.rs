@@ -9,6 +9,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use entitle::core::ids::TenantId;
+use aws_sdk_dynamodb::types::AttributeValue;
+use entitle::adapters::dynamodb::due::due_attributes;
 use entitle::app::sweep::{sweep, SweepLimits};
 use entitle_tests::{assert_valid_events, member_body, unique, Stack};
 use serde_json::{json, Value};
@@ -190,4 +192,42 @@ async fn expiry_sweep_scenarios() {
     }
     assert!(s.verify(&stripe).await["ok"].as_bool().unwrap());
     let _ = TenantId::parse(&stripe).unwrap();
+
+    // Items that stay due until something else happens (changes waiting
+    // for a target that is down) do not hide what falls due behind them:
+    // 2,400 of them, due since 1970, are more than a page (100) in every
+    // shard of the index; the run walks past them to the license.
+    let behind = unique("sw-behind");
+    crm(&s, &behind, days(500)).await;
+    let waiting: Vec<aws_sdk_dynamodb::types::WriteRequest> = (0..2400)
+        .map(|i| {
+            let (pk, sk) = (format!("S#{behind}#down"), format!("u{i}"));
+            let mut item = std::collections::HashMap::from([("pk".to_string(), AttributeValue::S(pk.clone())), ("sk".to_string(), AttributeValue::S(sk.clone()))]);
+            item.extend(due_attributes(&pk, &sk, Some(DateTime::UNIX_EPOCH)).into_iter().map(|(k, v)| (k.to_string(), v)));
+            aws_sdk_dynamodb::types::WriteRequest::builder().put_request(aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(item)).build().unwrap()).build()
+        })
+        .collect();
+    write_all(&s, waiting.clone()).await;
+    let report = sweep(&s.model(), &store, days(501), "walk-run", SweepLimits { stop_at: far, max_items: None }).await.unwrap();
+    assert!(report.complete && report.deliveries >= 2400, "{report:?}");
+    assert_eq!(sweep_actions(&s, &behind).await.first().map(String::as_str), Some("license_expiring_soon"), "the license behind them was reached");
+    let removals = waiting
+        .iter()
+        .map(|w| {
+            let key = w.put_request().unwrap().item().iter().filter(|(k, _)| *k == "pk" || *k == "sk").map(|(k, v)| (k.clone(), v.clone())).collect();
+            aws_sdk_dynamodb::types::WriteRequest::builder().delete_request(aws_sdk_dynamodb::types::DeleteRequest::builder().set_key(Some(key)).build().unwrap()).build()
+        })
+        .collect();
+    write_all(&s, removals).await;
+}
+
+/// Writes every request, 25 a batch, unprocessed ones again.
+async fn write_all(s: &Stack, requests: Vec<aws_sdk_dynamodb::types::WriteRequest>) {
+    for batch in requests.chunks(25) {
+        let mut left = batch.to_vec();
+        while !left.is_empty() {
+            let out = s.ddb.batch_write_item().request_items(&s.tables.state, left).send().await.unwrap();
+            left = out.unprocessed_items.and_then(|mut u| u.remove(&s.tables.state)).unwrap_or_default();
+        }
+    }
 }

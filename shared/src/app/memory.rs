@@ -435,7 +435,11 @@ impl Targets for Memory {
 }
 
 impl DueIndex for Memory {
-    async fn due(&self, as_of: DateTime<Utc>) -> Result<(Vec<DueItem>, u64), PortError> {
+    /// Everything due in one page.
+    async fn due(&self, as_of: DateTime<Utc>, cursor: Option<&str>) -> Result<DuePage, PortError> {
+        if cursor.is_some() {
+            return Ok(DuePage::default());
+        }
         let db = self.db.lock().unwrap();
         let t = as_of.timestamp();
         let mut out = Vec::new();
@@ -461,7 +465,7 @@ impl DueIndex for Memory {
         }
         out.sort_by_key(|d| (d.due_at(), d.key()));
         let read = out.len() as u64;
-        Ok((out, read))
+        Ok(DuePage { items: out, read, next: None })
     }
 }
 

@@ -306,11 +306,23 @@ pub trait Signer: Send + Sync {
     fn sign(&self, checkpoint: crate::core::audit::Checkpoint) -> impl Future<Output = Result<crate::core::audit::Checkpoint, PortError>> + Send;
 }
 
+/// One page of the due index: what is due, oldest first; how many index
+/// items were read for it; where the next page starts (`None`: nothing
+/// more is due). The cursor is the store's own, opaque here.
+#[derive(Debug, Clone, Default)]
+pub struct DuePage {
+    pub items: Vec<DueItem>,
+    pub read: u64,
+    pub next: Option<String>,
+}
+
 /// The sparse index of what falls due.
 pub trait DueIndex: Send + Sync {
-    /// One page of what is due at `as_of`, oldest first, and how many index
-    /// items were read for it.
-    fn due(&self, as_of: DateTime<Utc>) -> impl Future<Output = Result<(Vec<DueItem>, u64), PortError>> + Send;
+    /// One page of what is due at `as_of`, from `cursor` (the first page
+    /// without). Items stay listed until handled, so a walk goes on past
+    /// those that wait on something else (a delivery to a target that is
+    /// down) instead of reading them again.
+    fn due(&self, as_of: DateTime<Utc>, cursor: Option<&str>) -> impl Future<Output = Result<DuePage, PortError>> + Send;
 }
 
 /// The reconcile queue (FIFO, one message group per tenant).

@@ -71,16 +71,13 @@ pub struct SweepLimits {
 pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, Error> {
     let mut report = SweepReport { run_id: run_id.to_string(), as_of: as_of.to_rfc3339(), ..Default::default() };
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut cursor: Option<String> = None;
     loop {
-        let (page, read) = store.due(as_of).await?;
-        report.index_reads += read;
+        let page = store.due(as_of, cursor.as_deref()).await?;
+        report.index_reads += page.read;
         // Items an earlier page of this run already handled may still be
         // listed (the index is eventually consistent): skip them.
-        let fresh: Vec<DueItem> = page.into_iter().filter(|d| !seen.contains(&d.key())).collect();
-        if fresh.is_empty() {
-            report.complete = true;
-            return Ok(report);
-        }
+        let fresh: Vec<DueItem> = page.items.into_iter().filter(|d| !seen.contains(&d.key())).collect();
         for due in fresh {
             // Delivery items only name a tenant to queue: they do not count as work here.
             if Instant::now() >= limits.stop_at || limits.max_items.is_some_and(|m| report.licenses + report.amendments >= m) {
@@ -109,6 +106,13 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
                 DueItem::Checkpoint { tenant, .. } => {
                     report.checkpoint_tenants.insert(tenant);
                 }
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => {
+                report.complete = true;
+                return Ok(report);
             }
         }
     }

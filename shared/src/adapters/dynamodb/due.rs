@@ -10,7 +10,7 @@
 //! are not in the index, so a sweep reads what is due and nothing else.
 
 use super::*;
-use crate::app::ports::{DueIndex, DueItem};
+use crate::app::ports::{DueIndex, DueItem, DuePage};
 use crate::core::ids::ContractId;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 
@@ -103,19 +103,107 @@ impl Dynamo {
 }
 
 impl DueIndex for Dynamo {
-    /// One page of every shard, due at or before `as_of`, oldest first.
-    async fn due(&self, as_of: DateTime<Utc>) -> Result<(Vec<DueItem>, u64), PortError> {
+    /// One page of every shard not walked to its end, due at or before
+    /// `as_of`, oldest first.
+    async fn due(&self, as_of: DateTime<Utc>, cursor: Option<&str>) -> Result<DuePage, PortError> {
+        let mut shards = match cursor {
+            None => vec![Walk::Start; DUE_SHARDS as usize],
+            Some(c) => decode_cursor(c)?,
+        };
         let mut out = Vec::new();
         let mut read = 0;
-        for shard in 0..DUE_SHARDS {
-            let page = self.due_query(shard, as_of, None, Some(PAGE)).await?;
+        for (shard, walk) in shards.iter_mut().enumerate() {
+            let start = match walk {
+                Walk::Done => continue,
+                Walk::Start => None,
+                Walk::After(key) => Some(key.clone()),
+            };
+            let page = self.due_query(shard as u32, as_of, start, Some(PAGE)).await?;
             read += page.scanned_count.max(page.count).max(0) as u64;
             for item in page.items.unwrap_or_default() {
                 let due_at = get_n(&item, "due_at").map(|v| v as i64).unwrap_or(0);
                 out.extend(due_item(get_s(&item, "pk").unwrap_or_default(), get_s(&item, "sk").unwrap_or_default(), due_at));
             }
+            *walk = match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => Walk::After(k),
+                _ => Walk::Done,
+            };
         }
         out.sort_by_key(|d| (d.due_at(), d.key()));
-        Ok((out, read))
+        let next = shards.iter().any(|w| !matches!(w, Walk::Done)).then(|| encode_cursor(&shards));
+        Ok(DuePage { items: out, read, next })
+    }
+}
+
+/// Where the walk of one shard stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Walk {
+    Start,
+    After(Item),
+    Done,
+}
+
+/// A cursor: per shard, `null` (walked to its end), `{}` (not begun) or
+/// the key to go on after (string and number attributes, as the index's
+/// keys are).
+fn encode_cursor(shards: &[Walk]) -> String {
+    let each: Vec<serde_json::Value> = shards
+        .iter()
+        .map(|w| match w {
+            Walk::Done => serde_json::Value::Null,
+            Walk::Start => serde_json::json!({}),
+            Walk::After(key) => key
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AttributeValue::N(n) => serde_json::json!({"N": n}),
+                        other => serde_json::json!({"S": other.as_s().cloned().unwrap_or_default()}),
+                    };
+                    (k.clone(), v)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        })
+        .collect();
+    serde_json::Value::Array(each).to_string()
+}
+
+fn decode_cursor(text: &str) -> Result<Vec<Walk>, PortError> {
+    let corrupt = |why: &str| PortError::Corrupt { key: "due index cursor".into(), why: why.to_string() };
+    let each: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
+    if each.len() != DUE_SHARDS as usize {
+        return Err(corrupt("not one entry per shard"));
+    }
+    each.into_iter()
+        .map(|v| match v {
+            serde_json::Value::Null => Ok(Walk::Done),
+            serde_json::Value::Object(m) if m.is_empty() => Ok(Walk::Start),
+            serde_json::Value::Object(m) => m
+                .into_iter()
+                .map(|(k, v)| match (v.get("N").and_then(|n| n.as_str()), v.get("S").and_then(|s| s.as_str())) {
+                    (Some(n), _) => Ok((k, AttributeValue::N(n.to_string()))),
+                    (None, Some(s)) => Ok((k, AttributeValue::S(s.to_string()))),
+                    _ => Err(corrupt("a key attribute that is neither S nor N")),
+                })
+                .collect::<Result<Item, _>>()
+                .map(Walk::After),
+            _ => Err(corrupt("a shard entry that is neither null nor a key")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_names_where_each_shard_goes_on() {
+        let key: Item = [("pk".to_string(), s("T#t1")), ("sk".to_string(), s("META")), ("due_shard".to_string(), s("DUE#03")), ("due_at".to_string(), n(1_795_000_000))].into_iter().collect();
+        let mut shards = vec![Walk::Done; DUE_SHARDS as usize];
+        shards[3] = Walk::After(key);
+        shards[5] = Walk::Start;
+        assert_eq!(decode_cursor(&encode_cursor(&shards)).unwrap(), shards);
+        assert!(decode_cursor("[]").is_err(), "one entry per shard");
+        assert!(decode_cursor("nonsense").is_err());
     }
 }
