@@ -60,8 +60,53 @@ wait_for() { # url, what, seconds
 
 start() { # name, command...: runs in its own process group, records its id
   local name=$1; shift
-  setsid "$@" > "$STACK_DIR/$name.log" 2>&1 < /dev/null &
+  setsid "$@" >> "$STACK_DIR/$name.log" 2>&1 < /dev/null &
   echo $! > "$STACK_DIR/$name.pid"
+}
+
+stop() { # name: stops the process group `start` recorded
+  local pidfile="$STACK_DIR/$1.pid" pid
+  [ -f "$pidfile" ] || return 1
+  pid=$(cat "$pidfile")
+  # Each part runs in its own process group (setsid): stop the group.
+  kill -TERM -- "-$pid" 2> /dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+  kill -KILL -- "-$pid" 2> /dev/null || true
+  rm -f "$pidfile"
+}
+
+# The functions under cargo lambda watch, with functions.env (FN_RELEASE=1 at
+# `up`: release builds, as make bench-e2e runs them).
+start_functions() {
+  local release=()
+  if [ "$(cat "$STACK_DIR/fn_release" 2> /dev/null)" = 1 ]; then release=(--release); fi
+  start functions "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$FN_PORT" \
+    --ignore-changes --quiet --concurrency 8 --env-file "$STACK_DIR/functions.env" "${release[@]}"
+  wait_for "http://127.0.0.1:$FN_PORT/lambda-url/access/" "cargo lambda watch" 120
+}
+
+# First calls start the function instances (cargo run): done here, not in a test.
+warm_up() {
+  local base="http://127.0.0.1:$FN_PORT"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/access/tenants/warm-up" || die "access did not start"
+  curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/admin/audit/public-key" || die "admin did not start"
+  # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
+  curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
+  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
+  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/billing/invocations" || die "billing did not start"
+}
+
+# A deploy, locally: the functions stopped and started afresh (cold starts),
+# reading functions.env and the licensing model ($STACK_DIR/licensing-model.toml,
+# ENTITLE_MODEL_PATH) anew. The queues' pollers and the Pipe go on.
+redeploy() {
+  [ -f "$STACK_DIR/functions.pid" ] || die "no stack is running from $STACK_DIR"
+  stop functions
+  start_functions
+  warm_up
+  echo "stack: functions redeployed with the model at $STACK_DIR/licensing-model.toml"
 }
 
 up() {
@@ -80,6 +125,11 @@ up() {
     if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
   done
   mkdir -p "$STACK_DIR"
+  rm -f "$STACK_DIR"/*.log
+  echo "${FN_RELEASE:-0}" > "$STACK_DIR/fn_release"
+  # The licensing model the functions load (ENTITLE_MODEL_PATH): the shipped
+  # one, copied; `dev/stack.sh redeploy` deploys a changed copy.
+  cp infra/licensing-model.toml "$STACK_DIR/licensing-model.toml"
 
   # AWS's own DynamoDB Local, in memory, on 127.0.0.1 only (see dev/dynamodb).
   # Java runs the launcher from its source file (no JDK needed).
@@ -131,15 +181,11 @@ up() {
     echo "SCIM_RETRY_BASE_SECS=${SCIM_RETRY_BASE_SECS:-1}"
     echo "SCIM_RETRY_MAX_SECS=${SCIM_RETRY_MAX_SECS:-4}"
     echo "SCIM_QUARANTINE_RETRY_SECS=${SCIM_QUARANTINE_RETRY_SECS:-5}"
+    echo "ENTITLE_MODEL_PATH=$PWD/$STACK_DIR/licensing-model.toml"
   } > "$STACK_DIR/functions.env"
 
-  # FN_RELEASE=1: release builds of the functions (make bench-e2e).
-  local release=()
-  if [ "${FN_RELEASE:-0}" = 1 ]; then release=(--release); fi
-  start functions "$VENV/bin/cargo-lambda" lambda watch -A 127.0.0.1 -P "$FN_PORT" \
-    --ignore-changes --quiet --concurrency 8 --env-file "$STACK_DIR/functions.env" "${release[@]}"
+  start_functions
   local base="http://127.0.0.1:$FN_PORT"
-  wait_for "$base/lambda-url/access/" "cargo lambda watch" 120
 
   # The event source mappings need the same AWS settings as the functions:
   # the reconcile queue to provision (batches of 10), the billing queue to
@@ -186,14 +232,7 @@ up() {
     grep -v '^AWS_LAMBDA_LOG_FORMAT' "$STACK_DIR/functions.env"
   } > "$STACK_DIR/stack.env"
 
-  # First calls start the function instances (cargo run): do it now, not in a test.
-  curl -s -o /dev/null -m 120 "$base/lambda-url/access/tenants/warm-up" || die "access did not start"
-  curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
-  curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
-  # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
-  curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
-  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
-  curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/billing/invocations" || die "billing did not start"
+  warm_up
 
   cat <<MSG
 Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
@@ -217,16 +256,9 @@ MSG
 }
 
 down() {
-  local stopped=0 pidfile pid
-  for pidfile in "$STACK_DIR"/esm.pid "$STACK_DIR"/esm-billing.pid "$STACK_DIR"/pipe.pid "$STACK_DIR"/functions.pid "$STACK_DIR"/stripe.pid "$STACK_DIR"/scim.pid "$STACK_DIR"/moto.pid "$STACK_DIR"/dynamodb.pid; do
-    [ -f "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    # Each part runs in its own process group (setsid): stop the group.
-    kill -TERM -- "-$pid" 2> /dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
-    kill -KILL -- "-$pid" 2> /dev/null || true
-    rm -f "$pidfile"
-    stopped=$((stopped + 1))
+  local stopped=0 name
+  for name in esm esm-billing pipe functions stripe scim moto dynamodb; do
+    if stop "$name"; then stopped=$((stopped + 1)); fi
   done
   echo "stack: stopped $stopped process group(s) from $STACK_DIR"
 }
@@ -234,5 +266,6 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) die "usage: dev/stack.sh up|down" ;;
+  redeploy) redeploy ;;
+  *) die "usage: dev/stack.sh up|down|redeploy" ;;
 esac

@@ -270,7 +270,7 @@ async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
 
 /// Act four: the on-call engineer, through the admin function. A Stripe
 /// event parked for a price the model does not know, replayed once the
-/// reason is gone; an amendment waiting for review, listed and approved;
+/// model learnt the price and was deployed; an amendment waiting for review, listed and approved;
 /// why bob is a billing-admin; the audit trail exported and verified
 /// offline with the public key.
 async fn operator(d: &mut Demo, contracted: &str, stamp: &str) -> Result<(), String> {
@@ -293,12 +293,25 @@ async fn operator(d: &mut Demo, contracted: &str, stamp: &str) -> Result<(), Str
     };
     let id = parked["event_id"].as_str().unwrap_or_default().to_string();
     println!("  GET /parked?source=stripe -> {id}: {} ({} s ago)", parked["reason"].as_str().unwrap_or_default(), parked["age_secs"]);
-    println!("  The fix here: billing moves the customer to team_monthly (a new price is taught to the model by a deploy instead; the replay is the same)");
-    let item = d.stripe(reqwest::Method::GET, &format!("/v1/subscriptions/{}", d.sub_id), None).await?["items"]["data"][0]["id"].clone();
-    d.stripe(reqwest::Method::POST, &format!("/v1/subscriptions/{}", d.sub_id), Some(json!({"items": [{"id": item, "plan": "team_monthly", "quantity": 3}]}))).await?;
     let (status, answer) = d.call(d.http.post(format!("{}/parked/{id}/replay", d.admin))).await?;
-    println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the subscription read from Stripe now)", answer["status"], answer["parked"]);
-    let t = d.settle(|t| t["tier"] == "team").await?;
+    println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the reason still holds: nothing written)", answer["status"], answer["parked"]);
+    // The fix: the licensing model learns the price, and is deployed (the
+    // local stack's functions start afresh with the changed model file).
+    let model_path = std::env::var("ENTITLE_MODEL_PATH").map_err(|_| "ENTITLE_MODEL_PATH is not set: start the stack with dev/stack.sh up".to_string())?;
+    let model = std::fs::read_to_string(&model_path).map_err(|e| format!("reading {model_path}: {e}"))?;
+    let taught = model.replacen("[stripe.price_ids]\n", &format!("[stripe.price_ids]\n{gold} = {{ tier = \"business\" }}\n"), 1);
+    if taught == model {
+        return Err(format!("{model_path} has no [stripe.price_ids] table to teach {gold} to"));
+    }
+    std::fs::write(&model_path, taught).map_err(|e| format!("writing {model_path}: {e}"))?;
+    println!("  The model learns the price: [stripe.price_ids] {gold} = {{ tier = \"business\" }}; deployed (dev/stack.sh redeploy: the functions start afresh)");
+    let deployed = std::process::Command::new("dev/stack.sh").arg("redeploy").output().map_err(|e| format!("dev/stack.sh redeploy: {e}"))?;
+    if !deployed.status.success() {
+        return Err(format!("dev/stack.sh redeploy failed: {}", String::from_utf8_lossy(&deployed.stderr)));
+    }
+    let (status, answer) = d.call(d.http.post(format!("{}/parked/{id}/replay", d.admin))).await?;
+    println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the subscription read from Stripe now, the price known)", answer["status"], answer["parked"]);
+    let t = d.settle(|t| t["tier"] == "business").await?;
     d.show(&t).await?;
 
     println!("\n17. Support asks why bob of {contracted} is a billing-admin");
