@@ -406,10 +406,13 @@ impl Stack {
         loop {
             let (status, body) = self.send(self.http.get(format!("{}{path}", self.access))).await;
             attempts += 1;
-            if attempts == 3 || !emulator_lost_response(status, &body) {
+            if attempts == 6 || !emulator_lost_response(status, &body) {
                 return (status, body);
             }
+            // Under load the emulator can lose several answers in a row: ask
+            // again after a pause that grows (0.2, 0.4, ... 1.6 s).
             eprintln!("cargo lambda watch lost the answer to GET {path}; asking again");
+            tokio::time::sleep(std::time::Duration::from_millis(200 << (attempts - 1))).await;
         }
     }
 
