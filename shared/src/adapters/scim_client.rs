@@ -424,7 +424,7 @@ impl ScimClient {
             if self.rosters.lock().expect("not poisoned").contains_key(name) {
                 continue;
             }
-            let query = [("filter", scim::filter_eq("displayName", name))];
+            let query = [("filter", scim::filter_eq("displayName", name)), ("attributes", "displayName,members".to_string())];
             let a = Self::expect_ok(&format!("reading group {name}"), self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
             let found = a.body["Resources"].as_array().into_iter().flatten().filter_map(ScimGroup::from_json).find(|g| g.name == *name);
             if found.is_none() && a.body["totalResults"].as_u64().unwrap_or(0) > 0 {
