@@ -187,23 +187,30 @@ async fn what_a_target_sends_is_capped_in_size_pages_and_bytes() {
 
 /// A target that cannot remove many members from a group at once within the
 /// request timeout (scim2-server searches a group of 10,000 once per removed
-/// member): the removals go again in requests half the size, and the
-/// client's later requests stay at most the size that worked. Every member
-/// is removed; none is dropped on the way.
+/// member): the removals go again in requests half the size, the client's
+/// later requests stay at most the size that worked, and the next run's
+/// client of the same target starts at what was learnt. Every member is
+/// removed; none is dropped on the way.
 #[tokio::test]
 async fn removals_a_target_cannot_take_at_once_go_in_smaller_requests() {
     use entitle::core::scim::GroupChange;
     let slow = HostileTarget::start(Behaviour::SlowRemovals { members: 10 }).await;
-    let client = ScimClient::new(http_client(EgressPolicy::Local), &slow.url, "t".into(), EgressPolicy::Local).with_deadline(Instant::now() + Duration::from_secs(60));
+    let learnt = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(entitle::adapters::scim_client::GROUP_BATCH));
+    let client = |learnt| ScimClient::new(http_client(EgressPolicy::Local), &slow.url, "t".into(), EgressPolicy::Local).with_deadline(Instant::now() + Duration::from_secs(60)).with_removal_sizing(learnt);
+    let first = client(learnt.clone());
     let leave = |n: std::ops::Range<usize>| n.map(|i| GroupChange { group: "entitle-member".into(), add: false, scim_user: format!("u{i}") }).collect::<Vec<_>>();
-    client.apply_group_changes(&leave(0..40)).await.unwrap();
+    first.apply_group_changes(&leave(0..40)).await.unwrap();
     let sizes = slow.removals.lock().unwrap().clone();
     assert_eq!(sizes, vec![(40, false), (20, false), (10, true), (10, true), (10, true), (10, true)], "halved until the target answers, then held");
-    client.apply_group_changes(&leave(40..65)).await.unwrap();
+    first.apply_group_changes(&leave(40..65)).await.unwrap();
     let sizes = slow.removals.lock().unwrap().clone();
     assert_eq!(sizes[6..], [(10, true), (10, true), (5, true)], "no larger than what worked");
+    // The next run's client: no timeout to learn it again.
+    client(learnt).apply_group_changes(&leave(65..77)).await.unwrap();
+    let sizes = slow.removals.lock().unwrap().clone();
+    assert_eq!(sizes[9..], [(10, true), (2, true)], "started at the size learnt");
     let answered: usize = sizes.iter().filter(|(_, ok)| *ok).map(|(n, _)| n).sum();
-    assert_eq!(answered, 65, "every member removed in an answered request");
+    assert_eq!(answered, 77, "every member removed in an answered request");
 }
 
 /// Two tenants' reconcile messages in one batch, the first tenant's target

@@ -66,9 +66,12 @@ pub struct ScimClient {
     /// Set once a roster could not be read whole: searches instead.
     no_rosters: AtomicBool,
     /// Members the next removal request of a group names
-    /// ([`scim::next_removal_batch`]), and the most it may grow to: half
-    /// of a size the target failed at.
-    removals_per_request: AtomicUsize,
+    /// ([`scim::next_removal_batch`]): learnt from the target's answers and
+    /// shared by this process's clients of the same target, so that a run
+    /// starts where the last one ended.
+    removals_per_request: Arc<AtomicUsize>,
+    /// The most it may grow to in this client's life: half of a size the
+    /// target failed at.
     removals_ceiling: AtomicUsize,
     /// No request runs past this instant (the target's budget in this run).
     deadline: Option<Instant>,
@@ -157,7 +160,7 @@ impl ScimClient {
             groups: Mutex::new(BTreeMap::new()),
             rosters: Mutex::new(BTreeMap::new()),
             no_rosters: AtomicBool::new(false),
-            removals_per_request: AtomicUsize::new(GROUP_BATCH),
+            removals_per_request: Arc::new(AtomicUsize::new(GROUP_BATCH)),
             removals_ceiling: AtomicUsize::new(GROUP_BATCH),
             deadline: None,
             read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
@@ -222,6 +225,13 @@ impl ScimClient {
     }
 
     /// Bounds every request (and every wait between tries) by `deadline`.
+    /// Sizes removal requests as `learnt` says (and teaches it), shared
+    /// with other clients of the same target.
+    pub fn with_removal_sizing(mut self, learnt: Arc<AtomicUsize>) -> Self {
+        self.removals_per_request = learnt;
+        self
+    }
+
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
@@ -682,16 +692,18 @@ impl ScimClient {
 }
 
 /// SCIM targets over HTTP: one client per process, a [`ScimClient`] per
-/// target and run.
+/// target and run; what the process learnt of each target's removal
+/// requests (by base URL) outlives the runs.
 #[derive(Clone)]
 pub struct Scim {
     pub http: reqwest::Client,
     pub egress: EgressPolicy,
+    removal_sizes: Arc<Mutex<BTreeMap<String, Arc<AtomicUsize>>>>,
 }
 
 impl Scim {
     pub fn new(egress: EgressPolicy) -> Self {
-        Scim { http: http_client(egress), egress }
+        Scim { http: http_client(egress), egress, removal_sizes: Arc::default() }
     }
 }
 
@@ -699,7 +711,8 @@ impl Directory for Scim {
     type Session = ScimClient;
 
     fn open(&self, target: &Target, token: String, deadline: Instant, read_budget: usize) -> ScimClient {
-        ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget)
+        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(target.base().to_string()).or_insert_with(|| Arc::new(AtomicUsize::new(GROUP_BATCH))).clone();
+        ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget).with_removal_sizing(learnt)
     }
 }
 

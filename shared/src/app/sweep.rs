@@ -2,8 +2,9 @@
 //! instant (never the wall clock), found through the due index (reading
 //! only what is due), each applied once (a conditional write on the
 //! license's version under the tenant's chain head), then the tenants
-//! touched reconciled, due amendments applied, and due SCIM work handed to
-//! provision. Safe to run twice at once; a run stopped before its deadline
+//! touched reconciled, due amendments applied, due SCIM work handed to
+//! provision, and the audit chain heads that moved signed into stored
+//! checkpoints. Safe to run twice at once; a run stopped before its deadline
 //! leaves the rest due for the next.
 
 use super::commit::{audited_on, Decision};
