@@ -377,9 +377,8 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 // budget, less the share kept for the batch's group
                 // changes): the rest stays due. A target that took its
                 // whole budget without delivering anything has failed this run.
-                match self.flush(tenant, target, session, &mut batch, report).await {
-                    Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
-                    done => done?,
+                if !self.flush_within(tenant, target, session, &mut batch, stop_at, report).await? {
+                    return Ok(());
                 }
                 if report.delivered == 0 {
                     return Err(Stop::Target(TargetError::Unavailable { reason: format!("used its {} s budget without delivering a change", self.budget.time.as_secs()), retry_after: None }));
@@ -390,11 +389,8 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             match session.sync_user_deferred(&desired, managed, None).await {
                 Ok((outcome, changes)) => {
                     batch.push((p, outcome, changes));
-                    if batch.len() >= MEMBERS_PER_BATCH {
-                        match self.flush(tenant, target, session, &mut batch, report).await {
-                            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
-                            done => done?,
-                        }
+                    if batch.len() >= MEMBERS_PER_BATCH && !self.flush_within(tenant, target, session, &mut batch, stop_at, report).await? {
+                        return Ok(());
                     }
                 }
                 Err(TargetError::Refused { what, status, detail }) => {
@@ -412,19 +408,15 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 // delivering others: progress, not a failure of the target
                 // (the member stays due).
                 Err(_) if out_of_time(stop_at) && (report.delivered > 0 || !batch.is_empty()) => {
-                    return match self.flush(tenant, target, session, &mut batch, report).await {
-                        Err(stop) if cut_off_after_progress(&stop, stop_at, report) => Ok(()),
-                        done => done,
-                    };
+                    return self.flush_within(tenant, target, session, &mut batch, stop_at, report).await.map(|_| ());
                 }
                 // The batch's users were changed, their groups not: they stay
                 // due, and the next run finds where they stand.
                 Err(e) => return Err(e.into()),
             }
         }
-        match self.flush(tenant, target, session, &mut batch, report).await {
-            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
-            done => done?,
+        if !self.flush_within(tenant, target, session, &mut batch, stop_at, report).await? {
+            return Ok(());
         }
         if repair {
             match self.repair(tenant, target, session, managed, stop_at, cause).await {
@@ -434,6 +426,16 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             }
         }
         Ok(())
+    }
+
+    /// [`Deliverer::flush`]; false when it was cut off by the run's time
+    /// after progress (the run ends there, not failed; the rest stays due).
+    async fn flush_within(&self, tenant: &TenantId, target: &Target, session: &D::Session, batch: &mut Vec<(Pending, SyncOutcome, Vec<GroupChange>)>, stop_at: Instant, report: &mut TargetReport) -> Result<bool, Stop> {
+        match self.flush(tenant, target, session, batch, report).await {
+            Ok(()) => Ok(true),
+            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => Ok(false),
+            Err(stop) => Err(stop),
+        }
     }
 
     /// The batch's group changes, one request per group; then its members
