@@ -34,6 +34,10 @@ const PAGE: usize = 100;
 const CONTENT_TYPE: &str = "application/scim+json";
 /// Membership changes of one group per request.
 pub const GROUP_BATCH: usize = 100;
+/// Members the first removal request to a target names, before its answers
+/// tell more: small enough for a group of tens of thousands within the
+/// request timeout; quick answers double it.
+pub const FIRST_REMOVALS: usize = 25;
 /// The largest answer read from a target (a page of 100 users is some
 /// 50 KB; a group of 10,000 members with `members` about 1.5 MB).
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
@@ -160,7 +164,7 @@ impl ScimClient {
             groups: Mutex::new(BTreeMap::new()),
             rosters: Mutex::new(BTreeMap::new()),
             no_rosters: AtomicBool::new(false),
-            removals_per_request: Arc::new(AtomicUsize::new(GROUP_BATCH)),
+            removals_per_request: Arc::new(AtomicUsize::new(FIRST_REMOVALS)),
             removals_ceiling: AtomicUsize::new(GROUP_BATCH),
             deadline: None,
             read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
@@ -711,7 +715,7 @@ impl Directory for Scim {
     type Session = ScimClient;
 
     fn open(&self, target: &Target, token: String, deadline: Instant, read_budget: usize) -> ScimClient {
-        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(target.base().to_string()).or_insert_with(|| Arc::new(AtomicUsize::new(GROUP_BATCH))).clone();
+        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(target.base().to_string()).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
         ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget).with_removal_sizing(learnt)
     }
 }
