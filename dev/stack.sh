@@ -103,6 +103,7 @@ warm_up() {
 # ENTITLE_MODEL_PATH) anew. The queues' pollers and the Pipe go on.
 redeploy() {
   [ -f "$STACK_DIR/functions.pid" ] || die "no stack is running from $STACK_DIR"
+  FN_PORT=$(cat "$STACK_DIR/fn_port")
   stop functions
   start_functions
   warm_up
@@ -127,6 +128,8 @@ up() {
   mkdir -p "$STACK_DIR"
   rm -f "$STACK_DIR"/*.log
   echo "${FN_RELEASE:-0}" > "$STACK_DIR/fn_release"
+  # The functions' port, for `redeploy` (which may run without the variables `up` had).
+  echo "$FN_PORT" > "$STACK_DIR/fn_port"
   # The licensing model the functions load (ENTITLE_MODEL_PATH): the shipped
   # one, copied; `dev/stack.sh redeploy` deploys a changed copy.
   cp infra/licensing-model.toml "$STACK_DIR/licensing-model.toml"

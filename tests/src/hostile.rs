@@ -29,6 +29,11 @@ pub enum Behaviour {
     /// never answered (a target that searches a large group per removed
     /// member, past the client's timeout), smaller ones answer 204.
     SlowRemovals { members: usize },
+    /// One group (`g1`, `entitle-member`) answered without `members`, as
+    /// some targets answer groups; `hidden`: it has members all the same
+    /// (`members pr` finds it, and so does a `members[value eq ...]`
+    /// search), else it is empty.
+    Unlisted { hidden: bool },
 }
 
 pub struct HostileTarget {
@@ -38,6 +43,8 @@ pub struct HostileTarget {
     pub requests: Arc<AtomicU64>,
     /// Under [`Behaviour::SlowRemovals`]: how many members each PATCH named, and whether it was answered.
     pub removals: Arc<Mutex<Vec<(usize, bool)>>>,
+    /// The request lines' paths, in order.
+    pub paths: Arc<Mutex<Vec<String>>>,
 }
 
 impl HostileTarget {
@@ -47,17 +54,18 @@ impl HostileTarget {
         let behaviour = Arc::new(Mutex::new(behaviour));
         let requests = Arc::new(AtomicU64::new(0));
         let removals = Arc::new(Mutex::new(Vec::new()));
-        let (b, r, m) = (behaviour.clone(), requests.clone(), removals.clone());
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (b, r, m, p) = (behaviour.clone(), requests.clone(), removals.clone(), paths.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (b, r, m) = (b.clone(), r.clone(), m.clone());
+                let (b, r, m, p) = (b.clone(), r.clone(), m.clone(), p.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, b, r, m).await;
+                    let _ = serve(stream, b, r, m, p).await;
                 });
             }
         });
-        HostileTarget { url, behaviour, requests, removals }
+        HostileTarget { url, behaviour, requests, removals, paths }
     }
 
     pub fn set(&self, behaviour: Behaviour) {
@@ -72,9 +80,10 @@ fn page(total: u64, start: u64) -> String {
     serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": total, "startIndex": start, "itemsPerPage": 100, "Resources": users}).to_string()
 }
 
-async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>, removals: Arc<Mutex<Vec<(usize, bool)>>>) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests: Arc<AtomicU64>, removals: Arc<Mutex<Vec<(usize, bool)>>>, paths: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
     while let Some(req) = crate::read_request(&mut stream).await? {
         requests.fetch_add(1, Ordering::SeqCst);
+        paths.lock().unwrap().push(req.path.clone());
         let behaviour = behaviour.lock().unwrap().clone();
         match behaviour {
             Behaviour::Endless => {
@@ -116,7 +125,36 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                     stream.write_all(answer.as_bytes()).await?;
                 }
             }
+            Behaviour::Unlisted { hidden } => {
+                let path = urlencoding_lite(&req.path);
+                let searched = path.contains("members pr") || path.contains("members[value eq");
+                let found = !searched || hidden;
+                let groups: Vec<serde_json::Value> = if found { vec![serde_json::json!({"id": "g1", "displayName": "entitle-member"})] } else { vec![] };
+                let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": groups.len(), "startIndex": 1, "itemsPerPage": groups.len(), "Resources": groups}).to_string();
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                stream.write_all(answer.as_bytes()).await?;
+            }
         }
     }
     Ok(())
+}
+
+/// A query string as the server reads it: `+` and `%XX` decoded.
+fn urlencoding_lite(path: &str) -> String {
+    let bytes = path.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

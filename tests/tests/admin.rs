@@ -6,6 +6,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
+use entitle::app::ports::Checkpoints;
 use entitle::core::audit::{chain, verify_export, AuditEvent, AuditRecord, ChainHead, Checkpoint, CHECKPOINT_INTERVAL};
 use entitle_tests::runtime::{binary, invoke_once};
 use entitle_tests::{member_body, unique, Stack};
@@ -423,6 +424,16 @@ async fn a_table_rewritten_with_its_hashes_fails_against_the_sweeps_signed_check
     assert!(e.contains("rewritten after it was signed"), "{e}");
     let (ok, said) = verify_offline(&rewritten, &pem);
     assert!(!ok && said.contains("rewritten after it was signed"), "{said}");
+
+    // A head that moved on while its checkpoint was being signed is due
+    // again an interval later, not at the next run.
+    assert_eq!(s.create_member(&t, &member_body("cat", &[])).await.0, 201);
+    s.settle(&t).await;
+    let again = Utc::now() + CHECKPOINT_INTERVAL;
+    let tenant = entitle::core::ids::TenantId::parse(&t).unwrap();
+    assert!(!s.store().checkpointed(&tenant, head, again).await.unwrap(), "the head moved past the one signed");
+    let meta = s.ddb.get_item().table_name(&s.tables.state).key("pk", AttributeValue::S(format!("T#{t}"))).key("sk", AttributeValue::S("META".into())).send().await.unwrap().item.unwrap();
+    assert_eq!(meta["due_at"].as_n().unwrap(), &again.timestamp().to_string());
 }
 
 #[tokio::test]

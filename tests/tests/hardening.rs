@@ -206,11 +206,33 @@ async fn removals_a_target_cannot_take_at_once_go_in_smaller_requests() {
     let sizes = slow.removals.lock().unwrap().clone();
     assert_eq!(sizes[6..], [(10, true), (10, true), (5, true)], "no larger than what worked");
     // The next run's client: no timeout to learn it again.
-    client(learnt).apply_group_changes(&leave(65..77)).await.unwrap();
+    client(learnt.clone()).apply_group_changes(&leave(65..77)).await.unwrap();
     let sizes = slow.removals.lock().unwrap().clone();
     assert_eq!(sizes[9..], [(10, true), (2, true)], "started at the size learnt");
+    assert_eq!(learnt.load(std::sync::atomic::Ordering::SeqCst), 20, "a short last request answered in time does not lower what was learnt");
     let answered: usize = sizes.iter().filter(|(_, ok)| *ok).map(|(n, _)| n).sum();
     assert_eq!(answered, 77, "every member removed in an answered request");
+}
+
+/// A target that answers groups without `members` (as some do): the client
+/// asks whether the group has members it does not list (`members pr`), and
+/// when it has, searches for each member instead of taking the group for
+/// empty (which would never remove anyone from it). An empty group is
+/// taken as empty, without the searches.
+#[tokio::test]
+async fn a_group_answered_without_its_members_is_not_taken_for_empty() {
+    let managed: BTreeSet<String> = ["entitle-member".to_string()].into();
+    let hidden = HostileTarget::start(Behaviour::Unlisted { hidden: true }).await;
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &hidden.url, "t".into(), EgressPolicy::Local);
+    assert_eq!(client.managed_member_of("u1", &managed).await.unwrap(), managed, "found by the search");
+    assert!(hidden.paths.lock().unwrap().iter().any(|p| p.contains("members%5Bvalue") || p.contains("members[value")), "{:?}", hidden.paths.lock().unwrap());
+
+    let empty = HostileTarget::start(Behaviour::Unlisted { hidden: false }).await;
+    let client = ScimClient::new(http_client(EgressPolicy::Local), &empty.url, "t".into(), EgressPolicy::Local);
+    assert!(client.managed_member_of("u1", &managed).await.unwrap().is_empty());
+    assert!(client.managed_member_of("u2", &managed).await.unwrap().is_empty());
+    let paths = empty.paths.lock().unwrap().clone();
+    assert_eq!(paths.len(), 2, "the group and the `members pr` question, once for the run: {paths:?}");
 }
 
 /// Two tenants' reconcile messages in one batch, the first tenant's target

@@ -82,6 +82,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         tenants = report.tenants.len(),
         complete = report.complete,
         checkpoints = report.checkpoints,
+        checkpoint_failures = report.checkpoint_failures,
         index_reads = report.index_reads,
         "sweep run"
     );

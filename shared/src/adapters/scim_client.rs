@@ -432,17 +432,29 @@ impl ScimClient {
     }
 
     /// Reads the members of each managed group not read yet (a missing
-    /// group has none), in one try each.
+    /// group has none), in one try each. A group answered without
+    /// `members` is empty only if the target says so when asked (`members
+    /// pr`): some targets leave members out of group answers, and taking
+    /// such a group for empty would never remove anyone from it.
     async fn load_rosters(&self, managed: &BTreeSet<String>) -> Result<(), TargetError> {
         for name in managed {
             if self.rosters.lock().expect("not poisoned").contains_key(name) {
                 continue;
             }
+            let what = format!("reading group {name}");
             let query = [("filter", scim::filter_eq("displayName", name)), ("attributes", "displayName,members".to_string())];
-            let a = Self::expect_ok(&format!("reading group {name}"), self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
-            let found = a.body["Resources"].as_array().into_iter().flatten().filter_map(ScimGroup::from_json).find(|g| g.name == *name);
+            let a = Self::expect_ok(&what, self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
+            let raw = a.body["Resources"].as_array().into_iter().flatten().find(|g| g["displayName"].as_str() == Some(name.as_str()));
+            let found = raw.and_then(ScimGroup::from_json);
             if found.is_none() && a.body["totalResults"].as_u64().unwrap_or(0) > 0 {
-                return Err(TargetError::Unavailable { reason: format!("reading group {name}: listed without its id or members"), retry_after: None });
+                return Err(TargetError::Unavailable { reason: format!("{what}: listed without its id or members"), retry_after: None });
+            }
+            if raw.is_some_and(|g| g.get("members").is_none()) {
+                let query = [("filter", format!("{} and members pr", scim::filter_eq("displayName", name))), ("attributes", "id".to_string())];
+                let p = Self::expect_ok(&what, self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
+                if p.body["totalResults"].as_u64() != Some(0) {
+                    return Err(TargetError::Unavailable { reason: format!("{what}: the target has members it does not list"), retry_after: None });
+                }
             }
             let members = match found {
                 Some(g) => {
@@ -547,14 +559,21 @@ impl ScimClient {
             }
             let mut rest = removes.as_slice();
             while !rest.is_empty() {
-                let n = self.removals_per_request.load(Ordering::SeqCst).clamp(1, rest.len());
+                let requested = self.removals_per_request.load(Ordering::SeqCst).max(1);
+                let n = requested.min(rest.len());
                 let (chunk, tail) = rest.split_at(n);
                 let started = Instant::now();
                 match self.patch_group_ops(group, scim::membership_ops(chunk), if n > 1 { 1 } else { TRIES }).await {
                     Ok(_) => {
                         chunk.iter().for_each(|c| self.noted(group, &c.scim_user, false));
-                        let ceiling = self.removals_ceiling.load(Ordering::SeqCst);
-                        self.removals_per_request.store(scim::next_removal_batch(n, started.elapsed(), ceiling), Ordering::SeqCst);
+                        let (ceiling, took) = (self.removals_ceiling.load(Ordering::SeqCst), started.elapsed());
+                        let mut next = scim::next_removal_batch(n, took, ceiling);
+                        if n < requested && took <= scim::REMOVALS_AIM {
+                            // The last few of a group, answered in time: they say
+                            // nothing against the size asked for.
+                            next = next.max(requested.min(ceiling));
+                        }
+                        self.removals_per_request.store(next, Ordering::SeqCst);
                         rest = tail;
                     }
                     Err(TargetError::Unavailable { reason, .. }) if n > 1 && self.time_left().is_some() => {
@@ -697,7 +716,7 @@ impl ScimClient {
 
 /// SCIM targets over HTTP: one client per process, a [`ScimClient`] per
 /// target and run; what the process learnt of each target's removal
-/// requests (by base URL) outlives the runs.
+/// requests (by URL and token) outlives the runs.
 #[derive(Clone)]
 pub struct Scim {
     pub http: reqwest::Client,
@@ -715,7 +734,10 @@ impl Directory for Scim {
     type Session = ScimClient;
 
     fn open(&self, target: &Target, token: String, deadline: Instant, read_budget: usize) -> ScimClient {
-        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(target.base().to_string()).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
+        // One account at the target: its URL and its token (hosted SCIM
+        // endpoints serve every customer at one URL), the token hashed.
+        let account = crate::core::audit::hash_of(&format!("{}\n{token}", target.base()));
+        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(account).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
         ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget).with_removal_sizing(learnt)
     }
 }

@@ -67,7 +67,7 @@ pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: 
     let Some(meta) = store.meta(tenant).await?.filter(|m| m.head.seq > 0) else { return Ok(None) };
     let signed = signer.sign(Checkpoint::unsigned(tenant.as_str(), &meta.head, now)).await?;
     store.put_checkpoint(&signed).await?;
-    let cleared = store.checkpointed(tenant, signed.seq).await?;
+    let cleared = store.checkpointed(tenant, signed.seq, now + audit::CHECKPOINT_INTERVAL).await?;
     tracing::info!(checkpoint = %serde_json::to_string(&signed).expect("serialises"), head_moved_since = !cleared, "audit checkpoint signed");
     Ok(Some(signed))
 }

@@ -370,7 +370,9 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         report: &mut TargetReport,
     ) -> Result<(), Stop> {
         let mut batch: Vec<(Pending, SyncOutcome, Vec<GroupChange>)> = Vec::new();
-        let members_until = stop_at.checked_sub(self.budget.time / FLUSH_RESERVE_DIVISOR).unwrap_or(stop_at);
+        // Counted from this target's start: a target begun late in a run
+        // still gets the run's remaining time for members.
+        let members_until = stop_at.min(Instant::now() + (self.budget.time - self.budget.time / FLUSH_RESERVE_DIVISOR));
         for p in pending {
             if Instant::now() >= members_until {
                 // Out of time for members (the run's, or this target's
@@ -381,7 +383,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     return Ok(());
                 }
                 if report.delivered == 0 {
-                    return Err(Stop::Target(TargetError::Unavailable { reason: format!("used its {} s budget without delivering a change", self.budget.time.as_secs()), retry_after: None }));
+                    return Err(Stop::Target(TargetError::Unavailable { reason: format!("delivered no change within its {} s budget", self.budget.time.as_secs()), retry_after: None }));
                 }
                 return Ok(());
             }

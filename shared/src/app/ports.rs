@@ -294,8 +294,9 @@ pub trait Checkpoints: Send + Sync {
     /// Stores a signed checkpoint; one of the same position already stored is kept.
     fn put_checkpoint(&self, checkpoint: &crate::core::audit::Checkpoint) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The tenant's head is checkpointed at `seq`: it is no longer due,
-    /// unless it moved past `seq` meanwhile (false: it stays due).
-    fn checkpointed(&self, tenant: &TenantId, seq: u64) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// unless it moved past `seq` meanwhile (false: it is due again at
+    /// `again_at`).
+    fn checkpointed(&self, tenant: &TenantId, seq: u64, again_at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// The stored checkpoints at positions `from..=to`, in order.
     fn checkpoints(&self, tenant: &TenantId, from: u64, to: u64) -> impl Future<Output = Result<Vec<crate::core::audit::Checkpoint>, PortError>> + Send;
 }

@@ -56,6 +56,8 @@ pub struct SweepReport {
     pub checkpoint_tenants: BTreeSet<TenantId>,
     /// Checkpoints signed and stored by the run.
     pub checkpoints: u64,
+    /// Checkpoints that could not be signed or stored (logged; they stay due).
+    pub checkpoint_failures: u64,
 }
 
 /// Limits of one run.
@@ -174,8 +176,15 @@ where
             report.complete = false;
             break;
         }
-        if super::audit::checkpoint(store, signer, tenant, Utc::now()).await?.is_some() {
-            report.checkpoints += 1;
+        // A checkpoint that fails (KMS throttling, say) stays due for the
+        // next run; it does not undo or fail the run's transitions.
+        match super::audit::checkpoint(store, signer, tenant, Utc::now()).await {
+            Ok(Some(_)) => report.checkpoints += 1,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "audit checkpoint not signed; it stays due");
+                report.checkpoint_failures += 1;
+            }
         }
     }
     Ok((report, amendments))

@@ -31,7 +31,7 @@ impl Checkpoints for Dynamo {
         condition_held("PutItem", put).map(|_| ())
     }
 
-    async fn checkpointed(&self, tenant: &TenantId, seq: u64) -> Result<bool, PortError> {
+    async fn checkpointed(&self, tenant: &TenantId, seq: u64, again_at: DateTime<Utc>) -> Result<bool, PortError> {
         let update = self
             .client
             .update_item()
@@ -43,7 +43,25 @@ impl Checkpoints for Dynamo {
             .expression_attribute_values(":seq", n(seq))
             .send()
             .await;
-        condition_held("UpdateItem", update)
+        if condition_held("UpdateItem", update)? {
+            return Ok(true);
+        }
+        // The head moved on meanwhile: its next checkpoint is an interval
+        // away (a busy tenant is signed once an interval, not every run).
+        let later = self
+            .client
+            .update_item()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression("SET due_at = :later, checkpoint_seq = :seq")
+            .condition_expression("attribute_exists(due_at) AND audit_seq <> :seq")
+            .expression_attribute_values(":later", n(again_at.timestamp()))
+            .expression_attribute_values(":seq", n(seq))
+            .send()
+            .await;
+        condition_held("UpdateItem", later)?;
+        Ok(false)
     }
 
     async fn checkpoints(&self, tenant: &TenantId, from: u64, to: u64) -> Result<Vec<Checkpoint>, PortError> {
