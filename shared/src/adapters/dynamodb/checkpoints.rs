@@ -66,30 +66,15 @@ impl Checkpoints for Dynamo {
 
     async fn checkpoints(&self, tenant: &TenantId, from: u64, to: u64) -> Result<Vec<Checkpoint>, PortError> {
         let pk = checkpoints_pk(tenant.as_str());
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":from", s(checkpoint_sk(from)))
-                .expression_attribute_values(":to", s(checkpoint_sk(to)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(failed("Query"))?;
-            for item in page.items.unwrap_or_default() {
-                let key = format!("{pk}/{}", get_s(&item, "sk").unwrap_or_default());
-                out.push(required(&item, "checkpoint", &key)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":from", s(checkpoint_sk(from)))
+            .expression_attribute_values(":to", s(checkpoint_sk(to)))
+            .consistent_read(true);
+        all_items(query).await?.iter().map(|item| required(item, "checkpoint", &format!("{pk}/{}", get_s(item, "sk").unwrap_or_default()))).collect()
     }
 }

@@ -94,22 +94,27 @@ impl Dynamo {
     /// Every item of a partition whose sort key starts with `prefix`, read
     /// consistently, all pages.
     pub(crate) async fn query_partition(&self, pk: String, prefix: &str) -> Result<Vec<Item>, PortError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let mut query = self.client.query().table_name(&self.state).expression_attribute_values(":pk", s(pk.clone()));
-            // DynamoDB refuses an empty begins_with operand: no prefix, no condition on sk.
-            query = if prefix.is_empty() {
-                query.key_condition_expression("pk = :pk")
-            } else {
-                query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
-            };
-            let page = query.consistent_read(true).set_exclusive_start_key(start).send().await.map_err(failed("Query"))?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
+        let query = self.client.query().table_name(&self.state).expression_attribute_values(":pk", s(pk));
+        // DynamoDB refuses an empty begins_with operand: no prefix, no condition on sk.
+        let query = if prefix.is_empty() {
+            query.key_condition_expression("pk = :pk")
+        } else {
+            query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
+        };
+        all_items(query.consistent_read(true)).await
+    }
+}
+
+/// Every item a query finds, all pages.
+pub(crate) async fn all_items(query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder) -> Result<Vec<Item>, PortError> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = query.clone().set_exclusive_start_key(start).send().await.map_err(failed("Query"))?;
+        out.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
         }
     }
 }
