@@ -126,8 +126,10 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                 }
             }
             Behaviour::Unlisted { hidden } => {
-                let path = urlencoding_lite(&req.path);
-                let searched = path.contains("members pr") || path.contains("members[value eq");
+                // The filter as the server reads it (decoded).
+                let url = reqwest::Url::parse(&format!("http://target{}", req.path)).expect("a request path");
+                let filter: String = url.query_pairs().filter(|(k, _)| k == "filter").map(|(_, v)| v.into_owned()).collect();
+                let searched = filter.contains("members pr") || filter.contains("members[value eq");
                 let found = !searched || hidden;
                 let groups: Vec<serde_json::Value> = if found { vec![serde_json::json!({"id": "g1", "displayName": "entitle-member"})] } else { vec![] };
                 let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": groups.len(), "startIndex": 1, "itemsPerPage": groups.len(), "Resources": groups}).to_string();
@@ -139,22 +141,3 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
     Ok(())
 }
 
-/// A query string as the server reads it: `+` and `%XX` decoded.
-fn urlencoding_lite(path: &str) -> String {
-    let bytes = path.replace('+', " ").into_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}

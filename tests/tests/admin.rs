@@ -64,6 +64,17 @@ async fn break_tenant(s: &Stack, t: &str, broken: bool) {
     }
 }
 
+/// The tenant's parked Stripe event, once the webhook has been parked.
+async fn parked_event(s: &Stack, t: &str) -> Value {
+    s.eventually("the webhook parked", || async {
+        let (code, body) = get_json(s, "/parked?source=stripe").await;
+        assert_eq!(code, 200, "{body}");
+        let mine = body["parked"].as_array().unwrap().iter().find(|p| p["tenant_id"] == t).cloned();
+        (mine.is_some(), mine.unwrap_or(Value::Null))
+    })
+    .await
+}
+
 async fn dead_letter_of(s: &Stack, t: &str) -> Option<Value> {
     let (code, body) = get_json(s, "/dead-letters").await;
     assert_eq!(code, 200, "{body}");
@@ -124,14 +135,7 @@ async fn a_parked_stripe_event_is_listed_then_replayed_once_its_reason_no_longer
     let sub = s.billing.subscribe(Some(&t), &gold, 3).await;
     let subscription = sub["id"].as_str().unwrap();
     // localstripe's webhook reaches ingest and is parked: the price is not in the model.
-    let parked = s
-        .eventually("the webhook parked", || async {
-            let (code, body) = get_json(&s, "/parked?source=stripe").await;
-            assert_eq!(code, 200, "{body}");
-            let mine = body["parked"].as_array().unwrap().iter().find(|p| p["tenant_id"] == t.as_str()).cloned();
-            (mine.is_some(), mine.unwrap_or(Value::Null))
-        })
-        .await;
+    let parked = parked_event(&s, &t).await;
     assert!(parked["reason"].as_str().unwrap().contains(&gold), "{parked}");
     assert_eq!(parked["source"], "stripe");
     assert!(parked["age_secs"].as_i64().unwrap() >= 0 && parked["parked_at"].as_str().unwrap().starts_with("20"), "{parked}");
@@ -175,14 +179,7 @@ async fn a_parked_event_is_applied_by_a_replay_once_the_deployed_model_knows_its
     let silver = format!("silver_{}", unique("plan").replace('-', "_"));
     s.billing.post("/v1/plans", &json!({"id": silver, "amount": 4900, "currency": "usd", "interval": "month", "product": {"name": "Silver"}})).await;
     s.billing.subscribe(Some(&t), &silver, 4).await;
-    let event_id = s
-        .eventually("the webhook parked", || async {
-            let (_, body) = get_json(&s, "/parked?source=stripe").await;
-            let mine = body["parked"].as_array().unwrap().iter().find(|p| p["tenant_id"] == t.as_str()).cloned();
-            (mine.is_some(), mine.map(|p| p["event_id"].clone()).unwrap_or(Value::Null))
-        })
-        .await;
-    let event_id = event_id.as_str().unwrap().to_string();
+    let event_id = parked_event(&s, &t).await["event_id"].as_str().unwrap().to_string();
     let path = format!("/parked/{event_id}/replay");
     let (_, answer) = post(&s, &path, "").await;
     assert_eq!(answer["parked"], true, "the running model does not know {silver}: {answer}");

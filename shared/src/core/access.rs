@@ -303,13 +303,13 @@ pub fn plan(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::ids::LicenseId;
     use crate::core::license::{LicenseStatus, Source};
     use proptest::prelude::*;
 
-    fn member(id: &str, seq: u64, groups: &[&str]) -> Member {
+    pub(crate) fn member(id: &str, seq: u64, groups: &[&str]) -> Member {
         Member {
             user_id: UserId::parse(id).unwrap(),
             email: format!("{id}@example.com"),

@@ -145,20 +145,9 @@ mod tests {
     use crate::core::audit::ChainHead;
     use crate::core::license::LicenseStatus;
     use crate::core::tenant::{MemberItem, TenantMeta};
-    use std::collections::BTreeMap;
 
     fn item(id: &str, seq: u64, groups: &[&str], status: MemberStatus) -> MemberItem {
-        MemberItem {
-            member: Member {
-                user_id: UserId::parse(id).unwrap(),
-                email: format!("{id}@example.com"),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                attributes: BTreeMap::new(),
-                seq,
-                removed: false,
-            },
-            access: MemberAccess::without_access(status),
-        }
+        MemberItem { member: crate::core::access::tests::member(id, seq, groups), access: MemberAccess::without_access(status) }
     }
 
     fn state(tier: &str, seats: u32, members: Vec<MemberItem>) -> TenantState {
