@@ -343,6 +343,11 @@ impl Stack {
         self.send(self.http.delete(format!("{}/tenants/{tenant}/members/{user}", self.ingest))).await
     }
 
+    /// `PUT /tenants/{tenant}/members/{user}/seat` (the tenant's admin gives or releases a seat).
+    pub async fn put_seat(&self, tenant: &str, user: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}/tenants/{tenant}/members/{user}/seat", self.ingest)).json(body)).await
+    }
+
     /// A request to the amend function: `POST` with a JSON body, or `GET`.
     pub async fn amend(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.amend);
@@ -523,6 +528,13 @@ impl Stack {
         }
         out
     }
+}
+
+/// An end date for licenses and contracts well past every sweep the tests
+/// run (up to 400 days ahead) and every expiring-soon notice: relative to
+/// today, so that no test starts failing on a calendar date.
+pub fn far_future() -> String {
+    (chrono::Utc::now() + chrono::Duration::days(3650)).format("%Y-%m-%dT00:00:00Z").to_string()
 }
 
 pub fn now() -> i64 {

@@ -96,8 +96,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let (a, b) = (member_states(&store, &crashed).await, member_states(&store, &control).await);
     assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
     let state = store.tenant(&crashed).await.unwrap().unwrap();
-    let members: Vec<_> = state.members.iter().map(|m| m.member.clone()).collect();
-    let desired = desired_access(model, &state.licenses, &members);
+    let desired = desired_access(model, &state.licenses, &state.members, entitle::core::seats::micros(Utc::now()));
     for m in &state.members {
         assert_eq!(desired.members[&m.member.user_id].access, m.access);
     }

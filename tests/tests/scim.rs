@@ -110,12 +110,16 @@ async fn users_and_groups_follow_access_create_adopt_change_suspend_deprovision(
 
     // Deprovision: the user is deleted, and out of every group first.
     let c_id = seen[&user("c")].id.clone();
-    // The customer subscribes again (a new subscription).
+    // The customer subscribes again (a new subscription, three seats): the
+    // two free seats go to the line in order: d (waiting since it was
+    // created), then b (cut before c); c waits, suspended on the target.
     s.billing.subscribe(Some(&t), "team_monthly", 3).await;
-    scim_until(&scim, "c active again", 30, |v| v[&user("c")].active && v[&user("c")].groups == set(&["entitle-member"])).await;
+    let in_member = |v: &BTreeMap<String, SeenUser>, u: &str| v.get(&user(u)).is_some_and(|x| x.active && x.groups == set(&["entitle-member"]));
+    let seen = scim_until(&scim, "b active again, d created", 30, |v| in_member(v, "b") && in_member(v, "d")).await;
+    assert!(!seen[&user("c")].active, "{seen:?}");
+    s.statuses_are(&t, &[("c", "pending_seat")]).await;
     assert_eq!(s.delete_member(&t, "c").await.0, 200);
-    // c's seat goes to d, who waited: d appears on the target.
-    let seen = scim_until(&scim, "c deleted, d created", 30, |v| !v.contains_key(&user("c")) && v.get(&user("d")).is_some_and(|d| !d.groups.is_empty())).await;
+    let seen = scim_until(&scim, "c deleted", 30, |v| !v.contains_key(&user("c"))).await;
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), [user("a"), user("b"), user("d")]);
     assert!(seen[&user("d")].active && seen[&user("d")].groups == set(&["entitle-member"]));
     let groups = scim.request(Method::GET, "/Groups", None).await.1;

@@ -40,7 +40,7 @@ async fn member_view(store: &Dynamo, tenant: &str, user: &str) -> Result<Respons
     let user = http::id(user, UserId::parse)?;
     // The key includes the tenant: a member of another tenant is simply not found.
     let item = store.member(&tenant, &user).await?.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
-    Ok(http::json(200, &MemberView::new(tenant, user, &item.access)))
+    Ok(http::json(200, &MemberView::of(tenant, &item)))
 }
 
 async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {

@@ -193,7 +193,7 @@ async fn explain(app: &App, tenant: &str, user: &str) -> Result<Response<Body>, 
     let tenant = http::id(tenant, TenantId::parse)?;
     let user = http::id(user, UserId::parse)?;
     let state = app.store.tenant(&tenant).await?.filter(|s| s.meta.licensed).ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
-    let explanation = entitle::core::explain::explain(&app.model, &tenant, &state, &user).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+    let explanation = entitle::core::explain::explain(&app.model, &tenant, &state, &user, chrono::Utc::now()).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
     let subject = format!("member:{user}");
     let mut records: Vec<serde_json::Value> = state
         .pending_audit

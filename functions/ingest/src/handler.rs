@@ -8,12 +8,13 @@ use entitle::adapters::sqs::BillingQueue;
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome, SyncRequest};
 use entitle::app::ports::{Queue, SyncRuns};
-use entitle::app::{licenses, members, targets, Error, PortError};
+use entitle::app::{licenses, members, seats, targets, Error, PortError};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::{TargetId, TenantId, UserId};
 use entitle::core::license::{LicenseChange, Source};
 use entitle::core::model::LicensingModel;
+use entitle::core::reassign::SeatRequest;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::core::scim::{TargetConfig, TargetView};
@@ -78,6 +79,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("POST", ["crm"]) if webhooks => crm_record(app, &req).await,
         ("POST", ["tenants", tenant, "members"]) if accounts => create_member(app, &req, tenant).await,
         ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
+        ("PUT", ["tenants", tenant, "members", user, "seat"]) if accounts => put_seat(app, &req, tenant, user).await,
         ("PUT", ["tenants", tenant, "targets", target]) if accounts => put_target(app, &req, tenant, target).await,
         ("GET", ["tenants", tenant, "targets"]) if accounts => list_targets(app, tenant).await,
         ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
@@ -193,6 +195,21 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let view = members::remove(&app.store, &tenant, &user, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
+    Ok(http::json(200, &view))
+}
+
+/// The tenant's admin gives a member a seat (a free one, or a named
+/// holder's) and pins it, or releases its seat: answered with the member as
+/// committed. A released seat goes to the line: a reconcile is queued.
+async fn put_seat(app: &App, req: &Request, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let user = http::id(user, UserId::parse)?;
+    let body: SeatRequest = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let principal = http::principal(req);
+    let view = seats::set_seat(&app.model, &app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
+    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 

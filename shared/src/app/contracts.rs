@@ -95,9 +95,8 @@ async fn assess<S: Tenants>(model: &LicensingModel, store: &S, state: &ContractS
     let cid = &state.doc.contract_id;
     let other_licenses: Vec<_> = tenant.licenses.iter().filter(|l| !(l.source == Source::Contract && l.license_id.as_str() == cid.as_str())).cloned().collect();
     let other_docs: Vec<&ContractDocument> = tenant.contracts.iter().map(|(d, _)| d).filter(|d| &d.contract_id != cid).collect();
-    let members: Vec<_> = tenant.members.iter().map(|m| m.member.clone()).collect();
     let as_of = req.effective_at.unwrap_or(now).max(now);
-    let impact = contract::impact(model, &other_licenses, &other_docs, Some(&state.doc), &new_doc, state.version + 1, as_of, &members);
+    let impact = contract::impact(model, &other_licenses, &other_docs, Some(&state.doc), &new_doc, state.version + 1, as_of, &tenant.members);
     let review = contract::review(model, &state.doc, &new_doc, &impact);
     let status = initial_status(&review, req.effective_at, now);
     let amendment = Amendment {

@@ -14,6 +14,7 @@ use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::model::LicensingModel;
+use crate::core::seats::micros;
 use crate::core::rejection::Rejection;
 use crate::core::tenant::{on_create, MemberItem, TenantMeta};
 use crate::core::views::{MemberView, NewMember};
@@ -37,12 +38,6 @@ pub fn deliveries(targets: &[crate::core::scim::Target], item: &MemberItem) -> V
     targets.iter().map(|t| Write::Delivery { target: t.target_id.clone(), item: item.clone() }).collect()
 }
 
-/// The creation order of a member created now: time-based (microseconds),
-/// so that no counter serialises creations; ties are broken by user id.
-fn creation_seq(now: DateTime<Utc>) -> u64 {
-    u64::try_from(now.timestamp_micros()).unwrap_or(0)
-}
-
 /// Creates an account and decides its seat now. Returns the member and
 /// whether it was created now (false: an identical earlier request already
 /// created it).
@@ -52,10 +47,12 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
         // The counters, the access and the member (if any) in one read.
         let (meta, existing) = store.meta_and_member(tenant, &new.user_id).await?;
         let meta = known(tenant, meta)?;
+        // A removed member created again: its item moves on from the removal's revision.
+        let rev = existing.as_ref().map_or(0, |e| e.rev) + 1;
         if let Some(existing) = existing.filter(|e| !e.member.removed) {
             let same = existing.member.email == new.email && existing.member.groups == new.groups && existing.member.attributes == new.attributes;
             if same {
-                return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &existing.access), false));
+                return Ok((MemberView::of(tenant.clone(), &existing), false));
             }
             return Err(Rejection::conflict("member_exists", format!("member {} already exists with different details", new.user_id)).into());
         }
@@ -64,21 +61,23 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
             email: new.email.clone(),
             groups: new.groups.clone(),
             attributes: new.attributes.clone(),
-            seq: creation_seq(now),
+            // The creation order: time-based, so that no counter serialises
+            // creations; ties are broken by user id.
+            seq: micros(now),
             removed: false,
         };
         let targets = store.targets(tenant).await?;
         // The seat the counters as read give; the commit checks them again.
         let (access, rule) = on_create(model, &meta, &member);
         let claim = access.status == MemberStatus::Active;
-        let mut change = creation(&targets, MemberItem { member: member.clone(), access }, &cause, rule, now);
+        let mut change = creation(&targets, MemberItem { rev, ..MemberItem::new(member.clone(), access) }, &cause, rule, now);
         change.meta.claim_seat = claim;
         let mut result = store.commit_unchained(tenant, &change, request_id).await;
         if matches!(result, Err(CommitError::Seats)) {
             // Taken meanwhile (or someone now waits): the account waits.
             let waiting = MemberAccess::without_access(MemberStatus::PendingSeat);
             let rule = "no free seat at creation: taken by another account at the same moment".to_string();
-            change = creation(&targets, MemberItem { member, access: waiting }, &cause, rule, now);
+            change = creation(&targets, MemberItem { rev, ..MemberItem::new(member, waiting) }, &cause, rule, now);
             result = store.commit_unchained(tenant, &change, request_id).await;
         }
         let item = match &change.writes[1] {
@@ -86,7 +85,7 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
             _ => unreachable!("the member is the second write"),
         };
         match result {
-            Ok(()) => return Ok((MemberView::new(tenant.clone(), new.user_id.clone(), &item.access), true)),
+            Ok(()) => return Ok((MemberView::of(tenant.clone(), &item), true)),
             // The email is another member's: that is the answer.
             Err(CommitError::Refused(0)) => {
                 return Err(Rejection::conflict(
@@ -111,7 +110,7 @@ fn creation(targets: &[crate::core::scim::Target], item: MemberItem, cause: &Cau
     let mut change = Change::new(now).write(Write::ClaimEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::New }).audit(audit);
     change.writes.extend(deliveries(targets, &item));
     change.meta.used_delta = i64::from(status == MemberStatus::Active);
-    change.meta.pending_delta = i64::from(status == MemberStatus::PendingSeat);
+    change.meta.pending_delta = i64::from(item.in_line());
     change
 }
 
@@ -124,21 +123,21 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
         meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
         let existing = existing.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
         if existing.member.removed {
-            return Ok(MemberView::new(tenant.clone(), user.clone(), &existing.access));
+            return Ok(MemberView::of(tenant.clone(), &existing));
         }
         let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
         let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released")
             .before(&existing.access)
             .after(&after);
-        let was = existing.access.status;
-        let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after };
+        let (was_holding, was_in_line, rev) = (existing.access.holds_seat(), existing.in_line(), existing.rev);
+        let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after, rev: rev + 1, ..existing };
         let targets = store.targets(tenant).await?;
-        let mut change = Change::new(now).write(Write::ReleaseEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::Was(was) }).audit(audit);
+        let mut change = Change::new(now).write(Write::ReleaseEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(rev) }).audit(audit);
         change.writes.extend(deliveries(&targets, &item));
-        change.meta.used_delta = -i64::from(was == MemberStatus::Active);
-        change.meta.pending_delta = -i64::from(was == MemberStatus::PendingSeat);
+        change.meta.used_delta = -i64::from(was_holding);
+        change.meta.pending_delta = -i64::from(was_in_line);
         match store.commit_unchained(tenant, &change, request_id).await {
-            Ok(()) => return Ok(MemberView::new(tenant.clone(), user.clone(), &item.access)),
+            Ok(()) => return Ok(MemberView::of(tenant.clone(), &item)),
             // Its access changed at the same moment (a reconcile): read it again.
             Err(CommitError::Refused(_) | CommitError::HeadMoved | CommitError::Seats) => continue,
             Err(CommitError::Port(e)) => return Err(e.into()),

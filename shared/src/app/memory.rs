@@ -223,7 +223,7 @@ impl Memory {
                 let held = db.members.get(&(tenant.clone(), item.member.user_id.clone()));
                 match guard {
                     MemberGuard::New => held.is_none_or(|h| h.member.removed),
-                    MemberGuard::Was(status) => held.is_some_and(|h| h.access.status == *status),
+                    MemberGuard::Rev(rev) => held.is_some_and(|h| h.rev == *rev),
                 }
             }
             Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } => true,
@@ -276,6 +276,11 @@ impl Tenants for Memory {
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
         let db = self.db.lock().unwrap();
         Ok((db.meta.get(tenant).cloned(), db.members.get(&(tenant.clone(), user.clone())).cloned()))
+    }
+
+    async fn meta_and_members(&self, tenant: &TenantId, users: &[UserId]) -> Result<(Option<TenantMeta>, Vec<Option<MemberItem>>), PortError> {
+        let db = self.db.lock().unwrap();
+        Ok((db.meta.get(tenant).cloned(), users.iter().map(|u| db.members.get(&(tenant.clone(), u.clone())).cloned()).collect()))
     }
 
     async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {
@@ -604,6 +609,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<TenantMeta>, Option<MemberItem>), PortError> {
         self.inner.meta_and_member(tenant, user).await
+    }
+    async fn meta_and_members(&self, tenant: &TenantId, users: &[UserId]) -> Result<(Option<TenantMeta>, Vec<Option<MemberItem>>), PortError> {
+        self.inner.meta_and_members(tenant, users).await
     }
     async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {
         self.inner.accepted_event(tenant, source, event).await

@@ -15,6 +15,7 @@ pub mod licenses;
 pub mod members;
 pub mod ports;
 pub mod reconcile;
+pub mod seats;
 pub mod sweep;
 pub mod targets;
 

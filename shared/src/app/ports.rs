@@ -130,9 +130,10 @@ pub enum MemberGuard {
     /// A new member (or one removed before, coming back): not if another
     /// request created it meanwhile.
     New,
-    /// Only if its status is still the one the decision was made on (an
-    /// account removed meanwhile is not given a seat).
-    Was(crate::core::access::MemberStatus),
+    /// Only if the item is still at the revision the decision was made on
+    /// (nothing wrote it since: an account removed meanwhile is not given
+    /// a seat, a seat the tenant's admin gave meanwhile is not taken back).
+    Rev(u64),
 }
 
 /// What a change sets on the tenant's `META`, besides its chain head.
@@ -205,6 +206,9 @@ pub trait Tenants: Send + Sync {
     fn meta_license_and_event(&self, tenant: &TenantId, source: Source, license: &str, event: &EventId) -> impl Future<Output = Result<LicenseRead, PortError>> + Send;
     /// The tenant's `META` and one member, read together, consistently, in one request.
     fn meta_and_member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<(Option<TenantMeta>, Option<MemberItem>), PortError>> + Send;
+    /// The tenant's `META` and some of its members (each `None` when it does
+    /// not exist), read together, consistently, in one request.
+    fn meta_and_members(&self, tenant: &TenantId, users: &[UserId]) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<Option<MemberItem>>), PortError>> + Send;
     /// The body hash an event was accepted with, if it was.
     fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
     /// Commits a change against `head` (`None`: the tenant has no chain

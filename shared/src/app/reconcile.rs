@@ -15,6 +15,7 @@ use crate::core::ids::TenantId;
 use crate::core::model::LicensingModel;
 use crate::core::reconcile::{chunks, Chunk};
 use crate::core::scim::Target;
+use crate::core::seats::micros;
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,10 +28,10 @@ pub struct ReconcileOutcome {
     pub targets: usize,
 }
 
-fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
+pub(crate) fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
     let mut change = Change::new(now);
-    for (item, was) in &chunk.members {
-        change.writes.push(Write::Member { item: item.clone(), guard: MemberGuard::Was(*was) });
+    for (item, rev) in &chunk.members {
+        change.writes.push(Write::Member { item: item.clone(), guard: MemberGuard::Rev(*rev) });
         change.writes.extend(deliveries(targets, item));
     }
     change.audit = chunk.audit;
@@ -52,7 +53,7 @@ pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &T
             let Some(state) = state else { return Ok(Decision::Done(0)) };
             let targets = state.targets.len();
             let mut changes = integration(&state.pending_audit, now);
-            changes.extend(chunks(model, tenant, &state, cause).into_iter().map(|c| change_of(c, &state.targets, now)));
+            changes.extend(chunks(model, tenant, &state, cause, micros(now)).into_iter().map(|c| change_of(c, &state.targets, now)));
             if changes.is_empty() {
                 return Ok(Decision::Done(targets));
             }

@@ -11,6 +11,7 @@ use crate::core::contract::{AmendmentRequest, AmendmentStatus, DecisionRequest, 
 use crate::core::ids::{ContractId, EventId, TenantId, UserId};
 use crate::core::license::Source;
 use crate::core::model::LicensingModel;
+use crate::core::reassign::SeatRequest;
 use crate::core::reconcile::members_per_chunk;
 use crate::core::rejection::Kind;
 use crate::core::views::NewMember;
@@ -193,6 +194,7 @@ fn views_stub() -> crate::core::views::MemberView {
         status: MemberStatus::Deprovisioned,
         roles: BTreeSet::new(),
         entitlements: Default::default(),
+        seat: None,
     }
 }
 
@@ -601,4 +603,124 @@ mod billing_truth {
         assert_eq!(held(&store, &a, "sub_a").await.seats, 9);
         assert_eq!(held(&store, &b, "sub_b").await.seats, 1, "another tenant's difference waits for its own run");
     }
+}
+
+/// Fifty creations into twenty seats with reconciles racing them, five
+/// times over: every account answered `active` is still active once
+/// everything settles, no reconcile takes a seat from anyone, the counters
+/// equal the members, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_seat_promised_at_creation_is_kept_through_racing_reconciles() {
+    let m = model();
+    for round in 0..5 {
+        let store = Memory::new(m.clone());
+        let t = tenant(&format!("promise-{round}"));
+        seeded(&m, &store, &t, 20, 0).await;
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+            tasks.push(tokio::spawn(async move { members::create(&m2, &store2, &t2, &new_member(i, &format!("p{i}@example.test")), &format!("req-{i}"), Utc::now()).await.map(Some) }));
+            if i % 4 == 0 {
+                let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+                tasks.push(tokio::spawn(async move { reconcile::reconcile(&m2, &store2, &t2, &cause("racing"), Utc::now()).await.map(|_| None) }));
+            }
+        }
+        let mut promised = BTreeSet::new();
+        for task in tasks {
+            if let Some((view, _)) = task.await.unwrap().unwrap() {
+                if view.status == MemberStatus::Active {
+                    promised.insert(view.user_id);
+                }
+            }
+        }
+        assert_eq!(promised.len(), 20, "round {round}: exactly the seats claimed at creation");
+        reconcile::reconcile(&m, &store, &t, &cause("after"), Utc::now()).await.unwrap();
+        let state = store.tenant(&t).await.unwrap().unwrap();
+        let active: BTreeSet<UserId> = state.members.iter().filter(|x| x.access.status == MemberStatus::Active).map(|x| x.member.user_id.clone()).collect();
+        assert_eq!(active, promised, "round {round}: the holders are the members told active");
+        assert_eq!((state.meta.seats_used, state.meta.seats_pending), (20, 30));
+        let (records, _) = store.audit_page(&t, 0, 100_000).await.unwrap();
+        let taken = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberAccessChanged && r.event.before.as_ref().is_some_and(|b| b["status"] == "active")).count();
+        assert_eq!(taken, 0, "round {round}: no reconcile took a seat");
+        assert!(verified(&store, &t).await);
+    }
+}
+
+/// The tenant's admin pins a seat, gives one from a named holder and
+/// releases one; the reconciles after keep each decision, and a cut takes
+/// the unpinned, most recently seated member's seat.
+#[tokio::test]
+async fn seats_given_by_the_tenants_admin_are_kept_through_reconciles_and_cuts() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("seats");
+    seeded(&m, &store, &t, 4, 5).await;
+    let id = |i: usize| UserId::parse(format!("m{i:04}")).unwrap();
+    let status = |i: usize| {
+        let (store, t) = (store.clone(), t.clone());
+        async move { store.member(&t, &id(i)).await.unwrap().unwrap().access.status }
+    };
+    // m0..m3 hold the four seats (created one after another), m4 waits.
+    let req = |hold: bool, from: Option<usize>| SeatRequest { hold, from: from.map(id), by: Some("ann@acme.test".into()) };
+    // The newest holder is pinned; the cut to three takes m2 instead.
+    let pinned = seats::set_seat(&m, &store, &t, &id(3), &req(true, None), Some("arn:aws:iam::1:role/app"), "pin-1", Utc::now()).await.unwrap();
+    assert_eq!(pinned.status, MemberStatus::Active);
+    assert!(pinned.seat.as_ref().unwrap().pin.as_ref().unwrap().hold);
+    licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
+    reconcile::reconcile(&m, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
+    assert_eq!((status(0).await, status(1).await, status(2).await, status(3).await), (MemberStatus::Active, MemberStatus::Active, MemberStatus::PendingSeat, MemberStatus::Active));
+    // m4 gets m0's seat: m0 joins the line, behind m2 (cut earlier).
+    let given = seats::set_seat(&m, &store, &t, &id(4), &req(true, Some(0)), None, "give-1", Utc::now()).await.unwrap();
+    assert_eq!(given.status, MemberStatus::Active);
+    assert_eq!(status(0).await, MemberStatus::PendingSeat);
+    reconcile::reconcile(&m, &store, &t, &cause("after-give"), Utc::now()).await.unwrap();
+    assert_eq!((status(0).await, status(4).await), (MemberStatus::PendingSeat, MemberStatus::Active));
+    // m1 released: its seat goes to the line (m2 first), not back to m1.
+    let released = seats::set_seat(&m, &store, &t, &id(1), &req(false, None), None, "release-1", Utc::now()).await.unwrap();
+    assert_eq!(released.status, MemberStatus::PendingSeat);
+    reconcile::reconcile(&m, &store, &t, &cause("after-release"), Utc::now()).await.unwrap();
+    assert_eq!((status(1).await, status(2).await, status(0).await), (MemberStatus::PendingSeat, MemberStatus::Active, MemberStatus::PendingSeat));
+    // Refusals: no free seat, and a `from` that holds none.
+    let e = seats::set_seat(&m, &store, &t, &id(0), &req(true, None), None, "no-seat", Utc::now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Rejected(r) if r.kind == Kind::Conflict && r.code == "no_free_seat" && r.details["seats"] == json!({"total": 3, "used": 3})), "{e:?}");
+    let e = seats::set_seat(&m, &store, &t, &id(0), &req(true, Some(1)), None, "from-none", Utc::now()).await.unwrap_err();
+    assert!(matches!(&e, Error::Rejected(r) if r.code == "from_holds_no_seat"), "{e:?}");
+    let meta = store.meta(&t).await.unwrap().unwrap();
+    // Held: m2, m3, m4; in line: m0; released (out of the line): m1.
+    assert_eq!((meta.seats_used, meta.seats_pending), (3, 1));
+    // Each decision audited with who made it.
+    let (records, _) = store.audit_page(&t, 0, 100_000).await.unwrap();
+    let by_admin: Vec<AuditRecord> = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberSeatReassigned).collect();
+    assert_eq!(by_admin.len(), 4, "pin, give (two members), release");
+    assert!(by_admin.iter().all(|r| r.event.rule.contains("ann@acme.test")), "{by_admin:?}");
+    assert!(by_admin[0].event.rule.contains("arn:aws:iam::1:role/app") && by_admin[0].event.cause.id == "pin-1");
+    assert!(verified(&store, &t).await);
+}
+
+/// A reconcile decided on a snapshot taken before the tenant's admin gave a
+/// seat cannot commit it: the member's revision moved.
+#[tokio::test]
+async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("stale");
+    seeded(&m, &store, &t, 2, 3).await;
+    // m0 and m1 hold the two seats, m2 waits; a reconcile reads this.
+    let mut stale = store.tenant(&t).await.unwrap().unwrap();
+    let req = SeatRequest { hold: true, from: Some(UserId::parse("m0000").unwrap()), by: None };
+    seats::set_seat(&m, &store, &t, &UserId::parse("m0002").unwrap(), &req, None, "give", Utc::now()).await.unwrap();
+    // A third seat: on its snapshot the reconcile gives it to m2, which would drop the pin.
+    licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
+    stale.licenses = store.tenant(&t).await.unwrap().unwrap().licenses;
+    let chunks = crate::core::reconcile::chunks(&m, &t, &stale, &cause("stale"), crate::core::seats::micros(Utc::now()));
+    let writes: Vec<String> = chunks[0].members.iter().map(|(i, _)| i.member.user_id.to_string()).collect();
+    assert_eq!(writes, ["m0002"]);
+    let head = store.meta(&t).await.unwrap().unwrap().head;
+    let change = reconcile::change_of(chunks[0].clone(), &[], Utc::now());
+    assert!(matches!(store.commit(&t, Some(&head), &change).await, Err(ports::CommitError::Refused(_))));
+    // Decided again on what is there now, the pin is kept and m0 gets the new seat.
+    reconcile::reconcile(&m, &store, &t, &cause("fresh"), Utc::now()).await.unwrap();
+    let m2 = store.member(&t, &UserId::parse("m0002").unwrap()).await.unwrap().unwrap();
+    assert!(m2.seat.pinned() && m2.access.status == MemberStatus::Active);
+    assert_eq!(store.member(&t, &UserId::parse("m0000").unwrap()).await.unwrap().unwrap().access.status, MemberStatus::Active);
 }

@@ -6,6 +6,7 @@
 use crate::core::ids::{TenantId, UserId};
 use crate::core::license::{effective_license, License, MemberPolicy, TenantAccess};
 use crate::core::model::{Entitlements, LicensingModel};
+use crate::core::seats::{self, Candidate, Seat, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -126,42 +127,62 @@ fn grants_and_fired(model: &LicensingModel, tier: &str, member: &Member, rules: 
     (grants, fired)
 }
 
-/// Where a member stands in the seat ranking (owner/admin first, then
-/// creation order): its 1-based position among the members not removed,
-/// and whether the ranking puts it first as privileged. `None` for a
-/// removed member.
-pub fn seat_rank(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &[Member], user: &UserId) -> Option<(usize, bool)> {
-    let ranked = seat_ranking(model, tenant, rules, members);
-    ranked.iter().position(|(_, _, id)| *id == user).map(|i| (i + 1, !ranked[i].0))
-}
-
-/// The members not removed, in seat order: (not privileged, creation order, id).
-fn seat_ranking<'a>(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &'a [Member]) -> Vec<(bool, u64, &'a UserId)> {
-    let mut ranked: Vec<(bool, u64, &UserId)> = members
-        .iter()
-        .filter(|m| !m.removed)
-        .map(|m| (!is_privileged(model, &tenant.tier, m, rules), m.seq, &m.user_id))
-        .collect();
-    ranked.sort();
-    ranked
-}
-
 fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {
     roles_for(model, tier, member, rules).0.iter().any(|r| model.is_privileged(r))
 }
 
-/// Who holds a seat: members ranked owner/admin first, then by creation order;
-/// the first `seats` of them. Hence seat cuts take seats from the newest
-/// members first and never from an owner or admin while others hold one, and
-/// freed or added seats go to the oldest pending members first.
-pub fn seat_holders<'a>(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &'a [Member]) -> BTreeSet<&'a UserId> {
-    seat_ranking(model, tenant, rules, members).into_iter().take(tenant.seats_total as usize).map(|(_, _, id)| id).collect()
+/// A member item: who the app says they are, what access they have, their
+/// place in the seat order, and the item's revision (every write of the
+/// item moves it on; a write conditional on it never overrides a newer one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberItem {
+    pub member: Member,
+    pub access: MemberAccess,
+    pub seat: Seat,
+    pub rev: u64,
 }
 
-/// One member's desired access, with the reason for it.
+impl MemberItem {
+    /// A member's item as first written: its seat order from its creation.
+    pub fn new(member: Member, access: MemberAccess) -> Self {
+        let seat = Seat::new(member.seq);
+        MemberItem { member, access, seat, rev: 1 }
+    }
+    /// Waiting in line for a seat (counted in the tenant's `seats_pending`).
+    pub fn in_line(&self) -> bool {
+        in_line(&self.access, &self.seat)
+    }
+}
+
+/// Waiting in line for a seat: pending, and not released by the tenant's admin.
+pub fn in_line(access: &MemberAccess, seat: &Seat) -> bool {
+    access.status == MemberStatus::PendingSeat && !seat.released()
+}
+
+/// The seat decision for the tenant's members not removed (see
+/// [`crate::core::seats`]): empty unless the tenant is seated.
+pub fn seat_decisions(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, members: &[MemberItem], now: u64) -> BTreeMap<UserId, (Verdict, Seat)> {
+    if tenant.policy != MemberPolicy::Seated {
+        return BTreeMap::new();
+    }
+    let candidates: Vec<Candidate> = members
+        .iter()
+        .filter(|m| !m.member.removed)
+        .map(|m| Candidate { user_id: &m.member.user_id, holds: m.access.holds_seat(), privileged: is_privileged(model, &tenant.tier, &m.member, rules), seat: &m.seat })
+        .collect();
+    seats::decide(tenant.seats_total, &candidates, now)
+}
+
+/// Whether the model counts the member as an owner or admin at the tenant's tier.
+pub fn privileged(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, member: &Member) -> bool {
+    is_privileged(model, &tenant.tier, member, rules)
+}
+
+/// One member's desired access and seat, with the reason for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredMember {
     pub access: MemberAccess,
+    pub seat: Seat,
     pub rule: String,
 }
 
@@ -171,46 +192,67 @@ pub struct DesiredAccess {
     pub members: BTreeMap<UserId, DesiredMember>,
 }
 
-pub fn desired_access(model: &LicensingModel, licenses: &[License], members: &[Member]) -> DesiredAccess {
-    desired_access_with_rules(model, licenses, &TenantRules::default(), members)
+/// Desired access without contract rules.
+pub fn desired_access(model: &LicensingModel, licenses: &[License], members: &[MemberItem], now: u64) -> DesiredAccess {
+    desired_access_with_rules(model, licenses, &TenantRules::default(), members, now)
 }
 
-pub fn desired_access_with_rules(model: &LicensingModel, licenses: &[License], rules: &TenantRules, members: &[Member]) -> DesiredAccess {
+/// Desired access of a tenant's members as they stand now (who holds a
+/// seat is part of the state: seats are sticky), decided at `now`
+/// (microseconds: the seat order of a seat that changes hands).
+pub fn desired_access_with_rules(model: &LicensingModel, licenses: &[License], rules: &TenantRules, members: &[MemberItem], now: u64) -> DesiredAccess {
     let tenant = effective_license(model, licenses);
-    let holders = seat_holders(model, &tenant, rules, members);
+    let decisions = seat_decisions(model, &tenant, rules, members, now);
     let members = members
         .iter()
-        .map(|m| {
+        .map(|item| {
+            let m = &item.member;
+            let kept = |access: MemberAccess, rule: String| DesiredMember { access, seat: item.seat.clone(), rule };
             let desired = if m.removed {
-                DesiredMember { access: MemberAccess::without_access(MemberStatus::Deprovisioned), rule: "member removed by the app".into() }
+                kept(MemberAccess::without_access(MemberStatus::Deprovisioned), "member removed by the app".into())
             } else {
                 match tenant.policy {
-                    MemberPolicy::Revoked => DesiredMember {
-                        access: MemberAccess::without_access(MemberStatus::Deprovisioned),
-                        rule: format!("tenant access revoked: {}", tenant.rule),
-                    },
-                    MemberPolicy::Suspended => DesiredMember {
-                        access: MemberAccess::without_access(MemberStatus::Suspended),
-                        rule: format!("tenant suspended: {}", tenant.rule),
-                    },
-                    MemberPolicy::Seated if holders.contains(&m.user_id) => {
-                        let (roles, fired) = roles_for(model, &tenant.tier, m, rules);
-                        let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
-                        DesiredMember {
-                            access: MemberAccess { status: MemberStatus::Active, roles, entitlements: tenant.entitlements.clone() },
-                            rule: format!("seat held (within {} seats, owner/admin first, oldest first); roles from [{fired}]", tenant.seats_total),
+                    MemberPolicy::Revoked => kept(MemberAccess::without_access(MemberStatus::Deprovisioned), format!("tenant access revoked: {}", tenant.rule)),
+                    MemberPolicy::Suspended => kept(MemberAccess::without_access(MemberStatus::Suspended), format!("tenant suspended: {}", tenant.rule)),
+                    MemberPolicy::Seated => {
+                        let (verdict, seat) = decisions[&m.user_id].clone();
+                        let why = seat_rule(&verdict, &seat, tenant.seats_total);
+                        if verdict.holds() {
+                            let (roles, fired) = roles_for(model, &tenant.tier, m, rules);
+                            let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
+                            DesiredMember {
+                                access: MemberAccess { status: MemberStatus::Active, roles, entitlements: tenant.entitlements.clone() },
+                                seat,
+                                rule: format!("{why}; roles from [{fired}]"),
+                            }
+                        } else {
+                            DesiredMember { access: MemberAccess::without_access(MemberStatus::PendingSeat), seat, rule: why }
                         }
                     }
-                    MemberPolicy::Seated => DesiredMember {
-                        access: MemberAccess::without_access(MemberStatus::PendingSeat),
-                        rule: format!("no seat: all {} seats held by owner/admin or older members", tenant.seats_total),
-                    },
                 }
             };
             (m.user_id.clone(), desired)
         })
         .collect();
     DesiredAccess { tenant, members }
+}
+
+/// A seat verdict in words, as the audit records it.
+pub fn seat_rule(verdict: &Verdict, seat: &Seat, total: u32) -> String {
+    let pinned = match &seat.pin {
+        Some(p) if p.hold => format!(", pinned by {}", p.by),
+        _ => String::new(),
+    };
+    match verdict {
+        Verdict::Keeps { place } => format!("seat held (seats are sticky: {place} of at most {total} holders in the seat order{pinned})"),
+        Verdict::Granted { place } => format!("free seat given to place {place} of the line (pinned, then owner/admin, then longest waiting){pinned}"),
+        Verdict::Cut { place, holders, total } => format!("seat cut: {holders} holders for {total} seats, place {place} in the holders' order (unpinned, not owner/admin, most recently seated lose first)"),
+        Verdict::Waits { place } => format!("waiting for a seat: place {place} in line, all {total} seats held"),
+        Verdict::Released => match &seat.pin {
+            Some(p) => format!("seat released by {}: waits until given one", p.by),
+            None => "seat released: waits until given one".to_string(),
+        },
+    }
 }
 
 /// The status a new account gets at the moment of creation. `seats_used` and
@@ -242,6 +284,8 @@ pub struct MemberChange {
     pub user_id: UserId,
     pub before: MemberAccess,
     pub after: MemberAccess,
+    pub seat_before: Seat,
+    pub seat: Seat,
     pub rule: String,
 }
 
@@ -271,21 +315,19 @@ impl Plan {
     }
 }
 
-pub fn plan(
-    tenant_id: &TenantId,
-    desired: DesiredAccess,
-    actual_tenant: Option<&TenantAccess>,
-    actual_members: &BTreeMap<UserId, MemberAccess>,
-) -> Plan {
+/// The changes that make the members (as they stand: `actual`) equal
+/// desired access.
+pub fn plan(tenant_id: &TenantId, desired: DesiredAccess, actual_tenant: Option<&TenantAccess>, actual: &[MemberItem]) -> Plan {
+    let actual: BTreeMap<&UserId, &MemberItem> = actual.iter().map(|m| (&m.member.user_id, m)).collect();
     let mut changes: Vec<MemberChange> = desired
         .members
         .into_iter()
         .filter_map(|(user_id, want)| {
-            let before = actual_members
-                .get(&user_id)
-                .cloned()
-                .unwrap_or_else(|| MemberAccess::without_access(MemberStatus::PendingSeat));
-            (before != want.access).then_some(MemberChange { user_id, before, after: want.access, rule: want.rule })
+            let (before, seat_before) = match actual.get(&user_id) {
+                Some(m) => (m.access.clone(), m.seat.clone()),
+                None => (MemberAccess::without_access(MemberStatus::PendingSeat), want.seat.clone()),
+            };
+            (before != want.access || seat_before != want.seat).then_some(MemberChange { user_id, before, after: want.access, seat_before, seat: want.seat, rule: want.rule })
         })
         .collect();
     let order = |c: &MemberChange| match (c.before.holds_seat(), c.after.holds_seat()) {
@@ -302,11 +344,21 @@ pub fn plan(
     }
 }
 
+/// A member's access with its seat: what the audit records of a member
+/// change show before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeatedAccess<'a> {
+    #[serde(flatten)]
+    pub access: &'a MemberAccess,
+    pub seat: &'a Seat,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::core::ids::LicenseId;
     use crate::core::license::{LicenseStatus, Source};
+    use crate::core::seats::Pin;
     use proptest::prelude::*;
 
     pub(crate) fn member(id: &str, seq: u64, groups: &[&str]) -> Member {
@@ -320,6 +372,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// Members as created, none holding a seat yet.
+    pub(crate) fn waiting(members: Vec<Member>) -> Vec<MemberItem> {
+        members.into_iter().map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat))).collect()
+    }
+
     fn license(tier: &str, seats: u32, status: LicenseStatus) -> License {
         crate::core::license::tests::lic("sub_1", Source::Stripe, tier, seats, status, 1)
     }
@@ -328,11 +385,16 @@ pub(crate) mod tests {
         d.members.iter().map(|(k, v)| (k.to_string(), v.access.status)).collect()
     }
 
+    /// The members after applying desired access.
+    fn applied(items: &[MemberItem], d: &DesiredAccess) -> Vec<MemberItem> {
+        items.iter().map(|m| MemberItem { access: d.members[&m.member.user_id].access.clone(), seat: d.members[&m.member.user_id].seat.clone(), ..m.clone() }).collect()
+    }
+
     #[test]
-    fn seats_go_to_admins_then_oldest() {
+    fn first_seats_go_to_admins_then_oldest() {
         let m = LicensingModel::default_model();
-        let members = vec![member("a", 1, &[]), member("b", 2, &[]), member("c", 3, &["admins"]), member("d", 4, &[])];
-        let d = desired_access(&m, &[license("team", 2, LicenseStatus::Active)], &members);
+        let members = waiting(vec![member("a", 1, &[]), member("b", 2, &[]), member("c", 3, &["admins"]), member("d", 4, &[])]);
+        let d = desired_access(&m, &[license("team", 2, LicenseStatus::Active)], &members, 100);
         assert_eq!(
             statuses(&d),
             vec![
@@ -344,6 +406,22 @@ pub(crate) mod tests {
         );
         assert!(d.members[&UserId::parse("c").unwrap()].access.roles.contains("admin"));
         assert!(d.members[&UserId::parse("b").unwrap()].access.roles.is_empty());
+        // Given at 100, in line order: c (admin) first.
+        assert_eq!(d.members[&UserId::parse("c").unwrap()].seat.since, 100);
+        assert_eq!(d.members[&UserId::parse("a").unwrap()].seat.since, 101);
+    }
+
+    #[test]
+    fn a_holder_keeps_its_seat_when_an_older_member_waits() {
+        // Creations claim seats in the order their transactions commit: the
+        // newer b got the last seat, the older a waits. The reconcile keeps that.
+        let m = LicensingModel::default_model();
+        let mut items = waiting(vec![member("a", 1, &[]), member("b", 2, &[])]);
+        items[1].access = access_on_create(&m, &effective_license(&m, &[license("team", 1, LicenseStatus::Active)]), &TenantRules::default(), &items[1].member, MemberStatus::Active);
+        let d = desired_access(&m, &[license("team", 1, LicenseStatus::Active)], &items, 100);
+        assert_eq!(statuses(&d), vec![("a".into(), MemberStatus::PendingSeat), ("b".into(), MemberStatus::Active)]);
+        let p = plan(&TenantId::parse("t").unwrap(), d.clone(), Some(&d.tenant), &items);
+        assert!(p.member_changes.is_empty(), "{:?}", p.member_changes);
     }
 
     #[test]
@@ -362,13 +440,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn suspended_and_removed_members_lose_everything() {
+    fn suspended_and_removed_members_lose_everything_but_their_place() {
         let m = LicensingModel::default_model();
         let mut members = vec![member("a", 1, &[]), member("b", 2, &[])];
         members[1].removed = true;
-        let d = desired_access(&m, &[license("team", 5, LicenseStatus::Suspended)], &members);
+        let items = waiting(members);
+        let d = desired_access(&m, &[license("team", 5, LicenseStatus::Suspended)], &items, 100);
         assert_eq!(statuses(&d), vec![("a".into(), MemberStatus::Suspended), ("b".into(), MemberStatus::Deprovisioned)]);
         assert!(d.members.values().all(|v| v.access.roles.is_empty() && v.access.entitlements.is_empty()));
+        assert_eq!(d.members[&UserId::parse("a").unwrap()].seat, items[0].seat);
+    }
+
+    #[test]
+    fn a_released_member_waits_outside_the_line() {
+        let m = LicensingModel::default_model();
+        let mut items = waiting(vec![member("a", 1, &[]), member("b", 2, &[])]);
+        items[0].seat.pin = Some(Pin { hold: false, by: "admin x".into(), at: "2026-12-01T00:00:00Z".into() });
+        let d = desired_access(&m, &[license("team", 5, LicenseStatus::Active)], &items, 100);
+        assert_eq!(statuses(&d), vec![("a".into(), MemberStatus::PendingSeat), ("b".into(), MemberStatus::Active)]);
+        assert_eq!(d.members[&UserId::parse("a").unwrap()].rule, "seat released by admin x: waits until given one");
+        assert!(!in_line(&d.members[&UserId::parse("a").unwrap()].access, &d.members[&UserId::parse("a").unwrap()].seat));
     }
 
     #[test]
@@ -384,26 +475,31 @@ pub(crate) mod tests {
     fn plan_orders_releases_before_grants() {
         let m = LicensingModel::default_model();
         let t = TenantId::parse("t1").unwrap();
-        let members = vec![member("a", 1, &[]), member("b", 2, &[]), member("c", 3, &["admins"])];
-        let d = desired_access(&m, &[license("team", 2, LicenseStatus::Active)], &members);
-        // Actual: a and b hold seats, c (an admin) waits.
-        let mut actual = BTreeMap::new();
-        for id in ["a", "b"] {
-            actual.insert(UserId::parse(id).unwrap(), d.members[&UserId::parse("a").unwrap()].access.clone());
-        }
-        actual.insert(UserId::parse("c").unwrap(), MemberAccess::without_access(MemberStatus::PendingSeat));
-        let p = plan(&t, d.clone(), Some(&d.tenant), &actual);
+        // a and b hold seats, c (an admin, created later) waits.
+        let mut items = waiting(vec![member("a", 1, &[]), member("b", 2, &[]), member("c", 3, &["admins"])]);
+        let seated = desired_access(&m, &[license("team", 2, LicenseStatus::Active)], &items[..2], 10);
+        items = [applied(&items[..2], &seated), items[2..].to_vec()].concat();
+        let d = desired_access(&m, &[license("team", 1, LicenseStatus::Active)], &items, 100);
+        let p = plan(&t, d.clone(), Some(&d.tenant), &items);
         let order: Vec<_> = p.member_changes.iter().map(|c| (c.user_id.to_string(), c.after.status)).collect();
-        assert_eq!(order, vec![("b".into(), MemberStatus::PendingSeat), ("c".into(), MemberStatus::Active)]);
-        assert_eq!(p.seats_used_after(2), 2);
+        // One seat: b, the most recently seated, loses it; c stays in line.
+        assert_eq!(order, vec![("b".into(), MemberStatus::PendingSeat)]);
+        assert_eq!(p.seats_used_after(2), 1);
+        // Three seats: the line gets the two free ones, the admin first.
+        let after_cut = applied(&items, &d);
+        let d = desired_access(&m, &[license("team", 3, LicenseStatus::Active)], &after_cut, 200);
+        let p = plan(&t, d.clone(), Some(&d.tenant), &after_cut);
+        let order: Vec<_> = p.member_changes.iter().map(|c| (c.user_id.to_string(), c.after.status)).collect();
+        assert_eq!(order, vec![("b".into(), MemberStatus::Active), ("c".into(), MemberStatus::Active)]);
+        assert!(p.member_changes[1].seat.since < p.member_changes[0].seat.since);
     }
 
-    fn arb_members() -> impl Strategy<Value = Vec<Member>> {
-        prop::collection::vec((0u8..6, any::<bool>(), any::<bool>()), 0..40).prop_map(|specs| {
+    fn arb_members() -> impl Strategy<Value = Vec<MemberItem>> {
+        prop::collection::vec((0u8..6, any::<bool>(), any::<bool>(), any::<bool>()), 0..40).prop_map(|specs| {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (g, removed, contractor))| {
+                .map(|(i, (g, removed, contractor, holds))| {
                     let groups: &[&str] = match g {
                         0 => &["admins"],
                         1 => &["owners"],
@@ -415,7 +511,11 @@ pub(crate) mod tests {
                     if contractor {
                         m.attributes.insert("employment".into(), "contractor".into());
                     }
-                    m
+                    let mut item = MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat));
+                    if holds && !item.member.removed {
+                        item.access.status = MemberStatus::Active;
+                    }
+                    item
                 })
                 .collect()
         })
@@ -453,7 +553,7 @@ pub(crate) mod tests {
         #[test]
         fn never_more_seat_holders_than_seats(licenses in arb_licenses(), members in arb_members()) {
             let m = LicensingModel::default_model();
-            let d = desired_access(&m, &licenses, &members);
+            let d = desired_access(&m, &licenses, &members, 1_000);
             let active = d.members.values().filter(|v| v.access.holds_seat()).count();
             prop_assert!(active <= d.tenant.seats_total as usize);
             // Every seat is used while someone waits for one.
@@ -462,9 +562,25 @@ pub(crate) mod tests {
         }
 
         #[test]
+        fn a_holder_keeps_its_seat_unless_the_seats_fall_below_the_holders(licenses in arb_licenses(), members in arb_members()) {
+            let m = LicensingModel::default_model();
+            let d = desired_access(&m, &licenses, &members, 1_000);
+            let holders = members.iter().filter(|i| i.access.holds_seat()).count();
+            if d.tenant.policy == MemberPolicy::Seated && holders <= d.tenant.seats_total as usize {
+                for i in members.iter().filter(|i| i.access.holds_seat()) {
+                    prop_assert!(d.members[&i.member.user_id].access.holds_seat());
+                }
+            }
+            // Never a seat taken from one and given to another.
+            let lost = members.iter().any(|i| i.access.holds_seat() && !d.members[&i.member.user_id].access.holds_seat());
+            let gained = members.iter().any(|i| !i.access.holds_seat() && d.members[&i.member.user_id].access.holds_seat());
+            prop_assert!(!(lost && gained));
+        }
+
+        #[test]
         fn desired_access_ignores_input_order(licenses in arb_licenses(), members in arb_members(), seed in any::<u64>()) {
             let m = LicensingModel::default_model();
-            let d1 = desired_access(&m, &licenses, &members);
+            let d1 = desired_access(&m, &licenses, &members, 1_000);
             let mut l2 = licenses.clone();
             let mut m2 = members.clone();
             // A deterministic shuffle from the seed.
@@ -474,34 +590,21 @@ pub(crate) mod tests {
             let k = m2.len().max(1);
             m2.rotate_left((seed as usize / 7) % k);
             m2.reverse();
-            prop_assert_eq!(d1, desired_access(&m, &l2, &m2));
+            prop_assert_eq!(d1, desired_access(&m, &l2, &m2, 1_000));
         }
 
         #[test]
-        fn privileged_members_keep_seats_while_others_hold_one(licenses in arb_licenses(), members in arb_members()) {
+        fn from_nobody_seated_privileged_members_and_older_peers_go_first(licenses in arb_licenses(), members in arb_members()) {
             let m = LicensingModel::default_model();
-            let d = desired_access(&m, &licenses, &members);
-            let privileged_waiting = members.iter().any(|mem| {
-                d.members[&mem.user_id].access.status == MemberStatus::PendingSeat
-                    && roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r))
-            });
-            let unprivileged_seated = members.iter().any(|mem| {
-                d.members[&mem.user_id].access.holds_seat()
-                    && !roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r))
-            });
-            prop_assert!(!(privileged_waiting && unprivileged_seated));
-        }
-
-        #[test]
-        fn newer_members_never_hold_a_seat_an_older_peer_waits_for(licenses in arb_licenses(), members in arb_members()) {
-            let m = LicensingModel::default_model();
-            let d = desired_access(&m, &licenses, &members);
+            let members: Vec<MemberItem> = members.into_iter().map(|i| MemberItem { access: MemberAccess::without_access(MemberStatus::PendingSeat), ..i }).collect();
+            let d = desired_access(&m, &licenses, &members, 1_000);
             let priv_of = |mem: &Member| roles_for(&m, &d.tenant.tier, mem, &TenantRules::default()).0.iter().any(|r| m.is_privileged(r));
             for a in &members {
                 for b in &members {
-                    if a.seq < b.seq && priv_of(a) == priv_of(b)
-                        && d.members[&a.user_id].access.status == MemberStatus::PendingSeat {
-                        prop_assert!(!d.members[&b.user_id].access.holds_seat());
+                    let (da, db) = (&d.members[&a.member.user_id], &d.members[&b.member.user_id]);
+                    if da.access.status == MemberStatus::PendingSeat && db.access.holds_seat() {
+                        // b got a seat a waits for: b is privileged and a is not, or b is older.
+                        prop_assert!((priv_of(&b.member) && !priv_of(&a.member)) || (priv_of(&b.member) == priv_of(&a.member) && b.member.seq < a.member.seq));
                     }
                 }
             }
@@ -511,15 +614,15 @@ pub(crate) mod tests {
         fn applying_the_plan_reaches_a_fixpoint(licenses in arb_licenses(), members in arb_members()) {
             let m = LicensingModel::default_model();
             let t = TenantId::parse("t1").unwrap();
-            let d = desired_access(&m, &licenses, &members);
-            let p = plan(&t, d.clone(), None, &BTreeMap::new());
-            let applied: BTreeMap<UserId, MemberAccess> = members.iter().map(|mem| {
-                let after = p.member_changes.iter().find(|c| c.user_id == mem.user_id)
-                    .map(|c| c.after.clone())
-                    .unwrap_or_else(|| MemberAccess::without_access(MemberStatus::PendingSeat));
-                (mem.user_id.clone(), after)
+            let d = desired_access(&m, &licenses, &members, 1_000);
+            let p = plan(&t, d.clone(), None, &members);
+            let after: Vec<MemberItem> = members.iter().map(|mem| {
+                match p.member_changes.iter().find(|c| c.user_id == mem.member.user_id) {
+                    Some(c) => MemberItem { access: c.after.clone(), seat: c.seat.clone(), ..mem.clone() },
+                    None => mem.clone(),
+                }
             }).collect();
-            let again = plan(&t, desired_access(&m, &licenses, &members), Some(&p.tenant_after), &applied);
+            let again = plan(&t, desired_access(&m, &licenses, &after, 2_000), Some(&p.tenant_after), &after);
             prop_assert!(again.is_empty());
         }
     }

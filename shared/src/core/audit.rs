@@ -74,6 +74,8 @@ pub enum AuditAction {
     MemberCreated,
     MemberRemoved,
     MemberAccessChanged,
+    /// The tenant's admin gave, took or released a seat (`PUT .../seat`).
+    MemberSeatReassigned,
     TenantAccessChanged,
     TenantRulesChanged,
     // Contracts.

@@ -4,7 +4,8 @@
 //! state and the same functions as a reconcile, so the explanation is the
 //! decision, not a description of it.
 
-use crate::core::access::{desired_access_with_rules, role_grants, seat_rank, Member, MemberAccess};
+use crate::core::access::{desired_access_with_rules, privileged, role_grants, seat_decisions, seat_rule, MemberAccess};
+use crate::core::seats::{micros, Pin, Verdict};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::license::{effective_license, Source};
 use crate::core::model::LicensingModel;
@@ -67,15 +68,28 @@ pub struct ContractVersion {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SeatExplanation {
-    /// 1-based position in the ranking (owner/admin first, then creation
-    /// order); `None` for a removed member.
+    /// Where the member stands: `holds` a seat, `cut` (holds one the
+    /// seats no longer cover: the next reconcile takes it), `granted`
+    /// (first in line for a free seat: the next reconcile gives it),
+    /// `waiting` in line, `released` by the tenant's admin (out of the
+    /// line), or `none` (removed, or the tenant is not seated).
+    pub standing: &'static str,
+    /// 1-based place: among the holders in the seat order (the last lose
+    /// their seats first on a cut) for `holds` and `cut`; in the line (1 is
+    /// next) for `granted` and `waiting`.
     pub rank: Option<usize>,
     pub seats_total: u32,
-    /// Ranked first as an owner or admin.
+    /// Ordered first as an owner or admin.
     pub privileged: bool,
+    /// Given (`hold: true`) or released (`hold: false`) by the tenant's admin.
+    pub pin: Option<Pin>,
+    /// When the member got its seat (holding) or joined the line (waiting).
+    pub since: Option<DateTime<Utc>>,
     /// The member's place in the tenant's creation order.
     pub creation_order: u64,
     pub holds_seat: bool,
+    /// Why, in words.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,14 +98,25 @@ pub struct RoleGrant {
     pub rule: String,
 }
 
-/// The explanation for `user` of the tenant, or `None` when it is not a member.
-pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState, user: &UserId) -> Option<Explanation> {
+/// The explanation for `user` of the tenant as of `now`, or `None` when it is not a member.
+pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState, user: &UserId, now: DateTime<Utc>) -> Option<Explanation> {
     let item = state.members.iter().find(|m| &m.member.user_id == user)?;
     let rules = state.rules();
-    let members: Vec<Member> = state.members.iter().map(|m| m.member.clone()).collect();
     let tenant = effective_license(model, &state.licenses);
-    let desired = desired_access_with_rules(model, &state.licenses, &rules, &members).members.remove(user)?;
-    let rank = seat_rank(model, &tenant, &rules, &members, user);
+    let desired = desired_access_with_rules(model, &state.licenses, &rules, &state.members, micros(now)).members.remove(user)?;
+    let verdict = seat_decisions(model, &tenant, &rules, &state.members, micros(now)).remove(user).map(|(v, _)| v);
+    let (standing, rank) = match verdict {
+        Some(Verdict::Keeps { place }) => ("holds", Some(place)),
+        Some(Verdict::Cut { place, .. }) => ("cut", Some(place)),
+        Some(Verdict::Granted { place }) => ("granted", Some(place)),
+        Some(Verdict::Waits { place }) => ("waiting", Some(place)),
+        Some(Verdict::Released) => ("released", None),
+        None => ("none", None),
+    };
+    let why = match &verdict {
+        Some(v) => seat_rule(v, &item.seat, tenant.seats_total),
+        None => desired.rule.clone(),
+    };
     let roles = if desired.access.holds_seat() {
         role_grants(model, &tenant.tier, &item.member, &rules).into_iter().map(|(role, rule)| RoleGrant { role, rule }).collect()
     } else {
@@ -127,11 +152,15 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
             contracts: state.contracts.iter().map(|(d, v)| ContractVersion { contract_id: d.contract_id.to_string(), version: *v }).collect(),
         },
         seat: SeatExplanation {
-            rank: rank.map(|(r, _)| r),
+            standing,
+            rank,
             seats_total: tenant.seats_total,
-            privileged: rank.is_some_and(|(_, p)| p),
+            privileged: privileged(model, &tenant, &rules, &item.member),
+            pin: item.seat.pin.clone(),
+            since: DateTime::from_timestamp_micros(i64::try_from(item.seat.since).unwrap_or(0)),
             creation_order: item.member.seq,
             holds_seat: desired.access.holds_seat(),
+            why,
         },
         desired: desired.access,
         roles,
@@ -147,7 +176,11 @@ mod tests {
     use crate::core::tenant::{MemberItem, TenantMeta};
 
     fn item(id: &str, seq: u64, groups: &[&str], status: MemberStatus) -> MemberItem {
-        MemberItem { member: crate::core::access::tests::member(id, seq, groups), access: MemberAccess::without_access(status) }
+        MemberItem::new(crate::core::access::tests::member(id, seq, groups), MemberAccess::without_access(status))
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
     fn state(tier: &str, seats: u32, members: Vec<MemberItem>) -> TenantState {
@@ -170,30 +203,45 @@ mod tests {
         let t = TenantId::parse("t1").unwrap();
         // Two seats: the admin first, then the oldest; bob (finance) is third.
         let s = state("business", 2, vec![item("ann", 1, &[], MemberStatus::Active), item("bob", 2, &["finance"], MemberStatus::Active), item("cal", 3, &["admins"], MemberStatus::Active)]);
-        let cal = explain(&m, &t, &s, &UserId::parse("cal").unwrap()).unwrap();
-        assert_eq!((cal.seat.rank, cal.seat.privileged, cal.seat.holds_seat, cal.seat.seats_total), (Some(1), true, true, 2));
+        let cal = explain(&m, &t, &s, &UserId::parse("cal").unwrap(), now()).unwrap();
+        assert_eq!((cal.seat.standing, cal.seat.rank, cal.seat.privileged, cal.seat.holds_seat, cal.seat.seats_total), ("holds", Some(1), true, true, 2));
         let grants: Vec<(&str, &str)> = cal.roles.iter().map(|g| (g.role.as_str(), g.rule.as_str())).collect();
         assert_eq!(grants, [("admin", "admins"), ("member", "default_roles")]);
         assert_eq!(cal.license.licenses.iter().map(|l| (l.license_id.as_str(), l.grants_access)).collect::<Vec<_>>(), [("sub_1", true), ("old", false)]);
         assert_eq!((cal.license.tier.as_str(), cal.license.seats_total), ("business", 2));
         assert!(!cal.in_sync, "stored without roles, desired with: {cal:?}");
 
-        // bob ranks third of two seats: no seat, no roles, and his stored
-        // access (active) is not what the rules give (the next reconcile fixes it).
-        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap()).unwrap();
-        assert_eq!((bob.seat.rank, bob.seat.privileged, bob.seat.holds_seat), (Some(3), false, false));
+        // Three hold two seats: bob, the most recently seated who is not an
+        // admin, is third in the holders' order: the next reconcile takes
+        // his seat, and his stored access (active) is not what the rules give.
+        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap(), now()).unwrap();
+        assert_eq!((bob.seat.standing, bob.seat.rank, bob.seat.privileged, bob.seat.holds_seat), ("cut", Some(3), false, false));
         assert_eq!(bob.desired.status, MemberStatus::PendingSeat);
         assert!(bob.roles.is_empty() && !bob.in_sync);
-        assert!(bob.rule.contains("no seat"), "{}", bob.rule);
+        assert!(bob.rule.contains("seat cut"), "{}", bob.rule);
+
+        // A member who waits, and one the tenant's admin released.
+        let mut members = s.members.clone();
+        members.push(item("dan", 4, &[], MemberStatus::PendingSeat));
+        let mut eve = item("eve", 5, &[], MemberStatus::PendingSeat);
+        eve.seat.pin = Some(Pin { hold: false, by: "ann".into(), at: "2026-12-01T00:00:00Z".into() });
+        members.push(eve);
+        let s2 = state("business", 3, members);
+        let dan = explain(&m, &t, &s2, &UserId::parse("dan").unwrap(), now()).unwrap();
+        assert_eq!((dan.seat.standing, dan.seat.rank, dan.seat.holds_seat), ("waiting", Some(1), false));
+        assert_eq!(dan.seat.since, DateTime::from_timestamp_micros(4));
+        let eve = explain(&m, &t, &s2, &UserId::parse("eve").unwrap(), now()).unwrap();
+        assert_eq!((eve.seat.standing, eve.seat.rank), ("released", None));
+        assert_eq!(eve.seat.why, "seat released by ann: waits until given one");
 
         // With three seats bob is seated, and billing-admin comes from the
         // finance rule (business tier and up).
         let s = state("business", 3, s.members);
-        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap()).unwrap();
+        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap(), now()).unwrap();
         assert!(bob.roles.iter().any(|g| g.role == "billing-admin" && g.rule == "finance-billing-admin"), "{:?}", bob.roles);
         let s = state("team", 3, s.members);
-        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap()).unwrap();
+        let bob = explain(&m, &t, &s, &UserId::parse("bob").unwrap(), now()).unwrap();
         assert!(!bob.roles.iter().any(|g| g.role == "billing-admin"), "not below business: {:?}", bob.roles);
-        assert!(explain(&m, &t, &s, &UserId::parse("nobody").unwrap()).is_none());
+        assert!(explain(&m, &t, &s, &UserId::parse("nobody").unwrap(), now()).is_none());
     }
 }

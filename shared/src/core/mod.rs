@@ -3,7 +3,8 @@
 //!
 //! [`model`] (the licensing model), [`license`] (source ordering, the
 //! effective license), [`access`] (desired access, seats, the provisioning
-//! plan), [`reconcile`] (its transactions), [`expiry`] (time-based
+//! plan), [`seats`] (who holds a seat, who waits, in which order), [`reassign`]
+//! (the tenant's admin giving and releasing seats), [`reconcile`] (its transactions), [`expiry`] (time-based
 //! transitions), [`audit`] (the hash chain and its typed actions),
 //! [`events`] (what the bus is told), [`contract`] (documents, amendments,
 //! review), [`scim`] (targets, their health, the protocol), [`sources`]
@@ -22,9 +23,11 @@ pub mod expiry;
 pub mod ids;
 pub mod license;
 pub mod model;
+pub mod reassign;
 pub mod reconcile;
 pub mod rejection;
 pub mod scim;
+pub mod seats;
 pub mod signature;
 pub mod sources;
 pub mod tenant;

@@ -2,13 +2,13 @@
 //! how the difference between desired and actual access is cut into
 //! transactions, each change with its audit record.
 
-use crate::core::access::{self, Member, MemberAccess, MemberChange, MemberStatus, TenantRules};
+use crate::core::access::{self, MemberChange, MemberItem, SeatedAccess, TenantRules};
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::events::Announcement;
 use crate::core::ids::{TargetId, TenantId, UserId};
 use crate::core::license::TenantAccess;
 use crate::core::model::LicensingModel;
-use crate::core::tenant::{MemberItem, TenantState};
+use crate::core::tenant::TenantState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -53,9 +53,10 @@ pub const fn members_per_chunk(targets: usize) -> usize {
 /// One transaction of a reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
-    /// Members with their new access, and the status each had (the write
-    /// is conditional on it).
-    pub members: Vec<(MemberItem, MemberStatus)>,
+    /// Members with their new access and seat (at their next revision),
+    /// and the revision each was read at (the write is conditional on it:
+    /// a decision made on a snapshot never overrides a newer write).
+    pub members: Vec<(MemberItem, u64)>,
     /// The tenant's new effective access (first chunk only).
     pub tenant: Option<TenantAccess>,
     /// The tenant's new contract role grants (first chunk only).
@@ -77,13 +78,11 @@ pub struct Chunk {
 /// [`members_per_chunk`] member changes (one fewer in the first, which also
 /// carries the tenant's change). Seat-losing changes come first, so that no
 /// committed prefix ever holds more seats than the tenant has.
-pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, cause: &Cause) -> Vec<Chunk> {
-    let members: Vec<Member> = state.members.iter().map(|m| m.member.clone()).collect();
-    let actual: BTreeMap<UserId, MemberAccess> = state.members.iter().map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
-    let by_id: BTreeMap<&UserId, &Member> = state.members.iter().map(|m| (&m.member.user_id, &m.member)).collect();
+pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, cause: &Cause, now: u64) -> Vec<Chunk> {
+    let by_id: BTreeMap<&UserId, &MemberItem> = state.members.iter().map(|m| (&m.member.user_id, m)).collect();
     let rules = state.rules();
-    let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &members);
-    let plan = access::plan(tenant, desired, state.meta.access.as_ref(), &actual);
+    let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &state.members, now);
+    let plan = access::plan(tenant, desired, state.meta.access.as_ref(), &state.members);
     let rules_change = state.meta.rules != rules;
     let access_change = !state.meta.access.as_ref().is_some_and(|a| a.same_access(&plan.tenant_after));
     if plan.is_empty() && !rules_change {
@@ -95,7 +94,7 @@ pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, ca
     let mut first = true;
     while first || !remaining.is_empty() {
         let room = if first && (access_change || rules_change) { per_chunk - 1 } else { per_chunk };
-        let (now, rest) = remaining.split_at(room.min(remaining.len()));
+        let (part, rest) = remaining.split_at(room.min(remaining.len()));
         let mut audit = Vec::new();
         let mut chunk = Chunk { members: Vec::new(), tenant: None, rules: None, used_delta: 0, pending_delta: 0, used_at_most: None, audit: Vec::new() };
         if first && access_change {
@@ -113,19 +112,19 @@ pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, ca
             audit.push(AuditEvent::new(AuditAction::TenantRulesChanged, "tenant", cause, "contract role mappings and named users").before(&state.meta.rules).after(&rules));
             chunk.rules = Some(rules.clone());
         }
-        for change in now {
-            chunk.members.push((MemberItem { member: by_id[&change.user_id].clone(), access: change.after.clone() }, change.before.status));
+        for change in part {
+            let held = by_id[&change.user_id];
+            chunk.members.push((MemberItem { access: change.after.clone(), seat: change.seat.clone(), rev: held.rev + 1, ..held.clone() }, held.rev));
             audit.push(
                 AuditEvent::new(AuditAction::MemberAccessChanged, format!("member:{}", change.user_id), cause, change.rule.clone())
-                    .before(&change.before)
-                    .after(&change.after)
+                    .before(SeatedAccess { access: &change.before, seat: &change.seat_before })
+                    .after(SeatedAccess { access: &change.after, seat: &change.seat })
                     .announcing(Announcement::MemberAccessChanged { user_id: change.user_id.clone(), before: change.before.clone(), after: change.after.clone() }),
             );
         }
-        let count = |status: MemberStatus, a: &MemberAccess| i64::from(a.status == status);
-        for change in now {
-            chunk.used_delta += count(MemberStatus::Active, &change.after) - count(MemberStatus::Active, &change.before);
-            chunk.pending_delta += count(MemberStatus::PendingSeat, &change.after) - count(MemberStatus::PendingSeat, &change.before);
+        for change in part {
+            chunk.used_delta += i64::from(change.after.holds_seat()) - i64::from(change.before.holds_seat());
+            chunk.pending_delta += i64::from(access::in_line(&change.after, &change.seat)) - i64::from(access::in_line(&change.before, &change.seat_before));
         }
         if chunk.used_delta > 0 {
             chunk.used_at_most = Some(u32::try_from((i64::from(plan.tenant_after.seats_total) - chunk.used_delta).max(0)).unwrap_or(0));

@@ -1,7 +1,8 @@
 //! What is stored of a tenant, as the core sees it: its head (`META`), its
 //! members with their access, everything desired access depends on.
 
-use crate::core::access::{Member, MemberAccess, TenantRules};
+pub use crate::core::access::MemberItem;
+use crate::core::access::{MemberAccess, TenantRules};
 use crate::core::audit::{ChainHead, PendingRecord};
 use crate::core::contract::ContractDocument;
 use crate::core::license::{License, TenantAccess};
@@ -31,13 +32,6 @@ impl TenantMeta {
     pub fn head_of(meta: Option<&TenantMeta>) -> ChainHead {
         meta.map(|m| m.head.clone()).unwrap_or_else(ChainHead::genesis)
     }
-}
-
-/// A member item: who the app says they are, and what access they have.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberItem {
-    pub member: Member,
-    pub access: MemberAccess,
 }
 
 /// Everything of one tenant that desired access depends on.

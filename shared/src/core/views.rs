@@ -1,7 +1,8 @@
 //! The JSON shapes of what the API shows and takes about tenants and
 //! members: the stable contract with the app.
 
-use crate::core::access::{MemberAccess, MemberStatus};
+use crate::core::access::{MemberAccess, MemberItem, MemberStatus};
+use crate::core::seats::Pin;
 use crate::core::ids::{TenantId, UserId};
 use crate::core::license::TenantAccess;
 use crate::core::model::Entitlements;
@@ -51,11 +52,28 @@ pub struct MemberView {
     pub status: MemberStatus,
     pub roles: BTreeSet<String>,
     pub entitlements: Entitlements,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat: Option<SeatView>,
+}
+
+/// A member's place in the seat order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeatView {
+    /// When the member got its seat (`active`) or joined the line (`pending_seat`).
+    pub since: Option<String>,
+    /// Given (`hold: true`) or released (`hold: false`) by the tenant's admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
 }
 
 impl MemberView {
     pub fn new(tenant_id: TenantId, user_id: UserId, access: &MemberAccess) -> Self {
-        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone() }
+        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone(), seat: None }
+    }
+    /// A member item as the app reads it, with its place in the seat order.
+    pub fn of(tenant_id: TenantId, item: &MemberItem) -> Self {
+        let since = chrono::DateTime::from_timestamp_micros(i64::try_from(item.seat.since).unwrap_or(0)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        MemberView { seat: Some(SeatView { since, pin: item.seat.pin.clone() }), ..MemberView::new(tenant_id, item.member.user_id.clone(), &item.access) }
     }
 }
 

@@ -126,12 +126,15 @@ impl Dynamo {
                     ("member", s(to_json(&m.member))),
                     ("access", s(to_json(&m.access))),
                     ("status", s(m.access.status.as_str())),
+                    ("seat", s(to_json(&m.seat))),
+                    ("rev", n(m.rev)),
                 ];
-                // `status` is a reserved word.
-                let names = [("#st", "status")];
                 match guard {
-                    MemberGuard::New => put_named(t, attrs, Some("attribute_not_exists(pk) OR #st = :gone"), vec![(":gone", s(MemberStatus::Deprovisioned.as_str()))], &names),
-                    MemberGuard::Was(was) => put_named(t, attrs, Some("#st = :was"), vec![(":was", s(was.as_str()))], &names),
+                    // `status` is a reserved word.
+                    MemberGuard::New => put_named(t, attrs, Some("attribute_not_exists(pk) OR #st = :gone"), vec![(":gone", s(MemberStatus::Deprovisioned.as_str()))], &[("#st", "status")]),
+                    // An item written before revisions were kept is at revision 0.
+                    MemberGuard::Rev(0) => put(t, attrs, Some("attribute_exists(pk) AND attribute_not_exists(rev)"), vec![]),
+                    MemberGuard::Rev(rev) => put(t, attrs, Some("rev = :rev"), vec![(":rev", n(rev))]),
                 }
             }
             Write::ClaimEmail(m) => put(

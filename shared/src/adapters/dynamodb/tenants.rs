@@ -32,6 +32,14 @@ impl Dynamo {
     }
 }
 
+/// A member item as stored. One written before seats were sticky has its
+/// place in the seat order from its creation, and revision 0.
+pub(crate) fn member_from_item(item: &Item, key: &str) -> Result<MemberItem, PortError> {
+    let member: crate::core::access::Member = required(item, "member", key)?;
+    let seat = json_attr(item, "seat", key)?.unwrap_or_else(|| crate::core::seats::Seat::new(member.seq));
+    Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), member })
+}
+
 /// A pending audit record as stored.
 fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
     let sk = get_s(item, "sk").unwrap_or_default();
@@ -55,7 +63,7 @@ impl Tenants for Dynamo {
             } else if sk.starts_with("LIC#") {
                 licenses.extend(json_attr::<License>(&item, "license", &key)?);
             } else if sk.starts_with("MEM#") {
-                members.push(MemberItem { member: required(&item, "member", &key)?, access: required(&item, "access", &key)? });
+                members.push(member_from_item(&item, &key)?);
             } else if sk.starts_with("CONTRACT#") {
                 let doc: ContractDocument = required(&item, "document", &key)?;
                 contracts.push((doc, get_n(&item, "version").unwrap_or(0)));
@@ -73,7 +81,7 @@ impl Tenants for Dynamo {
         let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
         match self.get(tenant_pk(tenant), member_sk(user)).await? {
             None => Ok(None),
-            Some(item) => Ok(Some(MemberItem { member: required(&item, "member", &key)?, access: required(&item, "access", &key)? })),
+            Some(item) => Ok(Some(member_from_item(&item, &key)?)),
         }
     }
 
@@ -106,9 +114,16 @@ impl Tenants for Dynamo {
         let (meta, item) = self.get_both(tenant, &member_sk(user)).await?;
         let member = match item {
             None => None,
-            Some(i) => Some(MemberItem { member: required(&i, "member", &key)?, access: required(&i, "access", &key)? }),
+            Some(i) => Some(member_from_item(&i, &key)?),
         };
         Ok((meta, member))
+    }
+
+    async fn meta_and_members(&self, tenant: &TenantId, users: &[UserId]) -> Result<(Option<TenantMeta>, Vec<Option<MemberItem>>), PortError> {
+        let keys: Vec<(String, String)> = users.iter().map(|u| (tenant_pk(tenant), member_sk(u))).collect();
+        let (meta, items) = self.get_with_meta(tenant, &keys).await?;
+        let members = items.iter().zip(&keys).map(|(item, (pk, sk))| item.as_ref().map(|i| member_from_item(i, &format!("{pk}/{sk}"))).transpose()).collect::<Result<_, _>>()?;
+        Ok((meta, members))
     }
 
     async fn accepted_event(&self, tenant: &TenantId, source: Source, event: &EventId) -> Result<Option<String>, PortError> {

@@ -1,7 +1,7 @@
 //! An amendment: its change set, its access impact, the review rules it
 //! fires, and where it stands.
 
-use crate::core::access::{desired_access_with_rules, Member, MemberStatus};
+use crate::core::access::{desired_access_with_rules, MemberItem, MemberStatus};
 use crate::core::ids::{ContractId, TenantId, UserId};
 use crate::core::license::License;
 use crate::core::model::LicensingModel;
@@ -37,9 +37,10 @@ pub struct AccessImpact {
     pub seats_used_after: u32,
 }
 
-/// Desired access of the tenant with the contract at `old` vs at `new`.
+/// Desired access of the tenant's members as they stand (seats are
+/// sticky), with the contract at `old` vs at `new`, as of `as_of`.
 #[allow(clippy::too_many_arguments)] // each input is a distinct part of the tenant's state
-pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &[&ContractDocument], old: Option<&ContractDocument>, new: &ContractDocument, version: u64, as_of: DateTime<Utc>, members: &[Member]) -> AccessImpact {
+pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &[&ContractDocument], old: Option<&ContractDocument>, new: &ContractDocument, version: u64, as_of: DateTime<Utc>, members: &[MemberItem]) -> AccessImpact {
     let with = |doc: Option<&ContractDocument>, v: u64| {
         let mut licenses: Vec<License> = other_licenses.to_vec();
         let mut docs: Vec<&ContractDocument> = other_rules.to_vec();
@@ -47,7 +48,7 @@ pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &
             licenses.push(d.license(v, as_of));
             docs.push(d);
         }
-        desired_access_with_rules(model, &licenses, &merge_rules(docs), members)
+        desired_access_with_rules(model, &licenses, &merge_rules(docs), members, crate::core::seats::micros(as_of))
     };
     let before = with(old, version.saturating_sub(1));
     let after = with(Some(new), version);

@@ -161,8 +161,9 @@ fn reversal_conflicts_name_the_clauses() {
 fn review_rules_fire_on_risky_changes() {
     let m = model();
     let (old, _) = ContractDocument::parse(&base(), &m).unwrap();
-    let members: Vec<Member> = (0..45)
+    let members: Vec<MemberItem> = (0..45)
         .map(|i| Member { user_id: UserId::parse(format!("u{i}")).unwrap(), email: format!("u{i}@acme.test"), groups: BTreeSet::new(), attributes: BTreeMap::new(), seq: i + 1, removed: false })
+        .map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat)))
         .collect();
     let mut new = old.clone();
     new.seats = 30;
