@@ -9,11 +9,11 @@ use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::scim_client::Scim;
 use entitle::adapters::secrets::TokenStore;
-use entitle::adapters::sqs::dedup_id;
+use entitle::adapters::sqs::{dedup_id, ReconcileQueue};
 use entitle::app::delivery::{Deliverer, TargetBudget};
-use entitle::app::ports::Tenants;
+use entitle::app::ports::{Queue, Tenants};
 use entitle::app::reconcile::reconcile;
-use entitle::core::audit::Cause;
+use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{TargetId, TenantId};
 use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
@@ -34,6 +34,9 @@ pub struct App {
     pub policy: Policy,
     pub budget: TargetBudget,
     pub sqs: aws_sdk_sqs::Client,
+    /// The reconcile queue itself: a delivery run cut off by its time
+    /// after progress queues the tenant's next one.
+    pub queue: ReconcileQueue,
     pub dead_letter_queue_url: String,
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
@@ -134,6 +137,16 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
         let span = tracing::info_span!("delivery", tenant = %tenant, cause = %cause);
         match app.deliverer().deliver_tenant(&tenant, &repair, &cause, stop_at).instrument(span.clone()).await {
             Ok(reports) => {
+                if reports.iter().any(|r| r.more) {
+                    // Out of time with changes still waiting: the tenant's
+                    // next run follows at once (its own message, after
+                    // whatever the tenant has queued), not at the next sweep.
+                    let id = format!("continue-{}", Utc::now().timestamp_micros());
+                    let next = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Delivery, &id));
+                    if let Err(e) = app.queue.send(&next, &dedup_id(&["delivery", tenant.as_str(), &id])).await {
+                        tracing::warn!(parent: &span, error = %error_chain(&e), "could not queue the next delivery run; the sweep finds what waits");
+                    }
+                }
                 let _enter = span.enter();
                 for r in &reports {
                     if r.delivered + r.refused > 0 || r.repair.is_some() || r.error.is_some() {
@@ -141,6 +154,7 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                             target_id = %r.target_id,
                             delivered = r.delivered,
                             refused = r.refused,
+                            more = r.more,
                             repaired = r.repair.as_ref().map_or(0, |x| x.repaired.len()),
                             standing = r.standing.as_deref().unwrap_or("unchanged"),
                             "target delivery"

@@ -20,6 +20,7 @@ async fn main() -> Result<(), Error> {
         policy,
         budget,
         sqs: aws_sdk_sqs::Client::new(&aws),
+        queue: config::reconcile_queue(&aws)?,
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional::<u32>("MAX_RECEIVES", 5)?,
     };

@@ -126,6 +126,9 @@ pub struct TargetReport {
     pub error: Option<String>,
     /// Quarantined or resumed by this run.
     pub standing: Option<String>,
+    /// The run ran out of time after progress with changes still waiting:
+    /// the next run should follow at once, not at the next sweep.
+    pub more: bool,
 }
 
 impl TargetReport {
@@ -172,7 +175,9 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         let mut reports = Vec::new();
         for target in self.store.targets(tenant).await? {
             if Instant::now() >= stop_at {
-                break;
+                // Not reached in this run: the next one follows.
+                reports.push(TargetReport { target_id: target.target_id.to_string(), more: true, ..Default::default() });
+                continue;
             }
             reports.push(self.deliver_target(tenant, &target, repair_now.contains(&target.target_id), cause, stop_at).await?);
         }
@@ -385,6 +390,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 if report.delivered == 0 {
                     return Err(Stop::Target(TargetError::Unavailable { reason: format!("delivered no change within its {} s budget", self.budget.time.as_secs()), retry_after: None }));
                 }
+                report.more = true;
                 return Ok(());
             }
             let desired = scim::desired_user(&target.mapping, &p.member, &p.access);
@@ -410,6 +416,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 // delivering others: progress, not a failure of the target
                 // (the member stays due).
                 Err(_) if out_of_time(stop_at) && (report.delivered > 0 || !batch.is_empty()) => {
+                    report.more = true;
                     return self.flush_within(tenant, target, session, &mut batch, stop_at, report).await.map(|_| ());
                 }
                 // The batch's users were changed, their groups not: they stay
@@ -423,7 +430,10 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         if repair {
             match self.repair(tenant, target, session, managed, stop_at, cause).await {
                 Ok(r) => report.repair = Some(r),
-                Err(stop) if cut_off_after_progress(&stop, stop_at, report) => return Ok(()),
+                Err(stop) if cut_off_after_progress(&stop, stop_at, report) => {
+                    report.more = true;
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -435,7 +445,10 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
     async fn flush_within(&self, tenant: &TenantId, target: &Target, session: &D::Session, batch: &mut Vec<(Pending, SyncOutcome, Vec<GroupChange>)>, stop_at: Instant, report: &mut TargetReport) -> Result<bool, Stop> {
         match self.flush(tenant, target, session, batch, report).await {
             Ok(()) => Ok(true),
-            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => Ok(false),
+            Err(stop) if cut_off_after_progress(&stop, stop_at, report) => {
+                report.more = true;
+                Ok(false)
+            }
             Err(stop) => Err(stop),
         }
     }
