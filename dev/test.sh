@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the command began), so that a
+# slow step shows in the log.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 step "layers of the common crate"
 python3 dev/check_layers.py
@@ -31,3 +33,4 @@ ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env" cargo test -p entitle-tests --no-f
 
 step "logs"
 .venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local scim_entitle_local sk_test_entitle_local
+step "done in ${SECONDS}s"

@@ -115,8 +115,11 @@ async fn the_tenants_admin_gives_pins_and_releases_seats() {
     assert_eq!(s.member(&t, "a").await.1["status"], "pending_seat");
     let (code, e) = s.put_seat(&t, "e", &json!({"hold": true, "from": "a"})).await;
     assert_eq!((code, e["error"]["code"].as_str()), (409, Some("from_holds_no_seat")), "{e}");
-    let (code, e) = s.put_seat(&t, "d", &json!({"hold": true, "from": "b"})).await;
+    let (code, e) = s.put_seat(&t, "c", &json!({"hold": true, "from": "b"})).await;
     assert_eq!((code, e["error"]["code"].as_str()), (409, Some("already_holds_seat")), "{e}");
+    // The same request again (as after a lost answer): nothing changes.
+    let (code, again) = s.put_seat(&t, "d", &json!({"hold": true, "from": "a", "by": "owner@acme.test"})).await;
+    assert_eq!((code, again["seat"].clone()), (200, d["seat"].clone()), "{again}");
 
     // A cut to two: d (pinned) keeps its seat, b (seated before c) keeps its; c's goes.
     assert_eq!(s.crm(&crm(&t, 2, 2)).await.1["status"], "applied");

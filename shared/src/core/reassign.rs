@@ -117,11 +117,12 @@ pub fn reassign(
     }
     let seated = access_on_create(model, tenant, rules, &user.member, MemberStatus::Active);
     if user.access.holds_seat() {
-        if let Some(from) = &req.from {
-            return Err(conflict("already_holds_seat", format!("member {id} already holds a seat: nothing to take from {from}")));
-        }
+        // Pinned already: what this request asks (a retry of it, a lost answer).
         if user.seat.pinned() {
             return Ok(out);
+        }
+        if let Some(from) = &req.from {
+            return Err(conflict("already_holds_seat", format!("member {id} already holds a seat: nothing to take from {from}")));
         }
         let rule = format!("seat pinned by {actor}: kept through cuts while an unpinned holder remains");
         change(user, user.access.clone(), Seat { since: user.seat.since, pin: pin(true) }, rule, &mut out);
@@ -206,6 +207,9 @@ mod tests {
         assert_eq!(run(3, 3, &w, Some(&waiting), &req(true, Some("x"))).unwrap_err().code, "from_holds_no_seat");
         assert_eq!(run(3, 3, &w, None, &req(true, Some("nobody"))).unwrap_err().code, "from_holds_no_seat");
         assert_eq!(run(3, 3, &h, Some(&w), &req(true, Some("w"))).unwrap_err().code, "already_holds_seat");
+        // The same request again (its answer lost): nothing changes.
+        let given = r.changes[1].item.clone();
+        assert!(run(3, 3, &given, Some(&r.changes[0].item), &req(true, Some("h"))).unwrap().changes.is_empty());
     }
 
     #[test]
