@@ -32,7 +32,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: creating .venv with the pinned packages of dev/requirements.txt"
   rm -rf .venv
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r dev/requirements.txt || die "pip could not install dev/requirements.txt"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r dev/requirements.txt || die "pip could not install dev/requirements.txt"
+  .venv/bin/pip check > /dev/null || die "dev/requirements.txt is not a consistent set (pip check: $(.venv/bin/pip check 2>&1 | head -3))"
   for tool in moto_server cargo-lambda cfn-lint checkov scim2-server localstripe; do
     [ -x ".venv/bin/$tool" ] || die "$tool is missing from .venv after installing"
   done

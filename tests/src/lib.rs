@@ -486,7 +486,7 @@ impl Stack {
     }
 
     /// Waits until `check` holds (provisioning is asynchronous), or fails
-    /// with the last observation.
+    /// with the last observation after [`WAIT`].
     pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> Value
     where
         F: FnMut() -> Fut,
@@ -498,7 +498,7 @@ impl Stack {
             if ok {
                 return seen;
             }
-            if start.elapsed() > Duration::from_secs(30) {
+            if start.elapsed() > WAIT {
                 panic!("timed out waiting for {what}; last seen: {seen}");
             }
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -529,6 +529,12 @@ impl Stack {
         out
     }
 }
+
+/// The longest a test waits for an observable mark (a status, an audit
+/// record, a barrier): what a mark reached in a few seconds on an idle
+/// machine needs on a loaded 2-core one, with room to spare. A deadline only
+/// bounds how long a failing test takes to say so.
+pub const WAIT: Duration = Duration::from_secs(90);
 
 /// An end date for licenses and contracts well past every sweep the tests
 /// run (up to 400 days ahead) and every expiring-soon notice: relative to

@@ -5,7 +5,9 @@
 //!
 //! One test, in sequence: a sweep acts on everything due in the stack, so
 //! scenarios run one after another on instants later than anything the other
-//! test files create (the year 2101 and on).
+//! test files create (the year 2101 and on). `make test` runs this file
+//! first, on its fresh stack: after the others, every sweep would also
+//! expire (and reconcile, and deliver) everything they left behind.
 
 use chrono::{DateTime, Duration, Utc};
 use entitle::core::ids::TenantId;
