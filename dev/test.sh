@@ -12,9 +12,12 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 step "layers of the common crate"
 python3 dev/check_layers.py
 
+# Every cargo command below selects the whole workspace, as `make build`
+# does: one feature resolution, so that the tests reuse the build of the
+# function binaries instead of compiling the AWS SDK a second time.
 step "unit and property tests"
-cargo test --workspace --exclude entitle-tests
-cargo test -p entitle-shared --no-default-features --bench desired_access --bench contract_diff
+cargo test --workspace --lib --bins
+cargo test --workspace --benches
 
 step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/cfn-lint infra/template.yaml
@@ -34,13 +37,13 @@ export ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env"
 # due in the stack (as of the year 2101, every license the other tests leave
 # behind), so run after them it would do their work too. Then the rest.
 failed=0
-cargo test -p entitle-tests --test sweep || failed=1
+cargo test --workspace --test sweep || failed=1
 others=()
 for file in tests/tests/*.rs; do
   name=$(basename "$file" .rs)
   [ "$name" = sweep ] || others+=(--test "$name")
 done
-cargo test -p entitle-tests --no-fail-fast --lib --bins "${others[@]}" || failed=1
+cargo test --workspace --no-fail-fast "${others[@]}" || failed=1
 [ "$failed" = 0 ] || { echo "end-to-end tests failed (see above)" >&2; exit 1; }
 
 step "logs"
