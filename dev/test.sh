@@ -24,7 +24,7 @@ step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/checkov --file infra/template.yaml --framework cloudformation --quiet --compact --skip-download
 
 step "local stack for the end-to-end tests"
-export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180}
+export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180} SCIMMY_PORT=${TEST_SCIMMY_PORT:-5181}
 # Short visibility timeout so that retries and the dead-letter path take seconds.
 export ESM_VISIBILITY_TIMEOUT=2
 dev/stack.sh down > /dev/null # leftovers of an interrupted run

@@ -13,7 +13,7 @@ use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::TenantId;
 use entitle::core::scim::{DesiredUser, Mapping, Policy};
 use entitle::adapters::scim_client::{http_client, Scim, ScimClient};
-use entitle::core::scim::{Known, TargetError};
+use entitle::core::scim::{Known, MemberOf, TargetError};
 use entitle::adapters::secrets::TokenStore;
 use entitle_tests::hostile::{Behaviour, HostileTarget};
 use entitle_tests::runtime::{binary, invoke_once};
@@ -143,6 +143,8 @@ async fn the_client_refuses_a_user_found_under_another_members_external_id() {
     let twin = DesiredUser {
         user_id: entitle::core::ids::UserId::parse("u2").unwrap(),
         user_name: "ADMIN@corp.example".into(),
+        email: "ADMIN@corp.example".into(),
+        keep_user_name: false,
         present: true,
         active: true,
         groups: ["member".to_string()].into(),
@@ -152,7 +154,7 @@ async fn the_client_refuses_a_user_found_under_another_members_external_id() {
     let err = client.sync_member(&twin, &managed, None).await.unwrap_err();
     assert!(matches!(&err, TargetError::Conflict { reason } if reason.contains("\"u1\"")), "{err}");
     // Told there is no such user: the POST meets 409, and the user it finds is not adopted.
-    let err = client.sync_member(&twin, &managed, Some(Known { user: None, member_of: BTreeSet::new() })).await.unwrap_err();
+    let err = client.sync_member(&twin, &managed, Some(Known { user: None, member_of: Some(MemberOf::default()) })).await.unwrap_err();
     assert!(matches!(err, TargetError::Conflict { .. }), "{err}");
     let (_, after) = scim.request(reqwest::Method::GET, &format!("/Users/{admin}"), None).await;
     assert_eq!((after["externalId"].as_str(), after["active"].as_bool().unwrap_or(true)), (Some("u1"), true), "u1's user is untouched: {after}");
@@ -216,21 +218,23 @@ async fn removals_a_target_cannot_take_at_once_go_in_smaller_requests() {
 
 /// A target that answers groups without `members` (as some do): the client
 /// asks whether the group has members it does not list (`members pr`), and
-/// when it has, searches for each member instead of taking the group for
-/// empty (which would never remove anyone from it). An empty group is
-/// taken as empty, without the searches.
+/// when it has, the target has contradicted its (generic) profile: its
+/// lists are not trusted, and a user's groups are unknown (Entitle then
+/// enforces them) instead of taken for empty (which would never remove
+/// anyone). An empty group is taken as empty.
 #[tokio::test]
 async fn a_group_answered_without_its_members_is_not_taken_for_empty() {
     let managed: BTreeSet<String> = ["entitle-member".to_string()].into();
     let hidden = HostileTarget::start(Behaviour::Unlisted { hidden: true }).await;
     let client = ScimClient::new(http_client(EgressPolicy::Local), &hidden.url, "t".into(), EgressPolicy::Local);
-    assert_eq!(client.managed_member_of("u1", &managed).await.unwrap(), managed, "found by the search");
-    assert!(hidden.paths.lock().unwrap().iter().any(|p| p.contains("members%5Bvalue") || p.contains("members[value")), "{:?}", hidden.paths.lock().unwrap());
+    assert_eq!(client.managed_member_of("u1", &managed).await.unwrap(), MemberOf::unknown(&managed), "not known: never taken for none");
+    assert!(client.contradiction().is_some_and(|c| c.contains("entitle-member")), "{:?}", client.contradiction());
 
     let empty = HostileTarget::start(Behaviour::Unlisted { hidden: false }).await;
     let client = ScimClient::new(http_client(EgressPolicy::Local), &empty.url, "t".into(), EgressPolicy::Local);
-    assert!(client.managed_member_of("u1", &managed).await.unwrap().is_empty());
-    assert!(client.managed_member_of("u2", &managed).await.unwrap().is_empty());
+    assert_eq!(client.managed_member_of("u1", &managed).await.unwrap(), MemberOf::default(), "confirmed empty");
+    assert_eq!(client.managed_member_of("u2", &managed).await.unwrap(), MemberOf::default());
+    assert!(client.contradiction().is_none());
     let paths = empty.paths.lock().unwrap().clone();
     assert_eq!(paths.len(), 2, "the group and the `members pr` question, once for the run: {paths:?}");
 }

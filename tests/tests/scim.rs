@@ -4,7 +4,7 @@
 //! events on the bus, validated against their documented schema.
 
 use entitle::core::egress::EgressPolicy;
-use entitle::core::scim::{DesiredUser, Mapping, ScimUser};
+use entitle::core::scim::{DesiredUser, Mapping, MemberOf, ScimUser};
 use entitle::adapters::scim_client::{http_client, ScimClient};
 use entitle::core::scim::Known;
 use entitle_tests::{assert_valid_events, member_body, unique, FaultProxy, Scim, SeenUser, Stack};
@@ -369,6 +369,8 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     let mut desired = DesiredUser {
         user_id: entitle::core::ids::UserId::parse("u1").unwrap(),
         user_name: user("u1"),
+        email: user("u1"),
+        keep_user_name: false,
         present: true,
         active: true,
         groups: set(&["member"]),
@@ -378,7 +380,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     // Our knowledge says there is no such user, but there is: POST meets
     // 409 uniqueness, and the user is adopted.
     let existing = scim.create_user(&user("u1"), None).await;
-    let out = client.sync_member(&desired, &managed, Some(Known { user: None, member_of: BTreeSet::new() })).await.unwrap();
+    let out = client.sync_member(&desired, &managed, Some(Known { user: None, member_of: Some(MemberOf::default()) })).await.unwrap();
     assert!(out.adopted && !out.created && out.patched, "{out:?}");
     let seen = scim.view().await;
     assert_eq!(seen.len(), 1);
@@ -392,7 +394,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     assert!(stale.version.is_some(), "scim2-server offers ETags");
     scim.patch(&format!("/Users/{existing}"), vec![json!({"op": "replace", "path": "displayName", "value": "Changed Elsewhere"})]).await;
     desired.enterprise.insert("department".into(), "Ops".into());
-    let out = client.sync_member(&desired, &managed, Some(Known { user: Some(stale), member_of: set(&["member"]) })).await.unwrap();
+    let out = client.sync_member(&desired, &managed, Some(Known { user: Some(stale), member_of: Some(MemberOf::known(set(&["member"]))) })).await.unwrap();
     assert_eq!((out.conflicts, out.patched), (1, true), "{out:?}");
     let (_, after) = scim.request(Method::GET, &format!("/Users/{existing}"), None).await;
     assert_eq!((after["displayName"].as_str(), after[entitle::core::scim::ENTERPRISE_SCHEMA]["department"].as_str()), (Some("Changed Elsewhere"), Some("Ops")));

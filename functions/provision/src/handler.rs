@@ -149,12 +149,14 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                 }
                 let _enter = span.enter();
                 for r in &reports {
-                    if r.delivered + r.refused > 0 || r.repair.is_some() || r.error.is_some() {
+                    if r.delivered + r.refused > 0 || r.repair.is_some() || r.error.is_some() || r.paced.is_some() || r.contradiction.is_some() {
                         tracing::info!(
                             target_id = %r.target_id,
                             delivered = r.delivered,
                             refused = r.refused,
                             more = r.more,
+                            paced = r.paced.as_deref(),
+                            contradiction = r.contradiction.as_deref(),
                             repaired = r.repair.as_ref().map_or(0, |x| x.repaired.len()),
                             standing = r.standing.as_deref().unwrap_or("unchanged"),
                             "target delivery"
@@ -163,6 +165,10 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                             .count("ScimDeliveries", r.delivered as f64)
                             .count("ScimFailures", (r.refused + usize::from(r.error.is_some())) as f64)
                             .count("TargetsQuarantined", u8::from(r.standing.as_deref() == Some("quarantined")))
+                            .count("TargetContradictions", u8::from(r.contradiction.is_some()))
+                            .count("DeliveriesPaced", u8::from(r.paced.is_some()))
+                            .property("tenant", tenant.as_str())
+                            .property("target", &r.target_id)
                             .emit();
                     }
                 }

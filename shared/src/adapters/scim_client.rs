@@ -13,7 +13,7 @@
 //! answers is shown back only as a short, sanitised SCIM error detail.
 
 use crate::app::ports::{Directory, DirectorySession};
-use crate::core::scim::{self, DesiredUser, GroupChange, Known, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep};
+use crate::core::scim::{self, DesiredUser, GroupChange, Known, MemberOf, Membership, Paging, Profile, ProfileName, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep, Window};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use crate::core::egress::EgressPolicy;
@@ -32,6 +32,11 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 const CONFLICT_TRIES: u32 = 4;
 const PAGE: usize = 100;
 const CONTENT_TYPE: &str = "application/scim+json";
+/// Every request names its sender (GitHub refuses requests without one).
+const USER_AGENT: &str = concat!("Entitle/", env!("CARGO_PKG_VERSION"), " (SCIM client)");
+/// A wait for a rate limit this short is waited for in the run; a longer
+/// one ends the run (paced: later runs go on).
+const MAX_PACE_WAIT: Duration = Duration::from_secs(2);
 /// Membership changes of one group per request.
 pub const GROUP_BATCH: usize = 100;
 /// Members the first removal request to a target names, before its answers
@@ -69,6 +74,9 @@ pub struct ScimClient {
     rosters: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Set once a roster could not be read whole: searches instead.
     no_rosters: AtomicBool,
+    /// Managed groups listed without members that the target did not
+    /// confirm empty: whether a user is in one is unknown.
+    unconfirmed: Mutex<BTreeSet<String>>,
     /// Members the next removal request of a group names
     /// ([`scim::next_removal_batch`]): learnt from the target's answers and
     /// shared by this process's clients of the same target, so that a run
@@ -82,6 +90,44 @@ pub struct ScimClient {
     /// Bytes this client may still read from the target.
     read_budget: AtomicUsize,
     egress: EgressPolicy,
+    /// What the target can do.
+    profile: Profile,
+    /// The target's rate limits as this process spends them (shared by the
+    /// process's clients of the same target).
+    pace: Arc<Mutex<Pace>>,
+    /// Why the target's member lists are not trusted in this client's life,
+    /// if they are not (see [`ScimClient::contradiction`]).
+    contradiction: Mutex<Option<String>>,
+    /// A roster was read and agreed with the target's other answers.
+    rosters_checked: AtomicBool,
+}
+
+/// A target's documented rate limits: writes a minute, user creations an hour.
+#[derive(Debug, Default)]
+pub struct Pace {
+    writes: Option<Window>,
+    creations: Option<Window>,
+}
+
+impl Pace {
+    pub fn of(profile: &Profile) -> Self {
+        Pace {
+            writes: profile.writes_per_minute.map(|n| Window::new(n, Duration::from_secs(60))),
+            creations: profile.creations_per_hour.map(|n| Window::new(n, Duration::from_secs(3600))),
+        }
+    }
+    /// Takes a write (a user creation) now, or says how long until one may go.
+    /// (A write refused for the creations' limit still counts as a write:
+    /// the error is on the side of sending less.)
+    fn admit(&mut self, creation: bool, now: Instant) -> Result<(), Duration> {
+        if let Some(w) = self.writes.as_mut() {
+            w.admit(now)?;
+        }
+        match self.creations.as_mut() {
+            Some(w) if creation => w.admit(now),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for ScimClient {
@@ -164,11 +210,46 @@ impl ScimClient {
             groups: Mutex::new(BTreeMap::new()),
             rosters: Mutex::new(BTreeMap::new()),
             no_rosters: AtomicBool::new(false),
+            unconfirmed: Mutex::new(BTreeSet::new()),
             removals_per_request: Arc::new(AtomicUsize::new(FIRST_REMOVALS)),
             removals_ceiling: AtomicUsize::new(GROUP_BATCH),
             deadline: None,
             read_budget: AtomicUsize::new(DEFAULT_READ_BUDGET),
             egress,
+            profile: ProfileName::Generic.profile(),
+            pace: Arc::default(),
+            contradiction: Mutex::new(None),
+            rosters_checked: AtomicBool::new(false),
+        }
+    }
+
+    /// Behaves as a target of this profile, its rate limits spent from
+    /// `pace` (shared with the process's other clients of the target).
+    pub fn with_profile(mut self, profile: Profile, pace: Arc<Mutex<Pace>>) -> Self {
+        self.removals_ceiling = AtomicUsize::new(GROUP_BATCH.min(profile.changes_per_request));
+        self.profile = profile;
+        self.pace = pace;
+        self
+    }
+
+    /// Why this client stopped trusting the target's member lists: a
+    /// managed group listed empty that the target then says has members (or
+    /// cannot say it has none). Each member's groups are enforced instead.
+    pub fn contradiction(&self) -> Option<String> {
+        self.contradiction.lock().expect("not poisoned").clone()
+    }
+
+    /// Whether this client read a roster that agreed with the target.
+    pub fn rosters_agreed(&self) -> bool {
+        self.rosters_checked.load(Ordering::SeqCst) && self.contradiction().is_none()
+    }
+
+    /// How this client learns a user's groups: from its profile, unless the
+    /// target contradicted it.
+    fn membership(&self) -> Membership {
+        match self.profile.membership {
+            Membership::Listed if self.contradiction().is_some() => Membership::Unknown,
+            m => m,
         }
     }
 
@@ -260,12 +341,15 @@ impl ScimClient {
     async fn send_tries(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>, tries: u32) -> Result<Answer, TargetError> {
         let url = format!("{}{path}", self.base);
         self.check_literal_address(&url, &format!("{method} {path}"))?;
+        if method != Method::GET {
+            self.paced(method == Method::POST && path == "/Users", &format!("{method} {path}")).await?;
+        }
         let mut last = String::new();
         for attempt in 0..tries {
             let Some(timeout) = self.time_left() else {
                 return Err(TargetError::Unavailable { reason: format!("{method} {path}: no time left in this run{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") }), retry_after: None });
             };
-            let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).query(query).timeout(timeout);
+            let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).header("User-Agent", USER_AGENT).query(query).timeout(timeout);
             if let Some(b) = body {
                 req = req.header("Content-Type", CONTENT_TYPE).body(b.to_string());
             }
@@ -314,6 +398,21 @@ impl ScimClient {
         Err(TargetError::Unavailable { reason: last, retry_after: None })
     }
 
+    /// Waits for the target's rate limit to admit a write, if it does soon;
+    /// otherwise the run is paced (it ends here; a later run goes on).
+    async fn paced(&self, creation: bool, what: &str) -> Result<(), TargetError> {
+        loop {
+            let admitted = self.pace.lock().expect("not poisoned").admit(creation, Instant::now());
+            match admitted {
+                Ok(()) => return Ok(()),
+                Err(wait) if wait <= MAX_PACE_WAIT && self.deadline.is_none_or(|d| Instant::now() + wait < d) => tokio::time::sleep(wait).await,
+                Err(wait) => {
+                    return Err(TargetError::Paced { reason: format!("{what}: the {} profile's rate limit admits the next write in {} s", self.profile.name.as_str(), wait.as_secs().max(1)) });
+                }
+            }
+        }
+    }
+
     /// What the target refused, with a sanitised excerpt of its answer
     /// ([`crate::core::egress::excerpt`]): nothing else it sent is reflected.
     fn refused(what: impl Into<String>, a: &Answer) -> TargetError {
@@ -335,12 +434,19 @@ impl ScimClient {
     async fn list<T>(&self, path: &str, filter: Option<String>, attributes: Option<&str>, parse: impl Fn(&Value) -> Option<T>) -> Result<Vec<T>, TargetError> {
         let mut out = Vec::new();
         let mut start = 1usize;
+        let mut cursor = String::new();
+        let page_size = PAGE.min(self.profile.page_size);
         for _ in 0..MAX_PAGES {
-            let mut query = vec![("startIndex", start.to_string()), ("count", PAGE.to_string())];
+            let mut query = match self.profile.paging {
+                Paging::Index => vec![("startIndex", start.to_string()), ("count", page_size.to_string())],
+                // The first page asks with an empty cursor, the next with the answer's `nextCursor`.
+                Paging::Cursor => vec![("cursor", cursor.clone()), ("count", page_size.to_string())],
+                Paging::None => vec![],
+            };
             if let Some(f) = &filter {
                 query.push(("filter", f.clone()));
             }
-            if let Some(a) = attributes {
+            if let Some(a) = attributes.filter(|_| self.profile.attributes_param) {
                 query.push(("attributes", a.to_string()));
             }
             let a = self.send(Method::GET, path, &query, None, None).await?;
@@ -349,6 +455,18 @@ impl ScimClient {
                 return Err(TargetError::Unavailable { reason: format!("GET {path}: HTTP 404: no such endpoint (is base_url right?)"), retry_after: None });
             }
             let a = Self::expect_ok(&format!("listing {path}"), a)?;
+            if self.profile.paging != Paging::Index {
+                let page = a.body["Resources"].as_array().map(Vec::as_slice).unwrap_or_default();
+                out.extend(page.iter().filter_map(&parse));
+                if out.len() > MAX_LIST_ITEMS {
+                    return Err(TargetError::Unavailable { reason: format!("GET {path}: more than the {MAX_LIST_ITEMS} items Entitle reads"), retry_after: None });
+                }
+                match a.body["nextCursor"].as_str().filter(|c| !c.is_empty() && self.profile.paging == Paging::Cursor && !page.is_empty()) {
+                    Some(next) => cursor = next.to_string(),
+                    None => return Ok(out),
+                }
+                continue;
+            }
             let total = a.body["totalResults"].as_u64().unwrap_or(0);
             if total > MAX_LIST_ITEMS as u64 {
                 return Err(TargetError::Unavailable { reason: format!("GET {path}: totalResults {total} is more than the {MAX_LIST_ITEMS} Entitle reads"), retry_after: None });
@@ -368,6 +486,9 @@ impl ScimClient {
     }
 
     pub async fn users(&self) -> Result<Vec<ScimUser>, TargetError> {
+        if !self.profile.lists_users {
+            return Err(TargetError::Unavailable { reason: format!("a {} target lists no users without a filter", self.profile.name.as_str()), retry_after: None });
+        }
         self.list("/Users", None, None, ScimUser::from_json).await
     }
 
@@ -388,8 +509,10 @@ impl ScimClient {
     /// The member's user: by `externalId`, else by `userName` (which SCIM
     /// compares case-insensitively) if that user is not someone else's.
     pub async fn find_user(&self, desired: &DesiredUser) -> Result<Option<ScimUser>, TargetError> {
-        if let Some(u) = self.find_by("externalId", desired.user_id.as_str()).await? {
-            return Ok(Some(u));
+        if self.profile.find_by_external_id {
+            if let Some(u) = self.find_by("externalId", desired.user_id.as_str()).await? {
+                return Ok(Some(u));
+            }
         }
         match self.find_by("userName", &desired.user_name).await? {
             Some(u) => match scim::owned_by_another(desired, &u) {
@@ -414,7 +537,40 @@ impl ScimClient {
     /// members, which for groups of thousands costs more per member than
     /// reading the group once per run. A group that cannot be read whole in
     /// one try (too large, too slow) turns this client to the search.
-    pub async fn managed_member_of(&self, scim_id: &str, managed: &BTreeSet<String>) -> Result<BTreeSet<String>, TargetError> {
+    pub async fn managed_member_of(&self, scim_id: &str, managed: &BTreeSet<String>) -> Result<MemberOf, TargetError> {
+        match self.membership() {
+            Membership::Listed => {
+                let groups = self.listed_member_of(scim_id, managed).await?;
+                // What the lists said is not used once the target contradicted them.
+                if self.contradiction().is_some() {
+                    return Ok(MemberOf::unknown(managed));
+                }
+                let unknown = self.unconfirmed.lock().expect("not poisoned").intersection(managed).cloned().collect();
+                Ok(MemberOf { groups, unknown })
+            }
+            Membership::Asked => self.asked_member_of(scim_id, managed).await.map(MemberOf::known),
+            Membership::Unknown => Ok(MemberOf::unknown(managed)),
+        }
+    }
+
+    /// Asks the target, group by group, whether the user is a member
+    /// (`filter=id eq "<group>" and members eq "<user>"`, as AWS IAM
+    /// Identity Center answers it): a target that never lists members.
+    async fn asked_member_of(&self, scim_id: &str, managed: &BTreeSet<String>) -> Result<BTreeSet<String>, TargetError> {
+        let mut out = BTreeSet::new();
+        for name in managed {
+            let Some(gid) = self.group_id(name, false).await? else { continue };
+            let filter = format!("{} and {}", scim::filter_eq("id", &gid), scim::filter_eq("members", scim_id));
+            let found = self.list("/Groups", Some(filter), None, |g| g["id"].as_str().map(str::to_string)).await?;
+            if found.contains(&gid) {
+                out.insert(name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`ScimClient::managed_member_of`] on a target that lists members.
+    async fn listed_member_of(&self, scim_id: &str, managed: &BTreeSet<String>) -> Result<BTreeSet<String>, TargetError> {
         if !self.no_rosters.load(Ordering::SeqCst) {
             match self.load_rosters(managed).await {
                 Ok(()) => {
@@ -432,10 +588,14 @@ impl ScimClient {
     }
 
     /// Reads the members of each managed group not read yet (a missing
-    /// group has none), in one try each. A group answered without
-    /// `members` is empty only if the target says so when asked (`members
-    /// pr`): some targets leave members out of group answers, and taking
-    /// such a group for empty would never remove anyone from it.
+    /// group has none), in one try each. A group answered without members
+    /// (no `members`, or an empty list) is empty only if the target says so
+    /// when asked (`members pr`): a target that leaves members out of group
+    /// answers (AWS does, by design) would otherwise never see anyone
+    /// removed. One that cannot answer stays unknown (members not desired
+    /// there are removed from it anyway); one that says it has members has
+    /// contradicted its profile: its lists are not trusted from then on
+    /// ([`ScimClient::contradiction`]).
     async fn load_rosters(&self, managed: &BTreeSet<String>) -> Result<(), TargetError> {
         for name in managed {
             if self.rosters.lock().expect("not poisoned").contains_key(name) {
@@ -449,11 +609,29 @@ impl ScimClient {
             if found.is_none() && a.body["totalResults"].as_u64().unwrap_or(0) > 0 {
                 return Err(TargetError::Unavailable { reason: format!("{what}: listed without its id or members"), retry_after: None });
             }
-            if raw.is_some_and(|g| g.get("members").is_none()) {
-                let query = [("filter", format!("{} and members pr", scim::filter_eq("displayName", name))), ("attributes", "id".to_string())];
-                let p = Self::expect_ok(&what, self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await?)?;
-                if p.body["totalResults"].as_u64() != Some(0) {
-                    return Err(TargetError::Unavailable { reason: format!("{what}: the target has members it does not list"), retry_after: None });
+            let unlisted = raw.is_some_and(|g| g["members"].as_array().is_none_or(Vec::is_empty));
+            if unlisted {
+                // Confirmed empty, contradicted, or unknown.
+                let confirmed = if self.profile.rich_filters {
+                    let mut query = vec![("filter", format!("{} and members pr", scim::filter_eq("displayName", name)))];
+                    if self.profile.attributes_param {
+                        query.push(("attributes", "id".to_string()));
+                    }
+                    match self.send_tries(Method::GET, "/Groups", &query, None, None, 1).await? {
+                        a if a.status.is_success() && a.body["totalResults"].as_u64() == Some(0) => true,
+                        a if a.status.is_success() => {
+                            let reason = format!("group {name} is listed without members, but the target says it has members");
+                            tracing::warn!(profile = self.profile.name.as_str(), reason = %reason, "the target contradicts its profile: its member lists are not trusted");
+                            *self.contradiction.lock().expect("not poisoned") = Some(reason);
+                            return Ok(());
+                        }
+                        _ => false,
+                    }
+                } else {
+                    false
+                };
+                if !confirmed {
+                    self.unconfirmed.lock().expect("not poisoned").insert(name.clone());
                 }
             }
             let members = match found {
@@ -465,6 +643,7 @@ impl ScimClient {
             };
             self.rosters.lock().expect("not poisoned").insert(name.clone(), members);
         }
+        self.rosters_checked.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -511,7 +690,7 @@ impl ScimClient {
     /// commute with anyone else's; no `If-Match`, so that a busy group does
     /// not turn every change into a 412.
     async fn patch_group(&self, name: &str, change: &GroupChange) -> Result<bool, TargetError> {
-        let changed = self.patch_group_ops(name, scim::membership_ops(&[change]), TRIES).await?;
+        let changed = self.patch_group_ops(name, scim::membership_ops_for(&[change], self.profile.remove), TRIES).await?;
         self.noted(name, &change.scim_user, change.add);
         Ok(changed)
     }
@@ -553,17 +732,17 @@ impl ScimClient {
         }
         for (group, changes) in by_group {
             let (adds, removes): (Vec<&GroupChange>, Vec<&GroupChange>) = changes.into_iter().partition(|c| c.add);
-            for chunk in adds.chunks(GROUP_BATCH) {
-                self.patch_group_ops(group, scim::membership_ops(chunk), TRIES).await?;
+            for chunk in adds.chunks(GROUP_BATCH.min(self.profile.changes_per_request).max(1)) {
+                self.patch_group_ops(group, scim::membership_ops_for(chunk, self.profile.remove), TRIES).await?;
                 chunk.iter().for_each(|c| self.noted(group, &c.scim_user, true));
             }
             let mut rest = removes.as_slice();
             while !rest.is_empty() {
-                let requested = self.removals_per_request.load(Ordering::SeqCst).max(1);
+                let requested = self.removals_per_request.load(Ordering::SeqCst).clamp(1, self.profile.changes_per_request.max(1));
                 let n = requested.min(rest.len());
                 let (chunk, tail) = rest.split_at(n);
                 let started = Instant::now();
-                match self.patch_group_ops(group, scim::membership_ops(chunk), if n > 1 { 1 } else { TRIES }).await {
+                match self.patch_group_ops(group, scim::membership_ops_for(chunk, self.profile.remove), if n > 1 { 1 } else { TRIES }).await {
                     Ok(_) => {
                         chunk.iter().for_each(|c| self.noted(group, &c.scim_user, false));
                         let (ceiling, took) = (self.removals_ceiling.load(Ordering::SeqCst), started.elapsed());
@@ -594,12 +773,20 @@ impl ScimClient {
         if a.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
+        // Removals only, of users the target says are not members (RFC 7644
+        // §3.12 `noTarget`): where members cannot be read, Entitle removes a
+        // member from every group it should not be in, so this is expected.
+        let removals_only = ops.iter().all(|op| op["op"] == "remove");
+        if removals_only && a.status == StatusCode::BAD_REQUEST && a.body["scimType"] == "noTarget" {
+            return Ok(true);
+        }
         Self::expect_ok(&format!("changing members of group {name}"), a)?;
         Ok(true)
     }
 
     pub async fn remove_from_group(&self, group_id: &str, group: &str, scim_id: &str) -> Result<(), TargetError> {
-        self.patch_group_id(group_id, &[scim::remove_member_op(scim_id)], group, TRIES).await?;
+        let change = GroupChange { group: group.to_string(), add: false, scim_user: scim_id.to_string() };
+        self.patch_group_id(group_id, &scim::membership_ops_for(&[&change], self.profile.remove), group, TRIES).await?;
         self.noted(group, scim_id, false);
         Ok(())
     }
@@ -621,7 +808,8 @@ impl ScimClient {
         let what = |w: &str| format!("{w} user {}", desired.user_id);
         for _ in 0..CONFLICT_TRIES {
             let (user, member_of) = match known.take() {
-                Some(k) => (k.user, Some(k.member_of)),
+                // Groups not read: asked for below, as the target allows.
+                Some(k) => (k.user, k.member_of),
                 None => (self.find_user(desired).await?, None),
             };
             let user = match scim::user_step(desired, user.as_ref()) {
@@ -639,7 +827,7 @@ impl ScimClient {
                                 }
                                 out.adopted = true;
                                 let member_of = self.managed_member_of(&existing.id, managed).await?;
-                                known = Some(Known { user: Some(existing), member_of });
+                                known = Some(Known { user: Some(existing), member_of: Some(member_of) });
                                 continue;
                             }
                             None => return Err(Self::refused(what("creating"), &a)),
@@ -671,7 +859,8 @@ impl ScimClient {
                         Some(m) => m,
                         None => self.managed_member_of(&u.id, managed).await?,
                     };
-                    for g in member_of.iter().filter(|g| managed.contains(*g)) {
+                    // (Where the target cannot say, from each group it may be in.)
+                    for g in member_of.maybe().iter().filter(|g| managed.contains(*g)) {
                         self.patch_group(g, &GroupChange { group: g.clone(), add: false, scim_user: u.id.clone() }).await?;
                     }
                     let a = self.send(Method::DELETE, &format!("/Users/{}", u.id), &[], None, u.version.as_deref()).await?;
@@ -688,7 +877,7 @@ impl ScimClient {
             };
             let Some(user) = user else { return Ok(out) };
             let member_of = match member_of {
-                _ if out.created => BTreeSet::new(),
+                _ if out.created => MemberOf::default(),
                 Some(m) => m,
                 None => self.managed_member_of(&user.id, managed).await?,
             };
@@ -722,11 +911,13 @@ pub struct Scim {
     pub http: reqwest::Client,
     pub egress: EgressPolicy,
     removal_sizes: Arc<Mutex<BTreeMap<String, Arc<AtomicUsize>>>>,
+    /// Each target account's rate limits, as this process spends them.
+    paces: Arc<Mutex<BTreeMap<String, Arc<Mutex<Pace>>>>>,
 }
 
 impl Scim {
     pub fn new(egress: EgressPolicy) -> Self {
-        Scim { http: http_client(egress), egress, removal_sizes: Arc::default() }
+        Scim { http: http_client(egress), egress, removal_sizes: Arc::default(), paces: Arc::default() }
     }
 }
 
@@ -737,8 +928,14 @@ impl Directory for Scim {
         // One account at the target: its URL and its token (hosted SCIM
         // endpoints serve every customer at one URL), the token hashed.
         let account = crate::core::audit::hash_of(&format!("{}\n{token}", target.base()));
-        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(account).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
-        ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget).with_removal_sizing(learnt)
+        let learnt = self.removal_sizes.lock().expect("not poisoned").entry(account.clone()).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
+        let profile = target.profile.profile();
+        let pace = self.paces.lock().expect("not poisoned").entry(account).or_insert_with(|| Arc::new(Mutex::new(Pace::of(&profile)))).clone();
+        ScimClient::new(self.http.clone(), target.base(), token, self.egress)
+            .with_deadline(deadline)
+            .with_read_budget(read_budget)
+            .with_removal_sizing(learnt)
+            .with_profile(profile, pace)
     }
 }
 
@@ -762,5 +959,11 @@ impl DirectorySession for ScimClient {
     }
     async fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> Result<(), TargetError> {
         ScimClient::remove_from_group(self, group_id, group, scim_user).await
+    }
+    fn contradiction(&self) -> Option<String> {
+        ScimClient::contradiction(self)
+    }
+    fn rosters_agreed(&self) -> bool {
+        ScimClient::rosters_agreed(self)
     }
 }

@@ -12,7 +12,7 @@ use super::Error;
 use crate::core::access::{Member, MemberAccess};
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::events::Announcement;
-use crate::core::ids::{TargetId, TenantId};
+use crate::core::ids::{TargetId, TenantId, UserId};
 use crate::core::model::LicensingModel;
 use crate::core::scim::{self, GroupChange, Health, Known, Pending, Policy, Standing, SyncOutcome, Target, TargetError};
 use chrono::{DateTime, Utc};
@@ -102,6 +102,10 @@ pub struct RepairReport {
     /// Members parked because their userName belongs to someone else's user.
     pub conflicts: usize,
     pub complete: bool,
+    /// The target listed a managed group empty although members Entitle
+    /// delivered belong in it (it does not list members as its profile says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contradiction: Option<String>,
 }
 
 impl RepairReport {
@@ -129,6 +133,12 @@ pub struct TargetReport {
     /// The run ran out of time after progress with changes still waiting:
     /// the next run should follow at once, not at the next sweep.
     pub more: bool,
+    /// The run stopped at the target's documented rate limit (not a
+    /// failure): what waits goes in a later run.
+    pub paced: Option<String>,
+    /// The target answered against its profile in this run (reported,
+    /// audited once, and its member lists not trusted).
+    pub contradiction: Option<String>,
 }
 
 impl TargetReport {
@@ -226,16 +236,45 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     // group changes may take FLUSH_GRACE more.
                     let session = self.directory.open(target, token, (budget_until + FLUSH_GRACE).min(stop_at + HARD_STOP_AFTER), self.budget.read_bytes);
                     let managed = scim::managed_groups(&target.mapping, &self.model.roles);
-                    self.run(tenant, target, &session, &managed, pending, repair_due, budget_until, cause, &mut report).await
+                    let ran = self.run(tenant, target, &session, &managed, pending, repair_due, budget_until, cause, &mut report).await;
+                    (ran, session.contradiction(), session.rosters_agreed())
                 }
-                Err(e) => Err(Stop::Target(TargetError::Unavailable { reason: format!("the target's token cannot be read: {e}"), retry_after: None })),
+                Err(e) => (Err(Stop::Target(TargetError::Unavailable { reason: format!("the target's token cannot be read: {e}"), retry_after: None })), None, false),
             }
         }
         .instrument(span.clone())
         .await;
+        let (result, contradiction, agreed) = result;
+        let contradiction = contradiction.or_else(|| report.repair.as_ref().and_then(|r| r.contradiction.clone()));
         let _entered = span.enter();
+        // A target that answers against its profile is reported, once, and
+        // not trusted until a run's lists agree with it again.
+        match (&contradiction, &health.contradiction) {
+            (Some(now_seen), before) if before.as_ref() != Some(now_seen) => {
+                tracing::warn!(cause = %cause, reason = %now_seen, "target contradicts its profile");
+                audit.push(
+                    AuditEvent::new(
+                        AuditAction::TargetContradictsProfile,
+                        format!("target:{}", target.target_id),
+                        cause,
+                        format!("the {} target answered against its profile: {now_seen}; its member lists are not trusted, each member's groups are enforced", target.profile.as_str()),
+                    )
+                    .after(serde_json::json!({"contradiction": now_seen})),
+                );
+                health.contradiction = Some(now_seen.clone());
+            }
+            (None, Some(_)) if agreed => health.contradiction = None,
+            _ => {}
+        }
+        report.contradiction = contradiction;
         let outcome = match result {
             Ok(()) => Ok(()),
+            // At the target's rate limit: not a failure; later runs go on.
+            Err(Stop::Target(TargetError::Paced { reason })) => {
+                tracing::info!(cause = %cause, reason = %reason, "delivery paced by the target's rate limit");
+                report.paced = Some(reason);
+                Ok(())
+            }
             Err(Stop::Target(e)) => Err(e),
             Err(Stop::Port(e)) => {
                 // Not the target's fault: leave its health as it was (the
@@ -273,7 +312,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             Err(e) => {
                 let (reason, retry_after) = match &e {
                     TargetError::Unavailable { reason, retry_after } => (reason.clone(), *retry_after),
-                    TargetError::Refused { .. } | TargetError::Conflict { .. } => (e.to_string(), None),
+                    TargetError::Refused { .. } | TargetError::Conflict { .. } | TargetError::Paced { .. } => (e.to_string(), None),
                 };
                 tracing::warn!(cause = %cause, error = %reason, failures = health.failures + 1, "target unavailable; its changes wait");
                 let (mut next, standing) = health.on_failure(&self.policy, finished, &reason);
@@ -393,7 +432,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                 report.more = true;
                 return Ok(());
             }
-            let desired = scim::desired_user(&target.mapping, &p.member, &p.access);
+            let desired = scim::desired_on(target, &p.member, &p.access);
             match session.sync_user_deferred(&desired, managed, None).await {
                 Ok((outcome, changes)) => {
                     batch.push((p, outcome, changes));
@@ -500,12 +539,28 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
     async fn repair(&self, tenant: &TenantId, target: &Target, session: &D::Session, managed: &BTreeSet<String>, stop_at: Instant, cause: &Cause) -> Result<RepairReport, Stop> {
         let state = port(self.store.tenant(tenant).await)?;
         let members = state.map(|s| s.members).unwrap_or_default();
-        let users = session.users().await?;
-        let groups = session.groups().await?;
-        let desired = members.iter().map(|m| scim::desired_user(&target.mapping, &m.member, &m.access)).collect();
-        let plan = scim::repair_plan(desired, &users, &groups, managed);
-        drop((users, groups));
-        let mut out = RepairReport { members_checked: plan.members.len() + plan.conflicts.len(), ..Default::default() };
+        let profile = target.profile.profile();
+        let desired: Vec<scim::DesiredUser> = members.iter().map(|m| scim::desired_on(target, &m.member, &m.access)).collect();
+        let mut contradiction = None;
+        let plan = if profile.lists_users {
+            let users = session.users().await?;
+            // Members' groups and strangers only where the target lists members.
+            let mut groups = if profile.membership == scim::Membership::Listed && session.contradiction().is_none() { Some(session.groups().await?) } else { None };
+            if let Some(listed) = &groups {
+                let waiting: BTreeSet<UserId> = port(self.store.pending(tenant, &target.target_id).await)?.into_iter().map(|p| p.member.user_id).collect();
+                contradiction = scim::listed_empty_but_filled(&desired, &users, listed, managed, &waiting);
+                if contradiction.is_some() {
+                    // Its lists are not trusted: each member's groups are enforced.
+                    groups = None;
+                }
+            }
+            scim::repair_plan(desired, &users, groups.as_deref(), managed)
+        } else {
+            // Nothing can be listed: each member is looked up (and its groups
+            // found as the target allows) when it is synced.
+            scim::RepairPlan { members: desired.into_iter().map(|d| (d, None, None)).collect(), ..Default::default() }
+        };
+        let mut out = RepairReport { members_checked: plan.members.len() + plan.conflicts.len(), contradiction, ..Default::default() };
         for (desired, reason) in &plan.conflicts {
             let Some(m) = members.iter().find(|m| m.member.user_id == desired.user_id) else { continue };
             if port(self.park(tenant, &target.target_id, &m.member, &m.access, None, reason, cause).await)? {
@@ -522,7 +577,10 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
             if Instant::now() >= stop_at {
                 return Ok(out);
             }
-            match session.sync_user_deferred(&desired, managed, Some(Known { user, member_of })).await {
+            // A member whose user the plan did not find where nothing is
+            // listed is looked up by the sync itself.
+            let known = if profile.lists_users { Some(Known { user, member_of }) } else { None };
+            match session.sync_user_deferred(&desired, managed, known).await {
                 Ok((o, group_changes)) if o.changed() => changes.push((desired.user_id.to_string(), o, group_changes)),
                 Ok(_) => {}
                 Err(TargetError::Refused { what, status, detail }) => {
@@ -590,6 +648,12 @@ mod tests {
         }
         async fn remove_from_group(&self, _: &str, _: &str, _: &str) -> Result<(), TargetError> {
             unreachable!()
+        }
+        fn contradiction(&self) -> Option<String> {
+            None
+        }
+        fn rosters_agreed(&self) -> bool {
+            false
         }
     }
 

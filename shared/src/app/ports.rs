@@ -362,6 +362,11 @@ pub trait DirectorySession: Send + Sync {
     fn users(&self) -> impl Future<Output = Result<Vec<ScimUser>, TargetError>> + Send;
     fn groups(&self) -> impl Future<Output = Result<Vec<ScimGroup>, TargetError>> + Send;
     fn remove_from_group(&self, group_id: &str, group: &str, scim_user: &str) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Why the target's member lists stopped being trusted in this session
+    /// (it answered against its profile), if they did.
+    fn contradiction(&self) -> Option<String>;
+    /// Whether this session read member lists that agreed with the target.
+    fn rosters_agreed(&self) -> bool;
 }
 
 /// One page of subscriptions, oldest id order as Stripe lists them.

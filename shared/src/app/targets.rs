@@ -47,6 +47,8 @@ pub async fn configure<S: Tenants + Targets, K: Tokens>(
         base_url: config.base_url.trim().to_string(),
         mapping: config.mapping,
         repair_interval_minutes: config.repair_interval_minutes.unwrap_or(DEFAULT_REPAIR_MINUTES),
+        profile: config.profile,
+        delete_users: config.delete_users,
         health: Default::default(),
     };
     let cause = Cause::new(CauseKind::ApiCall, request_id);

@@ -99,6 +99,8 @@ pub enum AuditAction {
     TargetQuarantined,
     TargetResumed,
     TargetRepaired,
+    /// The target answered against its profile (see `Health::contradiction`).
+    TargetContradictsProfile,
     DeliveryParked,
     // Operators (the admin function).
     DeadLetterRedriven,

@@ -26,6 +26,12 @@ pub struct Health {
     /// here by the next one and counted as a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_started_at: Option<DateTime<Utc>>,
+    /// The target answered against its profile (a managed group listed
+    /// empty that the target says has members, or cannot confirm is
+    /// empty): its member lists are not trusted while this is set, and each
+    /// member's groups are enforced instead. Cleared by a run whose lists agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contradiction: Option<String>,
 }
 
 /// When a failing target is retried and when it is quarantined.
@@ -105,6 +111,7 @@ impl Health {
             last_repair_at: self.last_repair_at,
             last_repair_cause: self.last_repair_cause.clone(),
             attempt_started_at: None,
+            contradiction: self.contradiction.clone(),
         };
         (next, resumed.then_some(Standing::Resumed))
     }

@@ -3,7 +3,8 @@
 //!
 //! [`target`]: a target's configuration, as stored and as shown, and its
 //! delivery records; [`health`]: how a target has been answering, retries
-//! and quarantine; [`protocol`]: what a target should hold for a member,
+//! and quarantine; [`profile`]: what each kind of target can do, as its
+//! vendor documents it; [`protocol`]: what a target should hold for a member,
 //! the requests that get it there, drift repair plans, what a target's
 //! answers mean.
 //!
@@ -12,10 +13,12 @@
 //! they do not (the group names, enterprise extension attributes).
 
 pub mod health;
+pub mod profile;
 pub mod protocol;
 pub mod target;
 
 pub use health::*;
+pub use profile::*;
 pub use protocol::*;
 pub use target::*;
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use super::profile::RemoveForm;
 use super::target::*;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -20,6 +21,10 @@ pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub struct DesiredUser {
     pub user_id: UserId,
     pub user_name: String,
+    pub email: String,
+    /// The target rewrites the userName it is given (its profile says so):
+    /// never compared, never sent again.
+    pub keep_user_name: bool,
     /// False once the member is deprovisioned: the target's user is deleted.
     pub present: bool,
     pub active: bool,
@@ -42,11 +47,29 @@ pub fn desired_user(mapping: &Mapping, member: &Member, access: &MemberAccess) -
     DesiredUser {
         user_id: member.user_id.clone(),
         user_name: member.email.clone(),
+        email: member.email.clone(),
+        keep_user_name: false,
         present,
         active: present && access.status == MemberStatus::Active,
         groups: if present { access.roles.iter().map(|r| group_name(mapping, r)).collect() } else { BTreeSet::new() },
         enterprise: mapping.enterprise.iter().filter_map(|(scim, attr)| member.attributes.get(attr).map(|v| (scim.clone(), v.clone()))).collect(),
     }
+}
+
+/// What a target of `target`'s profile should hold for one member: its
+/// `userName` as the target takes it, and a removed member's user kept and
+/// deactivated where the target does not delete (or cannot undo a delete
+/// and the configuration does not ask for one).
+pub fn desired_on(target: &Target, member: &Member, access: &MemberAccess) -> DesiredUser {
+    let profile = target.profile.profile();
+    let mut d = desired_user(&target.mapping, member, access);
+    d.user_name = profile.user_name(&member.email);
+    d.keep_user_name = profile.rewrites_user_name;
+    if !d.present && !profile.deletes_on_removal(target.delete_users) {
+        d.present = true;
+        d.active = false;
+    }
+    d
 }
 
 /// A user as a target holds it.
@@ -113,7 +136,7 @@ pub fn create_body(desired: &DesiredUser) -> Value {
         "userName": desired.user_name,
         "externalId": desired.user_id,
         "active": desired.active,
-        "emails": [{"value": desired.user_name, "type": "work", "primary": true}],
+        "emails": [{"value": desired.email, "type": "work", "primary": true}],
     });
     if !desired.enterprise.is_empty() {
         body["schemas"] = json!([USER_SCHEMA, ENTERPRISE_SCHEMA]);
@@ -126,7 +149,7 @@ pub fn create_body(desired: &DesiredUser) -> Value {
 /// gets its `externalId` here).
 pub fn patch_ops(desired: &DesiredUser, actual: &ScimUser) -> Vec<Value> {
     let mut ops = Vec::new();
-    if actual.user_name != desired.user_name {
+    if !desired.keep_user_name && actual.user_name != desired.user_name {
         ops.push(json!({"op": "replace", "path": "userName", "value": desired.user_name}));
     }
     if actual.external_id.as_deref() != Some(desired.user_id.as_str()) {
@@ -147,12 +170,40 @@ pub fn patch_body(ops: Vec<Value>) -> Value {
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
 }
 
+/// The managed groups a user is in, as far as the target can say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberOf {
+    /// Groups the user is in.
+    pub groups: BTreeSet<String>,
+    /// Groups the target cannot say about (it does not list their members,
+    /// or listed one empty without confirming it): never taken for "not in".
+    pub unknown: BTreeSet<String>,
+}
+
+impl MemberOf {
+    pub fn known(groups: BTreeSet<String>) -> Self {
+        MemberOf { groups, unknown: BTreeSet::new() }
+    }
+    /// A target that cannot say about any group.
+    pub fn unknown(managed: &BTreeSet<String>) -> Self {
+        MemberOf { groups: BTreeSet::new(), unknown: managed.clone() }
+    }
+    /// Every group the user may be in.
+    pub fn maybe(&self) -> BTreeSet<String> {
+        self.groups.union(&self.unknown).cloned().collect()
+    }
+}
+
 /// Group changes for one user: (groups to join, groups to leave), among the
-/// groups Entitle manages only.
-pub fn group_changes(desired: &DesiredUser, member_of: &BTreeSet<String>, managed: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+/// groups Entitle manages only. A group the target cannot say about is
+/// never taken for "not in": the user joins it if it belongs there and
+/// leaves it otherwise (a join of a member or a removal of a non-member
+/// changes nothing).
+pub fn group_changes(desired: &DesiredUser, member_of: &MemberOf, managed: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
     let want: BTreeSet<&String> = desired.groups.iter().filter(|g| managed.contains(*g)).collect();
-    let have: BTreeSet<&String> = member_of.iter().filter(|g| managed.contains(*g)).collect();
-    (want.difference(&have).map(|g| (*g).clone()).collect(), have.difference(&want).map(|g| (*g).clone()).collect())
+    let have: BTreeSet<&String> = member_of.groups.iter().filter(|g| managed.contains(*g)).collect();
+    let maybe: BTreeSet<&String> = have.iter().copied().chain(member_of.unknown.iter().filter(|g| managed.contains(*g))).collect();
+    (want.difference(&have).map(|g| (*g).clone()).collect(), maybe.difference(&want).map(|g| (*g).clone()).collect())
 }
 
 /// A quoted string of a SCIM filter (RFC 7644 §3.4.2.2: a JSON string).
@@ -170,6 +221,34 @@ pub fn add_member_op(scim_user_id: &str) -> Value {
 
 pub fn remove_member_op(scim_user_id: &str) -> Value {
     json!({"op": "remove", "path": format!("members[value eq {}]", quoted(scim_user_id))})
+}
+
+/// The `PatchOp` operations that make these changes of one group, in the
+/// form the target takes ([`RemoveForm`]).
+pub fn membership_ops_for(changes: &[&GroupChange], form: RemoveForm) -> Vec<Value> {
+    let members = |add: bool| -> Vec<Value> { changes.iter().filter(|c| c.add == add).map(|c| json!({"value": c.scim_user})).collect() };
+    match form {
+        RemoveForm::FilterOr => membership_ops(changes),
+        RemoveForm::OnePerOperation => {
+            let mut ops = Vec::new();
+            let adds = members(true);
+            if !adds.is_empty() {
+                ops.push(json!({"op": "add", "path": "members", "value": adds}));
+            }
+            ops.extend(changes.iter().filter(|c| !c.add).map(|c| remove_member_op(&c.scim_user)));
+            ops
+        }
+        RemoveForm::MembersObject => {
+            let mut ops = Vec::new();
+            for (add, op) in [(true, "add"), (false, "remove")] {
+                let m = members(add);
+                if !m.is_empty() {
+                    ops.push(json!({"op": op, "path": "members", "value": {"members": m}}));
+                }
+            }
+            ops
+        }
+    }
 }
 
 /// A membership change of one user in one managed group, applied after the
@@ -252,20 +331,24 @@ pub fn owned_by_another(desired: &DesiredUser, user: &ScimUser) -> Option<String
 /// it (matched on externalId, then userName) and the managed groups that
 /// user is in; members whose userName is held by someone else's user
 /// (never adopted, see [`owned_by_another`]); and members of managed groups
-/// that are no member's user.
+/// that are no member's user. Without the groups' members (a target that
+/// does not list them), each member's groups are unknown and no stranger
+/// can be seen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RepairPlan {
-    pub members: Vec<(DesiredUser, Option<ScimUser>, BTreeSet<String>)>,
+    pub members: Vec<(DesiredUser, Option<ScimUser>, Option<MemberOf>)>,
     /// (member, why its user cannot be managed).
     pub conflicts: Vec<(DesiredUser, String)>,
     /// (group id, group name, SCIM user id) to remove.
     pub strangers: Vec<(String, String, String)>,
 }
 
-pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[ScimGroup], managed: &BTreeSet<String>) -> RepairPlan {
+/// `groups` without members (listed empty, not confirmed) are unknown for
+/// every user: never taken for "not in".
+pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: Option<&[ScimGroup]>, managed: &BTreeSet<String>) -> RepairPlan {
     let by_external: BTreeMap<&str, &ScimUser> = users.iter().filter_map(|u| u.external_id.as_deref().map(|e| (e, u))).collect();
     let by_name: BTreeMap<String, &ScimUser> = users.iter().map(|u| (u.user_name.to_lowercase(), u)).collect();
-    let managed_groups: Vec<&ScimGroup> = groups.iter().filter(|g| managed.contains(&g.name)).collect();
+    let managed_groups: Vec<&ScimGroup> = groups.unwrap_or_default().iter().filter(|g| managed.contains(&g.name)).collect();
     let mut ours: BTreeSet<String> = BTreeSet::new();
     let mut plan = RepairPlan::default();
     for d in desired {
@@ -282,12 +365,17 @@ pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[Scim
                 None => None,
             },
         };
-        let member_of: BTreeSet<String> = match &user {
+        let member_of: Option<MemberOf> = match &user {
+            Some(_) if groups.is_none() => None,
             Some(u) => {
                 ours.insert(u.id.clone());
-                managed_groups.iter().filter(|g| g.members.contains(&u.id)).map(|g| g.name.clone()).collect()
+                Some(MemberOf {
+                    groups: managed_groups.iter().filter(|g| g.members.contains(&u.id)).map(|g| g.name.clone()).collect(),
+                    unknown: managed_groups.iter().filter(|g| g.members.is_empty()).map(|g| g.name.clone()).collect(),
+                })
             }
-            None => BTreeSet::new(),
+            // No user: in no group.
+            None => Some(MemberOf::default()),
         };
         plan.members.push((d, user, member_of));
     }
@@ -299,6 +387,24 @@ pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: &[Scim
         }
     }
     plan
+}
+
+/// A managed group the target lists without members although members
+/// Entitle delivered belong in it (their users are listed, nothing of
+/// theirs waits to be delivered): the target does not list members, whatever
+/// its profile says. Why, or `None`.
+pub fn listed_empty_but_filled(desired: &[DesiredUser], users: &[ScimUser], groups: &[ScimGroup], managed: &BTreeSet<String>, waiting: &BTreeSet<UserId>) -> Option<String> {
+    let on_target: BTreeSet<&str> = users.iter().filter_map(|u| u.external_id.as_deref()).collect();
+    for g in groups.iter().filter(|g| managed.contains(&g.name) && g.members.is_empty()) {
+        let filled = desired
+            .iter()
+            .filter(|d| d.active && d.groups.contains(&g.name) && on_target.contains(d.user_id.as_str()) && !waiting.contains(&d.user_id))
+            .count();
+        if filled > 0 {
+            return Some(format!("group {} is listed without members, although {filled} member(s) Entitle delivered belong in it", g.name));
+        }
+    }
+    None
 }
 
 /// How long to wait before retry `attempt` (0-based) of a request the target
@@ -339,6 +445,10 @@ pub enum TargetError {
     /// [`owned_by_another`]); the target is fine.
     #[error("{reason}")]
     Conflict { reason: String },
+    /// The target's documented rate limit is reached for now: the run stops
+    /// there, not failed; what waits is delivered by a later run.
+    #[error("paced: {reason}")]
+    Paced { reason: String },
 }
 
 /// What one member's sync did.
@@ -386,6 +496,8 @@ impl SyncOutcome {
 #[derive(Debug, Clone)]
 pub struct Known {
     pub user: Option<ScimUser>,
-    pub member_of: BTreeSet<String>,
+    /// The managed groups the user is in; `None`: not read (the session
+    /// finds out as the target allows).
+    pub member_of: Option<MemberOf>,
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration as Span, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use super::health::*;
+use super::profile::{Guarantees, ProfileName};
 
 /// At most this many targets per tenant: every member change writes one
 /// delivery record per target in its transaction.
@@ -39,11 +40,18 @@ pub struct TargetConfig {
     /// Drift repair runs at most this often (minutes); default one hour.
     #[serde(default)]
     pub repair_interval_minutes: Option<u32>,
+    /// What kind of target it is (what it can do; see [`super::profile`]).
+    #[serde(default)]
+    pub profile: ProfileName,
+    /// A removed member's user is deleted even where the target cannot
+    /// undo a delete (GitHub, Atlassian); otherwise it is deactivated there.
+    #[serde(default)]
+    pub delete_users: bool,
 }
 
 impl std::fmt::Debug for TargetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetConfig").field("base_url", &self.base_url).field("token", &"<redacted>").field("mapping", &self.mapping).finish()
+        f.debug_struct("TargetConfig").field("base_url", &self.base_url).field("token", &"<redacted>").field("mapping", &self.mapping).field("profile", &self.profile).finish()
     }
 }
 
@@ -91,6 +99,10 @@ pub struct Target {
     pub mapping: Mapping,
     pub repair_interval_minutes: u32,
     #[serde(default)]
+    pub profile: ProfileName,
+    #[serde(default)]
+    pub delete_users: bool,
+    #[serde(default)]
     pub health: Health,
 }
 
@@ -124,6 +136,10 @@ pub struct TargetView {
     pub token: &'static str,
     pub mapping: Mapping,
     pub repair_interval_minutes: u32,
+    pub profile: ProfileName,
+    pub delete_users: bool,
+    /// What Entitle verifies on this kind of target, and what it cannot.
+    pub guarantees: Guarantees,
     /// `healthy`, `backing_off` or `quarantined`.
     pub status: &'static str,
     pub health: Health,
@@ -155,6 +171,9 @@ impl TargetView {
             token: "stored in AWS Secrets Manager",
             mapping: target.mapping.clone(),
             repair_interval_minutes: target.repair_interval_minutes,
+            profile: target.profile,
+            delete_users: target.delete_users,
+            guarantees: target.profile.profile().guarantees(target.delete_users),
             status,
             health: target.health.clone(),
             pending,

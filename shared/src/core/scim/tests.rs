@@ -82,9 +82,47 @@ fn group_changes_touch_managed_groups_only() {
     let m = member("u1", "u1@x.com", &[], false);
     let d = desired_user(&mapping(), &m, &access(MemberStatus::Active, &["member"]));
     let member_of: BTreeSet<String> = ["entitle-admin".to_string(), "hand-made".to_string()].into();
-    let (add, remove) = group_changes(&d, &member_of, &managed);
+    let (add, remove) = group_changes(&d, &MemberOf::known(member_of), &managed);
     assert_eq!(add, vec!["entitle-member".to_string()]);
     assert_eq!(remove, vec!["entitle-admin".to_string()]);
+    // A target that cannot say: never taken for "in none".
+    let (add, remove) = group_changes(&d, &MemberOf::unknown(&managed), &managed);
+    assert_eq!(add, vec!["entitle-member".to_string()]);
+    assert_eq!(remove, vec!["entitle-admin".to_string(), "entitle-viewer".to_string()]);
+}
+
+#[test]
+fn membership_changes_take_the_form_the_target_takes() {
+    let change = |add: bool, u: &str| GroupChange { group: "g".into(), add, scim_user: u.into() };
+    let (a, b, c) = (change(true, "u1"), change(false, "u2"), change(false, "u3"));
+    let one_each = membership_ops_for(&[&a, &b, &c], RemoveForm::OnePerOperation);
+    assert_eq!(one_each[1..], [json!({"op": "remove", "path": "members[value eq \"u2\"]"}), json!({"op": "remove", "path": "members[value eq \"u3\"]"})]);
+    let sf = membership_ops_for(&[&a, &b, &c], RemoveForm::MembersObject);
+    assert_eq!(sf, [json!({"op": "add", "path": "members", "value": {"members": [{"value": "u1"}]}}), json!({"op": "remove", "path": "members", "value": {"members": [{"value": "u2"}, {"value": "u3"}]}})]);
+}
+
+#[test]
+fn a_target_that_deactivates_keeps_a_removed_members_user_inactive() {
+    let target = |profile: ProfileName, delete_users: bool| Target {
+        tenant_id: crate::core::ids::TenantId::parse("t").unwrap(),
+        target_id: crate::core::ids::TargetId::parse("x").unwrap(),
+        base_url: "https://x.example".into(),
+        mapping: Mapping::default(),
+        repair_interval_minutes: 60,
+        profile,
+        delete_users,
+        health: Default::default(),
+    };
+    let gone = member("u1", "Ann.Lee@x.com", &[], true);
+    let d = desired_on(&target(ProfileName::Slack, true), &gone, &access(MemberStatus::Deprovisioned, &[]));
+    assert!(d.present && !d.active && d.groups.is_empty());
+    assert_eq!((d.user_name.as_str(), d.email.as_str()), ("ann.lee", "Ann.Lee@x.com"));
+    assert!(!desired_on(&target(ProfileName::Generic, false), &gone, &access(MemberStatus::Deprovisioned, &[])).present);
+    assert!(desired_on(&target(ProfileName::GithubEmu, false), &gone, &access(MemberStatus::Deprovisioned, &[])).present);
+    assert!(!desired_on(&target(ProfileName::GithubEmu, true), &gone, &access(MemberStatus::Deprovisioned, &[])).present, "configured to delete");
+    // A target that rewrites userNames is never sent one again.
+    let gh = desired_on(&target(ProfileName::GithubEmu, false), &member("u1", "a@x.com", &[], false), &access(MemberStatus::Active, &[]));
+    assert!(patch_ops(&gh, &scim_user("s1", "a-x-com_acme", Some("u1"), true)).is_empty());
 }
 
 #[test]
@@ -104,12 +142,15 @@ fn repair_matches_users_and_finds_strangers_in_managed_groups() {
         ScimGroup { id: "g1".into(), name: "admin".into(), members: ["s-a".to_string(), "s-z".to_string()].into() },
         ScimGroup { id: "g2".into(), name: "theirs".into(), members: ["s-z".to_string()].into() },
     ];
-    let plan = repair_plan(vec![a, b, c], &users, &groups, &managed);
+    let plan = repair_plan(vec![a.clone(), b, c], &users, Some(&groups), &managed);
     assert_eq!(plan.members[0].1.as_ref().map(|u| u.id.as_str()), Some("s-a"));
-    assert_eq!(plan.members[0].2, ["admin".to_string()].into());
+    assert_eq!(plan.members[0].2, Some(MemberOf::known(["admin".to_string()].into())));
     assert_eq!(plan.members[1].1.as_ref().map(|u| u.id.as_str()), Some("s-b"), "matched on userName, case-insensitively");
     assert!(plan.members[2].1.is_none());
     assert_eq!(plan.strangers, vec![("g1".to_string(), "admin".to_string(), "s-z".to_string())], "only managed groups are cleaned");
+    // Without the groups' members, groups are unknown and strangers unseen.
+    let blind = repair_plan(vec![a], &users, None, &managed);
+    assert_eq!((blind.members[0].2.clone(), blind.strangers.len()), (None, 0));
 }
 
 #[test]
@@ -119,7 +160,7 @@ fn a_case_variant_user_name_never_adopts_another_members_user() {
     let twin = desired_user(&Mapping::default(), &member("u2", "ADMIN@corp.example", &[], false), &access(MemberStatus::Active, &["member"]));
     let users = vec![scim_user("s-1", "admin@corp.example", Some("u1"), true)];
     let groups = vec![ScimGroup { id: "g1".into(), name: "admin".into(), members: ["s-1".to_string()].into() }];
-    let plan = repair_plan(vec![admin.clone(), twin.clone()], &users, &groups, &managed);
+    let plan = repair_plan(vec![admin.clone(), twin.clone()], &users, Some(&groups), &managed);
     assert_eq!(plan.members.len(), 1, "only u1 is matched to s-1");
     assert_eq!(plan.members[0].0.user_id.as_str(), "u1");
     assert_eq!(plan.conflicts.len(), 1);
@@ -127,7 +168,7 @@ fn a_case_variant_user_name_never_adopts_another_members_user() {
     assert!(plan.conflicts[0].1.contains("externalId \"u1\""), "{}", plan.conflicts[0].1);
     assert!(plan.strangers.is_empty(), "s-1 is u1's and stays in its group");
     // Alone (u1 not a member here), u2 still does not take s-1 over.
-    let plan = repair_plan(vec![twin.clone()], &users, &groups, &managed);
+    let plan = repair_plan(vec![twin.clone()], &users, Some(&groups), &managed);
     assert!(plan.members.is_empty() && plan.conflicts.len() == 1);
     // A user another system gave an externalId is not adopted either; one without is.
     assert!(owned_by_another(&twin, &scim_user("s-9", "admin@corp.example", Some("okta-77"), true)).is_some());
@@ -209,7 +250,7 @@ fn apply(d: &DesiredUser, user: Option<ScimUser>, member_of: BTreeSet<String>, m
         }
     };
     let Some(user) = user else { return (None, member_of) };
-    let (join, leave) = group_changes(d, &member_of, managed);
+    let (join, leave) = group_changes(d, &MemberOf::known(member_of.clone()), managed);
     let mut groups = member_of;
     groups.extend(join);
     for g in leave {
@@ -232,6 +273,8 @@ proptest::proptest! {
         let d = DesiredUser {
             user_id: UserId::parse("u1").unwrap(),
             user_name: "u1@x.com".into(),
+            email: "u1@x.com".into(),
+            keep_user_name: false,
             present,
             active: present && active,
             groups: if present && active { want.iter().map(|i| names[*i].to_string()).collect() } else { BTreeSet::new() },
@@ -250,7 +293,7 @@ proptest::proptest! {
                 proptest::prop_assert_eq!(&held, &d.groups);
                 proptest::prop_assert_eq!(groups.contains("hand-made"), member_of.contains("hand-made"));
                 proptest::prop_assert_eq!(user_step(&d, Some(u)), UserStep::Nothing);
-                let (join, leave) = group_changes(&d, &groups, &managed);
+                let (join, leave) = group_changes(&d, &MemberOf::known(groups.clone()), &managed);
                 proptest::prop_assert!(join.is_empty() && leave.is_empty());
             }
         }
@@ -260,7 +303,7 @@ proptest::proptest! {
 #[test]
 fn configurations_name_every_problem_and_hide_the_token() {
     let roles = vec!["admin".to_string()];
-    let good = TargetConfig { base_url: "https://idp.example.com/scim/v2".into(), token: "s3cret".into(), mapping: mapping(), repair_interval_minutes: None };
+    let good = TargetConfig { base_url: "https://idp.example.com/scim/v2".into(), token: "s3cret".into(), mapping: mapping(), repair_interval_minutes: None, profile: ProfileName::Generic, delete_users: false };
     assert!(good.problems(&roles, EgressPolicy::Public).is_empty());
     assert!(!format!("{good:?}").contains("s3cret"));
     let http = TargetConfig { base_url: "http://127.0.0.1:1/x".into(), ..good.clone() };
@@ -271,6 +314,8 @@ fn configurations_name_every_problem_and_hide_the_token() {
         token: "".into(),
         mapping: Mapping { group_prefix: "a\"".into(), enterprise: [("manager".to_string(), "m".to_string())].into() },
         repair_interval_minutes: Some(1),
+        profile: ProfileName::Slack,
+        delete_users: false,
     };
     assert_eq!(bad.problems(&roles, EgressPolicy::Public).len(), 6, "{:?}", bad.problems(&roles, EgressPolicy::Public));
 }
