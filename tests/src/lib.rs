@@ -343,6 +343,11 @@ impl Stack {
         self.send(self.http.delete(format!("{}/tenants/{tenant}/members/{user}", self.ingest))).await
     }
 
+    /// `PATCH /tenants/{tenant}/members/{user}` (the app changes a member's groups or attributes).
+    pub async fn update_member(&self, tenant: &str, user: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.patch(format!("{}/tenants/{tenant}/members/{user}", self.ingest)).json(body)).await
+    }
+
     /// `PUT /tenants/{tenant}/members/{user}/seat` (the tenant's admin gives or releases a seat).
     pub async fn put_seat(&self, tenant: &str, user: &str, body: &Value) -> (u16, Value) {
         self.send(self.http.put(format!("{}/tenants/{tenant}/members/{user}/seat", self.ingest)).json(body)).await

@@ -72,25 +72,29 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     for t in [&crashed, &control] {
         licenses::record_change(&store, &crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
     }
-    // The first chunk commits, then the process dies.
+    // The cut goes first (the last holders in the seat order, from the
+    // `seats` index, a page at a time): its first transaction commits, then
+    // the process dies.
     let err = reconcile(model, &Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
 
     // Half-applied, but consistent: counters match the members, the chain verifies.
     let state = store.tenant(&crashed).await.unwrap().unwrap();
     let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
-    assert_eq!(active, MEMBERS - (MEMBERS_PER_CHUNK - 1), "first chunk: tenant record and {} members", MEMBERS_PER_CHUNK - 1);
+    assert_eq!(active, MEMBERS - MEMBERS_PER_CHUNK, "the first transaction of the cut: {MEMBERS_PER_CHUNK} seats");
     assert_eq!(state.meta.seats_used as usize, active);
     assert!(verified(&store, &crashed).await);
 
     // The retry reads what was applied and finishes the rest.
     let outcome = reconcile(model, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
-    assert_eq!(outcome.member_changes, 120 - (MEMBERS_PER_CHUNK - 1));
-    assert!(!outcome.tenant_changed, "the tenant record was applied before the crash");
+    assert_eq!(outcome.member_changes, 120 - MEMBERS_PER_CHUNK);
+    assert!(outcome.tenant_changed, "the tenant's new access goes after the cut");
     let full = reconcile(model, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!(full.member_changes, 120);
-    // The first chunk carries the tenant record too; none exceeds DynamoDB's limit.
-    assert_eq!(full.chunks, 1 + (120 - (MEMBERS_PER_CHUNK - 1)).div_ceil(MEMBERS_PER_CHUNK));
+    // The cut a page of the seat order at a time, then the walk's
+    // transaction; none exceeds DynamoDB's limit.
+    let page = entitle::app::reconcile::SEAT_PAGE;
+    assert_eq!(full.chunks, 1 + page.div_ceil(MEMBERS_PER_CHUNK) + (120 - page).div_ceil(MEMBERS_PER_CHUNK));
 
     // Same end state as the uninterrupted run, equal to desired access.
     let (a, b) = (member_states(&store, &crashed).await, member_states(&store, &control).await);
@@ -325,7 +329,7 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     assert!(is_injected_crash(&err), "{err}");
     let state = store.tenant(&t).await.unwrap().unwrap();
     let changed: BTreeMap<UserId, _> = state.members.iter().filter(|m| m.access.status != MemberStatus::Active).map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
-    assert_eq!(changed.len(), per_chunk - 1, "first chunk: the tenant record and {} members", per_chunk - 1);
+    assert_eq!(changed.len(), per_chunk, "the cut's first transaction: {per_chunk} members");
     for id in ["idp-1", "idp-2"] {
         // Exactly the committed changes have a delivery record, with the state they committed.
         let pending = store.pending(&t, &entitle::core::ids::TargetId::parse(id).unwrap()).await.unwrap();
@@ -334,7 +338,7 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     }
 
     let outcome = reconcile(&model, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
-    assert_eq!((outcome.member_changes, outcome.chunks), (50 - (per_chunk - 1), (50 - (per_chunk - 1)).div_ceil(per_chunk)));
+    assert_eq!((outcome.member_changes, outcome.chunks), (50 - per_chunk, (50 - per_chunk).div_ceil(per_chunk) + 1), "the rest of the cut, then the tenant's new access");
     for id in ["idp-1", "idp-2"] {
         let pending = store.pending(&t, &entitle::core::ids::TargetId::parse(id).unwrap()).await.unwrap();
         assert_eq!(pending.len(), 50, "{id}: one record per changed member, however many chunks");

@@ -160,3 +160,33 @@ async fn the_tenants_admin_gives_pins_and_releases_seats() {
     assert_eq!(decided[1]["after"]["seat"]["pin"]["hold"], true);
     assert_eq!(s.verify(&t).await["ok"], true);
 }
+
+/// The app changes a member's groups: its roles follow at once (finance on
+/// business: billing-admin), its seat does not move; bad input changes nothing.
+#[tokio::test]
+async fn a_group_change_gives_the_new_roles_and_keeps_the_seat() {
+    let s = Stack::connect().await;
+    let t = unique("groups");
+    assert_eq!(s.crm(&json!({"event_id": format!("crm-{t}-1"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "business",
+        "seats": 1, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(), "status": "active", "source_version": 1})).await.1["status"], "applied");
+    s.tenant_where(&t, "one seat", |v| v["seats"]["total"] == 1).await;
+    for u in ["a", "b"] {
+        s.create_member(&t, &member_body(u, &[])).await;
+    }
+    let patch = |user: &'static str, body: Value| {
+        let (s, t) = (&s, t.clone());
+        async move { s.update_member(&t, user, &body).await }
+    };
+    let (code, a) = patch("a", json!({"groups": ["finance"]})).await;
+    assert_eq!((code, a["status"].as_str(), a["roles"].clone()), (200, Some("active"), json!(["billing-admin", "member"])), "{a}");
+    assert_eq!(s.member(&t, "a").await.1["roles"], json!(["billing-admin", "member"]));
+    let (code, b) = patch("b", json!({"groups": ["admins"], "attributes": {"dept": "ops"}})).await;
+    assert_eq!((code, b["status"].as_str()), (200, Some("pending_seat")), "a group change moves no seat: {b}");
+    for (user, body, status) in [("a", json!({"groups": "finance"}), 400), ("a", json!({"email": "x@y.z"}), 400), ("nobody", json!({"groups": []}), 404)] {
+        let (code, e) = patch(user, body.clone()).await;
+        assert_eq!(code, status, "{body}: {e}");
+    }
+    let audit = s.audit(&t).await;
+    assert_eq!(records(&audit, "member_updated").len(), 2);
+    assert_eq!(s.verify(&t).await["ok"], true);
+}

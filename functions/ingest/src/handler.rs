@@ -19,7 +19,7 @@ use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::core::scim::{TargetConfig, TargetView};
 use entitle::core::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
-use entitle::core::views::NewMember;
+use entitle::core::views::{MemberUpdate, NewMember};
 use entitle::edge::body::parse_json;
 use entitle::edge::config::ConfigError;
 use entitle::edge::{http, metrics};
@@ -80,6 +80,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("POST", ["tenants", tenant, "members"]) if accounts => create_member(app, &req, tenant).await,
         ("DELETE", ["tenants", tenant, "members", user]) if accounts => remove_member(app, &req, tenant, user).await,
         ("PUT", ["tenants", tenant, "members", user, "seat"]) if accounts => put_seat(app, &req, tenant, user).await,
+        ("PATCH", ["tenants", tenant, "members", user]) if accounts => update_member(app, &req, tenant, user).await,
         ("PUT", ["tenants", tenant, "targets", target]) if accounts => put_target(app, &req, tenant, target).await,
         ("GET", ["tenants", tenant, "targets"]) if accounts => list_targets(app, tenant).await,
         ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
@@ -195,6 +196,18 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let view = members::remove(&app.store, &tenant, &user, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
     enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
+    Ok(http::json(200, &view))
+}
+
+/// The app changes a member's groups or attributes: answered with the
+/// member as committed (its roles follow at once).
+async fn update_member(app: &App, req: &Request, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let user = http::id(user, UserId::parse)?;
+    let body: MemberUpdate = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let view = members::update(&app.model, &app.store, &tenant, &user, &body, &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), status = view.status.as_str(), "member updated");
     Ok(http::json(200, &view))
 }
 

@@ -12,7 +12,7 @@ use entitle::adapters::secrets::TokenStore;
 use entitle::adapters::sqs::{dedup_id, ReconcileQueue};
 use entitle::app::delivery::{Deliverer, TargetBudget};
 use entitle::app::ports::{Queue, Tenants};
-use entitle::app::reconcile::reconcile;
+use entitle::app::reconcile::reconcile_until;
 use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{TargetId, TenantId};
 use entitle::core::model::LicensingModel;
@@ -51,6 +51,10 @@ impl App {
 
 /// Left before the Lambda deadline when delivery stops starting new work.
 const DELIVERY_MARGIN: Duration = Duration::from_secs(12);
+/// Left before the Lambda deadline when a reconcile stops taking new pages
+/// (a walk of a large tenant goes on in the next message): room for the
+/// batch's deliveries.
+const RECONCILE_MARGIN: Duration = Duration::from_secs(25);
 
 /// Why a message could not be processed.
 struct Failure {
@@ -86,7 +90,8 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
             continue;
         }
         let span = tracing::info_span!("message", message_id = %id, tenant = %group);
-        let result = process(app, message).instrument(span.clone()).await;
+        let reconcile_until = entitle::edge::config::stop_at(event.context.deadline, RECONCILE_MARGIN);
+        let result = process(app, message, reconcile_until).instrument(span.clone()).await;
         // Tenants without SCIM targets (as the reconcile just read) have nothing to deliver.
         if let Some((_, request, _)) = result.as_ref().ok().filter(|(_, r, targets)| *targets > 0 || !r.repair.is_empty()) {
             match deliveries.iter_mut().find(|(t, _, _)| *t == request.tenant_id) {
@@ -203,7 +208,7 @@ fn coalesced(records: &[SqsMessage]) -> Vec<bool> {
 
 /// Reconciles the message's tenant: whether it changed access, the
 /// request, and how many SCIM targets the tenant has.
-async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequest, usize), Failure> {
+async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -> Result<(bool, ReconcileRequest, usize), Failure> {
     let body = message.body.as_deref().unwrap_or_default();
     let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
         code: "malformed_message",
@@ -213,15 +218,25 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
     let cause = request.cause.to_string();
     if let Some(mark) = &request.barrier {
         // Everything queued for the tenant before this message is done,
-        // its pending audit records chained too.
+        // its pending audit records chained too. A reconcile that goes on
+        // in a later message (a walk, a seat pass) puts the barrier behind it.
+        let meta = app.store.meta(&request.tenant_id).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        if meta.as_ref().is_some_and(|m| !entitle::core::tenant::settled(m)) {
+            continue_later(app, &request, "barrier").await;
+            return Ok((false, request, 0));
+        }
         entitle::app::audit::integrate(&app.store, &request.tenant_id, Utc::now()).await.map_err(|e| Failure { code: "integration_failed", message: error_chain(&e), permanent: false })?;
         app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
         tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
         return Ok((false, request, 0));
     }
     let started = std::time::Instant::now();
-    match reconcile(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now()).await {
+    match reconcile_until(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
         Ok(outcome) => {
+            if outcome.more {
+                // A walk of a large tenant: the next message goes on from where this one stopped.
+                continue_later(app, &request, "reconcile").await;
+            }
             Emf::new()
                 .property("tenant", request.tenant_id.as_str())
                 .property("cause", &cause)
@@ -239,6 +254,20 @@ async fn process(app: &App, message: &SqsMessage) -> Result<(bool, ReconcileRequ
             Ok((outcome.chunks > 0, request, outcome.targets))
         }
         Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
+    }
+}
+
+/// Queues the rest of this message's work for the tenant (its own message,
+/// behind whatever the tenant has queued): a reconcile that ran out of time,
+/// or a barrier behind it. A failure to queue leaves it to the next message
+/// or the sweep (a walk stands in `META`).
+async fn continue_later(app: &App, request: &ReconcileRequest, what: &str) {
+    let id = format!("continue-{}", Utc::now().timestamp_micros());
+    let next = ReconcileRequest { repair: Vec::new(), ..request.clone() };
+    if let Err(e) = app.queue.send(&next, &dedup_id(&[what, request.tenant_id.as_str(), &id])).await {
+        tracing::warn!(error = %error_chain(&e), tenant = %request.tenant_id, "could not queue the rest of the reconcile; the next message or the sweep goes on");
+    } else {
+        tracing::info!(tenant = %request.tenant_id, what, "the rest of the work queued");
     }
 }
 

@@ -239,9 +239,10 @@ impl ScimClient {
         self.contradiction.lock().expect("not poisoned").clone()
     }
 
-    /// Whether this client read a roster that agreed with the target.
+    /// Whether this client read rosters that agreed with the target: read,
+    /// not contradicted, and none left unconfirmed.
     pub fn rosters_agreed(&self) -> bool {
-        self.rosters_checked.load(Ordering::SeqCst) && self.contradiction().is_none()
+        self.rosters_checked.load(Ordering::SeqCst) && self.contradiction().is_none() && self.unconfirmed.lock().expect("not poisoned").is_empty()
     }
 
     /// How this client learns a user's groups: from its profile, unless the

@@ -250,7 +250,9 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
         // A target that answers against its profile is reported, once, and
         // not trusted until a run's lists agree with it again.
         match (&contradiction, &health.contradiction) {
-            (Some(now_seen), before) if before.as_ref() != Some(now_seen) => {
+            // Already reported: what it says now is kept, not reported again.
+            (Some(now_seen), Some(_)) => health.contradiction = Some(now_seen.clone()),
+            (Some(now_seen), None) => {
                 tracing::warn!(cause = %cause, reason = %now_seen, "target contradicts its profile");
                 audit.push(
                     AuditEvent::new(

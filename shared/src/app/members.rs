@@ -17,7 +17,12 @@ use crate::core::model::LicensingModel;
 use crate::core::seats::micros;
 use crate::core::rejection::Rejection;
 use crate::core::tenant::{on_create, MemberItem, TenantMeta};
-use crate::core::views::{MemberView, NewMember};
+use super::commit::{audited_on, Decision};
+use crate::core::access::{access_on_create, privileged};
+use crate::core::audit::Announcement;
+use crate::core::seats::Seat;
+use crate::core::views::{MemberUpdate, MemberView, NewMember};
+use serde_json::json;
 use chrono::{DateTime, Utc};
 
 /// How many times a creation or removal reads again after another request
@@ -69,15 +74,18 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
         let targets = store.targets(tenant).await?;
         // The seat the counters as read give; the commit checks them again.
         let (access, rule) = on_create(model, &meta, &member);
+        // Its place in the stored seat order: an owner or admin at the tenant's tier goes first.
+        let privileged = meta.access.as_ref().is_some_and(|a| crate::core::access::privileged(model, a, &meta.rules, &member));
+        let seat = crate::core::seats::Seat { privileged, ..crate::core::seats::Seat::new(member.seq) };
         let claim = access.status == MemberStatus::Active;
-        let mut change = creation(&targets, MemberItem { rev, ..MemberItem::new(member.clone(), access) }, &cause, rule, now);
+        let mut change = creation(&targets, MemberItem { rev, seat: seat.clone(), ..MemberItem::new(member.clone(), access) }, &cause, rule, now);
         change.meta.claim_seat = claim;
         let mut result = store.commit_unchained(tenant, &change, request_id).await;
         if matches!(result, Err(CommitError::Seats)) {
             // Taken meanwhile (or someone now waits): the account waits.
             let waiting = MemberAccess::without_access(MemberStatus::PendingSeat);
             let rule = "no free seat at creation: taken by another account at the same moment".to_string();
-            change = creation(&targets, MemberItem { rev, ..MemberItem::new(member, waiting) }, &cause, rule, now);
+            change = creation(&targets, MemberItem { rev, seat, ..MemberItem::new(member, waiting) }, &cause, rule, now);
             result = store.commit_unchained(tenant, &change, request_id).await;
         }
         let item = match &change.writes[1] {
@@ -144,4 +152,49 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
         }
     }
     Err(Error::Contention { tenant: tenant.clone(), attempts: ATTEMPTS })
+}
+
+/// Changes a member's groups or attributes (the app's account event): its
+/// roles follow at once if it holds a seat (the tenant's access as last
+/// provisioned), and so does its place in the seat order. One transaction
+/// under the tenant's chain lock, conditional on the member's revision: it
+/// reads the head and the member, whatever the tenant's size.
+pub async fn update<S: Tenants + Targets>(model: &LicensingModel, store: &S, tenant: &TenantId, user: &UserId, update: &MemberUpdate, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
+    update.validate()?;
+    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let committed = audited_on(store, tenant, || store.meta_and_member(tenant, user), |(meta, existing)| {
+        let cause = &cause;
+        async move {
+            let meta = known(tenant, meta)?;
+            let existing = existing.filter(|e| !e.member.removed).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+            let member = Member {
+                groups: update.groups.clone().unwrap_or_else(|| existing.member.groups.clone()),
+                attributes: update.attributes.clone().unwrap_or_else(|| existing.member.attributes.clone()),
+                ..existing.member.clone()
+            };
+            if member == existing.member {
+                return Ok(Decision::Done(MemberView::of(tenant.clone(), &existing)));
+            }
+            let (access, privileged) = match &meta.access {
+                Some(a) => {
+                    let access = if existing.access.holds_seat() { access_on_create(model, a, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() };
+                    (access, privileged(model, a, &meta.rules, &member))
+                }
+                None => (existing.access.clone(), existing.seat.privileged),
+            };
+            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1 };
+            let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{user}"), cause, "groups or attributes changed by the app; roles follow the licensing model's rules")
+                .before(json!({"groups": existing.member.groups, "attributes": existing.member.attributes, "access": existing.access}))
+                .after(json!({"groups": item.member.groups, "attributes": item.member.attributes, "access": item.access}));
+            if item.access != existing.access {
+                audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: item.access.clone() });
+            }
+            let targets = store.targets(tenant).await?;
+            let mut change = Change::new(now).write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(existing.rev) }).audit(audit);
+            change.writes.extend(deliveries(&targets, &item));
+            Ok(Decision::one(change, MemberView::of(tenant.clone(), &item)))
+        }
+    })
+    .await?;
+    Ok(committed.value)
 }

@@ -16,7 +16,8 @@ use crate::core::license::{License, LicenseChange, LicenseStatus, LicenseUpdate,
 use crate::core::model::LicensingModel;
 use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
 use crate::core::scim::{Pending, Target, MAX_REFUSALS};
-use crate::core::tenant::{email_key, MemberItem, TenantMeta, TenantState};
+use crate::core::seats::{order_key_string, SeatList};
+use crate::core::tenant::{email_key, MemberItem, TenantHead, TenantMeta, TenantState};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,8 +140,12 @@ impl Memory {
             head: ChainHead::genesis(),
             rules: TenantRules::default(),
             licensed: false,
+            walk: None,
         });
         let m = &change.meta;
+        if let Some(w) = &m.walk {
+            meta.walk = Some(w.clone());
+        }
         if let Some(a) = &m.access {
             meta.access = Some(a.clone());
         }
@@ -254,6 +259,41 @@ impl Tenants for Memory {
 
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
         Ok(self.db.lock().unwrap().members.get(&(tenant.clone(), user.clone())).cloned())
+    }
+
+    async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
+        Ok(self.tenant(tenant).await?.map(|s| TenantHead { meta: s.meta, licenses: s.licenses, contracts: s.contracts, targets: s.targets, pending_audit: s.pending_audit }))
+    }
+
+    /// Members in user id order, the user id (as `MEM#<user>`) the cursor.
+    async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        let db = self.db.lock().unwrap();
+        let after = after.map(|a| a.trim_start_matches("MEM#").to_string());
+        let page: Vec<MemberItem> = db
+            .members
+            .iter()
+            .filter(|((t, u), _)| t == tenant && after.as_deref().is_none_or(|a| u.as_str() > a))
+            .take(limit.max(1))
+            .map(|(_, m)| m.clone())
+            .collect();
+        let more = page.len() == limit.max(1) && db.members.keys().any(|(t, u)| t == tenant && u > &page.last().expect("a full page").member.user_id);
+        let next = more.then(|| format!("MEM#{}", page.last().expect("a full page").member.user_id));
+        Ok((page, next))
+    }
+
+    async fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> Result<Vec<MemberItem>, PortError> {
+        let db = self.db.lock().unwrap();
+        let mut listed: Vec<(String, MemberItem)> = db
+            .members
+            .iter()
+            .filter(|((t, _), m)| t == tenant && if list == SeatList::Holders { m.access.holds_seat() } else { m.in_line() })
+            .map(|(_, m)| (order_key_string(&m.seat, &m.member.user_id), m.clone()))
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        if from_end {
+            listed.reverse();
+        }
+        Ok(listed.into_iter().take(limit).map(|(_, m)| m).collect())
     }
 
     async fn licenses(&self, tenant: &TenantId, source: Source) -> Result<Vec<License>, PortError> {
@@ -597,6 +637,15 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
         self.inner.member(tenant, user).await
+    }
+    async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
+        self.inner.tenant_head(tenant).await
+    }
+    async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        self.inner.members_page(tenant, after, limit).await
+    }
+    async fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> Result<Vec<MemberItem>, PortError> {
+        self.inner.seat_order(tenant, list, from_end, limit).await
     }
     async fn licenses(&self, tenant: &TenantId, source: Source) -> Result<Vec<License>, PortError> {
         self.inner.licenses(tenant, source).await

@@ -16,7 +16,8 @@ use crate::core::license::{License, Source, TenantAccess};
 use crate::core::access::TenantRules;
 use crate::core::reconcile::ReconcileRequest;
 use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
-use crate::core::tenant::{MemberItem, TenantMeta, TenantState};
+use crate::core::seats::SeatList;
+use crate::core::tenant::{MemberItem, TenantHead, TenantMeta, TenantState};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -153,6 +154,8 @@ pub struct MetaUpdate {
     /// a seat is free and nobody waits (so a seat never goes to a newcomer
     /// ahead of someone waiting).
     pub claim_seat: bool,
+    /// Where the tenant's member walk stands now.
+    pub walk: Option<crate::core::tenant::Walk>,
     /// The tenant now has a license or contract: it is known.
     pub licensed: bool,
 }
@@ -194,8 +197,18 @@ pub type LicenseRead = (Option<TenantMeta>, (Option<License>, Option<String>));
 pub trait Tenants: Send + Sync {
     /// The tenant's `META`, read consistently.
     fn meta(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantMeta>, PortError>> + Send;
-    /// Everything desired access depends on, read consistently.
+    /// Everything desired access depends on, read consistently: every
+    /// member too (drift repair, explain, an amendment's impact).
     fn tenant(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantState>, PortError>> + Send;
+    /// The tenant without its members: what a reconcile reads whatever the
+    /// tenant's size (two requests).
+    fn tenant_head(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantHead>, PortError>> + Send;
+    /// One page of the tenant's members in user id order, after the member
+    /// whose sort key is `after`; and the sort key to go on from, if more follow.
+    fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<MemberItem>, Option<String>), PortError>> + Send;
+    /// The first (or, `from_end`, the last) `limit` members of a list of the
+    /// stored seat order (holders, or the line).
+    fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> impl Future<Output = Result<Vec<MemberItem>, PortError>> + Send;
     fn member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<Option<MemberItem>, PortError>> + Send;
     /// The tenant's licenses from one source (a query of their prefix only).
     fn licenses(&self, tenant: &TenantId, source: Source) -> impl Future<Output = Result<Vec<License>, PortError>> + Send;

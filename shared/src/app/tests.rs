@@ -207,20 +207,23 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
         seeded(&m, &store, t, 130, 130).await;
         licenses::record_change(&store, &crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
     }
-    // The first chunk commits, then the process dies.
+    // The cut goes first (the last holders in the seat order, a page at a
+    // time): its first transaction commits, then the process dies.
+    let per = members_per_chunk(0);
     let dying = Crashing::after(&store, 1);
     let err = reconcile::reconcile(&m, &dying, &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
     let half = store.tenant(&crashed).await.unwrap().unwrap();
     let active = half.members.iter().filter(|x| x.access.status == MemberStatus::Active).count();
-    assert_eq!(active, 130 - (members_per_chunk(0) - 1), "the first chunk: the tenant record and {} members", members_per_chunk(0) - 1);
+    assert_eq!(active, 130 - per, "the first transaction of the cut: {per} seats");
     assert_eq!(half.meta.seats_used as usize, active, "counters match what was applied");
     assert!(verified(&store, &crashed).await);
 
     let rest = reconcile::reconcile(&m, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
-    assert_eq!((rest.member_changes, rest.tenant_changed), (120 - (members_per_chunk(0) - 1), false));
+    assert_eq!((rest.member_changes, rest.tenant_changed), (120 - per, true), "the rest of the cut, then the tenant's new access");
     let full = reconcile::reconcile(&m, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
-    assert_eq!((full.member_changes, full.chunks), (120, 1 + (120 - (members_per_chunk(0) - 1)).div_ceil(members_per_chunk(0))));
+    let seat_page = reconcile::SEAT_PAGE;
+    assert_eq!((full.member_changes, full.chunks), (120, 1 + seat_page.div_ceil(per) + (120 - seat_page).div_ceil(per)));
     let statuses = |s: crate::core::tenant::TenantState| s.members.iter().map(|x| (x.member.user_id.clone(), x.access.clone())).collect::<BTreeMap<_, _>>();
     assert_eq!(statuses(store.tenant(&crashed).await.unwrap().unwrap()), statuses(store.tenant(&control).await.unwrap().unwrap()), "the same end state as without the crash");
     let changed = actions(&store, &crashed).await.iter().filter(|a| **a == AuditAction::MemberAccessChanged).count();
@@ -705,14 +708,15 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
     let store = Memory::new(m.clone());
     let t = tenant("stale");
     seeded(&m, &store, &t, 2, 3).await;
-    // m0 and m1 hold the two seats, m2 waits; a reconcile reads this.
-    let mut stale = store.tenant(&t).await.unwrap().unwrap();
+    // m0 and m1 hold the two seats, m2 waits; a seat pass reads the line.
+    let stale_line = store.seat_order(&t, crate::core::seats::SeatList::Line, false, 1).await.unwrap();
     let req = SeatRequest { hold: true, from: Some(UserId::parse("m0000").unwrap()), by: None };
     seats::set_seat(&m, &store, &t, &UserId::parse("m0002").unwrap(), &req, None, "give", Utc::now()).await.unwrap();
-    // A third seat: on its snapshot the reconcile gives it to m2, which would drop the pin.
+    // A third seat: on its snapshot the seat pass gives it to m2, which would drop the pin.
     licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
-    stale.licenses = store.tenant(&t).await.unwrap().unwrap().licenses;
-    let chunks = crate::core::reconcile::chunks(&m, &t, &stale, &cause("stale"), crate::core::seats::micros(Utc::now()));
+    let access = crate::core::license::effective_license(&m, &store.tenant_head(&t).await.unwrap().unwrap().licenses);
+    let steps = crate::core::reconcile::grant(&m, &access, &Default::default(), &stale_line, crate::core::seats::micros(Utc::now()));
+    let chunks = crate::core::reconcile::chunks(steps, Default::default(), None, 3, 0, &cause("stale"));
     let writes: Vec<String> = chunks[0].members.iter().map(|(i, _)| i.member.user_id.to_string()).collect();
     assert_eq!(writes, ["m0002"]);
     let head = store.meta(&t).await.unwrap().unwrap().head;
@@ -723,4 +727,171 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
     let m2 = store.member(&t, &UserId::parse("m0002").unwrap()).await.unwrap().unwrap();
     assert!(m2.seat.pinned() && m2.access.status == MemberStatus::Active);
     assert_eq!(store.member(&t, &UserId::parse("m0000").unwrap()).await.unwrap().unwrap().access.status, MemberStatus::Active);
+}
+
+/// A tenant whose members are all active and recorded in order: `n`
+/// members on the CRM license (business tier), every tenth an admin.
+async fn large(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, n: usize) {
+    licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
+    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    for i in 0..n {
+        let mut new = new_member(i, &format!("l{i}@example.test"));
+        if i % 10 == 3 {
+            new.groups.insert("admins".into());
+        }
+        members::create(m, store, t, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
+    }
+    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+}
+
+/// The members' access, by user.
+async fn accesses(store: &Memory, t: &TenantId) -> BTreeMap<UserId, crate::core::access::MemberAccess> {
+    store.tenant(t).await.unwrap().unwrap().members.into_iter().map(|x| (x.member.user_id, x.access)).collect()
+}
+
+/// A tenant-wide change (a tier change, then a seat cut) walked page by
+/// page, the process dying after every transaction: each retry goes on from
+/// where the last stopped (the walk's place in `META`), and the end state is
+/// the uninterrupted run's, each member's change audited once.
+#[tokio::test]
+async fn a_tenant_wide_change_interrupted_after_every_transaction_converges_with_nothing_doubled() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let (crashed, control) = (tenant("walk-crash"), tenant("walk-control"));
+    let n = 2 * reconcile::WALK_PAGE + 37;
+    for t in [&crashed, &control] {
+        large(&m, &store, t, n as u32, n).await;
+        // Enterprise: every holder's entitlements change; then 150 fewer seats.
+        let mut up = crm_change(t, 2, n as u32);
+        up.update.tier = "enterprise".into();
+        licenses::record_change(&store, &up, "h2", Utc::now()).await.unwrap();
+    }
+    reconcile::reconcile(&m, &store, &control, &cause("tier"), Utc::now()).await.unwrap();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match reconcile::reconcile(&m, &Crashing::after(&store, 1), &crashed, &cause("tier"), Utc::now()).await {
+            Ok(_) => break,
+            Err(e) => assert!(is_injected_crash(&e), "{e}"),
+        }
+        assert!(attempts < 1000, "no progress");
+    }
+    assert!(attempts > 3, "the walk took several transactions: {attempts}");
+    assert_eq!(accesses(&store, &crashed).await, accesses(&store, &control).await, "the uninterrupted run's end state");
+    let tier_changes = actions(&store, &crashed).await.iter().filter(|a| **a == AuditAction::MemberAccessChanged).count();
+    assert_eq!(tier_changes, n, "each member's change audited once");
+    // Now a cut, interrupted the same way.
+    for t in [&crashed, &control] {
+        let mut cut = crm_change(t, 3, (n - 150) as u32);
+        cut.update.tier = "enterprise".into();
+        licenses::record_change(&store, &cut, "h3", Utc::now()).await.unwrap();
+    }
+    reconcile::reconcile(&m, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
+    while let Err(e) = reconcile::reconcile(&m, &Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await {
+        assert!(is_injected_crash(&e), "{e}");
+    }
+    assert_eq!(accesses(&store, &crashed).await, accesses(&store, &control).await);
+    let changes = actions(&store, &crashed).await.iter().filter(|a| **a == AuditAction::MemberAccessChanged).count();
+    assert_eq!(changes, n + 150, "each cut audited once");
+    let meta = store.meta(&crashed).await.unwrap().unwrap();
+    assert_eq!((meta.seats_used as usize, meta.seats_pending), (n - 150, 150));
+    assert!(verified(&store, &crashed).await);
+}
+
+/// Changes of single members while a walk is half done: a removal, a
+/// creation and a seat pinned by the tenant's admin, on members the walk
+/// has and has not reached yet. None is lost or overwritten by the walk.
+#[tokio::test]
+async fn a_member_change_during_a_tenant_wide_walk_is_neither_lost_nor_overwritten() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("walk-during");
+    let n = 3 * reconcile::WALK_PAGE;
+    large(&m, &store, &t, n as u32 + 10, n).await;
+    let mut up = crm_change(&t, 2, n as u32 + 10);
+    up.update.tier = "enterprise".into();
+    licenses::record_change(&store, &up, "h2", Utc::now()).await.unwrap();
+    // The walk's first page (its transactions: the first carries the
+    // tenant's new access), then the process dies.
+    let per = crate::core::reconcile::members_per_chunk(0);
+    let first_page = 1 + (reconcile::WALK_PAGE - (per - 1)).div_ceil(per);
+    let err = reconcile::reconcile(&m, &Crashing::after(&store, first_page), &t, &cause("tier"), Utc::now()).await.unwrap_err();
+    assert!(is_injected_crash(&err), "{err}");
+    let walked_to = store.meta(&t).await.unwrap().unwrap().walk.and_then(|w| w.after).expect("a walk half done");
+    let (early, late) = (UserId::parse("m0001").unwrap(), UserId::parse(format!("m{:04}", n - 2)).unwrap());
+    assert!(format!("MEM#{early}") <= walked_to && walked_to < format!("MEM#{late}"), "{walked_to}");
+    members::remove(&store, &t, &late, "rm-late", Utc::now()).await.unwrap();
+    members::remove(&store, &t, &early, "rm-early", Utc::now()).await.unwrap();
+    let pinned = UserId::parse(format!("m{:04}", n - 1)).unwrap();
+    seats::set_seat(&m, &store, &t, &pinned, &SeatRequest { hold: true, from: None, by: Some("owner".into()) }, None, "pin", Utc::now()).await.unwrap();
+    members::create(&m, &store, &t, &new_member(n + 1, "new@example.test"), "new", Utc::now()).await.unwrap();
+    reconcile::reconcile(&m, &store, &t, &cause("tier"), Utc::now()).await.unwrap();
+    let after = accesses(&store, &t).await;
+    assert_eq!((after[&early].status, after[&late].status), (MemberStatus::Deprovisioned, MemberStatus::Deprovisioned), "removals kept");
+    let p = store.member(&t, &pinned).await.unwrap().unwrap();
+    assert!(p.seat.pinned() && p.access.status == MemberStatus::Active && p.access.entitlements.contains_key("sso"), "{p:?}");
+    let new = &after[&UserId::parse(format!("m{:04}", n + 1)).unwrap()];
+    assert_eq!(new.status, MemberStatus::Active);
+    // Everyone holding is on the new tier's entitlements.
+    let tier = crate::core::license::effective_license(&m, &store.tenant_head(&t).await.unwrap().unwrap().licenses);
+    assert!(after.values().filter(|a| a.holds_seat()).all(|a| a.entitlements == tier.entitlements));
+    assert!(verified(&store, &t).await);
+}
+
+/// The seats a paged reconcile (the walk, then cuts and grants on the
+/// stored seat order) leaves are those the whole-tenant decision gives, for
+/// cuts and for seats added back, with pins and admins among the members.
+#[tokio::test]
+async fn the_stored_seat_order_decides_as_the_whole_tenant_decision_does() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("order");
+    let n = 260;
+    large(&m, &store, &t, n as u32, n).await;
+    for i in [7usize, 100, 250] {
+        let user = UserId::parse(format!("m{i:04}")).unwrap();
+        seats::set_seat(&m, &store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, "pin", Utc::now()).await.unwrap();
+    }
+    for (version, seats) in [(2, 120u32), (3, 40), (4, 200), (5, 260)] {
+        // What the whole-tenant decision says, on the state before this change.
+        let before = store.tenant(&t).await.unwrap().unwrap();
+        licenses::record_change(&store, &crm_change(&t, version, seats), &format!("h{version}"), Utc::now()).await.unwrap();
+        let licenses = store.tenant_head(&t).await.unwrap().unwrap().licenses;
+        let whole = crate::core::access::desired_access_with_rules(&m, &licenses, &before.rules(), &before.members, crate::core::seats::micros(Utc::now()));
+        reconcile::reconcile(&m, &store, &t, &cause("seats"), Utc::now()).await.unwrap();
+        let paged = accesses(&store, &t).await;
+        let held = |f: &dyn Fn(&UserId) -> bool| paged.keys().filter(|u| f(u)).cloned().collect::<BTreeSet<UserId>>();
+        let want: BTreeSet<UserId> = whole.members.iter().filter(|(_, d)| d.access.holds_seat()).map(|(u, _)| u.clone()).collect();
+        assert_eq!(held(&|u| paged[u].holds_seat()), want, "{seats} seats");
+    }
+}
+
+/// A member's groups changed by the app: its roles follow at once (a
+/// finance member on business becomes a billing admin), in one transaction
+/// that reads the head and the member; a waiting member's place follows its
+/// privilege; an unknown member is 404.
+#[tokio::test]
+async fn a_group_change_gives_the_roles_of_the_new_groups_at_once() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("update");
+    seeded(&m, &store, &t, 1, 2).await;
+    let (seated, waiting) = (UserId::parse("m0000").unwrap(), UserId::parse("m0001").unwrap());
+    let finance = crate::core::views::MemberUpdate { groups: Some(["finance".to_string()].into()), attributes: None };
+    let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
+    let view = members::update(&m, &store, &t, &seated, &finance, "upd-1", Utc::now()).await.unwrap();
+    assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst) - commits, 1, "one transaction");
+    assert!(view.roles.contains("billing-admin"), "{view:?}");
+    let admins = crate::core::views::MemberUpdate { groups: Some(["admins".to_string()].into()), attributes: None };
+    let w = members::update(&m, &store, &t, &waiting, &admins, "upd-2", Utc::now()).await.unwrap();
+    assert_eq!(w.status, MemberStatus::PendingSeat, "a group change moves no seat");
+    assert!(store.member(&t, &waiting).await.unwrap().unwrap().seat.privileged, "its place in the line follows");
+    // The same change again: nothing written.
+    let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
+    members::update(&m, &store, &t, &seated, &finance, "upd-3", Utc::now()).await.unwrap();
+    assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst), commits);
+    let e = members::update(&m, &store, &t, &UserId::parse("nobody").unwrap(), &finance, "upd-4", Utc::now()).await.unwrap_err();
+    assert!(matches!(e, Error::Rejected(r) if r.kind == Kind::NotFound));
+    assert!(actions(&store, &t).await.contains(&AuditAction::MemberUpdated));
+    assert!(verified(&store, &t).await);
 }

@@ -482,8 +482,10 @@ pub(crate) mod tests {
         let d = desired_access(&m, &[license("team", 1, LicenseStatus::Active)], &items, 100);
         let p = plan(&t, d.clone(), Some(&d.tenant), &items);
         let order: Vec<_> = p.member_changes.iter().map(|c| (c.user_id.to_string(), c.after.status)).collect();
-        // One seat: b, the most recently seated, loses it; c stays in line.
-        assert_eq!(order, vec![("b".into(), MemberStatus::PendingSeat)]);
+        // One seat: b, the most recently seated, loses it; c stays in line
+        // (its place in the stored order now says it is an admin).
+        assert_eq!(order, vec![("b".into(), MemberStatus::PendingSeat), ("c".into(), MemberStatus::PendingSeat)]);
+        assert!(p.member_changes[1].seat.privileged && p.member_changes[1].before == p.member_changes[1].after);
         assert_eq!(p.seats_used_after(2), 1);
         // Three seats: the line gets the two free ones, the admin first.
         let after_cut = applied(&items, &d);

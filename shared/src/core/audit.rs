@@ -73,6 +73,8 @@ pub enum AuditAction {
     // Members and the tenant's access.
     MemberCreated,
     MemberRemoved,
+    /// The app changed a member's groups or attributes (its roles follow).
+    MemberUpdated,
     MemberAccessChanged,
     /// The tenant's admin gave, took or released a seat (`PUT .../seat`).
     MemberSeatReassigned,

@@ -201,6 +201,13 @@ pub const SOURCES: [&str; 3] = ["stripe", "crm", "contract"];
 
 impl LicensingModel {
     /// Parses and validates a model. `origin` names the file in errors.
+    /// A fingerprint of every rule: a model that changes (a deploy) gives
+    /// another, and so walks every tenant's members again.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(format!("{self:?}").as_bytes()))
+    }
+
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ModelError> {
         let model: LicensingModel = toml::from_str(text).map_err(|e| ModelError::Syntax {
             origin: origin.to_string(),

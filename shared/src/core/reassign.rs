@@ -5,7 +5,8 @@
 //! each member becomes, what the seat counters do, and why a seat cannot
 //! be given.
 
-use crate::core::access::{access_on_create, in_line, MemberAccess, MemberItem, MemberStatus, TenantRules};
+use crate::core::access::{access_on_create, privileged, MemberAccess, MemberItem, MemberStatus, TenantRules};
+use crate::core::reconcile::MemberStep;
 use crate::core::ids::UserId;
 use crate::core::license::{MemberPolicy, TenantAccess};
 use crate::core::model::LicensingModel;
@@ -45,22 +46,11 @@ impl SeatRequest {
     }
 }
 
-/// One member's change: its item after (at its next revision), the
-/// revision it was read at, and its access and seat before.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SeatChange {
-    pub item: MemberItem,
-    pub read_at_rev: u64,
-    pub before: MemberAccess,
-    pub seat_before: Seat,
-    pub rule: String,
-}
-
 /// What a seat request does: the members it changes (none: it is already
 /// so) and the counters.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reassignment {
-    pub changes: Vec<SeatChange>,
+    pub changes: Vec<MemberStep>,
     pub used_delta: i64,
     pub pending_delta: i64,
     /// Commit only if at most this many seats were used before (a free seat given).
@@ -93,15 +83,10 @@ pub fn reassign(
     let pin = |hold: bool| Some(Pin { hold, by: actor.to_string(), at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
     let mut out = Reassignment::default();
     let change = |item: &MemberItem, access: MemberAccess, seat: Seat, rule: String, out: &mut Reassignment| {
-        out.used_delta += i64::from(access.holds_seat()) - i64::from(item.access.holds_seat());
-        out.pending_delta += i64::from(in_line(&access, &seat)) - i64::from(item.in_line());
-        out.changes.push(SeatChange {
-            item: MemberItem { access, seat, rev: item.rev + 1, ..item.clone() },
-            read_at_rev: item.rev,
-            before: item.access.clone(),
-            seat_before: item.seat.clone(),
-            rule,
-        });
+        let step = MemberStep::new(item, access, seat, rule);
+        out.used_delta += step.used_delta();
+        out.pending_delta += step.pending_delta();
+        out.changes.push(step);
     };
     if !req.hold {
         if user.seat.released() && !user.access.holds_seat() {
@@ -109,13 +94,14 @@ pub fn reassign(
         }
         let (access, since) = if user.access.holds_seat() { (MemberAccess::without_access(MemberStatus::PendingSeat), micros(now)) } else { (user.access.clone(), user.seat.since) };
         let rule = format!("seat released by {actor}: waits out of the line until given a seat");
-        change(user, access, Seat { since, pin: pin(false) }, rule, &mut out);
+        change(user, access, Seat { since, pin: pin(false), privileged: user.seat.privileged }, rule, &mut out);
         return Ok(out);
     }
     if tenant.policy != MemberPolicy::Seated {
         return Err(conflict("tenant_not_seated", format!("tenant is {} ({}): no seat can be given", tenant.status, tenant.rule)));
     }
     let seated = access_on_create(model, tenant, rules, &user.member, MemberStatus::Active);
+    let is_privileged = privileged(model, tenant, rules, &user.member);
     if user.access.holds_seat() {
         // Pinned already: what this request asks (a retry of it, a lost answer).
         if user.seat.pinned() {
@@ -125,7 +111,7 @@ pub fn reassign(
             return Err(conflict("already_holds_seat", format!("member {id} already holds a seat: nothing to take from {from}")));
         }
         let rule = format!("seat pinned by {actor}: kept through cuts while an unpinned holder remains");
-        change(user, user.access.clone(), Seat { since: user.seat.since, pin: pin(true) }, rule, &mut out);
+        change(user, user.access.clone(), Seat { since: user.seat.since, pin: pin(true), privileged: is_privileged }, rule, &mut out);
         return Ok(out);
     }
     match (&req.from, from) {
@@ -134,9 +120,9 @@ pub fn reassign(
                 .filter(|h| !h.member.removed && h.access.holds_seat())
                 .ok_or_else(|| conflict("from_holds_no_seat", format!("member {name} holds no seat to give")).with("from", name))?;
             let rule = format!("seat given by {actor} to {id}: joins the line");
-            change(holder, MemberAccess::without_access(MemberStatus::PendingSeat), Seat::new(micros(now)), rule, &mut out);
+            change(holder, MemberAccess::without_access(MemberStatus::PendingSeat), Seat { privileged: holder.seat.privileged, ..Seat::new(micros(now)) }, rule, &mut out);
             let rule = format!("seat given by {actor}, taken from {name}; pinned");
-            change(user, seated, Seat { since: micros(now), pin: pin(true) }, rule, &mut out);
+            change(user, seated, Seat { since: micros(now), pin: pin(true), privileged: is_privileged }, rule, &mut out);
         }
         (None, _) => {
             if seats_used >= tenant.seats_total {
@@ -144,7 +130,7 @@ pub fn reassign(
                 return Err(conflict("no_free_seat", format!("all {} seats are held: name a holder in `from` to give its seat", tenant.seats_total)).with("seats", seats));
             }
             let rule = format!("free seat given by {actor}; pinned");
-            change(user, seated, Seat { since: micros(now), pin: pin(true) }, rule, &mut out);
+            change(user, seated, Seat { since: micros(now), pin: pin(true), privileged: is_privileged }, rule, &mut out);
             out.used_at_most = Some(tenant.seats_total - 1);
         }
     }

@@ -1,16 +1,24 @@
-//! Reconciling a tenant, the pure part: the message that asks for it, and
-//! how the difference between desired and actual access is cut into
-//! transactions, each change with its audit record.
+//! Reconciling a tenant, the pure part: the message that asks for it, what
+//! each member becomes, and how the changes are cut into transactions, each
+//! with its audit record.
+//!
+//! A reconcile never reads every member at once. A change of the tenant's
+//! access (a tier, a suspension, contract rules, a new model) walks the
+//! members page by page ([`walked`]): each is brought to the tenant's access
+//! without moving seats between members. Then the seat pass works on the
+//! stored seat order: a cut takes the last holders ([`cut`]), free seats go
+//! to the first in line ([`grant`]), a page at a time. Both read and write a
+//! number of items that grows with what changes, not with the tenant.
 
-use crate::core::access::{self, MemberChange, MemberItem, SeatedAccess, TenantRules};
+use crate::core::access::{self, in_line, MemberAccess, MemberItem, MemberStatus, SeatedAccess, TenantRules};
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::events::Announcement;
-use crate::core::ids::{TargetId, TenantId, UserId};
-use crate::core::license::TenantAccess;
+use crate::core::ids::{TargetId, TenantId};
+use crate::core::license::{MemberPolicy, TenantAccess};
 use crate::core::model::LicensingModel;
-use crate::core::tenant::TenantState;
+use crate::core::seats::{Seat, Verdict};
+use crate::core::tenant::Walk;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// "Make this tenant's access equal its desired access." Level-triggered:
 /// one more or one fewer of these never changes the outcome.
@@ -50,6 +58,109 @@ pub const fn members_per_chunk(targets: usize) -> usize {
     (MAX_TRANSACTION_ITEMS - 3) / (3 + targets)
 }
 
+/// One member's change as a reconcile writes it: the item after (at its
+/// next revision), the revision it was read at (the write is conditional on
+/// it), its access and seat before, and the rule that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberStep {
+    pub item: MemberItem,
+    pub read_at_rev: u64,
+    pub before: MemberAccess,
+    pub seat_before: Seat,
+    pub rule: String,
+}
+
+impl MemberStep {
+    pub fn new(held: &MemberItem, access: MemberAccess, seat: Seat, rule: String) -> Self {
+        MemberStep {
+            item: MemberItem { access, seat, rev: held.rev + 1, ..held.clone() },
+            read_at_rev: held.rev,
+            before: held.access.clone(),
+            seat_before: held.seat.clone(),
+            rule,
+        }
+    }
+    pub fn used_delta(&self) -> i64 {
+        i64::from(self.item.access.holds_seat()) - i64::from(self.before.holds_seat())
+    }
+    pub fn pending_delta(&self) -> i64 {
+        i64::from(self.item.in_line()) - i64::from(in_line(&self.before, &self.seat_before))
+    }
+}
+
+/// A member as a walk leaves it under the tenant's access and rules: a
+/// holder keeps its seat with the roles of the tier, a member in line stays
+/// there, a member the tenant's suspension took out joins the line again;
+/// nothing moves a seat between members (the seat pass does). Its place in
+/// the stored seat order follows its privilege at this tier. `None` when it
+/// is as it should be.
+pub fn walked(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, held: &MemberItem) -> Option<MemberStep> {
+    let m = &held.member;
+    let privileged = access::privileged(model, tenant, rules, m);
+    let (want, rule) = if m.removed {
+        (MemberAccess::without_access(MemberStatus::Deprovisioned), "member removed by the app".to_string())
+    } else {
+        match tenant.policy {
+            MemberPolicy::Revoked => (MemberAccess::without_access(MemberStatus::Deprovisioned), format!("tenant access revoked: {}", tenant.rule)),
+            MemberPolicy::Suspended => (MemberAccess::without_access(MemberStatus::Suspended), format!("tenant suspended: {}", tenant.rule)),
+            MemberPolicy::Seated if held.access.holds_seat() => {
+                let (roles, fired) = access::roles_for(model, &tenant.tier, m, rules);
+                let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
+                let access = MemberAccess { status: MemberStatus::Active, roles, entitlements: tenant.entitlements.clone() };
+                (access, format!("seat held (seats are sticky); roles from [{fired}] at the {} tier", tenant.tier))
+            }
+            MemberPolicy::Seated => (MemberAccess::without_access(MemberStatus::PendingSeat), format!("waiting for a seat: {} seats", tenant.seats_total)),
+        }
+    };
+    let seat = Seat { privileged, ..held.seat.clone() };
+    (want != held.access || seat != held.seat).then(|| MemberStep::new(held, want, seat, rule))
+}
+
+/// The seats a cut takes: `last` are the last holders in the seat order
+/// (the stored order, read from its end), as many as there are holders past
+/// the tenant's `total` seats. Each joins the line now, the longest-seated
+/// of them first, and loses its pin with its seat.
+pub fn cut(last: &[MemberItem], holders: usize, total: u32, now: u64) -> Vec<MemberStep> {
+    let n = last.len();
+    last.iter()
+        .rev()
+        .enumerate()
+        .map(|(j, held)| {
+            let seat = Seat { since: now + j as u64, pin: None, privileged: held.seat.privileged };
+            let verdict = Verdict::Cut { place: holders - (n - 1 - j), holders, total };
+            let rule = access::seat_rule(&verdict, &seat, total);
+            MemberStep::new(held, MemberAccess::without_access(MemberStatus::PendingSeat), seat, rule)
+        })
+        .collect()
+}
+
+/// Free seats to the first in line: `first` are the first members of the
+/// line in the seat order, as many as there are free seats. Each gets a
+/// seat now (in that order) with the roles of the tenant's tier.
+pub fn grant(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, first: &[MemberItem], now: u64) -> Vec<MemberStep> {
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, held)| {
+            let access = access::access_on_create(model, tenant, rules, &held.member, MemberStatus::Active);
+            let seat = Seat { since: now + i as u64, ..held.seat.clone() };
+            let (_, fired) = access::roles_for(model, &tenant.tier, &held.member, rules);
+            let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
+            let rule = format!("{}; roles from [{fired}]", access::seat_rule(&Verdict::Granted { place: i + 1 }, &seat, tenant.seats_total));
+            MemberStep::new(held, access, seat, rule)
+        })
+        .collect()
+}
+
+/// The tenant's own change, carried by the first transaction of a walk.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TenantChange {
+    /// Its new effective access, and the one it had.
+    pub access: Option<(Option<TenantAccess>, TenantAccess)>,
+    /// Its new contract role grants, and the ones it had.
+    pub rules: Option<(TenantRules, TenantRules)>,
+}
+
 /// One transaction of a reconcile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
@@ -57,9 +168,9 @@ pub struct Chunk {
     /// and the revision each was read at (the write is conditional on it:
     /// a decision made on a snapshot never overrides a newer write).
     pub members: Vec<(MemberItem, u64)>,
-    /// The tenant's new effective access (first chunk only).
+    /// The tenant's new effective access.
     pub tenant: Option<TenantAccess>,
-    /// The tenant's new contract role grants (first chunk only).
+    /// The tenant's new contract role grants.
     pub rules: Option<TenantRules>,
     /// What the chunk does to the seat counters (added to them: account
     /// creations and removals change them too, without the chain's lock).
@@ -69,70 +180,74 @@ pub struct Chunk {
     /// this many were used: never more holders than seats, whatever was
     /// claimed since the plan was made.
     pub used_at_most: Option<u32>,
+    /// Where a member walk stands after this chunk (the last chunk of a page).
+    pub walk: Option<Walk>,
     /// One record per change, tenant records first.
     pub audit: Vec<AuditEvent>,
 }
 
-/// The transactions that make the tenant's access equal desired access,
-/// in order; none when it already is. A chunk holds at most
-/// [`members_per_chunk`] member changes (one fewer in the first, which also
-/// carries the tenant's change). Seat-losing changes come first, so that no
-/// committed prefix ever holds more seats than the tenant has.
-pub fn chunks(model: &LicensingModel, tenant: &TenantId, state: &TenantState, cause: &Cause, now: u64) -> Vec<Chunk> {
-    let by_id: BTreeMap<&UserId, &MemberItem> = state.members.iter().map(|m| (&m.member.user_id, m)).collect();
-    let rules = state.rules();
-    let desired = access::desired_access_with_rules(model, &state.licenses, &rules, &state.members, now);
-    let plan = access::plan(tenant, desired, state.meta.access.as_ref(), &state.members);
-    let rules_change = state.meta.rules != rules;
-    let access_change = !state.meta.access.as_ref().is_some_and(|a| a.same_access(&plan.tenant_after));
-    if plan.is_empty() && !rules_change {
+/// The transactions that make these changes, in order: at most
+/// [`members_per_chunk`] member changes each (one fewer in the first when
+/// it also carries the tenant's change), the tenant's change in the first,
+/// the walk's position in the last. Seat-losing changes come first, so that
+/// no committed prefix ever holds more seats than the tenant has.
+pub fn chunks(mut steps: Vec<MemberStep>, tenant: TenantChange, walk: Option<Walk>, seats_total: u32, targets: usize, cause: &Cause) -> Vec<Chunk> {
+    let order = |s: &MemberStep| match (s.before.holds_seat(), s.item.access.holds_seat()) {
+        (true, false) => 0,
+        (false, true) => 2,
+        _ => 1,
+    };
+    steps.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.item.member.user_id.cmp(&b.item.member.user_id)));
+    let per_chunk = members_per_chunk(targets);
+    let tenant_records = usize::from(tenant.access.is_some()) + usize::from(tenant.rules.is_some());
+    if steps.is_empty() && tenant_records == 0 && walk.is_none() {
         return Vec::new();
     }
-    let per_chunk = members_per_chunk(state.targets.len());
     let mut out = Vec::new();
-    let mut remaining: &[MemberChange] = &plan.member_changes;
+    let mut remaining: &[MemberStep] = &steps;
     let mut first = true;
     while first || !remaining.is_empty() {
-        let room = if first && (access_change || rules_change) { per_chunk - 1 } else { per_chunk };
+        let room = if first && tenant_records > 0 { per_chunk - 1 } else { per_chunk };
         let (part, rest) = remaining.split_at(room.min(remaining.len()));
-        let mut audit = Vec::new();
-        let mut chunk = Chunk { members: Vec::new(), tenant: None, rules: None, used_delta: 0, pending_delta: 0, used_at_most: None, audit: Vec::new() };
-        if first && access_change {
-            audit.push(
-                AuditEvent::new(AuditAction::TenantAccessChanged, "tenant", cause, plan.tenant_after.rule.clone())
-                    .after(&plan.tenant_after)
-                    .announcing(Announcement::TenantAccessChanged { before: state.meta.access.clone(), after: plan.tenant_after.clone() }),
-            );
-            if let Some(before) = &state.meta.access {
-                audit.last_mut().expect("just pushed").before = Some(serde_json::to_value(before).expect("serialises"));
+        let mut chunk = Chunk { members: Vec::new(), tenant: None, rules: None, used_delta: 0, pending_delta: 0, used_at_most: None, walk: None, audit: Vec::new() };
+        if first {
+            if let Some((before, after)) = &tenant.access {
+                let mut record = AuditEvent::new(AuditAction::TenantAccessChanged, "tenant", cause, after.rule.clone())
+                    .after(after)
+                    .announcing(Announcement::TenantAccessChanged { before: before.clone(), after: after.clone() });
+                if let Some(b) = before {
+                    record = record.before(b);
+                }
+                chunk.audit.push(record);
+                chunk.tenant = Some(after.clone());
             }
-            chunk.tenant = Some(plan.tenant_after.clone());
+            if let Some((before, after)) = &tenant.rules {
+                chunk.audit.push(AuditEvent::new(AuditAction::TenantRulesChanged, "tenant", cause, "contract role mappings and named users").before(before).after(after));
+                chunk.rules = Some(after.clone());
+            }
         }
-        if first && rules_change {
-            audit.push(AuditEvent::new(AuditAction::TenantRulesChanged, "tenant", cause, "contract role mappings and named users").before(&state.meta.rules).after(&rules));
-            chunk.rules = Some(rules.clone());
-        }
-        for change in part {
-            let held = by_id[&change.user_id];
-            chunk.members.push((MemberItem { access: change.after.clone(), seat: change.seat.clone(), rev: held.rev + 1, ..held.clone() }, held.rev));
-            audit.push(
-                AuditEvent::new(AuditAction::MemberAccessChanged, format!("member:{}", change.user_id), cause, change.rule.clone())
-                    .before(SeatedAccess { access: &change.before, seat: &change.seat_before })
-                    .after(SeatedAccess { access: &change.after, seat: &change.seat })
-                    .announcing(Announcement::MemberAccessChanged { user_id: change.user_id.clone(), before: change.before.clone(), after: change.after.clone() }),
-            );
-        }
-        for change in part {
-            chunk.used_delta += i64::from(change.after.holds_seat()) - i64::from(change.before.holds_seat());
-            chunk.pending_delta += i64::from(access::in_line(&change.after, &change.seat)) - i64::from(access::in_line(&change.before, &change.seat_before));
+        for step in part {
+            let id = &step.item.member.user_id;
+            chunk.members.push((step.item.clone(), step.read_at_rev));
+            let mut record = AuditEvent::new(AuditAction::MemberAccessChanged, format!("member:{id}"), cause, step.rule.clone())
+                .before(SeatedAccess { access: &step.before, seat: &step.seat_before })
+                .after(SeatedAccess { access: &step.item.access, seat: &step.item.seat });
+            if step.before != step.item.access {
+                record = record.announcing(Announcement::MemberAccessChanged { user_id: id.clone(), before: step.before.clone(), after: step.item.access.clone() });
+            }
+            chunk.audit.push(record);
+            chunk.used_delta += step.used_delta();
+            chunk.pending_delta += step.pending_delta();
         }
         if chunk.used_delta > 0 {
-            chunk.used_at_most = Some(u32::try_from((i64::from(plan.tenant_after.seats_total) - chunk.used_delta).max(0)).unwrap_or(0));
+            chunk.used_at_most = Some(u32::try_from((i64::from(seats_total) - chunk.used_delta).max(0)).unwrap_or(0));
         }
-        chunk.audit = audit;
-        out.push(chunk);
         remaining = rest;
         first = false;
+        out.push(chunk);
+    }
+    if let Some(last) = out.last_mut() {
+        last.walk = walk;
     }
     out
 }

@@ -55,11 +55,15 @@ pub struct Seat {
     pub since: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<Pin>,
+    /// An owner or admin at the tenant's tier when the member was last
+    /// written: its place in the stored seat order ([`order_key_string`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
 }
 
 impl Seat {
     pub fn new(since: u64) -> Self {
-        Seat { since, pin: None }
+        Seat { since, pin: None, privileged: false }
     }
     /// Given by the tenant's admin.
     pub fn pinned(&self) -> bool {
@@ -86,6 +90,31 @@ pub struct Candidate<'a> {
 /// earliest `since`, then the user id.
 pub fn order_key<'a>(c: &Candidate<'a>) -> (bool, bool, u64, &'a UserId) {
     (!c.seat.pinned(), !c.privileged, c.seat.since, c.user_id)
+}
+
+/// Which stored list of the seat order a member is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatList {
+    /// Holding a seat: the last of the list lose theirs first on a cut.
+    Holders,
+    /// Waiting in line: the first of the list get free seats first.
+    Line,
+}
+
+impl SeatList {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SeatList::Holders => "H#",
+            SeatList::Line => "W#",
+        }
+    }
+}
+
+/// The seat order as a string that sorts as [`order_key`] does, for the
+/// stored index of each list: `<0 pinned|1><0 owner/admin|1><since, 20
+/// digits>#<user>`.
+pub fn order_key_string(seat: &Seat, user: &UserId) -> String {
+    format!("{}{}{:020}#{user}", u8::from(!seat.pinned()), u8::from(!seat.privileged), seat.since)
 }
 
 /// Why a member holds or waits for a seat after a decision.
@@ -122,10 +151,10 @@ pub fn decide(total: u32, candidates: &[Candidate<'_>], now: u64) -> BTreeMap<Us
     let mut out = BTreeMap::new();
     for (i, c) in holders.iter().enumerate() {
         let decided = if i < kept {
-            (Verdict::Keeps { place: i + 1 }, c.seat.clone())
+            (Verdict::Keeps { place: i + 1 }, Seat { privileged: c.privileged, ..c.seat.clone() })
         } else {
             // Joins the line now, the longest-seated of the cut first; a pin does not outlive the seat.
-            (Verdict::Cut { place: i + 1, holders: holders.len(), total }, Seat::new(now + (i - kept) as u64))
+            (Verdict::Cut { place: i + 1, holders: holders.len(), total }, Seat { privileged: c.privileged, ..Seat::new(now + (i - kept) as u64) })
         };
         out.insert(c.user_id.clone(), decided);
     }
@@ -134,14 +163,14 @@ pub fn decide(total: u32, candidates: &[Candidate<'_>], now: u64) -> BTreeMap<Us
     let free = total_n - kept;
     for (i, c) in line.iter().enumerate() {
         let decided = if i < free {
-            (Verdict::Granted { place: i + 1 }, Seat { since: now + i as u64, pin: c.seat.pin.clone() })
+            (Verdict::Granted { place: i + 1 }, Seat { since: now + i as u64, pin: c.seat.pin.clone(), privileged: c.privileged })
         } else {
-            (Verdict::Waits { place: i + 1 - free }, c.seat.clone())
+            (Verdict::Waits { place: i + 1 - free }, Seat { privileged: c.privileged, ..c.seat.clone() })
         };
         out.insert(c.user_id.clone(), decided);
     }
     for c in candidates.iter().filter(|c| !c.holds && c.seat.released()) {
-        out.insert(c.user_id.clone(), (Verdict::Released, c.seat.clone()));
+        out.insert(c.user_id.clone(), (Verdict::Released, Seat { privileged: c.privileged, ..c.seat.clone() }));
     }
     out
 }
@@ -167,7 +196,7 @@ mod tests {
     }
 
     fn spec(name: &str, holds: bool, privileged: bool, since: u64, pin_: Option<Pin>) -> Spec {
-        Spec { id: id(name), holds, privileged, seat: Seat { since, pin: pin_ } }
+        Spec { id: id(name), holds, privileged, seat: Seat { since, pin: pin_, privileged } }
     }
 
     fn run(total: u32, specs: &[Spec], now: u64) -> BTreeMap<UserId, (Verdict, Seat)> {
@@ -194,7 +223,7 @@ mod tests {
         assert_eq!(holders(&run(1, &specs, 100)), vec!["a"]);
         let d = run(2, &specs, 100);
         assert_eq!(holders(&d), vec!["a", "z"]);
-        assert_eq!(d[&id("z")], (Verdict::Granted { place: 1 }, Seat::new(100)));
+        assert_eq!(d[&id("z")], (Verdict::Granted { place: 1 }, Seat { privileged: true, ..Seat::new(100) }));
         assert_eq!(d[&id("m")].0, Verdict::Waits { place: 1 });
     }
 

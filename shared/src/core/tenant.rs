@@ -25,12 +25,61 @@ pub struct TenantMeta {
     /// accounts and targets. (A tenant whose only events were parked has an
     /// audit chain, and so a `META`, but is not known.)
     pub licensed: bool,
+    /// The walk over the tenant's members that brings them to its access:
+    /// in progress (with where it stands) or done.
+    pub walk: Option<Walk>,
+}
+
+/// A walk over every member of a tenant, page by page, bringing each to the
+/// tenant's access (a tier change, a suspension, a new model): what it is
+/// for, and where it stands. Kept on `META`, so that an invocation that ran
+/// out of time is resumed from there by the next.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Walk {
+    /// What the walk brings members to ([`walk_goal`]): a walk for an older
+    /// goal is started over.
+    pub goal: String,
+    /// The last member walked (its sort key); `None` before the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    pub done: bool,
+}
+
+/// Whether the tenant's members were brought to its access: no member walk
+/// half done.
+pub fn settled(meta: &TenantMeta) -> bool {
+    meta.walk.as_ref().is_none_or(|w| w.done)
+}
+
+/// What a member walk brings members to: the licensing model, the tenant's
+/// access (not its wording) and its contract rules, as one fingerprint.
+pub fn walk_goal(model: &crate::core::model::LicensingModel, access: &TenantAccess, rules: &TenantRules) -> String {
+    let access = TenantAccess { rule: String::new(), ..access.clone() };
+    crate::core::audit::hash_of(&format!("{}|{}|{}", model.fingerprint(), serde_json::to_string(&access).expect("serialises"), serde_json::to_string(rules).expect("serialises")))
 }
 
 impl TenantMeta {
     /// The head of a tenant's chain, genesis for a tenant not seen yet.
     pub fn head_of(meta: Option<&TenantMeta>) -> ChainHead {
         meta.map(|m| m.head.clone()).unwrap_or_else(ChainHead::genesis)
+    }
+}
+
+/// A tenant without its members: what a reconcile reads whatever the
+/// tenant's size (its `META`, licenses, contracts, targets and pending
+/// audit records). Members are read by the page, or one by one.
+#[derive(Debug, Clone)]
+pub struct TenantHead {
+    pub meta: TenantMeta,
+    pub licenses: Vec<License>,
+    pub contracts: Vec<(ContractDocument, u64)>,
+    pub targets: Vec<Target>,
+    pub pending_audit: Vec<PendingRecord>,
+}
+
+impl TenantHead {
+    pub fn rules(&self) -> TenantRules {
+        crate::core::contract::merge_rules(self.contracts.iter().map(|(d, _)| d))
     }
 }
 

@@ -89,6 +89,30 @@ pub struct NewMember {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// `PATCH /tenants/{tenant}/members/{user}`: what changes (absent: kept).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberUpdate {
+    #[serde(default)]
+    pub groups: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
+impl MemberUpdate {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        let empty = BTreeSet::new();
+        let no_attributes = BTreeMap::new();
+        NewMember {
+            user_id: UserId::parse("x").expect("a valid id"),
+            email: "x@example.com".into(),
+            groups: self.groups.clone().unwrap_or(empty),
+            attributes: self.attributes.clone().unwrap_or(no_attributes),
+        }
+        .validate()
+    }
+}
+
 impl NewMember {
     pub fn validate(&self) -> Result<(), Rejection> {
         let email_ok = self.email.len() <= 254

@@ -17,6 +17,7 @@ use crate::core::license::MemberPolicy;
 use crate::core::contract::AmendmentStatus;
 use crate::core::events::announced;
 use crate::core::expiry::next_due;
+use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::email_key;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
@@ -120,7 +121,7 @@ impl Dynamo {
                 }
             }
             Write::Member { item: m, guard } => {
-                let attrs = vec![
+                let mut attrs = vec![
                     ("pk", s(&tpk)),
                     ("sk", s(member_sk(&m.member.user_id))),
                     ("member", s(to_json(&m.member))),
@@ -129,6 +130,18 @@ impl Dynamo {
                     ("seat", s(to_json(&m.seat))),
                     ("rev", n(m.rev)),
                 ];
+                // Its place in the seat order, for the sparse `seats` index.
+                let list = if m.access.holds_seat() {
+                    Some(SeatList::Holders)
+                } else if m.in_line() {
+                    Some(SeatList::Line)
+                } else {
+                    None
+                };
+                if let Some(list) = list {
+                    attrs.push(("seat_list", s(format!("{}{tenant}", list.prefix()))));
+                    attrs.push(("seat_order", s(order_key_string(&m.seat, &m.member.user_id))));
+                }
                 match guard {
                     // `status` is a reserved word.
                     MemberGuard::New => put_named(t, attrs, Some("attribute_not_exists(pk) OR #st = :gone"), vec![(":gone", s(MemberStatus::Deprovisioned.as_str()))], &[("#st", "status")]),
@@ -327,6 +340,9 @@ impl Dynamo {
         }
         if m.licensed {
             set("licensed", AttributeValue::Bool(true));
+        }
+        if let Some(w) = &m.walk {
+            set("walk", s(to_json(w)));
         }
         let mut conditions = vec![match expected {
             Some(h) => {

@@ -9,7 +9,7 @@
 //! | `T#<tenant>` | `META` | effective access (and its `seats_total`, `seated` as plain attributes), seat counters, audit chain head, `licensed` |
 //! | `T#<tenant>` | `AQ#<time>#<tie>` | an audit record written without the chain's lock (account creation or removal), until chained |
 //! | `T#<tenant>` | `LIC#<source>#<license>` | a license as last recorded |
-//! | `T#<tenant>` | `MEM#<user>` | a member and its access (the one-key lookup the app reads) |
+//! | `T#<tenant>` | `MEM#<user>` | a member and its access (the one-key lookup the app reads); holders and members in line carry `seat_list`/`seat_order` (the sparse `seats` index) |
 //! | `T#<tenant>` | `TARGET#<target>` | a SCIM target: configuration, health, when to wake |
 //! | `T#<tenant>` | `CONTRACT#<contract>` | a contract's current document and version |
 //! | `E#<tenant>` | `<source>#<event>` | idempotency record of an accepted event (TTL) |
@@ -25,7 +25,9 @@
 //! and are in the sparse `due` index (see [`due`]); so does a tenant's
 //! `META` while its chain head awaits a signed checkpoint. Amendments waiting for
 //! review carry `review_queue`/`review_at` and are in the sparse `review`
-//! index (one partition, oldest first).
+//! index (one partition, oldest first). Members holding a seat or waiting in
+//! line carry `seat_list` (`H#<tenant>` or `W#<tenant>`) and `seat_order`
+//! (their place in the seat order) and are in the sparse `seats` index.
 //!
 //! Every write of a tenant is one transaction ([`commit`]): its items,
 //! its audit records (each conditional on a new sequence number) and the
@@ -204,6 +206,7 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         rules: json_attr(item, "rules", key)?.unwrap_or_default(),
         head: ChainHead { seq: get_n(item, "audit_seq").unwrap_or(0), hash: get_s(item, "audit_hash").unwrap_or(GENESIS).to_string() },
         licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),
+        walk: json_attr(item, "walk", key)?,
     })
 }
 

@@ -7,7 +7,8 @@ use crate::core::audit::{PendingRecord, StoredRecord};
 use crate::core::contract::ContractDocument;
 use crate::core::ids::EventId;
 use crate::core::license::License;
-use crate::core::tenant::{MemberItem, TenantState};
+use crate::core::seats::SeatList;
+use crate::core::tenant::{MemberItem, TenantHead, TenantState};
 use serde_json::Value;
 
 impl Dynamo {
@@ -40,22 +41,16 @@ pub(crate) fn member_from_item(item: &Item, key: &str) -> Result<MemberItem, Por
     Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), member })
 }
 
-/// A pending audit record as stored.
-fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
-    let sk = get_s(item, "sk").unwrap_or_default();
-    Ok(PendingRecord { key: sk.trim_start_matches("AQ#").to_string(), at: get_s(item, "at").unwrap_or_default().to_string(), event: required(item, "event", key)? })
+/// A tenant's items, sorted out: its head (if it has a `META`) and its members.
+struct Parts {
+    head: Option<TenantHead>,
+    members: Vec<MemberItem>,
 }
 
-impl Tenants for Dynamo {
-    async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
-        let key = format!("{}/META", tenant_pk(tenant));
-        self.get(tenant_pk(tenant), "META".into()).await?.map(|i| meta_from_item(&i, &key)).transpose()
-    }
-
-    /// One query of the tenant's partition, read consistently.
-    async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
+impl Dynamo {
+    fn parts(&self, tenant: &TenantId, items: Vec<Item>) -> Result<Parts, PortError> {
         let (mut meta, mut licenses, mut members, mut contracts, mut targets, mut pending_audit) = (None, Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for item in self.query_partition(tenant_pk(tenant), "").await? {
+        for item in items {
             let sk = get_s(&item, "sk").unwrap_or_default();
             let key = format!("{}/{sk}", tenant_pk(tenant));
             if sk == "META" {
@@ -74,7 +69,81 @@ impl Tenants for Dynamo {
             }
         }
         // The partition is read in key order: pending records are in theirs.
-        Ok(meta.map(|meta| TenantState { meta, licenses, members, contracts, targets, pending_audit }))
+        Ok(Parts { head: meta.map(|meta| TenantHead { meta, licenses, contracts, targets, pending_audit }), members })
+    }
+}
+
+/// A pending audit record as stored.
+fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
+    let sk = get_s(item, "sk").unwrap_or_default();
+    Ok(PendingRecord { key: sk.trim_start_matches("AQ#").to_string(), at: get_s(item, "at").unwrap_or_default().to_string(), event: required(item, "event", key)? })
+}
+
+impl Tenants for Dynamo {
+    async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
+        let key = format!("{}/META", tenant_pk(tenant));
+        self.get(tenant_pk(tenant), "META".into()).await?.map(|i| meta_from_item(&i, &key)).transpose()
+    }
+
+    /// One query of the tenant's partition, read consistently.
+    async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
+        let parts = self.parts(tenant, self.query_partition(tenant_pk(tenant), "").await?)?;
+        Ok(parts.head.map(|h| TenantState { meta: h.meta, licenses: h.licenses, members: parts.members, contracts: h.contracts, targets: h.targets, pending_audit: h.pending_audit }))
+    }
+
+    /// Two queries of the partition, around its members: the keys before
+    /// `MEM#` (pending audit records, contracts, licenses) and from `META`
+    /// on (`META`, targets).
+    async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
+        let query = |condition: &'static str, bound: &'static str| {
+            self.client
+                .query()
+                .table_name(&self.state)
+                .key_condition_expression(condition)
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":b", s(bound))
+                .consistent_read(true)
+        };
+        let mut items = all_items(query("pk = :pk AND sk < :b", "MEM#")).await?;
+        items.extend(all_items(query("pk = :pk AND sk >= :b", "META")).await?);
+        Ok(self.parts(tenant, items)?.head)
+    }
+
+    async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        let pk = tenant_pk(tenant);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":p", s("MEM#"))
+            .consistent_read(true)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        if let Some(sk) = after {
+            query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(sk));
+        }
+        let out = query.send().await.map_err(failed("Query"))?;
+        let items = out.items.unwrap_or_default();
+        let members = items.iter().map(|i| member_from_item(i, &format!("{pk}/{}", get_s(i, "sk").unwrap_or_default()))).collect::<Result<Vec<_>, _>>()?;
+        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(str::to_string);
+        Ok((members, next))
+    }
+
+    async fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> Result<Vec<MemberItem>, PortError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .index_name("seats")
+            .key_condition_expression("seat_list = :l")
+            .expression_attribute_values(":l", s(format!("{}{tenant}", list.prefix())))
+            .scan_index_forward(!from_end)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(failed("Query"))?;
+        out.items.unwrap_or_default().iter().map(|i| member_from_item(i, &format!("{}/{}", tenant_pk(tenant), get_s(i, "sk").unwrap_or_default()))).collect()
     }
 
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
