@@ -31,7 +31,7 @@ billing-sync:        ## fire the billing reconciliation's schedule on the runnin
 bench-e2e: bootstrap  ## end to end on a stack of its own (release): latency, creations/s in one tenant vs ten, requests per change, cold starts
 	dev/bench-e2e.sh
 
-bench-tenant: bootstrap  ## one tenant at production size (release): 10,000 members, a seat cut of 5,000 and a restore, delivered to SCIM and verified
+bench-tenant: bootstrap  ## one tenant at production size (release): SIZE (100000) members, single changes vs a tenant of 10, a tier change, a seat cut of SIZE/2, a first sync of SYNC (20000)
 	dev/bench-tenant.sh
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export STACK_DIR=.local/bench-e2e-stack MOTO_PORT=${BENCH_MOTO_PORT:-5189} FN_PORT=${BENCH_FN_PORT:-9189} SCIM_PORT=${BENCH_SCIM_PORT:-5188} \
-  DDB_PORT=${BENCH_DDB_PORT:-5187} STRIPE_PORT=${BENCH_STRIPE_PORT:-5186}
+  DDB_PORT=${BENCH_DDB_PORT:-5187} STRIPE_PORT=${BENCH_STRIPE_PORT:-5186} SCIMMY_PORT=${BENCH_SCIMMY_PORT:-5184}
 COUNTER_PORT=${BENCH_COUNTER_PORT:-5185}
 cargo build --release --workspace --bins
 dev/stack.sh down > /dev/null

@@ -21,7 +21,7 @@
 //! chain's head (a decision made on a snapshot never commits over a newer
 //! change).
 
-use super::audit::integrate;
+use super::audit::integration;
 use super::commit::{audited_on, Decision, Snapshot};
 use super::members::deliveries;
 use super::ports::{Change, MemberGuard, Tenants, Write};
@@ -72,47 +72,69 @@ pub(crate) fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) ->
     change
 }
 
-/// What a step decides on: the tenant's head and what its sources give.
-struct Read<T> {
+/// What a reconcile does next, decided on the tenant's head.
+enum Next {
+    /// Chain the pending audit records.
+    Integrate,
+    /// Cut the last holders (the page read from the end of the holders' list).
+    Cut(Vec<MemberItem>),
+    /// The tenant's new access (and the walk's first page, when members
+    /// follow it), or the walk's next page.
+    Walk { walk: Walk, page: Option<(Vec<MemberItem>, Option<String>)> },
+    /// Free seats to the first in line (the page read from its start).
+    Grant(Vec<MemberItem>),
+    Done,
+}
+
+/// What a step decides on: the tenant's head, what its sources give, and
+/// what to do with it (with the page of members it needs).
+struct Read {
     head: TenantHead,
     access: TenantAccess,
     rules: TenantRules,
-    more: T,
+    next: Next,
 }
 
-impl<T> Snapshot for Option<Read<T>> {
+impl Snapshot for Option<Read> {
     fn head(&self) -> Option<&ChainHead> {
         self.as_ref().map(|r| &r.head.meta.head)
     }
 }
 
-async fn read_head<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId) -> Result<Option<(TenantHead, TenantAccess, TenantRules)>, super::PortError> {
-    Ok(store.tenant_head(tenant).await?.map(|head| {
-        let access = effective_license(model, &head.licenses);
-        let rules = head.rules();
-        (head, access, rules)
-    }))
-}
-
-/// What one step committed.
-#[derive(Default)]
-struct Stepped {
-    member_changes: usize,
-    tenant_changed: bool,
-    chunks: usize,
-    targets: usize,
-    /// Nothing more of this kind to do.
-    finished: bool,
-}
-
-fn stepped(committed: &[Change], targets: usize, finished: bool) -> Stepped {
-    Stepped {
-        member_changes: committed.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member { .. })).count()).sum(),
-        tenant_changed: committed.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged))),
-        chunks: committed.len(),
-        targets,
-        finished,
-    }
+/// Reads the tenant's head and decides what comes next, in this order:
+/// pending audit records are chained; seats the tenant's sources no longer
+/// give are cut (before the walk, so that a member a change of tier and
+/// seats cuts is changed once); the tenant's new access is recorded and its
+/// members walked when what they follow changed; free seats go to the line.
+async fn read_next<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId) -> Result<Option<Read>, super::PortError> {
+    let Some(head) = store.tenant_head(tenant).await? else { return Ok(None) };
+    let access = effective_license(model, &head.licenses);
+    let rules = head.rules();
+    let meta = &head.meta;
+    let seated = access.policy == MemberPolicy::Seated && meta.access.is_some();
+    let goal = walk_goal(model, &access, &rules);
+    let walk = match &meta.walk {
+        Some(w) if w.goal == goal => w.clone(),
+        _ => Walk { goal, after: None, done: false },
+    };
+    let tenant_changed = !meta.access.as_ref().is_some_and(|a| a.same_access(&access)) || meta.rules != rules;
+    let next = if !head.pending_audit.is_empty() {
+        Next::Integrate
+    } else if seated && meta.seats_used > access.seats_total {
+        let excess = (meta.seats_used - access.seats_total) as usize;
+        Next::Cut(store.seat_order(tenant, SeatList::Holders, true, excess.min(SEAT_PAGE)).await?)
+    } else if !walk.done {
+        let page = store.members_page(tenant, walk.after.as_deref(), WALK_PAGE).await?;
+        Next::Walk { walk, page: Some(page) }
+    } else if tenant_changed {
+        Next::Walk { walk, page: None }
+    } else if seated && meta.seats_used < access.seats_total && meta.seats_pending > 0 {
+        let free = (access.seats_total - meta.seats_used) as usize;
+        Next::Grant(store.seat_order(tenant, SeatList::Line, false, free.min(SEAT_PAGE)).await?)
+    } else {
+        Next::Done
+    };
+    Ok(Some(Read { head, access, rules, next }))
 }
 
 /// Reconciles one tenant to the end; a tenant not seen yet has nothing to reconcile.
@@ -121,129 +143,59 @@ pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &T
 }
 
 /// Reconciles one tenant until done or `stop_at` (then `more` is set: a
-/// later run goes on where this one stopped).
+/// later run goes on where this one stopped). Each step reads the tenant's
+/// head (two requests) and the page it works on, and commits its
+/// transactions under the head it read.
 pub async fn reconcile_until<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>, stop_at: Option<Instant>) -> Result<ReconcileOutcome, Error> {
-    integrate(store, tenant, now).await?;
     let mut out = ReconcileOutcome::default();
-    let out_of_time = || stop_at.is_some_and(|s| Instant::now() >= s);
-    let add = |out: &mut ReconcileOutcome, s: &Stepped| {
-        out.member_changes += s.member_changes;
-        out.tenant_changed |= s.tenant_changed;
-        out.chunks += s.chunks;
-        out.targets = s.targets;
-    };
-    // Seats the tenant no longer has go first: a member a change of tier
-    // and seats cuts is changed once (cut), not brought to the new tier and
-    // then cut.
     loop {
-        let s = seat_step(model, store, tenant, cause, now, true).await?;
-        add(&mut out, &s);
-        if s.finished {
-            break;
+        let committed = audited_on(store, tenant, || read_next(model, store, tenant), |read| async move {
+            let Some(Read { head, access, rules, next }) = read else { return Ok(Decision::Done((0, true))) };
+            let targets = head.targets.len();
+            let at = micros(now);
+            let (steps, tenant_change, walk) = match next {
+                Next::Done => return Ok(Decision::Done((targets, true))),
+                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false))),
+                // An index behind its table (it catches up): nothing to do now.
+                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true))),
+                Next::Cut(last) => (cut(&last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
+                Next::Grant(first) => (grant(model, &access, &rules, &first, at), TenantChange::default(), None),
+                Next::Walk { walk, page } => {
+                    // The tenant's own change goes with the walk's first page.
+                    let mut tenant_change = TenantChange::default();
+                    if walk.after.is_none() {
+                        if !head.meta.access.as_ref().is_some_and(|a| a.same_access(&access)) {
+                            tenant_change.access = Some((head.meta.access.clone(), access.clone()));
+                        }
+                        if head.meta.rules != rules {
+                            tenant_change.rules = Some((head.meta.rules.clone(), rules.clone()));
+                        }
+                    }
+                    match page {
+                        Some((members, next)) => {
+                            let steps = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
+                            let done = next.is_none();
+                            (steps, tenant_change, Some(Walk { goal: walk.goal, after: next, done }))
+                        }
+                        None => (Vec::new(), tenant_change, None),
+                    }
+                }
+            };
+            let changes: Vec<Change> = chunks(steps, tenant_change, walk, access.seats_total, targets, cause).into_iter().map(|c| change_of(c, &head.targets, now)).collect();
+            Ok(Decision::Commit(changes, (targets, false)))
+        })
+        .await?;
+        let (targets, finished) = committed.value;
+        out.member_changes += committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member { .. })).count()).sum::<usize>();
+        out.tenant_changed |= committed.changes.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged)));
+        out.chunks += committed.changes.iter().filter(|c| c.integrate.is_empty()).count();
+        out.targets = targets;
+        if finished {
+            return Ok(out);
         }
-        if out_of_time() {
+        if stop_at.is_some_and(|s| Instant::now() >= s) {
             out.more = true;
             return Ok(out);
         }
     }
-    // The walk, a page a step.
-    loop {
-        let s = walk_step(model, store, tenant, cause, now).await?;
-        add(&mut out, &s);
-        if s.finished {
-            break;
-        }
-        if out_of_time() {
-            out.more = true;
-            return Ok(out);
-        }
-    }
-    // The seat pass, a page of cuts or grants a step.
-    loop {
-        let s = seat_step(model, store, tenant, cause, now, false).await?;
-        add(&mut out, &s);
-        if s.finished {
-            return Ok(out);
-        }
-        if out_of_time() {
-            out.more = true;
-            return Ok(out);
-        }
-    }
-}
-
-/// One page of the tenant's member walk, if one is due: decided on the
-/// tenant's head and the page, committed with where the walk stands.
-async fn walk_step<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>) -> Result<Stepped, Error> {
-    let read = || async {
-        let Some((head, access, rules)) = read_head(model, store, tenant).await? else { return Ok(None) };
-        let goal = walk_goal(model, &access, &rules);
-        let walk = match &head.meta.walk {
-            Some(w) if w.goal == goal => w.clone(),
-            _ => Walk { goal, after: None, done: false },
-        };
-        let unchanged = head.meta.access.as_ref().is_some_and(|a| a.same_access(&access)) && head.meta.rules == rules;
-        let page = if walk.done && unchanged { None } else { Some(store.members_page(tenant, walk.after.as_deref(), WALK_PAGE).await?) };
-        Ok(Some(Read { head, access, rules, more: (walk, page) }))
-    };
-    let committed = audited_on(store, tenant, read, |read| async move {
-        let Some(Read { head, access, rules, more: (walk, page) }) = read else { return Ok(Decision::Done((0, true))) };
-        let targets = head.targets.len();
-        let Some((members, next)) = page else { return Ok(Decision::Done((targets, true))) };
-        // The tenant's own change goes with the walk's first page.
-        let mut tenant_change = TenantChange::default();
-        if walk.after.is_none() {
-            if !head.meta.access.as_ref().is_some_and(|a| a.same_access(&access)) {
-                tenant_change.access = Some((head.meta.access.clone(), access.clone()));
-            }
-            if head.meta.rules != rules {
-                tenant_change.rules = Some((head.meta.rules.clone(), rules.clone()));
-            }
-        }
-        let steps = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
-        let finished = next.is_none();
-        let walk = Walk { goal: walk.goal, after: next, done: finished };
-        let changes: Vec<Change> = chunks(steps, tenant_change, Some(walk), access.seats_total, targets, cause).into_iter().map(|c| change_of(c, &head.targets, now)).collect();
-        Ok(Decision::Commit(changes, (targets, finished)))
-    })
-    .await?;
-    let (targets, finished) = committed.value;
-    Ok(stepped(&committed.changes, targets, finished))
-}
-
-/// One page of the seat pass, on the seats the tenant's sources give: the
-/// last holders when there are more than seats, else (unless `cuts_only`)
-/// the first in line when seats are free.
-async fn seat_step<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>, cuts_only: bool) -> Result<Stepped, Error> {
-    let read = || async {
-        let Some((head, access, rules)) = read_head(model, store, tenant).await? else { return Ok(None) };
-        let meta = &head.meta;
-        let seated = Some(&access).filter(|a| a.policy == MemberPolicy::Seated && meta.access.is_some());
-        let page: Option<(bool, Vec<MemberItem>)> = match seated {
-            Some(a) if meta.seats_used > a.seats_total => {
-                let excess = (meta.seats_used - a.seats_total) as usize;
-                Some((true, store.seat_order(tenant, SeatList::Holders, true, excess.min(SEAT_PAGE)).await?))
-            }
-            Some(a) if !cuts_only && meta.seats_used < a.seats_total && meta.seats_pending > 0 => {
-                let free = (a.seats_total - meta.seats_used) as usize;
-                Some((false, store.seat_order(tenant, SeatList::Line, false, free.min(SEAT_PAGE)).await?))
-            }
-            _ => None,
-        };
-        Ok(Some(Read { head, access, rules, more: page }))
-    };
-    let committed = audited_on(store, tenant, read, |read| async move {
-        let Some(Read { head, access, rules, more: page }) = read else { return Ok(Decision::Done((0, true))) };
-        let targets = head.targets.len();
-        let Some((cutting, members)) = page else { return Ok(Decision::Done((targets, true))) };
-        if members.is_empty() {
-            return Ok(Decision::Done((targets, true)));
-        }
-        let steps = if cutting { cut(&members, head.meta.seats_used as usize, access.seats_total, micros(now)) } else { grant(model, &access, &rules, &members, micros(now)) };
-        let changes: Vec<Change> = chunks(steps, TenantChange::default(), None, access.seats_total, targets, cause).into_iter().map(|c| change_of(c, &head.targets, now)).collect();
-        Ok(Decision::Commit(changes, (targets, false)))
-    })
-    .await?;
-    let (targets, finished) = committed.value;
-    Ok(stepped(&committed.changes, targets, finished))
 }

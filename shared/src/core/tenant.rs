@@ -51,11 +51,14 @@ pub fn settled(meta: &TenantMeta) -> bool {
     meta.walk.as_ref().is_none_or(|w| w.done)
 }
 
-/// What a member walk brings members to: the licensing model, the tenant's
-/// access (not its wording) and its contract rules, as one fingerprint.
+/// What a member walk brings members to: the licensing model, what of the
+/// tenant's access a member's own access follows (its tier, entitlements and
+/// policy: not its seats, which the seat pass keeps, nor its dates or
+/// wording) and its contract rules, as one fingerprint. A change of seats
+/// alone walks no member.
 pub fn walk_goal(model: &crate::core::model::LicensingModel, access: &TenantAccess, rules: &TenantRules) -> String {
-    let access = TenantAccess { rule: String::new(), ..access.clone() };
-    crate::core::audit::hash_of(&format!("{}|{}|{}", model.fingerprint(), serde_json::to_string(&access).expect("serialises"), serde_json::to_string(rules).expect("serialises")))
+    let follows = serde_json::json!({"tier": access.tier, "entitlements": access.entitlements, "policy": access.policy});
+    crate::core::audit::hash_of(&format!("{}|{follows}|{}", model.fingerprint(), serde_json::to_string(rules).expect("serialises")))
 }
 
 impl TenantMeta {

@@ -1,20 +1,28 @@
-//! `make bench-tenant`: one tenant at production size, end to end: 10,000
-//! members (seeded through the use case, the initial sync delivered to a
-//! SCIM target on scim2-server), then a seat cut of 5,000 and a seat
-//! restore, each a CRM record through ingest, reconciled by provision,
-//! delivered to the target and verified there, on the access API and in
-//! the audit chain. Prints wall times, DynamoDB requests per member change
-//! (counted on the wire, as in bench-e2e) and the largest memory each
-//! function process reached.
+//! `make bench-tenant [SIZE=100000]`: one tenant at production size, end to
+//! end through the real (release) binaries, DynamoDB requests counted on the
+//! wire (as bench-e2e counts them):
 //!
-//! usage: tenant-scale COUNTER_URL [MEMBERS]   (ENTITLE_STACK_ENV points at the stack)
+//! 1. one creation, one removal and one group change of a member (through
+//!    the account API, reconciled by provision), in a tenant of 10 and in
+//!    one of SIZE members: DynamoDB requests and wall time each;
+//! 2. a tier change and a seat cut of SIZE/2 in the large tenant: members
+//!    a second, and the largest memory of the provision process;
+//! 3. a first sync of 20,000 accounts into an empty tenant (16 callers, as
+//!    an identity provider's connections): creations a second over the
+//!    first and the last thousand.
+//!
+//! The large tenant is seeded through the use case (16 at a time). No SCIM
+//! target: what is measured is Entitle's own work.
+//!
+//! usage: tenant-scale COUNTER_URL [SIZE] [SYNC]   (ENTITLE_STACK_ENV points at the stack)
 
 use entitle::app::members;
 use entitle::core::ids::TenantId;
 use entitle::core::views::NewMember;
-use entitle_tests::{unique, Stack};
+use entitle_tests::{far_future, member_body, unique, Stack};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,28 +31,28 @@ async fn dynamodb_requests(counter: &str) -> u64 {
     all.into_iter().filter(|(k, _)| k.starts_with("DynamoDB_20120810.")).map(|(_, v)| v).sum()
 }
 
-async fn crm(s: &Stack, t: &str, seats: u32, version: i64) {
-    let (code, answer) = s
-        .crm(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": "team", "seats": seats,
-            "add_ons": [], "starts_at": null, "expires_at": null, "status": "active", "source_version": version}))
-        .await;
-    assert_eq!(code, 200, "{answer}");
+/// Waits until no DynamoDB request has been made for 2 s (provision has
+/// finished the work a step queued); the requests made since `before`.
+async fn quiet_since(counter: &str, before: u64) -> u64 {
+    let mut last = dynamodb_requests(counter).await;
+    let mut still = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = dynamodb_requests(counter).await;
+        if now != last {
+            (last, still) = (now, Instant::now());
+        } else if still.elapsed() >= Duration::from_secs(2) {
+            return now - before;
+        }
+    }
 }
 
-/// Active users on the target, counted page by page.
-async fn active_on_target(scim: &entitle_tests::Scim) -> usize {
-    let mut active = 0;
-    let mut start = 1;
-    loop {
-        let (code, page) = scim.request(reqwest::Method::GET, &format!("/Users?startIndex={start}&count=1000"), None).await;
-        assert_eq!(code, 200, "{page}");
-        let users = page["Resources"].as_array().cloned().unwrap_or_default();
-        active += users.iter().filter(|u| u["active"] == true).count();
-        if users.is_empty() || start + users.len() as u64 > page["totalResults"].as_u64().unwrap_or(0) {
-            return active;
-        }
-        start += users.len() as u64;
-    }
+async fn crm(s: &Stack, t: &str, tier: &str, seats: u32, version: i64) {
+    let (code, answer) = s
+        .crm(&json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "main", "tier": tier, "seats": seats,
+            "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(), "status": "active", "source_version": version}))
+        .await;
+    assert_eq!(code, 200, "{answer}");
 }
 
 /// The largest memory each function process has reached (VmHWM), by function.
@@ -64,61 +72,31 @@ fn peak_memory() -> BTreeMap<String, u64> {
     out
 }
 
-/// Waits until the access API shows `used` seats used, the target holds
-/// `active` active users with nothing left to deliver, and the chain
-/// verifies; keeps asking provision to deliver meanwhile (each run
-/// delivers what its time budget allows; the sweep does this in production).
-async fn delivered(s: &Stack, t: &str, scim: &entitle_tests::Scim, used: u64, active: usize) {
-    let start = Instant::now();
-    loop {
-        let (_, tenant) = s.tenant(t).await;
-        let target = s.target(t, "idp").await;
-        let pending = target["pending"].as_u64().unwrap_or(u64::MAX);
-        if tenant["seats"]["used"].as_u64() == Some(used) && pending == 0 && active_on_target(scim).await == active {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(3600), "not delivered after 60 min: {tenant} {target}");
-        s.deliver(t).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let v = s.verify(t).await;
-    assert_eq!((v["ok"].as_bool(), v["pending"].as_u64()), (Some(true), Some(0)), "{v}");
+fn mib(kb: u64) -> String {
+    format!("{:.0} MiB", kb as f64 / 1024.0)
 }
 
-#[tokio::main]
-async fn main() {
-    entitle::adapters::scim_client::install_tls_provider();
-    let args: Vec<String> = std::env::args().collect();
-    let counter = args.get(1).expect("usage: tenant-scale COUNTER_URL [MEMBERS]").clone();
-    let total: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let cut = total / 2;
-    let s = Arc::new(Stack::connect().await);
-    let t = unique("scale-tenant");
-    let tenant = TenantId::parse(&t).unwrap();
-    let scim = s.scim(&t);
-    println!("\nOne tenant at production size: {total} members, a seat cut of {cut} and a restore, {}", chrono::Utc::now().format("%Y-%m-%d"));
-
-    // The tenant, its target, and its members (seeded through the use case).
-    crm(&s, &t, total, 1).await;
-    s.tenant_where(&t, "provisioned", |v| v["seats"]["total"] == total).await;
-    let (code, body) = s.put_target(&t, "idp", &json!({"base_url": scim.base, "token": scim.token, "mapping": {"group_prefix": "entitle-"}})).await;
-    assert_eq!(code, 201, "{body}");
-    let seeded = Instant::now();
+/// A licensed tenant of `size` members, created through the use case by 16 workers.
+async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
+    crm(s, t, "team", size.max(1), 1).await;
+    s.tenant_where(t, "provisioned", |v| v["seats"]["total"] == size.max(1)).await;
+    let tenant = TenantId::parse(t).unwrap();
     let (store, model) = (Arc::new(s.store()), s.model());
-    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let next = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
     let workers: Vec<_> = (0..16)
         .map(|_| {
             let (store, model, tenant, next) = (store.clone(), model.clone(), tenant.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    if i >= total {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= size {
                         return;
                     }
                     let new = NewMember {
-                        user_id: entitle::core::ids::UserId::parse(format!("m{i:05}")).unwrap(),
-                        email: format!("m{i:05}@scale.example"),
-                        groups: Default::default(),
+                        user_id: entitle::core::ids::UserId::parse(format!("m{i:06}")).unwrap(),
+                        email: format!("m{i:06}@scale.example"),
+                        groups: if i % 50 == 0 { ["finance".to_string()].into() } else { Default::default() },
                         attributes: Default::default(),
                     };
                     members::create(&model, &*store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
@@ -129,28 +107,134 @@ async fn main() {
     for w in workers {
         w.await.unwrap();
     }
-    let seed_time = seeded.elapsed();
-    let initial = Instant::now();
-    delivered(&s, &t, &scim, u64::from(total), total as usize).await;
-    println!("\n| step | wall time | DynamoDB requests per member change |");
-    println!("| --- | --- | --- |");
-    println!("| seed {total} members (the use case, 16 at a time) | {:.1} s | |", seed_time.as_secs_f64());
-    println!("| initial sync: {total} users created on the target, audit chained | {:.1} s | |", initial.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    s.settle(t).await;
+    took
+}
 
-    for (step, seats, version) in [(format!("seat cut {total} -> {cut}"), cut, 2), (format!("seat restore {cut} -> {total}"), total, 3)] {
-        let before = dynamodb_requests(&counter).await;
+/// One creation, one removal, one group change through the account API:
+/// (what, requests, wall time until provision was done).
+async fn single_changes(s: &Stack, counter: &str, t: &str) -> Vec<(&'static str, u64, Duration)> {
+    let mut out = Vec::new();
+    let user = unique("one");
+    for what in ["creation", "group change", "removal"] {
+        let before = quiet_since(counter, 0).await;
         let at = Instant::now();
-        crm(&s, &t, seats, version).await;
-        s.tenant_where(&t, "the new seats", |v| v["seats"]["total"] == seats).await;
-        delivered(&s, &t, &scim, u64::from(seats), seats as usize).await;
-        let requests = dynamodb_requests(&counter).await - before;
-        println!(
-            "| {step}: reconciled, {cut} users changed on the target, verified | {:.1} s | {:.2} ({requests} requests, reads of the checks included) |",
-            at.elapsed().as_secs_f64(),
-            requests as f64 / f64::from(cut)
-        );
+        let code = match what {
+            "creation" => s.create_member(t, &member_body(&user, &[])).await.0,
+            "group change" => s.update_member(t, &user, &json!({"groups": ["finance"]})).await.0,
+            _ => s.delete_member(t, &user).await.0,
+        };
+        assert!(code == 200 || code == 201, "{what}: {code}");
+        let requests = quiet_since(counter, before).await;
+        // The 2 s of quiet that ended the wait are not the change's.
+        out.push((what, requests, at.elapsed().saturating_sub(Duration::from_secs(2))));
     }
-    let peaks = peak_memory();
-    let described: Vec<String> = peaks.iter().map(|(f, kb)| format!("{f} {:.0} MiB", *kb as f64 / 1024.0)).collect();
+    out
+}
+
+/// Waits (up to 2 h) until the tenant's view satisfies `pred` and its walk is done.
+async fn until_done(s: &Stack, t: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let (_, v) = s.tenant(t).await;
+        let meta = s.store();
+        let walking = entitle::app::ports::Tenants::meta(&meta, &TenantId::parse(t).unwrap()).await.unwrap().is_some_and(|m| !entitle::core::tenant::settled(&m));
+        if pred(&v) && !walking {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(7200), "{what}: not done after 2 h: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `count` accounts created through the account API by 16 callers: the
+/// times at which each thousand was done.
+async fn first_sync(s: &Arc<Stack>, t: &str, count: u32) -> Vec<Duration> {
+    let next = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicU32::new(0));
+    let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, t, next, done, marks) = (s.clone(), t.to_string(), next.clone(), done.clone(), marks.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        return;
+                    }
+                    let (code, body) = s.create_member(&t, &member_body(&format!("d{i:06}"), &[])).await;
+                    assert_eq!(code, 201, "{body}");
+                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    if n % 1000 == 0 {
+                        marks.lock().unwrap().push(started.elapsed());
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let mut marks = marks.lock().unwrap().clone();
+    marks.sort();
+    marks
+}
+
+#[tokio::main]
+async fn main() {
+    entitle::adapters::scim_client::install_tls_provider();
+    let args: Vec<String> = std::env::args().collect();
+    let counter = args.get(1).expect("usage: tenant-scale COUNTER_URL [SIZE] [SYNC]").clone();
+    let size: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let sync: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let s = Arc::new(Stack::connect().await);
+    println!("\nOne tenant at production size: {size} members, {}", chrono::Utc::now().format("%Y-%m-%d"));
+
+    // 1. Single member changes in a tenant of 10 and in one of `size`.
+    let small = unique("scale-small");
+    seeded(&s, &small, 10).await;
+    let in_small = single_changes(&s, &counter, &small).await;
+    let large = unique("scale-large");
+    let seed_time = seeded(&s, &large, size).await;
+    println!("\nseeded {size} members through the use case (16 at a time) in {:.0} s ({:.0} a second)", seed_time.as_secs_f64(), f64::from(size) / seed_time.as_secs_f64());
+    let in_large = single_changes(&s, &counter, &large).await;
+    println!("\n| one member's change (account API, then provision) | DynamoDB requests, tenant of 10 | of {size} | wall time, tenant of 10 | of {size} |");
+    println!("| --- | --- | --- | --- | --- |");
+    for ((what, r10, t10), (_, rl, tl)) in in_small.iter().zip(&in_large) {
+        println!("| {what} | {r10} | {rl} | {} ms | {} ms |", t10.as_millis(), tl.as_millis());
+    }
+
+    // 2. Tenant-wide changes of the large tenant.
+    println!("\n| tenant-wide change of {size} members | wall time | members a second | largest memory of provision |");
+    println!("| --- | --- | --- | --- |");
+    let at = Instant::now();
+    crm(&s, &large, "business", size, 2).await;
+    until_done(&s, &large, "tier change", |v| v["tier"] == "business").await;
+    let took = at.elapsed().as_secs_f64();
+    let mem = peak_memory().get("provision").copied().unwrap_or(0);
+    println!("| tier change team -> business (every member's entitlements) | {took:.0} s | {:.0} | {} |", f64::from(size) / took, mib(mem));
+    let cut = size / 2;
+    let at = Instant::now();
+    crm(&s, &large, "business", size - cut, 3).await;
+    until_done(&s, &large, "seat cut", |v| v["seats"]["total"] == size - cut && v["seats"]["used"] == size - cut).await;
+    let took = at.elapsed().as_secs_f64();
+    let mem = peak_memory().get("provision").copied().unwrap_or(0);
+    println!("| seat cut of {cut} (the last holders in the seat order) | {took:.0} s | {:.0} | {} |", f64::from(cut) / took, mib(mem));
+    let v = s.verify(&large).await;
+    assert_eq!(v["ok"], true, "{v}");
+
+    // 3. A first sync into an empty tenant.
+    let fresh = unique("scale-sync");
+    crm(&s, &fresh, "team", sync, 1).await;
+    s.tenant_where(&fresh, "provisioned", |v| v["seats"]["total"] == sync).await;
+    let marks = first_sync(&s, &fresh, sync).await;
+    if marks.len() >= 2 {
+        let first = 1000.0 / marks[0].as_secs_f64();
+        let last = 1000.0 / (marks[marks.len() - 1] - marks[marks.len() - 2]).as_secs_f64();
+        println!("\nfirst sync of {sync} accounts into an empty tenant (account API, 16 callers): {first:.0} creations a second over the first thousand, {last:.0} over the last");
+    }
+    let described: Vec<String> = peak_memory().iter().map(|(f, kb)| format!("{f} {}", mib(*kb))).collect();
     println!("\nlargest memory of a function process (VmHWM): {}", described.join(", "));
 }
