@@ -193,6 +193,8 @@ up() {
     echo "SCIM_RETRY_MAX_SECS=${SCIM_RETRY_MAX_SECS:-4}"
     echo "SCIM_QUARANTINE_RETRY_SECS=${SCIM_QUARANTINE_RETRY_SECS:-5}"
     echo "ENTITLE_MODEL_PATH=$PWD/$STACK_DIR/licensing-model.toml"
+    # Where the tenants' identity providers push (the directory function's URL).
+    echo "DIRECTORY_URL=http://127.0.0.1:$FN_PORT/lambda-url/directory/"
   } > "$STACK_DIR/functions.env"
 
   start_functions
@@ -228,6 +230,7 @@ up() {
     echo "ENTITLE_ACCESS_URL=$base/lambda-url/access"
     echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
     echo "ENTITLE_ADMIN_URL=$base/lambda-url/admin"
+    echo "ENTITLE_DIRECTORY_URL=$base/lambda-url/directory"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
     echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
     echo "ENTITLE_BILLING_INVOKE_URL=$base/2015-03-31/functions/billing/invocations"

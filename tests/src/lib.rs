@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod directory;
 pub mod hostile;
 pub mod openapi;
 pub mod runtime;

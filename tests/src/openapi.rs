@@ -73,14 +73,21 @@ pub fn check(method: &str, url: &str, status: u16, body: &Value) {
             let response = responses.get(status.to_string()).or_else(|| responses.get("default")).unwrap_or_else(|| {
                 panic!("infra/openapi.yaml: {method} {template} ({function}) does not document the answer {status}: {body}")
             });
-            let schema = resolve(response)["content"]["application/json"].get("schema").unwrap_or_else(|| {
+            let content = &resolve(response)["content"];
+            // SCIM answers are `application/scim+json`.
+            let content = content.get("application/json").unwrap_or(&content["application/scim+json"]);
+            let schema = content.get("schema").unwrap_or_else(|| {
                 panic!("infra/openapi.yaml: {method} {template} ({function}) answers {status} with JSON, the document says otherwise: {body}")
             });
             (format!("{function} {method} {template} {status}"), schema)
         }
         None => {
             assert!(status >= 400, "{method} /{path} ({function}) answered {status} but infra/openapi.yaml has no such operation: {body}");
-            ("error".to_string(), &document()["components"]["responses"]["Error"]["content"]["application/json"]["schema"])
+            if function == "directory" {
+                ("scim error".to_string(), &document()["components"]["responses"]["ScimError"]["content"]["application/scim+json"]["schema"])
+            } else {
+                ("error".to_string(), &document()["components"]["responses"]["Error"]["content"]["application/json"]["schema"])
+            }
         }
     };
     let problems: Vec<String> = validator(&key, schema).iter_errors(body).map(|e| format!("{e} at {}", e.instance_path())).collect();

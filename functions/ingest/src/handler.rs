@@ -8,7 +8,9 @@ use entitle::adapters::sqs::BillingQueue;
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome, SyncRequest};
 use entitle::app::ports::{Queue, SyncRuns};
-use entitle::app::{licenses, members, seats, targets, Error, PortError};
+use entitle::app::ports::{Directories, Tenants};
+use entitle::app::{directory, licenses, members, seats, targets, Error, PortError};
+use entitle::core::provider::connection::{self, ConnectionUpdate, NewConnection, Rotation};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::{TargetId, TenantId, UserId};
@@ -21,7 +23,7 @@ use entitle::core::scim::{TargetConfig, TargetView};
 use entitle::core::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
 use entitle::core::views::{MemberUpdate, NewMember};
 use entitle::edge::body::parse_json;
-use entitle::edge::config::ConfigError;
+use entitle::edge::config::{self, ConfigError};
 use entitle::edge::{http, metrics};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
@@ -86,6 +88,11 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "targets", target, "repair"]) if accounts => repair_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "billing", "sync"]) if accounts => billing_sync(app, &req, tenant).await,
+        ("POST", ["tenants", tenant, "directories"]) if accounts => connect_directory(app, &req, tenant).await,
+        ("GET", ["tenants", tenant, "directories"]) if accounts => list_directories(app, tenant).await,
+        ("PATCH", ["tenants", tenant, "directories", id]) if accounts => update_directory(app, &req, tenant, id).await,
+        ("DELETE", ["tenants", tenant, "directories", id]) if accounts => revoke_directory(app, &req, tenant, id).await,
+        ("POST", ["tenants", tenant, "directories", id, "rotate"]) if accounts => rotate_directory(app, &req, tenant, id).await,
         _ => Err(http::no_route(&method, &path)),
     };
     Ok(answer.unwrap_or_else(http::answer_error))
@@ -281,4 +288,60 @@ async fn billing_sync(app: &App, req: &Request, tenant: &str) -> Result<Response
     queue.start(&SyncRequest { run_id: run_id.clone(), tenant: Some(tenant.clone()), starting_after: None }).await?;
     tracing::info!(tenant = %tenant, cause = %format!("billing_sync:{run_id}"), "billing sync requested");
     Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "run_id": run_id})))
+}
+
+/// A directory connection for one of the tenant's identity providers: its
+/// bearer token is answered this once (only its hash is stored).
+async fn connect_directory(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let new: NewConnection = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory connected");
+    let mut view = connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant));
+    view["token"] = json!(token);
+    view["request_id"] = json!(request_id);
+    Ok(http::json(201, &view))
+}
+
+async fn list_directories(app: &App, tenant: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    members::known(&tenant, app.store.meta(&tenant).await?)?;
+    let base = config::directory_base(&tenant);
+    let list: Vec<_> = app.store.connections(&tenant).await?.iter().map(|c| connection::view(&tenant, c, app.model.directory.when_full, &base)).collect();
+    Ok(http::json(200, &json!({"tenant_id": tenant, "directories": list})))
+}
+
+async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let upd: ConnectionUpdate = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let conn = directory::connections::update(&app.store, &tenant, id, &upd, &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory reconfigured");
+    Ok(http::json(200, &connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant))))
+}
+
+/// Revoked: its tokens are refused from now on (what it pushed stays).
+async fn revoke_directory(app: &App, req: &Request, tenant: &str, id: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let request_id = http::request_id(req);
+    let conn = directory::connections::revoke(&app.store, &tenant, id, &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory revoked");
+    Ok(http::json(200, &json!({"status": "revoked", "tenant_id": tenant, "directory_id": conn.id, "request_id": request_id})))
+}
+
+/// A new token; the one it replaces stays valid for the grace period
+/// (`grace_seconds`, default a day), so the IdP's admin can switch without downtime.
+async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let raw = http::body(req)?;
+    let rotation: Rotation = if raw.iter().all(u8::is_ascii_whitespace) { Rotation::default() } else { parse_json(raw)? };
+    let grace = rotation.grace()?;
+    let request_id = http::request_id(req);
+    let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), grace, "directory token rotated");
+    let mut view = connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant));
+    view["token"] = json!(token);
+    view["request_id"] = json!(request_id);
+    Ok(http::json(200, &view))
 }

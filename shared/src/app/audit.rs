@@ -17,13 +17,28 @@ use crate::core::audit::{self, AuditEvent, Checkpoint, PendingRecord, Verificati
 use crate::core::ids::TenantId;
 use chrono::{DateTime, Utc};
 
-/// Pending records chained per transaction (each is its chained record and
-/// the removal of the pending one).
-pub const INTEGRATED_PER_CHANGE: usize = 45;
+/// Items of a transaction that chains pending records: each is its
+/// chained record and the removal of the pending one, and the event it
+/// announces, if any (the head's update is one more).
+pub const INTEGRATED_ITEMS: usize = 90;
 
 /// The changes that chain `pending`, in order.
 pub fn integration(pending: &[PendingRecord], now: DateTime<Utc>) -> Vec<Change> {
-    pending.chunks(INTEGRATED_PER_CHANGE).map(|part| Change { integrate: part.to_vec(), ..Change::new(now) }).collect()
+    let mut changes = Vec::new();
+    let (mut part, mut items) = (Vec::new(), 0);
+    for p in pending {
+        let cost = 2 + usize::from(p.event.announce.is_some());
+        if items + cost > INTEGRATED_ITEMS {
+            changes.push(Change { integrate: std::mem::take(&mut part), ..Change::new(now) });
+            items = 0;
+        }
+        part.push(p.clone());
+        items += cost;
+    }
+    if !part.is_empty() {
+        changes.push(Change { integrate: part, ..Change::new(now) });
+    }
+    changes
 }
 
 /// Chains the tenant's pending records: the integrator. Any number may run

@@ -70,6 +70,7 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
             // creations; ties are broken by user id.
             seq: micros(now),
             removed: false,
+            suspended: false,
         };
         let targets = store.targets(tenant).await?;
         // The seat the counters as read give; the commit checks them again.
@@ -80,6 +81,8 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
         let claim = access.status == MemberStatus::Active;
         let mut change = creation(&targets, MemberItem { rev, seat: seat.clone(), ..MemberItem::new(member.clone(), access) }, &cause, rule, now);
         change.meta.claim_seat = claim;
+        // Not after a walk to another access of the tenant that missed it.
+        change.meta.walk_goal_is = Some(meta.walk_goal.clone());
         let mut result = store.commit_unchained(tenant, &change, request_id).await;
         if matches!(result, Err(CommitError::Seats)) {
             // Taken meanwhile (or someone now waits): the account waits.
@@ -182,7 +185,7 @@ pub async fn update<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
                 }
                 None => (existing.access.clone(), existing.seat.privileged),
             };
-            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1 };
+            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: existing.link.clone() };
             let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{user}"), cause, "groups or attributes changed by the app; roles follow the licensing model's rules")
                 .before(json!({"groups": existing.member.groups, "attributes": existing.member.attributes, "access": existing.access}))
                 .after(json!({"groups": item.member.groups, "attributes": item.member.attributes, "access": item.access}));

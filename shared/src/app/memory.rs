@@ -16,6 +16,8 @@ use crate::core::license::{License, LicenseChange, LicenseStatus, LicenseUpdate,
 use crate::core::model::LicensingModel;
 use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
 use crate::core::scim::{Pending, Target, MAX_REFUSALS};
+use crate::core::provider::connection::Connection;
+use crate::core::provider::{DirGroup, Edge};
 use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::{email_key, MemberItem, TenantHead, TenantMeta, TenantState};
 use chrono::{DateTime, Utc};
@@ -44,6 +46,11 @@ struct Db {
     /// Event items, in the order written (what the table's stream carries).
     stream: Vec<Value>,
     barriers: BTreeMap<TenantId, String>,
+    connections: BTreeMap<(TenantId, String), Connection>,
+    user_names: BTreeMap<(TenantId, String), UserId>,
+    groups: BTreeMap<(TenantId, String), DirGroup>,
+    group_names: BTreeMap<(TenantId, String), String>,
+    edges: BTreeMap<(TenantId, String, UserId), Edge>,
 }
 
 /// Every port of the app in memory, sharing one database.
@@ -131,6 +138,36 @@ impl Memory {
                 Write::Amendment { amendment, body_hash } => {
                     db.amendments.insert((amendment.contract_id.clone(), amendment.amendment_id.clone()), (amendment.clone(), body_hash.clone()));
                 }
+                Write::Connection { connection, .. } => {
+                    db.connections.insert((tenant.clone(), connection.id.clone()), connection.clone());
+                }
+                Write::RemoveConnection { id, .. } => {
+                    db.connections.remove(&(tenant.clone(), id.clone()));
+                }
+                Write::ClaimUserName { user_name, user } => {
+                    db.user_names.insert((tenant.clone(), user_name.to_lowercase()), user.clone());
+                }
+                Write::ReleaseUserName { user_name, .. } => {
+                    db.user_names.remove(&(tenant.clone(), user_name.to_lowercase()));
+                }
+                Write::Group { group, .. } => {
+                    db.groups.insert((tenant.clone(), group.id.clone()), group.clone());
+                }
+                Write::RemoveGroup { id, .. } => {
+                    db.groups.remove(&(tenant.clone(), id.clone()));
+                }
+                Write::ClaimGroupName { name, group } => {
+                    db.group_names.insert((tenant.clone(), name.to_lowercase()), group.clone());
+                }
+                Write::ReleaseGroupName { name, .. } => {
+                    db.group_names.remove(&(tenant.clone(), name.to_lowercase()));
+                }
+                Write::Edge(e) => {
+                    db.edges.insert((tenant.clone(), e.group.clone(), e.user.clone()), e.clone());
+                }
+                Write::RemoveEdge { group, user } => {
+                    db.edges.remove(&(tenant.clone(), group.clone(), user.clone()));
+                }
             }
         }
         let meta = db.meta.entry(tenant.clone()).or_insert_with(|| TenantMeta {
@@ -141,10 +178,12 @@ impl Memory {
             rules: TenantRules::default(),
             licensed: false,
             walk: None,
+            walk_goal: None,
         });
         let m = &change.meta;
         if let Some(w) = &m.walk {
             meta.walk = Some(w.clone());
+            meta.walk_goal = Some(w.goal.clone());
         }
         if let Some(a) = &m.access {
             meta.access = Some(a.clone());
@@ -174,7 +213,8 @@ impl Memory {
             }
         }
         let first = after_pending.seq + 1;
-        let mut events: Vec<Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at_text, e)).collect();
+        let mut events = crate::core::events::announced_pending(tenant, head, &change.integrate);
+        events.extend(change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at_text, e)));
         events.extend(change.events.iter().cloned());
         let (own, new_head) = audit::chain(tenant.as_str(), &after_pending, &at_text, change.audit.clone());
         records.extend(own);
@@ -186,6 +226,9 @@ impl Memory {
     /// Whether the change's counters allow it now.
     fn seats_allow(db: &Db, tenant: &TenantId, m: &MetaUpdate) -> bool {
         let meta = db.meta.get(tenant);
+        if m.walk_goal_is.as_ref().is_some_and(|g| *g != meta.and_then(|m| m.walk_goal.clone())) {
+            return false;
+        }
         let used = meta.map_or(0, |m| m.seats_used);
         if m.used_at_most.is_some_and(|max| used > max) {
             return false;
@@ -231,8 +274,57 @@ impl Memory {
                     MemberGuard::Rev(rev) => held.is_some_and(|h| h.rev == *rev),
                 }
             }
-            Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } => true,
+            Write::Connection { connection, if_rev } => {
+                let held = db.connections.get(&(tenant.clone(), connection.id.clone()));
+                match if_rev {
+                    None => held.is_none(),
+                    Some(r) => held.is_some_and(|c| c.rev == *r),
+                }
+            }
+            Write::RemoveConnection { id, rev } => db.connections.get(&(tenant.clone(), id.clone())).is_some_and(|c| c.rev == *rev),
+            Write::ClaimUserName { user_name, user } | Write::ReleaseUserName { user_name, user } => db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).is_none_or(|u| u == user),
+            Write::Group { group, if_rev } => {
+                let held = db.groups.get(&(tenant.clone(), group.id.clone()));
+                match if_rev {
+                    None => held.is_none(),
+                    Some(r) => held.is_some_and(|g| g.rev == *r),
+                }
+            }
+            Write::RemoveGroup { id, rev } => db.groups.get(&(tenant.clone(), id.clone())).is_some_and(|g| g.rev == *rev),
+            Write::ClaimGroupName { name, group } | Write::ReleaseGroupName { name, group } => db.group_names.get(&(tenant.clone(), name.to_lowercase())).is_none_or(|g| g == group),
+            Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } | Write::Edge(_) | Write::RemoveEdge { .. } => true,
         }
+    }
+}
+
+impl Directories for Memory {
+    async fn connection(&self, tenant: &TenantId, id: &str) -> Result<Option<Connection>, PortError> {
+        Ok(self.db.lock().unwrap().connections.get(&(tenant.clone(), id.to_string())).cloned())
+    }
+    async fn connections(&self, tenant: &TenantId) -> Result<Vec<Connection>, PortError> {
+        Ok(self.db.lock().unwrap().connections.iter().filter(|((t, _), _)| t == tenant).map(|(_, c)| c.clone()).collect())
+    }
+    async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok(db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| db.emails.get(&(tenant.clone(), email_key(user_name)))).cloned())
+    }
+    async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {
+        Ok(self.db.lock().unwrap().groups.get(&(tenant.clone(), id.to_string())).cloned())
+    }
+    async fn group_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<DirGroup>, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok(db.group_names.get(&(tenant.clone(), name.to_lowercase())).and_then(|id| db.groups.get(&(tenant.clone(), id.clone()))).cloned())
+    }
+    async fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<DirGroup>, Option<String>), PortError> {
+        let db = self.db.lock().unwrap();
+        let all: Vec<DirGroup> = db.groups.iter().filter(|((t, id), _)| t == tenant && after.is_none_or(|a| id.as_str() > a)).map(|(_, g)| g.clone()).collect();
+        let more = all.len() > limit;
+        let page: Vec<DirGroup> = all.into_iter().take(limit).collect();
+        let next = if more { page.last().map(|g| g.id.clone()) } else { None };
+        Ok((page, next))
+    }
+    async fn group_members(&self, tenant: &TenantId, group: &str) -> Result<Vec<Edge>, PortError> {
+        Ok(self.db.lock().unwrap().edges.iter().filter(|((t, g, _), _)| t == tenant && g == group).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -352,7 +444,7 @@ impl Tenants for Memory {
 
     async fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
         tokio::task::yield_now().await;
-        assert!(change.events.is_empty() && change.integrate.is_empty() && change.audit.iter().all(|a| a.announce.is_none()), "only a change without events commits without the lock");
+        assert!(change.events.is_empty() && change.integrate.is_empty(), "only a change without events of its own commits without the lock");
         // Its writes, its pending records, and META.
         assert!(change.writes.len() + change.audit.len() < MAX_TRANSACTION_ITEMS);
         let mut db = self.db.lock().unwrap();
@@ -701,5 +793,29 @@ pub fn crm_change(tenant: &TenantId, version: i64, seats: u32) -> LicenseChange 
         source: Source::Crm,
         source_version: version,
         update: LicenseUpdate { tier: "business".into(), seats, addons: BTreeSet::new(), status: LicenseStatus::Active, starts_at: None, expires_at: None },
+    }
+}
+
+impl<S: Directories> Directories for Crashing<'_, S> {
+    async fn connection(&self, tenant: &TenantId, id: &str) -> Result<Option<Connection>, PortError> {
+        self.inner.connection(tenant, id).await
+    }
+    async fn connections(&self, tenant: &TenantId) -> Result<Vec<Connection>, PortError> {
+        self.inner.connections(tenant).await
+    }
+    async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
+        self.inner.user_by_name(tenant, user_name).await
+    }
+    async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {
+        self.inner.group(tenant, id).await
+    }
+    async fn group_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<DirGroup>, PortError> {
+        self.inner.group_by_name(tenant, name).await
+    }
+    async fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<DirGroup>, Option<String>), PortError> {
+        self.inner.groups_page(tenant, after, limit).await
+    }
+    async fn group_members(&self, tenant: &TenantId, group: &str) -> Result<Vec<Edge>, PortError> {
+        self.inner.group_members(tenant, group).await
     }
 }

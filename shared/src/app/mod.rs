@@ -11,6 +11,7 @@ pub mod billing;
 pub mod commit;
 pub mod contracts;
 pub mod delivery;
+pub mod directory;
 pub mod licenses;
 pub mod members;
 pub mod ports;

@@ -16,6 +16,8 @@ use crate::core::license::{License, Source, TenantAccess};
 use crate::core::access::TenantRules;
 use crate::core::reconcile::ReconcileRequest;
 use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
+use crate::core::provider::connection::Connection;
+use crate::core::provider::{DirGroup, Edge};
 use crate::core::seats::SeatList;
 use crate::core::tenant::{MemberItem, TenantHead, TenantMeta, TenantState};
 use chrono::{DateTime, Utc};
@@ -109,6 +111,28 @@ pub enum Write {
     /// A version of a contract's history, unless it exists.
     ContractVersion { contract: ContractId, version: u64, document: Value, changes: Vec<ClauseChange>, cause: String, at: DateTime<Utc> },
     Amendment { amendment: Amendment, body_hash: String },
+    /// A directory connection: a new one (`if_rev` `None`, unless it
+    /// exists) or the next revision of one (if still at `if_rev`).
+    Connection { connection: Connection, if_rev: Option<u64> },
+    /// A directory connection revoked, if still at revision `rev`.
+    RemoveConnection { id: String, rev: u64 },
+    /// A pushed User's userName (its lowercase key), unless another member holds it.
+    ClaimUserName { user_name: String, user: UserId },
+    /// A userName given up, if it is the member's.
+    ReleaseUserName { user_name: String, user: UserId },
+    /// A directory group: new (`if_rev` `None`, unless it exists) or the
+    /// next revision of one (if still at `if_rev`).
+    Group { group: DirGroup, if_rev: Option<u64> },
+    /// A directory group removed, if still at revision `rev`.
+    RemoveGroup { id: String, rev: u64 },
+    /// A group's name (its lowercase key), unless another group holds it.
+    ClaimGroupName { name: String, group: String },
+    /// A group name given up, if it is the group's.
+    ReleaseGroupName { name: String, group: String },
+    /// A member of a directory group (written as it is).
+    Edge(Edge),
+    /// A member out of a directory group.
+    RemoveEdge { group: String, user: UserId },
 }
 
 impl Write {
@@ -120,7 +144,16 @@ impl Write {
     pub fn decide_again_when_refused(&self) -> bool {
         matches!(
             self,
-            Write::License { .. } | Write::Member { .. } | Write::TargetHealth(_) | Write::NewContract { .. } | Write::ContractDocument { .. } | Write::ContractVersion { .. }
+            Write::License { .. }
+                | Write::Member { .. }
+                | Write::TargetHealth(_)
+                | Write::NewContract { .. }
+                | Write::ContractDocument { .. }
+                | Write::ContractVersion { .. }
+                | Write::Connection { .. }
+                | Write::RemoveConnection { .. }
+                | Write::Group { .. }
+                | Write::RemoveGroup { .. }
         )
     }
 }
@@ -156,6 +189,10 @@ pub struct MetaUpdate {
     pub claim_seat: bool,
     /// Where the tenant's member walk stands now.
     pub walk: Option<crate::core::tenant::Walk>,
+    /// Commit only if the walk's goal is still the one read
+    /// ([`TenantMeta::walk_goal`]): a member decided on the tenant's access
+    /// as read is not written after a walk to another access passed it.
+    pub walk_goal_is: Option<Option<String>>,
     /// The tenant now has a license or contract: it is known.
     pub licensed: bool,
 }
@@ -230,8 +267,9 @@ pub trait Tenants: Send + Sync {
     /// Commits a change without the chain's lock: its writes on their own
     /// conditions, its counters and their conditions on `META`, and its
     /// audit records as pending records (chained later, by whoever holds the
-    /// lock: [`crate::app::audit::integrate`]). A change that announces
-    /// events or chains pending records cannot be committed so.
+    /// lock: [`crate::app::audit::integrate`]), each with what it announces
+    /// (announced when it is chained). A change with events of its own or
+    /// that chains pending records cannot be committed so.
     fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> impl Future<Output = Result<(), CommitError>> + Send;
     /// The tenant's head and its pending audit records, in order, read together.
     fn pending_audit(&self, tenant: &TenantId) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError>> + Send;
@@ -396,6 +434,22 @@ pub trait Billing: Send + Sync {
     /// One page of the account's subscriptions, every status, after the
     /// subscription `starting_after`.
     fn subscriptions(&self, starting_after: Option<&str>, limit: u32) -> impl Future<Output = Result<SubscriptionPage, Upstream>> + Send;
+}
+
+/// A tenant's directory, what its identity providers push besides
+/// members: connections, groups and their members, and the lookups by
+/// name. The writes are [`Write`]s.
+pub trait Directories: Send + Sync {
+    fn connection(&self, tenant: &TenantId, id: &str) -> impl Future<Output = Result<Option<Connection>, PortError>> + Send;
+    fn connections(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Connection>, PortError>> + Send;
+    /// The member a userName names: a pushed User's claim, else a member's email.
+    fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> impl Future<Output = Result<Option<UserId>, PortError>> + Send;
+    fn group(&self, tenant: &TenantId, id: &str) -> impl Future<Output = Result<Option<DirGroup>, PortError>> + Send;
+    fn group_by_name(&self, tenant: &TenantId, name: &str) -> impl Future<Output = Result<Option<DirGroup>, PortError>> + Send;
+    /// The tenant's groups in id order, after `after`; and the id to go on from.
+    fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<DirGroup>, Option<String>), PortError>> + Send;
+    /// Every member of a group, in user id order.
+    fn group_members(&self, tenant: &TenantId, group: &str) -> impl Future<Output = Result<Vec<Edge>, PortError>> + Send;
 }
 
 /// Billing reconciliation runs waiting to be run (a queue).

@@ -42,6 +42,10 @@ pub struct Member {
     pub seq: u64,
     /// Removed by the app: deprovisioned for good.
     pub removed: bool,
+    /// Suspended by the tenant's identity provider (a SCIM `active: false`):
+    /// no access, no seat, out of the line, until it is active again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
 }
 
 /// What a member may do: the part of a member that provisioning manages.
@@ -140,13 +144,15 @@ pub struct MemberItem {
     pub access: MemberAccess,
     pub seat: Seat,
     pub rev: u64,
+    /// What the tenant's directory (SCIM) keeps of it, if a directory pushed it.
+    pub link: Option<crate::core::provider::Link>,
 }
 
 impl MemberItem {
     /// A member's item as first written: its seat order from its creation.
     pub fn new(member: Member, access: MemberAccess) -> Self {
         let seat = Seat::new(member.seq);
-        MemberItem { member, access, seat, rev: 1 }
+        MemberItem { member, access, seat, rev: 1, link: None }
     }
     /// Waiting in line for a seat (counted in the tenant's `seats_pending`).
     pub fn in_line(&self) -> bool {
@@ -167,7 +173,7 @@ pub fn seat_decisions(model: &LicensingModel, tenant: &TenantAccess, rules: &Ten
     }
     let candidates: Vec<Candidate> = members
         .iter()
-        .filter(|m| !m.member.removed)
+        .filter(|m| !m.member.removed && !m.member.suspended)
         .map(|m| Candidate { user_id: &m.member.user_id, holds: m.access.holds_seat(), privileged: is_privileged(model, &tenant.tier, &m.member, rules), seat: &m.seat })
         .collect();
     seats::decide(tenant.seats_total, &candidates, now)
@@ -210,6 +216,8 @@ pub fn desired_access_with_rules(model: &LicensingModel, licenses: &[License], r
             let kept = |access: MemberAccess, rule: String| DesiredMember { access, seat: item.seat.clone(), rule };
             let desired = if m.removed {
                 kept(MemberAccess::without_access(MemberStatus::Deprovisioned), "member removed by the app".into())
+            } else if m.suspended && tenant.policy != MemberPolicy::Revoked {
+                kept(MemberAccess::without_access(MemberStatus::Suspended), SUSPENDED_BY_DIRECTORY.into())
             } else {
                 match tenant.policy {
                     MemberPolicy::Revoked => kept(MemberAccess::without_access(MemberStatus::Deprovisioned), format!("tenant access revoked: {}", tenant.rule)),
@@ -236,6 +244,9 @@ pub fn desired_access_with_rules(model: &LicensingModel, licenses: &[License], r
         .collect();
     DesiredAccess { tenant, members }
 }
+
+/// Why a member the tenant's identity provider deactivated has no access.
+pub const SUSPENDED_BY_DIRECTORY: &str = "suspended by the tenant's identity provider (SCIM active: false): no access, no seat";
 
 /// A seat verdict in words, as the audit records it.
 pub fn seat_rule(verdict: &Verdict, seat: &Seat, total: u32) -> String {
@@ -369,6 +380,7 @@ pub(crate) mod tests {
             attributes: BTreeMap::new(),
             seq,
             removed: false,
+            suspended: false,
         }
     }
 

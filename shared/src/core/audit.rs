@@ -27,6 +27,9 @@ pub enum CauseKind {
     Delivery,
     /// A billing reconciliation run against Stripe's API.
     BillingSync,
+    /// A push of the tenant's identity provider (its SCIM directory); the
+    /// cause names the directory connection.
+    Directory,
 }
 
 /// What caused a change: the source event, API call or run that led to it.
@@ -34,29 +37,43 @@ pub enum CauseKind {
 pub struct Cause {
     pub kind: CauseKind,
     pub id: String,
+    /// The directory connection a `directory` cause came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = serde_json::to_value(self.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        write!(f, "{kind}:{}", self.id)
+        match &self.connection {
+            Some(c) => write!(f, "{kind}:{c}/{}", self.id),
+            None => write!(f, "{kind}:{}", self.id),
+        }
     }
 }
 
 impl Cause {
     pub fn new(kind: CauseKind, id: impl Into<String>) -> Self {
-        Cause { kind, id: id.into() }
+        Cause { kind, id: id.into(), connection: None }
+    }
+    /// A request of a directory connection (`id` is the request's id).
+    pub fn directory(connection: &str, request_id: impl Into<String>) -> Self {
+        Cause { kind: CauseKind::Directory, id: request_id.into(), connection: Some(connection.to_string()) }
     }
 }
 
 /// What an audit record announces on the bus (`core::events` builds the
 /// event from it).
-#[derive(Debug, Clone, PartialEq)]
+/// Kept beside a pending record (`announce`) until the record is chained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Announcement {
     MemberAccessChanged { user_id: UserId, before: MemberAccess, after: MemberAccess },
     TenantAccessChanged { before: Option<TenantAccess>, after: TenantAccess },
     TargetQuarantined { target_id: TargetId, health: Health },
     TargetResumed { target_id: TargetId, health: Health },
+    /// A push of the tenant's identity provider was refused for want of a seat.
+    SeatLimitReached { directory_id: String, user_name: String, seats_total: u32, seats_used: u32 },
 }
 
 /// What an audit record says happened. Stored as its snake_case name
@@ -106,6 +123,22 @@ pub enum AuditAction {
     DeliveryParked,
     // Operators (the admin function).
     DeadLetterRedriven,
+    // The tenant's directory (its identity providers' pushes).
+    /// A directory connection made (its token issued).
+    DirectoryConnected,
+    DirectoryReconfigured,
+    DirectoryTokenRotated,
+    /// A directory connection revoked (its token no longer valid).
+    DirectoryDisconnected,
+    /// The identity provider deactivated a member (`active: false`): no access, seat freed.
+    MemberSuspended,
+    /// The identity provider activated a suspended member again.
+    MemberReactivated,
+    DirectoryGroupCreated,
+    DirectoryGroupUpdated,
+    DirectoryGroupDeleted,
+    /// A push refused for want of a seat (the tenant refuses pushes when full).
+    DirectoryPushRefused,
 }
 
 impl AuditAction {

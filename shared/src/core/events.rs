@@ -13,6 +13,12 @@ use std::collections::BTreeSet;
 /// `source` of every Entitle event on the bus.
 pub const SOURCE: &str = "entitle";
 
+/// The events pending records announce, chained after `head` in order
+/// (each dated as it was written).
+pub fn announced_pending(tenant: &TenantId, head: &crate::core::audit::ChainHead, pending: &[crate::core::audit::PendingRecord]) -> Vec<Value> {
+    pending.iter().enumerate().filter_map(|(i, p)| announced(tenant, head.seq + 1 + i as u64, &p.at, &p.event)).collect()
+}
+
 /// The id of an event: the tenant and the audit record it reports, so that
 /// a redelivered event carries the same id.
 pub fn event_id(tenant: &TenantId, seq: u64) -> String {
@@ -54,6 +60,12 @@ pub fn announced(tenant: &TenantId, seq: u64, at: &str, record: &AuditEvent) -> 
                 "rule": rule, "cause": cause,
             })
         }
+        Announcement::SeatLimitReached { directory_id, user_name, seats_total, seats_used } => json!({
+            "id": id, "type": "tenant.seat_limit_reached", "at": at,
+            "tenant_id": tenant, "directory_id": directory_id, "user_name": user_name,
+            "seats": {"total": seats_total, "used": seats_used},
+            "rule": rule, "cause": cause,
+        }),
         Announcement::TargetQuarantined { target_id, health } | Announcement::TargetResumed { target_id, health } => {
             let kind = if matches!(record.announce, Some(Announcement::TargetQuarantined { .. })) { "target.quarantined" } else { "target.resumed" };
             json!({

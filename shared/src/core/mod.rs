@@ -11,7 +11,8 @@
 //! (normalising Stripe and CRM events), [`signature`] (webhook signatures),
 //! [`egress`] (where Entitle may connect), [`views`] (what the API shows),
 //! [`rejection`] (why a request is refused), [`ids`], [`tenant`] (what is
-//! stored of a tenant).
+//! stored of a tenant), [`provider`] (the tenant's directory: Entitle as a
+//! SCIM service provider its identity providers push users into).
 
 pub mod access;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod expiry;
 pub mod ids;
 pub mod license;
 pub mod model;
+pub mod provider;
 pub mod reassign;
 pub mod reconcile;
 pub mod rejection;

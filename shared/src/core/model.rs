@@ -165,6 +165,35 @@ pub struct Review {
     pub four_eyes: bool,
 }
 
+/// What a push from a tenant's identity provider (the SCIM directory)
+/// does when no seat is free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// The user is created and waits for a seat (`pending_seat`), as an
+    /// account the app creates does.
+    #[default]
+    Wait,
+    /// The push is refused with a SCIM error naming the cap; nothing is
+    /// stored; `tenant.seat_limit_reached` is announced.
+    Refuse,
+}
+
+/// How users pushed by identity providers become members.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryRules {
+    /// The default of every directory connection (each may set its own).
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Member attributes (what `role_rules` match) taken from a pushed
+    /// User: attribute name -> SCIM attribute path (`userType`,
+    /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department`).
+    /// Values are taken lowercase.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicensingModel {
@@ -181,6 +210,8 @@ pub struct LicensingModel {
     pub role_rules: Vec<RoleRule>,
     pub expiry: Expiry,
     pub review: Review,
+    #[serde(default)]
+    pub directory: DirectoryRules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +365,14 @@ impl LicensingModel {
         }
         if self.review.max_seat_reduction_percent > 100 {
             p.push("review.max_seat_reduction_percent: must be between 0 and 100".into());
+        }
+        for (name, path) in &self.directory.attributes {
+            if name.is_empty() || name.len() > 128 {
+                p.push(format!("directory.attributes.{name}: a name of 1 to 128 characters"));
+            }
+            if let Err(e) = crate::core::provider::filter::AttrPath::parse(path) {
+                p.push(format!("directory.attributes.{name}: {}", e.message));
+            }
         }
         p
     }

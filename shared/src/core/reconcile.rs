@@ -99,6 +99,8 @@ pub fn walked(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules
     let privileged = access::privileged(model, tenant, rules, m);
     let (want, rule) = if m.removed {
         (MemberAccess::without_access(MemberStatus::Deprovisioned), "member removed by the app".to_string())
+    } else if m.suspended && tenant.policy != MemberPolicy::Revoked {
+        (MemberAccess::without_access(MemberStatus::Suspended), access::SUSPENDED_BY_DIRECTORY.to_string())
     } else {
         match tenant.policy {
             MemberPolicy::Revoked => (MemberAccess::without_access(MemberStatus::Deprovisioned), format!("tenant access revoked: {}", tenant.rule)),

@@ -19,6 +19,8 @@ pub enum Kind {
     NotFound,
     /// It contradicts the current state (409).
     Conflict,
+    /// A precondition of the request (`If-Match`) does not hold (412).
+    Precondition,
     /// It is larger than allowed (413).
     TooLarge,
     /// Well formed, but not acceptable (422).

@@ -28,6 +28,10 @@ pub struct TenantMeta {
     /// The walk over the tenant's members that brings them to its access:
     /// in progress (with where it stands) or done.
     pub walk: Option<Walk>,
+    /// The goal of the walk as stored beside it (`walk_goal`): a write
+    /// decided on the tenant's access without the chain's lock is
+    /// conditional on it, so that it never lands after a walk it missed.
+    pub walk_goal: Option<String>,
 }
 
 /// A walk over every member of a tenant, page by page, bringing each to the

@@ -37,6 +37,21 @@ where
     }
 }
 
+/// `N` bytes from the operating system's random source (tokens, ids).
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random source is available");
+    b
+}
+
+/// The directory function's URL (`DIRECTORY_URL`, ending in `/`): where a
+/// tenant's identity providers push (`<url>scim/v2/tenants/<tenant>`).
+pub fn directory_base(tenant: &crate::core::ids::TenantId) -> String {
+    let url = std::env::var("DIRECTORY_URL").unwrap_or_default();
+    let url = if url.is_empty() || url.ends_with('/') { url } else { format!("{url}/") };
+    format!("{url}scim/v2/tenants/{tenant}")
+}
+
 /// A flag: `1` is on.
 pub fn flag(name: &'static str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")

@@ -75,6 +75,7 @@ pub fn status_of(kind: Kind) -> u16 {
         Kind::Forbidden => 403,
         Kind::NotFound => 404,
         Kind::Conflict => 409,
+        Kind::Precondition => 412,
         Kind::TooLarge => 413,
         Kind::Invalid => 422,
     }

@@ -8,6 +8,7 @@
 //! writes, or a conflicting transaction, is [`CommitError::HeadMoved`].
 
 use super::contracts::REVIEW_QUEUE;
+use super::directory::{connection_sk, directory_pk, edge_sk, group_name_sk, group_sk, user_name_sk};
 use super::due::due_attributes;
 use super::*;
 use crate::app::ports::{Change, CommitError, MemberGuard, MetaUpdate, Write};
@@ -21,6 +22,15 @@ use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::email_key;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
+
+/// A conditional delete.
+fn delete(table: &str, pk: String, sk: String, condition: &str, values: Vec<(&str, AttributeValue)>) -> TransactWriteItem {
+    let mut d = Delete::builder().table_name(table).key("pk", s(pk)).key("sk", s(sk)).condition_expression(condition);
+    for (k, v) in values {
+        d = d.expression_attribute_values(k, v);
+    }
+    TransactWriteItem::builder().delete(d.build().expect("table, key set")).build()
+}
 
 fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, values: Vec<(&str, AttributeValue)>) -> TransactWriteItem {
     put_named(table, item, condition, values, &[])
@@ -62,6 +72,14 @@ fn counters(m: &MetaUpdate, adds: &mut Vec<String>, conditions: &mut Vec<String>
     if let Some(max) = m.used_at_most {
         conditions.push("(attribute_not_exists(seats_used) OR seats_used <= :max)".into());
         values.insert(":max".into(), n(max));
+    }
+    match &m.walk_goal_is {
+        Some(Some(goal)) => {
+            conditions.push("walk_goal = :goal".into());
+            values.insert(":goal".into(), s(goal));
+        }
+        Some(None) => conditions.push("attribute_not_exists(walk_goal)".into()),
+        None => {}
     }
     if m.claim_seat {
         // Seated, a seat free, nobody waiting.
@@ -130,6 +148,9 @@ impl Dynamo {
                     ("seat", s(to_json(&m.seat))),
                     ("rev", n(m.rev)),
                 ];
+                if let Some(link) = &m.link {
+                    attrs.push(("link", s(to_json(link))));
+                }
                 // Its place in the seat order, for the sparse `seats` index.
                 let list = if m.access.holds_seat() {
                     Some(SeatList::Holders)
@@ -243,6 +264,41 @@ impl Dynamo {
                 }
                 put(t, with_due(attrs, &pk, &sk, due), None, vec![])
             }
+            Write::Connection { connection: c, if_rev } => {
+                let attrs = vec![("pk", s(directory_pk(tenant))), ("sk", s(connection_sk(&c.id))), ("connection", s(to_json(c))), ("rev", n(c.rev))];
+                match if_rev {
+                    None => put(t, attrs, Some("attribute_not_exists(pk)"), vec![]),
+                    Some(r) => put(t, attrs, Some("rev = :rev"), vec![(":rev", n(r))]),
+                }
+            }
+            Write::RemoveConnection { id, rev } => delete(t, directory_pk(tenant), connection_sk(id), "rev = :rev", vec![(":rev", n(rev))]),
+            Write::ClaimUserName { user_name, user } => put(
+                t,
+                vec![("pk", s(directory_pk(tenant))), ("sk", s(user_name_sk(user_name))), ("user_id", s(user.as_str()))],
+                Some("attribute_not_exists(pk) OR user_id = :u"),
+                vec![(":u", s(user.as_str()))],
+            ),
+            Write::ReleaseUserName { user_name, user } => delete(t, directory_pk(tenant), user_name_sk(user_name), "attribute_not_exists(pk) OR user_id = :u", vec![(":u", s(user.as_str()))]),
+            Write::Group { group: g, if_rev } => {
+                let attrs = vec![("pk", s(directory_pk(tenant))), ("sk", s(group_sk(&g.id))), ("group", s(to_json(g))), ("rev", n(g.rev))];
+                match if_rev {
+                    None => put(t, attrs, Some("attribute_not_exists(pk)"), vec![]),
+                    Some(r) => put(t, attrs, Some("rev = :rev"), vec![(":rev", n(r))]),
+                }
+            }
+            Write::RemoveGroup { id, rev } => delete(t, directory_pk(tenant), group_sk(id), "rev = :rev", vec![(":rev", n(rev))]),
+            Write::ClaimGroupName { name, group } => put(
+                t,
+                vec![("pk", s(directory_pk(tenant))), ("sk", s(group_name_sk(name))), ("group_id", s(group))],
+                Some("attribute_not_exists(pk) OR group_id = :g"),
+                vec![(":g", s(group))],
+            ),
+            Write::ReleaseGroupName { name, group } => delete(t, directory_pk(tenant), group_name_sk(name), "attribute_not_exists(pk) OR group_id = :g", vec![(":g", s(group))]),
+            Write::Edge(e) => put(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(edge_sk(&e.group, &e.user))), ("edge", s(to_json(e)))], None, vec![]),
+            Write::RemoveEdge { group, user } => {
+                let delete = Delete::builder().table_name(t).key("pk", s(directory_pk(tenant))).key("sk", s(edge_sk(group, user))).build().expect("table, key set");
+                TransactWriteItem::builder().delete(delete).build()
+            }
         }
     }
 
@@ -281,7 +337,8 @@ impl Dynamo {
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
         let first = after_pending.seq + 1;
-        let mut events: Vec<serde_json::Value> = change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at, e)).collect();
+        let mut events = crate::core::events::announced_pending(tenant, &head, &change.integrate);
+        events.extend(change.audit.iter().enumerate().filter_map(|(i, e)| announced(tenant, first + i as u64, &at, e)));
         events.extend(change.events.iter().cloned());
         let (own, new_head) = audit::chain(tenant.as_str(), &after_pending, &at, change.audit.clone());
         records.extend(own);
@@ -343,6 +400,7 @@ impl Dynamo {
         }
         if let Some(w) = &m.walk {
             set("walk", s(to_json(w)));
+            set("walk_goal", s(&w.goal));
         }
         let mut conditions = vec![match expected {
             Some(h) => {
@@ -378,12 +436,12 @@ impl Dynamo {
         let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, seq, w)).collect();
         for (i, e) in change.audit.iter().enumerate() {
             let p = PendingRecord::new(change.at, &format!("{salt}/{i}"), e.clone());
-            items.push(put(
-                &self.state,
-                vec![("pk", s(tenant_pk(tenant))), ("sk", s(pending_sk(&p))), ("at", s(&p.at)), ("event", s(to_json(&p.event)))],
-                Some("attribute_not_exists(pk)"),
-                vec![],
-            ));
+            let mut attrs = vec![("pk", s(tenant_pk(tenant))), ("sk", s(pending_sk(&p))), ("at", s(&p.at)), ("event", s(to_json(&p.event)))];
+            // What it announces once chained (not part of the record).
+            if let Some(a) = &p.event.announce {
+                attrs.push(("announce", s(to_json(a))));
+            }
+            items.push(put(&self.state, attrs, Some("attribute_not_exists(pk)"), vec![]));
         }
         let mut values = HashMap::new();
         values.insert(":now".to_string(), s(rfc3339(change.at)));
@@ -409,7 +467,7 @@ impl Dynamo {
 
     /// Commits a change without the chain's lock (see `Tenants::commit_unchained`).
     pub(crate) async fn commit_unchained_change(&self, tenant: &TenantId, change: &Change, salt: &str) -> Result<(), CommitError> {
-        assert!(change.events.is_empty() && change.integrate.is_empty() && change.audit.iter().all(|a| a.announce.is_none()), "only a change without events commits without the lock");
+        assert!(change.events.is_empty() && change.integrate.is_empty(), "only a change without events of its own commits without the lock");
         let items = self.unchained_items(tenant, change, salt);
         let own = change.writes.len();
         let meta_at = items.len() - 1;

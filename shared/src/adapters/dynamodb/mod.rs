@@ -19,6 +19,7 @@
 //! | `PARKED#<source>` | `<event>` | an event that could not be applied, with its reason |
 //! | `CP#<tenant>` | `<seq, 20 digits>` | a signed checkpoint of the tenant's audit chain (the sweep's, periodically) |
 //! | `EV#<tenant>` | `<event id>` | an access-changed event, written with its change; the stream's Pipe puts it on the bus (TTL: a day) |
+//! | `D#<tenant>` | `CONN#…`, `UN#…`, `G#…`, `GN#…`, `GM#…` | the tenant's directory: connections, userName and group name claims, groups and their members (see [`directory`]) |
 //!
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //! Items with a pending time-based transition carry `due_at`/`due_shard`
@@ -39,6 +40,7 @@
 mod checkpoints;
 mod commit;
 mod contracts;
+mod directory;
 pub mod due;
 pub mod parked;
 mod targets;
@@ -207,6 +209,7 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         head: ChainHead { seq: get_n(item, "audit_seq").unwrap_or(0), hash: get_s(item, "audit_hash").unwrap_or(GENESIS).to_string() },
         licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),
         walk: json_attr(item, "walk", key)?,
+        walk_goal: get_s(item, "walk_goal").map(str::to_string),
     })
 }
 

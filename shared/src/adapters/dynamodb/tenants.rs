@@ -38,7 +38,7 @@ impl Dynamo {
 pub(crate) fn member_from_item(item: &Item, key: &str) -> Result<MemberItem, PortError> {
     let member: crate::core::access::Member = required(item, "member", key)?;
     let seat = json_attr(item, "seat", key)?.unwrap_or_else(|| crate::core::seats::Seat::new(member.seq));
-    Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), member })
+    Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), link: json_attr(item, "link", key)?, member })
 }
 
 /// A tenant's items, sorted out: its head (if it has a `META`) and its members.
@@ -76,7 +76,9 @@ impl Dynamo {
 /// A pending audit record as stored.
 fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
     let sk = get_s(item, "sk").unwrap_or_default();
-    Ok(PendingRecord { key: sk.trim_start_matches("AQ#").to_string(), at: get_s(item, "at").unwrap_or_default().to_string(), event: required(item, "event", key)? })
+    let mut event: crate::core::audit::AuditEvent = required(item, "event", key)?;
+    event.announce = json_attr(item, "announce", key)?;
+    Ok(PendingRecord { key: sk.trim_start_matches("AQ#").to_string(), at: get_s(item, "at").unwrap_or_default().to_string(), event })
 }
 
 impl Tenants for Dynamo {

@@ -162,7 +162,7 @@ fn review_rules_fire_on_risky_changes() {
     let m = model();
     let (old, _) = ContractDocument::parse(&base(), &m).unwrap();
     let members: Vec<MemberItem> = (0..45)
-        .map(|i| Member { user_id: UserId::parse(format!("u{i}")).unwrap(), email: format!("u{i}@acme.test"), groups: BTreeSet::new(), attributes: BTreeMap::new(), seq: i + 1, removed: false })
+        .map(|i| Member { user_id: UserId::parse(format!("u{i}")).unwrap(), email: format!("u{i}@acme.test"), groups: BTreeSet::new(), attributes: BTreeMap::new(), seq: i + 1, removed: false, suspended: false })
         .map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat)))
         .collect();
     let mut new = old.clone();

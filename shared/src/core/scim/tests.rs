@@ -18,6 +18,7 @@ fn member(id: &str, email: &str, attrs: &[(&str, &str)], removed: bool) -> Membe
         attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         seq: 1,
         removed,
+        suspended: false,
     }
 }
 

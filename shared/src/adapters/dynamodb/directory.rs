@@ -1,0 +1,114 @@
+//! A tenant's directory: its connections, groups, group members and name
+//! claims, in a partition of their own (`D#<tenant>`), so that reading a
+//! tenant's members or head never reads them.
+//!
+//! | sk | what |
+//! | --- | --- |
+//! | `CONN#<id>` | a directory connection (its token's hash, never the token) |
+//! | `UN#<userName, lowercase>` | the member a pushed User's userName names |
+//! | `G#<id>` | a directory group |
+//! | `GN#<name, lowercase>` | the group a name names (unique per tenant) |
+//! | `GM#<group>#<user>` | a member of a group |
+
+use super::*;
+use crate::app::ports::Directories;
+use crate::core::provider::connection::Connection;
+use crate::core::provider::{DirGroup, Edge};
+
+pub(crate) fn directory_pk(tenant: &TenantId) -> String {
+    format!("D#{tenant}")
+}
+pub(crate) fn connection_sk(id: &str) -> String {
+    format!("CONN#{id}")
+}
+pub(crate) fn user_name_sk(user_name: &str) -> String {
+    format!("UN#{}", user_name.to_lowercase())
+}
+pub(crate) fn group_sk(id: &str) -> String {
+    format!("G#{id}")
+}
+pub(crate) fn group_name_sk(name: &str) -> String {
+    format!("GN#{}", name.to_lowercase())
+}
+pub(crate) fn edge_sk(group: &str, user: &UserId) -> String {
+    format!("GM#{group}#{user}")
+}
+
+impl Dynamo {
+    async fn directory_item(&self, tenant: &TenantId, sk: &str) -> Result<Option<Item>, PortError> {
+        self.get(directory_pk(tenant), sk.to_string()).await
+    }
+}
+
+impl Directories for Dynamo {
+    async fn connection(&self, tenant: &TenantId, id: &str) -> Result<Option<Connection>, PortError> {
+        let sk = connection_sk(id);
+        match self.directory_item(tenant, &sk).await? {
+            None => Ok(None),
+            Some(item) => json_attr(&item, "connection", &format!("{}/{sk}", directory_pk(tenant))),
+        }
+    }
+
+    async fn connections(&self, tenant: &TenantId) -> Result<Vec<Connection>, PortError> {
+        let pk = directory_pk(tenant);
+        let q = self.client.query().table_name(&self.state).key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":pk", s(&pk)).expression_attribute_values(":p", s("CONN#")).consistent_read(true);
+        all_items(q).await?.iter().map(|i| required(i, "connection", &pk)).collect()
+    }
+
+    async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
+        let key = |i: &Item| get_s(i, "user_id").and_then(|u| UserId::parse(u).ok());
+        if let Some(item) = self.directory_item(tenant, &user_name_sk(user_name)).await? {
+            return Ok(key(&item));
+        }
+        Ok(self.get(email_pk(tenant), crate::core::tenant::email_key(user_name)).await?.as_ref().and_then(key))
+    }
+
+    async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {
+        let sk = group_sk(id);
+        match self.directory_item(tenant, &sk).await? {
+            None => Ok(None),
+            Some(item) => json_attr(&item, "group", &format!("{}/{sk}", directory_pk(tenant))),
+        }
+    }
+
+    async fn group_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<DirGroup>, PortError> {
+        let Some(claim) = self.directory_item(tenant, &group_name_sk(name)).await? else { return Ok(None) };
+        match get_s(&claim, "group_id") {
+            Some(id) => self.group(tenant, id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<DirGroup>, Option<String>), PortError> {
+        let pk = directory_pk(tenant);
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":p", s("G#"))
+            .consistent_read(true)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        if let Some(a) = after {
+            q = q.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(group_sk(a)));
+        }
+        let out = q.send().await.map_err(failed("Query"))?;
+        let groups = out.items.unwrap_or_default().iter().map(|i| required::<DirGroup>(i, "group", &pk)).collect::<Result<Vec<_>, _>>()?;
+        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(|sk| sk.trim_start_matches("G#").to_string());
+        Ok((groups, next))
+    }
+
+    async fn group_members(&self, tenant: &TenantId, group: &str) -> Result<Vec<Edge>, PortError> {
+        let pk = directory_pk(tenant);
+        let q = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":p", s(format!("GM#{group}#")))
+            .consistent_read(true);
+        all_items(q).await?.iter().map(|i| required(i, "edge", &pk)).collect()
+    }
+}
