@@ -218,7 +218,9 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
                 _ => json!({"userName": item.member.email, "emails": [{"value": item.member.email, "type": "work", "primary": true}]}),
             };
             doc["schemas"] = json!([USER]);
-            doc["active"] = json!(!item.member.suspended);
+            if item.member.suspended {
+                doc["active"] = json!(false);
+            }
             patch::apply(&mut doc, &ops, &["id", "meta", "groups", "schemas"])?;
             // Entitle's own view is read-only.
             if let Some(o) = doc.as_object_mut() {

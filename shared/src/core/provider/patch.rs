@@ -225,9 +225,40 @@ pub fn apply(doc: &mut Value, ops: &[Operation], read_only: &[&str]) -> Result<(
                 if read_only.iter().any(|r| path.attr.is(r)) && path.attr.schema.is_none() {
                     continue;
                 }
+                // A whole extension (`urn:...:enterprise:2.0:User`).
+                if let Some(urn) = o.raw_path.as_deref().map(str::trim).filter(|p| p.to_ascii_lowercase().starts_with("urn:") && looks_like_schema(p) && !p.contains('[')) {
+                    whole_extension(doc, o.op, urn, o.value.as_ref(), i)?;
+                    continue;
+                }
                 one(doc, o.op, path, o.value.as_ref(), i)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// An operation on an extension's whole object: `add` merges into it,
+/// `replace` replaces it, `remove` removes it.
+fn whole_extension(doc: &mut Value, op: Op, urn: &str, value: Option<&Value>, i: usize) -> Result<(), Rejection> {
+    let Some(root) = doc.as_object_mut() else { return Ok(()) };
+    let key = key_in(root, urn);
+    match (op, value) {
+        (Op::Remove, _) => {
+            root.remove(&key);
+        }
+        (Op::Replace, Some(Value::Object(v))) => {
+            root.insert(key, Value::Object(v.clone()));
+        }
+        (Op::Add, Some(Value::Object(v))) => {
+            let ext = root.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(have) = ext {
+                for (k, x) in v {
+                    let k = key_in(have, k);
+                    have.insert(k, x.clone());
+                }
+            }
+        }
+        _ => return Err(invalid_value(format!("operation {i}: the value of {urn} is an object of its attributes"))),
     }
     Ok(())
 }
@@ -496,6 +527,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], json!({"department": "B", "costCenter": "1"}));
+    }
+
+    #[test]
+    fn a_whole_extension_by_its_urn() {
+        let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+        let d = patch(json!({"userName": "a", ext: {"department": "A"}}), ops(json!([{"op": "add", "path": ext, "value": {"costCenter": "1"}}]))).unwrap();
+        assert_eq!(d[ext], json!({"department": "A", "costCenter": "1"}));
+        let d = patch(d, ops(json!([{"op": "replace", "path": ext, "value": {"division": "D"}}]))).unwrap();
+        assert_eq!(d[ext], json!({"division": "D"}));
+        let d = patch(d, ops(json!([{"op": "remove", "path": ext}]))).unwrap();
+        assert!(d.get(ext).is_none());
+        assert!(patch(json!({"userName": "a"}), ops(json!([{"op": "add", "path": ext, "value": 3}]))).is_err());
     }
 
     #[test]

@@ -149,10 +149,12 @@ pub fn read_user(body: &Value) -> Result<PushedUser, Rejection> {
         Some(Value::String(s)) if s.len() <= 256 => Some(s.clone()),
         Some(_) => return Err(invalid_value("externalId: a string of at most 256 characters")),
     };
-    let active = match get_ci(body, "active") {
-        None | Some(Value::Null) => true,
-        Some(v) => boolean(v).ok_or_else(|| invalid_value("active: true or false"))?,
+    let assigned = match get_ci(body, "active") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(boolean(v).ok_or_else(|| invalid_value("active: true or false"))?),
     };
+    // Unassigned: active.
+    let active = assigned.unwrap_or(true);
     let mut doc = kept(object, &schemas::user_kept());
     if let Some(ext) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case(ENTERPRISE)).and_then(|(_, v)| v.as_object()) {
         let ext = kept(ext, &schemas::enterprise_kept());
@@ -167,7 +169,10 @@ pub fn read_user(body: &Value) -> Result<PushedUser, Rejection> {
             }
         }
     }
-    doc.insert("active".into(), Value::Bool(active));
+    doc.retain(|k, _| !k.eq_ignore_ascii_case("active"));
+    if let Some(a) = assigned {
+        doc.insert("active".into(), Value::Bool(a));
+    }
     let email = email_of(&user_name, &Value::Object(doc.clone()))?;
     if let Some(x) = &external_id {
         doc.insert("externalId".into(), Value::String(x.clone()));
@@ -257,7 +262,10 @@ pub fn render_user(base: &str, item: &MemberItem, tier: Option<&str>) -> Value {
     schemas.push(json!(ENTITLE));
     doc.insert("schemas".into(), Value::Array(schemas));
     doc.insert("id".into(), json!(m.user_id));
-    doc.insert("active".into(), json!(!m.suspended));
+    // `active` as the provider assigned it; a suspended member always says so.
+    if m.suspended || doc.contains_key("active") {
+        doc.insert("active".into(), json!(!m.suspended));
+    }
     if !link.groups.is_empty() {
         let groups: Vec<Value> = link.groups.iter().map(|(id, name)| json!({"value": id, "display": name, "$ref": format!("{base}/Groups/{id}"), "type": "direct"})).collect();
         doc.insert("groups".into(), Value::Array(groups));

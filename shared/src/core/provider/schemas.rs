@@ -120,7 +120,7 @@ fn user_attributes() -> Vec<A> {
         a("timezone"),
         a("active").kind("boolean"),
         // Entitle needs an email: `userName` when it is one, otherwise the primary email.
-        values("emails", &["work", "home", "other"]).required(),
+        a("emails").multi().required().complex(vec![a("value").required(), a("display"), a("type").canonical(&["work", "home", "other"]), a("primary").kind("boolean")]),
         values("phoneNumbers", &["work", "home", "mobile", "fax", "pager", "other"]),
         a("addresses").multi().complex(vec![
             a("formatted"),
