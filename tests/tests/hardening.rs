@@ -656,6 +656,14 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         ),
         ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:Query"]), ("AuditTable", vec!["dynamodb:Query"])]),
         (
+            "DirectoryFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
+        (
             "AdminFunction",
             vec![
                 ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),

@@ -16,7 +16,7 @@ use entitle::core::provider::schemas::{self, ERROR, SEARCH};
 use entitle::core::rejection::{Kind, Rejection};
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::edge::body::parse_json;
-use entitle::edge::{config, http};
+use entitle::edge::{config, http, metrics};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -34,11 +34,14 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
     let path = http::path(&req);
     let method = req.method().as_str().to_string();
     let segs = http::segments(&path);
-    let answer = match segs.as_slice() {
-        ["scim", "v2", "tenants", tenant, rest @ ..] => route(app, &req, &method, tenant, rest).await,
-        _ => Err(Rejection::not_found(&format!("{method} {path}: the directory is at /scim/v2/tenants/{{tenant}}/")).into()),
+    let (tenant, answer) = match segs.as_slice() {
+        ["scim", "v2", "tenants", tenant, rest @ ..] => (Some(tenant.to_string()), route(app, &req, &method, tenant, rest).await),
+        _ => (None, Err(Rejection::not_found(&format!("{method} {path}: the directory is at /scim/v2/tenants/{{tenant}}/")).into())),
     };
-    Ok(answer.unwrap_or_else(scim_error))
+    let refused = matches!(&answer, Err(Error::Rejected(r)) if r.code == "seat_limit_reached");
+    let response = answer.unwrap_or_else(scim_error);
+    metrics::directory_request(response.status().as_u16(), refused).property("tenant", tenant.unwrap_or_default()).property("request_id", http::request_id(&req)).emit();
+    Ok(response)
 }
 
 /// The directory's base URL for a tenant, as the caller reached it.

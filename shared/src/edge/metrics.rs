@@ -110,6 +110,19 @@ pub fn seat_claim(active: bool) -> Emf {
     Emf::new().count(if active { "SeatClaimsActive" } else { "SeatClaimsPending" }, 1)
 }
 
+/// One request of a tenant's identity provider to its directory, by its
+/// answer: every request (`DirectoryRequests`), and the ones the alarms
+/// watch: a token refused (`DirectoryAuthFailures`: an IdP with a revoked
+/// or expired token keeps failing), a push refused for want of a seat
+/// (`DirectoryPushesRefused`), our own failure (`DirectoryServerErrors`).
+pub fn directory_request(status: u16, refused_for_seats: bool) -> Emf {
+    Emf::new()
+        .count("DirectoryRequests", 1)
+        .count("DirectoryAuthFailures", u8::from(status == 401))
+        .count("DirectoryPushesRefused", u8::from(refused_for_seats))
+        .count("DirectoryServerErrors", u8::from(status >= 500))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +156,7 @@ mod tests {
             ["EventsApplied", "EventsUnchanged", "EventsDuplicate", "EventsStale", "EventsParked"]
         );
         assert_eq!(seat_claim(false).values[0].0, "SeatClaimsPending");
+        let d = directory_request(401, false).document(NAMESPACE, 0);
+        assert_eq!((d["DirectoryRequests"].clone(), d["DirectoryAuthFailures"].clone(), d["DirectoryServerErrors"].clone()), (json!(1.0), json!(1.0), json!(0.0)));
     }
 }
