@@ -102,8 +102,8 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
             let listing = Listing::of_query(req)?;
             Ok(resource(200, s.get_group(id, listing.wants_members()).await?, req))
         }
-        ("PUT", ["Groups", id]) => changed(app, &s, s.replace_group(id, &body(req)?, if_match).await?, req).await,
-        ("PATCH", ["Groups", id]) => changed(app, &s, s.patch_group(id, &body(req)?, if_match).await?, req).await,
+        ("PUT", ["Groups", id]) => changed(app, &s, s.replace_group(id, &body(req)?, if_match, Listing::of_query(req)?.wants_members()).await?, req).await,
+        ("PATCH", ["Groups", id]) => changed(app, &s, s.patch_group(id, &body(req)?, if_match, Listing::of_query(req)?.wants_members()).await?, req).await,
         ("DELETE", ["Groups", id]) => {
             s.delete_group(id, if_match).await?;
             enqueue(app, &s, "group-deleted").await?;

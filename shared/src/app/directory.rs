@@ -520,7 +520,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
 
     /// `PUT /Groups/{id}`: name, externalId and members as sent (members
     /// absent: none).
-    pub async fn replace_group(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Answer, Error> {
+    pub async fn replace_group(&self, id: &str, body: &Value, if_match: Option<&str>, with_members: bool) -> Result<Answer, Error> {
         let pushed = read_group(body)?;
         let g = self.live_group(id).await?;
         check_if_match(if_match, g.rev)?;
@@ -529,11 +529,13 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
         self.check_members(&entries.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()).await?;
         let (g, _) = self.update_group(&g, &pushed).await?;
         self.change_members(&g, &ops, &entries).await?;
-        Ok(Answer { resource: self.group_resource(&g, true).await?, changed: true })
+        Ok(Answer { resource: self.group_resource(&g, with_members).await?, changed: true })
     }
 
     /// `PATCH /Groups/{id}`: membership operations and the rest (name, externalId).
-    pub async fn patch_group(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Answer, Error> {
+    /// The Group answered with its members unless `with_members` is false
+    /// (`excludedAttributes=members`: a large group's PATCH reads none).
+    pub async fn patch_group(&self, id: &str, body: &Value, if_match: Option<&str>, with_members: bool) -> Result<Answer, Error> {
         let ops = patch::parse(body)?;
         let g = self.live_group(id).await?;
         check_if_match(if_match, g.rev)?;
@@ -551,7 +553,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
         let (g, renamed) = self.update_group(&g, &pushed).await?;
         let n = self.change_members(&g, &member_ops, &entries).await?;
         let changed = n > 0 || renamed;
-        Ok(Answer { resource: self.group_resource(&g, true).await?, changed })
+        Ok(Answer { resource: self.group_resource(&g, with_members).await?, changed })
     }
 
     /// `DELETE /Groups/{id}`: marked deleted (gone for SCIM at once), each

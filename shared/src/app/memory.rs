@@ -819,3 +819,24 @@ impl<S: Directories> Directories for Crashing<'_, S> {
         self.inner.group_members(tenant, group).await
     }
 }
+
+impl<S: Targets> Targets for Crashing<'_, S> {
+    async fn targets(&self, tenant: &TenantId) -> Result<Vec<Target>, PortError> {
+        self.inner.targets(tenant).await
+    }
+    async fn pending(&self, tenant: &TenantId, target: &TargetId) -> Result<Vec<Pending>, PortError> {
+        self.inner.pending(tenant, target).await
+    }
+    async fn delivered(&self, tenant: &TenantId, target: &TargetId, user: &UserId, seq: u64) -> Result<bool, PortError> {
+        self.inner.delivered(tenant, target, user, seq).await
+    }
+    async fn refused(&self, tenant: &TenantId, target: &TargetId, pending: &Pending, reason: &str) -> Result<bool, PortError> {
+        self.inner.refused(tenant, target, pending, reason).await
+    }
+    async fn save_health(&self, tenant: &TenantId, target: &Target) -> Result<bool, PortError> {
+        self.inner.save_health(tenant, target).await
+    }
+    async fn drop_deliveries(&self, tenant: &TenantId, target: &TargetId) -> Result<usize, PortError> {
+        self.inner.drop_deliveries(tenant, target).await
+    }
+}

@@ -25,6 +25,8 @@ pub mod memory;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod directory_tests;
 
 use crate::core::ids::TenantId;
 use crate::core::rejection::Rejection;

@@ -207,6 +207,78 @@ async fn creations(s: &Arc<Stack>, tenants: &[String], total: usize, callers: us
     (total as f64 / elapsed.as_secs_f64(), percentile(&l, 0.5), percentile(&l, 0.99))
 }
 
+/// An identity provider's first sync: `users` Users from `connections`
+/// concurrent connections, then `groups` Groups, each user in one, their
+/// members added in batches of 50. Checks that the seat counters are
+/// exact and every member was audited once. (Users/s of the Users, Users/s
+/// over the whole sync, seconds.)
+async fn directory_sync(s: &Arc<Stack>, users: usize, groups: usize, connections: usize) -> (f64, f64, f64) {
+    let t = licensed(s, "bench-directory", 1, u32::try_from(users + 100).unwrap()).await.remove(0);
+    let d = s.connect_directory(&t, "bench IdP", None).await;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ids = Arc::new(Mutex::new(vec![String::new(); users]));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (d, next, ids) = (d.clone(), next.clone(), ids.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= users {
+                        return;
+                    }
+                    let login = format!("user{i:05}@idp.test");
+                    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": login, "externalId": format!("idp-{i:05}"),
+                        "name": {"givenName": "Bench", "familyName": format!("User {i}")}, "emails": [{"primary": true, "value": login, "type": "work"}], "active": true});
+                    let u = d.create_user(&body).await;
+                    ids.lock().unwrap()[i] = u["id"].as_str().unwrap().to_string();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let users_took = started.elapsed().as_secs_f64();
+    let ids = ids.lock().unwrap().clone();
+    let mut gids = Vec::new();
+    for g in 0..groups {
+        let a = d.request(reqwest::Method::POST, "/Groups", Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": format!("team-{g:02}")}))).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        gids.push(a.body["id"].as_str().unwrap().to_string());
+    }
+    let batches: Vec<(String, Vec<String>)> = ids
+        .chunks(50)
+        .enumerate()
+        .map(|(i, chunk)| (gids[i % groups].clone(), chunk.to_vec()))
+        .collect();
+    let batches = Arc::new(Mutex::new(batches));
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (d, batches) = (d.clone(), batches.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((gid, members)) = batches.lock().unwrap().pop() else { return };
+                    let value: Vec<serde_json::Value> = members.iter().map(|m| json!({"value": m})).collect();
+                    let a = d.request(reqwest::Method::PATCH, &format!("/Groups/{gid}?excludedAttributes=members"), Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "Add", "path": "members", "value": value}]}))).await;
+                    assert_eq!(a.status, 200, "{}", a.body);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    // Exact counters, each member created once in the trail.
+    s.settle(&t).await;
+    let tenant = s.tenant(&t).await.1;
+    assert_eq!(tenant["seats"]["used"].as_u64(), Some(users as u64), "{tenant}");
+    let created = s.audit(&t).await.iter().filter(|r| r["action"] == "member_created").count();
+    assert_eq!(created, users, "each member audited once");
+    (users as f64 / users_took, users as f64 / took, took)
+}
+
 /// Licensed tenants, provisioned.
 async fn licensed(s: &Stack, prefix: &str, n: usize, seats: u32) -> Vec<String> {
     let tenants: Vec<String> = (0..n).map(|_| unique(prefix)).collect();
@@ -291,6 +363,14 @@ async fn run(counter: &str) {
         format!("{:.2}x the creations/s, {:.2}x the p99", one_rate / ten_rate, one_p99.as_secs_f64() / ten_p99.as_secs_f64()),
     ]);
 
+    // An identity provider's first sync into one tenant.
+    let (users_rate, sync_rate, took) = directory_sync(&s, 2000, 20, 8).await;
+    row(&[
+        "an IdP's first sync into one tenant: 2,000 Users (POST /Users), 20 Groups, their members in PATCH batches of 50, 8 connections".into(),
+        format!("{took:.0} s: {users_rate:.1} Users/s, {sync_rate:.1} Users/s over the whole sync; seat counters exact, each member audited once"),
+    ]);
+    row(&["directory Users/s / POST .../members creations/s (one tenant, same run)".into(), format!("{:.2}x", users_rate / one_rate)]);
+
     // DynamoDB requests per change, counted on the wire.
     let fresh = unique("bench-req");
     let license = requests_of(counter, 2, crm(&s, &fresh, 100, 1)).await;
@@ -311,7 +391,7 @@ async fn run(counter: &str) {
     row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
 
     // Cold starts.
-    for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing"] {
+    for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
         let mut runs = Vec::new();
         for _ in 0..3 {
             runs.push(cold_start(function).await);
