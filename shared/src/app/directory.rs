@@ -367,8 +367,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
             Err(CommitError::Port(e)) => return Err(e.into()),
             Err(e) => return Err(Rejection::conflict("conflict", format!("group {id}: {e}")).into()),
         }
-        let mut ops = MemberOps::default();
-        ops.add = entries.iter().map(|(u, _)| u.clone()).collect();
+        let ops = MemberOps { add: entries.iter().map(|(u, _)| u.clone()).collect(), ..Default::default() };
         self.change_members(&g, &ops, &entries).await?;
         Ok(Answer { resource: self.group_resource(&g, true).await?, changed: true })
     }

@@ -145,7 +145,7 @@ pub struct MemberItem {
     pub seat: Seat,
     pub rev: u64,
     /// What the tenant's directory (SCIM) keeps of it, if a directory pushed it.
-    pub link: Option<crate::core::provider::Link>,
+    pub link: Option<Link>,
 }
 
 impl MemberItem {
@@ -640,4 +640,24 @@ pub(crate) mod tests {
             prop_assert!(again.is_empty());
         }
     }
+}
+
+/// What a directory keeps of a member, on its item.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// The connection that last wrote the User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The User's attributes as sent (those its schema lists), without
+    /// `id`, `meta` and `groups`. Null for a member the app created that a
+    /// directory only put in a group.
+    #[serde(default)]
+    pub doc: serde_json::Value,
+    /// The directory groups it is in: group id -> the name the member got from it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub created: String,
+    #[serde(default)]
+    pub modified: String,
 }

@@ -464,7 +464,10 @@ fn same_value(a: &Value, b: &Value) -> bool {
         return true;
     }
     match (get_ci(a, "value"), get_ci(b, "value")) {
-        (Some(x), Some(y)) => x == y && get_ci(a, "type") == get_ci(b, "type") || (x == y && (get_ci(b, "type").is_none() || get_ci(a, "type").is_none())),
+        (Some(x), Some(y)) => {
+            let (ta, tb) = (get_ci(a, "type"), get_ci(b, "type"));
+            x == y && (ta == tb || ta.is_none() || tb.is_none())
+        }
         _ => false,
     }
 }

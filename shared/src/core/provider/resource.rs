@@ -26,25 +26,7 @@ pub const MAX_GROUP_NAME: usize = 128;
 /// Directory groups one member may be in (the member's group limit).
 pub const MAX_GROUPS: usize = 100;
 
-/// What a directory keeps of a member, on its item.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Link {
-    /// The connection that last wrote the User.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection: Option<String>,
-    /// The User's attributes as sent (those its schema lists), without
-    /// `id`, `meta` and `groups`. Null for a member the app created that a
-    /// directory only put in a group.
-    #[serde(default)]
-    pub doc: Value,
-    /// The directory groups it is in: group id -> the name the member got from it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub groups: BTreeMap<String, String>,
-    #[serde(default)]
-    pub created: String,
-    #[serde(default)]
-    pub modified: String,
-}
+pub use crate::core::access::Link;
 
 /// A directory group, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
