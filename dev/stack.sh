@@ -195,6 +195,9 @@ up() {
     echo "ENTITLE_MODEL_PATH=$PWD/$STACK_DIR/licensing-model.toml"
     # Where the tenants' identity providers push (the directory function's URL).
     echo "DIRECTORY_URL=http://127.0.0.1:$FN_PORT/lambda-url/directory/"
+    # The issuer of member tokens and license files: the local access URL
+    # (its /.well-known/jwks.json publishes the keys).
+    echo "TOKEN_ISSUER=http://127.0.0.1:$FN_PORT/lambda-url/access/"
   } > "$STACK_DIR/functions.env"
 
   start_functions

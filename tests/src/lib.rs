@@ -22,6 +22,7 @@ pub mod hostile;
 pub mod openapi;
 pub mod runtime;
 pub mod stripe;
+pub mod verify;
 
 /// One HTTP/1.1 request as the small servers of the harness read it.
 pub(crate) struct WireRequest {
@@ -103,6 +104,8 @@ pub struct Stack {
     pub scim_token: String,
     pub scim_token_2: String,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// moto's KMS (the keys that sign checkpoints and tokens).
+    pub kms: aws_sdk_kms::Client,
     /// localstripe, the stack's Stripe.
     pub billing: stripe::LocalStripe,
     pub billing_queue_url: String,
@@ -166,6 +169,7 @@ impl Stack {
             scim_token: get("ENTITLE_SCIM_TOKEN"),
             scim_token_2: get("ENTITLE_SCIM_TOKEN_2"),
             secrets: aws_sdk_secretsmanager::Client::new(&aws),
+            kms: aws_sdk_kms::Client::new(&aws),
             billing: stripe::LocalStripe {
                 base: get("ENTITLE_STRIPE_API_URL"),
                 key: get("ENTITLE_STRIPE_API_KEY"),
@@ -352,6 +356,11 @@ impl Stack {
     /// `PUT /tenants/{tenant}/members/{user}/seat` (the tenant's admin gives or releases a seat).
     pub async fn put_seat(&self, tenant: &str, user: &str, body: &Value) -> (u16, Value) {
         self.send(self.http.put(format!("{}/tenants/{tenant}/members/{user}/seat", self.ingest)).json(body)).await
+    }
+
+    /// `PUT /tenants/{tenant}/license-file` (how long the tenant's license files are valid).
+    pub async fn put_license_file(&self, tenant: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}/tenants/{tenant}/license-file", self.ingest)).json(body)).await
     }
 
     /// A request to the amend function: `POST` with a JSON body, or `GET`.

@@ -94,6 +94,15 @@ pub fn check(method: &str, url: &str, status: u16, body: &Value) {
     assert!(problems.is_empty(), "{key}: the answer does not match infra/openapi.yaml: {problems:?}\n{body}");
 }
 
+/// Checks a value against a schema of the document's components (what a
+/// signed token's claims are documented as, for example).
+pub fn check_schema(name: &str, value: &Value) {
+    let schema = &document()["components"]["schemas"][name];
+    assert!(schema.is_object(), "infra/openapi.yaml has no schema {name}");
+    let problems: Vec<String> = validator(name, schema).iter_errors(value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(problems.is_empty(), "{name}: does not match infra/openapi.yaml: {problems:?}\n{value}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

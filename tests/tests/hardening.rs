@@ -654,7 +654,10 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
                 ("ReconcileDeadLetterQueue", vec!["sqs:SendMessage"]),
             ],
         ),
-        ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:Query"]), ("AuditTable", vec!["dynamodb:Query"])]),
+        // UpdateItem: a member token cached on the member's item (its token attributes only).
+        ("AccessFunction", vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]), ("AuditTable", vec!["dynamodb:Query"])]),
+        // The public keys alone: no table, no queue.
+        ("AccessPublicFunction", vec![]),
         (
             "DirectoryFunction",
             vec![
@@ -714,6 +717,22 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         };
         assert_eq!(on_key, want, "{function} on the audit signing key");
     }
+    // The token signing key signs for the access function's private
+    // deployment only; the public one may read its public keys, never sign.
+    for function in expected.keys() {
+        let on_key: Vec<String> = grants(&template, function).get("TokenSigningKey").map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        let want: &[&str] = if *function == "AccessFunction" { &["kms:Sign"] } else { &[] };
+        assert_eq!(on_key, want, "{function} on the token signing key");
+    }
+    let public = &template["Resources"]["AccessPublicFunction"]["Properties"]["Policies"];
+    let statements: Vec<&Value> = public.as_array().unwrap().iter().flat_map(|p| p["Statement"].as_array().unwrap()).collect();
+    assert_eq!(statements.len(), 1, "{public}");
+    assert_eq!((statements[0]["Effect"].as_str(), statements[0]["Action"].as_str()), (Some("Allow"), Some("kms:GetPublicKey")));
+    let on = statements[0]["Resource"].to_string();
+    assert!(on.contains("TokenSigningKey") && on.contains("PreviousTokenSigningKeyArns") && !on.contains("AuditSigningKey"), "{on}");
+    let env = &template["Resources"]["AccessPublicFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!((env["ACCESS_ROUTES"].as_str(), template["Resources"]["AccessPublicFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"].as_str()), (Some("jwks"), Some("NONE")));
+    assert_eq!(template["Resources"]["AccessFunction"]["Properties"]["Environment"]["Variables"]["ACCESS_ROUTES"].as_str(), Some("private"));
     // Nobody writes the audit table but with PutItem, and its own policy
     // denies changing or deleting a record to everyone.
     let audit = &template["Resources"]["AuditTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]["Statement"][0];

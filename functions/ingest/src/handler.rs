@@ -88,6 +88,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("DELETE", ["tenants", tenant, "targets", target]) if accounts => remove_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "targets", target, "repair"]) if accounts => repair_target(app, &req, tenant, target).await,
         ("POST", ["tenants", tenant, "billing", "sync"]) if accounts => billing_sync(app, &req, tenant).await,
+        ("PUT", ["tenants", tenant, "license-file"]) if accounts => set_license_file(app, &req, tenant).await,
         ("POST", ["tenants", tenant, "directories"]) if accounts => connect_directory(app, &req, tenant).await,
         ("GET", ["tenants", tenant, "directories"]) if accounts => list_directories(app, tenant).await,
         ("PATCH", ["tenants", tenant, "directories", id]) if accounts => update_directory(app, &req, tenant, id).await,
@@ -344,4 +345,26 @@ async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(200, &view))
+}
+
+/// `PUT /tenants/{tenant}/license-file`: how long the tenant's license
+/// files are valid (`{"lifetime_seconds": 86400}`; `null`: until the
+/// license's end and grace).
+async fn set_license_file(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
+    /// `lifetime_seconds` is required: `null` resets it, a missing field is an error.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Lifetime {
+        #[serde(deserialize_with = "present")]
+        lifetime_seconds: Option<u64>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let body: Lifetime = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let set = entitle::app::tokens::set_license_file_lifetime(&app.store, &tenant, body.lifetime_seconds, &request_id, Utc::now()).await?;
+    tracing::info!(tenant = %tenant, cause = %format!("api:{request_id}"), lifetime_seconds = set, "license file lifetime set");
+    Ok(http::json(200, &json!({"tenant_id": tenant, "lifetime_seconds": set, "request_id": request_id})))
 }

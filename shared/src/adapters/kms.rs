@@ -59,6 +59,64 @@ fn pem(label: &str, der: &[u8]) -> String {
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
 }
 
+/// The token signing keys (`ECC_NIST_P256`, `SIGN_VERIFY`): the current one
+/// signs member tokens and license files; it and the previous ones (kept
+/// while tokens they signed may be unexpired) are published as a JWK Set.
+#[derive(Clone)]
+pub struct TokenKeys {
+    client: Client,
+    current: String,
+    kid: String,
+    published: Vec<String>,
+    jwks: std::sync::Arc<std::sync::Mutex<Option<Vec<serde_json::Value>>>>,
+}
+
+impl TokenKeys {
+    /// `current`, `previous`: the keys' ARNs.
+    pub fn new(client: Client, current: String, previous: Vec<String>) -> Self {
+        let kid = crate::core::token::kid_of(&current);
+        let mut published = vec![current.clone()];
+        published.extend(previous.into_iter().filter(|p| !p.is_empty() && *p != current));
+        TokenKeys { client, current, kid, published, jwks: Default::default() }
+    }
+
+    /// The published keys as JWKs (read from KMS once per process: a key's
+    /// public half never changes).
+    pub async fn jwks(&self) -> Result<Vec<serde_json::Value>, PortError> {
+        if let Some(keys) = self.jwks.lock().expect("not poisoned").clone() {
+            return Ok(keys);
+        }
+        let mut keys = Vec::new();
+        for arn in &self.published {
+            let out = self.client.get_public_key().key_id(arn).send().await.map_err(|e| PortError::unavailable("GetPublicKey", aws_sdk_kms::Error::from(e)))?;
+            let der = out.public_key.ok_or_else(|| PortError::Corrupt { key: arn.clone(), why: "KMS answered without a public key".into() })?;
+            keys.push(crate::core::token::jwk(der.as_ref(), &crate::core::token::kid_of(arn)).map_err(|why| PortError::Corrupt { key: arn.clone(), why })?);
+        }
+        *self.jwks.lock().expect("not poisoned") = Some(keys.clone());
+        Ok(keys)
+    }
+}
+
+impl crate::app::ports::TokenSigner for TokenKeys {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, PortError> {
+        let out = self
+            .client
+            .sign()
+            .key_id(&self.current)
+            .message(Blob::new(message.to_vec()))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable("Sign", aws_sdk_kms::Error::from(e)))?;
+        Ok(out.signature.ok_or_else(|| PortError::Corrupt { key: self.current.clone(), why: "KMS answered without a signature".into() })?.into_inner())
+    }
+}
+
 impl crate::app::ports::Signer for AuditSigner {
     async fn sign(&self, checkpoint: Checkpoint) -> Result<Checkpoint, PortError> {
         AuditSigner::sign(self, checkpoint).await

@@ -137,9 +137,13 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
             return Ok(MemberView::of(tenant.clone(), &existing));
         }
         let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
-        let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released")
+        let mut audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released")
             .before(&existing.access)
             .after(&after);
+        // Announced once chained: an app drops the member's cached token.
+        if existing.access != after {
+            audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: after.clone() });
+        }
         let (was_holding, was_in_line, rev) = (existing.access.holds_seat(), existing.in_line(), existing.rev);
         let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after, rev: rev + 1, ..existing };
         let targets = store.targets(tenant).await?;

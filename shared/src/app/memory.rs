@@ -51,6 +51,7 @@ struct Db {
     groups: BTreeMap<(TenantId, String), DirGroup>,
     group_names: BTreeMap<(TenantId, String), String>,
     edges: BTreeMap<(TenantId, String, UserId), Edge>,
+    tokens: BTreeMap<(TenantId, UserId), crate::core::token::CachedToken>,
 }
 
 /// Every port of the app in memory, sharing one database.
@@ -99,6 +100,8 @@ impl Memory {
                     db.licenses.insert((tenant.clone(), license.source, license.license_id.to_string()), license.clone());
                 }
                 Write::Member { item, .. } => {
+                    // The item is written whole: its cached token goes.
+                    db.tokens.remove(&(tenant.clone(), item.member.user_id.clone()));
                     db.members.insert((tenant.clone(), item.member.user_id.clone()), item.clone());
                 }
                 Write::ClaimEmail(m) => {
@@ -179,11 +182,15 @@ impl Memory {
             licensed: false,
             walk: None,
             walk_goal: None,
+            license_file_seconds: None,
         });
         let m = &change.meta;
         if let Some(w) = &m.walk {
             meta.walk = Some(w.clone());
             meta.walk_goal = Some(w.goal.clone());
+        }
+        if let Some(l) = m.license_file_seconds {
+            meta.license_file_seconds = l;
         }
         if let Some(a) = &m.access {
             meta.access = Some(a.clone());
@@ -294,6 +301,23 @@ impl Memory {
             Write::ClaimGroupName { name, group } | Write::ReleaseGroupName { name, group } => db.group_names.get(&(tenant.clone(), name.to_lowercase())).is_none_or(|g| g == group),
             Write::Delivery { .. } | Write::TargetConfig(_) | Write::Amendment { .. } | Write::Edge(_) | Write::RemoveEdge { .. } => true,
         }
+    }
+}
+
+impl TokenCache for Memory {
+    async fn member_and_token(&self, tenant: &TenantId, user: &UserId) -> Result<(Option<MemberItem>, Option<crate::core::token::CachedToken>), PortError> {
+        let db = self.db.lock().unwrap();
+        let key = (tenant.clone(), user.clone());
+        Ok((db.members.get(&key).cloned(), db.tokens.get(&key).cloned()))
+    }
+    async fn cache_token(&self, tenant: &TenantId, user: &UserId, token: &crate::core::token::CachedToken) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        let key = (tenant.clone(), user.clone());
+        if db.members.get(&key).is_none_or(|m| m.rev != token.rev) {
+            return Ok(false);
+        }
+        db.tokens.insert(key, token.clone());
+        Ok(true)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod seats;
 pub mod sweep;
 pub mod targets;
+pub mod tokens;
 
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;

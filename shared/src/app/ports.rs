@@ -195,6 +195,9 @@ pub struct MetaUpdate {
     pub walk_goal_is: Option<Option<String>>,
     /// The tenant now has a license or contract: it is known.
     pub licensed: bool,
+    /// The lifetime of the tenant's license files: set (`Some(Some(s))`)
+    /// or back to the default (`Some(None)`).
+    pub license_file_seconds: Option<Option<u64>>,
 }
 
 /// One transaction of a tenant: writes, audit records (chained after the
@@ -450,6 +453,24 @@ pub trait Directories: Send + Sync {
     fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<DirGroup>, Option<String>), PortError>> + Send;
     /// Every member of a group, in user id order.
     fn group_members(&self, tenant: &TenantId, group: &str) -> impl Future<Output = Result<Vec<Edge>, PortError>> + Send;
+}
+
+/// Signs member tokens and license files: the token signing key (KMS,
+/// `ECC_NIST_P256`; the private key never leaves it).
+pub trait TokenSigner: Send + Sync {
+    /// The `kid` of the key that signs now.
+    fn kid(&self) -> &str;
+    /// ECDSA over SHA-256 of `message`, DER-encoded, as KMS signs.
+    fn sign(&self, message: &[u8]) -> impl Future<Output = Result<Vec<u8>, PortError>> + Send;
+}
+
+/// Members' signed tokens, cached on their items.
+pub trait TokenCache: Send + Sync {
+    /// A member and its cached token, in one read.
+    fn member_and_token(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<(Option<MemberItem>, Option<crate::core::token::CachedToken>), PortError>> + Send;
+    /// Caches a member's token, if the member is still at the token's
+    /// revision (any write of the member drops it); false otherwise.
+    fn cache_token(&self, tenant: &TenantId, user: &UserId, token: &crate::core::token::CachedToken) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// Billing reconciliation runs waiting to be run (a queue).

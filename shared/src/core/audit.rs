@@ -139,6 +139,8 @@ pub enum AuditAction {
     DirectoryGroupDeleted,
     /// A push refused for want of a seat (the tenant refuses pushes when full).
     DirectoryPushRefused,
+    /// The tenant's admin set how long its license files are valid.
+    LicenseFileLifetimeSet,
 }
 
 impl AuditAction {

@@ -40,7 +40,7 @@ pub fn announced(tenant: &TenantId, seq: u64, at: &str, record: &AuditEvent) -> 
             };
             let (rb, ra): (&BTreeSet<String>, &BTreeSet<String>) = (&before.roles, &after.roles);
             json!({
-                "id": id, "type": "member.access_changed", "at": at,
+                "id": id, "type": "member.access_changed", "at": at, "seq": seq,
                 "tenant_id": tenant, "user_id": user_id,
                 "seat": seat,
                 "status": {"before": before.status.as_str(), "after": after.status.as_str()},

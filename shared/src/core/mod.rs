@@ -33,4 +33,5 @@ pub mod seats;
 pub mod signature;
 pub mod sources;
 pub mod tenant;
+pub mod token;
 pub mod views;

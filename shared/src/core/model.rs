@@ -194,6 +194,29 @@ pub struct DirectoryRules {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A member token's lifetime when the model names none: 15 minutes.
+pub const DEFAULT_MEMBER_TOKEN_SECONDS: u64 = 15 * 60;
+
+/// Signed member tokens (`GET .../members/{user}/token`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRules {
+    /// How long a member token is valid: the bound on a revoked member's
+    /// access in an app that checks tokens offline.
+    #[serde(default = "member_seconds")]
+    pub member_seconds: u64,
+}
+
+fn member_seconds() -> u64 {
+    DEFAULT_MEMBER_TOKEN_SECONDS
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        TokenRules { member_seconds: member_seconds() }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicensingModel {
@@ -212,6 +235,8 @@ pub struct LicensingModel {
     pub review: Review,
     #[serde(default)]
     pub directory: DirectoryRules,
+    #[serde(default)]
+    pub tokens: TokenRules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -365,6 +390,9 @@ impl LicensingModel {
         }
         if self.review.max_seat_reduction_percent > 100 {
             p.push("review.max_seat_reduction_percent: must be between 0 and 100".into());
+        }
+        if !(60..=86_400).contains(&self.tokens.member_seconds) {
+            p.push("tokens.member_seconds: 60 to 86400 (a revoked member keeps a token this long)".into());
         }
         for (name, path) in &self.directory.attributes {
             if name.is_empty() || name.len() > 128 {

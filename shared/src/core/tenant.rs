@@ -32,6 +32,9 @@ pub struct TenantMeta {
     /// decided on the tenant's access without the chain's lock is
     /// conditional on it, so that it never lands after a walk it missed.
     pub walk_goal: Option<String>,
+    /// How long the tenant's license files are valid, when it set it
+    /// (default: until its license's end and grace).
+    pub license_file_seconds: Option<u64>,
 }
 
 /// A walk over every member of a tenant, page by page, bringing each to the

@@ -136,6 +136,14 @@ pub fn token_store(aws: &aws_config::SdkConfig) -> Result<TokenStore, ConfigErro
     Ok(TokenStore::new(aws_sdk_secretsmanager::Client::new(aws), required("TARGET_SECRET_PREFIX")?, kms))
 }
 
+/// The token signing keys: `TOKEN_SIGNING_KEY_ID` (the key that signs)
+/// and `TOKEN_PREVIOUS_KEY_IDS` (comma-separated, still published while
+/// tokens they signed may be unexpired).
+pub fn token_keys(aws: &aws_config::SdkConfig) -> Result<crate::adapters::kms::TokenKeys, ConfigError> {
+    let previous = std::env::var("TOKEN_PREVIOUS_KEY_IDS").unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect();
+    Ok(crate::adapters::kms::TokenKeys::new(aws_sdk_kms::Client::new(aws), required("TOKEN_SIGNING_KEY_ID")?, previous))
+}
+
 /// SCIM targets over HTTP, as `egress` allows.
 pub fn scim() -> Scim {
     Scim::new(egress())

@@ -402,6 +402,12 @@ impl Dynamo {
             set("walk", s(to_json(w)));
             set("walk_goal", s(&w.goal));
         }
+        let mut removes = Vec::new();
+        match m.license_file_seconds {
+            Some(Some(secs)) => set("license_file_seconds", n(secs)),
+            Some(None) => removes.push("license_file_seconds"),
+            None => {}
+        }
         let mut conditions = vec![match expected {
             Some(h) => {
                 values.insert(":expected".to_string(), n(h.seq));
@@ -414,6 +420,9 @@ impl Dynamo {
         let mut expression = format!("SET {}", sets.join(", "));
         if !adds.is_empty() {
             expression.push_str(&format!(" ADD {}", adds.join(", ")));
+        }
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let mut update = Update::builder()
             .table_name(&self.state)

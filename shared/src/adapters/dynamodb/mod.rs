@@ -45,6 +45,7 @@ pub mod due;
 pub mod parked;
 mod targets;
 mod tenants;
+mod tokens;
 
 use crate::app::ports::PortError;
 use crate::core::audit::{ChainHead, GENESIS};
@@ -210,6 +211,7 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         licensed: item.get("licensed").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false) || item.contains_key("access"),
         walk: json_attr(item, "walk", key)?,
         walk_goal: get_s(item, "walk_goal").map(str::to_string),
+        license_file_seconds: get_n(item, "license_file_seconds"),
     })
 }
 
