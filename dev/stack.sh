@@ -176,6 +176,9 @@ up() {
     # The functions' way to DynamoDB (FUNCTIONS_DDB_ENDPOINT: a request
     # counter in front of DynamoDB Local, for make bench-e2e).
     echo "AWS_ENDPOINT_URL_DYNAMODB=${FUNCTIONS_DDB_ENDPOINT:-$ddb_endpoint}"
+    # (FUNCTIONS_KMS_ENDPOINT: a counter in front of moto's KMS, for the
+    # signatures per change of make bench-e2e.)
+    if [ -n "${FUNCTIONS_KMS_ENDPOINT:-}" ]; then echo "AWS_ENDPOINT_URL_KMS=$FUNCTIONS_KMS_ENDPOINT"; fi
     echo "AWS_REGION=us-east-1"
     echo "AWS_ACCESS_KEY_ID=local"
     echo "AWS_SECRET_ACCESS_KEY=local"

@@ -13,8 +13,13 @@
 //!   minimal Runtime API stand-in, the time to its first
 //!   `invocation/next` call, and its resident memory then.
 //!
-//! usage: bench-e2e proxy PORT UPSTREAM     the request counter (started before the stack)
-//!        bench-e2e run COUNTER_URL         the measurements (ENTITLE_STACK_ENV points at the stack)
+//! - signed member tokens: DynamoDB requests per token read while nothing
+//!   changed, KMS signatures per member whose access changed (counted by a
+//!   second counter, in front of moto's KMS), read latency cached and signed.
+//!
+//! usage: bench-e2e proxy PORT UPSTREAM                  a request counter (started before the stack)
+//!        bench-e2e run COUNTER_URL [KMS_COUNTER_URL]    the measurements (ENTITLE_STACK_ENV points at the stack;
+//!                                                       BENCH_ONLY=tokens: the tokens' rows alone)
 
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
@@ -29,7 +34,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("proxy") => proxy(args[2].parse().expect("PORT"), args[3].clone()).await,
-        Some("run") => run(&args[2]).await,
+        Some("run") => run(&args[2], args.get(3).map(String::as_str)).await,
         _ => {
             eprintln!("usage: bench-e2e proxy PORT UPSTREAM | bench-e2e run COUNTER_URL");
             std::process::exit(2);
@@ -157,6 +162,68 @@ async fn requests_of<F: std::future::Future<Output = ()>>(counter: &str, writes:
     }
 }
 
+/// KMS signatures so far (every function's, through the KMS counter).
+async fn kms_signs(counter: &str) -> u64 {
+    let all: BTreeMap<String, u64> = reqwest::get(format!("{counter}/__counts")).await.unwrap().json().await.unwrap();
+    all.get("TrentService.Sign").copied().unwrap_or(0)
+}
+
+/// Reads every member's token `rounds` times: (DynamoDB requests by
+/// operation, KMS signatures, read latencies).
+async fn token_reads(s: &Stack, counter: &str, kms: &str, t: &str, users: &[String], rounds: usize) -> (BTreeMap<String, u64>, u64, Vec<Duration>) {
+    idle(counter).await;
+    let (before, signs) = (dynamodb_requests(counter).await, kms_signs(kms).await);
+    let mut latencies = Vec::new();
+    for _ in 0..rounds {
+        for u in users {
+            let at = Instant::now();
+            let (code, body) = s.get(&format!("/tenants/{t}/members/{u}/token")).await;
+            latencies.push(at.elapsed());
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    let after = dynamodb_requests(counter).await;
+    let delta = after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect();
+    latencies.sort();
+    (delta, kms_signs(kms).await - signs, latencies)
+}
+
+/// Signed member tokens: requests per read while nothing changed, KMS
+/// signatures per member whose access changed, latencies.
+async fn tokens(s: &Stack, counter: &str, kms: &str) {
+    let t = licensed(s, "bench-tokens", 1, 100).await.remove(0);
+    let users: Vec<String> = (0..100).map(|i| format!("u{i:03}")).collect();
+    for u in &users {
+        assert_eq!(s.create_member(&t, &member_body(u, &[])).await.0, 201);
+    }
+    s.settle(&t).await;
+    let (first, first_signs, first_lat) = token_reads(s, counter, kms, &t, &users, 1).await;
+    row(&[
+        "member tokens, first read of each of 100 members (signed, cached on the member)".into(),
+        format!("{first_signs} KMS signatures; {:.2} DynamoDB requests a read ({first:?}); p50 {}, p99 {}", first.values().sum::<u64>() as f64 / 100.0, ms(percentile(&first_lat, 0.5)), ms(percentile(&first_lat, 0.99))),
+    ]);
+    let (again, again_signs, again_lat) = token_reads(s, counter, kms, &t, &users, 5).await;
+    row(&[
+        "member tokens, 500 reads while nothing changed".into(),
+        format!("{again_signs} KMS signatures; {:.2} DynamoDB requests a read ({again:?}); p50 {}, p99 {}", again.values().sum::<u64>() as f64 / 500.0, ms(percentile(&again_lat, 0.5)), ms(percentile(&again_lat, 0.99))),
+    ]);
+    // A seat cut from 100 to 60: 40 members lose access. Every member's
+    // token read three times after.
+    crm(s, &t, 60, 2).await;
+    s.tenant_where(&t, "the cut", |v| v["seats"]["used"] == 60).await;
+    s.settle(&t).await;
+    let (_, cut_signs, _) = token_reads(s, counter, kms, &t, &users, 3).await;
+    let mut lost = 0;
+    for u in &users {
+        let (_, m) = s.member(&t, u).await;
+        lost += usize::from(m["status"] != "active");
+    }
+    row(&[
+        format!("member tokens after a seat cut of 100 to 60 ({lost} members lost access), 300 reads"),
+        format!("{cut_signs} KMS signatures: {:.2} per member whose access changed", cut_signs as f64 / lost.max(1) as f64),
+    ]);
+}
+
 // The measurements.
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -211,8 +278,9 @@ async fn creations(s: &Arc<Stack>, tenants: &[String], total: usize, callers: us
 /// concurrent connections, then `groups` Groups, each user in one, their
 /// members added in batches of 50. Checks that the seat counters are
 /// exact and every member was audited once. (Users/s of the Users, Users/s
-/// over the whole sync, seconds.)
-async fn directory_sync(s: &Arc<Stack>, users: usize, groups: usize, connections: usize) -> (f64, f64, f64) {
+/// over the whole sync, seconds, seconds until provision had chained every
+/// audit record after the last push.)
+async fn directory_sync(s: &Arc<Stack>, users: usize, groups: usize, connections: usize) -> (f64, f64, f64, f64) {
     let t = licensed(s, "bench-directory", 1, u32::try_from(users + 100).unwrap()).await.remove(0);
     let d = s.connect_directory(&t, "bench IdP", None).await;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -270,13 +338,25 @@ async fn directory_sync(s: &Arc<Stack>, users: usize, groups: usize, connections
         w.await.unwrap();
     }
     let took = started.elapsed().as_secs_f64();
-    // Exact counters, each member created once in the trail.
-    s.settle(&t).await;
+    // Exact counters (committed with each push).
     let tenant = s.tenant(&t).await.1;
     assert_eq!(tenant["seats"]["used"].as_u64(), Some(users as u64), "{tenant}");
+    // Provision chains the pushes' audit records behind them (one queued
+    // reconcile a push, ten coalesced a batch): wait for it, however long
+    // moto's FIFO queue takes to hand over a backlog of thousands.
+    let caught_up = Instant::now();
+    loop {
+        let (_, page) = s.get(&format!("/tenants/{t}/audit?after=0&limit=1")).await;
+        if page["pending"].as_u64() == Some(0) {
+            break;
+        }
+        assert!(caught_up.elapsed() < Duration::from_secs(1800), "provision did not chain the sync's records in 30 minutes: {page}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let lag = caught_up.elapsed().as_secs_f64();
     let created = s.audit(&t).await.iter().filter(|r| r["action"] == "member_created").count();
     assert_eq!(created, users, "each member audited once");
-    (users as f64 / users_took, users as f64 / took, took)
+    (users as f64 / users_took, users as f64 / took, took, lag)
 }
 
 /// Licensed tenants, provisioned.
@@ -328,10 +408,16 @@ fn row(cells: &[String]) {
     println!("| {} |", cells.join(" | "));
 }
 
-async fn run(counter: &str) {
+async fn run(counter: &str, kms: Option<&str>) {
     let s = Arc::new(Stack::connect().await);
     println!("\nEntitle end to end, release builds on the local stack (DynamoDB Local, moto, cargo lambda watch), {}", chrono::Utc::now().format("%Y-%m-%d"));
     println!("machine: {} cores\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "tokens") {
+        println!("| measure | figure |");
+        println!("| --- | --- |");
+        tokens(&s, counter, kms.expect("the KMS counter's URL")).await;
+        return;
+    }
 
     // License event -> access visible.
     let t = licensed(&s, "bench-latency", 1, 1).await.remove(0);
@@ -364,10 +450,10 @@ async fn run(counter: &str) {
     ]);
 
     // An identity provider's first sync into one tenant.
-    let (users_rate, sync_rate, took) = directory_sync(&s, 2000, 20, 8).await;
+    let (users_rate, sync_rate, took, lag) = directory_sync(&s, 2000, 20, 8).await;
     row(&[
         "an IdP's first sync into one tenant: 2,000 Users (POST /Users), 20 Groups, their members in PATCH batches of 50, 8 connections".into(),
-        format!("{took:.0} s: {users_rate:.1} Users/s, {sync_rate:.1} Users/s over the whole sync; seat counters exact, each member audited once"),
+        format!("{took:.0} s: {users_rate:.1} Users/s, {sync_rate:.1} Users/s over the whole sync; seat counters exact, each member audited once (all chained {lag:.0} s after the last push)"),
     ]);
     row(&["directory Users/s / POST .../members creations/s (one tenant, same run)".into(), format!("{:.2}x", users_rate / one_rate)]);
 
@@ -389,6 +475,10 @@ async fn run(counter: &str) {
     let cut = requests_of(counter, 5, crm(&s, &fresh, 0, 2)).await;
     let total: u64 = cut.values().sum();
     row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
+
+    if let Some(kms) = kms {
+        tokens(&s, counter, kms).await;
+    }
 
     // Cold starts.
     for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
