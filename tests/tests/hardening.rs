@@ -862,13 +862,18 @@ fn grants(template: &Value, function: &str) -> BTreeMap<String, BTreeSet<String>
                 r => vec![r.clone()],
             };
             for r in resources {
-                let logical = match &r {
-                    Value::Object(o) if o.contains_key("GetAtt") => o["GetAtt"].as_str().map(|s| s.split('.').next().unwrap().to_string()),
-                    Value::Object(o) if o.contains_key("Ref") => o["Ref"].as_str().map(str::to_string),
-                    Value::Object(o) if o.contains_key("Sub") => o["Sub"].as_str().and_then(|s| s.strip_prefix("${")).map(|s| s.split(['.', '}']).next().unwrap().to_string() + "/sub"),
-                    Value::String(s) => Some(s.clone()),
-                    _ => None,
-                };
+                fn logical(r: &Value) -> Option<String> {
+                    match r {
+                        Value::Object(o) if o.contains_key("GetAtt") => o["GetAtt"].as_str().map(|s| s.split('.').next().unwrap().to_string()),
+                        Value::Object(o) if o.contains_key("Ref") => o["Ref"].as_str().map(str::to_string),
+                        Value::Object(o) if o.contains_key("Sub") => o["Sub"].as_str().and_then(|s| s.strip_prefix("${")).map(|s| s.split(['.', '}']).next().unwrap().to_string() + "/sub"),
+                        // `!If [UsesTemplateTokenKey, !GetAtt Key.Arn, !Ref KeyArnParameter]`: the template's resource.
+                        Value::Object(o) if o.contains_key("If") => logical(&o["If"][1]),
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    }
+                }
+                let logical = logical(&r);
                 if let Some(l) = logical {
                     out.entry(l).or_default().extend(actions.iter().cloned());
                 }
