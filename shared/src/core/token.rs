@@ -54,8 +54,11 @@ pub struct MemberClaims {
     pub iat: i64,
     pub exp: i64,
     /// The tenant's audit position (chain head) the token was cut from:
-    /// an app drops a cached token older than the `seq` of a
-    /// `member.access_changed` event about its member.
+    /// an app fetches a cached token again (once) when a
+    /// `member.access_changed` event about its member has a greater `seq`.
+    /// (A token fetched after the event reflects the change, even when its
+    /// `audit_seq` is below the event's: the change may have been chained
+    /// after the token was cut.)
     pub audit_seq: u64,
 }
 
