@@ -19,7 +19,7 @@
 //!
 //! usage: bench-e2e proxy PORT UPSTREAM                  a request counter (started before the stack)
 //!        bench-e2e run COUNTER_URL [KMS_COUNTER_URL]    the measurements (ENTITLE_STACK_ENV points at the stack;
-//!                                                       BENCH_ONLY=tokens: the tokens' rows alone)
+//!                                                       BENCH_ONLY=tokens,directory,...: those sections alone)
 
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
@@ -412,14 +412,14 @@ async fn run(counter: &str, kms: Option<&str>) {
     let s = Arc::new(Stack::connect().await);
     println!("\nEntitle end to end, release builds on the local stack (DynamoDB Local, moto, cargo lambda watch), {}", chrono::Utc::now().format("%Y-%m-%d"));
     println!("machine: {} cores\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "tokens") {
-        println!("| measure | figure |");
-        println!("| --- | --- |");
-        tokens(&s, counter, kms.expect("the KMS counter's URL")).await;
-        return;
-    }
+    // BENCH_ONLY=a,b: those sections alone (latency, creations, directory, requests, tokens, cold).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let want = |section: &str| only.is_empty() || only.split(',').any(|o| o.trim() == section);
+    println!("| measure | figure |");
+    println!("| --- | --- |");
 
     // License event -> access visible.
+    if want("latency") {
     let t = licensed(&s, "bench-latency", 1, 1).await.remove(0);
     idle(counter).await;
     let mut latencies = Vec::new();
@@ -431,33 +431,48 @@ async fn run(counter: &str, kms: Option<&str>) {
         latencies.push(at.elapsed());
     }
     latencies.sort();
-    println!("| measure | figure |");
-    println!("| --- | --- |");
     row(&["license event -> access visible (CRM record to the access API), 40 changes".into(), format!("p50 {}, p99 {}", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)))]);
 
-    // Account creations: ten tenants, then one, each from a quiet stack.
-    let ten = licensed(&s, "bench-ten", 10, 10_000).await;
-    let one = licensed(&s, "bench-one", 1, 10_000).await;
-    idle(counter).await;
-    let (ten_rate, ten_p50, ten_p99) = creations(&s, &ten, 300, 16).await;
-    idle(counter).await;
-    let (one_rate, one_p50, one_p99) = creations(&s, &one, 300, 16).await;
-    row(&["account creations, 16 callers, 300 spread over ten tenants".into(), format!("{ten_rate:.1}/s, p50 {}, p99 {}", ms(ten_p50), ms(ten_p99))]);
-    row(&["account creations, 16 callers, 300 into one tenant".into(), format!("{one_rate:.1}/s, p50 {}, p99 {}", ms(one_p50), ms(one_p99))]);
-    row(&[
-        "one tenant / ten tenants".into(),
-        format!("{:.2}x the creations/s, {:.2}x the p99", one_rate / ten_rate, one_p99.as_secs_f64() / ten_p99.as_secs_f64()),
-    ]);
+    }
+
+    // Account creations: ten tenants, then one, each from a quiet stack
+    // (one tenant's also for the directory's ratio).
+    let mut one_rate = 0.0;
+    if want("creations") || want("directory") {
+        let one = licensed(&s, "bench-one", 1, 10_000).await;
+        let mut ten_figures = None;
+        if want("creations") {
+            let ten = licensed(&s, "bench-ten", 10, 10_000).await;
+            idle(counter).await;
+            ten_figures = Some(creations(&s, &ten, 300, 16).await);
+        }
+        idle(counter).await;
+        let (rate, one_p50, one_p99) = creations(&s, &one, 300, 16).await;
+        one_rate = rate;
+        if let Some((ten_rate, ten_p50, ten_p99)) = ten_figures {
+            row(&["account creations, 16 callers, 300 spread over ten tenants".into(), format!("{ten_rate:.1}/s, p50 {}, p99 {}", ms(ten_p50), ms(ten_p99))]);
+            row(&["account creations, 16 callers, 300 into one tenant".into(), format!("{one_rate:.1}/s, p50 {}, p99 {}", ms(one_p50), ms(one_p99))]);
+            row(&[
+                "one tenant / ten tenants".into(),
+                format!("{:.2}x the creations/s, {:.2}x the p99", one_rate / ten_rate, one_p99.as_secs_f64() / ten_p99.as_secs_f64()),
+            ]);
+        } else {
+            row(&["account creations, 16 callers, 300 into one tenant".into(), format!("{one_rate:.1}/s, p50 {}, p99 {}", ms(one_p50), ms(one_p99))]);
+        }
+    }
 
     // An identity provider's first sync into one tenant.
+    if want("directory") {
     let (users_rate, sync_rate, took, lag) = directory_sync(&s, 2000, 20, 8).await;
     row(&[
         "an IdP's first sync into one tenant: 2,000 Users (POST /Users), 20 Groups, their members in PATCH batches of 50, 8 connections".into(),
         format!("{took:.0} s: {users_rate:.1} Users/s, {sync_rate:.1} Users/s over the whole sync; seat counters exact, each member audited once (all chained {lag:.0} s after the last push)"),
     ]);
     row(&["directory Users/s / POST .../members creations/s (one tenant, same run)".into(), format!("{:.2}x", users_rate / one_rate)]);
+    }
 
     // DynamoDB requests per change, counted on the wire.
+    if want("requests") {
     let fresh = unique("bench-req");
     let license = requests_of(counter, 2, crm(&s, &fresh, 100, 1)).await;
     row(&["DynamoDB requests: a license change (ingest, then its reconcile)".into(), format!("{} ({license:?})", license.values().sum::<u64>())]);
@@ -476,11 +491,14 @@ async fn run(counter: &str, kms: Option<&str>) {
     let total: u64 = cut.values().sum();
     row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
 
-    if let Some(kms) = kms {
-        tokens(&s, counter, kms).await;
+    }
+
+    if want("tokens") {
+        tokens(&s, counter, kms.expect("the KMS counter's URL (dev/bench-e2e.sh starts it)")).await;
     }
 
     // Cold starts.
+    if want("cold") {
     for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
         let mut runs = Vec::new();
         for _ in 0..3 {
@@ -489,6 +507,7 @@ async fn run(counter: &str, kms: Option<&str>) {
         runs.sort();
         let (time, rss) = runs[1];
         row(&[format!("cold start of {function} (release; to its first invocation/next, median of 3)"), format!("{}, {:.1} MiB resident", ms(time), rss as f64 / 1024.0)]);
+    }
     }
     let _ = Value::Null;
 }
