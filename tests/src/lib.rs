@@ -330,6 +330,14 @@ impl Stack {
         .unwrap_or_default()
     }
 
+    /// Licenses `tenant` by a CRM record (version 1, see [`crm_license`])
+    /// and waits until its seats are provisioned.
+    pub async fn crm_licensed(&self, tenant: &str, tier: &str, seats: u64) {
+        let (code, answer) = self.crm(&crm_license(tenant, 1, tier, seats)).await;
+        assert_eq!((code, answer["status"].as_str()), (200, Some("applied")), "{answer}");
+        self.tenant_where(tenant, "the license provisioned", |v| v["seats"]["total"] == seats).await;
+    }
+
     pub async fn crm(&self, record: &Value) -> (u16, Value) {
         let body = serde_json::to_vec(record).unwrap();
         let sig = sign(&self.crm_secret, now(), &body);
@@ -568,6 +576,14 @@ pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000_000;
     format!("{prefix}-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A CRM license record as the tests send it: `crm-lic-1` of `tier` with
+/// `seats`, version `version`, running from 2026 to well past every sweep.
+pub fn crm_license(tenant: &str, version: i64, tier: &str, seats: u64) -> Value {
+    serde_json::json!({"event_id": format!("crm-{tenant}-{version}"), "tenant_id": tenant, "license_id": "crm-lic-1", "tier": tier,
+        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(),
+        "status": "active", "source_version": version})
 }
 
 pub fn member_body(user: &str, groups: &[&str]) -> Value {

@@ -5,7 +5,7 @@
 //! and the public conformance checkers (`scim2 test`, `scim-sanity probe`).
 
 use entitle_tests::directory::encode;
-use entitle_tests::{far_future, member_body, unique, Stack};
+use entitle_tests::{member_body, unique, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -15,16 +15,7 @@ const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
-fn crm(t: &str, version: i64, seats: u64) -> Value {
-    json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(),
-        "status": "active", "source_version": version})
-}
 
-async fn licensed(s: &Stack, t: &str, seats: u64) {
-    assert_eq!(s.crm(&crm(t, 1, seats)).await.1["status"], "applied");
-    s.tenant_where(t, "the license provisioned", |v| v["seats"]["total"] == seats).await;
-}
 
 /// Okta's create request (its SCIM 2.0 guide,
 /// https://developer.okta.com/docs/api/openapi/okta-scim/guides/scim-20): a
@@ -63,7 +54,7 @@ fn records<'a>(audit: &'a [Value], action: &str) -> Vec<&'a Value> {
 async fn okta_provisions_updates_deactivates_and_groups_a_user() {
     let s = Stack::connect().await;
     let t = unique("okta");
-    licensed(&s, &t, 3).await;
+    s.crm_licensed(&t, "team", 3).await;
     let d = s.connect_directory(&t, "Okta", None).await;
     // Lookup first: nobody.
     let lookup = d.get(&format!("/Users?filter={}&startIndex=1&count=100", encode("userName eq \"test.user@okta.local\""))).await;
@@ -160,7 +151,7 @@ async fn okta_provisions_updates_deactivates_and_groups_a_user() {
 async fn entra_id_provisions_in_its_own_dialect() {
     let s = Stack::connect().await;
     let t = unique("entra");
-    licensed(&s, &t, 10).await;
+    s.crm_licensed(&t, "team", 10).await;
     let d = s.connect_directory(&t, "Entra ID", None).await;
     // Test connection: a random user by externalId (the older unquoted form too), 200 and empty.
     assert!(d.users_where("externalId eq \"0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef\"").await.is_empty());
@@ -267,7 +258,7 @@ async fn entra_id_provisions_in_its_own_dialect() {
 async fn pushes_follow_the_seat_rules_in_both_modes_and_never_evict() {
     let s = Stack::connect().await;
     let t = unique("admit");
-    licensed(&s, &t, 2).await;
+    s.crm_licensed(&t, "team", 2).await;
     let tap = s.event_tap().await;
     for u in ["holder1", "holder2"] {
         assert_eq!(s.create_member(&t, &member_body(u, &[])).await.0, 201);
@@ -324,8 +315,8 @@ async fn pushes_follow_the_seat_rules_in_both_modes_and_never_evict() {
 async fn tokens_rotate_without_downtime_revoke_and_never_cross_tenants() {
     let s = Stack::connect().await;
     let (a, b) = (unique("toka"), unique("tokb"));
-    licensed(&s, &a, 5).await;
-    licensed(&s, &b, 5).await;
+    s.crm_licensed(&a, "team", 5).await;
+    s.crm_licensed(&b, "team", 5).await;
     let d = s.connect_directory(&a, "okta", None).await;
     let other = s.connect_directory(&b, "okta", None).await;
     assert!(d.token.starts_with("entd_"));
@@ -379,7 +370,7 @@ async fn tokens_rotate_without_downtime_revoke_and_never_cross_tenants() {
 async fn bad_pushes_are_refused_with_scim_errors_and_change_nothing() {
     let s = Stack::connect().await;
     let t = unique("badscim");
-    licensed(&s, &t, 5).await;
+    s.crm_licensed(&t, "team", 5).await;
     let d = s.connect_directory(&t, "okta", None).await;
     let u = d.create_user(&okta_user("ok@bad.test", "okuser")).await;
     let id = u["id"].as_str().unwrap();
@@ -460,7 +451,7 @@ async fn stored(s: &Stack, t: &str) -> Vec<String> {
 async fn concurrent_pushes_of_one_user_make_one_member() {
     let s = Arc::new(Stack::connect().await);
     let t = unique("race");
-    licensed(&s, &t, 3).await;
+    s.crm_licensed(&t, "team", 3).await;
     let d = s.connect_directory(&t, "entra", None).await;
     for round in 0..3 {
         let body = okta_user(&format!("same{round}@race.test"), &format!("same{round}"));
@@ -530,7 +521,7 @@ fn scim2_results(out: &str) -> Vec<(String, String, String)> {
 async fn the_public_conformance_checkers_pass() {
     let s = Stack::connect().await;
     let t = unique("conform");
-    licensed(&s, &t, 500).await;
+    s.crm_licensed(&t, "team", 500).await;
     let d = s.connect_directory(&t, "conformance", None).await;
     let header = format!("Authorization: Bearer {}", d.token);
     let (_, out) = checker("scim2", &["--url", &d.base, "test"], &[("SCIM_CLI_HEADERS", &header)]).await;

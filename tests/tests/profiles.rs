@@ -7,18 +7,13 @@
 //! from the server's own store, past the profile's restrictions: what the
 //! target really holds.
 
-use entitle_tests::{far_future, member_body, unique, Stack};
+use entitle_tests::{crm_license, member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const PROFILES: [&str; 7] = ["generic", "aws-identity-center", "slack", "github-emu", "google", "atlassian", "salesforce"];
 
-fn crm(t: &str, version: i64, tier: &str, seats: u64) -> Value {
-    json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": tier,
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(),
-        "status": "active", "source_version": version})
-}
 
 /// A user as the target stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +123,7 @@ fn members(store: &Store, group: &str) -> BTreeSet<String> {
 async fn lifecycle(profile: &'static str) {
     let s = Stack::connect().await;
     let t = unique(&format!("p-{}", &profile[..3]));
-    assert_eq!(s.crm(&crm(&t, 1, "business", 3)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 1, "business", 3)).await.1["status"], "applied");
     s.tenant_where(&t, "business, three seats", |v| v["seats"]["total"] == 3).await;
     for (u, groups) in [("a", vec!["finance"]), ("b", vec![]), ("c", vec![])] {
         assert_eq!(s.create_member(&t, &member_body(u, &groups)).await.1["status"], "active");
@@ -149,11 +144,11 @@ async fn lifecycle(profile: &'static str) {
         .await;
 
     // A role change, the seat kept: business -> team takes billing-admin away.
-    assert_eq!(s.crm(&crm(&t, 2, "team", 3)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 2, "team", 3)).await.1["status"], "applied");
     account.until(&s, "a out of billing-admin, still a member", |st| members(st, "entitle-billing-admin").is_empty() && members(st, "entitle-member") == set(&["a", "b", "c"])).await;
 
     // A seat cut: c, the most recently seated, loses its seat: deactivated, out of member.
-    assert_eq!(s.crm(&crm(&t, 3, "team", 2)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 3, "team", 2)).await.1["status"], "applied");
     account.until(&s, "c deactivated, out of member", |st| st.users.get("c").is_some_and(|h| !h.active) && members(st, "entitle-member") == set(&["a", "b"])).await;
 
     // A removal: b's user is deleted where the target deletes, deactivated
@@ -243,7 +238,7 @@ async fn lifecycle_on_salesforce() {
 async fn a_target_that_contradicts_its_profile_is_reported_not_trusted() {
     let s = Stack::connect().await;
     let t = unique("contra");
-    assert_eq!(s.crm(&crm(&t, 1, "team", 2)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 1, "team", 2)).await.1["status"], "applied");
     s.tenant_where(&t, "two seats", |v| v["seats"]["total"] == 2).await;
     for u in ["a", "b"] {
         s.create_member(&t, &member_body(u, &[])).await;
@@ -252,7 +247,7 @@ async fn a_target_that_contradicts_its_profile_is_reported_not_trusted() {
     let body = json!({"base_url": account.base, "token": account.token, "mapping": {"group_prefix": "entitle-"}});
     assert_eq!(s.put_target(&t, "idp", &body).await.0, 201);
     account.until(&s, "a and b in member", |st| members(st, "entitle-member") == set(&["a", "b"])).await;
-    assert_eq!(s.crm(&crm(&t, 2, "team", 1)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 2, "team", 1)).await.1["status"], "applied");
     account.until(&s, "b out of member", |st| members(st, "entitle-member") == set(&["a"]) && st.users.get("b").is_some_and(|h| !h.active)).await;
     // The next drift repair sees the member group listed empty although a,
     // delivered, belongs in it.
@@ -277,7 +272,7 @@ async fn a_target_that_contradicts_its_profile_is_reported_not_trusted() {
 async fn an_irreversible_delete_is_sent_only_when_configured() {
     let s = Stack::connect().await;
     let t = unique("ghdel");
-    assert_eq!(s.crm(&crm(&t, 1, "team", 2)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 1, "team", 2)).await.1["status"], "applied");
     s.tenant_where(&t, "two seats", |v| v["seats"]["total"] == 2).await;
     s.create_member(&t, &member_body("a", &[])).await;
     let account = Account::new(&s, "github-emu", &t);

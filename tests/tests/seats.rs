@@ -2,21 +2,12 @@
 //! seats the documented order says, and the tenant's admin decides who
 //! holds seats (`PUT /tenants/{tenant}/members/{user}/seat`).
 
-use entitle_tests::{far_future, member_body, unique, Stack};
+use entitle_tests::{crm_license, member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn crm(t: &str, version: i64, seats: u64) -> Value {
-    json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(),
-        "status": "active", "source_version": version})
-}
 
-async fn licensed(s: &Stack, t: &str, seats: u64) {
-    assert_eq!(s.crm(&crm(t, 1, seats)).await.1["status"], "applied");
-    s.tenant_where(t, "the license provisioned", |v| v["seats"]["total"] == seats).await;
-}
 
 /// The members' statuses as the app reads them, once provision has caught up.
 async fn statuses(s: &Stack, t: &str, users: &[String]) -> BTreeMap<String, String> {
@@ -43,7 +34,7 @@ async fn every_seat_promised_at_creation_is_kept_five_times_over() {
     let s = Arc::new(Stack::connect().await);
     for round in 0..5 {
         let t = unique(&format!("promise{round}"));
-        licensed(&s, &t, 20).await;
+        s.crm_licensed(&t, "team", 20).await;
         let creations: Vec<_> = (0..50)
             .map(|i| {
                 let (s, t) = (s.clone(), t.clone());
@@ -77,18 +68,18 @@ async fn every_seat_promised_at_creation_is_kept_five_times_over() {
 async fn a_cut_takes_the_most_recently_seated_and_keeps_owners() {
     let s = Stack::connect().await;
     let t = unique("cut4");
-    licensed(&s, &t, 4).await;
+    s.crm_licensed(&t, "team", 4).await;
     for (u, groups) in [("a", vec![]), ("b", vec![]), ("o", vec!["owners"]), ("d", vec![])] {
         assert_eq!(s.create_member(&t, &member_body(u, &groups)).await.1["status"], "active");
     }
-    assert_eq!(s.crm(&crm(&t, 2, 3)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 2, "team", 3)).await.1["status"], "applied");
     let users: Vec<String> = ["a", "b", "o", "d"].map(String::from).to_vec();
     let want = |pairs: &[(&str, &str)]| pairs.iter().map(|(u, st)| (u.to_string(), st.to_string())).collect::<BTreeMap<_, _>>();
     assert_eq!(statuses(&s, &t, &users).await, want(&[("a", "active"), ("b", "active"), ("o", "active"), ("d", "pending_seat")]));
-    assert_eq!(s.crm(&crm(&t, 3, 1)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 3, "team", 1)).await.1["status"], "applied");
     assert_eq!(statuses(&s, &t, &users).await, want(&[("a", "pending_seat"), ("b", "pending_seat"), ("o", "active"), ("d", "pending_seat")]));
     // Two seats again: the line in order (d cut first, then a before b).
-    assert_eq!(s.crm(&crm(&t, 4, 2)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 4, "team", 2)).await.1["status"], "applied");
     assert_eq!(statuses(&s, &t, &users).await, want(&[("a", "pending_seat"), ("b", "pending_seat"), ("o", "active"), ("d", "active")]));
     let audit = s.audit(&t).await;
     let cut: Vec<&str> = records(&audit, "member_access_changed").iter().filter(|r| r["rule"].as_str().unwrap().starts_with("seat cut")).map(|r| r["subject"].as_str().unwrap()).collect();
@@ -101,7 +92,7 @@ async fn a_cut_takes_the_most_recently_seated_and_keeps_owners() {
 async fn the_tenants_admin_gives_pins_and_releases_seats() {
     let s = Stack::connect().await;
     let t = unique("pin");
-    licensed(&s, &t, 3).await;
+    s.crm_licensed(&t, "team", 3).await;
     for u in ["a", "b", "c", "d", "e"] {
         s.create_member(&t, &member_body(u, &[])).await;
     }
@@ -122,7 +113,7 @@ async fn the_tenants_admin_gives_pins_and_releases_seats() {
     assert_eq!((code, again["seat"].clone()), (200, d["seat"].clone()), "{again}");
 
     // A cut to two: d (pinned) keeps its seat, b (seated before c) keeps its; c's goes.
-    assert_eq!(s.crm(&crm(&t, 2, 2)).await.1["status"], "applied");
+    assert_eq!(s.crm(&crm_license(&t, 2, "team", 2)).await.1["status"], "applied");
     let users: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
     let seen = statuses(&s, &t, &users).await;
     assert_eq!(seen.values().map(String::as_str).collect::<Vec<_>>(), ["pending_seat", "active", "pending_seat", "active", "pending_seat"], "{seen:?}");
@@ -167,9 +158,7 @@ async fn the_tenants_admin_gives_pins_and_releases_seats() {
 async fn a_group_change_gives_the_new_roles_and_keeps_the_seat() {
     let s = Stack::connect().await;
     let t = unique("groups");
-    assert_eq!(s.crm(&json!({"event_id": format!("crm-{t}-1"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "business",
-        "seats": 1, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(), "status": "active", "source_version": 1})).await.1["status"], "applied");
-    s.tenant_where(&t, "one seat", |v| v["seats"]["total"] == 1).await;
+    s.crm_licensed(&t, "business", 1).await;
     for u in ["a", "b"] {
         s.create_member(&t, &member_body(u, &[])).await;
     }
