@@ -32,6 +32,15 @@ fn delete(table: &str, pk: String, sk: String, condition: &str, values: Vec<(&st
     TransactWriteItem::builder().delete(d.build().expect("table, key set")).build()
 }
 
+/// A put of a versioned item: a new one (`if_rev` None: none there yet) or
+/// the next version of the one at revision `if_rev`.
+fn put_at_rev(table: &str, item: Vec<(&str, AttributeValue)>, if_rev: Option<u64>) -> TransactWriteItem {
+    match if_rev {
+        None => put(table, item, Some("attribute_not_exists(pk)"), vec![]),
+        Some(r) => put(table, item, Some("rev = :rev"), vec![(":rev", n(r))]),
+    }
+}
+
 fn put(table: &str, item: Vec<(&str, AttributeValue)>, condition: Option<&str>, values: Vec<(&str, AttributeValue)>) -> TransactWriteItem {
     put_named(table, item, condition, values, &[])
 }
@@ -265,11 +274,7 @@ impl Dynamo {
                 put(t, with_due(attrs, &pk, &sk, due), None, vec![])
             }
             Write::Connection { connection: c, if_rev } => {
-                let attrs = vec![("pk", s(directory_pk(tenant))), ("sk", s(connection_sk(&c.id))), ("connection", s(to_json(c))), ("rev", n(c.rev))];
-                match if_rev {
-                    None => put(t, attrs, Some("attribute_not_exists(pk)"), vec![]),
-                    Some(r) => put(t, attrs, Some("rev = :rev"), vec![(":rev", n(r))]),
-                }
+                put_at_rev(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(connection_sk(&c.id))), ("connection", s(to_json(c))), ("rev", n(c.rev))], *if_rev)
             }
             Write::RemoveConnection { id, rev } => delete(t, directory_pk(tenant), connection_sk(id), "rev = :rev", vec![(":rev", n(rev))]),
             Write::ClaimUserName { user_name, user } => put(
@@ -279,13 +284,7 @@ impl Dynamo {
                 vec![(":u", s(user.as_str()))],
             ),
             Write::ReleaseUserName { user_name, user } => delete(t, directory_pk(tenant), user_name_sk(user_name), "attribute_not_exists(pk) OR user_id = :u", vec![(":u", s(user.as_str()))]),
-            Write::Group { group: g, if_rev } => {
-                let attrs = vec![("pk", s(directory_pk(tenant))), ("sk", s(group_sk(&g.id))), ("group", s(to_json(g))), ("rev", n(g.rev))];
-                match if_rev {
-                    None => put(t, attrs, Some("attribute_not_exists(pk)"), vec![]),
-                    Some(r) => put(t, attrs, Some("rev = :rev"), vec![(":rev", n(r))]),
-                }
-            }
+            Write::Group { group: g, if_rev } => put_at_rev(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(group_sk(&g.id))), ("group", s(to_json(g))), ("rev", n(g.rev))], *if_rev),
             Write::RemoveGroup { id, rev } => delete(t, directory_pk(tenant), group_sk(id), "rev = :rev", vec![(":rev", n(rev))]),
             Write::ClaimGroupName { name, group } => put(
                 t,

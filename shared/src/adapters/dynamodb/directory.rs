@@ -51,8 +51,7 @@ impl Directories for Dynamo {
 
     async fn connections(&self, tenant: &TenantId) -> Result<Vec<Connection>, PortError> {
         let pk = directory_pk(tenant);
-        let q = self.client.query().table_name(&self.state).key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":pk", s(&pk)).expression_attribute_values(":p", s("CONN#")).consistent_read(true);
-        all_items(q).await?.iter().map(|i| required(i, "connection", &pk)).collect()
+        self.query_partition(pk.clone(), "CONN#").await?.iter().map(|i| required(i, "connection", &pk)).collect()
     }
 
     async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
@@ -81,34 +80,13 @@ impl Directories for Dynamo {
 
     async fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<DirGroup>, Option<String>), PortError> {
         let pk = directory_pk(tenant);
-        let mut q = self
-            .client
-            .query()
-            .table_name(&self.state)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":p", s("G#"))
-            .consistent_read(true)
-            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
-        if let Some(a) = after {
-            q = q.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(group_sk(a)));
-        }
-        let out = q.send().await.map_err(failed("Query"))?;
-        let groups = out.items.unwrap_or_default().iter().map(|i| required::<DirGroup>(i, "group", &pk)).collect::<Result<Vec<_>, _>>()?;
-        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(|sk| sk.trim_start_matches("G#").to_string());
-        Ok((groups, next))
+        let (items, next) = self.query_page(pk.clone(), "G#", after.map(group_sk), limit).await?;
+        let groups = items.iter().map(|i| required::<DirGroup>(i, "group", &pk)).collect::<Result<Vec<_>, _>>()?;
+        Ok((groups, next.map(|sk| sk.trim_start_matches("G#").to_string())))
     }
 
     async fn group_members(&self, tenant: &TenantId, group: &str) -> Result<Vec<Edge>, PortError> {
         let pk = directory_pk(tenant);
-        let q = self
-            .client
-            .query()
-            .table_name(&self.state)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":p", s(format!("GM#{group}#")))
-            .consistent_read(true);
-        all_items(q).await?.iter().map(|i| required(i, "edge", &pk)).collect()
+        self.query_partition(pk.clone(), &format!("GM#{group}#")).await?.iter().map(|i| required(i, "edge", &pk)).collect()
     }
 }

@@ -108,6 +108,27 @@ impl Dynamo {
         };
         all_items(query.consistent_read(true)).await
     }
+
+    /// One page (at most `limit` items) of a partition's items whose sort
+    /// key starts with `prefix`, after the sort key `after`, read
+    /// consistently: (items, the last sort key read when there may be more).
+    pub(crate) async fn query_page(&self, pk: String, prefix: &str, after: Option<String>, limit: usize) -> Result<(Vec<Item>, Option<String>), PortError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":p", s(prefix))
+            .consistent_read(true)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        if let Some(sk) = after {
+            query = query.exclusive_start_key("pk", s(pk)).exclusive_start_key("sk", s(sk));
+        }
+        let out = query.send().await.map_err(failed("Query"))?;
+        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(str::to_string);
+        Ok((out.items.unwrap_or_default(), next))
+    }
 }
 
 /// Every item a query finds, all pages.

@@ -113,22 +113,8 @@ impl Tenants for Dynamo {
 
     async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
         let pk = tenant_pk(tenant);
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.state)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-            .expression_attribute_values(":pk", s(&pk))
-            .expression_attribute_values(":p", s("MEM#"))
-            .consistent_read(true)
-            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
-        if let Some(sk) = after {
-            query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(sk));
-        }
-        let out = query.send().await.map_err(failed("Query"))?;
-        let items = out.items.unwrap_or_default();
+        let (items, next) = self.query_page(pk.clone(), "MEM#", after.map(str::to_string), limit).await?;
         let members = items.iter().map(|i| member_from_item(i, &format!("{pk}/{}", get_s(i, "sk").unwrap_or_default()))).collect::<Result<Vec<_>, _>>()?;
-        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(str::to_string);
         Ok((members, next))
     }
 
