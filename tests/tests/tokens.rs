@@ -11,16 +11,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn crm(t: &str, tier: &str, seats: u64) -> Value {
-    json!({"event_id": format!("crm-{t}-1"), "tenant_id": t, "license_id": "crm-lic-1", "tier": tier,
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": far_future(),
-        "status": "active", "source_version": 1})
-}
 
-async fn licensed(s: &Stack, t: &str, tier: &str, seats: u64) {
-    assert_eq!(s.crm(&crm(t, tier, seats)).await.1["status"], "applied");
-    s.tenant_where(t, "the license provisioned", |v| v["seats"]["total"] == seats).await;
-}
 
 /// `GET .../members/{user}/token`: (the answer, its claims).
 async fn token(s: &Stack, t: &str, u: &str) -> (Value, Value) {
@@ -32,29 +23,9 @@ async fn token(s: &Stack, t: &str, u: &str) -> (Value, Value) {
 
 /// A JWS's claims, read without verifying (what the test compares).
 fn payload(jws: &str) -> Value {
-    use std::io::Read;
+    use base64::Engine;
     let part = jws.split('.').nth(1).expect("a compact JWS");
-    let std: String = part.chars().map(|c| match c { '-' => '+', '_' => '/', c => c }).collect();
-    let padded = format!("{std}{}", "=".repeat((4 - std.len() % 4) % 4));
-    let mut out = Vec::new();
-    base64_decode(&padded).as_slice().read_to_end(&mut out).unwrap();
-    serde_json::from_slice(&out).expect("claims are JSON")
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    const A: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.chars().filter(|&c| c != '=') {
-        bits = (bits << 6) | A.find(c).expect("base64") as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("claims are JSON")
 }
 
 fn jwks_url(s: &Stack) -> String {
@@ -127,7 +98,7 @@ async fn a_member_token_says_what_the_access_api_says_and_changes_with_access() 
     let s = Stack::connect().await;
     let t = unique("tok");
     let tap = s.event_tap().await;
-    licensed(&s, &t, "business", 2).await;
+    s.crm_licensed(&t, "business", 2).await;
     for (u, g) in [("ann", vec!["admins"]), ("bob", vec![]), ("cal", vec![])] {
         assert_eq!(s.create_member(&t, &member_body(u, &g)).await.0, 201);
     }
@@ -210,8 +181,8 @@ async fn a_member_token_says_what_the_access_api_says_and_changes_with_access() 
 async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens() {
     let s = Stack::connect().await;
     let (t, other) = (unique("tokv"), unique("tokw"));
-    licensed(&s, &t, "team", 3).await;
-    licensed(&s, &other, "team", 3).await;
+    s.crm_licensed(&t, "team", 3).await;
+    s.crm_licensed(&other, "team", 3).await;
     assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
     assert_eq!(s.create_member(&other, &member_body("ann", &[])).await.0, 201);
     s.settle(&t).await;
@@ -229,7 +200,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     // change does not re-sign; so that the test does not depend on the
     // cache, ann of a third tenant that has no token yet.)
     let third = unique("tokx");
-    licensed(&s, &third, "team", 3).await;
+    s.crm_licensed(&third, "team", 3).await;
     assert_eq!(s.create_member(&third, &member_body("ann", &[])).await.0, 201);
     s.settle(&third).await;
     let (code, answer) = access_once(&short, &format!("/tenants/{third}/members/ann/token")).await;
@@ -263,7 +234,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     let mut foreign = function_env();
     foreign.insert("TOKEN_SIGNING_KEY_ID".into(), foreign_arn.clone());
     let fourth = unique("toky");
-    licensed(&s, &fourth, "team", 3).await;
+    s.crm_licensed(&fourth, "team", 3).await;
     assert_eq!(s.create_member(&fourth, &member_body("ann", &[])).await.0, 201);
     s.settle(&fourth).await;
     let (code, answer) = access_once(&foreign, &format!("/tenants/{fourth}/members/ann/token")).await;
@@ -305,7 +276,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
 async fn a_key_rotation_keeps_old_tokens_verifiable_until_the_old_key_is_dropped() {
     let s = Stack::connect().await;
     let t = unique("rot");
-    licensed(&s, &t, "team", 3).await;
+    s.crm_licensed(&t, "team", 3).await;
     assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
     s.settle(&t).await;
     let iss = issuer();
@@ -417,7 +388,7 @@ async fn license_files_for_a_contract_tenant_and_a_stripe_tenant() {
 async fn each_deployment_of_access_serves_its_own_routes() {
     let s = Stack::connect().await;
     let t = unique("routes");
-    licensed(&s, &t, "team", 3).await;
+    s.crm_licensed(&t, "team", 3).await;
     assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
     for (routes, path, want) in [
         ("jwks", "/.well-known/jwks.json".to_string(), 200),

@@ -124,6 +124,11 @@ async fn dynamodb_requests(counter: &str) -> BTreeMap<String, u64> {
     all.into_iter().filter(|(k, _)| k.starts_with("DynamoDB_")).map(|(k, v)| (k.trim_start_matches("DynamoDB_20120810.").to_string(), v)).collect()
 }
 
+/// The requests counted between two readings of the counter, by operation.
+fn since(before: &BTreeMap<String, u64>, now: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    now.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
+}
+
 /// Waits until no function has made a request for three seconds (the
 /// queue drained: what was measured before is done).
 async fn idle(counter: &str) {
@@ -145,7 +150,7 @@ async fn requests_of<F: std::future::Future<Output = ()>>(counter: &str, writes:
     idle(counter).await;
     let before = dynamodb_requests(counter).await;
     act.await;
-    let delta = |now: &BTreeMap<String, u64>| -> BTreeMap<String, u64> { now.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect() };
+    let delta = |now: &BTreeMap<String, u64>| since(&before, now);
     let start = Instant::now();
     let mut last = delta(&dynamodb_requests(counter).await);
     let mut quiet_since = Instant::now();
@@ -183,7 +188,7 @@ async fn token_reads(s: &Stack, counter: &str, kms: &str, t: &str, users: &[Stri
         }
     }
     let after = dynamodb_requests(counter).await;
-    let delta = after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect();
+    let delta = since(&before, &after);
     latencies.sort();
     (delta, kms_signs(kms).await - signs, latencies)
 }
