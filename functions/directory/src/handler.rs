@@ -95,7 +95,7 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
             Ok(scim(200, &listed(all, &listing)))
         }
         ("POST", ["Groups"]) => {
-            let id = format!("g{}", &entitle::core::audit::hash_of(&format!("{:?}", config::random::<16>()))[..24]);
+            let id = entitle::core::provider::resource::new_group_id(&config::random());
             created(app, &s, s.create_group(&body(req)?, &id).await?, req).await
         }
         ("GET", ["Groups", id]) => {

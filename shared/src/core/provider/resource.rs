@@ -28,6 +28,11 @@ pub const MAX_GROUPS: usize = 100;
 
 pub use crate::core::access::Link;
 
+/// A new directory group's id from random bytes: `g` and 24 hex digits.
+pub fn new_group_id(random: &[u8; 12]) -> String {
+    format!("g{}", hex::encode(random))
+}
+
 /// A directory group, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DirGroup {
