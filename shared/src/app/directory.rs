@@ -435,7 +435,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
         work.extend(leave.iter().filter(|u| !join.contains(u)).filter_map(|u| UserId::parse(u.clone()).ok()).map(|u| (u, false, Value::Null)));
         let n = work.len();
         for batch in work.chunks(CONCURRENCY) {
-            let results = futures_join(batch.iter().map(|(u, joins, entry)| self.regroup_one(g, u, *joins, entry.clone()))).await;
+            let results = futures_util::future::join_all(batch.iter().map(|(u, joins, entry)| self.regroup_one(g, u, *joins, entry.clone()))).await;
             for r in results {
                 r?;
             }
@@ -510,7 +510,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
     async fn settle(&self, g: &DirGroup) -> Result<(), Error> {
         let stale: Vec<Edge> = self.store.group_members(&self.tenant, &g.id).await?.into_iter().filter(|e| e.name != g.name).collect();
         for batch in stale.chunks(CONCURRENCY) {
-            for r in futures_join(batch.iter().map(|e| self.regroup_one(g, &e.user, true, e.entry.clone()))).await {
+            for r in futures_util::future::join_all(batch.iter().map(|e| self.regroup_one(g, &e.user, true, e.entry.clone()))).await {
                 r?;
             }
         }
@@ -629,31 +629,6 @@ fn patch_entries(ops: &[patch::Operation]) -> Vec<(String, Value)> {
         }
     }
     out
-}
-
-/// Runs futures at once (polled together, each awaiting its own
-/// requests) and gathers their results in order.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().map(|r| r.expect("every future finished")).collect()
 }
 
 /// A list answer (RFC 7644 §3.4.2): `startIndex` is 1-based, `count` at
