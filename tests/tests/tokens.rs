@@ -13,6 +13,16 @@ use std::time::Duration;
 
 
 
+/// A new tenant (`prefix`-...) licensed for three seats, with one member,
+/// ann, seated and settled: its id.
+async fn with_ann(s: &Stack, prefix: &str) -> String {
+    let t = unique(prefix);
+    s.crm_licensed(&t, "team", 3).await;
+    assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
+    s.settle(&t).await;
+    t
+}
+
 /// `GET .../members/{user}/token`: (the answer, its claims).
 async fn token(s: &Stack, t: &str, u: &str) -> (Value, Value) {
     let (code, body) = s.get(&format!("/tenants/{t}/members/{u}/token")).await;
@@ -180,13 +190,7 @@ async fn a_member_token_says_what_the_access_api_says_and_changes_with_access() 
 #[tokio::test]
 async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens() {
     let s = Stack::connect().await;
-    let (t, other) = (unique("tokv"), unique("tokw"));
-    s.crm_licensed(&t, "team", 3).await;
-    s.crm_licensed(&other, "team", 3).await;
-    assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
-    assert_eq!(s.create_member(&other, &member_body("ann", &[])).await.0, 201);
-    s.settle(&t).await;
-    s.settle(&other).await;
+    let (t, other) = (with_ann(&s, "tokv").await, with_ann(&s, "tokw").await);
 
     // First the expired one: a deployment whose model gives tokens a minute.
     let dir = std::env::temp_dir().join(unique("model"));
@@ -199,10 +203,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     // (Signed again: the cached token was cut for 15 minutes, but a model
     // change does not re-sign; so that the test does not depend on the
     // cache, ann of a third tenant that has no token yet.)
-    let third = unique("tokx");
-    s.crm_licensed(&third, "team", 3).await;
-    assert_eq!(s.create_member(&third, &member_body("ann", &[])).await.0, 201);
-    s.settle(&third).await;
+    let third = with_ann(&s, "tokx").await;
     let (code, answer) = access_once(&short, &format!("/tenants/{third}/members/ann/token")).await;
     assert_eq!(code, 200, "{answer}");
     let expiring = answer["token"].as_str().unwrap().to_string();
@@ -233,10 +234,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     let foreign_arn = new_key(&s).await;
     let mut foreign = function_env();
     foreign.insert("TOKEN_SIGNING_KEY_ID".into(), foreign_arn.clone());
-    let fourth = unique("toky");
-    s.crm_licensed(&fourth, "team", 3).await;
-    assert_eq!(s.create_member(&fourth, &member_body("ann", &[])).await.0, 201);
-    s.settle(&fourth).await;
+    let fourth = with_ann(&s, "toky").await;
     let (code, answer) = access_once(&foreign, &format!("/tenants/{fourth}/members/ann/token")).await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["kid"].as_str(), Some(kid_of(&foreign_arn).as_str()));
@@ -275,10 +273,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
 #[tokio::test]
 async fn a_key_rotation_keeps_old_tokens_verifiable_until_the_old_key_is_dropped() {
     let s = Stack::connect().await;
-    let t = unique("rot");
-    s.crm_licensed(&t, "team", 3).await;
-    assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
-    s.settle(&t).await;
+    let t = with_ann(&s, "rot").await;
     let iss = issuer();
     let before = jwks(&s).await;
     let (old, _) = token(&s, &t, "ann").await;
@@ -387,9 +382,7 @@ async fn license_files_for_a_contract_tenant_and_a_stripe_tenant() {
 #[tokio::test]
 async fn each_deployment_of_access_serves_its_own_routes() {
     let s = Stack::connect().await;
-    let t = unique("routes");
-    s.crm_licensed(&t, "team", 3).await;
-    assert_eq!(s.create_member(&t, &member_body("ann", &[])).await.0, 201);
+    let t = with_ann(&s, "routes").await;
     for (routes, path, want) in [
         ("jwks", "/.well-known/jwks.json".to_string(), 200),
         ("jwks", format!("/tenants/{t}/members/ann/token"), 404),
