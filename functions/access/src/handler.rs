@@ -56,8 +56,8 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
     let answer = match (method.as_str(), segs.as_slice()) {
         ("GET", [".well-known", "jwks.json"]) if app.routes != Routes::Private => jwks(app).await,
         _ if app.routes == Routes::Jwks => Err(http::no_route(&method, &path)),
-        ("GET", ["tenants", tenant, "members", user, "token"]) => member_token(app, tenant, user).await,
-        ("GET", ["tenants", tenant, "license"]) => license_file(app, tenant).await,
+        ("GET", ["tenants", tenant, "members", user, "token"]) => member_token(app, &req, tenant, user).await,
+        ("GET", ["tenants", tenant, "license"]) => license_file(app, &req, tenant).await,
         ("GET", ["tenants", tenant]) => tenant_view(store, tenant).await,
         ("GET", ["tenants", tenant, "members", user]) => member_view(store, tenant, user).await,
         ("GET", ["tenants", tenant, "audit"]) => audit_page(store, &req, tenant).await,
@@ -136,20 +136,20 @@ fn issued(i: &tokens::Issued, field: &str) -> serde_json::Value {
 }
 
 /// A member's signed token (the cached one while nothing changed).
-async fn member_token(app: &App, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
+async fn member_token(app: &App, req: &Request, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let user = http::id(user, UserId::parse)?;
     let i = tokens::member_token(&app.model, &app.store, &app.keys, &app.issuer, &tenant, &user, chrono::Utc::now()).await?;
     if i.signed {
-        tracing::info!(tenant = %tenant, user = %user, kid = %i.kid, audit_seq = i.audit_seq, "member token signed");
+        tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "member token signed");
     }
     Ok(http::json(200, &issued(&i, "token")))
 }
 
 /// The tenant's signed license file.
-async fn license_file(app: &App, tenant: &str) -> Result<Response<Body>, Error> {
+async fn license_file(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let i = tokens::license_file(&app.model, &app.store, &app.keys, &app.issuer, &tenant, chrono::Utc::now()).await?;
-    tracing::info!(tenant = %tenant, kid = %i.kid, audit_seq = i.audit_seq, "license file signed");
+    tracing::info!(tenant = %tenant, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "license file signed");
     Ok(http::json(200, &issued(&i, "license")))
 }
