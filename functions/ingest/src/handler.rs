@@ -299,17 +299,21 @@ async fn connect_directory(app: &App, req: &Request, tenant: &str) -> Result<Res
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory connected");
-    let mut view = connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant));
+    let mut view = directory_view(app, &tenant, &conn);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(201, &view))
 }
 
+/// A connection as the accounts routes show it, with its SCIM base URL.
+fn directory_view(app: &App, tenant: &TenantId, conn: &connection::Connection) -> serde_json::Value {
+    connection::view(tenant, conn, app.model.directory.when_full, &config::directory_base(tenant))
+}
+
 async fn list_directories(app: &App, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     members::known(&tenant, app.store.meta(&tenant).await?)?;
-    let base = config::directory_base(&tenant);
-    let list: Vec<_> = app.store.connections(&tenant).await?.iter().map(|c| connection::view(&tenant, c, app.model.directory.when_full, &base)).collect();
+    let list: Vec<_> = app.store.connections(&tenant).await?.iter().map(|c| directory_view(app, &tenant, c)).collect();
     Ok(http::json(200, &json!({"tenant_id": tenant, "directories": list})))
 }
 
@@ -319,7 +323,7 @@ async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let request_id = http::request_id(req);
     let conn = directory::connections::update(&app.store, &tenant, id, &upd, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory reconfigured");
-    Ok(http::json(200, &connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant))))
+    Ok(http::json(200, &directory_view(app, &tenant, &conn)))
 }
 
 /// Revoked: its tokens are refused from now on (what it pushed stays).
@@ -341,7 +345,7 @@ async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), grace, "directory token rotated");
-    let mut view = connection::view(&tenant, &conn, app.model.directory.when_full, &config::directory_base(&tenant));
+    let mut view = directory_view(app, &tenant, &conn);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(200, &view))
