@@ -96,6 +96,7 @@ warm_up() {
   curl -s -o /dev/null -m 120 -X POST "$base/lambda-url/ingest/stripe" || die "ingest did not start"
   curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
   curl -s -o /dev/null -m 120 "$base/lambda-url/admin/audit/public-key" || die "admin did not start"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/directory/scim/v2/tenants/warm-up/ServiceProviderConfig" || die "directory did not start"
   # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
   curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
   curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"

@@ -14,7 +14,22 @@ python3 dev/check_layers.py
 
 # Every cargo command below selects the whole workspace, as `make build`
 # does: one feature resolution, so that the tests reuse the build of the
-# function binaries instead of compiling the AWS SDK a second time.
+# function binaries instead of compiling the AWS SDK a second time. Every
+# test target is compiled by one cargo run (cargo builds them side by side).
+step "build every test target"
+cargo test --workspace --lib --bins --benches --tests --no-run
+
+step "local stack for the end-to-end tests (starting while the unit tests and IaC checks run)"
+export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180} SCIMMY_PORT=${TEST_SCIMMY_PORT:-5181}
+# Short visibility timeout so that retries and the dead-letter path take seconds.
+export ESM_VISIBILITY_TIMEOUT=2
+dev/stack.sh down > /dev/null # leftovers of an interrupted run
+trap 'dev/stack.sh down' EXIT
+mkdir -p .local
+up_log=.local/test-stack-up.log
+dev/stack.sh up > "$up_log" 2>&1 &
+up=$!
+
 step "unit and property tests"
 cargo test --workspace --lib --bins
 cargo test --workspace --benches
@@ -23,28 +38,82 @@ step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/cfn-lint infra/template.yaml
 .venv/bin/checkov --file infra/template.yaml --framework cloudformation --quiet --compact --skip-download
 
-step "local stack for the end-to-end tests"
-export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180} SCIMMY_PORT=${TEST_SCIMMY_PORT:-5181}
-# Short visibility timeout so that retries and the dead-letter path take seconds.
-export ESM_VISIBILITY_TIMEOUT=2
-dev/stack.sh down > /dev/null # leftovers of an interrupted run
-trap 'dev/stack.sh down' EXIT
-dev/stack.sh up
+step "waiting for the local stack"
+wait "$up" || { cat "$up_log" >&2; echo "the local stack did not start (see above)" >&2; exit 1; }
+cat "$up_log"
 
 step "emulator and end-to-end tests (real SDK clients, real function binaries)"
 export ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env"
-# The sweep's scenarios first, on the fresh stack: a sweep acts on everything
-# due in the stack (as of the year 2101, every license the other tests leave
-# behind), so run after them it would do their work too. Then the rest.
-failed=0
-cargo test --workspace --test sweep || failed=1
-others=()
+# The test binaries, by name (cargo runs them from the package's folder).
+declare -A exe
+while read -r name path; do exe[$name]=$path; done < <(
+  cargo test --workspace --tests --no-run --message-format=json 2> /dev/null |
+    jq -r 'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"]) | "\(.target.name) \(.executable)"')
 for file in tests/tests/*.rs; do
   name=$(basename "$file" .rs)
-  [ "$name" = sweep ] || others+=(--test "$name")
+  [ -n "${exe[$name]:-}" ] || { echo "no test binary for $file" >&2; exit 1; }
 done
-cargo test --workspace --no-fail-fast "${others[@]}" || failed=1
-[ "$failed" = 0 ] || { echo "end-to-end tests failed (see above)" >&2; exit 1; }
+failed=()
+# One job: its binaries one after the other, each one's output in a log of
+# its own, printed whole when the job ends.
+job() {
+  local name start rc=0
+  for name in "$@"; do
+    start=$SECONDS
+    (cd tests && "${exe[$name]}") > "$STACK_DIR/test-$name.log" 2>&1 || rc=1
+    printf '\n--- %s (%ss) ---\n' "$name" "$((SECONDS - start))"
+    cat "$STACK_DIR/test-$name.log"
+  done
+  return "$rc"
+}
+# The sweep's scenarios first, alone, on the fresh stack: a sweep acts on
+# everything due in the stack (as of the year 2101, every license the other
+# tests leave behind), so run beside them it would do their work too.
+job sweep || failed+=(sweep)
+# Then the others in three lanes at once (every test waits on observable
+# marks with deadlines that hold on a loaded machine, and works in tenants of
+# its own). admin and provision_emulator share a lane: both read the one
+# dead-letter queue, and a receive of one hides a message from the other.
+# Jobs longest first (seconds on an idle 2-core machine), each to the lane
+# with the least work so far; a file not listed here runs too (10 s assumed).
+jobs=("tokens:70" "scim:45" "hardening:40" "directory:38" "admin provision_emulator:30" "billing:15" "seats:15" "profiles:11" "licenses_to_access:11" "amendments:8" "input_safety:5")
+listed=" $(printf '%s ' "${jobs[@]%%:*}") "
+for file in tests/tests/*.rs; do
+  name=$(basename "$file" .rs)
+  [ "$name" = sweep ] || [[ "$listed" == *" $name "* ]] || jobs+=("$name:10")
+done
+lanes=3
+lane_jobs=() lane_work=()
+for ((l = 0; l < lanes; l++)); do lane_jobs[l]="" lane_work[l]=0; done
+for j in "${jobs[@]}"; do
+  least=0
+  for ((l = 1; l < lanes; l++)); do
+    if ((lane_work[l] < lane_work[least])); then least=$l; fi
+  done
+  lane_jobs[least]+="${j%%:*},"
+  lane_work[least]=$((lane_work[least] + ${j##*:}))
+done
+rm -f "$STACK_DIR/tests-failed"
+pids=()
+for ((l = 0; l < lanes; l++)); do
+  (
+    rc=0
+    IFS=, read -ra these <<< "${lane_jobs[l]}"
+    for j in "${these[@]}"; do
+      # shellcheck disable=SC2086 # a job is names separated by spaces
+      job $j || { rc=1; echo "$j" >> "$STACK_DIR/tests-failed"; }
+    done
+    exit "$rc"
+  ) > "$STACK_DIR/lane-$l.log" 2>&1 &
+  pids+=($!)
+done
+for ((l = 0; l < lanes; l++)); do
+  wait "${pids[l]}" || true
+  cat "$STACK_DIR/lane-$l.log"
+done
+if [ -f "$STACK_DIR/tests-failed" ]; then mapfile -t -O "${#failed[@]}" failed < "$STACK_DIR/tests-failed"; fi
+grep -h "^test result:" "$STACK_DIR"/test-*.log | sed 's/^/  /' || true
+[ "${#failed[@]}" = 0 ] || { echo "end-to-end tests failed: ${failed[*]} (see above)" >&2; exit 1; }
 
 step "logs"
 .venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local scim_entitle_local sk_test_entitle_local

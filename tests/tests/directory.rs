@@ -524,7 +524,23 @@ async fn the_public_conformance_checkers_pass() {
     s.crm_licensed(&t, "team", 500).await;
     let d = s.connect_directory(&t, "conformance", None).await;
     let header = format!("Authorization: Bearer {}", d.token);
-    let (_, out) = checker("scim2", &["--url", &d.base, "test"], &[("SCIM_CLI_HEADERS", &header)]).await;
+    // scim2 discovers the server first (three requests at once); on the
+    // loaded test machine a discovery answered by the local Lambda emulator
+    // instead of the function (text/plain) is a fault of the stand-in, not a
+    // conformance result: it is printed and the run repeated once.
+    let mut out = String::new();
+    for attempt in 1..=2 {
+        out = checker("scim2", &["--url", &d.base, "test"], &[("SCIM_CLI_HEADERS", &header)]).await.1;
+        if !out.contains("Could not discover the server") {
+            break;
+        }
+        println!("scim2 test, attempt {attempt}, could not discover the server:\n{out}");
+        for path in ["ServiceProviderConfig", "ResourceTypes", "Schemas"] {
+            let answer = s.http.get(format!("{}/{path}", d.base)).bearer_auth(&d.token).send().await.unwrap();
+            let kind = answer.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
+            println!("  GET {path}: {} {kind:?} {}", answer.status(), answer.text().await.unwrap_or_default().chars().take(200).collect::<String>());
+        }
+    }
     let results = scim2_results(&out);
     let passed = results.iter().filter(|r| r.0 == "SUCCESS").count();
     let others: Vec<&(String, String, String)> = results.iter().filter(|r| r.0 != "SUCCESS").collect();
