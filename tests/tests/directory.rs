@@ -524,22 +524,18 @@ async fn the_public_conformance_checkers_pass() {
     s.crm_licensed(&t, "team", 500).await;
     let d = s.connect_directory(&t, "conformance", None).await;
     let header = format!("Authorization: Bearer {}", d.token);
-    // scim2 discovers the server first (three requests at once); on the
-    // loaded test machine a discovery answered by the local Lambda emulator
-    // instead of the function (text/plain) is a fault of the stand-in, not a
-    // conformance result: it is printed and the run repeated once.
+    // On the loaded test machine, cargo lambda watch (the local Lambda
+    // emulator) now and then answers a request itself, in text/plain, without
+    // invoking the function (which answers JSON only, and logged no error):
+    // a fault of the stand-in, not a conformance result. Such a run is
+    // printed and repeated, at most twice.
     let mut out = String::new();
-    for attempt in 1..=2 {
+    for attempt in 1..=3 {
         out = checker("scim2", &["--url", &d.base, "test"], &[("SCIM_CLI_HEADERS", &header)]).await.1;
-        if !out.contains("Could not discover the server") {
+        if !out.contains("Unexpected content type: text/plain") {
             break;
         }
-        println!("scim2 test, attempt {attempt}, could not discover the server:\n{out}");
-        for path in ["ServiceProviderConfig", "ResourceTypes", "Schemas"] {
-            let answer = s.http.get(format!("{}/{path}", d.base)).bearer_auth(&d.token).send().await.unwrap();
-            let kind = answer.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
-            println!("  GET {path}: {} {kind:?} {}", answer.status(), answer.text().await.unwrap_or_default().chars().take(200).collect::<String>());
-        }
+        println!("scim2 test, attempt {attempt}, met an answer of the emulator:\n{out}");
     }
     let results = scim2_results(&out);
     let passed = results.iter().filter(|r| r.0 == "SUCCESS").count();
