@@ -546,8 +546,20 @@ async fn the_public_conformance_checkers_pass() {
     assert!(passed >= 100, "scim2 test ran {passed} successful checks only:\n{out}");
     assert!(others.iter().all(deliberate), "scim2 test: checks failed that the README does not list: {:?}\n{out}", others.iter().filter(|r| !deliberate(r)).collect::<Vec<_>>());
     assert!(others.len() <= 3, "{others:?}");
-    let (_, out) = checker("scim-sanity", &["probe", &d.base, "--token", &d.token, "--i-accept-side-effects", "--timeout", "60", "--json-output"], &[]).await;
-    let report: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("scim-sanity's JSON report: {e}\n{out}"));
+    // The same flaw of the emulator, as scim-sanity sees it: a read (the
+    // schemas, tens of kilobytes) answered 500. The function never answers
+    // a read 500 without logging it; such a run is printed and repeated, at
+    // most twice.
+    let mut report = Value::Null;
+    for attempt in 1..=3 {
+        let (_, out) = checker("scim-sanity", &["probe", &d.base, "--token", &d.token, "--i-accept-side-effects", "--timeout", "60", "--json-output"], &[]).await;
+        report = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("scim-sanity's JSON report: {e}\n{out}"));
+        let emulator = report["results"].as_array().unwrap().iter().any(|r| r["status"] == "fail" && r["name"].as_str().is_some_and(|n| n.starts_with("GET ")) && r["message"] == "Expected 200, got 500");
+        if !emulator {
+            break;
+        }
+        println!("scim-sanity probe, attempt {attempt}, met an answer of the emulator: {report}");
+    }
     let failed: Vec<&Value> = report["results"].as_array().unwrap().iter().filter(|r| ["fail", "error"].contains(&r["status"].as_str().unwrap_or_default())).collect();
     let warned: Vec<&Value> = report["results"].as_array().unwrap().iter().filter(|r| r["status"] == "warn").collect();
     println!("scim-sanity warnings: {warned:?}");
