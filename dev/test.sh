@@ -24,11 +24,13 @@ export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${T
 # Short visibility timeout so that retries and the dead-letter path take seconds.
 export ESM_VISIBILITY_TIMEOUT=2
 dev/stack.sh down > /dev/null # leftovers of an interrupted run
-trap 'dev/stack.sh down' EXIT
 mkdir -p .local
 up_log=.local/test-stack-up.log
 dev/stack.sh up > "$up_log" 2>&1 &
 up=$!
+# On the way out, even when a unit test fails meanwhile, the stack is
+# stopped once it has finished starting (so that nothing it starts is left).
+trap 'wait "$up" 2> /dev/null; dev/stack.sh down' EXIT
 
 step "unit and property tests"
 cargo test --workspace --lib --bins --benches
