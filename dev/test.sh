@@ -15,16 +15,21 @@ python3 dev/check_layers.py
 # Every cargo command below selects the whole workspace, as `make build`
 # does: one feature resolution, so that the tests reuse the build of the
 # function binaries instead of compiling the AWS SDK a second time. Every
-# test target is compiled by one cargo run (cargo builds them side by side).
+# test target is compiled by one cargo run (cargo builds them side by side),
+# which also names the end-to-end binaries (cargo runs them from the
+# package's folder, as below).
 step "build every test target"
-cargo test --workspace --lib --bins --benches --tests --no-run
+mkdir -p .local
+cargo test --workspace --lib --bins --benches --tests --no-run --message-format=json-render-diagnostics > .local/test-artifacts.json
+declare -A exe
+while read -r name path; do exe[$name]=$path; done < <(
+  jq -r 'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"]) | "\(.target.name) \(.executable)"' .local/test-artifacts.json)
 
 step "local stack for the end-to-end tests (starting while the unit tests and IaC checks run)"
 export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180} SCIMMY_PORT=${TEST_SCIMMY_PORT:-5181}
 # Short visibility timeout so that retries and the dead-letter path take seconds.
 export ESM_VISIBILITY_TIMEOUT=2
 dev/stack.sh down > /dev/null # leftovers of an interrupted run
-mkdir -p .local
 up_log=.local/test-stack-up.log
 dev/stack.sh up > "$up_log" 2>&1 &
 up=$!
@@ -45,15 +50,6 @@ cat "$up_log"
 
 step "emulator and end-to-end tests (real SDK clients, real function binaries)"
 export ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env"
-# The test binaries, by name (cargo runs them from the package's folder).
-declare -A exe
-while read -r name path; do exe[$name]=$path; done < <(
-  cargo test --workspace --tests --no-run --message-format=json 2> /dev/null |
-    jq -r 'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"]) | "\(.target.name) \(.executable)"')
-for file in tests/tests/*.rs; do
-  name=$(basename "$file" .rs)
-  [ -n "${exe[$name]:-}" ] || { echo "no test binary for $file" >&2; exit 1; }
-done
 # A lane: its binaries one after the other, each one's output in a log of
 # its own, printed whole when it ends; a failed binary is noted.
 lane() {
@@ -85,12 +81,13 @@ phases=(
   "hardening|directory|profiles provision_emulator"
 )
 named=" ${phases[*]//|/ } "
+for name in $named; do
+  [ -f "tests/tests/$name.rs" ] || { echo "dev/test.sh names $name, which is no test file of tests/tests" >&2; exit 1; }
+done
 for file in tests/tests/*.rs; do
   name=$(basename "$file" .rs)
+  [ -n "${exe[$name]:-}" ] || { echo "no test binary for $file" >&2; exit 1; }
   [[ "$named" == *" $name "* ]] || phases[-1]+=" $name"
-done
-for name in $named; do
-  [ -n "${exe[$name]:-}" ] || { echo "dev/test.sh names $name, which is no test file of tests/tests" >&2; exit 1; }
 done
 rm -f "$STACK_DIR/tests-failed"
 for phase in "${phases[@]}"; do
