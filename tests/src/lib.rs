@@ -205,12 +205,17 @@ impl Stack {
     /// tenant before now: a barrier message goes to the tenant's FIFO group,
     /// and provision records its mark on the tenant once it reaches it.
     pub async fn settle(&self, tenant: &str) {
+        self.settle_within(tenant, WAIT).await;
+    }
+
+    /// `settle`, waiting up to `deadline` (a production-size tenant's backlog).
+    pub async fn settle_within(&self, tenant: &str, deadline: Duration) {
         let mark = unique("barrier");
         let id = entitle::core::ids::TenantId::parse(tenant).unwrap();
         let mut request = entitle::core::reconcile::ReconcileRequest::new(id, entitle::core::audit::Cause::new(entitle::core::audit::CauseKind::ApiCall, &mark));
         request.barrier = Some(mark.clone());
         entitle::app::ports::Queue::send(&self.queue(), &request, &mark).await.unwrap();
-        self.eventually(&format!("provision to reach barrier {mark} of {tenant}"), || async {
+        self.eventually_within(&format!("provision to reach barrier {mark} of {tenant}"), deadline, || async {
             let item = self
                 .ddb
                 .get_item()
@@ -510,7 +515,16 @@ impl Stack {
 
     /// Waits until `check` holds (provisioning is asynchronous), or fails
     /// with the last observation after [`WAIT`].
-    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> Value
+    pub async fn eventually<F, Fut>(&self, what: &str, check: F) -> Value
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = (bool, Value)>,
+    {
+        self.eventually_within(what, WAIT, check).await
+    }
+
+    /// `eventually`, waiting up to `deadline`.
+    pub async fn eventually_within<F, Fut>(&self, what: &str, deadline: Duration, mut check: F) -> Value
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = (bool, Value)>,
@@ -521,7 +535,7 @@ impl Stack {
             if ok {
                 return seen;
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > deadline {
                 panic!("timed out waiting for {what}; last seen: {seen}");
             }
             tokio::time::sleep(Duration::from_millis(150)).await;

@@ -86,7 +86,7 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
     let started = Instant::now();
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (store, model, tenant, next) = (store.clone(), model.clone(), tenant.clone(), next.clone());
+            let (store, model, tenant, next, started) = (store.clone(), model.clone(), tenant.clone(), next.clone(), started);
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -100,6 +100,9 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
                         attributes: Default::default(),
                     };
                     members::create(&model, &*store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
+                    if (i + 1) % 10_000 == 0 {
+                        println!("  seeding: {} members after {:.0} s", i + 1, started.elapsed().as_secs_f64());
+                    }
                 }
             })
         })
@@ -108,7 +111,8 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
         w.await.unwrap();
     }
     let took = started.elapsed();
-    s.settle(t).await;
+    // Provision chains the seeding's audit records (the use case commits them unchained).
+    s.settle_within(t, Duration::from_secs(7200)).await;
     took
 }
 
@@ -222,8 +226,11 @@ async fn main() {
     let took = at.elapsed().as_secs_f64();
     let mem = peak_memory().get("provision").copied().unwrap_or(0);
     println!("| seat cut of {cut} (the last holders in the seat order) | {took:.0} s | {:.0} | {} |", f64::from(cut) / took, mib(mem));
-    let v = s.verify(&large).await;
-    assert_eq!(v["ok"], true, "{v}");
+    // The chain verified through the use case itself: the read API's
+    // answer for some 250,000 records outlasts the harness's HTTP timeout.
+    let v = entitle::app::audit::verify(&s.store(), &TenantId::parse(&large).unwrap()).await.unwrap().expect("the tenant exists");
+    assert!(v.ok, "the audit chain of the large tenant: {:?}", v.problem);
+    println!("\naudit chain of the large tenant verified: {} records", v.records);
 
     // 3. A first sync into an empty tenant.
     let fresh = unique("scale-sync");
