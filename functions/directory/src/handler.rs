@@ -56,11 +56,17 @@ fn base_url(req: &Request, tenant: &str) -> String {
 
 async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&str]) -> Result<Response<Body>, Error> {
     let now = Utc::now();
+    // A sync's pushes: authenticated on the read the push needs anyway.
+    if let (("POST", ["Users"]), Ok(b)) = ((method, rest), body(req)) {
+        if let Some((s, a)) = directory::push_user(&app.model, &app.store, tenant, http::header(req, "authorization"), &b, http::request_id(req), base_url(req, tenant), now).await? {
+            return created(app, &s, a, req).await;
+        }
+    }
     let (tenant, connection) = directory::authenticate(&app.store, tenant, http::header(req, "authorization"), now).await?;
     // The tenant is known to accounts (a license or contract), or 404.
     entitle::app::members::known(&tenant, app.store.meta(&tenant).await?)?;
     let base = base_url(req, tenant.as_str());
-    let s = Session { model: &app.model, store: &app.store, tenant, connection, request_id: http::request_id(req), base, now };
+    let s = Session { model: &app.model, store: &app.store, tenant, connection, request_id: http::request_id(req), base, now, targets: Default::default() };
     let if_match = http::header(req, "if-match");
     let q = |name: &str| http::query(req, name);
     let answer = match (method, rest) {

@@ -17,7 +17,7 @@
 
 use super::commit::{audited, Decision};
 use super::members::{deliveries, known};
-use super::ports::{Change, CommitError, Directories, MemberGuard, Targets, Tenants, Write};
+use super::ports::{Change, CommitError, Directories, MemberGuard, PushView, Targets, Tenants, Write};
 use super::Error;
 use crate::core::access::{in_line, MemberAccess, MemberItem, MemberStatus};
 use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
@@ -30,6 +30,7 @@ use crate::core::provider::resource::{self, read_group, read_user, render_group,
 use crate::core::provider::schemas::{self, GROUP, LIST, USER};
 use crate::core::provider::{self as provider, uniqueness, DirGroup, Edge, Pushed};
 use crate::core::rejection::{Kind, Rejection};
+use crate::core::scim::Target;
 use crate::core::tenant::TenantMeta;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -49,6 +50,9 @@ pub struct Session<'a, S> {
     /// The directory's base URL for this tenant (`.../scim/v2/tenants/<tenant>`).
     pub base: String,
     pub now: DateTime<Utc>,
+    /// The tenant's SCIM targets, read once per request (a group's batch
+    /// writes each of its members with their delivery records).
+    pub targets: std::sync::OnceLock<Vec<Target>>,
 }
 
 /// A resource as answered, and whether the request changed anything (a
@@ -68,6 +72,25 @@ pub async fn authenticate<S: Directories + Tenants>(store: &S, tenant: &str, aut
         return Err(Rejection::not_found(&format!("tenant {tenant}")).into());
     }
     Ok((token_tenant, conn))
+}
+
+/// `POST /Users` of a sync, on one read before its commit (as the app's
+/// `POST .../members`): the connection is checked on the read that also
+/// brings the tenant's `META`, the member and who holds the userName.
+/// `None` when the request is not a plain push of this tenant's token (a
+/// token of another tenant, a body that is no User): `authenticate` and
+/// `create_user` answer it, with the same answers in the same order.
+pub async fn push_user<'a, S: Directories + Tenants + Targets>(model: &'a LicensingModel, store: &'a S, tenant: &str, authorization: Option<&str>, body: &Value, request_id: String, base: String, now: DateTime<Utc>) -> Result<Option<(Session<'a, S>, Answer)>, Error> {
+    let (token_tenant, id, secret) = connection::bearer(authorization).and_then(connection::parse_token).ok_or_else(connection::unauthenticated)?;
+    let Ok(pushed) = read_user(body) else { return Ok(None) };
+    if token_tenant.as_str() != tenant {
+        return Ok(None);
+    }
+    let mut view = store.push_view(&token_tenant, &id, &resource::user_id_for(&pushed), &pushed.user_name).await?;
+    let conn = view.connection.take().filter(|c| connection::accepts(c, &secret, now)).ok_or_else(connection::unauthenticated)?;
+    let s = Session { model, store, tenant: token_tenant, connection: conn, request_id, base, now, targets: Default::default() };
+    let answer = s.create_pushed(&pushed, Some(view)).await?;
+    Ok(Some((s, answer)))
 }
 
 /// What an `If-Match` header allows: `*`, or the version (weak or not).
@@ -118,6 +141,14 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
         }
     }
 
+    async fn targets(&self) -> Result<&[Target], Error> {
+        if let Some(t) = self.targets.get() {
+            return Ok(t);
+        }
+        let read = self.store.targets(&self.tenant).await?;
+        Ok(self.targets.get_or_init(|| read))
+    }
+
     /// Commits one member write; `Ok(false)`: read again and decide again.
     async fn write_member(&self, w: &provider::MemberWrite, extra: Vec<Write>, meta: &TenantMeta) -> Result<bool, Error> {
         let item = &w.item;
@@ -139,8 +170,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
         let member_at = change.writes.len();
         change.writes.push(Write::Member { item: item.clone(), guard });
         change.writes.extend(extra);
-        let targets = self.store.targets(&self.tenant).await?;
-        change.writes.extend(deliveries(&targets, item));
+        change.writes.extend(deliveries(self.targets().await?, item));
         change.audit.push(w.audit.clone());
         change.meta.claim_seat = w.claim_seat;
         change.meta.used_delta = w.used_delta;
@@ -167,7 +197,12 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
 
     /// Another member holds this userName: 409.
     async fn user_name_free(&self, user_name: &str, user: &UserId) -> Result<(), Error> {
-        if let Some(other) = self.store.user_by_name(&self.tenant, user_name).await?.filter(|o| o != user) {
+        self.name_not_held(user_name, user, self.store.user_by_name(&self.tenant, user_name).await?).await
+    }
+
+    /// `user_name_free`, the holder already read.
+    async fn name_not_held(&self, user_name: &str, user: &UserId, holder: Option<UserId>) -> Result<(), Error> {
+        if let Some(other) = holder.filter(|o| o != user) {
             if self.store.member(&self.tenant, &other).await?.is_some_and(|m| !m.member.removed) {
                 return Err(uniqueness(format!("another User ({other}) already has the userName {user_name:?}")).into());
             }
@@ -177,13 +212,21 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
 
     /// `POST /Users`.
     pub async fn create_user(&self, body: &Value) -> Result<Answer, Error> {
-        let pushed = read_user(body)?;
-        let user = resource::user_id_for(&pushed);
+        self.create_pushed(&read_user(body)?, None).await
+    }
+
+    /// A User pushed, created: each attempt decides on one read (the
+    /// first may be the one that authenticated the request).
+    async fn create_pushed(&self, pushed: &provider::PushedUser, mut first: Option<PushView>) -> Result<Answer, Error> {
+        let user = resource::user_id_for(pushed);
         for _ in 0..ATTEMPTS {
-            let (meta, existing) = self.store.meta_and_member(&self.tenant, &user).await?;
-            let meta = known(&self.tenant, meta)?;
-            self.user_name_free(&pushed.user_name, &user).await?;
-            match provider::create(self.model, &meta, existing.as_ref(), &pushed, &user, self.when_full(), &self.cause(), &self.connection.id, self.now)? {
+            let view = match first.take() {
+                Some(view) => view,
+                None => self.store.push_view(&self.tenant, &self.connection.id, &user, &pushed.user_name).await?,
+            };
+            let (meta, existing) = (known(&self.tenant, view.meta)?, view.member);
+            self.name_not_held(&pushed.user_name, &user, view.name_holder).await?;
+            match provider::create(self.model, &meta, existing.as_ref(), pushed, &user, self.when_full(), &self.cause(), &self.connection.id, self.now)? {
                 Pushed::Refused { total, used } => return Err(self.refuse(&pushed.user_name, total, used).await),
                 Pushed::Unchanged => unreachable!("a creation writes"),
                 Pushed::Write(w) => {
@@ -278,14 +321,14 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
                 l.groups.clear();
             }
             let item = MemberItem { member: crate::core::access::Member { removed: true, ..existing.member.clone() }, access: after, rev: existing.rev + 1, link, ..existing.clone() };
-            let targets = self.store.targets(&self.tenant).await?;
+            let targets = self.targets().await?;
             let mut change = Change::new(self.now)
                 .write(Write::ReleaseEmail(item.member.clone()))
                 .write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(existing.rev) })
                 .write(Write::ReleaseUserName { user_name: Self::user_name_of(&existing), user: user.clone() })
                 .audit(audit);
             change.writes.extend(groups.into_iter().map(|g| Write::RemoveEdge { group: g, user: user.clone() }));
-            change.writes.extend(deliveries(&targets, &item));
+            change.writes.extend(deliveries(targets, &item));
             change.meta.used_delta = -i64::from(existing.access.holds_seat());
             change.meta.pending_delta = -i64::from(in_line(&existing.access, &existing.seat));
             match self.store.commit_unchained(&self.tenant, &change, &self.request_id).await {

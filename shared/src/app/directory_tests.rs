@@ -3,7 +3,7 @@
 //! delete, the refusal of a push and what it announces, and a push decided
 //! on the tenant's access as it was before a walk.
 
-use super::directory::{connections, Session};
+use super::directory::{self, connections, Session};
 use super::memory::{crm_change, is_injected_crash, Crashing, Memory};
 use super::ports::{Change, CommitError, Directories, Tenants, Write};
 use super::*;
@@ -32,7 +32,7 @@ async fn connected(store: &Memory, t: &TenantId, when_full: Option<WhenFull>) ->
 }
 
 fn session<'a, S>(m: &'a LicensingModel, store: &'a S, t: &TenantId, c: &Connection, request: &str) -> Session<'a, S> {
-    Session { model: m, store, tenant: t.clone(), connection: c.clone(), request_id: request.into(), base: "https://dir/scim/v2/tenants/t".into(), now: Utc::now() }
+    Session { model: m, store, tenant: t.clone(), connection: c.clone(), request_id: request.into(), base: "https://dir/scim/v2/tenants/t".into(), now: Utc::now(), targets: Default::default() }
 }
 
 fn user(name: &str) -> Value {
@@ -213,4 +213,42 @@ async fn a_push_decided_before_a_walk_never_lands_after_it() {
     assert!(matches!(store.commit_unchained(&t, &change, "stale").await, Err(CommitError::Seats)));
     change.meta.walk_goal_is = Some(store.meta(&t).await.unwrap().unwrap().walk_goal);
     store.commit_unchained(&t, &change, "fresh").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = TenantId::parse("fast").unwrap();
+    licensed(&m, &store, &t, 1).await;
+    let (c, token) = connections::issue(&store, &t, &NewConnection { name: "okta".into(), when_full: None }, ([3; 8], [4; 32]), "req", Utc::now()).await.unwrap();
+    let bearer = format!("Bearer {token}");
+    let push = |tenant: &'static str, authorization: Option<String>, body: Value| {
+        let (m, store) = (m.clone(), store.clone());
+        async move { directory::push_user(&m, &store, tenant, authorization.as_deref(), &body, "req-push".into(), "https://dir".into(), Utc::now()).await.map(|o| o.map(|(s, a)| (s.connection.id, a))) }
+    };
+    let unauthenticated = |r: Result<Option<(String, directory::Answer)>, Error>| matches!(r, Err(Error::Rejected(r)) if r.code == "unauthenticated");
+    // No token, a token that is no token, and a wrong secret: 401, nothing stored.
+    assert!(unauthenticated(push("fast", None, user("a@x.test")).await));
+    assert!(unauthenticated(push("fast", Some("Bearer nope".into()), user("a@x.test")).await));
+    let forged = format!("{}{}", &bearer[..bearer.len() - 4], "0000");
+    assert!(unauthenticated(push("fast", Some(forged), user("a@x.test")).await));
+    // Another tenant's path, or a body that is no User: the general path answers (404, 400).
+    assert!(push("other", Some(bearer.clone()), user("a@x.test")).await.unwrap().is_none());
+    assert!(push("fast", Some(bearer.clone()), json!({"schemas": [USER]})).await.unwrap().is_none());
+    assert_eq!(store.meta(&t).await.unwrap().unwrap().seats_used, 0, "nothing was stored");
+    // A push: created on the connection's behalf, with the seat.
+    let (conn, a) = push("fast", Some(bearer.clone()), user("A@x.test")).await.unwrap().unwrap();
+    assert_eq!(conn, c.id);
+    assert!(a.changed);
+    assert_eq!(store.meta(&t).await.unwrap().unwrap().seats_used, 1);
+    // Its userName, whatever its case, under another externalId: 409 uniqueness.
+    let again = push("fast", Some(bearer.clone()), json!({"schemas": [USER], "userName": "a@X.test", "externalId": "other-id", "active": true})).await;
+    assert!(matches!(&again, Err(Error::Rejected(r)) if r.details["scimType"] == "uniqueness"), "{again:?}");
+    // The same User again (RFC 7644 §3.3: 409), nothing written twice.
+    let same = push("fast", Some(bearer), user("A@x.test")).await;
+    assert!(matches!(&same, Err(Error::Rejected(r)) if r.details["scimType"] == "uniqueness"), "{same:?}");
+    assert_eq!(store.meta(&t).await.unwrap().unwrap().seats_used, 1);
+    audit::integrate(&store, &t, Utc::now()).await.unwrap();
+    assert_eq!(records(&store, &t).await.iter().filter(|r| r.event.action == AuditAction::MemberCreated).count(), 1, "audited once");
 }

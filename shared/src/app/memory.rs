@@ -332,6 +332,15 @@ impl Directories for Memory {
         let db = self.db.lock().unwrap();
         Ok(db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| db.emails.get(&(tenant.clone(), email_key(user_name)))).cloned())
     }
+    async fn push_view(&self, tenant: &TenantId, connection: &str, user: &UserId, user_name: &str) -> Result<PushView, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok(PushView {
+            connection: db.connections.get(&(tenant.clone(), connection.to_string())).cloned(),
+            meta: db.meta.get(tenant).cloned(),
+            member: db.members.get(&(tenant.clone(), user.clone())).cloned(),
+            name_holder: db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| db.emails.get(&(tenant.clone(), email_key(user_name)))).cloned(),
+        })
+    }
     async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {
         Ok(self.db.lock().unwrap().groups.get(&(tenant.clone(), id.to_string())).cloned())
     }
@@ -829,6 +838,9 @@ impl<S: Directories> Directories for Crashing<'_, S> {
     }
     async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
         self.inner.user_by_name(tenant, user_name).await
+    }
+    async fn push_view(&self, tenant: &TenantId, connection: &str, user: &UserId, user_name: &str) -> Result<PushView, PortError> {
+        self.inner.push_view(tenant, connection, user, user_name).await
     }
     async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {
         self.inner.group(tenant, id).await

@@ -442,11 +442,25 @@ pub trait Billing: Send + Sync {
 /// A tenant's directory, what its identity providers push besides
 /// members: connections, groups and their members, and the lookups by
 /// name. The writes are [`Write`]s.
+/// See [`Directories::push_view`].
+#[derive(Debug, Clone, Default)]
+pub struct PushView {
+    pub connection: Option<Connection>,
+    pub meta: Option<TenantMeta>,
+    pub member: Option<MemberItem>,
+    /// The member the userName names (`user_by_name`).
+    pub name_holder: Option<UserId>,
+}
+
 pub trait Directories: Send + Sync {
     fn connection(&self, tenant: &TenantId, id: &str) -> impl Future<Output = Result<Option<Connection>, PortError>> + Send;
     fn connections(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Connection>, PortError>> + Send;
     /// The member a userName names: a pushed User's claim, else a member's email.
     fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> impl Future<Output = Result<Option<UserId>, PortError>> + Send;
+    /// What a push of one User decides on, in one consistent read (as the
+    /// app's `POST .../members` reads its tenant and member): the connection
+    /// asking, the tenant's `META`, the member, and who holds the userName.
+    fn push_view(&self, tenant: &TenantId, connection: &str, user: &UserId, user_name: &str) -> impl Future<Output = Result<PushView, PortError>> + Send;
     fn group(&self, tenant: &TenantId, id: &str) -> impl Future<Output = Result<Option<DirGroup>, PortError>> + Send;
     fn group_by_name(&self, tenant: &TenantId, name: &str) -> impl Future<Output = Result<Option<DirGroup>, PortError>> + Send;
     /// The tenant's groups in id order, after `after`; and the id to go on from.

@@ -487,7 +487,13 @@ async fn run(counter: &str, kms: Option<&str>) {
     })
     .await;
     row(&["DynamoDB requests: an account creation (ingest, then chaining its audit record)".into(), format!("{} ({creation:?})", creation.values().sum::<u64>())]);
-    for i in 0..99 {
+    let d = s.connect_directory(&fresh, "bench IdP", None).await;
+    let push = requests_of(counter, 2, async {
+        d.create_user(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "pushed@idp.test", "externalId": "idp-pushed", "active": true})).await;
+    })
+    .await;
+    row(&["DynamoDB requests: a User pushed (directory POST /Users, then chaining its audit record)".into(), format!("{} ({push:?})", push.values().sum::<u64>())]);
+    for i in 0..98 {
         s.create_member(&fresh, &member_body(&format!("m{i:03}"), &[])).await;
     }
     s.tenant_where(&fresh, "100 seated", |v| v["seats"]["used"] == 100).await;

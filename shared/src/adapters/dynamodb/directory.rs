@@ -11,7 +11,7 @@
 //! | `GM#<group>#<user>` | a member of a group |
 
 use super::*;
-use crate::app::ports::Directories;
+use crate::app::ports::{Directories, PushView};
 use crate::core::provider::connection::Connection;
 use crate::core::provider::{DirGroup, Edge};
 
@@ -60,6 +60,31 @@ impl Directories for Dynamo {
             return Ok(key(&item));
         }
         Ok(self.get(email_pk(tenant), crate::core::tenant::email_key(user_name)).await?.as_ref().and_then(key))
+    }
+
+    /// One `TransactGetItems`: `META`, the member, the connection, the
+    /// userName's claim and the email it may be.
+    async fn push_view(&self, tenant: &TenantId, connection: &str, user: &UserId, user_name: &str) -> Result<PushView, PortError> {
+        let keys = [
+            (tenant_pk(tenant), member_sk(user)),
+            (directory_pk(tenant), connection_sk(connection)),
+            (directory_pk(tenant), user_name_sk(user_name)),
+            (email_pk(tenant), crate::core::tenant::email_key(user_name)),
+        ];
+        let (meta, items) = self.get_with_meta(tenant, &keys).await?;
+        let at = |i: usize| items.get(i).cloned().flatten();
+        let key = |i: usize| format!("{}/{}", keys[i].0, keys[i].1);
+        let holder = |i: usize| at(i).as_ref().and_then(|item| get_s(item, "user_id")).and_then(|u| UserId::parse(u).ok());
+        Ok(PushView {
+            meta,
+            member: at(0).map(|i| super::tenants::member_from_item(&i, &key(0))).transpose()?,
+            connection: match at(1) {
+                None => None,
+                Some(i) => json_attr(&i, "connection", &key(1))?,
+            },
+            // As `user_by_name`: a pushed User's claim first, then an email.
+            name_holder: if at(2).is_some() { holder(2) } else { holder(3) },
+        })
     }
 
     async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {

@@ -14,7 +14,7 @@ use serde_json::Value;
 impl Dynamo {
     /// The tenant's `META` and more items (their keys given), in one
     /// `TransactGetItems` (consistent, and all as of one instant).
-    async fn get_with_meta(&self, tenant: &TenantId, keys: &[(String, String)]) -> Result<(Option<TenantMeta>, Vec<Option<Item>>), PortError> {
+    pub(crate) async fn get_with_meta(&self, tenant: &TenantId, keys: &[(String, String)]) -> Result<(Option<TenantMeta>, Vec<Option<Item>>), PortError> {
         use aws_sdk_dynamodb::types::{Get, TransactGetItem};
         let get = |pk: &str, sk: &str| TransactGetItem::builder().get(Get::builder().table_name(&self.state).key("pk", s(pk)).key("sk", s(sk)).build().expect("table, key set")).build();
         let mut req = self.client.transact_get_items().transact_items(get(&tenant_pk(tenant), "META"));
