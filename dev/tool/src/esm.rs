@@ -12,7 +12,7 @@
 //! Settings (environment): ESM_QUEUE_URL, ESM_INVOKE_URL, ESM_BATCH_SIZE
 //! (10), ESM_VISIBILITY_TIMEOUT (queue default), AWS_* as usual.
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -108,15 +108,20 @@ pub async fn run() -> Result<(), String> {
         };
         // A failed invocation leaves the whole batch to the visibility timeout.
         let Some(failed) = failed else { continue };
-        for m in &messages {
-            let id = m.message_id().unwrap_or_default();
-            if failed.iter().any(|f| f == id) {
-                continue;
-            }
-            if let Some(handle) = m.receipt_handle() {
-                if let Err(e) = sqs.delete_message().queue_url(&queue_url).receipt_handle(handle).send().await {
-                    eprintln!("entitle-dev esm: delete failed: {e:?}");
-                }
+        // The rest is deleted in one request, as Lambda's event source
+        // mapping does (one request a message made moto's queue, which
+        // scans its messages on every request, fall behind a sync).
+        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !failed.iter().any(|f| Some(f.as_str()) == m.message_id()))
+            .filter_map(|(i, m)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).set_receipt_handle(m.receipt_handle().map(str::to_string)).build().ok())
+            .collect();
+        if !done.is_empty() {
+            match sqs.delete_message_batch().queue_url(&queue_url).set_entries(Some(done)).send().await {
+                Ok(out) if !out.failed().is_empty() => eprintln!("entitle-dev esm: delete failed for {:?}", out.failed()),
+                Ok(_) => {}
+                Err(e) => eprintln!("entitle-dev esm: delete failed: {e:?}"),
             }
         }
         if !failed.is_empty() {
