@@ -58,7 +58,8 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
     let now = Utc::now();
     // A sync's pushes: authenticated on the read the push needs anyway.
     if let (("POST", ["Users"]), Ok(b)) = ((method, rest), body(req)) {
-        if let Some((s, a)) = directory::push_user(&app.model, &app.store, tenant, http::header(req, "authorization"), &b, http::request_id(req), base_url(req, tenant), now).await? {
+        let incoming = directory::Incoming { tenant, authorization: http::header(req, "authorization"), request_id: http::request_id(req), base: base_url(req, tenant), now };
+        if let Some((s, a)) = directory::push_user(&app.model, &app.store, incoming, &b).await? {
             return created(app, &s, a, req).await;
         }
     }

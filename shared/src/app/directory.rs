@@ -55,6 +55,17 @@ pub struct Session<'a, S> {
     pub targets: std::sync::OnceLock<Vec<Target>>,
 }
 
+/// A request as the directory received it, before it is authenticated.
+pub struct Incoming<'r> {
+    /// The tenant its path names.
+    pub tenant: &'r str,
+    pub authorization: Option<&'r str>,
+    pub request_id: String,
+    /// The directory's base URL for this tenant.
+    pub base: String,
+    pub now: DateTime<Utc>,
+}
+
 /// A resource as answered, and whether the request changed anything (a
 /// reconcile is then queued: deliveries, seats freed).
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +91,8 @@ pub async fn authenticate<S: Directories + Tenants>(store: &S, tenant: &str, aut
 /// `None` when the request is not a plain push of this tenant's token (a
 /// token of another tenant, a body that is no User): `authenticate` and
 /// `create_user` answer it, with the same answers in the same order.
-pub async fn push_user<'a, S: Directories + Tenants + Targets>(model: &'a LicensingModel, store: &'a S, tenant: &str, authorization: Option<&str>, body: &Value, request_id: String, base: String, now: DateTime<Utc>) -> Result<Option<(Session<'a, S>, Answer)>, Error> {
+pub async fn push_user<'a, S: Directories + Tenants + Targets>(model: &'a LicensingModel, store: &'a S, incoming: Incoming<'_>, body: &Value) -> Result<Option<(Session<'a, S>, Answer)>, Error> {
+    let Incoming { tenant, authorization, request_id, base, now } = incoming;
     let (token_tenant, id, secret) = connection::bearer(authorization).and_then(connection::parse_token).ok_or_else(connection::unauthenticated)?;
     let Ok(pushed) = read_user(body) else { return Ok(None) };
     if token_tenant.as_str() != tenant {
