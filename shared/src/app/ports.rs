@@ -439,9 +439,6 @@ pub trait Billing: Send + Sync {
     fn subscriptions(&self, starting_after: Option<&str>, limit: u32) -> impl Future<Output = Result<SubscriptionPage, Upstream>> + Send;
 }
 
-/// A tenant's directory, what its identity providers push besides
-/// members: connections, groups and their members, and the lookups by
-/// name. The writes are [`Write`]s.
 /// See [`Directories::push_view`].
 #[derive(Debug, Clone, Default)]
 pub struct PushView {
@@ -452,6 +449,9 @@ pub struct PushView {
     pub name_holder: Option<UserId>,
 }
 
+/// A tenant's directory, what its identity providers push besides
+/// members: connections, groups and their members, and the lookups by
+/// name. The writes are [`Write`]s.
 pub trait Directories: Send + Sync {
     fn connection(&self, tenant: &TenantId, id: &str) -> impl Future<Output = Result<Option<Connection>, PortError>> + Send;
     fn connections(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Connection>, PortError>> + Send;
