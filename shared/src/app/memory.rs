@@ -54,6 +54,13 @@ struct Db {
     tokens: BTreeMap<(TenantId, UserId), crate::core::token::CachedToken>,
 }
 
+impl Db {
+    /// The member a userName names: a pushed User's claim, else a member's email.
+    fn name_holder(&self, tenant: &TenantId, user_name: &str) -> Option<UserId> {
+        self.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| self.emails.get(&(tenant.clone(), email_key(user_name)))).cloned()
+    }
+}
+
 /// Every port of the app in memory, sharing one database.
 #[derive(Clone)]
 pub struct Memory {
@@ -329,8 +336,7 @@ impl Directories for Memory {
         Ok(self.db.lock().unwrap().connections.iter().filter(|((t, _), _)| t == tenant).map(|(_, c)| c.clone()).collect())
     }
     async fn user_by_name(&self, tenant: &TenantId, user_name: &str) -> Result<Option<UserId>, PortError> {
-        let db = self.db.lock().unwrap();
-        Ok(db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| db.emails.get(&(tenant.clone(), email_key(user_name)))).cloned())
+        Ok(self.db.lock().unwrap().name_holder(tenant, user_name))
     }
     async fn push_view(&self, tenant: &TenantId, connection: &str, user: &UserId, user_name: &str) -> Result<PushView, PortError> {
         let db = self.db.lock().unwrap();
@@ -338,7 +344,7 @@ impl Directories for Memory {
             connection: db.connections.get(&(tenant.clone(), connection.to_string())).cloned(),
             meta: db.meta.get(tenant).cloned(),
             member: db.members.get(&(tenant.clone(), user.clone())).cloned(),
-            name_holder: db.user_names.get(&(tenant.clone(), user_name.to_lowercase())).or_else(|| db.emails.get(&(tenant.clone(), email_key(user_name)))).cloned(),
+            name_holder: db.name_holder(tenant, user_name),
         })
     }
     async fn group(&self, tenant: &TenantId, id: &str) -> Result<Option<DirGroup>, PortError> {

@@ -86,7 +86,7 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
     let started = Instant::now();
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (store, model, tenant, next, started) = (store.clone(), model.clone(), tenant.clone(), next.clone(), started);
+            let (store, model, tenant, next) = (store.clone(), model.clone(), tenant.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -139,17 +139,13 @@ async fn single_changes(s: &Stack, counter: &str, t: &str) -> Vec<(&'static str,
 
 /// Waits (up to 2 h) until the tenant's view satisfies `pred` and its walk is done.
 async fn until_done(s: &Stack, t: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let start = Instant::now();
-    loop {
+    let tenant = TenantId::parse(t).unwrap();
+    s.eventually_within(&format!("{what} (2 h)"), Duration::from_secs(7200), || async {
         let (_, v) = s.tenant(t).await;
-        let meta = s.store();
-        let walking = entitle::app::ports::Tenants::meta(&meta, &TenantId::parse(t).unwrap()).await.unwrap().is_some_and(|m| !entitle::core::tenant::settled(&m));
-        if pred(&v) && !walking {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(7200), "{what}: not done after 2 h: {v}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        let walking = entitle::app::ports::Tenants::meta(&s.store(), &tenant).await.unwrap().is_some_and(|m| !entitle::core::tenant::settled(&m));
+        (pred(&v) && !walking, v)
+    })
+    .await;
 }
 
 /// `count` accounts created through the account API by 16 callers: the
