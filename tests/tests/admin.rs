@@ -213,7 +213,7 @@ async fn amendments_waiting_for_review_are_listed_oldest_first_until_decided() {
     let t = unique("review");
     let k = format!("k-{t}");
     let document = json!({"contract_id": k, "tenant_id": t,
-        "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z", "auto_renew": true},
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z", "auto_renew": true},
         "tier": "business", "seats": 10, "add_ons": [], "named_users": [], "role_mappings": {}, "support": {"level": "standard"}});
     assert_eq!(s.amend("/contracts", Some(&document)).await.0, 201);
     let path = format!("/contracts/{k}/amendments");

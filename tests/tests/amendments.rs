@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 fn document(tenant: &str, contract: &str, seats: u32) -> Value {
     json!({
         "contract_id": contract, "tenant_id": tenant,
-        "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z", "auto_renew": true},
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z", "auto_renew": true},
         "tier": "business", "seats": seats, "add_ons": [],
         "named_users": [{"id": "ann", "email": "ann@example.test", "roles": ["admin"]}],
         "role_mappings": {"finance": ["billing-admin"]},
@@ -71,7 +71,7 @@ async fn contracts_are_created_versioned_and_grant_their_license() {
     assert_eq!(c["document"]["support"], json!({"level": "standard"}), "unmapped clauses are kept");
     assert_eq!(c["history"][0]["version"], 1);
     let tenant = s.tenant(&t).await.1;
-    assert_eq!((tenant["seats"]["total"].as_u64(), tenant["expires_at"].as_str()), (Some(3), Some("2030-01-01T00:00:00Z")));
+    assert_eq!((tenant["seats"]["total"].as_u64(), tenant["expires_at"].as_str()), (Some(3), Some("2090-01-01T00:00:00Z")));
     // Named user roles and role mappings reach members.
     assert_eq!(s.member(&t, "ann").await.1["roles"], json!(["admin", "member"]));
     assert_eq!(s.member(&t, "bob").await.1["roles"], json!(["billing-admin", "member"]));
@@ -86,7 +86,7 @@ async fn contracts_are_created_versioned_and_grant_their_license() {
     // YAML, for people who write contracts by hand.
     let t2 = unique("yaml");
     let yaml = format!(
-        "contract_id: k-{t2}\ntenant_id: {t2}\nterm:\n  start: 2026-01-01T00:00:00Z\n  end: 2028-01-01T00:00:00Z\ntier: team\nseats: 2\nadd_ons: [sso]\nsla:\n  uptime: 99.9\n"
+        "contract_id: k-{t2}\ntenant_id: {t2}\nterm:\n  start: 2026-01-01T00:00:00Z\n  end: 2088-01-01T00:00:00Z\ntier: team\nseats: 2\nadd_ons: [sso]\nsla:\n  uptime: 99.9\n"
     );
     let (code, c) = s.amend_yaml("/contracts", &yaml).await;
     assert_eq!(code, 201, "{c}");
@@ -113,20 +113,20 @@ async fn the_three_forms_of_one_change_give_one_change_set() {
         Box::new(|_| ("patch", json!([
             {"op": "replace", "path": "/seats", "value": 6},
             {"op": "add", "path": "/add_ons/-", "value": "sso"},
-            {"op": "replace", "path": "/term/end", "value": "2031-06-30T00:00:00Z"},
+            {"op": "replace", "path": "/term/end", "value": "2091-06-30T00:00:00Z"},
             {"op": "replace", "path": "/support/level", "value": "premium"}]))),
         Box::new(|doc| {
             let mut d = doc.clone();
             d["seats"] = json!(6);
             d["add_ons"] = json!(["sso"]);
-            d["term"]["end"] = json!("2031-06-30T00:00:00Z");
+            d["term"]["end"] = json!("2091-06-30T00:00:00Z");
             d["support"]["level"] = json!("premium");
             ("document", d)
         }),
         Box::new(|doc| ("record", json!({"parent_record_id": doc["contract_id"], "properties": {
             "seats": {"type": "number", "value": 6},
             "addOns": {"type": "array", "value": ["sso"]},
-            "termEndDate": {"type": "date", "value": "2031-06-30"},
+            "termEndDate": {"type": "date", "value": "2091-06-30"},
             "support": {"type": "object", "value": {"level": "premium"}}}}))),
     ];
     for form in forms {
@@ -140,7 +140,7 @@ async fn the_three_forms_of_one_change_give_one_change_set() {
     assert_eq!(change_sets[0], change_sets[1]);
     assert_eq!(change_sets[0], change_sets[2]);
     let summaries: Vec<&str> = change_sets[0].as_array().unwrap().iter().map(|c| c["summary"].as_str().unwrap()).collect();
-    assert_eq!(summaries, ["add-on sso added", "seats 4 -> 6", "clause support {\"level\":\"standard\"} -> {\"level\":\"premium\"}", "term.end 2030-01-01T00:00:00Z -> 2031-06-30T00:00:00Z"]);
+    assert_eq!(summaries, ["add-on sso added", "seats 4 -> 6", "clause support {\"level\":\"standard\"} -> {\"level\":\"premium\"}", "term.end 2090-01-01T00:00:00Z -> 2091-06-30T00:00:00Z"]);
 }
 
 #[tokio::test]

@@ -500,7 +500,7 @@ async fn alias_and_copy_bombs_are_refused_before_the_work_naming_the_limit() {
     let s = Stack::connect().await;
     let t = unique("bomb");
     let k = format!("k-{t}");
-    let mut yaml = format!("contract_id: {k}\ntenant_id: {t}\nterm: {{start: 2026-01-01T00:00:00Z, end: 2030-01-01T00:00:00Z}}\ntier: team\nseats: 2\n");
+    let mut yaml = format!("contract_id: {k}\ntenant_id: {t}\nterm: {{start: 2026-01-01T00:00:00Z, end: 2090-01-01T00:00:00Z}}\ntier: team\nseats: 2\n");
     yaml.push_str("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
     for i in 1..9 {
         let p = i - 1;
@@ -513,7 +513,7 @@ async fn alias_and_copy_bombs_are_refused_before_the_work_naming_the_limit() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(s.amend(&format!("/contracts/{k}"), None).await.0, 404, "nothing stored");
 
-    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "team", "seats": 2, "notes": ["x"]});
+    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "team", "seats": 2, "notes": ["x"]});
     assert_eq!(s.amend("/contracts", Some(&doc)).await.0, 201);
     let mut ops = vec![];
     for _ in 0..40 {
@@ -761,7 +761,7 @@ async fn approvals_record_the_authenticated_caller_and_four_eyes_hold() {
     let s = Stack::connect().await;
     let t = unique("eyes");
     let k = format!("k-{t}");
-    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "business", "seats": 10});
+    let doc = json!({"contract_id": k, "tenant_id": t, "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "business", "seats": 10});
     assert_eq!(s.amend("/contracts", Some(&doc)).await.0, 201);
     let (alice, bob) = ("arn:aws:iam::123456789012:user/alice", "arn:aws:sts::123456789012:assumed-role/Approvers/bob");
     let cut = json!({"amendment_id": "cut", "base_version": 1, "submitted_by": "alice@example.test", "patch": [{"op": "replace", "path": "/seats", "value": 2}]});

@@ -487,7 +487,7 @@ async fn group_membership_is_changed_in_batches_per_group() {
     let s = Stack::connect().await;
     let t = unique("batch");
     let crm = |version: i64, seats: u64| json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2030-01-01T00:00:00Z", "status": "active", "source_version": version});
+        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2090-01-01T00:00:00Z", "status": "active", "source_version": version});
     assert_eq!(s.crm(&crm(1, 150)).await.1["status"], "applied");
     s.tenant_where(&t, "150 seats", |v| v["seats"]["total"] == 150).await;
     let scim = s.scim(&t);

@@ -474,7 +474,7 @@ async fn contracts(d: &mut Demo, stamp: &str) -> Result<(), String> {
     let k = format!("k-{}", d.tenant);
     let doc = json!({
         "contract_id": k, "tenant_id": d.tenant,
-        "term": {"start": "2026-01-01T00:00:00Z", "end": "2028-01-01T00:00:00Z", "auto_renew": true},
+        "term": {"start": "2026-01-01T00:00:00Z", "end": "2088-01-01T00:00:00Z", "auto_renew": true},
         "tier": "business", "seats": 4, "add_ons": [],
         "named_users": [{"id": "alice", "email": "alice@globex.example", "roles": ["admin"]}],
         "role_mappings": {"finance": ["billing-admin"]},

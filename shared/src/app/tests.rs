@@ -286,7 +286,7 @@ async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
     let store = Memory::new(m.clone());
     let t = tenant("acme");
     let cid = ContractId::parse("k-1").unwrap();
-    let doc = json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
+    let doc = json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
     let (_, created) = contracts::create(&m, &store, &doc, "h0", "req", Utc::now()).await.unwrap();
     assert!(created);
     for i in 0..4 {
