@@ -13,6 +13,9 @@
 //!   minimal Runtime API stand-in, the time to its first
 //!   `invocation/next` call, and its resident memory then.
 //!
+//! - an identity provider's first sync: 2,000 SCIM Users pushed by 8
+//!   connections at the same time as 2,000 account creations by 8 callers
+//!   (their rates as a ratio), then 20 Groups filled in PATCH batches;
 //! - signed member tokens: DynamoDB requests per token read while nothing
 //!   changed, KMS signatures per member whose access changed (counted by a
 //!   second counter, in front of moto's KMS), read latency cached and signed.
