@@ -175,6 +175,43 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     assert_eq!((subjects.len(), subjects.iter().collect::<BTreeSet<_>>().len()), (130, 130), "every account's record, once");
 }
 
+/// A backlog of pending records larger than a page, on DynamoDB Local (a
+/// page of 5 here, of `PENDING_PAGE` in production): the tenant's head
+/// holds the first page, in key order, and still every license (read after
+/// the backlog, by a third query); the integrator and a reconcile chain the
+/// whole backlog a page at a time, each record once.
+#[tokio::test]
+async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
+    let s = Stack::connect().await;
+    let model = &*s.model();
+    let store = s.store().with_pending_page(5);
+    let t = seeded(model, &store, "backlog", 20).await;
+    for i in 20..32 {
+        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+    }
+    let (_, all) = store.pending_audit(&t, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 12);
+    let head = store.tenant_head(&t).await.unwrap().unwrap();
+    let keys = |records: &[entitle::core::audit::PendingRecord]| records.iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&head.pending_audit), keys(&all[..5]), "the first page, in key order");
+    assert_eq!(head.licenses.len(), 1, "the license after the backlog is read too: {:?}", head.licenses);
+    assert_eq!(head.meta.seats_used, 20);
+    let (_, page) = store.pending_audit(&t, 5).await.unwrap();
+    assert_eq!(keys(&page), keys(&all[..5]));
+
+    assert_eq!(audit::integrate(&store, &t, Utc::now()).await.unwrap(), 12);
+    let v = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    for i in 32..43 {
+        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+    }
+    reconcile(model, &store, &t, &cause("backlog"), Utc::now()).await.unwrap();
+    let v = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    let subjects = chained_creations(&store, &t).await;
+    assert_eq!((subjects.len(), subjects.iter().collect::<BTreeSet<_>>().len()), (43, 43), "every account's record, once");
+}
+
 /// The subjects of the chained `member_created` records.
 async fn chained_creations(store: &Dynamo, t: &TenantId) -> Vec<String> {
     let (records, _) = store.audit_page(t, 0, 10_000).await.unwrap();

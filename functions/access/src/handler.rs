@@ -93,7 +93,7 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
         Some(v) => v.parse().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| Rejection::malformed("invalid_query", format!("limit: expected 1 to {MAX_PAGE}")))?,
     };
     // Records of the last moments may still be pending (not yet chained): say how many.
-    let (meta, pending) = store.pending_audit(&tenant).await?;
+    let (meta, pending) = store.pending_audit(&tenant, usize::MAX).await?;
     if meta.is_none() {
         return Err(Rejection::not_found(&format!("tenant {tenant}")).into());
     }

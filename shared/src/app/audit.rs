@@ -15,6 +15,7 @@ use super::ports::{Change, Checkpoints, Signer, Tenants};
 use super::Error;
 use crate::core::audit::{self, AuditEvent, Checkpoint, PendingRecord, Verification};
 use crate::core::ids::TenantId;
+use crate::core::tenant::PENDING_PAGE;
 use chrono::{DateTime, Utc};
 
 /// Items of a transaction that chains pending records: each is its
@@ -42,17 +43,24 @@ pub fn integration(pending: &[PendingRecord], now: DateTime<Utc>) -> Vec<Change>
 }
 
 /// Chains the tenant's pending records: the integrator. Any number may run
-/// at once; the chain's lock lets one chain each record. Returns how many
-/// it chained.
+/// at once; the chain's lock lets one chain each record. A backlog is read
+/// and chained a page ([`PENDING_PAGE`]) at a time, until a page is not
+/// full. Returns how many it chained.
 pub async fn integrate<S: Tenants>(store: &S, tenant: &TenantId, now: DateTime<Utc>) -> Result<usize, Error> {
-    let committed = audited_on(store, tenant, || store.pending_audit(tenant), |(_meta, pending)| async move {
-        if pending.is_empty() {
-            return Ok(Decision::Done(0));
+    let mut chained = 0;
+    loop {
+        let committed = audited_on(store, tenant, || store.pending_audit(tenant, PENDING_PAGE), |(_meta, pending)| async move {
+            if pending.is_empty() {
+                return Ok(Decision::Done(false));
+            }
+            Ok(Decision::Commit(integration(&pending, now), pending.len() == PENDING_PAGE))
+        })
+        .await?;
+        chained += committed.changes.iter().map(|c| c.integrate.len()).sum::<usize>();
+        if !committed.value || committed.refused.is_some() {
+            return Ok(chained);
         }
-        Ok(Decision::Commit(integration(&pending, now), pending.len()))
-    })
-    .await?;
-    Ok(committed.changes.iter().map(|c| c.integrate.len()).sum())
+    }
 }
 
 /// Records an operator's act on a tenant (a dead letter redriven) in its
@@ -92,7 +100,7 @@ pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: 
 /// first (every record up to it was committed with it); records beyond a
 /// second read of the head belong to no chain and are reported.
 pub async fn verify<S: Tenants>(store: &S, tenant: &TenantId) -> Result<Option<Verification>, Error> {
-    let (meta, pending) = store.pending_audit(tenant).await?;
+    let (meta, pending) = store.pending_audit(tenant, usize::MAX).await?;
     let Some(meta) = meta else { return Ok(None) };
     let mut all = Vec::new();
     let mut after = 0;

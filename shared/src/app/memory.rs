@@ -67,6 +67,9 @@ pub struct Memory {
     db: Arc<Mutex<Db>>,
     model: Arc<LicensingModel>,
     pub commits: Arc<AtomicUsize>,
+    /// The most pending audit records one read has returned (a head's or
+    /// the integrator's): what a backlog costs a reader's memory.
+    pub largest_pending_read: Arc<AtomicUsize>,
     /// What was queued.
     pub queued: Arc<Mutex<Vec<(ReconcileRequest, String)>>>,
     tokens: Arc<Mutex<BTreeMap<(TenantId, TargetId), String>>>,
@@ -84,6 +87,7 @@ impl Memory {
             db: Arc::default(),
             model,
             commits: Arc::default(),
+            largest_pending_read: Arc::default(),
             queued: Arc::default(),
             tokens: Arc::default(),
         }
@@ -393,7 +397,11 @@ impl Tenants for Memory {
     }
 
     async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
-        Ok(self.tenant(tenant).await?.map(|s| TenantHead { meta: s.meta, licenses: s.licenses, contracts: s.contracts, targets: s.targets, pending_audit: s.pending_audit }))
+        Ok(self.tenant(tenant).await?.map(|s| {
+            let pending_audit: Vec<PendingRecord> = s.pending_audit.into_iter().take(crate::core::tenant::PENDING_PAGE).collect();
+            self.largest_pending_read.fetch_max(pending_audit.len(), Ordering::SeqCst);
+            TenantHead { meta: s.meta, licenses: s.licenses, contracts: s.contracts, targets: s.targets, pending_audit }
+        }))
     }
 
     /// Members in user id order, the user id (as `MEM#<user>`) the cursor.
@@ -499,9 +507,11 @@ impl Tenants for Memory {
         Ok(())
     }
 
-    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+    async fn pending_audit(&self, tenant: &TenantId, limit: usize) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
         let db = self.db.lock().unwrap();
-        Ok((db.meta.get(tenant).cloned(), db.pending.get(tenant).map(|p| p.values().cloned().collect()).unwrap_or_default()))
+        let pending: Vec<PendingRecord> = db.pending.get(tenant).map(|p| p.values().take(limit).cloned().collect()).unwrap_or_default();
+        self.largest_pending_read.fetch_max(pending.len(), Ordering::SeqCst);
+        Ok((db.meta.get(tenant).cloned(), pending))
     }
 
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, _payload: &Value, _at: DateTime<Utc>) -> Result<bool, PortError> {
@@ -808,8 +818,8 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
         }
         self.inner.commit_unchained(tenant, change, salt).await
     }
-    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
-        self.inner.pending_audit(tenant).await
+    async fn pending_audit(&self, tenant: &TenantId, limit: usize) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+        self.inner.pending_audit(tenant, limit).await
     }
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
         self.inner.park_unattributed(source, event, reason, payload, at).await

@@ -240,8 +240,10 @@ pub trait Tenants: Send + Sync {
     /// Everything desired access depends on, read consistently: every
     /// member too (drift repair, explain, an amendment's impact).
     fn tenant(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantState>, PortError>> + Send;
-    /// The tenant without its members: what a reconcile reads whatever the
-    /// tenant's size (two requests).
+    /// The tenant without its members, and only its first
+    /// [`PENDING_PAGE`](crate::core::tenant::PENDING_PAGE) pending audit
+    /// records: what a reconcile reads whatever the tenant's size (two
+    /// requests; a third when more records are pending than that).
     fn tenant_head(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<TenantHead>, PortError>> + Send;
     /// One page of the tenant's members in user id order, after the member
     /// whose sort key is `after`; and the sort key to go on from, if more follow.
@@ -274,8 +276,9 @@ pub trait Tenants: Send + Sync {
     /// (announced when it is chained). A change with events of its own or
     /// that chains pending records cannot be committed so.
     fn commit_unchained(&self, tenant: &TenantId, change: &Change, salt: &str) -> impl Future<Output = Result<(), CommitError>> + Send;
-    /// The tenant's head and its pending audit records, in order, read together.
-    fn pending_audit(&self, tenant: &TenantId) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError>> + Send;
+    /// The tenant's head and its first `limit` pending audit records, in
+    /// order, read together (fewer only when no more are pending).
+    fn pending_audit(&self, tenant: &TenantId, limit: usize) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError>> + Send;
     /// Parks an event that names no tenant (there is no chain to audit it
     /// in); false if it was parked before.
     fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;

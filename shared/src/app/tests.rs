@@ -158,6 +158,57 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     assert_eq!(subjects.len(), 120, "every account's record, once");
 }
 
+/// The subjects of the chained `member_created` records, sorted (a subject
+/// chained twice is there twice).
+async fn created_subjects(store: &Memory, t: &TenantId) -> Vec<String> {
+    let (records, _) = store.audit_page(t, 0, 100_000).await.unwrap();
+    let mut subjects: Vec<String> = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberCreated).map(|r| r.event.subject).collect();
+    subjects.sort();
+    subjects
+}
+
+/// A backlog of pending records larger than a page (a burst of account
+/// creations, provision stopped for a while) is chained a page at a time,
+/// by the integrator (a barrier) and by a reconcile alike: every record
+/// once, and no read holds more than a page of them (a reader's memory does not grow with the backlog).
+#[tokio::test]
+async fn a_backlog_of_pending_records_is_chained_a_page_at_a_time() {
+    use crate::core::tenant::PENDING_PAGE;
+    use std::sync::atomic::Ordering;
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("backlog");
+    seeded(&m, &store, &t, 10, 0).await;
+    let create = |from: usize, to: usize| {
+        let (m, store, t) = (m.clone(), store.clone(), t.clone());
+        async move {
+            for i in from..to {
+                members::create(&m, &store, &t, &new_member(i, &format!("b{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+            }
+        }
+    };
+    let backlog = 2 * PENDING_PAGE + 7;
+    create(0, backlog).await;
+    assert_eq!(audit::verify(&store, &t).await.unwrap().unwrap().pending, backlog as u64);
+    store.largest_pending_read.store(0, Ordering::SeqCst);
+    assert_eq!(audit::integrate(&store, &t, Utc::now()).await.unwrap(), backlog);
+    assert_eq!(store.largest_pending_read.load(Ordering::SeqCst), PENDING_PAGE, "the integrator read a page at a time");
+    let v = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    let expected: Vec<String> = (0..backlog).map(|i| format!("member:m{i:04}")).collect();
+    assert_eq!(created_subjects(&store, &t).await, expected, "each account's record, once");
+
+    let more = PENDING_PAGE + 1;
+    create(backlog, backlog + more).await;
+    store.largest_pending_read.store(0, Ordering::SeqCst);
+    reconcile::reconcile(&m, &store, &t, &cause("backlog"), Utc::now()).await.unwrap();
+    assert_eq!(store.largest_pending_read.load(Ordering::SeqCst), PENDING_PAGE, "the reconcile's head held a page at a time");
+    let v = audit::verify(&store, &t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    let expected: Vec<String> = (0..backlog + more).map(|i| format!("member:m{i:04}")).collect();
+    assert_eq!(created_subjects(&store, &t).await, expected);
+}
+
 /// A removal and a reconcile that would seat the removed account, at once:
 /// the reconcile's write is conditional on the status it planned on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

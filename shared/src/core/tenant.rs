@@ -84,8 +84,15 @@ pub struct TenantHead {
     pub licenses: Vec<License>,
     pub contracts: Vec<(ContractDocument, u64)>,
     pub targets: Vec<Target>,
+    /// The first pending audit records, in order: at most [`PENDING_PAGE`].
     pub pending_audit: Vec<PendingRecord>,
 }
+
+/// At most this many pending audit records come with a tenant's head: a
+/// backlog (a burst of account creations, a provision outage) is chained a
+/// page at a time, each page read after the one before is chained, so a
+/// reconcile's memory does not grow with the backlog.
+pub const PENDING_PAGE: usize = 1000;
 
 impl TenantHead {
     pub fn rules(&self) -> TenantRules {

@@ -76,11 +76,19 @@ pub struct Dynamo {
     pub(crate) state: String,
     pub(crate) audit: String,
     pub(crate) model: Arc<LicensingModel>,
+    /// The pending audit records a tenant's head holds at most.
+    pub(crate) pending_page: usize,
 }
 
 impl Dynamo {
     pub fn new(client: Client, state: String, audit: String, model: Arc<LicensingModel>) -> Self {
-        Dynamo { client, state, audit, model }
+        Dynamo { client, state, audit, model, pending_page: crate::core::tenant::PENDING_PAGE }
+    }
+
+    /// The same tables with a smaller page of pending audit records (tests
+    /// reach the paging with a few records).
+    pub fn with_pending_page(self, pending_page: usize) -> Self {
+        Dynamo { pending_page: pending_page.max(1), ..self }
     }
 
     pub fn client(&self) -> &Client {
@@ -131,10 +139,10 @@ impl Dynamo {
     }
 }
 
-/// Every item a query finds, all pages.
+/// Every item a query finds, all pages (from its exclusive start key, if it has one).
 pub(crate) async fn all_items(query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder) -> Result<Vec<Item>, PortError> {
     let mut out = Vec::new();
-    let mut start = None;
+    let mut start = query.get_exclusive_start_key().clone();
     loop {
         let page = query.clone().set_exclusive_start_key(start).send().await.map_err(failed("Query"))?;
         out.extend(page.items.unwrap_or_default());

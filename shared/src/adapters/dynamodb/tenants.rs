@@ -95,19 +95,32 @@ impl Tenants for Dynamo {
 
     /// Two queries of the partition, around its members: the keys before
     /// `MEM#` (pending audit records, contracts, licenses) and from `META`
-    /// on (`META`, targets).
+    /// on (`META`, targets). The pending records come first (`AQ#` sorts
+    /// before `CONTRACT#` and `LIC#`): the first query reads at most a page
+    /// of them; when its page ends among them, the rest wait for a later
+    /// read and a third query reads the contracts and licenses after them.
     async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
-        let query = |condition: &'static str, bound: &'static str| {
+        let query = |condition: &'static str| {
             self.client
                 .query()
                 .table_name(&self.state)
                 .key_condition_expression(condition)
                 .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":b", s(bound))
                 .consistent_read(true)
         };
-        let mut items = all_items(query("pk = :pk AND sk < :b", "MEM#")).await?;
-        items.extend(all_items(query("pk = :pk AND sk >= :b", "META")).await?);
+        let before_members = query("pk = :pk AND sk < :b").expression_attribute_values(":b", s("MEM#"));
+        let first = before_members.clone().limit(i32::try_from(self.pending_page).unwrap_or(i32::MAX)).send().await.map_err(failed("Query"))?;
+        let mut items = first.items.unwrap_or_default();
+        match first.last_evaluated_key.filter(|k| !k.is_empty()) {
+            None => {}
+            // More pending records may follow: the keys after every one of them ("AQ$" > "AQ#…").
+            Some(k) if get_s(&k, "sk").is_some_and(|sk| sk.starts_with("AQ#")) => {
+                let after_pending = query("pk = :pk AND sk BETWEEN :a AND :b").expression_attribute_values(":a", s("AQ$")).expression_attribute_values(":b", s("MEM#"));
+                items.extend(all_items(after_pending).await?);
+            }
+            Some(k) => items.extend(all_items(before_members.set_exclusive_start_key(Some(k))).await?),
+        }
+        items.extend(all_items(query("pk = :pk AND sk >= :b").expression_attribute_values(":b", s("META"))).await?);
         Ok(self.parts(tenant, items)?.head)
     }
 
@@ -196,14 +209,23 @@ impl Tenants for Dynamo {
         self.commit_unchained_change(tenant, change, salt).await
     }
 
-    /// The head, then the pending records (the `AQ#` keys of the partition).
-    async fn pending_audit(&self, tenant: &TenantId) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
+    /// The head, then the first `limit` pending records (the `AQ#` keys of
+    /// the partition), a page at a time.
+    async fn pending_audit(&self, tenant: &TenantId, limit: usize) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
         let meta = self.meta(tenant).await?;
         let pk = tenant_pk(tenant);
         let mut out = Vec::new();
-        for item in self.query_partition(pk.clone(), "AQ#").await? {
-            let key = format!("{pk}/{}", get_s(&item, "sk").unwrap_or_default());
-            out.push(pending_from(&item, &key)?);
+        let mut after = None;
+        while out.len() < limit {
+            let (items, next) = self.query_page(pk.clone(), "AQ#", after, (limit - out.len()).min(i32::MAX as usize)).await?;
+            for item in items {
+                let key = format!("{pk}/{}", get_s(&item, "sk").unwrap_or_default());
+                out.push(pending_from(&item, &key)?);
+            }
+            match next {
+                Some(sk) => after = Some(sk),
+                None => break,
+            }
         }
         Ok((meta, out))
     }
