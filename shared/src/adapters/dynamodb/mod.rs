@@ -108,11 +108,14 @@ impl Dynamo {
     /// consistently, all pages.
     pub(crate) async fn query_partition(&self, pk: String, prefix: &str) -> Result<Vec<Item>, PortError> {
         let query = self.client.query().table_name(&self.state).expression_attribute_values(":pk", s(pk));
-        // DynamoDB refuses an empty begins_with operand: no prefix, no condition on sk.
+        // No prefix, no condition on sk (DynamoDB refuses an empty operand).
         let query = if prefix.is_empty() {
             query.key_condition_expression("pk = :pk")
         } else {
-            query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
+            query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :p AND :last")
+                .expression_attribute_values(":p", s(prefix))
+                .expression_attribute_values(":last", s(last_key_with_prefix(prefix)))
         };
         all_items(query.consistent_read(true)).await
     }
@@ -125,9 +128,10 @@ impl Dynamo {
             .client
             .query()
             .table_name(&self.state)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .key_condition_expression("pk = :pk AND sk BETWEEN :p AND :last")
             .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":p", s(prefix))
+            .expression_attribute_values(":last", s(last_key_with_prefix(prefix)))
             .consistent_read(true)
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
         if let Some(sk) = after {
@@ -137,6 +141,26 @@ impl Dynamo {
         let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "sk")).map(str::to_string);
         Ok((out.items.unwrap_or_default(), next))
     }
+}
+
+/// The greatest sort key that starts with `prefix`: the prefix, then the
+/// greatest UTF-8 characters up to DynamoDB's 1,024-byte sort key. Every key
+/// with the prefix sorts between the two (DynamoDB orders strings by their
+/// UTF-8 bytes), so `sk BETWEEN prefix AND this` is `begins_with(sk, prefix)`.
+/// It is written as a range because DynamoDB Local answers `begins_with` on
+/// the sort key by reading the whole partition (52 ms against 5 ms at 55,000
+/// members), and real DynamoDB serves both the same way.
+pub(crate) fn last_key_with_prefix(prefix: &str) -> String {
+    const SORT_KEY_BYTES: usize = 1024;
+    let mut last = String::with_capacity(SORT_KEY_BYTES.max(prefix.len()));
+    last.push_str(prefix);
+    // The greatest character of each UTF-8 length, longest first.
+    for greatest in ['\u{10FFFF}', '\u{FFFF}', '\u{7FF}', '\u{7F}'] {
+        while last.len() + greatest.len_utf8() <= SORT_KEY_BYTES {
+            last.push(greatest);
+        }
+    }
+    last
 }
 
 /// Every item a query finds, all pages (from its exclusive start key, if it has one).
@@ -258,4 +282,44 @@ pub(crate) fn pending_from_item(item: &Item, key: &str) -> Result<Pending, PortE
         refusals: get_n(item, "refusals").unwrap_or(0) as u32,
         parked: get_s(item, "parked").map(str::to_string),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_key_with_prefix;
+
+    #[test]
+    fn the_last_key_with_a_prefix_bounds_every_key_that_has_it_and_no_other() {
+        for prefix in ["MEM#", "GRP#", "AQ#", "SEAT#0000000001#"] {
+            let last = last_key_with_prefix(prefix);
+            assert_eq!(last.len(), 1024, "{prefix}: the bound fills a sort key");
+            assert!(last.starts_with(prefix));
+            // Keys that start with the prefix, the awkward ones included: the
+            // greatest characters, a key as long as DynamoDB allows.
+            let long = format!("{prefix}{}", "\u{FFFF}".repeat((1024 - prefix.len()) / 3));
+            for key in [prefix.to_string(), format!("{prefix}zzz"), format!("{prefix}\u{10FFFF}"), format!("{prefix}\u{10FFFF}\u{10FFFF}x"), format!("{prefix}é\u{10FFFF}"), long] {
+                assert!(key.len() <= 1024);
+                assert!(prefix <= key.as_str() && key <= last, "{key:?} is within the range of {prefix}");
+            }
+            // Keys that don't are outside it (the prefix's successor and past).
+            let mut next = prefix.to_string();
+            let end = next.pop().unwrap();
+            next.push(char::from_u32(end as u32 + 1).unwrap());
+            for key in [next.clone(), format!("{next}a"), "MEN".to_string(), "~".to_string()] {
+                if !key.starts_with(prefix) && key.as_str() > prefix {
+                    assert!(key > last, "{key:?} is past the range of {prefix}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_ends_with_the_greatest_character_that_fits_each_remaining_length() {
+        for len in 1..=8 {
+            let prefix = "P".repeat(len);
+            let last = last_key_with_prefix(&prefix);
+            assert_eq!(last.len(), 1024, "prefix of {len} bytes");
+            assert!(last.chars().skip(len).all(|c| c >= '\u{7F}'));
+        }
+    }
 }
