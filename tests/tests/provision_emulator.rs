@@ -212,6 +212,28 @@ async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
     assert_eq!((subjects.len(), subjects.iter().collect::<BTreeSet<_>>().len()), (43, 43), "every account's record, once");
 }
 
+/// A barrier is reached only once the tenant is reconciled to the end: a
+/// seat cut that is due when provision reaches it (as when a cut spanning
+/// invocations queued its rest behind the barrier: a cut, unlike a walk, is
+/// not marked on `META`) is done before the mark, in the seat order.
+#[tokio::test]
+async fn a_barrier_is_reached_only_after_the_cut_that_was_due() {
+    let s = Stack::connect().await;
+    let model = &*s.model();
+    let store = s.store();
+    let t = seeded(model, &store, "barrier-cut", 6).await;
+    // The cut to two seats is recorded, its reconcile not queued.
+    licenses::record_change(&store, &crm_change(&t, 2, 2), "h2", Utc::now()).await.unwrap();
+    assert_eq!(store.meta(&t).await.unwrap().unwrap().seats_used, 6, "nothing cut yet");
+    s.settle(t.as_str()).await;
+    let state = store.tenant(&t).await.unwrap().unwrap();
+    assert_eq!(state.meta.seats_used, 2, "the cut is done when the barrier is reached");
+    let active: BTreeSet<&str> = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).map(|m| m.member.user_id.as_str()).collect();
+    assert_eq!(active, ["m0000", "m0001"].into(), "the first two in the seat order keep their seats");
+    assert!(state.members.iter().filter(|m| m.access.status != MemberStatus::Active).all(|m| m.access.status == MemberStatus::PendingSeat));
+    assert!(verified(&store, &t).await);
+}
+
 /// The subjects of the chained `member_created` records.
 async fn chained_creations(store: &Dynamo, t: &TenantId) -> Vec<String> {
     let (records, _) = store.audit_page(t, 0, 10_000).await.unwrap();

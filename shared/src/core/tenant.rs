@@ -52,12 +52,6 @@ pub struct Walk {
     pub done: bool,
 }
 
-/// Whether the tenant's members were brought to its access: no member walk
-/// half done.
-pub fn settled(meta: &TenantMeta) -> bool {
-    meta.walk.as_ref().is_none_or(|w| w.done)
-}
-
 /// What a member walk brings members to: the licensing model, what of the
 /// tenant's access a member's own access follows (its tier, entitlements and
 /// policy: not its seats, which the seat pass keeps, nor its dates or
