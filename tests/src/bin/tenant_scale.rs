@@ -137,31 +137,18 @@ async fn single_changes(s: &Stack, counter: &str, t: &str) -> Vec<(&'static str,
     out
 }
 
-/// Whether provision has brought the tenant to its licenses: the access
-/// they give recorded, the walk toward that access (its goal, not the goal
-/// of the walk before) done, no seat beyond the total, no audit record
-/// pending. The read API answers from the licenses at once, and `META`
-/// holds the last walk until provision starts the next: neither alone says
-/// a tenant-wide change is done.
-async fn brought_to_licenses(s: &Stack, tenant: &TenantId) -> bool {
-    let model = s.model();
-    let Some(head) = entitle::app::ports::Tenants::tenant_head(&s.store(), tenant).await.unwrap() else { return false };
-    let access = entitle::core::license::effective_license(&model, &head.licenses);
-    let goal = entitle::core::tenant::walk_goal(&model, &access, &head.rules());
-    let walked = head.meta.walk.as_ref().is_some_and(|w| w.goal == goal && w.done);
-    let recorded = head.meta.access.as_ref().is_some_and(|a| a.same_access(&access));
-    walked && recorded && head.meta.seats_used <= access.seats_total && head.pending_audit.is_empty()
-}
-
-/// Waits (up to 2 h) until the tenant's view satisfies `pred` and provision
-/// has brought the tenant to its licenses.
+/// Waits (up to 2 h) until the tenant's view satisfies `pred` (the read
+/// API answers from the licenses at once), then until provision has
+/// brought the tenant to them: a barrier, which provision reaches only once
+/// it has reconciled the tenant to the end (the walk toward the new access
+/// and every seat pass, however many invocations they take).
 async fn until_done(s: &Stack, t: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let tenant = TenantId::parse(t).unwrap();
-    s.eventually_within(&format!("{what} (2 h)"), Duration::from_secs(7200), || async {
+    s.eventually_within(&format!("{what} in the read API (2 h)"), Duration::from_secs(7200), || async {
         let (_, v) = s.tenant(t).await;
-        (pred(&v) && brought_to_licenses(s, &tenant).await, v)
+        (pred(&v), v)
     })
     .await;
+    s.settle_within(t, Duration::from_secs(7200)).await;
 }
 
 /// `count` accounts created through the account API by 16 callers: the
