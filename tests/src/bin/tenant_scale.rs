@@ -7,9 +7,10 @@
 //!    one of SIZE members: DynamoDB requests and wall time each;
 //! 2. a tier change and a seat cut of SIZE/2 in the large tenant: members
 //!    a second, and the largest memory of the provision process;
-//! 3. a first sync of 20,000 accounts into an empty tenant (16 callers, as
-//!    an identity provider's connections): creations a second over the
-//!    first and the last thousand.
+//! 3. a first directory sync of SYNC (20,000) Users into an empty tenant
+//!    (`POST /scim/v2/Users` through its directory connection, 16
+//!    connections, as an identity provider's): creations a second over the
+//!    first and the last thousand, and when provision caught up.
 //!
 //! The large tenant is seeded through the use case (16 at a time). No SCIM
 //! target: what is measured is Entitle's own work.
@@ -151,24 +152,28 @@ async fn until_done(s: &Stack, t: &str, what: &str, pred: impl Fn(&serde_json::V
     s.settle_within(t, Duration::from_secs(7200)).await;
 }
 
-/// `count` accounts created through the account API by 16 callers: the
-/// times at which each thousand was done.
-async fn first_sync(s: &Arc<Stack>, t: &str, count: u32) -> Vec<Duration> {
+/// An identity provider's first sync: `count` Users pushed through the
+/// tenant's directory connection (`POST /scim/v2/Users`) by 16 connections:
+/// the times at which each thousand was done.
+async fn first_sync(d: &entitle_tests::directory::Directory, count: u32) -> Vec<Duration> {
     let next = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicU32::new(0));
     let marks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (s, t, next, done, marks) = (s.clone(), t.to_string(), next.clone(), done.clone(), marks.clone());
+            let (d, next, done, marks) = (d.clone(), next.clone(), done.clone(), marks.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= count {
                         return;
                     }
-                    let (code, body) = s.create_member(&t, &member_body(&format!("d{i:06}"), &[])).await;
-                    assert_eq!(code, 201, "{body}");
+                    let login = format!("d{i:06}@idp.test");
+                    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": login, "externalId": format!("idp-{i:06}"),
+                        "name": {"givenName": "Sync", "familyName": format!("User {i}")}, "emails": [{"primary": true, "value": login, "type": "work"}], "active": true});
+                    let user = d.create_user(&body).await;
+                    assert!(user["id"].is_string(), "{user}");
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     if n % 1000 == 0 {
                         marks.lock().unwrap().push(started.elapsed());
@@ -235,11 +240,18 @@ async fn main() {
     let fresh = unique("scale-sync");
     crm(&s, &fresh, "team", sync, 1).await;
     s.tenant_where(&fresh, "provisioned", |v| v["seats"]["total"] == sync).await;
-    let marks = first_sync(&s, &fresh, sync).await;
+    let directory = s.connect_directory(&fresh, "bench IdP", None).await;
+    let marks = first_sync(&directory, sync).await;
+    let pushed = Instant::now();
+    s.settle_within(&fresh, Duration::from_secs(7200)).await;
+    let caught_up = pushed.elapsed().as_secs_f64();
+    let (_, view) = s.tenant(&fresh).await;
+    assert_eq!(view["seats"]["used"], sync, "every pushed User holds a seat: {view}");
     if marks.len() >= 2 {
         let first = 1000.0 / marks[0].as_secs_f64();
         let last = 1000.0 / (marks[marks.len() - 1] - marks[marks.len() - 2]).as_secs_f64();
-        println!("\nfirst sync of {sync} accounts into an empty tenant (account API, 16 callers): {first:.0} creations a second over the first thousand, {last:.0} over the last");
+        let all = f64::from(sync) / marks[marks.len() - 1].as_secs_f64();
+        println!("\nfirst directory sync of {sync} Users into an empty tenant (POST /scim/v2/Users, 16 connections): {first:.0} creations a second over the first thousand, {last:.0} over the last, {all:.0} over all; provision caught up (a barrier reached) {caught_up:.0} s after the last push");
     }
     let described: Vec<String> = peak_memory().iter().map(|(f, kb)| format!("{f} {}", mib(*kb))).collect();
     println!("\nlargest memory of a function process (VmHWM): {}", described.join(", "));
