@@ -234,6 +234,54 @@ async fn a_barrier_is_reached_only_after_the_cut_that_was_due() {
     assert!(verified(&store, &t).await);
 }
 
+/// Coalesced reconcile requests on the real peers: the wake epoch in
+/// DynamoDB Local, SQS FIFO's deduplication in moto. A burst of creations
+/// within one epoch is one message; after provision advanced the epoch, a
+/// creation is a new one; the reconcile after the advance chains them all.
+#[tokio::test]
+async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
+    let s = Stack::connect().await;
+    let model = &*s.model();
+    let store = s.store();
+    let name = format!("{}.fifo", unique("wake"));
+    let url = s
+        .sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = entitle::adapters::sqs::ReconcileQueue::new(s.sqs.clone(), url.clone());
+    let received = || async {
+        let out = s.sqs.receive_message().queue_url(&url).max_number_of_messages(10).visibility_timeout(300).wait_time_seconds(1).send().await.unwrap();
+        out.messages.unwrap_or_default().len()
+    };
+    let t = seeded(model, &store, "wake", 0).await;
+    let wake = |i: usize| {
+        let (store, queue, t) = (&store, &queue, &t);
+        async move { entitle::app::reconcile::wake(store, queue, t, cause(&format!("r{i}")), &format!("own-{t}-{i}")).await }
+    };
+    assert_eq!(store.wake_epoch(&t).await.unwrap(), None);
+    wake(0).await.unwrap();
+    // Provision starts on the tenant: the epoch advances before its read.
+    store.advance_wake(&t).await.unwrap();
+    for i in 1..=5 {
+        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+        wake(i).await.unwrap();
+    }
+    assert_eq!(received().await, 2, "the first request, then the five creations as one message");
+    store.advance_wake(&t).await.unwrap();
+    assert_eq!(store.wake_epoch(&t).await.unwrap(), Some(2));
+    reconcile(model, &store, &t, &cause("wake"), Utc::now()).await.unwrap();
+    assert_eq!(chained_creations(&store, &t).await.len(), 5, "the reconcile after the advance chained every creation of the burst");
+    members::create(model, &store, &t, &new_member(6), "req-6", Utc::now()).await.unwrap();
+    wake(6).await.unwrap();
+    assert_eq!(received().await, 1, "a creation after the advance is a new message");
+}
+
 /// The subjects of the chained `member_created` records.
 async fn chained_creations(store: &Dynamo, t: &TenantId) -> Vec<String> {
     let (records, _) = store.audit_page(t, 0, 10_000).await.unwrap();

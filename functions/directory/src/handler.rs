@@ -6,7 +6,7 @@ use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::sqs::ReconcileQueue;
 use entitle::app::directory::{self, list_response, Answer, Session};
-use entitle::app::ports::{Queue, Tenants};
+use entitle::app::ports::Tenants;
 use entitle::app::Error;
 use entitle::core::audit::Cause;
 use entitle::core::model::LicensingModel;
@@ -14,7 +14,6 @@ use entitle::core::provider::filter::{get_ci, Filter};
 use entitle::core::provider::resource::{attribute_list, project};
 use entitle::core::provider::schemas::{self, ERROR, SEARCH};
 use entitle::core::rejection::{Kind, Rejection};
-use entitle::core::reconcile::ReconcileRequest;
 use entitle::edge::body::parse_json;
 use entitle::edge::{config, http, metrics};
 use lambda_http::{Body, Request, Response};
@@ -243,10 +242,13 @@ async fn changed(app: &App, s: &Session<'_, Dynamo>, a: Answer, req: &Request) -
 }
 
 /// A reconcile of the tenant: its pending audit records chained, the
-/// change delivered to its SCIM targets, a freed seat given to the line.
+/// change delivered to its SCIM targets, a freed seat given to the line;
+/// coalesced with the other requests made since provision last started on
+/// the tenant (`reconcile::wake`), so that a first sync queues one message
+/// per reconcile, not one per User.
 async fn enqueue(app: &App, s: &Session<'_, Dynamo>, what: &str) -> Result<(), Error> {
     let cause = Cause::directory(&s.connection.id, &s.request_id);
-    Ok(app.queue.send(&ReconcileRequest::new(s.tenant.clone(), cause), &format!("directory-{what}:{}:{}", s.tenant, s.request_id)).await?)
+    Ok(entitle::app::reconcile::wake(&app.store, &app.queue, &s.tenant, cause, &format!("directory-{what}:{}:{}", s.tenant, s.request_id)).await?)
 }
 
 /// The SCIM error of a refusal (RFC 7644 §3.12): `status` as a string,

@@ -183,6 +183,12 @@ async fn enqueue(app: &App, tenant: &TenantId, cause: Cause, dedup: &str) -> Res
     Ok(app.queue.send(&ReconcileRequest::new(tenant.clone(), cause), dedup).await?)
 }
 
+/// A reconcile after one member's change, coalesced with the others made
+/// since provision last started on the tenant (`reconcile::wake`).
+async fn wake(app: &App, tenant: &TenantId, cause: Cause, own: &str) -> Result<(), Error> {
+    Ok(entitle::app::reconcile::wake(&app.store, &app.queue, tenant, cause, own).await?)
+}
+
 async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let new: NewMember = parse_json(http::body(req)?)?;
@@ -193,7 +199,7 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     if created {
         metrics::seat_claim(view.status.as_str() == "active").property("tenant", tenant.as_str()).emit();
     }
-    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
+    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))
 }
 
@@ -203,7 +209,7 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let request_id = http::request_id(req);
     let view = members::remove(&app.store, &tenant, &user, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
-    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
+    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 
@@ -230,7 +236,7 @@ async fn put_seat(app: &App, req: &Request, tenant: &str, user: &str) -> Result<
     let principal = http::principal(req);
     let view = seats::set_seat(&app.model, &app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
-    enqueue(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
+    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 

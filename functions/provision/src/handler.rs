@@ -217,6 +217,9 @@ async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -
     })?;
     let cause = request.cause.to_string();
     let started = std::time::Instant::now();
+    // Before the tenant is read: every coalesced request that read the
+    // epoch before this committed its change first (`reconcile::wake`).
+    app.store.advance_wake(&request.tenant_id).await.map_err(|e| Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false })?;
     match reconcile_until(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
         Ok(outcome) => {
             if outcome.more {

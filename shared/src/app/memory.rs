@@ -46,6 +46,7 @@ struct Db {
     /// Event items, in the order written (what the table's stream carries).
     stream: Vec<Value>,
     barriers: BTreeMap<TenantId, String>,
+    wakes: BTreeMap<TenantId, u64>,
     connections: BTreeMap<(TenantId, String), Connection>,
     user_names: BTreeMap<(TenantId, String), UserId>,
     groups: BTreeMap<(TenantId, String), DirGroup>,
@@ -523,6 +524,18 @@ impl Tenants for Memory {
         Ok(true)
     }
 
+    async fn wake_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, PortError> {
+        Ok(self.db.lock().unwrap().wakes.get(tenant).copied())
+    }
+
+    async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
+        let mut db = self.db.lock().unwrap();
+        if db.meta.contains_key(tenant) {
+            *db.wakes.entry(tenant.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         let mut db = self.db.lock().unwrap();
         if !db.meta.contains_key(tenant) {
@@ -823,6 +836,12 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
         self.inner.park_unattributed(source, event, reason, payload, at).await
+    }
+    async fn wake_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, PortError> {
+        self.inner.wake_epoch(tenant).await
+    }
+    async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
+        self.inner.advance_wake(tenant).await
     }
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         self.inner.mark_barrier(tenant, mark).await

@@ -282,6 +282,12 @@ pub trait Tenants: Send + Sync {
     /// Parks an event that names no tenant (there is no chain to audit it
     /// in); false if it was parked before.
     fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// The tenant's wake epoch (see [`crate::app::reconcile::wake`]):
+    /// `None` before provision first advanced it.
+    fn wake_epoch(&self, tenant: &TenantId) -> impl Future<Output = Result<Option<u64>, PortError>> + Send;
+    /// Advances the tenant's wake epoch by one (provision does, before it
+    /// reads the tenant); nothing for a tenant without a `META`.
+    fn advance_wake(&self, tenant: &TenantId) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Records a barrier mark on the tenant (see [`ReconcileRequest::barrier`]).
     fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// One page of the audit trail after `after_seq`, oldest first, and

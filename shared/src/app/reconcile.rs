@@ -24,13 +24,13 @@
 use super::audit::integration;
 use super::commit::{audited_on, Decision, Snapshot};
 use super::members::deliveries;
-use super::ports::{Change, MemberGuard, Tenants, Write};
+use super::ports::{Change, MemberGuard, Queue, Tenants, Write};
 use super::Error;
 use crate::core::audit::{AuditAction, Cause, ChainHead};
 use crate::core::ids::TenantId;
 use crate::core::license::{effective_license, MemberPolicy, TenantAccess};
 use crate::core::model::LicensingModel;
-use crate::core::reconcile::{chunks, cut, grant, walked, Chunk, TenantChange};
+use crate::core::reconcile::{chunks, cut, grant, walked, Chunk, ReconcileRequest, TenantChange};
 use crate::core::scim::Target;
 use crate::core::seats::{micros, SeatList};
 use crate::core::tenant::{walk_goal, MemberItem, TenantHead, Walk};
@@ -135,6 +135,30 @@ async fn read_next<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tenan
         Next::Done
     };
     Ok(Some(Read { head, access, rules, next }))
+}
+
+/// Asks provision to reconcile the tenant after a change of one member (an
+/// account created or removed, a seat set, a directory push), coalesced
+/// with the other requests made since provision last started on the tenant.
+///
+/// Provision advances the tenant's wake epoch before it reads the tenant
+/// (`advance_wake`); a request reads the epoch after its change committed
+/// and is queued with the deduplication id `wake:<tenant>:<epoch>`. Every
+/// request that read epoch E committed before provision advanced past E,
+/// so the reconcile after that advance sees its change: the requests SQS
+/// drops as duplicates of the first of E lose nothing. A request that reads
+/// E+1 is a new message. So a burst of creations (an identity provider's
+/// first sync) queues one message per reconcile instead of one per member,
+/// and the tenant's message group stays short. Before provision first
+/// advanced the epoch (`None`), the request is its own message (`own`).
+/// The message carries the first request's cause; each member change has
+/// its own audit record with its own cause.
+pub async fn wake<S: Tenants, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId, cause: Cause, own: &str) -> Result<(), super::PortError> {
+    let dedup = match store.wake_epoch(tenant).await? {
+        Some(epoch) => format!("wake:{tenant}:{epoch}"),
+        None => own.to_string(),
+    };
+    queue.send(&ReconcileRequest::new(tenant.clone(), cause), &dedup).await
 }
 
 /// Reconciles one tenant to the end; a tenant not seen yet has nothing to reconcile.

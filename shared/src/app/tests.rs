@@ -945,3 +945,89 @@ async fn a_group_change_gives_the_roles_of_the_new_groups_at_once() {
     assert!(actions(&store, &t).await.contains(&AuditAction::MemberUpdated));
     assert!(verified(&store, &t).await);
 }
+
+/// Coalesced reconcile requests (`reconcile::wake`), whatever the
+/// interleaving of the requests' steps (commit, then read the epoch and
+/// send) with provision's (advance the epoch, then reconcile): a message
+/// whose deduplication id was sent before is dropped, as SQS FIFO does
+/// within its window (here: forever, the harshest case), and still every
+/// account's record is chained by the reconciles of the messages delivered,
+/// and fewer messages are delivered than accounts created.
+#[tokio::test]
+async fn coalesced_reconcile_requests_leave_no_change_behind_whatever_the_interleaving() {
+    let m = model();
+    for seed in 0..200u64 {
+        let store = Memory::new(m.clone());
+        let t = tenant(&format!("wake-{seed}"));
+        seeded(&m, &store, &t, 100, 0).await;
+        let accounts = 12;
+        // Each account: 0 = to commit, 1 = to request, 2 = done.
+        let mut steps = vec![0u8; accounts];
+        let (mut sent, mut delivered) = (BTreeSet::new(), std::collections::VecDeque::new());
+        let mut provision_started = false;
+        let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = |n: usize| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (rng >> 33) as usize % n
+        };
+        let mut reconciles = 0;
+        loop {
+            let open: Vec<usize> = (0..accounts).filter(|&i| steps[i] < 2).collect();
+            if open.is_empty() && delivered.is_empty() && !provision_started {
+                break;
+            }
+            // Provision's next step, or an account's.
+            let provision_can = provision_started || !delivered.is_empty();
+            if provision_can && (open.is_empty() || next(3) == 0) {
+                if provision_started {
+                    reconcile::reconcile(&m, &store, &t, &cause("wake"), Utc::now()).await.unwrap();
+                    reconciles += 1;
+                    provision_started = false;
+                } else {
+                    delivered.pop_front();
+                    store.advance_wake(&t).await.unwrap();
+                    provision_started = true;
+                }
+                continue;
+            }
+            let i = open[next(open.len())];
+            if steps[i] == 0 {
+                members::create(&m, &store, &t, &new_member(i, &format!("w{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+            } else {
+                reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, &format!("req-{i}")), &format!("own-{i}")).await.unwrap();
+                let (_, dedup) = store.queued.lock().unwrap().last().cloned().unwrap();
+                if sent.insert(dedup.clone()) {
+                    delivered.push_back(dedup);
+                }
+            }
+            steps[i] += 1;
+        }
+        let (_, pending) = store.pending_audit(&t, usize::MAX).await.unwrap();
+        assert!(pending.is_empty(), "seed {seed}: {} records left unchained", pending.len());
+        assert_eq!(created_subjects(&store, &t).await.len(), accounts, "seed {seed}");
+        assert!(verified(&store, &t).await);
+        assert!(reconciles <= accounts, "seed {seed}: {reconciles} reconciles");
+    }
+}
+
+/// The wake epoch: none before provision first advanced it (the request is
+/// its own message), then one id per epoch, a new one after each advance;
+/// a tenant without `META` has none to advance.
+#[tokio::test]
+async fn a_wake_is_coalesced_within_an_epoch_and_new_after_provision_started() {
+    let m = model();
+    let store = Memory::new(m.clone());
+    let t = tenant("wake-ids");
+    seeded(&m, &store, &t, 10, 0).await;
+    let dedups = |store: &Memory| store.queued.lock().unwrap().iter().map(|(_, d)| d.clone()).collect::<Vec<_>>();
+    for i in 0..4 {
+        if i == 1 || i == 3 {
+            store.advance_wake(&t).await.unwrap();
+        }
+        reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, &format!("r{i}")), &format!("own-{i}")).await.unwrap();
+    }
+    assert_eq!(dedups(&store), ["own-0", "wake:wake-ids:1", "wake:wake-ids:1", "wake:wake-ids:2"]);
+    let unknown = tenant("wake-unknown");
+    store.advance_wake(&unknown).await.unwrap();
+    assert_eq!(store.wake_epoch(&unknown).await.unwrap(), None);
+}

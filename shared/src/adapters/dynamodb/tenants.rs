@@ -246,6 +246,36 @@ impl Tenants for Dynamo {
         condition_held("PutItem", res)
     }
 
+    async fn wake_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .projection_expression("wake")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(failed("GetItem"))?;
+        Ok(out.item.as_ref().and_then(|i| i.get("wake")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+    }
+
+    async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.state)
+            .key("pk", s(tenant_pk(tenant)))
+            .key("sk", s("META"))
+            .update_expression("ADD wake :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .send()
+            .await;
+        condition_held("UpdateItem", res).map(|_| ())
+    }
+
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         let res = self
             .client
