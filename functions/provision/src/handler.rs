@@ -216,25 +216,36 @@ async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -
         permanent: true,
     })?;
     let cause = request.cause.to_string();
+    if let Some(mark) = &request.barrier {
+        // Everything queued for the tenant before this message is done,
+        // its pending audit records chained too. A reconcile that goes on
+        // in a later message (a walk, a seat pass) puts the barrier behind it.
+        let meta = app.store.meta(&request.tenant_id).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        if meta.as_ref().is_some_and(|m| !entitle::core::tenant::settled(m)) {
+            continue_later(app, &request, "barrier").await;
+            return Ok((false, request, 0));
+        }
+        entitle::app::audit::integrate(&app.store, &request.tenant_id, Utc::now()).await.map_err(|e| Failure { code: "integration_failed", message: error_chain(&e), permanent: false })?;
+        app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
+        return Ok((false, request, 0));
+    }
     let started = std::time::Instant::now();
     // Before the tenant is read: every coalesced request that read the
     // epoch before this committed its change first (`reconcile::wake`).
     app.store.advance_wake(&request.tenant_id).await.map_err(|e| Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false })?;
     match reconcile_until(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
         Ok(outcome) => {
+            let marked = |e: entitle::app::PortError| Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false };
             if outcome.more {
-                // A walk of a large tenant: the next message goes on from
-                // where this one stopped (a barrier with it: it is reached
-                // only at the end).
-                continue_later(app, &request, if request.barrier.is_some() { "barrier" } else { "reconcile" }).await;
-            } else if let Some(mark) = &request.barrier {
-                // Everything queued for the tenant before this message is
-                // done, and whatever a message before it left to a later
-                // one (a walk, a seat pass, a backlog of audit records) too:
-                // the barrier reconciled the tenant to the end itself, so
-                // nothing of it waits behind the mark.
-                app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
-                tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
+                // A large tenant's walk or seat pass: the next message goes
+                // on from where this one stopped. Marked first, so that a
+                // barrier that comes before that message waits behind it (a
+                // seat pass, unlike a walk, leaves no cursor on META).
+                app.store.set_continues(&request.tenant_id, true).await.map_err(marked)?;
+                continue_later(app, &request, "reconcile").await;
+            } else if outcome.continues {
+                app.store.set_continues(&request.tenant_id, false).await.map_err(marked)?;
             }
             Emf::new()
                 .property("tenant", request.tenant_id.as_str())

@@ -195,6 +195,7 @@ impl Memory {
             walk: None,
             walk_goal: None,
             license_file_seconds: None,
+            continues: false,
         });
         let m = &change.meta;
         if let Some(w) = &m.walk {
@@ -536,6 +537,13 @@ impl Tenants for Memory {
         Ok(())
     }
 
+    async fn set_continues(&self, tenant: &TenantId, continues: bool) -> Result<(), PortError> {
+        if let Some(meta) = self.db.lock().unwrap().meta.get_mut(tenant) {
+            meta.continues = continues;
+        }
+        Ok(())
+    }
+
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         let mut db = self.db.lock().unwrap();
         if !db.meta.contains_key(tenant) {
@@ -842,6 +850,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
         self.inner.advance_wake(tenant).await
+    }
+    async fn set_continues(&self, tenant: &TenantId, continues: bool) -> Result<(), PortError> {
+        self.inner.set_continues(tenant, continues).await
     }
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         self.inner.mark_barrier(tenant, mark).await

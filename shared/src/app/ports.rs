@@ -288,6 +288,10 @@ pub trait Tenants: Send + Sync {
     /// Advances the tenant's wake epoch by one (provision does, before it
     /// reads the tenant); nothing for a tenant without a `META`.
     fn advance_wake(&self, tenant: &TenantId) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Marks that a reconcile of the tenant stopped for time and queued the
+    /// rest of its work (`true`), or that a reconcile finished (`false`):
+    /// [`TenantMeta::continues`]. Nothing for a tenant without a `META`.
+    fn set_continues(&self, tenant: &TenantId, continues: bool) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Records a barrier mark on the tenant (see [`ReconcileRequest::barrier`]).
     fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// One page of the audit trail after `after_seq`, oldest first, and

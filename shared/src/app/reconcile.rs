@@ -54,6 +54,9 @@ pub struct ReconcileOutcome {
     /// Stopped for time with more to do (a walk or a seat pass goes on in
     /// the next run).
     pub more: bool,
+    /// The tenant was marked as continuing (`TenantMeta::continues`) when
+    /// this reconcile last read it.
+    pub continues: bool,
 }
 
 pub(crate) fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
@@ -174,14 +177,15 @@ pub async fn reconcile_until<S: Tenants>(model: &LicensingModel, store: &S, tena
     let mut out = ReconcileOutcome::default();
     loop {
         let committed = audited_on(store, tenant, || read_next(model, store, tenant), |read| async move {
-            let Some(Read { head, access, rules, next }) = read else { return Ok(Decision::Done((0, true))) };
+            let Some(Read { head, access, rules, next }) = read else { return Ok(Decision::Done((0, true, false))) };
             let targets = head.targets.len();
+            let continues = head.meta.continues;
             let at = micros(now);
             let (steps, tenant_change, walk) = match next {
-                Next::Done => return Ok(Decision::Done((targets, true))),
-                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false))),
+                Next::Done => return Ok(Decision::Done((targets, true, continues))),
+                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false, continues))),
                 // An index behind its table (it catches up): nothing to do now.
-                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true))),
+                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true, continues))),
                 Next::Cut(last) => (cut(&last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
                 Next::Grant(first) => (grant(model, &access, &rules, &first, at), TenantChange::default(), None),
                 Next::Walk { walk, page } => {
@@ -206,10 +210,11 @@ pub async fn reconcile_until<S: Tenants>(model: &LicensingModel, store: &S, tena
                 }
             };
             let changes: Vec<Change> = chunks(steps, tenant_change, walk, access.seats_total, targets, cause).into_iter().map(|c| change_of(c, &head.targets, now)).collect();
-            Ok(Decision::Commit(changes, (targets, false)))
+            Ok(Decision::Commit(changes, (targets, false, continues)))
         })
         .await?;
-        let (targets, finished) = committed.value;
+        let (targets, finished, continues) = committed.value;
+        out.continues = continues;
         out.member_changes += committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member { .. })).count()).sum::<usize>();
         out.tenant_changed |= committed.changes.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged)));
         out.chunks += committed.changes.iter().filter(|c| c.integrate.is_empty()).count();

@@ -31,14 +31,14 @@ pub struct ReconcileRequest {
     /// delivery every message triggers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repair: Vec<TargetId>,
-    /// A barrier: provision reconciles the tenant to the end (in as many
-    /// messages as it takes) and then records this mark on the tenant
-    /// (`META.barrier`). Messages of a tenant are processed in order, so
-    /// once the mark is there every message queued for the tenant before
-    /// it has been processed, and whatever one of them left to a later
-    /// message (a walk, a seat pass spanning invocations) is done: an
-    /// observable point to wait for ("provisioning has caught up"), for
-    /// operators and tests alike.
+    /// A barrier, not a reconcile: provision chains the tenant's pending
+    /// audit records, records this mark on the tenant (`META.barrier`) and
+    /// does nothing else. Messages of a tenant are processed in order, and
+    /// a barrier that finds a reconcile's rest still queued (a walk half
+    /// done, `META.continues`) goes behind it, so once the mark is there
+    /// every message queued for the tenant before it has been processed,
+    /// with the work it left to later messages: an observable point to wait
+    /// for ("provisioning has caught up"), for operators and tests alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barrier: Option<String>,
 }

@@ -35,6 +35,10 @@ pub struct TenantMeta {
     /// How long the tenant's license files are valid, when it set it
     /// (default: until its license's end and grace).
     pub license_file_seconds: Option<u64>,
+    /// A reconcile stopped for time and queued the rest of its work (a seat
+    /// pass or a walk goes on in the next message); cleared by the
+    /// reconcile that finishes. A barrier waits behind it.
+    pub continues: bool,
 }
 
 /// A walk over every member of a tenant, page by page, bringing each to the
@@ -60,6 +64,12 @@ pub struct Walk {
 pub fn walk_goal(model: &crate::core::model::LicensingModel, access: &TenantAccess, rules: &TenantRules) -> String {
     let follows = serde_json::json!({"tier": access.tier, "entitlements": access.entitlements, "policy": access.policy});
     crate::core::audit::hash_of(&format!("{}|{follows}|{}", model.fingerprint(), serde_json::to_string(rules).expect("serialises")))
+}
+
+/// Whether the work queued for the tenant is done: no member walk half
+/// done, no reconcile's rest still queued.
+pub fn settled(meta: &TenantMeta) -> bool {
+    meta.walk.as_ref().is_none_or(|w| w.done) && !meta.continues
 }
 
 impl TenantMeta {

@@ -140,9 +140,9 @@ async fn single_changes(s: &Stack, counter: &str, t: &str) -> Vec<(&'static str,
 
 /// Waits (up to 2 h) until the tenant's view satisfies `pred` (the read
 /// API answers from the licenses at once), then until provision has
-/// brought the tenant to them: a barrier, which provision reaches only once
-/// it has reconciled the tenant to the end (the walk toward the new access
-/// and every seat pass, however many invocations they take).
+/// brought the tenant to them: a barrier queued after the change, which
+/// provision reaches only once the change's reconcile is done, with the
+/// rest of its walk or seat pass however many invocations they take.
 async fn until_done(s: &Stack, t: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
     s.eventually_within(&format!("{what} in the read API (2 h)"), Duration::from_secs(7200), || async {
         let (_, v) = s.tenant(t).await;

@@ -265,6 +265,7 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         walk: json_attr(item, "walk", key)?,
         walk_goal: get_s(item, "walk_goal").map(str::to_string),
         license_file_seconds: get_n(item, "license_file_seconds"),
+        continues: item.get("continues").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
     })
 }
 

@@ -276,6 +276,12 @@ impl Tenants for Dynamo {
         condition_held("UpdateItem", res).map(|_| ())
     }
 
+    async fn set_continues(&self, tenant: &TenantId, continues: bool) -> Result<(), PortError> {
+        let update = self.client.update_item().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s("META")).condition_expression("attribute_exists(pk)");
+        let update = if continues { update.update_expression("SET continues = :t").expression_attribute_values(":t", AttributeValue::Bool(true)) } else { update.update_expression("REMOVE continues") };
+        condition_held("UpdateItem", update.send().await).map(|_| ())
+    }
+
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
         let res = self
             .client
