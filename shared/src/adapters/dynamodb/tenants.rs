@@ -262,39 +262,16 @@ impl Tenants for Dynamo {
     }
 
     async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.state)
-            .key("pk", s(tenant_pk(tenant)))
-            .key("sk", s("META"))
-            .update_expression("ADD wake :one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .send()
-            .await;
-        condition_held("UpdateItem", res).map(|_| ())
+        self.update_meta(tenant, "ADD wake :v", Some(AttributeValue::N("1".into()))).await.map(|_| ())
     }
 
     async fn set_continues(&self, tenant: &TenantId, continues: bool) -> Result<(), PortError> {
-        let update = self.client.update_item().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s("META")).condition_expression("attribute_exists(pk)");
-        let update = if continues { update.update_expression("SET continues = :t").expression_attribute_values(":t", AttributeValue::Bool(true)) } else { update.update_expression("REMOVE continues") };
-        condition_held("UpdateItem", update.send().await).map(|_| ())
+        let res = if continues { self.update_meta(tenant, "SET continues = :v", Some(AttributeValue::Bool(true))).await } else { self.update_meta(tenant, "REMOVE continues", None).await };
+        res.map(|_| ())
     }
 
     async fn mark_barrier(&self, tenant: &TenantId, mark: &str) -> Result<bool, PortError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.state)
-            .key("pk", s(tenant_pk(tenant)))
-            .key("sk", s("META"))
-            .update_expression("SET barrier = :b")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":b", s(mark))
-            .send()
-            .await;
-        condition_held("UpdateItem", res)
+        self.update_meta(tenant, "SET barrier = :v", Some(s(mark))).await
     }
 
     async fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> Result<(Vec<StoredRecord>, bool), PortError> {
@@ -334,5 +311,18 @@ impl Dynamo {
             .iter()
             .map(|i| StoredRecord { seq: get_n(i, "seq").unwrap_or(0), json: get_s(i, "record").unwrap_or_default().to_string(), hash: get_s(i, "hash").unwrap_or_default().to_string() })
             .collect())
+    }
+}
+
+impl Dynamo {
+    /// One update of an existing tenant's `META` (`:v` the value, if the
+    /// expression has one): false, writing nothing, for a tenant without one.
+    async fn update_meta(&self, tenant: &TenantId, expression: &str, value: Option<AttributeValue>) -> Result<bool, PortError> {
+        let update = self.client.update_item().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s("META")).update_expression(expression).condition_expression("attribute_exists(pk)");
+        let update = match value {
+            Some(v) => update.expression_attribute_values(":v", v),
+            None => update,
+        };
+        condition_held("UpdateItem", update.send().await)
     }
 }
