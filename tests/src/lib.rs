@@ -210,28 +210,40 @@ impl Stack {
 
     /// `settle`, waiting up to `deadline` (a production-size tenant's backlog).
     pub async fn settle_within(&self, tenant: &str, deadline: Duration) {
+        let mark = self.send_barrier(tenant).await;
+        self.eventually_within(&format!("provision to reach barrier {mark} of {tenant}"), deadline, || async {
+            let seen = self.barrier_reached(tenant).await.unwrap_or_default();
+            (seen == mark, Value::String(seen))
+        })
+        .await;
+    }
+
+    /// Queues a barrier for the tenant (behind everything queued for it so
+    /// far): its mark.
+    pub async fn send_barrier(&self, tenant: &str) -> String {
         let mark = unique("barrier");
         let id = entitle::core::ids::TenantId::parse(tenant).unwrap();
         let mut request = entitle::core::reconcile::ReconcileRequest::new(id, entitle::core::audit::Cause::new(entitle::core::audit::CauseKind::ApiCall, &mark));
         request.barrier = Some(mark.clone());
         entitle::app::ports::Queue::send(&self.queue(), &request, &mark).await.unwrap();
-        self.eventually_within(&format!("provision to reach barrier {mark} of {tenant}"), deadline, || async {
-            let item = self
-                .ddb
-                .get_item()
-                .table_name(&self.tables.state)
-                .key("pk", AttributeValue::S(format!("T#{tenant}")))
-                .key("sk", AttributeValue::S("META".into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .unwrap()
-                .item
-                .unwrap_or_default();
-            let seen = item.get("barrier").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            (seen == mark, Value::String(seen))
-        })
-        .await;
+        mark
+    }
+
+    /// The mark of the last barrier provision reached for the tenant.
+    pub async fn barrier_reached(&self, tenant: &str) -> Option<String> {
+        let item = self
+            .ddb
+            .get_item()
+            .table_name(&self.tables.state)
+            .key("pk", AttributeValue::S(format!("T#{tenant}")))
+            .key("sk", AttributeValue::S("META".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap_or_default();
+        item.get("barrier").and_then(|v| v.as_s().ok()).cloned()
     }
 
     /// A fresh SCIM service provider on the stack's scim2-server.

@@ -169,10 +169,7 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
         assert_eq!(created as u64 + v.pending, 130, "after a crash after {crash_after} transaction(s)");
     }
     audit::integrate(&store, &t, Utc::now()).await.unwrap();
-    let v = audit::verify(&store, &t).await.unwrap().unwrap();
-    assert!(v.ok && v.pending == 0, "{v:?}");
-    let subjects = chained_creations(&store, &t).await;
-    assert_eq!((subjects.len(), subjects.iter().collect::<BTreeSet<_>>().len()), (130, 130), "every account's record, once");
+    assert_eq!(chained_once(&store, &t).await, 130, "every account's record");
 }
 
 /// A backlog of pending records larger than a page, on DynamoDB Local (a
@@ -206,10 +203,7 @@ async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
         members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
     reconcile(model, &store, &t, &cause("backlog"), Utc::now()).await.unwrap();
-    let v = audit::verify(&store, &t).await.unwrap().unwrap();
-    assert!(v.ok && v.pending == 0, "{v:?}");
-    let subjects = chained_creations(&store, &t).await;
-    assert_eq!((subjects.len(), subjects.iter().collect::<BTreeSet<_>>().len()), (43, 43), "every account's record, once");
+    assert_eq!(chained_once(&store, &t).await, 43, "every account's record");
 }
 
 /// A barrier waits behind the rest of a reconcile that stopped for time: a
@@ -227,22 +221,17 @@ async fn a_barrier_waits_behind_the_rest_of_a_cut_that_spans_invocations() {
     // leaves it: the mark set, the rest queued (below, behind the barrier).
     licenses::record_change(&store, &crm_change(&t, 2, 2), "h2", Utc::now()).await.unwrap();
     store.set_continues(&t, true).await.unwrap();
-    let mark = unique("barrier");
-    let mut barrier = entitle::core::reconcile::ReconcileRequest::new(t.clone(), cause(&mark));
-    barrier.barrier = Some(mark.clone());
-    let queue = s.queue();
-    entitle::app::ports::Queue::send(&queue, &barrier, &mark).await.unwrap();
-    let barrier_at = || async { s.ddb.get_item().table_name(&s.tables.state).key("pk", AttributeValue::S(format!("T#{t}"))).key("sk", AttributeValue::S("META".into())).consistent_read(true).send().await.unwrap().item.unwrap_or_default().get("barrier").and_then(|v| v.as_s().ok()).cloned() };
+    let mark = s.send_barrier(t.as_str()).await;
     // Time for provision to take the barrier (well under a second when
     // idle) and put it back behind itself. On a loaded machine it may not
     // have yet: the check then proves less, and never fails wrongly.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_ne!(barrier_at().await.as_deref(), Some(mark.as_str()), "not reached while a reconcile's rest is queued");
+    assert_ne!(s.barrier_reached(t.as_str()).await.as_deref(), Some(mark.as_str()), "not reached while a reconcile's rest is queued");
     assert_eq!(store.meta(&t).await.unwrap().unwrap().seats_used, 6, "nothing cut yet");
     // The rest of the reconcile.
-    entitle::app::ports::Queue::send(&queue, &entitle::core::reconcile::ReconcileRequest::new(t.clone(), cause("rest")), &unique("rest")).await.unwrap();
+    entitle::app::ports::Queue::send(&s.queue(), &entitle::core::reconcile::ReconcileRequest::new(t.clone(), cause("rest")), &unique("rest")).await.unwrap();
     s.eventually(&format!("barrier {mark}"), || async {
-        let seen = barrier_at().await;
+        let seen = s.barrier_reached(t.as_str()).await;
         (seen.as_deref() == Some(mark.as_str()), serde_json::json!(seen))
     })
     .await;
@@ -307,6 +296,18 @@ async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
     members::create(model, &store, &t, &new_member(6), "req-6", Utc::now()).await.unwrap();
     wake(6).await.unwrap();
     assert_eq!(received().await, 1, "a creation after the advance is a new message");
+}
+
+/// How many accounts' `member_created` records are chained, once the chain
+/// is checked: it verifies, nothing is pending, no account's record is
+/// there twice.
+async fn chained_once(store: &Dynamo, t: &TenantId) -> usize {
+    let v = audit::verify(store, t).await.unwrap().unwrap();
+    assert!(v.ok && v.pending == 0, "{v:?}");
+    let subjects = chained_creations(store, t).await;
+    let distinct = subjects.iter().collect::<BTreeSet<_>>().len();
+    assert_eq!(subjects.len(), distinct, "no account's record chained twice");
+    distinct
 }
 
 /// The subjects of the chained `member_created` records.

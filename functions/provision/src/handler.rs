@@ -64,6 +64,13 @@ struct Failure {
     permanent: bool,
 }
 
+impl Failure {
+    /// A failure worth retrying, named `code`, from the error that caused it.
+    fn retry<E: std::error::Error>(code: &'static str) -> impl Fn(E) -> Failure {
+        move |e| Failure { code, message: error_chain(&e), permanent: false }
+    }
+}
+
 pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
     let mut response = SqsBatchResponse::default();
     // FIFO: once a message of a group fails, the later ones of that group in
@@ -220,32 +227,31 @@ async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -
         // Everything queued for the tenant before this message is done,
         // its pending audit records chained too. A reconcile that goes on
         // in a later message (a walk, a seat pass) puts the barrier behind it.
-        let meta = app.store.meta(&request.tenant_id).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        let meta = app.store.meta(&request.tenant_id).await.map_err(Failure::retry("barrier_failed"))?;
         if meta.as_ref().is_some_and(|m| !entitle::core::tenant::settled(m)) {
             continue_later(app, &request, "barrier").await;
             return Ok((false, request, 0));
         }
-        entitle::app::audit::integrate(&app.store, &request.tenant_id, Utc::now()).await.map_err(|e| Failure { code: "integration_failed", message: error_chain(&e), permanent: false })?;
-        app.store.mark_barrier(&request.tenant_id, mark).await.map_err(|e| Failure { code: "barrier_failed", message: error_chain(&e), permanent: false })?;
+        entitle::app::audit::integrate(&app.store, &request.tenant_id, Utc::now()).await.map_err(Failure::retry("integration_failed"))?;
+        app.store.mark_barrier(&request.tenant_id, mark).await.map_err(Failure::retry("barrier_failed"))?;
         tracing::info!(tenant = %request.tenant_id, cause, barrier = %mark, "barrier reached");
         return Ok((false, request, 0));
     }
     let started = std::time::Instant::now();
     // Before the tenant is read: every coalesced request that read the
     // epoch before this committed its change first (`reconcile::wake`).
-    app.store.advance_wake(&request.tenant_id).await.map_err(|e| Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false })?;
+    app.store.advance_wake(&request.tenant_id).await.map_err(Failure::retry("reconcile_failed"))?;
     match reconcile_until(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
         Ok(outcome) => {
-            let marked = |e: entitle::app::PortError| Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false };
             if outcome.more {
                 // A large tenant's walk or seat pass: the next message goes
                 // on from where this one stopped. Marked first, so that a
                 // barrier that comes before that message waits behind it (a
                 // seat pass, unlike a walk, leaves no cursor on META).
-                app.store.set_continues(&request.tenant_id, true).await.map_err(marked)?;
+                app.store.set_continues(&request.tenant_id, true).await.map_err(Failure::retry("reconcile_failed"))?;
                 continue_later(app, &request, "reconcile").await;
             } else if outcome.continues {
-                app.store.set_continues(&request.tenant_id, false).await.map_err(marked)?;
+                app.store.set_continues(&request.tenant_id, false).await.map_err(Failure::retry("reconcile_failed"))?;
             }
             Emf::new()
                 .property("tenant", request.tenant_id.as_str())
@@ -263,7 +269,7 @@ async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -
             );
             Ok((outcome.chunks > 0, request, outcome.targets))
         }
-        Err(e) => Err(Failure { code: "reconcile_failed", message: error_chain(&e), permanent: false }),
+        Err(e) => Err(Failure::retry("reconcile_failed")(e)),
     }
 }
 

@@ -247,18 +247,7 @@ impl Tenants for Dynamo {
     }
 
     async fn wake_epoch(&self, tenant: &TenantId) -> Result<Option<u64>, PortError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.state)
-            .key("pk", s(tenant_pk(tenant)))
-            .key("sk", s("META"))
-            .projection_expression("wake")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(failed("GetItem"))?;
-        Ok(out.item.as_ref().and_then(|i| i.get("wake")).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()))
+        Ok(self.get(tenant_pk(tenant), "META".into()).await?.as_ref().and_then(|i| get_n(i, "wake")))
     }
 
     async fn advance_wake(&self, tenant: &TenantId) -> Result<(), PortError> {
