@@ -44,6 +44,8 @@ ENV_OF = {
     "ReconcileDeadLetterQueue": "DEAD_LETTER_QUEUE_URL",
     "BillingQueue": "BILLING_QUEUE_URL",
     "BillingDeadLetterQueue": "BILLING_DEAD_LETTER_QUEUE_URL",
+    "ModelWorkQueue": "MODEL_WORK_QUEUE_URL",
+    "ModelWorkDeadLetterQueue": "MODEL_WORK_DEAD_LETTER_QUEUE_URL",
     "AccessEventsBus": "EVENT_BUS_NAME",
     "AuditSigningKey": "AUDIT_SIGNING_KEY_ID",
     "TokenSigningKey": "TOKEN_SIGNING_KEY_ID",

@@ -112,7 +112,12 @@ redeploy() {
   stop functions
   start_functions
   warm_up
+  # The deploy starts the model tick: the new model is registered (or
+  # refused) now, and a `migrate` rule's rollout begins.
+  local tick
+  tick=$(env ENTITLE_SWEEP_INVOKE_URL="http://127.0.0.1:$FN_PORT/2015-03-31/functions/expiry-sweep/invocations" "$TOOL" model-tick) || die "the model tick after the deploy failed (see $STACK_DIR/functions.log)"
   echo "stack: functions redeployed with the model at $STACK_DIR/licensing-model.toml"
+  echo "stack: model tick: $tick"
 }
 
 up() {
@@ -211,7 +216,7 @@ up() {
   # the reconcile queue to provision (batches of 10), the billing queue to
   # billing (one run part per invocation), as the template declares them.
   local queue name var fn batch
-  for queue in "esm RECONCILE_QUEUE_URL provision 10" "esm-billing BILLING_QUEUE_URL billing 1"; do
+  for queue in "esm RECONCILE_QUEUE_URL provision 10" "esm-billing BILLING_QUEUE_URL billing 1" "esm-models MODEL_WORK_QUEUE_URL provision 1"; do
     read -r name var fn batch <<< "$queue"
     start "$name" env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) \
       ESM_QUEUE_URL="$(grep "^$var=" "$STACK_DIR/functions.env" | cut -d= -f2-)" \
@@ -223,7 +228,7 @@ up() {
   rm -f "$STACK_DIR/pipe.checkpoint"
   start pipe env $(grep -v '^#' "$STACK_DIR/functions.env" | xargs) STACK_DIR="$STACK_DIR" "$TOOL" pipe
   sleep 0.5
-  for name in esm esm-billing pipe; do
+  for name in esm esm-billing esm-models pipe; do
     kill -0 "$(cat "$STACK_DIR/$name.pid")" 2> /dev/null || die "entitle-dev $name exited at start (see $STACK_DIR/$name.log)"
   done
 
@@ -256,6 +261,11 @@ up() {
   } > "$STACK_DIR/stack.env"
 
   warm_up
+  # The model tick's schedule (a minute in the template; MODEL_TICK_SECS,
+  # 3, here): registers the deployed model, hands rollouts' and previews'
+  # tenants to provision. The first tick runs now, as a deploy's would.
+  env ENTITLE_SWEEP_INVOKE_URL="$base/2015-03-31/functions/expiry-sweep/invocations" "$TOOL" model-tick > /dev/null || die "the first model tick failed (see $STACK_DIR/functions.log)"
+  start tick env ENTITLE_SWEEP_INVOKE_URL="$base/2015-03-31/functions/expiry-sweep/invocations" "$TOOL" model-tick "${MODEL_TICK_SECS:-3}"
 
   cat <<MSG
 Entitle local stack is up (state in $STACK_DIR; logs: *.log there).
@@ -281,7 +291,7 @@ MSG
 
 down() {
   local stopped=0 name
-  for name in esm esm-billing pipe functions stripe scimmy scim moto dynamodb; do
+  for name in tick esm esm-billing esm-models pipe functions stripe scimmy scim moto dynamodb; do
     if stop "$name"; then stopped=$((stopped + 1)); fi
   done
   echo "stack: stopped $stopped process group(s) from $STACK_DIR"

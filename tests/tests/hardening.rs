@@ -262,7 +262,7 @@ async fn a_hanging_target_holds_up_other_tenants_no_longer_than_its_budget() {
     let store = s.store();
     for (t, u) in [(&ta, "a1"), (&tb, "b1")] {
         let new: entitle::core::views::NewMember = serde_json::from_value(member_body(u, &[])).unwrap();
-        entitle::app::members::create(&s.model(), &store, &TenantId::parse(t.as_str()).unwrap(), &new, "direct", Utc::now()).await.unwrap();
+        entitle::app::members::create(&store, &TenantId::parse(t.as_str()).unwrap(), &new, "direct", Utc::now()).await.unwrap();
     }
     let record = |t: &str, n: u32| {
         let body = serde_json::to_string(&entitle::core::reconcile::ReconcileRequest::new(TenantId::parse(t).unwrap(), Cause::new(CauseKind::ApiCall, "batch"))).unwrap();
@@ -299,12 +299,11 @@ async fn a_run_that_dies_mid_delivery_still_counts_against_the_target() {
     s.settle(&t).await;
     let tenant = TenantId::parse(t.as_str()).unwrap();
     let new: entitle::core::views::NewMember = serde_json::from_value(member_body("x", &[])).unwrap();
-    entitle::app::members::create(&s.model(), &s.store(), &tenant, &new, "direct", Utc::now()).await.unwrap();
-    let (model, store) = (s.model(), s.store());
+    entitle::app::members::create(&s.store(), &tenant, &new, "direct", Utc::now()).await.unwrap();
+    let store = s.store();
     let tokens = TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
     let directory = Scim::new(EgressPolicy::Local);
     let deliverer = Deliverer {
-        model: &model,
         store: &store,
         tokens: &tokens,
         directory: &directory,
@@ -353,22 +352,21 @@ async fn a_run_cut_off_by_its_budget_after_progress_is_not_a_target_failure() {
     licensed(&s, &t, "team_monthly", 400).await;
     s.settle(&t).await;
     let tenant = TenantId::parse(t.as_str()).unwrap();
-    let (model, store) = (s.model(), s.store());
+    let store = s.store();
     let tokens = TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
     let scim = s.scim(&t);
     // Configured and filled through the use cases: no reconcile is queued,
     // so only the runs below deliver.
     let config = serde_json::from_value::<entitle::core::scim::TargetConfig>(json!({"base_url": scim.base, "token": scim.token})).unwrap();
     let idp = entitle::core::ids::TargetId::parse("idp").unwrap();
-    entitle::app::targets::configure(&model, &store, &tokens, &tenant, &idp, config, EgressPolicy::Local, "test", Utc::now()).await.unwrap();
+    entitle::app::targets::configure(&store, &tokens, &tenant, &idp, config, EgressPolicy::Local, "test", Utc::now()).await.unwrap();
     const MEMBERS: usize = 300;
     for i in 0..MEMBERS {
         let new: entitle::core::views::NewMember = serde_json::from_value(member_body(&format!("u{i:03}"), &[])).unwrap();
-        entitle::app::members::create(&model, &store, &tenant, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
+        entitle::app::members::create(&store, &tenant, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
     }
     let directory = Scim::new(EgressPolicy::Local);
     let deliverer = Deliverer {
-        model: &model,
         store: &store,
         tokens: &tokens,
         directory: &directory,
@@ -654,6 +652,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
                 ("AuditTable", vec!["dynamodb:PutItem"]),
                 ("ReconcileQueue", vec!["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]),
                 ("ReconcileDeadLetterQueue", vec!["sqs:SendMessage"]),
+                ("ModelWorkQueue", vec!["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]),
             ],
         ),
         // UpdateItem: a member token cached on the member's item (its token attributes only).
@@ -675,6 +674,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
                 ("AuditTable", vec!["dynamodb:PutItem", "dynamodb:Query"]),
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
                 ("ReconcileDeadLetterQueue", vec!["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]),
+                ("ModelWorkQueue", vec!["sqs:SendMessage"]),
             ],
         ),
         (
@@ -688,9 +688,11 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         (
             "ExpirySweepFunction",
             vec![
-                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                // Scan: once, the backfill of tenants stored before model versions were kept.
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"]),
                 ("AuditTable", vec!["dynamodb:PutItem"]),
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
+                ("ModelWorkQueue", vec!["sqs:SendMessage"]),
             ],
         ),
     ]
@@ -707,6 +709,23 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         for r in tables {
             assert!(want.contains_key(r.as_str()), "{function} holds grants on {r} its code never uses: {:?}", granted[r]);
         }
+    }
+    // The registry of licensing model versions (partition MODEL) is written
+    // by the model tick (the sweep) alone: every other function that may
+    // write the state table is denied it, and the sweep is not.
+    for function in expected.keys() {
+        let writes = grants(&template, function).get("StateTable").is_some_and(|a| a.iter().any(|x| x.ends_with("PutItem") || x.ends_with("UpdateItem")));
+        let denied = denials(&template, function);
+        let want = writes && *function != "ExpirySweepFunction";
+        assert_eq!(denied.contains("MODEL"), want, "{function}: the registry's writes denied: {denied:?}");
+    }
+    // The tenants of each model version are listed from their index by the
+    // sweep (rollouts, previews, counts) and admin; nobody scans for them.
+    for function in ["ExpirySweepFunction", "AdminFunction"] {
+        let on_index = grants(&template, function).get("StateTable/sub").cloned().unwrap_or_default();
+        assert!(on_index.contains("dynamodb:Query"), "{function} queries its indexes: {on_index:?}");
+        let text = template["Resources"][function]["Properties"]["Policies"].to_string();
+        assert!(text.contains("/index/models"), "{function} may query the models index: {text}");
     }
     // The audit signing key signs for the sweep (stored checkpoints) and
     // admin (exports), and for nobody else.
@@ -848,12 +867,29 @@ fn template() -> Value {
     plain(yaml)
 }
 
-/// A function's granted actions by the logical id of the resource they are on.
+/// The partition keys a function is denied writing on the state table
+/// (its `Deny` statements' `dynamodb:LeadingKeys`).
+fn denials(template: &Value, function: &str) -> BTreeSet<String> {
+    let policies = template["Resources"][function]["Properties"]["Policies"].as_array().cloned().unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for st in policies.iter().flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default()) {
+        if st["Effect"] != "Deny" {
+            continue;
+        }
+        let actions = st["Action"].to_string();
+        assert!(["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"].iter().all(|a| actions.contains(a)), "{function}: every write denied: {actions}");
+        let keys = &st["Condition"]["ForAnyValue:StringEquals"]["dynamodb:LeadingKeys"];
+        out.extend(keys.as_array().cloned().unwrap_or_default().iter().filter_map(|k| k.as_str().map(str::to_string)));
+    }
+    out
+}
+
+/// A function's granted (allowed) actions by the logical id of the resource they are on.
 fn grants(template: &Value, function: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let policies = template["Resources"][function]["Properties"]["Policies"].as_array().cloned().unwrap_or_default();
     for policy in policies {
-        for st in policy["Statement"].as_array().cloned().unwrap_or_default() {
+        for st in policy["Statement"].as_array().cloned().unwrap_or_default().into_iter().filter(|st| st["Effect"] == "Allow") {
             let actions: Vec<String> = match &st["Action"] {
                 Value::String(a) => vec![a.clone()],
                 Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),

@@ -39,14 +39,14 @@ fn cause(id: &str) -> Cause {
 }
 
 /// A tenant with `members` accounts, all seated, reconciled.
-async fn seeded(model: &LicensingModel, store: &Dynamo, prefix: &str, count: usize) -> TenantId {
+async fn seeded(store: &Dynamo, prefix: &str, count: usize) -> TenantId {
     let t = TenantId::parse(unique(prefix)).unwrap();
     licenses::record_change(store, &crm_change(&t, 1, count as u32), "h1", Utc::now()).await.unwrap();
-    reconcile(model, store, &t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile(store, &t, &cause("seed"), Utc::now()).await.unwrap();
     for i in 0..count {
-        members::create(model, store, &t, &new_member(i), "seed", Utc::now()).await.unwrap();
+        members::create(store, &t, &new_member(i), "seed", Utc::now()).await.unwrap();
     }
-    reconcile(model, store, &t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile(store, &t, &cause("seed"), Utc::now()).await.unwrap();
     t
 }
 
@@ -65,8 +65,8 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let store = s.store();
     let model = &*s.model();
     const MEMBERS: usize = 130;
-    let crashed = seeded(model, &store, "crash", MEMBERS).await;
-    let control = seeded(model, &store, "control", MEMBERS).await;
+    let crashed = seeded(&store, "crash", MEMBERS).await;
+    let control = seeded(&store, "control", MEMBERS).await;
 
     // Seats cut from 130 to 10: 120 members lose their seat, more than two chunks.
     for t in [&crashed, &control] {
@@ -75,7 +75,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     // The cut goes first (the last holders in the seat order, from the
     // `seats` index, a page at a time): its first transaction commits, then
     // the process dies.
-    let err = reconcile(model, &Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
+    let err = reconcile(&Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
 
     // Half-applied, but consistent: counters match the members, the chain verifies.
@@ -86,10 +86,10 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     assert!(verified(&store, &crashed).await);
 
     // The retry reads what was applied and finishes the rest.
-    let outcome = reconcile(model, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
+    let outcome = reconcile(&store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!(outcome.member_changes, 120 - MEMBERS_PER_CHUNK);
     assert!(outcome.tenant_changed, "the tenant's new access goes after the cut");
-    let full = reconcile(model, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
+    let full = reconcile(&store, &control, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!(full.member_changes, 120);
     // The cut a page of the seat order at a time, then the walk's
     // transaction; none exceeds DynamoDB's limit.
@@ -153,9 +153,9 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     let s = Stack::connect().await;
     let store = s.store();
     let model = &*s.model();
-    let t = seeded(model, &store, "integrator", 30).await;
+    let t = seeded(&store, "integrator", 30).await;
     for i in 30..130 {
-        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
     let pending = audit::verify(&store, &t).await.unwrap().unwrap().pending;
     assert_eq!(pending, 100);
@@ -182,9 +182,9 @@ async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
     let s = Stack::connect().await;
     let model = &*s.model();
     let store = s.store().with_pending_page(5);
-    let t = seeded(model, &store, "backlog", 20).await;
+    let t = seeded(&store, "backlog", 20).await;
     for i in 20..32 {
-        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
     let (_, all) = store.pending_audit(&t, usize::MAX).await.unwrap();
     assert_eq!(all.len(), 12);
@@ -200,9 +200,9 @@ async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
     let v = audit::verify(&store, &t).await.unwrap().unwrap();
     assert!(v.ok && v.pending == 0, "{v:?}");
     for i in 32..43 {
-        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
-    reconcile(model, &store, &t, &cause("backlog"), Utc::now()).await.unwrap();
+    reconcile(&store, &t, &cause("backlog"), Utc::now()).await.unwrap();
     assert_eq!(chained_once(&store, &t).await, 43, "every account's record");
 }
 
@@ -216,7 +216,7 @@ async fn a_barrier_waits_behind_the_rest_of_a_cut_that_spans_invocations() {
     let s = Stack::connect().await;
     let model = &*s.model();
     let store = s.store();
-    let t = seeded(model, &store, "barrier-cut", 6).await;
+    let t = seeded(&store, "barrier-cut", 6).await;
     // A reconcile of the cut to two seats stopped for time, as provision
     // leaves it: the mark set, the rest queued (below, behind the barrier).
     licenses::record_change(&store, &crm_change(&t, 2, 2), "h2", Utc::now()).await.unwrap();
@@ -275,7 +275,7 @@ async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
         }
         messages.len()
     };
-    let t = seeded(model, &store, "wake", 0).await;
+    let t = seeded(&store, "wake", 0).await;
     let wake = |i: usize| {
         let (store, queue, t) = (&store, &queue, &t);
         async move { entitle::app::reconcile::wake(store, queue, t, cause(&format!("r{i}")), &format!("own-{t}-{i}")).await }
@@ -285,15 +285,15 @@ async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
     // Provision starts on the tenant: the epoch advances before its read.
     store.advance_wake(&t).await.unwrap();
     for i in 1..=5 {
-        members::create(model, &store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
         wake(i).await.unwrap();
     }
     assert_eq!(received().await, 2, "the first request, then the five creations as one message");
     store.advance_wake(&t).await.unwrap();
     assert_eq!(store.wake_epoch(&t).await.unwrap(), Some(2));
-    reconcile(model, &store, &t, &cause("wake"), Utc::now()).await.unwrap();
+    reconcile(&store, &t, &cause("wake"), Utc::now()).await.unwrap();
     assert_eq!(chained_creations(&store, &t).await.len(), 5, "the reconcile after the advance chained every creation of the burst");
-    members::create(model, &store, &t, &new_member(6), "req-6", Utc::now()).await.unwrap();
+    members::create(&store, &t, &new_member(6), "req-6", Utc::now()).await.unwrap();
     wake(6).await.unwrap();
     assert_eq!(received().await, 1, "a creation after the advance is a new message");
 }
@@ -327,18 +327,18 @@ async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
     let (store, model) = (Arc::new(s.store()), s.model());
     let t = TenantId::parse(unique("race")).unwrap();
     licenses::record_change(&*store, &crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
-    reconcile(&model, &*store, &t, &cause("init"), Utc::now()).await.unwrap();
+    reconcile(&*store, &t, &cause("init"), Utc::now()).await.unwrap();
 
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let (store, model, t) = (store.clone(), model.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { members::create(&model, &*store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
+        let (store, t) = (store.clone(), t.clone());
+        tasks.push(tokio::spawn(async move { members::create(&*store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap().0 }));
     }
     // Reconciles race the creations.
     for i in 0..5 {
-        let (store, model, t) = (store.clone(), model.clone(), t.clone());
+        let (store, t) = (store.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
-            reconcile(&model, &*store, &t, &cause(&format!("race-{i}")), Utc::now()).await.unwrap();
+            reconcile(&*store, &t, &cause(&format!("race-{i}")), Utc::now()).await.unwrap();
             entitle::core::views::MemberView::new(t.clone(), UserId::parse("none").unwrap(), &entitle::core::access::MemberAccess::without_access(MemberStatus::Suspended))
         }));
     }
@@ -348,7 +348,7 @@ async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
         active_at_creation += usize::from(view.status == MemberStatus::Active);
     }
     assert_eq!(active_at_creation, 10);
-    reconcile(&model, &*store, &t, &cause("final"), Utc::now()).await.unwrap();
+    reconcile(&*store, &t, &cause("final"), Utc::now()).await.unwrap();
     let state = store.tenant(&t).await.unwrap().unwrap();
     let active = state.members.iter().filter(|m| m.access.status == MemberStatus::Active).count();
     assert_eq!((active, state.meta.seats_used, state.meta.seats_pending), (10, 10, 20));
@@ -449,18 +449,18 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     let (store, model) = (s.store(), s.model());
     let tokens = entitle::adapters::secrets::TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
     const MEMBERS: usize = 60;
-    let t = seeded(&model, &store, "records", MEMBERS).await;
+    let t = seeded(&store, "records", MEMBERS).await;
     let config = |_id: &str| serde_json::from_value::<entitle::core::scim::TargetConfig>(serde_json::json!({"base_url": "http://127.0.0.1:9/never-called", "token": "t"})).unwrap();
     for id in ["idp-1", "idp-2"] {
         let tid = entitle::core::ids::TargetId::parse(id).unwrap();
-        targets::configure(&model, &store, &tokens, &t, &tid, config(id), entitle::core::egress::EgressPolicy::Local, "test", Utc::now()).await.unwrap();
+        targets::configure(&store, &tokens, &t, &tid, config(id), entitle::core::egress::EgressPolicy::Local, "test", Utc::now()).await.unwrap();
     }
     let per_chunk = members_per_chunk(2);
     assert!((2 + 2) * per_chunk + 2 <= MAX_TRANSACTION_ITEMS, "member, audit record and two delivery records per change");
 
     // 50 members lose their seat; the run dies after its first chunk.
     licenses::record_change(&store, &crm_change(&t, 2, 10), "h2", Utc::now()).await.unwrap();
-    let err = reconcile(&model, &Crashing::after(&store, 1), &t, &cause("cut"), Utc::now()).await.unwrap_err();
+    let err = reconcile(&Crashing::after(&store, 1), &t, &cause("cut"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
     let state = store.tenant(&t).await.unwrap().unwrap();
     let changed: BTreeMap<UserId, _> = state.members.iter().filter(|m| m.access.status != MemberStatus::Active).map(|m| (m.member.user_id.clone(), m.access.clone())).collect();
@@ -472,7 +472,7 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
         assert_eq!(recorded, changed, "{id}");
     }
 
-    let outcome = reconcile(&model, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
+    let outcome = reconcile(&store, &t, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!((outcome.member_changes, outcome.chunks), (50 - per_chunk, (50 - per_chunk).div_ceil(per_chunk) + 1), "the rest of the cut, then the tenant's new access");
     for id in ["idp-1", "idp-2"] {
         let pending = store.pending(&t, &entitle::core::ids::TargetId::parse(id).unwrap()).await.unwrap();

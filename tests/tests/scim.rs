@@ -234,7 +234,7 @@ async fn a_change_committed_before_a_crash_is_delivered_by_the_sweep() {
     let _sweeps = SWEEPS.lock().await;
     let new: entitle::core::views::NewMember = serde_json::from_value(member_body("b", &[])).unwrap();
     let tenant = entitle::core::ids::TenantId::parse(&t).unwrap();
-    let (view, created) = entitle::app::members::create(&s.model(), &s.store(), &tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
+    let (view, created) = entitle::app::members::create(&s.store(), &tenant, &new, "crashed-request", chrono::Utc::now()).await.unwrap();
     assert!(created && view.status.as_str() == "active");
     assert_eq!(s.target(&t, "idp").await["pending"], 1);
     // Every message queued for the tenant so far is processed (a barrier
@@ -493,11 +493,11 @@ async fn group_membership_is_changed_in_batches_per_group() {
     let scim = s.scim(&t);
     let log = entitle_tests::stack_dir().join("scim.log");
     let group_patches = || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains(&format!("\"PATCH /{t}/Groups/"))).count();
-    let (store, model) = (s.store(), s.model());
+    let store = s.store();
     let tenant = entitle::core::ids::TenantId::parse(t.as_str()).unwrap();
     for i in 0..150 {
         let new: entitle::core::views::NewMember = serde_json::from_value(member_body(&format!("m{i:03}"), &[])).unwrap();
-        entitle::app::members::create(&model, &store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
+        entitle::app::members::create(&store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
     }
     assert_eq!(s.put_target(&t, "idp", &target_body(&scim.base, &scim.token)).await.0, 201);
     let view = scim_until(&scim, "150 members in entitle-member", 120, |v| v.values().filter(|u| u.groups.contains("entitle-member")).count() == 150).await;

@@ -148,9 +148,9 @@ async fn expiry_sweep_scenarios() {
     }
     let store = s.store();
     let far = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let partial = sweep(&s.model(), &store, days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
+    let partial = sweep(&store, days(301), "partial-run", SweepLimits { stop_at: far, max_items: Some(2) }).await.unwrap();
     assert_eq!((partial.complete, partial.licenses), (false, 2));
-    let nothing = sweep(&s.model(), &store, days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
+    let nothing = sweep(&store, days(301), "late-run", SweepLimits { stop_at: std::time::Instant::now(), max_items: None }).await.unwrap();
     assert_eq!((nothing.complete, nothing.licenses), (false, 0), "past its deadline a run takes nothing new");
     let rest = s.sweep(days(301)).await;
     assert!(rest["complete"].as_bool().unwrap() && rest["licenses"].as_u64().unwrap() >= 4, "{rest}");
@@ -210,7 +210,7 @@ async fn expiry_sweep_scenarios() {
         })
         .collect();
     write_all(&s, waiting.clone()).await;
-    let report = sweep(&s.model(), &store, days(501), "walk-run", SweepLimits { stop_at: far, max_items: None }).await.unwrap();
+    let report = sweep(&store, days(501), "walk-run", SweepLimits { stop_at: far, max_items: None }).await.unwrap();
     assert!(report.complete && report.deliveries >= 2400, "{report:?}");
     assert_eq!(sweep_actions(&s, &behind).await.first().map(String::as_str), Some("license_expiring_soon"), "the license behind them was reached");
     let removals = waiting

@@ -192,23 +192,18 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     let s = Stack::connect().await;
     let (t, other) = (with_ann(&s, "tokv").await, with_ann(&s, "tokw").await);
 
-    // First the expired one: a deployment whose model gives tokens a minute.
-    let dir = std::env::temp_dir().join(unique("model"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model_text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/licensing-model.toml")).unwrap();
-    assert!(model_text.contains("member_seconds = 900"));
-    std::fs::write(dir.join("model.toml"), model_text.replace("member_seconds = 900", "member_seconds = 60")).unwrap();
-    let mut short = function_env();
-    short.insert("ENTITLE_MODEL_PATH".into(), dir.join("model.toml").display().to_string());
-    // (Signed again: the cached token was cut for 15 minutes, but a model
-    // change does not re-sign; so that the test does not depend on the
-    // cache, ann of a third tenant that has no token yet.)
+    // First the one that is about to expire: ann's claims of a third
+    // tenant, signed by the stack's own key (as the access function signs)
+    // with a minute's lifetime of which 20 seconds are left. (That a
+    // version's `tokens.member_seconds` sets the lifetime of the tokens
+    // its tenants' members get is the models test's.)
     let third = with_ann(&s, "tokx").await;
-    let (code, answer) = access_once(&short, &format!("/tenants/{third}/members/ann/token")).await;
-    assert_eq!(code, 200, "{answer}");
-    let expiring = answer["token"].as_str().unwrap().to_string();
-    let expiring_claims = payload(&expiring);
-    assert_eq!(expiring_claims["exp"].as_i64().unwrap() - expiring_claims["iat"].as_i64().unwrap(), 60);
+    let (issued, mut expiring_claims) = token(&s, &third, "ann").await;
+    let now = chrono::Utc::now().timestamp();
+    expiring_claims["iat"] = json!(now - 40);
+    expiring_claims["exp"] = json!(now + 20);
+    let header = issued["token"].as_str().unwrap().split('.').next().unwrap().to_string();
+    let expiring = signed(&s, &function_env()["TOKEN_SIGNING_KEY_ID"], &header, &expiring_claims).await;
 
     let keys = jwks(&s).await;
     let iss = issuer();
@@ -240,20 +235,7 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     assert_eq!(answer["kid"].as_str(), Some(kid_of(&foreign_arn).as_str()));
     refused(&keys, Some(&url), &iss, &fourth, answer["token"].as_str().unwrap(), "a token signed by an unpublished key");
     // ... and the same key signing our claims under our key's kid.
-    let signing_input = format!("{}.{}", parts[0], parts[1]);
-    let der = s
-        .kms
-        .sign()
-        .key_id(&foreign_arn)
-        .message(aws_sdk_kms::primitives::Blob::new(signing_input.as_bytes()))
-        .message_type(aws_sdk_kms::types::MessageType::Raw)
-        .signing_algorithm(aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256)
-        .send()
-        .await
-        .unwrap()
-        .signature
-        .unwrap();
-    let impostor = compact(&signing_input, der.as_ref()).unwrap();
+    let impostor = signed(&s, &foreign_arn, parts[0], &claims).await;
     assert_ne!(impostor, good);
     refused(&keys, Some(&url), &iss, &t, &impostor, "a token signed by another key under our kid");
 
@@ -264,7 +246,25 @@ async fn the_verifiers_refuse_tampered_expired_foreign_and_other_tenant_tokens()
     }
     let why = refused(&keys, Some(&url), &iss, &third, &expiring, "an expired token");
     assert!(why.iter().all(|w| w.to_lowercase().contains("expired") || w.contains("exp")), "{why:?}");
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `claims` under `header` (its base64url text), signed with the KMS key
+/// `key` as the access function signs: a compact JWS.
+async fn signed(s: &Stack, key: &str, header: &str, claims: &Value) -> String {
+    let signing_input = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+    let der = s
+        .kms
+        .sign()
+        .key_id(key)
+        .message(aws_sdk_kms::primitives::Blob::new(signing_input.as_bytes()))
+        .message_type(aws_sdk_kms::types::MessageType::Raw)
+        .signing_algorithm(aws_sdk_kms::types::SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .unwrap()
+        .signature
+        .unwrap();
+    compact(&signing_input, der.as_ref()).unwrap()
 }
 
 /// A rotation: the new key is published beside the old before it signs; a

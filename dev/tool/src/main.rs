@@ -5,6 +5,7 @@
 //!   entitle-dev demo   run the demo scenario against the running stack
 //!   entitle-dev sweep [TIME]   fire the expiry sweep's schedule (as of TIME, RFC 3339; default now)
 //!   entitle-dev billing-sync   fire the billing reconciliation's schedule
+//!   entitle-dev model-tick [SECS]   fire the model tick's schedule (once; every SECS seconds with SECS)
 
 mod demo;
 mod esm;
@@ -20,7 +21,14 @@ async fn main() {
         Some("demo") => demo::run().await,
         Some("sweep") => sweep::fire(std::env::args().nth(2).as_deref()).await.map(|report| println!("{report}")),
         Some("billing-sync") => sweep::billing_sync().await.map(|report| println!("{report}")),
-        _ => Err("usage: entitle-dev esm|pipe|demo|sweep [TIME]|billing-sync".to_string()),
+        Some("model-tick") => match std::env::args().nth(2) {
+            None => sweep::model_tick().await.map(|report| println!("{report}")),
+            Some(secs) => match secs.parse::<f64>() {
+                Ok(s) if s > 0.0 => sweep::model_ticks(std::time::Duration::from_secs_f64(s)).await,
+                _ => Err(format!("model-tick: SECS must be a positive number of seconds, not {secs:?}")),
+            },
+        },
+        _ => Err("usage: entitle-dev esm|pipe|demo|sweep [TIME]|billing-sync|model-tick [SECS]".to_string()),
     };
     if let Err(e) = result {
         eprintln!("entitle-dev: {e}");

@@ -19,6 +19,32 @@ pub async fn billing_sync() -> Result<Value, String> {
     scheduled("billing", "ENTITLE_BILLING_INVOKE_URL", chrono::Utc::now()).await
 }
 
+/// Fires the model tick's schedule once (its event is the schedule's
+/// input, `{"job": "models"}`) and returns its report.
+pub async fn model_tick() -> Result<Value, String> {
+    let url = std::env::var("ENTITLE_SWEEP_INVOKE_URL").map_err(|_| "ENTITLE_SWEEP_INVOKE_URL is not set (see .local/stack/stack.env)".to_string())?;
+    let resp = reqwest::Client::new().post(&url).json(&json!({"job": "models"})).send().await.map_err(|e| format!("expiry-sweep did not answer: {e}"))?;
+    let failed = resp.headers().get("x-amz-function-error").is_some() || !resp.status().is_success();
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if failed {
+        return Err(format!("the model tick failed: {body}"));
+    }
+    Ok(body)
+}
+
+/// The model tick's schedule, locally: every `every` (the template's is a
+/// minute), for the stack's life. A failed tick is reported and the next
+/// one follows, as the scheduler's would.
+pub async fn model_ticks(every: std::time::Duration) -> Result<(), String> {
+    eprintln!("entitle-dev model-tick: every {every:?}");
+    loop {
+        if let Err(e) = model_tick().await {
+            eprintln!("entitle-dev model-tick: {e}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn scheduled(function: &str, url_var: &str, time: chrono::DateTime<chrono::Utc>) -> Result<Value, String> {
     let url = std::env::var(url_var).map_err(|_| format!("{url_var} is not set (see .local/stack/stack.env)"))?;
     let event = json!({

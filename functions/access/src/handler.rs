@@ -10,10 +10,8 @@ use entitle::core::views::{MemberView, TenantView};
 use entitle::edge::http;
 use entitle::adapters::kms::TokenKeys;
 use entitle::app::tokens;
-use entitle::core::model::LicensingModel;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use std::sync::Arc;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -40,7 +38,6 @@ impl Routes {
 }
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub keys: TokenKeys,
     /// `iss` of every token: the deployment.
@@ -139,7 +136,7 @@ fn issued(i: &tokens::Issued, field: &str) -> serde_json::Value {
 async fn member_token(app: &App, req: &Request, tenant: &str, user: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let user = http::id(user, UserId::parse)?;
-    let i = tokens::member_token(&app.model, &app.store, &app.keys, &app.issuer, &tenant, &user, chrono::Utc::now()).await?;
+    let i = tokens::member_token(&app.store, &app.keys, &app.issuer, &tenant, &user, chrono::Utc::now()).await?;
     if i.signed {
         tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "member token signed");
     }
@@ -149,7 +146,7 @@ async fn member_token(app: &App, req: &Request, tenant: &str, user: &str) -> Res
 /// The tenant's signed license file.
 async fn license_file(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
-    let i = tokens::license_file(&app.model, &app.store, &app.keys, &app.issuer, &tenant, chrono::Utc::now()).await?;
+    let i = tokens::license_file(&app.store, &app.keys, &app.issuer, &tenant, chrono::Utc::now()).await?;
     tracing::info!(tenant = %tenant, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "license file signed");
     Ok(http::json(200, &issued(&i, "license")))
 }

@@ -13,9 +13,8 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let app = handler::App {
-        model,
         store,
         keys: config::token_keys(&aws)?,
         issuer: std::env::var("TOKEN_ISSUER").unwrap_or_else(|_| "entitle".into()),

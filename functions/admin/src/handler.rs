@@ -5,7 +5,8 @@
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
-use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue, ReconcileQueue};
+use super::models;
+use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue, ReconcileQueue, WorkQueueSqs};
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome};
 use entitle::app::ports::{Checkpoints, Queue, Tenants};
@@ -13,7 +14,6 @@ use entitle::app::{audit, licenses, Error};
 use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, ChainHead, Checkpoint};
 use entitle::core::ids::{TenantId, UserId};
 use entitle::core::license::Source;
-use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::edge::body::parse_json;
@@ -21,15 +21,16 @@ use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
 
 pub struct App {
     pub store: Dynamo,
-    pub model: Arc<LicensingModel>,
     pub stripe: StripeApi,
     pub queue: ReconcileQueue,
     pub dead_letters: DeadLetterQueue,
     pub signer: AuditSigner,
+    /// The rollouts' and previews' work queue, and how much one hand-out takes.
+    pub work: WorkQueueSqs,
+    pub pump: (usize, u64),
 }
 
 pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_http::Error> {
@@ -45,6 +46,17 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("POST", ["parked", event_id, "replay"]) => replay(app, &req, event_id).await,
         ("GET", ["tenants", tenant, "audit", "export"]) => export(app, &req, tenant).await,
         ("GET", ["audit", "public-key"]) => public_key(app).await,
+        ("GET", ["model"]) => models::overview(app).await,
+        ("GET", ["model", "versions", version, "tenants"]) => models::tenants_of(app, &req, version).await,
+        ("POST", ["model", "previews"]) => models::create_preview(app, &req).await,
+        ("GET", ["model", "previews", id]) => models::preview(app, &req, id).await,
+        ("GET", ["model", "previews", id, "tenants", tenant]) => models::preview_page(app, &req, id, tenant).await,
+        ("POST", ["model", "rollouts"]) => models::create_rollout(app, &req).await,
+        ("GET", ["model", "rollouts"]) => models::rollouts(app).await,
+        ("GET", ["model", "rollouts", id]) => models::rollout(app, &req, id).await,
+        ("POST", ["model", "rollouts", id, "cancel"]) => models::cancel(app, &req, id).await,
+        ("PUT", ["tenants", tenant, "model"]) => models::pin(app, &req, tenant).await,
+        ("DELETE", ["tenants", tenant, "model"]) => models::unpin(app, &req, tenant).await,
         _ => Err(http::no_route(&method, &path)),
     };
     Ok(answer.unwrap_or_else(http::answer_error))
@@ -135,7 +147,7 @@ async fn replay(app: &App, req: &Request, event_id: &str) -> Result<Response<Bod
     }
     let now = Utc::now();
     let parked = app.store.parked_event(source, event_id, now).await?.ok_or_else(|| Rejection::not_found(&format!("parked event {event_id}")))?;
-    let outcome = billing::apply_event(&app.model, &app.store, &app.stripe, &parked.payload, &hash_of(&parked.payload.to_string()), now).await?;
+    let outcome = billing::apply_event(&app.store, &app.stripe, &parked.payload, &hash_of(&parked.payload.to_string()), now).await?;
     let request_id = http::request_id(req);
     let (event_id, outcome) = match outcome {
         EventOutcome::Ignored { event_type } => {
@@ -193,7 +205,8 @@ async fn explain(app: &App, tenant: &str, user: &str) -> Result<Response<Body>, 
     let tenant = http::id(tenant, TenantId::parse)?;
     let user = http::id(user, UserId::parse)?;
     let state = app.store.tenant(&tenant).await?.filter(|s| s.meta.licensed).ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
-    let explanation = entitle::core::explain::explain(&app.model, &tenant, &state, &user, chrono::Utc::now()).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+    let model = entitle::app::rules::rules_of(&app.store, Some(&state.meta)).await?;
+    let explanation = entitle::core::explain::explain(&model, &tenant, &state, &user, chrono::Utc::now()).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
     let subject = format!("member:{user}");
     let mut records: Vec<serde_json::Value> = state
         .pending_audit

@@ -4,6 +4,7 @@
 //! them offline.
 
 mod handler;
+mod models;
 
 use entitle::adapters::kms::AuditSigner;
 use entitle::adapters::sqs::DeadLetterQueue;
@@ -12,14 +13,15 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, store, model } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let app = handler::App {
         store,
-        model,
         stripe: config::stripe_api(&aws)?,
         queue: config::reconcile_queue(&aws)?,
         dead_letters: DeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("DEAD_LETTER_QUEUE_URL")?, config::required("RECONCILE_QUEUE_URL")?),
         signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
+        work: config::work_queue(&aws)?,
+        pump: config::pump_limits()?,
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

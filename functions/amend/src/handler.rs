@@ -8,17 +8,14 @@ use entitle::app::{contracts, Error};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::contract::{Amendment, AmendmentRequest, AmendmentStatus, ContractState, DecisionRequest, Verdict};
 use entitle::core::ids::{AmendmentId, ContractId, TenantId};
-use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
 use entitle::edge::body::{parse_json, parse_value, parse_yaml_bounded, too_large, MAX_BODY_BYTES};
 use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
 }
@@ -71,7 +68,7 @@ async fn contract_view(app: &App, state: &ContractState) -> Result<Value, Error>
 async fn create(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body = body_value(req)?;
     let request_id = http::request_id(req);
-    let (state, created) = contracts::create(&app.model, &app.store, &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
+    let (state, created) = contracts::create(&app.store, &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
     let cid = &state.doc.contract_id;
     tracing::info!(tenant = %state.tenant_id, contract = %cid, cause = %format!("api_call:{request_id}"), created, "contract created");
     reconcile(app, &state.tenant_id, Cause::new(CauseKind::ApiCall, &request_id), &format!("contract:{cid}:v{}", state.version)).await?;
@@ -101,7 +98,7 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, Er
     let request: AmendmentRequest = parse_value(&body)?;
     let dry_run = http::query(req, "dry_run").is_some_and(|v| v == "true" || v == "1");
     let principal = http::principal(req);
-    let (amendment, stored) = contracts::submit(&app.model, &app.store, &cid, &request, principal.as_deref(), &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
+    let (amendment, stored) = contracts::submit(&app.store, &cid, &request, principal.as_deref(), &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,
@@ -135,7 +132,7 @@ async fn decide(app: &App, req: &Request, cid: &str, aid: &str, verdict: Option<
     let now = Utc::now();
     let principal = http::principal(req);
     let amendment = match verdict {
-        Some(v) => contracts::decide(&app.model, &app.store, &cid, &aid, v, &decision, principal.as_deref(), now).await?,
+        Some(v) => contracts::decide(&app.store, &cid, &aid, v, &decision, principal.as_deref(), now).await?,
         None => contracts::reverse(&app.store, &cid, &aid, &decision, principal.as_deref(), now).await?,
     };
     tracing::info!(

@@ -10,10 +10,9 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let app = handler::App {
         store,
-        model,
         queue: config::reconcile_queue(&aws)?,
     };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await

@@ -9,16 +9,13 @@ use entitle::app::ports::{Queue, SyncRuns};
 use entitle::app::{error_chain, licenses, Error};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::license::Source;
-use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::edge::metrics;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub stripe: StripeApi,
     pub queue: ReconcileQueue,
@@ -78,7 +75,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Billi
 /// would have posted it to a webhook.
 async fn stripe_event(app: &App, envelope: &Value) -> Result<Value, BillingError> {
     let event = envelope.get("detail").filter(|d| d.is_object()).ok_or_else(|| BillingError::BadEvent("no `detail` object".into()))?;
-    let outcome = billing::apply_event(&app.model, &app.store, &app.stripe, event, &hash_of(&event.to_string()), Utc::now()).await;
+    let outcome = billing::apply_event(&app.store, &app.stripe, event, &hash_of(&event.to_string()), Utc::now()).await;
     let outcome = match outcome {
         Ok(o) => o,
         // Malformed: retrying cannot help; say so, and let the rule's
@@ -128,7 +125,7 @@ async fn queue_batch(app: &App, records: &[Value], stop_at: Instant) -> Value {
 /// One part of a run, until `stop_at`: the rest is queued, the tenants
 /// whose licenses were repaired get a reconcile.
 async fn run(app: &App, req: &SyncRequest, stop_at: Instant) -> Result<SyncReport, Error> {
-    let (report, changed) = billing::sync(&app.model, &app.store, &app.stripe, req, app.page_size, || Instant::now() < stop_at, Utc::now()).await?;
+    let (report, changed) = billing::sync(&app.store, &app.stripe, req, app.page_size, || Instant::now() < stop_at, Utc::now()).await?;
     if let Some(next) = report.continuation() {
         app.billing_queue.start(&next).await?;
     }

@@ -16,10 +16,9 @@ use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let app = handler::App {
         store,
-        model,
         stripe: config::stripe_api(&aws)?,
         queue: config::reconcile_queue(&aws)?,
         billing_queue: config::billing_queue(&aws)?,

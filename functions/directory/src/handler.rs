@@ -9,7 +9,6 @@ use entitle::app::directory::{self, list_response, Answer, Session};
 use entitle::app::ports::Tenants;
 use entitle::app::Error;
 use entitle::core::audit::Cause;
-use entitle::core::model::LicensingModel;
 use entitle::core::provider::filter::{get_ci, Filter};
 use entitle::core::provider::resource::{attribute_list, project};
 use entitle::core::provider::schemas::{self, ERROR, SEARCH};
@@ -18,10 +17,8 @@ use entitle::edge::body::parse_json;
 use entitle::edge::{config, http, metrics};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
 }
@@ -58,7 +55,7 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
     // A sync's pushes: authenticated on the read the push needs anyway.
     if let (("POST", ["Users"]), Ok(b)) = ((method, rest), body(req)) {
         let incoming = directory::Incoming { tenant, authorization: http::header(req, "authorization"), request_id: http::request_id(req), base: base_url(req, tenant), now };
-        if let Some((s, a)) = directory::push_user(&app.model, &app.store, incoming, &b).await? {
+        if let Some((s, a)) = directory::push_user(&app.store, incoming, &b).await? {
             return created(app, &s, a, req).await;
         }
     }
@@ -66,7 +63,7 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
     // The tenant is known to accounts (a license or contract), or 404.
     entitle::app::members::known(&tenant, app.store.meta(&tenant).await?)?;
     let base = base_url(req, tenant.as_str());
-    let s = Session { model: &app.model, store: &app.store, tenant, connection, request_id: http::request_id(req), base, now, targets: Default::default() };
+    let s = Session { store: &app.store, tenant, connection, request_id: http::request_id(req), base, now, targets: Default::default() };
     let if_match = http::header(req, "if-match");
     let q = |name: &str| http::query(req, name);
     let answer = match (method, rest) {

@@ -1,20 +1,23 @@
 use chrono::{DateTime, Utc};
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
-use entitle::adapters::sqs::ReconcileQueue;
+use entitle::adapters::sqs::{ReconcileQueue, WorkQueueSqs};
+use entitle::app::versions;
 use entitle::app::sweep::{self, SweepLimits};
-use entitle::core::model::LicensingModel;
 use entitle::edge::http::error_chain;
 use entitle::edge::metrics::Emf;
-use std::sync::Arc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
+    /// The deployed licensing model's text (registered by the model tick).
+    pub model_text: String,
     pub queue: ReconcileQueue,
+    /// The rollouts' and previews' work queue (to provision).
+    pub work: WorkQueueSqs,
+    pub pump: (usize, u64),
     /// Signs the checkpoints of chain heads that moved (the stack's audit signing key).
     pub signer: AuditSigner,
     /// `SWEEP_ALLOW_FUTURE=1`: sweeps as of a future instant are run (the
@@ -63,6 +66,9 @@ pub fn as_of(event: &Value, now: DateTime<Utc>, allow_future: bool) -> Result<Da
 }
 
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, SweepError> {
+    if event.payload.get("job").and_then(Value::as_str) == Some("models") {
+        return models_tick(app, event.context.deadline).await;
+    }
     let as_of = as_of(&event.payload, Utc::now(), app.allow_future).inspect_err(|e| tracing::error!(error = %e, "sweep refused"))?;
     let run_id = match event.payload.get("id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => format!("sweep-{id}"),
@@ -70,7 +76,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     };
     let stop_at = entitle::edge::config::stop_at(event.context.deadline, SAFETY_MARGIN);
     let limits = SweepLimits { stop_at, max_items: None };
-    let (report, amendments) = sweep::run(&app.model, &app.store, &app.queue, &app.signer, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
+    let (report, amendments) = sweep::run(&app.store, &app.queue, &app.work, &app.signer, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
     tracing::info!(
         cause = %format!("sweep:{run_id}"),
         as_of = %as_of.to_rfc3339(),
@@ -84,6 +90,8 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
         checkpoints = report.checkpoints,
         checkpoint_failures = report.checkpoint_failures,
         index_reads = report.index_reads,
+        model_moves = report.model_moves,
+        pins_released = report.pins_released,
         "sweep run"
     );
     // SweepCompleted is 0 for a run that stopped at its time budget (the
@@ -92,6 +100,39 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     let mut out = serde_json::to_value(&report).expect("serialises");
     out["amendments_applied"] = json!(amendments);
     Ok(out)
+}
+
+/// The model tick (its own schedule, every minute; locally every few
+/// seconds): registers the deployed model (a version registered with other
+/// rules is refused, named in the log and the `ModelVersionRefused`
+/// metric; no tenant follows the refused rules), gives tenants stored
+/// before versions their place in the index, hands the next tenants of
+/// every rollout and preview to provision, and counts the tenants behind
+/// the latest version.
+async fn models_tick(app: &App, deadline: u64) -> Result<Value, SweepError> {
+    let now = Utc::now();
+    let stop_at = entitle::edge::config::stop_at(deadline, SAFETY_MARGIN);
+    let failed = |e: entitle::app::Error| SweepError::Failed(error_chain(&e));
+    let deployed = app.store.model();
+    let registration = match versions::register(&app.store, deployed, &app.model_text, now).await {
+        Ok(r) => json!(format!("{r:?}")),
+        Err(entitle::app::Error::Rejected(r)) => {
+            tracing::error!(code = r.code, error = %r.message, version = %deployed.version, "the deployed licensing model is refused");
+            Emf::new().count("ModelVersionRefused", 1).emit();
+            json!({"refused": r.message})
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let backfilled = versions::backfill(&app.store, 1000).await.map_err(failed)?;
+    let limits = versions::PumpLimits { batch: app.pump.0, in_flight: app.pump.1, stop_at };
+    let pumped = versions::pump(&app.store, &app.work, now, limits).await.map_err(failed)?;
+    let (_, behind) = versions::overview(&app.store).await.map_err(failed)?;
+    for (run, status) in &pumped.finished {
+        tracing::info!(rollout = %run, status = ?status, "run finished");
+    }
+    tracing::info!(version = %deployed.version, registration = %registration, backfilled, runs = pumped.runs, queued = pumped.queued, behind, "model tick");
+    Emf::new().count("TenantsBehindLatest", behind as f64).count("RolloutsWithFailedTenants", pumped.with_failures as f64).count("ModelVersionRefused", 0).emit();
+    Ok(json!({"registration": registration, "backfilled": backfilled, "pump": pumped, "tenants_behind_latest": behind}))
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@ use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let app = handler::App {
         store,
-        model,
+        model_text: config::model_text()?,
         queue: config::reconcile_queue(&aws)?,
+        work: config::work_queue(&aws)?,
+        pump: config::pump_limits()?,
         signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
         allow_future: config::flag("SWEEP_ALLOW_FUTURE"),
     };

@@ -7,7 +7,7 @@ use entitle::adapters::sqs::ReconcileQueue;
 use entitle::adapters::sqs::BillingQueue;
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome, SyncRequest};
-use entitle::app::ports::{Queue, SyncRuns};
+use entitle::app::ports::{Models, Queue, SyncRuns};
 use entitle::app::ports::{Directories, Tenants};
 use entitle::app::{directory, licenses, members, seats, targets, Error, PortError};
 use entitle::core::provider::connection::{self, ConnectionUpdate, NewConnection, Rotation};
@@ -15,7 +15,7 @@ use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::{TargetId, TenantId, UserId};
 use entitle::core::license::{LicenseChange, Source};
-use entitle::core::model::LicensingModel;
+use entitle::core::model::WhenFull;
 use entitle::core::reassign::SeatRequest;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
@@ -27,7 +27,6 @@ use entitle::edge::config::{self, ConfigError};
 use entitle::edge::{http, metrics};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use std::sync::Arc;
 
 /// Which routes this deployment serves: the public webhook URL and the
 /// IAM-authenticated account URL are two deployments of this one binary.
@@ -50,7 +49,6 @@ impl Routes {
 }
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub queue: ReconcileQueue,
     /// Stripe's API (the webhook routes read subscriptions from it).
@@ -125,7 +123,7 @@ async fn stripe_webhook(app: &App, req: &Request) -> Result<Response<Body>, Erro
     let body = verified(req, "Stripe-Signature", app.webhook_secrets.as_ref().map(|w| &w.stripe)).await?;
     let event: serde_json::Value = parse_json(body)?;
     let stripe = app.stripe.as_ref().ok_or_else(|| Rejection::not_found("webhook route"))?;
-    let outcome = billing::apply_event(&app.model, &app.store, stripe, &event, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await?;
+    let outcome = billing::apply_event(&app.store, stripe, &event, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await?;
     stripe_answer(app, outcome).await
 }
 
@@ -156,7 +154,7 @@ pub async fn stripe_answer(app: &App, outcome: EventOutcome) -> Result<Response<
 
 async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body = verified(req, "Entitle-Signature", app.webhook_secrets.as_ref().map(|w| &w.crm)).await?;
-    let change = entitle::core::sources::crm::normalise(&app.model, parse_json(body)?)?;
+    let change = entitle::core::sources::crm::normalise(&*app.store.latest().await?, parse_json(body)?)?;
     record(app, &change, body).await
 }
 
@@ -194,7 +192,7 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     let new: NewMember = parse_json(http::body(req)?)?;
     new.validate()?;
     let request_id = http::request_id(req);
-    let (view, created) = members::create(&app.model, &app.store, &tenant, &new, &request_id, Utc::now()).await?;
+    let (view, created) = members::create(&app.store, &tenant, &new, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
     if created {
         metrics::seat_claim(view.status.as_str() == "active").property("tenant", tenant.as_str()).emit();
@@ -220,7 +218,7 @@ async fn update_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let user = http::id(user, UserId::parse)?;
     let body: MemberUpdate = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
-    let view = members::update(&app.model, &app.store, &tenant, &user, &body, &request_id, Utc::now()).await?;
+    let view = members::update(&app.store, &tenant, &user, &body, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), status = view.status.as_str(), "member updated");
     Ok(http::json(200, &view))
 }
@@ -234,7 +232,7 @@ async fn put_seat(app: &App, req: &Request, tenant: &str, user: &str) -> Result<
     let body: SeatRequest = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let principal = http::principal(req);
-    let view = seats::set_seat(&app.model, &app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
+    let view = seats::set_seat(&app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
     wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
@@ -247,7 +245,7 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let target_id = http::id(target, TargetId::parse)?;
     let config: TargetConfig = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
-    let (stored, created) = targets::configure(&app.model, &app.store, &app.tokens, &tenant, &target_id, config, app.egress, &request_id, Utc::now()).await?;
+    let (stored, created) = targets::configure(&app.store, &app.tokens, &tenant, &target_id, config, app.egress, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), created, "SCIM target configured");
     targets::queue_repair(&app.queue, &tenant, &target_id, &request_id).await?;
     let mut view = serde_json::to_value(TargetView::new(&stored, 0, vec![])).expect("serialises");
@@ -305,21 +303,28 @@ async fn connect_directory(app: &App, req: &Request, tenant: &str) -> Result<Res
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory connected");
-    let mut view = directory_view(app, &tenant, &conn);
+    let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(201, &view))
 }
 
 /// A connection as the accounts routes show it, with its SCIM base URL.
-fn directory_view(app: &App, tenant: &TenantId, conn: &connection::Connection) -> serde_json::Value {
-    connection::view(tenant, conn, app.model.directory.when_full, &config::directory_base(tenant))
+fn directory_view(tenant: &TenantId, conn: &connection::Connection, when_full: WhenFull) -> serde_json::Value {
+    connection::view(tenant, conn, when_full, &config::directory_base(tenant))
+}
+
+/// What a full tenant does with a push when its connection does not say:
+/// the rule of the model version the tenant follows.
+async fn when_full(app: &App, tenant: &TenantId) -> Result<WhenFull, Error> {
+    Ok(entitle::app::rules::rules_of(&app.store, app.store.meta(tenant).await?.as_ref()).await?.directory.when_full)
 }
 
 async fn list_directories(app: &App, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     members::known(&tenant, app.store.meta(&tenant).await?)?;
-    let list: Vec<_> = app.store.connections(&tenant).await?.iter().map(|c| directory_view(app, &tenant, c)).collect();
+    let when_full = when_full(app, &tenant).await?;
+    let list: Vec<_> = app.store.connections(&tenant).await?.iter().map(|c| directory_view(&tenant, c, when_full)).collect();
     Ok(http::json(200, &json!({"tenant_id": tenant, "directories": list})))
 }
 
@@ -329,7 +334,7 @@ async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let request_id = http::request_id(req);
     let conn = directory::connections::update(&app.store, &tenant, id, &upd, &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory reconfigured");
-    Ok(http::json(200, &directory_view(app, &tenant, &conn)))
+    Ok(http::json(200, &directory_view(&tenant, &conn, when_full(app, &tenant).await?)))
 }
 
 /// Revoked: its tokens are refused from now on (what it pushed stays).
@@ -351,7 +356,7 @@ async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &request_id, Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), grace, "directory token rotated");
-    let mut view = directory_view(app, &tenant, &conn);
+    let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(200, &view))

@@ -10,7 +10,7 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let routes = handler::Routes::from_env()?;
     // The accounts deployment serves no webhook and gets no signing secret.
     let webhook_secrets = match routes {
@@ -24,7 +24,6 @@ async fn main() -> Result<(), Error> {
     let accounts = routes != handler::Routes::Webhooks;
     let app = handler::App {
         store,
-        model,
         queue: config::reconcile_queue(&aws)?,
         stripe: webhooks.then(|| config::stripe_api(&aws)).transpose()?,
         billing_queue: accounts.then(|| config::billing_queue(&aws)).transpose()?,

@@ -9,25 +9,25 @@ use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::scim_client::Scim;
 use entitle::adapters::secrets::TokenStore;
-use entitle::adapters::sqs::{dedup_id, ReconcileQueue};
+use entitle::adapters::sqs::{dedup_id, ReconcileQueue, WorkQueueSqs};
+use entitle::app::ports::WorkQueue;
+use entitle::app::versions;
+use entitle::core::versions::Work;
 use entitle::app::delivery::{Deliverer, TargetBudget};
 use entitle::app::ports::{Queue, Tenants};
 use entitle::app::reconcile::reconcile_until;
 use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{TargetId, TenantId};
-use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::scim::Policy;
 use entitle::edge::http::error_chain;
 use entitle::edge::metrics::Emf;
 use lambda_runtime::{Error, LambdaEvent};
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
 pub struct App {
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
     pub tokens: TokenStore,
     pub scim: Scim,
@@ -37,6 +37,9 @@ pub struct App {
     /// The reconcile queue itself: a delivery run cut off by its time
     /// after progress queues the tenant's next one.
     pub queue: ReconcileQueue,
+    /// The rollouts' and previews' work queue: what a work message leaves
+    /// (out of time, or a tenant to try again) goes back on it.
+    pub work: WorkQueueSqs,
     pub dead_letter_queue_url: String,
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
@@ -45,7 +48,7 @@ pub struct App {
 
 impl App {
     fn deliverer(&self) -> Deliverer<'_, Dynamo, TokenStore, Scim> {
-        Deliverer { model: &self.model, store: &self.store, tokens: &self.tokens, directory: &self.scim, policy: self.policy, budget: self.budget }
+        Deliverer { store: &self.store, tokens: &self.tokens, directory: &self.scim, policy: self.policy, budget: self.budget }
     }
 }
 
@@ -72,6 +75,11 @@ impl Failure {
 }
 
 pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    // The work queue's messages (rollouts and previews: batches of
+    // tenants) are a shape of their own; a batch comes from one queue.
+    if event.payload.records.first().is_some_and(|m| serde_json::from_str::<Work>(m.body.as_deref().unwrap_or_default()).is_ok()) {
+        return Ok(handle_work(app, event).await);
+    }
     let mut response = SqsBatchResponse::default();
     // FIFO: once a message of a group fails, the later ones of that group in
     // this batch are not processed (they would overtake it) but returned too.
@@ -191,6 +199,57 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     Ok(response)
 }
 
+/// The work queue's batch: each message's tenants moved (or previewed), one
+/// after the other; what a message leaves goes back on the queue as a
+/// message of its own, and the tenants whose members changed get their
+/// SCIM deliveries after the batch. A message that cannot be read or
+/// whose work fails before any tenant is reported as a batch item failure
+/// (the queue's redrive policy parks it after its receives).
+async fn handle_work(app: &App, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    let stop_at = entitle::edge::config::stop_at(event.context.deadline, RECONCILE_MARGIN);
+    let mut deliveries: Vec<(TenantId, Cause)> = Vec::new();
+    for message in &event.payload.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let work: Work = match serde_json::from_str(message.body.as_deref().unwrap_or_default()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "not a work message");
+                response.batch_item_failures.push(failure_of(id));
+                continue;
+            }
+        };
+        let span = tracing::info_span!("work", message_id = %id, run = %work.run, tenants = work.tenants.len());
+        let cause = versions::rollout_cause(&work.run);
+        match versions::work(&app.store, &work, Utc::now(), stop_at).instrument(span.clone()).await {
+            Ok(report) => {
+                let _enter = span.enter();
+                tracing::info!(cause = %cause, settled = report.settled, changed = report.changed.len(), left = report.rest.as_ref().map_or(0, |r| r.tenants.len()), "work done");
+                Emf::new().property("run", work.run.as_str()).count("RolloutTenantsSettled", report.settled as f64).emit();
+                if let Some(rest) = &report.rest {
+                    if let Err(e) = app.work.send_work(rest).await {
+                        // The message comes back whole: its settled tenants are not counted twice.
+                        tracing::warn!(error = %error_chain(&e), "could not queue the rest of the work; the message is tried again");
+                        response.batch_item_failures.push(failure_of(id));
+                    }
+                }
+                deliveries.extend(report.changed.into_iter().map(|t| (t, cause.clone())));
+            }
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %error_chain(&e), "work failed; will be retried");
+                response.batch_item_failures.push(failure_of(id));
+            }
+        }
+    }
+    let stop_at = entitle::edge::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
+    for (tenant, cause) in deliveries {
+        if let Err(e) = app.deliverer().deliver_tenant(&tenant, &[], &cause, stop_at).await {
+            tracing::warn!(tenant = %tenant, error = %error_chain(&e), "delivery stopped; changes stay due");
+        }
+    }
+    response
+}
+
 /// The messages of a batch whose reconcile the next message of the same
 /// tenant (message group) does anyway: a plain reconcile (no barrier, no
 /// repair) followed, in its group, by another plain reconcile. A busy
@@ -241,7 +300,7 @@ async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -
     // Before the tenant is read: every coalesced request that read the
     // epoch before this committed its change first (`reconcile::wake`).
     app.store.advance_wake(&request.tenant_id).await.map_err(Failure::retry("reconcile_failed"))?;
-    match reconcile_until(&app.model, &app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
+    match reconcile_until(&app.store, &request.tenant_id, &request.cause, Utc::now(), Some(stop_at)).await {
         Ok(outcome) => {
             if outcome.more {
                 // A large tenant's walk or seat pass: the next message goes

@@ -10,17 +10,17 @@ use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config::Base { aws, model, store } = config::start().await?;
+    let config::Base { aws, store } = config::start().await?;
     let (policy, budget) = config::delivery_settings()?;
     let app = handler::App {
         store,
-        model,
         tokens: config::token_store(&aws)?,
         scim: config::scim(),
         policy,
         budget,
         sqs: aws_sdk_sqs::Client::new(&aws),
         queue: config::reconcile_queue(&aws)?,
+        work: config::work_queue(&aws)?,
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional::<u32>("MAX_RECEIVES", 5)?,
     };

@@ -76,6 +76,34 @@ impl SyncRuns for BillingQueue {
     }
 }
 
+/// The work queue of rollouts and previews: a standard queue of
+/// [`Work`](crate::core::versions::Work) messages (a batch of tenants
+/// each), which only provision reads.
+#[derive(Clone)]
+pub struct WorkQueueSqs {
+    client: Client,
+    url: String,
+}
+
+impl WorkQueueSqs {
+    pub fn new(client: Client, url: String) -> Self {
+        WorkQueueSqs { client, url }
+    }
+}
+
+impl crate::app::ports::WorkQueue for WorkQueueSqs {
+    async fn send_work(&self, work: &crate::core::versions::Work) -> Result<(), PortError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(serde_json::to_string(work).expect("serialisable"))
+            .send()
+            .await
+            .map_err(|e| PortError::unavailable("SendMessage", aws_sdk_sqs::Error::from(e)))?;
+        Ok(())
+    }
+}
+
 /// Most messages one listing or redrive looks at.
 pub const MAX_DEAD_LETTERS: usize = 1000;
 

@@ -16,7 +16,8 @@
 
 use super::commit::{audited_on, Decision};
 use super::licenses::{cause_of, license_change, park, Recorded};
-use super::ports::{Billing, Tenants, Write};
+use super::ports::{Billing, Models, Tenants, Write};
+use super::rules::rules_of;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{EventId, LicenseId, TenantId};
@@ -120,7 +121,7 @@ pub enum EventOutcome {
 /// for the record's sake; a repeat of an id is a duplicate whatever its
 /// body (the same event reaches us as a webhook and through EventBridge in
 /// two serialisations, and its content is never used as state anyway).
-pub async fn apply_event<S: Tenants, B: Billing>(model: &LicensingModel, store: &S, stripe: &B, event: &Value, body_hash: &str, now: DateTime<Utc>) -> Result<EventOutcome, Error> {
+pub async fn apply_event<S: Tenants + Models, B: Billing>(store: &S, stripe: &B, event: &Value, body_hash: &str, now: DateTime<Utc>) -> Result<EventOutcome, Error> {
     let (event_id, event_type, subscription, hint) = match signal(event)? {
         Signal::Ignored { event_type } => return Ok(EventOutcome::Ignored { event_type }),
         Signal::Park { event_id, event_type, reason } => {
@@ -131,7 +132,7 @@ pub async fn apply_event<S: Tenants, B: Billing>(model: &LicensingModel, store: 
         Signal::Subscription { event_id, event_type, subscription, tenant_hint } => (event_id, event_type, subscription, tenant_hint),
     };
     let origin = Origin::Event { event_id: event_id.clone(), body_hash: body_hash.to_string() };
-    let mut outcome = read_and_record(model, store, stripe, &subscription, hint, &origin, event, now).await?;
+    let mut outcome = read_and_record(store, stripe, &subscription, hint, &origin, event, now).await?;
     outcome.event_type = Some(event_type);
     Ok(EventOutcome::Acted { event_id, outcome })
 }
@@ -148,8 +149,7 @@ enum Step {
 /// lock first (an event's snapshot, a listing); when Stripe's answer names
 /// another, the read is done again under that one's lock.
 #[allow(clippy::too_many_arguments)] // the ports, the subscription, and where the read comes from
-pub async fn read_and_record<S: Tenants, B: Billing>(
-    model: &LicensingModel,
+pub async fn read_and_record<S: Tenants + Models, B: Billing>(
     store: &S,
     stripe: &B,
     subscription: &LicenseId,
@@ -158,6 +158,9 @@ pub async fn read_and_record<S: Tenants, B: Billing>(
     payload: &Value,
     now: DateTime<Utc>,
 ) -> Result<Outcome, Error> {
+    // What each price means: the latest version's (a fact of billing).
+    let latest = store.latest().await?;
+    let model = &*latest;
     let mut tenant = match hint {
         Some(t) => t,
         // Nothing says which tenant: one read outside any lock to learn it.
@@ -187,7 +190,7 @@ pub async fn read_and_record<S: Tenants, B: Billing>(
 /// One tenant's lock: the head and the license, then Stripe's state, then
 /// the commit (again from the top if the head moved).
 #[allow(clippy::too_many_arguments)] // the read's context, passed through
-async fn locked<S: Tenants, B: Billing>(
+async fn locked<S: Tenants + Models, B: Billing>(
     model: &LicensingModel,
     store: &S,
     stripe: &B,
@@ -208,7 +211,7 @@ async fn locked<S: Tenants, B: Billing>(
             Origin::Sync { .. } => store.meta_and_license(tenant, Source::Stripe, subscription.as_str()).await.map(|(m, l)| (m, (l, None))),
         }
     };
-    let committed = audited_on(store, tenant, read, |(_meta, (current, accepted))| {
+    let committed = audited_on(store, tenant, read, |(meta, (current, accepted))| {
         let (cause, last) = (&cause, &last);
         async move {
             if accepted.is_some() {
@@ -244,7 +247,9 @@ async fn locked<S: Tenants, B: Billing>(
                 update,
             };
             let why = format!("state read from Stripe at {}", read_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            let (c, recorded) = license_change(current.as_ref(), &change, origin.body_hash(), cause, &why, true, now);
+            // What the price means is the latest version's; when the license falls due, the tenant's.
+            let rules = rules_of(store, meta.as_ref()).await?;
+            let (c, recorded) = license_change(&rules, current.as_ref(), &change, origin.body_hash(), cause, &why, true, now);
             let outcome = Outcome { recorded, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None };
             // A sync that finds the license as held writes nothing.
             if matches!(origin, Origin::Sync { .. }) && outcome.recorded == Recorded::Unchanged {
@@ -332,8 +337,7 @@ pub const PAGE_SIZE: u32 = 100;
 /// and stops cleanly, saying where the next part resumes. A one-tenant run
 /// that completes also reads the tenant's Stripe licenses the listing did
 /// not show. Returns the tenants whose access may have changed, too.
-pub async fn sync<S: Tenants, B: Billing>(
-    model: &LicensingModel,
+pub async fn sync<S: Tenants + Models, B: Billing>(
     store: &S,
     stripe: &B,
     req: &SyncRequest,
@@ -343,6 +347,9 @@ pub async fn sync<S: Tenants, B: Billing>(
 ) -> Result<(SyncReport, BTreeSet<TenantId>), Error> {
     let mut report = SyncReport { run_id: req.run_id.clone(), tenant: req.tenant.clone(), ..Default::default() };
     let mut changed = BTreeSet::new();
+    // What each price means: the latest version's (a fact of billing).
+    let latest = store.latest().await?;
+    let model = &*latest;
     let mut seen = BTreeSet::new();
     let mut cursor = req.starting_after.clone();
     let origin = Origin::Sync { run_id: req.run_id.clone() };
@@ -378,7 +385,7 @@ pub async fn sync<S: Tenants, B: Billing>(
                     report.resume_after = cursor;
                     return Ok((report, changed));
                 }
-                count(&mut report, &mut changed, read_and_record(model, store, stripe, &sub, Some(tenant), &origin, object, now).await?);
+                count(&mut report, &mut changed, read_and_record(store, stripe, &sub, Some(tenant), &origin, object, now).await?);
             }
             cursor = Some(id.to_string());
         }
@@ -392,7 +399,7 @@ pub async fn sync<S: Tenants, B: Billing>(
             if seen.contains(&held.license_id) {
                 continue;
             }
-            let outcome = read_and_record(model, store, stripe, &held.license_id, Some(t.clone()), &origin, &json!({"license": held.license_id}), now).await?;
+            let outcome = read_and_record(store, stripe, &held.license_id, Some(t.clone()), &origin, &json!({"license": held.license_id}), now).await?;
             if matches!(&outcome.recorded, Recorded::Parked { reason } if reason.starts_with("Stripe does not know")) {
                 report.unknown.push(held.license_id.to_string());
             } else {

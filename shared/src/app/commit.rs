@@ -59,6 +59,12 @@ impl Snapshot for Option<TenantState> {
     }
 }
 
+impl Snapshot for Option<crate::core::tenant::TenantHead> {
+    fn head(&self) -> Option<&ChainHead> {
+        self.as_ref().map(|h| &h.meta.head)
+    }
+}
+
 /// The head and one more item, read together (`Tenants::meta_and_license`, ...).
 impl<X> Snapshot for (Option<TenantMeta>, X) {
     fn head(&self) -> Option<&ChainHead> {

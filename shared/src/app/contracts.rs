@@ -7,7 +7,9 @@
 //! (`core::contract`); this module reads, writes and queues.
 
 use super::commit::{audited, Decision};
-use super::ports::{Change, Contracts, Queue, Tenants, Write};
+use super::ports::{Change, Contracts, Models, Queue, Tenants, Write};
+use super::rules::rules_of;
+use crate::core::expiry::next_due;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::contract::{
@@ -28,14 +30,29 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// The writes that move a contract to its next version: its current
 /// document, the version's history entry, and the license it grants.
-fn next_version(state: &ContractState, document: &Value, doc: &ContractDocument, changes: &[ClauseChange], cause: &str, now: DateTime<Utc>) -> Vec<Write> {
+/// The license falls due as the tenant's model version (`model`) says.
+fn next_version(model: &LicensingModel, state: &ContractState, document: &Value, doc: &ContractDocument, changes: &[ClauseChange], cause: &str, now: DateTime<Utc>) -> Vec<Write> {
     let version = state.version + 1;
     let cid = doc.contract_id.clone();
+    let license = doc.license(version, now);
+    let due = next_due(model, &license).map(|(at, _)| at);
     vec![
         Write::ContractDocument { contract: cid.clone(), version, document: document.clone() },
         Write::ContractVersion { contract: cid, version, document: document.clone(), changes: changes.to_vec(), cause: cause.to_string(), at: now },
-        Write::License { license: doc.license(version, now), if_version: None },
+        Write::License { license, if_version: None, due },
     ]
+}
+
+/// The rules a contract's tenant is decided under: its version's, or the
+/// latest's when the contract names a tier or add-on its version lacks
+/// (the reconcile that follows moves it there).
+async fn contract_rules<S: Models>(store: &S, meta: Option<&crate::core::tenant::TenantMeta>, licenses: &[crate::core::license::License]) -> Result<std::sync::Arc<LicensingModel>, Error> {
+    let model = rules_of(store, meta).await?;
+    if crate::core::versions::lacks(&model, licenses).is_empty() {
+        Ok(model)
+    } else {
+        Ok(store.latest().await?)
+    }
 }
 
 async fn current<S: Contracts>(store: &S, cid: &ContractId) -> Result<ContractState, Error> {
@@ -56,14 +73,16 @@ async fn with_amendment<S: Contracts>(store: &S, cid: &ContractId, aid: &Amendme
 }
 
 /// `POST /contracts`: version 1. Returns the state and whether it was created now.
-pub async fn create<S: Tenants + Contracts>(model: &LicensingModel, store: &S, body: &Value, body_hash: &str, request_id: &str, now: DateTime<Utc>) -> Result<(ContractState, bool), Error> {
-    let (doc, document) = ContractDocument::parse(body, model).map_err(|p| Rejection::invalid("invalid_contract", p))?;
+pub async fn create<S: Tenants + Contracts + Models>(store: &S, body: &Value, body_hash: &str, request_id: &str, now: DateTime<Utc>) -> Result<(ContractState, bool), Error> {
+    // Which tiers and add-ons exist is the latest version's to say.
+    let (doc, document) = ContractDocument::parse(body, &*store.latest().await?).map_err(|p| Rejection::invalid("invalid_contract", p))?;
     let cid = doc.contract_id.clone();
     let tenant = doc.tenant_id.clone();
     let cause = Cause::new(CauseKind::ApiCall, request_id);
-    let committed = audited(store, &tenant, |_meta| {
+    let committed = audited(store, &tenant, |meta| {
         let (doc, document, cid, tenant, cause) = (&doc, &document, &cid, &tenant, &cause);
         async move {
+            let model = contract_rules(store, meta.as_ref(), &[doc.license(1, now)]).await?;
             if let Some(hash) = store.contract_body_hash(cid).await? {
                 if hash == body_hash {
                     return Ok(Decision::Done((current(store, cid).await?, false)));
@@ -73,7 +92,7 @@ pub async fn create<S: Tenants + Contracts>(model: &LicensingModel, store: &S, b
             let empty = ContractState { tenant_id: tenant.clone(), version: 0, document: document.clone(), doc: doc.clone() };
             let changes = contract::diff(&contract::unflatten(document, &Default::default()), document);
             let mut change = Change::new(now).write(Write::NewContract { contract: cid.clone(), body_hash: body_hash.to_string() });
-            change.writes.extend(next_version(&empty, document, doc, &changes, "created", now));
+            change.writes.extend(next_version(&model, &empty, document, doc, &changes, "created", now));
             change.meta.licensed = true;
             let change = change.audit(
                 AuditEvent::new(AuditAction::ContractCreated, format!("contract:{cid}"), cause, "a contract is a license source: its tier, seats and add-ons over its term")
@@ -87,11 +106,14 @@ pub async fn create<S: Tenants + Contracts>(model: &LicensingModel, store: &S, b
 }
 
 /// What an amendment would do to this contract now (nothing is stored).
-async fn assess<S: Tenants>(model: &LicensingModel, store: &S, state: &ContractState, req: &AmendmentRequest, submitter: &Actor, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument), Error> {
+/// Its impact and review rules are the tenant's version's (see [`contract_rules`]).
+async fn assess<S: Tenants + Models>(store: &S, state: &ContractState, req: &AmendmentRequest, submitter: &Actor, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument, std::sync::Arc<LicensingModel>), Error> {
     let form = req.form().map_err(|p| Rejection::invalid("invalid_amendment", p))?;
-    let (new_document, changes) = contract::evaluate(model, &state.document, &state.doc.contract_id, &form).map_err(|p| Rejection::invalid("invalid_amendment", p))?;
+    let (new_document, changes) = contract::evaluate(&*store.latest().await?, &state.document, &state.doc.contract_id, &form).map_err(|p| Rejection::invalid("invalid_amendment", p))?;
     let new_doc: ContractDocument = serde_json::from_value(new_document.clone()).map_err(|e| super::PortError::Corrupt { key: "amendment".into(), why: e.to_string() })?;
     let tenant = store.tenant(&state.tenant_id).await?.ok_or_else(|| super::PortError::Corrupt { key: format!("T#{}", state.tenant_id), why: "contract without tenant".into() })?;
+    let rules = contract_rules(store, Some(&tenant.meta), &[new_doc.license(state.version + 1, now)]).await?;
+    let model = &*rules;
     let cid = &state.doc.contract_id;
     let other_licenses: Vec<_> = tenant.licenses.iter().filter(|l| !(l.source == Source::Contract && l.license_id.as_str() == cid.as_str())).cloned().collect();
     let other_docs: Vec<&ContractDocument> = tenant.contracts.iter().map(|(d, _)| d).filter(|d| &d.contract_id != cid).collect();
@@ -117,15 +139,14 @@ async fn assess<S: Tenants>(model: &LicensingModel, store: &S, state: &ContractS
         created_at: rfc3339(now),
         submitted_by: submitter.clone(),
     };
-    Ok((amendment, new_document, new_doc))
+    Ok((amendment, new_document, new_doc, rules))
 }
 
 /// `POST /contracts/{id}/amendments` by `principal` (its authenticated
 /// identity, recorded as the submitter's). Returns the amendment and
 /// whether it was stored now (false: a dry run, or a repeat of a stored one).
 #[allow(clippy::too_many_arguments)]
-pub async fn submit<S: Tenants + Contracts>(
-    model: &LicensingModel,
+pub async fn submit<S: Tenants + Contracts + Models>(
     store: &S,
     cid: &ContractId,
     req: &AmendmentRequest,
@@ -152,7 +173,7 @@ pub async fn submit<S: Tenants + Contracts>(
                     .with("current_version", state.version)
                     .into());
             }
-            let (amendment, new_document, new_doc) = assess(model, store, &state, req, submitter, now).await?;
+            let (amendment, new_document, new_doc, model) = assess(store, &state, req, submitter, now).await?;
             if dry_run {
                 return Ok(Decision::Done((amendment, false)));
             }
@@ -161,7 +182,7 @@ pub async fn submit<S: Tenants + Contracts>(
             let mut change = Change::new(now);
             let audit = match amendment.status {
                 AmendmentStatus::Applied => {
-                    change.writes.extend(next_version(&state, &new_document, &new_doc, &amendment.changes, &format!("amendment {}", req.amendment_id), now));
+                    change.writes.extend(next_version(&model, &state, &new_document, &new_doc, &amendment.changes, &format!("amendment {}", req.amendment_id), now));
                     AuditEvent::new(AuditAction::AmendmentApplied, subject, cause, "no review rule fired")
                         .before(before)
                         .after(json!({"version": state.version + 1, "changes": summaries(&amendment.changes)}))
@@ -188,12 +209,12 @@ pub async fn submit<S: Tenants + Contracts>(
 
 /// The writes that apply a stored amendment's change set to the contract's
 /// current version, or the clauses that moved since it was made.
-fn applied(state: &ContractState, amendment: &mut Amendment, body_hash: &str, now: DateTime<Utc>) -> Result<Vec<Write>, Vec<String>> {
+fn applied(model: &LicensingModel, state: &ContractState, amendment: &mut Amendment, body_hash: &str, now: DateTime<Utc>) -> Result<Vec<Write>, Vec<String>> {
     let document = contract::apply(&state.document, &amendment.changes).map_err(|c| c.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let doc: ContractDocument = serde_json::from_value(document.clone()).map_err(|e| vec![e.to_string()])?;
     amendment.status = AmendmentStatus::Applied;
     amendment.applied_version = Some(state.version + 1);
-    let mut writes = next_version(state, &document, &doc, &amendment.changes, &format!("amendment {}", amendment.amendment_id), now);
+    let mut writes = next_version(model, state, &document, &doc, &amendment.changes, &format!("amendment {}", amendment.amendment_id), now);
     writes.push(Write::Amendment { amendment: amendment.clone(), body_hash: body_hash.to_string() });
     Ok(writes)
 }
@@ -201,8 +222,7 @@ fn applied(state: &ContractState, amendment: &mut Amendment, body_hash: &str, no
 /// `POST .../approve` and `POST .../reject`, by `decision.by` whose
 /// authenticated identity is `principal`.
 #[allow(clippy::too_many_arguments)]
-pub async fn decide<S: Tenants + Contracts>(
-    model: &LicensingModel,
+pub async fn decide<S: Tenants + Contracts + Models>(
     store: &S,
     cid: &ContractId,
     aid: &AmendmentId,
@@ -212,9 +232,10 @@ pub async fn decide<S: Tenants + Contracts>(
     now: DateTime<Utc>,
 ) -> Result<Amendment, Error> {
     let (tenant, actor, cause) = deciding(store, cid, aid, decision, principal).await?;
-    let committed = audited(store, &tenant, |_meta| {
+    let committed = audited(store, &tenant, |meta| {
         let (actor, cause) = (&actor, &cause);
         async move {
+            let model = &*rules_of(store, meta.as_ref()).await?;
             let (state, mut amendment, hash) = with_amendment(store, cid, aid).await?;
             let step = review_step(&amendment, verdict, actor, &decision.reason, state.version, now, model.review.four_eyes)?;
             if step == ReviewStep::Unchanged {
@@ -235,7 +256,7 @@ pub async fn decide<S: Tenants + Contracts>(
                     (vec![Write::Amendment { amendment: amendment.clone(), body_hash: hash }], a)
                 }
                 _ => {
-                    let writes = applied(&state, &mut amendment, &hash, now).map_err(|conflicts| {
+                    let writes = applied(model, &state, &mut amendment, &hash, now).map_err(|conflicts| {
                         Rejection::conflict("contract_moved_on", format!("clauses changed since the amendment was made: {}", conflicts.join(", "))).with("clauses", conflicts)
                     })?;
                     let a = AuditEvent::new(AuditAction::AmendmentApplied, subject, cause, rule)
@@ -254,11 +275,12 @@ pub async fn decide<S: Tenants + Contracts>(
 
 /// `POST .../reverse`: the contract returns to what it would be without the
 /// amendment; later amendments of other clauses are kept.
-pub async fn reverse<S: Tenants + Contracts>(store: &S, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<Amendment, Error> {
+pub async fn reverse<S: Tenants + Contracts + Models>(store: &S, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<Amendment, Error> {
     let (tenant, actor, cause) = deciding(store, cid, aid, decision, principal).await?;
-    let committed = audited(store, &tenant, |_meta| {
+    let committed = audited(store, &tenant, |meta| {
         let (actor, cause) = (&actor, &cause);
         async move {
+            let model = &*rules_of(store, meta.as_ref()).await?;
             let (state, mut amendment, hash) = with_amendment(store, cid, aid).await?;
             if !reversible(&amendment)? {
                 return Ok(Decision::Done(amendment));
@@ -273,7 +295,7 @@ pub async fn reverse<S: Tenants + Contracts>(store: &S, cid: &ContractId, aid: &
             amendment.reversed_version = Some(state.version + 1);
             amendment.decisions.push(Made { action: "reversed".into(), by: decision.by.clone(), reason: decision.reason.clone(), at: rfc3339(now), principal: actor.principal.clone() });
             let mut change = Change::new(now);
-            change.writes = next_version(&state, &document, &doc, &inverse, &format!("reversal of {aid}"), now);
+            change.writes = next_version(model, &state, &document, &doc, &inverse, &format!("reversal of {aid}"), now);
             change.writes.push(Write::Amendment { amendment: amendment.clone(), body_hash: hash });
             let change = change.audit(
                 AuditEvent::new(AuditAction::AmendmentReversed, format!("contract:{cid}"), cause, format!("reversed by {}: {}", actor.describe(), decision.reason))
@@ -292,22 +314,23 @@ pub async fn reverse<S: Tenants + Contracts>(store: &S, cid: &ContractId, aid: &
 /// so that access follows: the code path the expiry sweep runs, driven by
 /// an explicit time. An amendment whose clauses moved since it was made is
 /// rejected with the reason.
-pub async fn apply_due<S: Tenants + Contracts, Q: Queue>(store: &S, queue: &Q, cid: &ContractId, as_of: DateTime<Utc>, run_id: &str) -> Result<Vec<Amendment>, Error> {
+pub async fn apply_due<S: Tenants + Contracts + Models, Q: Queue>(store: &S, queue: &Q, cid: &ContractId, as_of: DateTime<Utc>, run_id: &str) -> Result<Vec<Amendment>, Error> {
     let Some(state) = store.contract(cid).await? else { return Ok(Vec::new()) };
     let tenant: TenantId = state.tenant_id;
     let cause = Cause::new(CauseKind::Sweep, run_id);
     let mut done = Vec::new();
     for due in store.scheduled_amendments(cid).await?.into_iter().filter(|a| a.effective_at.is_some_and(|t| t <= as_of)) {
-        let committed = audited(store, &tenant, |_meta| {
+        let committed = audited(store, &tenant, |meta| {
             let (cause, aid) = (&cause, &due.amendment_id);
             async move {
+                let model = &*rules_of(store, meta.as_ref()).await?;
                 let state = current(store, cid).await?;
                 let Some((mut amendment, hash)) = store.amendment(cid, aid).await? else { return Ok(Decision::Done(None)) };
                 if amendment.status != AmendmentStatus::Scheduled {
                     return Ok(Decision::Done(None)); // another run applied it
                 }
                 let subject = format!("contract:{cid}");
-                let (writes, audit) = match applied(&state, &mut amendment, &hash, as_of) {
+                let (writes, audit) = match applied(model, &state, &mut amendment, &hash, as_of) {
                     Ok(writes) => {
                         let rule = format!("amendment {aid} became effective at {}", amendment.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default());
                         let a = AuditEvent::new(AuditAction::AmendmentApplied, subject, cause, rule)

@@ -7,7 +7,7 @@
 //! deliverer works on a tenant at a time.
 
 use super::commit::{audited, Decision};
-use super::ports::{Change, Directory, DirectorySession, Targets, Tenants, Tokens, Write};
+use super::ports::{Change, Directory, DirectorySession, Models, Targets, Tenants, Tokens, Write};
 use super::Error;
 use crate::core::access::{Member, MemberAccess};
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
@@ -170,7 +170,6 @@ fn port<T, E: Into<Error>>(r: Result<T, E>) -> Result<T, Stop> {
 /// The deliverer: its ports, the retry and quarantine policy, and what one
 /// target may take of a run.
 pub struct Deliverer<'a, S, K, D> {
-    pub model: &'a LicensingModel,
     pub store: &'a S,
     pub tokens: &'a K,
     pub directory: &'a D,
@@ -178,23 +177,29 @@ pub struct Deliverer<'a, S, K, D> {
     pub budget: TargetBudget,
 }
 
-impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
+impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
     /// Delivers the tenant's pending changes to each of its targets, and
     /// runs drift repair where it is due or asked for (`repair_now`).
     pub async fn deliver_tenant(&self, tenant: &TenantId, repair_now: &[TargetId], cause: &Cause, stop_at: Instant) -> Result<Vec<TargetReport>, Error> {
         let mut reports = Vec::new();
-        for target in self.store.targets(tenant).await? {
+        let targets = self.store.targets(tenant).await?;
+        if targets.is_empty() {
+            return Ok(reports);
+        }
+        // The roles Entitle manages on a target: the tenant's version's.
+        let model = super::rules::rules_of(self.store, self.store.meta(tenant).await?.as_ref()).await?;
+        for target in targets {
             if Instant::now() >= stop_at {
                 // Not reached in this run: the next one follows.
                 reports.push(TargetReport { target_id: target.target_id.to_string(), more: true, ..Default::default() });
                 continue;
             }
-            reports.push(self.deliver_target(tenant, &target, repair_now.contains(&target.target_id), cause, stop_at).await?);
+            reports.push(self.deliver_target(&model, tenant, &target, repair_now.contains(&target.target_id), cause, stop_at).await?);
         }
         Ok(reports)
     }
 
-    async fn deliver_target(&self, tenant: &TenantId, target: &Target, forced: bool, cause: &Cause, stop_at: Instant) -> Result<TargetReport, Error> {
+    async fn deliver_target(&self, model: &LicensingModel, tenant: &TenantId, target: &Target, forced: bool, cause: &Cause, stop_at: Instant) -> Result<TargetReport, Error> {
         let now = Utc::now();
         let mut report = TargetReport { target_id: target.target_id.to_string(), ..Default::default() };
         let span = tracing::info_span!("target", tenant = %tenant, target = %target.target_id);
@@ -235,7 +240,7 @@ impl<S: Tenants + Targets, K: Tokens, D: Directory> Deliverer<'_, S, K, D> {
                     // No member starts after the budget; the last batch's
                     // group changes may take FLUSH_GRACE more.
                     let session = self.directory.open(target, token, (budget_until + FLUSH_GRACE).min(stop_at + HARD_STOP_AFTER), self.budget.read_bytes);
-                    let managed = scim::managed_groups(&target.mapping, &self.model.roles);
+                    let managed = scim::managed_groups(&target.mapping, &model.roles);
                     let ran = self.run(tenant, target, &session, &managed, pending, repair_due, budget_until, cause, &mut report).await;
                     (ran, session.contradiction(), session.rosters_agreed())
                 }

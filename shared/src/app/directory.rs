@@ -17,7 +17,7 @@
 
 use super::commit::{audited, Decision};
 use super::members::{deliveries, known};
-use super::ports::{Change, CommitError, Directories, MemberGuard, PushView, Targets, Tenants, Write};
+use super::ports::{Change, CommitError, Directories, MemberGuard, Models, PushView, Targets, Tenants, Write};
 use super::Error;
 use crate::core::access::{in_line, MemberAccess, MemberItem, MemberStatus};
 use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
@@ -42,7 +42,6 @@ const CONCURRENCY: usize = 8;
 
 /// Who is asking, and about which tenant: a request of a directory connection.
 pub struct Session<'a, S> {
-    pub model: &'a LicensingModel,
     pub store: &'a S,
     pub tenant: TenantId,
     pub connection: Connection,
@@ -91,7 +90,7 @@ pub async fn authenticate<S: Directories + Tenants>(store: &S, tenant: &str, aut
 /// `None` when the request is not a plain push of this tenant's token (a
 /// token of another tenant, a body that is no User): `authenticate` and
 /// `create_user` answer it, with the same answers in the same order.
-pub async fn push_user<'a, S: Directories + Tenants + Targets>(model: &'a LicensingModel, store: &'a S, incoming: Incoming<'_>, body: &Value) -> Result<Option<(Session<'a, S>, Answer)>, Error> {
+pub async fn push_user<'a, S: Directories + Tenants + Targets + Models>(store: &'a S, incoming: Incoming<'_>, body: &Value) -> Result<Option<(Session<'a, S>, Answer)>, Error> {
     let Incoming { tenant, authorization, request_id, base, now } = incoming;
     let (token_tenant, id, secret) = connection::bearer(authorization).and_then(connection::parse_token).ok_or_else(connection::unauthenticated)?;
     let Ok(pushed) = read_user(body) else { return Ok(None) };
@@ -100,7 +99,7 @@ pub async fn push_user<'a, S: Directories + Tenants + Targets>(model: &'a Licens
     }
     let mut view = store.push_view(&token_tenant, &id, &resource::user_id_for(&pushed), &pushed.user_name).await?;
     let conn = view.connection.take().filter(|c| connection::accepts(c, &secret, now)).ok_or_else(connection::unauthenticated)?;
-    let s = Session { model, store, tenant: token_tenant, connection: conn, request_id, base, now, targets: Default::default() };
+    let s = Session { store, tenant: token_tenant, connection: conn, request_id, base, now, targets: Default::default() };
     let answer = s.create_pushed(&pushed, Some(view)).await?;
     Ok(Some((s, answer)))
 }
@@ -115,13 +114,18 @@ pub fn check_if_match(if_match: Option<&str>, rev: u64) -> Result<(), Rejection>
     Err(Rejection::new(Kind::Precondition, "precondition_failed", format!("If-Match {h} is not the resource's version {}", resource::etag(rev))))
 }
 
-impl<S: Tenants + Targets + Directories> Session<'_, S> {
+impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
     fn cause(&self) -> Cause {
         Cause::directory(&self.connection.id, &self.request_id)
     }
 
-    fn when_full(&self) -> WhenFull {
-        self.connection.when_full.unwrap_or(self.model.directory.when_full)
+    /// The rules of the version the tenant follows (as its `META` says).
+    async fn rules(&self, meta: &TenantMeta) -> Result<std::sync::Arc<LicensingModel>, Error> {
+        super::rules::rules_of(self.store, Some(meta)).await
+    }
+
+    fn when_full(&self, model: &LicensingModel) -> WhenFull {
+        self.connection.when_full.unwrap_or(model.directory.when_full)
     }
 
     async fn meta(&self) -> Result<TenantMeta, Error> {
@@ -238,7 +242,8 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
             };
             let (meta, existing) = (known(&self.tenant, view.meta)?, view.member);
             self.name_not_held(&pushed.user_name, &user, view.name_holder).await?;
-            match provider::create(self.model, &meta, existing.as_ref(), pushed, &user, self.when_full(), &self.cause(), &self.connection.id, self.now)? {
+            let model = self.rules(&meta).await?;
+            match provider::create(&model, &meta, existing.as_ref(), pushed, &user, self.when_full(&model), &self.cause(), &self.connection.id, self.now)? {
                 Pushed::Refused { total, used } => return Err(self.refuse(&pushed.user_name, total, used).await),
                 Pushed::Unchanged => unreachable!("a creation writes"),
                 Pushed::Write(w) => {
@@ -297,7 +302,8 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
             if renamed {
                 self.user_name_free(&pushed.user_name, &existing.member.user_id).await?;
             }
-            match provider::replace(self.model, &meta, &existing, &pushed, self.when_full(), &self.cause(), &self.connection.id, self.now)? {
+            let model = self.rules(&meta).await?;
+            match provider::replace(&model, &meta, &existing, &pushed, self.when_full(&model), &self.cause(), &self.connection.id, self.now)? {
                 Pushed::Refused { total, used } => return Err(self.refuse(&pushed.user_name, total, used).await),
                 Pushed::Unchanged => return Ok(Answer { resource: self.user(&existing, &meta), changed: false }),
                 Pushed::Write(w) => {
@@ -512,7 +518,7 @@ impl<S: Tenants + Targets + Directories> Session<'_, S> {
             };
             let (join, leave) = if joins { (vec![(g.id.clone(), g.name.clone())], vec![]) } else { (vec![], vec![g.id.clone()]) };
             let edge = if joins { Write::Edge(Edge { group: g.id.clone(), user: user.clone(), name: g.name.clone(), entry: entry.clone() }) } else { Write::RemoveEdge { group: g.id.clone(), user: user.clone() } };
-            match provider::regroup(self.model, &meta, &item, &join, &leave, &self.cause(), self.now)? {
+            match provider::regroup(&*self.rules(&meta).await?, &meta, &item, &join, &leave, &self.cause(), self.now)? {
                 None => {
                     // The member already says so: the group's item follows.
                     let change = Change::new(self.now).write(edge);

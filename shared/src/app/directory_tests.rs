@@ -23,7 +23,7 @@ fn model() -> Arc<LicensingModel> {
 
 async fn licensed(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
-    reconcile::reconcile(m, store, t, &Cause::new(CauseKind::Reconcile, "seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(store, t, &Cause::new(CauseKind::Reconcile, "seed"), Utc::now()).await.unwrap();
 }
 
 async fn connected(store: &Memory, t: &TenantId, when_full: Option<WhenFull>) -> Connection {
@@ -32,7 +32,7 @@ async fn connected(store: &Memory, t: &TenantId, when_full: Option<WhenFull>) ->
 }
 
 fn session<'a, S>(m: &'a LicensingModel, store: &'a S, t: &TenantId, c: &Connection, request: &str) -> Session<'a, S> {
-    Session { model: m, store, tenant: t.clone(), connection: c.clone(), request_id: request.into(), base: "https://dir/scim/v2/tenants/t".into(), now: Utc::now(), targets: Default::default() }
+    Session { store, tenant: t.clone(), connection: c.clone(), request_id: request.into(), base: "https://dir/scim/v2/tenants/t".into(), now: Utc::now(), targets: Default::default() }
 }
 
 fn user(name: &str) -> Value {
@@ -204,7 +204,7 @@ async fn a_push_decided_before_a_walk_never_lands_after_it() {
     let mut upgrade = crm_change(&t, 2, 10);
     upgrade.update.tier = "enterprise".into();
     licenses::record_change(&store, &upgrade, "h2", Utc::now()).await.unwrap();
-    reconcile::reconcile(&m, &store, &t, &Cause::new(CauseKind::Reconcile, "walk"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &Cause::new(CauseKind::Reconcile, "walk"), Utc::now()).await.unwrap();
     assert_ne!(store.meta(&t).await.unwrap().unwrap().walk_goal, meta.walk_goal);
     // A write decided on the META read before is refused, whatever else it holds.
     let mut change = Change::new(Utc::now());
@@ -225,7 +225,7 @@ async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
     let bearer = format!("Bearer {token}");
     let push = |tenant: &'static str, authorization: Option<String>, body: Value| {
         let (m, store) = (m.clone(), store.clone());
-        async move { directory::push_user(&m, &store, directory::Incoming { tenant, authorization: authorization.as_deref(), request_id: "req-push".into(), base: "https://dir".into(), now: Utc::now() }, &body).await.map(|o| o.map(|(s, a)| (s.connection.id, a))) }
+        async move { directory::push_user(&store, directory::Incoming { tenant, authorization: authorization.as_deref(), request_id: "req-push".into(), base: "https://dir".into(), now: Utc::now() }, &body).await.map(|o| o.map(|(s, a)| (s.connection.id, a))) }
     };
     let unauthenticated = |r: Result<Option<(String, directory::Answer)>, Error>| matches!(r, Err(Error::Rejected(r)) if r.code == "unauthenticated");
     // No token, a token that is no token, and a wrong secret: 401, nothing stored.

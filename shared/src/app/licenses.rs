@@ -3,7 +3,10 @@
 //! when it cannot be applied as it is, the event parked with its reason.
 
 use super::commit::{audited, audited_on, Decision};
-use super::ports::{Change, Tenants, Write};
+use super::ports::{Change, Models, Tenants, Write};
+use super::rules::rules_of;
+use crate::core::expiry::next_due;
+use crate::core::model::LicensingModel;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{EventId, TenantId};
@@ -49,7 +52,9 @@ pub fn cause_of(source: Source, event: &EventId) -> Cause {
 /// differs), the event record when it came as a source event (`body_hash`),
 /// and the audit record of the decision, under `cause`; and what it
 /// amounts to. `why` says what orders the change (for the audit record).
-pub(crate) fn license_change(current: Option<&License>, change: &LicenseChange, body_hash: Option<&str>, cause: &Cause, why: &str, unchanged_if_same: bool, now: DateTime<Utc>) -> (Change, Recorded) {
+/// The license falls due as the tenant's model version (`model`) says.
+#[allow(clippy::too_many_arguments)] // the change, what it is checked against, and why
+pub(crate) fn license_change(model: &LicensingModel, current: Option<&License>, change: &LicenseChange, body_hash: Option<&str>, cause: &Cause, why: &str, unchanged_if_same: bool, now: DateTime<Utc>) -> (Change, Recorded) {
     let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
     let held = current.map_or("none".to_string(), |c| c.source_version.to_string());
     let same = unchanged_if_same && current.is_some_and(|c| change.update.held_by(c));
@@ -72,7 +77,8 @@ pub(crate) fn license_change(current: Option<&License>, change: &LicenseChange, 
         c = c.write(Write::EventRecord { source: change.source, event_id: change.event_id.clone(), body_hash: body_hash.to_string(), outcome: outcome.label(), at: now });
     }
     if let Some(license) = license {
-        c = c.write(Write::License { license, if_version: None });
+        let due = next_due(model, &license).map(|(at, _)| at);
+        c = c.write(Write::License { license, if_version: None, due });
         c.meta.licensed = true;
     }
     (c.audit(event), outcome)
@@ -81,14 +87,18 @@ pub(crate) fn license_change(current: Option<&License>, change: &LicenseChange, 
 /// Records a license change: idempotent on its event id (a repeat with the
 /// same body is a duplicate, with another body 409 `event_id_reused`), in
 /// source order (an older version is recorded as stale), audited either way.
-pub async fn record_change<S: Tenants>(store: &S, change: &LicenseChange, body_hash: &str, now: DateTime<Utc>) -> Result<Recorded, Error> {
+pub async fn record_change<S: Tenants + Models>(store: &S, change: &LicenseChange, body_hash: &str, now: DateTime<Utc>) -> Result<Recorded, Error> {
     let tenant = &change.tenant_id;
     let cause = cause_of(change.source, &change.event_id);
     // The head and the license in one read.
     let read = || store.meta_and_license(tenant, change.source, change.license_id.as_str());
-    let committed = audited_on(store, tenant, read, |(_meta, current)| {
-        let (change, outcome) = license_change(current.as_ref(), change, Some(body_hash), &cause, "source order", false, now);
-        async move { Ok(Decision::one(change, outcome)) }
+    let committed = audited_on(store, tenant, read, |(meta, current)| {
+        let cause = &cause;
+        async move {
+            let model = rules_of(store, meta.as_ref()).await?;
+            let (change, outcome) = license_change(&model, current.as_ref(), change, Some(body_hash), cause, "source order", false, now);
+            Ok(Decision::one(change, outcome))
+        }
     })
     .await?;
     match committed.refused {

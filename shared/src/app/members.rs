@@ -8,12 +8,12 @@
 //! audit record, which waits, pending, to be chained (see
 //! [`crate::core::audit::PendingRecord`]).
 
-use super::ports::{Change, CommitError, MemberGuard, Targets, Tenants, Write};
+use super::ports::{Change, CommitError, MemberGuard, Models, Targets, Tenants, Write};
+use super::rules::rules_of;
 use super::Error;
 use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{TenantId, UserId};
-use crate::core::model::LicensingModel;
 use crate::core::seats::micros;
 use crate::core::rejection::Rejection;
 use crate::core::tenant::{on_create, MemberItem, TenantMeta};
@@ -46,12 +46,13 @@ pub fn deliveries(targets: &[crate::core::scim::Target], item: &MemberItem) -> V
 /// Creates an account and decides its seat now. Returns the member and
 /// whether it was created now (false: an identical earlier request already
 /// created it).
-pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), Error> {
+pub async fn create<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), Error> {
     let cause = Cause::new(CauseKind::ApiCall, request_id);
     for _ in 0..ATTEMPTS {
         // The counters, the access and the member (if any) in one read.
         let (meta, existing) = store.meta_and_member(tenant, &new.user_id).await?;
         let meta = known(tenant, meta)?;
+        let model = &*rules_of(store, Some(&meta)).await?;
         // A removed member created again: its item moves on from the removal's revision.
         let rev = existing.as_ref().map_or(0, |e| e.rev) + 1;
         if let Some(existing) = existing.filter(|e| !e.member.removed) {
@@ -79,7 +80,7 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
         let privileged = meta.access.as_ref().is_some_and(|a| crate::core::access::privileged(model, a, &meta.rules, &member));
         let seat = crate::core::seats::Seat { privileged, ..crate::core::seats::Seat::new(member.seq) };
         let claim = access.status == MemberStatus::Active;
-        let mut change = creation(&targets, MemberItem { rev, seat: seat.clone(), ..MemberItem::new(member.clone(), access) }, &cause, rule, now);
+        let mut change = creation(&targets, MemberItem { rev, seat: seat.clone(), ..MemberItem::new(member.clone(), access, model) }, &cause, rule, now);
         change.meta.claim_seat = claim;
         // Not after a walk to another access of the tenant that missed it.
         change.meta.walk_goal_is = Some(meta.walk_goal.clone());
@@ -88,7 +89,7 @@ pub async fn create<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
             // Taken meanwhile (or someone now waits): the account waits.
             let waiting = MemberAccess::without_access(MemberStatus::PendingSeat);
             let rule = "no free seat at creation: taken by another account at the same moment".to_string();
-            change = creation(&targets, MemberItem { rev, seat, ..MemberItem::new(member, waiting) }, &cause, rule, now);
+            change = creation(&targets, MemberItem { rev, seat, ..MemberItem::new(member, waiting, model) }, &cause, rule, now);
             result = store.commit_unchained(tenant, &change, request_id).await;
         }
         let item = match &change.writes[1] {
@@ -131,7 +132,7 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
     let cause = Cause::new(CauseKind::ApiCall, request_id);
     for _ in 0..ATTEMPTS {
         let (meta, existing) = store.meta_and_member(tenant, user).await?;
-        meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+        let meta = meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
         let existing = existing.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
         if existing.member.removed {
             return Ok(MemberView::of(tenant.clone(), &existing));
@@ -145,12 +146,15 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
             audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: after.clone() });
         }
         let (was_holding, was_in_line, rev) = (existing.access.holds_seat(), existing.in_line(), existing.rev);
-        let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after, rev: rev + 1, ..existing };
+        // Decided under the version the tenant follows (the commit holds
+        // only if no walk to another goal, a move among them, passed it).
+        let item = MemberItem { member: Member { removed: true, ..existing.member }, access: after, rev: rev + 1, model_version: meta.model_version.clone(), ..existing };
         let targets = store.targets(tenant).await?;
         let mut change = Change::new(now).write(Write::ReleaseEmail(item.member.clone())).write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(rev) }).audit(audit);
         change.writes.extend(deliveries(&targets, &item));
         change.meta.used_delta = -i64::from(was_holding);
         change.meta.pending_delta = -i64::from(was_in_line);
+        change.meta.walk_goal_is = Some(meta.walk_goal.clone());
         match store.commit_unchained(tenant, &change, request_id).await {
             Ok(()) => return Ok(MemberView::of(tenant.clone(), &item)),
             // Its access changed at the same moment (a reconcile): read it again.
@@ -166,13 +170,14 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
 /// provisioned), and so does its place in the seat order. One transaction
 /// under the tenant's chain lock, conditional on the member's revision: it
 /// reads the head and the member, whatever the tenant's size.
-pub async fn update<S: Tenants + Targets>(model: &LicensingModel, store: &S, tenant: &TenantId, user: &UserId, update: &MemberUpdate, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
+pub async fn update<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, user: &UserId, update: &MemberUpdate, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
     update.validate()?;
     let cause = Cause::new(CauseKind::ApiCall, request_id);
     let committed = audited_on(store, tenant, || store.meta_and_member(tenant, user), |(meta, existing)| {
         let cause = &cause;
         async move {
             let meta = known(tenant, meta)?;
+            let model = &*rules_of(store, Some(&meta)).await?;
             let existing = existing.filter(|e| !e.member.removed).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
             let member = Member {
                 groups: update.groups.clone().unwrap_or_else(|| existing.member.groups.clone()),
@@ -189,7 +194,7 @@ pub async fn update<S: Tenants + Targets>(model: &LicensingModel, store: &S, ten
                 }
                 None => (existing.access.clone(), existing.seat.privileged),
             };
-            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: existing.link.clone() };
+            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: existing.link.clone(), model_version: model.version.clone() };
             let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{user}"), cause, "groups or attributes changed by the app; roles follow the licensing model's rules")
                 .before(json!({"groups": existing.member.groups, "attributes": existing.member.attributes, "access": existing.access}))
                 .after(json!({"groups": item.member.groups, "attributes": item.member.attributes, "access": item.access}));

@@ -10,8 +10,8 @@ use crate::core::access::TenantRules;
 use crate::core::audit::{self, ChainHead, PendingRecord, StoredRecord};
 use crate::core::contract::{Amendment, AmendmentStatus, ContractDocument, ContractState};
 use crate::core::events::announced;
-use crate::core::expiry::next_due;
-use crate::core::ids::{AmendmentId, ContractId, EventId, LicenseId, TargetId, TenantId, UserId};
+use crate::core::ids::{AmendmentId, ContractId, EventId, LicenseId, ModelVersion, RunId, TargetId, TenantId, UserId};
+use crate::core::versions::{Outcome, OutcomeState, PreviewPage, Registered, Registration, RunState, Work};
 use crate::core::license::{License, LicenseChange, LicenseStatus, LicenseUpdate, Source};
 use crate::core::model::LicensingModel;
 use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
@@ -53,6 +53,16 @@ struct Db {
     group_names: BTreeMap<(TenantId, String), String>,
     edges: BTreeMap<(TenantId, String, UserId), Edge>,
     tokens: BTreeMap<(TenantId, UserId), crate::core::token::CachedToken>,
+    /// When each license falls due (as its tenant's model said when it was written).
+    license_due: BTreeMap<(TenantId, Source, String), DateTime<Utc>>,
+    /// When each tenant's model item falls due (a pin's end, a waiting move).
+    model_due: BTreeMap<TenantId, DateTime<Utc>>,
+    /// The registered model versions, in the order of registration.
+    registry: Vec<Registered>,
+    backfilled: bool,
+    runs: BTreeMap<RunId, RunState>,
+    outcomes: BTreeMap<(RunId, TenantId), Outcome>,
+    preview_pages: BTreeMap<(RunId, TenantId, u32), PreviewPage>,
 }
 
 impl Db {
@@ -66,7 +76,12 @@ impl Db {
 #[derive(Clone)]
 pub struct Memory {
     db: Arc<Mutex<Db>>,
+    /// The deployed model: its version's rules before it is registered.
     model: Arc<LicensingModel>,
+    /// Registered versions' rules, parsed once.
+    parsed: Arc<Mutex<BTreeMap<ModelVersion, Arc<LicensingModel>>>>,
+    /// The work messages sent (the rollouts' and previews' queue).
+    pub work_sent: Arc<Mutex<Vec<Work>>>,
     pub commits: Arc<AtomicUsize>,
     /// The most pending audit records one read has returned (a head's or
     /// the integrator's): what a backlog costs a reader's memory.
@@ -82,11 +97,14 @@ impl Memory {
         self.db.lock().unwrap().stream.clone()
     }
 
-    /// The due index needs the model (when a license falls due).
+    /// `model` is the deployed one: what every tenant follows until
+    /// another version is registered.
     pub fn new(model: Arc<LicensingModel>) -> Self {
         Memory {
             db: Arc::default(),
             model,
+            parsed: Arc::default(),
+            work_sent: Arc::default(),
             commits: Arc::default(),
             largest_pending_read: Arc::default(),
             queued: Arc::default(),
@@ -98,7 +116,7 @@ impl Memory {
     /// `None` for one committed without the lock (its records go pending);
     /// `seq` numbers its delivery records. A contract's tenant is written
     /// with its first change.
-    fn apply(db: &mut Db, tenant: &TenantId, head: Option<&ChainHead>, seq: u64, change: &Change, salt: &str) {
+    fn apply(db: &mut Db, deployed: &ModelVersion, tenant: &TenantId, head: Option<&ChainHead>, seq: u64, change: &Change, salt: &str) {
         let at = change.at;
         for w in &change.writes {
             match w {
@@ -108,8 +126,13 @@ impl Memory {
                 Write::Parked { source, event_id, reason, .. } => {
                     db.parked.insert((*source, event_id.clone()), (Some(tenant.clone()), reason.clone()));
                 }
-                Write::License { license, .. } => {
-                    db.licenses.insert((tenant.clone(), license.source, license.license_id.to_string()), license.clone());
+                Write::License { license, due, .. } => {
+                    let key = (tenant.clone(), license.source, license.license_id.to_string());
+                    match due {
+                        Some(at) => db.license_due.insert(key.clone(), *at),
+                        None => db.license_due.remove(&key),
+                    };
+                    db.licenses.insert(key, license.clone());
                 }
                 Write::Member { item, .. } => {
                     // The item is written whole: its cached token goes.
@@ -185,6 +208,8 @@ impl Memory {
                 }
             }
         }
+        // A new tenant follows the latest registered version.
+        let latest = db.registry.last().map(|r| r.version.clone()).unwrap_or_else(|| deployed.clone());
         let meta = db.meta.entry(tenant.clone()).or_insert_with(|| TenantMeta {
             access: None,
             seats_used: 0,
@@ -196,8 +221,27 @@ impl Memory {
             walk_goal: None,
             license_file_seconds: None,
             continues: false,
+            model_version: latest,
+            model_pin: None,
+            model_waiting: None,
         });
         let m = &change.meta;
+        if let Some(v) = &m.model_version {
+            meta.model_version = v.clone();
+        }
+        if let Some(p) = &m.model_pin {
+            meta.model_pin = p.clone();
+        }
+        if let Some(w) = &m.model_waiting {
+            meta.model_waiting = w.clone();
+        }
+        if let Some(due) = m.model_due {
+            match due {
+                Some(at) => db.model_due.insert(tenant.clone(), at),
+                None => db.model_due.remove(tenant),
+            };
+        }
+        let meta = db.meta.get_mut(tenant).expect("inserted above");
         if let Some(w) = &m.walk {
             meta.walk = Some(w.clone());
             meta.walk_goal = Some(w.goal.clone());
@@ -266,7 +310,7 @@ impl Memory {
         match w {
             Write::EventRecord { source, event_id, .. } => !db.events.contains_key(&(tenant.clone(), *source, event_id.clone())),
             Write::Parked { source, event_id, .. } => !db.parked.contains_key(&(*source, event_id.clone())),
-            Write::License { license, if_version } => match if_version {
+            Write::License { license, if_version, .. } => match if_version {
                 Some(v) => db.licenses.get(&(tenant.clone(), license.source, license.license_id.to_string())).is_some_and(|l| l.source_version == *v),
                 None => true,
             },
@@ -486,7 +530,7 @@ impl Tenants for Memory {
             return Err(CommitError::Seats);
         }
         let head = head.cloned().unwrap_or_else(ChainHead::genesis);
-        Self::apply(&mut db, tenant, Some(&head), head.seq + 1, change, "");
+        Self::apply(&mut db, &self.model.version, tenant, Some(&head), head.seq + 1, change, "");
         self.commits.fetch_add(1, Ordering::SeqCst);
         Ok(db.meta[tenant].head.clone())
     }
@@ -504,7 +548,7 @@ impl Tenants for Memory {
             return Err(CommitError::Seats);
         }
         let seq = u64::try_from(change.at.timestamp_micros()).unwrap_or(0);
-        Self::apply(&mut db, tenant, None, seq, change, salt);
+        Self::apply(&mut db, &self.model.version, tenant, None, seq, change, salt);
         self.commits.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -650,9 +694,14 @@ impl DueIndex for Memory {
         let db = self.db.lock().unwrap();
         let t = as_of.timestamp();
         let mut out = Vec::new();
-        for ((tenant, source, id), l) in &db.licenses {
-            if let Some((at, _)) = next_due(&self.model, l).filter(|(at, _)| at.timestamp() <= t) {
+        for ((tenant, source, id), at) in &db.license_due {
+            if at.timestamp() <= t {
                 out.push(DueItem::License { tenant: tenant.clone(), source: *source, license: id.clone(), due_at: at.timestamp() });
+            }
+        }
+        for (tenant, at) in &db.model_due {
+            if at.timestamp() <= t {
+                out.push(DueItem::Model { tenant: tenant.clone(), due_at: at.timestamp() });
             }
         }
         for ((cid, _), (a, _)) in &db.amendments {
@@ -673,6 +722,170 @@ impl DueIndex for Memory {
         out.sort_by_key(|d| (d.due_at(), d.key()));
         let read = out.len() as u64;
         Ok(DuePage { items: out, read, next: None })
+    }
+}
+
+impl Models for Memory {
+    async fn rules(&self, version: &ModelVersion) -> Result<Option<Arc<LicensingModel>>, PortError> {
+        if let Some(m) = self.parsed.lock().unwrap().get(version) {
+            return Ok(Some(m.clone()));
+        }
+        let registered = self.db.lock().unwrap().registry.iter().find(|r| &r.version == version).cloned();
+        let Some(r) = registered else { return Ok((version == &self.model.version).then(|| self.model.clone())) };
+        let model = if r.fingerprint == self.model.fingerprint() && r.version == self.model.version {
+            self.model.clone()
+        } else {
+            Arc::new(LicensingModel::from_toml(&r.text, &format!("registered {version}")).map_err(|e| PortError::Corrupt { key: format!("model {version}"), why: e.to_string() })?)
+        };
+        self.parsed.lock().unwrap().insert(version.clone(), model.clone());
+        Ok(Some(model))
+    }
+
+    async fn latest(&self) -> Result<Arc<LicensingModel>, PortError> {
+        let latest = self.db.lock().unwrap().registry.last().map(|r| r.version.clone());
+        match latest {
+            Some(v) => Ok(self.rules(&v).await?.expect("a registered version")),
+            None => Ok(self.model.clone()),
+        }
+    }
+}
+
+impl ModelRegistry for Memory {
+    async fn register(&self, model: &Registered) -> Result<Registration, PortError> {
+        let mut db = self.db.lock().unwrap();
+        if let Some(r) = db.registry.iter().find(|r| r.version == model.version) {
+            return Ok(if r.fingerprint == model.fingerprint { Registration::Known } else { Registration::Conflict { registered: r.fingerprint.clone() } });
+        }
+        let seq = db.registry.len() as u64 + 1;
+        db.registry.push(Registered { seq, ..model.clone() });
+        Ok(Registration::New { seq })
+    }
+
+    async fn registered(&self) -> Result<Vec<Registered>, PortError> {
+        Ok(self.db.lock().unwrap().registry.clone())
+    }
+
+    async fn tenants_following(&self, version: &ModelVersion, after: Option<&str>, limit: usize) -> Result<TenantPage, PortError> {
+        let db = self.db.lock().unwrap();
+        let all: Vec<(TenantId, Option<String>)> = db
+            .meta
+            .iter()
+            .filter(|(t, m)| &m.model_version == version && after.is_none_or(|a| t.as_str() > a))
+            .map(|(t, m)| (t.clone(), m.access.as_ref().map(|a| a.tier.clone())))
+            .collect();
+        let more = all.len() > limit;
+        let tenants: Vec<_> = all.into_iter().take(limit.max(1)).collect();
+        let next = if more { tenants.last().map(|(t, _)| t.to_string()) } else { None };
+        Ok(TenantPage { tenants, next })
+    }
+
+    async fn count_following(&self, version: &ModelVersion) -> Result<u64, PortError> {
+        Ok(self.db.lock().unwrap().meta.values().filter(|m| &m.model_version == version).count() as u64)
+    }
+
+    /// Every tenant in memory has its version: nothing to give.
+    async fn backfill(&self, _first: &ModelVersion, _after: Option<&str>, _limit: usize) -> Result<(usize, Option<String>), PortError> {
+        Ok((0, None))
+    }
+
+    async fn backfill_cursor(&self) -> Result<Option<Option<String>>, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok((!db.backfilled && !db.registry.is_empty()).then_some(None))
+    }
+
+    async fn set_backfill_cursor(&self, cursor: Option<Option<String>>) -> Result<(), PortError> {
+        self.db.lock().unwrap().backfilled = cursor.is_none();
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &RunState) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        if db.runs.contains_key(&run.spec.id) {
+            return Ok(false);
+        }
+        db.runs.insert(run.spec.id.clone(), run.clone());
+        Ok(true)
+    }
+
+    async fn run(&self, id: &RunId) -> Result<Option<RunState>, PortError> {
+        Ok(self.db.lock().unwrap().runs.get(id).cloned())
+    }
+
+    async fn runs(&self) -> Result<Vec<RunState>, PortError> {
+        let mut runs: Vec<RunState> = self.db.lock().unwrap().runs.values().cloned().collect();
+        runs.sort_by(|a, b| b.spec.created_at.cmp(&a.spec.created_at).then_with(|| b.spec.id.cmp(&a.spec.id)));
+        Ok(runs)
+    }
+
+    async fn advance_run(&self, run: &RunState) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        let Some(held) = db.runs.get_mut(&run.spec.id) else { return Ok(false) };
+        if held.rev != run.rev {
+            return Ok(false);
+        }
+        held.status = run.status;
+        held.cursor = run.cursor.clone();
+        held.queued = run.queued;
+        held.finished_at = run.finished_at;
+        held.rev += 1;
+        Ok(true)
+    }
+
+    async fn settle(&self, run: &RunId, outcome: &Outcome) -> Result<bool, PortError> {
+        let mut db = self.db.lock().unwrap();
+        let key = (run.clone(), outcome.tenant_id.clone());
+        let before = db.outcomes.get(&key).map(|o| o.state);
+        if before.is_some_and(|s| s != OutcomeState::Waiting) {
+            return Ok(false);
+        }
+        let Some(r) = db.runs.get_mut(run) else { return Ok(false) };
+        let c = &mut r.counts;
+        if before == Some(OutcomeState::Waiting) {
+            c.waiting -= 1;
+        }
+        match outcome.state {
+            OutcomeState::Done => c.done += 1,
+            OutcomeState::Waiting => c.waiting += 1,
+            OutcomeState::Skipped => c.skipped += 1,
+            OutcomeState::Failed => c.failed += 1,
+        }
+        c.members_changed += outcome.members_changed;
+        if let Some(p) = &outcome.preview {
+            c.preview.add(p);
+        }
+        db.outcomes.insert(key, outcome.clone());
+        Ok(true)
+    }
+
+    async fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> Result<Vec<Option<Outcome>>, PortError> {
+        let db = self.db.lock().unwrap();
+        Ok(tenants.iter().map(|t| db.outcomes.get(&(run.clone(), t.clone())).cloned()).collect())
+    }
+
+    async fn outcomes(&self, run: &RunId, after: Option<&TenantId>, limit: usize) -> Result<(Vec<Outcome>, bool), PortError> {
+        let db = self.db.lock().unwrap();
+        let all: Vec<Outcome> = db.outcomes.iter().filter(|((r, t), _)| r == run && after.is_none_or(|a| t > a)).map(|(_, o)| o.clone()).collect();
+        let more = all.len() > limit;
+        Ok((all.into_iter().take(limit).collect(), more))
+    }
+
+    async fn put_preview(&self, run: &RunId, pages: &[PreviewPage]) -> Result<(), PortError> {
+        let mut db = self.db.lock().unwrap();
+        for p in pages {
+            db.preview_pages.insert((run.clone(), p.tenant_id.clone(), p.page), p.clone());
+        }
+        Ok(())
+    }
+
+    async fn preview_page(&self, run: &RunId, tenant: &TenantId, page: u32) -> Result<Option<PreviewPage>, PortError> {
+        Ok(self.db.lock().unwrap().preview_pages.get(&(run.clone(), tenant.clone(), page)).cloned())
+    }
+}
+
+impl WorkQueue for Memory {
+    async fn send_work(&self, work: &Work) -> Result<(), PortError> {
+        self.work_sent.lock().unwrap().push(work.clone());
+        Ok(())
     }
 }
 
@@ -859,6 +1072,67 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn audit_page(&self, tenant: &TenantId, after_seq: u64, limit: u32) -> Result<(Vec<StoredRecord>, bool), PortError> {
         self.inner.audit_page(tenant, after_seq, limit).await
+    }
+}
+
+impl<S: Models> Models for Crashing<'_, S> {
+    async fn rules(&self, version: &ModelVersion) -> Result<Option<Arc<LicensingModel>>, PortError> {
+        self.inner.rules(version).await
+    }
+    async fn latest(&self) -> Result<Arc<LicensingModel>, PortError> {
+        self.inner.latest().await
+    }
+}
+
+/// The registry as it is (a crash is a commit of a tenant's that fails).
+impl<S: ModelRegistry> ModelRegistry for Crashing<'_, S> {
+    async fn register(&self, model: &Registered) -> Result<Registration, PortError> {
+        self.inner.register(model).await
+    }
+    async fn registered(&self) -> Result<Vec<Registered>, PortError> {
+        self.inner.registered().await
+    }
+    async fn tenants_following(&self, version: &ModelVersion, after: Option<&str>, limit: usize) -> Result<TenantPage, PortError> {
+        self.inner.tenants_following(version, after, limit).await
+    }
+    async fn count_following(&self, version: &ModelVersion) -> Result<u64, PortError> {
+        self.inner.count_following(version).await
+    }
+    async fn backfill(&self, first: &ModelVersion, after: Option<&str>, limit: usize) -> Result<(usize, Option<String>), PortError> {
+        self.inner.backfill(first, after, limit).await
+    }
+    async fn backfill_cursor(&self) -> Result<Option<Option<String>>, PortError> {
+        self.inner.backfill_cursor().await
+    }
+    async fn set_backfill_cursor(&self, cursor: Option<Option<String>>) -> Result<(), PortError> {
+        self.inner.set_backfill_cursor(cursor).await
+    }
+    async fn create_run(&self, run: &RunState) -> Result<bool, PortError> {
+        self.inner.create_run(run).await
+    }
+    async fn run(&self, id: &RunId) -> Result<Option<RunState>, PortError> {
+        self.inner.run(id).await
+    }
+    async fn runs(&self) -> Result<Vec<RunState>, PortError> {
+        self.inner.runs().await
+    }
+    async fn advance_run(&self, run: &RunState) -> Result<bool, PortError> {
+        self.inner.advance_run(run).await
+    }
+    async fn settle(&self, run: &RunId, outcome: &Outcome) -> Result<bool, PortError> {
+        self.inner.settle(run, outcome).await
+    }
+    async fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> Result<Vec<Option<Outcome>>, PortError> {
+        self.inner.outcomes_of(run, tenants).await
+    }
+    async fn outcomes(&self, run: &RunId, after: Option<&TenantId>, limit: usize) -> Result<(Vec<Outcome>, bool), PortError> {
+        self.inner.outcomes(run, after, limit).await
+    }
+    async fn put_preview(&self, run: &RunId, pages: &[PreviewPage]) -> Result<(), PortError> {
+        self.inner.put_preview(run, pages).await
+    }
+    async fn preview_page(&self, run: &RunId, tenant: &TenantId, page: u32) -> Result<Option<PreviewPage>, PortError> {
+        self.inner.preview_page(run, tenant, page).await
     }
 }
 

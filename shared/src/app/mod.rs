@@ -16,10 +16,12 @@ pub mod licenses;
 pub mod members;
 pub mod ports;
 pub mod reconcile;
+pub mod rules;
 pub mod seats;
 pub mod sweep;
 pub mod targets;
 pub mod tokens;
+pub mod versions;
 
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
@@ -28,6 +30,8 @@ pub mod memory;
 mod tests;
 #[cfg(test)]
 mod directory_tests;
+#[cfg(test)]
+mod versions_tests;
 
 use crate::core::ids::TenantId;
 use crate::core::rejection::Rejection;

@@ -19,7 +19,11 @@ use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, Sci
 use crate::core::provider::connection::Connection;
 use crate::core::provider::{DirGroup, Edge};
 use crate::core::seats::SeatList;
-use crate::core::tenant::{MemberItem, TenantHead, TenantMeta, TenantState};
+use crate::core::tenant::{MemberItem, ModelPin, TenantHead, TenantMeta, TenantState, WaitingMove};
+use crate::core::ids::{ModelVersion, RunId};
+use crate::core::model::LicensingModel;
+use crate::core::versions::{Outcome, PreviewPage, Registered, Registration, RunState};
+use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -84,8 +88,9 @@ pub enum Write {
     EventRecord { source: Source, event_id: EventId, body_hash: String, outcome: &'static str, at: DateTime<Utc> },
     /// An event that cannot be applied as it is, unless parked before.
     Parked { source: Source, event_id: EventId, reason: String, payload: Value, at: DateTime<Utc> },
-    /// A license, conditional on the version held when `if_version` is given.
-    License { license: License, if_version: Option<i64> },
+    /// A license, conditional on the version held when `if_version` is
+    /// given, due for the sweep at `due` (what the tenant's model says of it).
+    License { license: License, if_version: Option<i64>, due: Option<DateTime<Utc>> },
     /// A member, on the condition `guard` states.
     Member { item: MemberItem, guard: MemberGuard },
     /// The member's email, unless another member holds it.
@@ -198,6 +203,17 @@ pub struct MetaUpdate {
     /// The lifetime of the tenant's license files: set (`Some(Some(s))`)
     /// or back to the default (`Some(None)`).
     pub license_file_seconds: Option<Option<u64>>,
+    /// The model version the tenant follows from now on (a move). A new
+    /// tenant follows the latest registered version without being told.
+    pub model_version: Option<ModelVersion>,
+    /// Its pin set or released.
+    pub model_pin: Option<Option<ModelPin>>,
+    /// A waiting move set or dropped.
+    pub model_waiting: Option<Option<WaitingMove>>,
+    /// When the tenant's model item is next due for the sweep, after this
+    /// change (a pin's end, a waiting move: [`TenantMeta::model_due`]); set
+    /// with either of them.
+    pub model_due: Option<Option<DateTime<Utc>>>,
 }
 
 /// One transaction of a tenant: writes, audit records (chained after the
@@ -340,6 +356,9 @@ pub enum DueItem {
     Delivery { tenant: TenantId, what: String, due_at: i64 },
     /// A tenant whose chain head moved since its last stored checkpoint.
     Checkpoint { tenant: TenantId, due_at: i64 },
+    /// A tenant whose model pin ends, or whose rollout's move was waiting
+    /// for the end of its billing period.
+    Model { tenant: TenantId, due_at: i64 },
 }
 
 impl DueItem {
@@ -350,12 +369,13 @@ impl DueItem {
             DueItem::Amendment { contract, .. } => format!("contract/{contract}"),
             DueItem::Delivery { tenant, what, .. } => format!("delivery/{tenant}/{what}"),
             DueItem::Checkpoint { tenant, .. } => format!("checkpoint/{tenant}"),
+            DueItem::Model { tenant, .. } => format!("model/{tenant}"),
         }
     }
 
     pub fn due_at(&self) -> i64 {
         match self {
-            DueItem::License { due_at, .. } | DueItem::Amendment { due_at, .. } | DueItem::Delivery { due_at, .. } | DueItem::Checkpoint { due_at, .. } => *due_at,
+            DueItem::License { due_at, .. } | DueItem::Amendment { due_at, .. } | DueItem::Delivery { due_at, .. } | DueItem::Checkpoint { due_at, .. } | DueItem::Model { due_at, .. } => *due_at,
         }
     }
 }
@@ -498,6 +518,73 @@ pub trait TokenCache: Send + Sync {
     /// Caches a member's token, if the member is still at the token's
     /// revision (any write of the member drops it); false otherwise.
     fn cache_token(&self, tenant: &TenantId, user: &UserId, token: &crate::core::token::CachedToken) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
+/// The rules of licensing model versions, as registered: what every use
+/// case decides a tenant's access with (the version the tenant follows).
+/// Implementations keep what they read: a version's rules never change.
+pub trait Models: Send + Sync {
+    /// The rules of a version: as registered, or the deployed model's when
+    /// its version is not registered yet. `None`: no such version.
+    fn rules(&self, version: &ModelVersion) -> impl Future<Output = Result<Option<Arc<LicensingModel>>, PortError>> + Send;
+    /// The latest registered version's rules (the deployed model's while
+    /// none is registered): what new tenants follow, and what a Stripe
+    /// price or a CRM record's tier means.
+    fn latest(&self) -> impl Future<Output = Result<Arc<LicensingModel>, PortError>> + Send;
+}
+
+/// One page of the tenants that follow a version (the index of tenants):
+/// each with its effective tier, and the key to go on from.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPage {
+    pub tenants: Vec<(TenantId, Option<String>)>,
+    pub next: Option<String>,
+}
+
+/// The registry of licensing model versions, the index of tenants by
+/// version, and the rollouts and previews with their tenants' outcomes.
+pub trait ModelRegistry: Send + Sync {
+    /// Registers a model, unless its version is registered (with the same
+    /// fingerprint: `Known`; with another: `Conflict`).
+    fn register(&self, model: &Registered) -> impl Future<Output = Result<Registration, PortError>> + Send;
+    /// Every registered version, in the order of registration.
+    fn registered(&self) -> impl Future<Output = Result<Vec<Registered>, PortError>> + Send;
+    /// One page of the tenants that follow `version`, after `after`.
+    fn tenants_following(&self, version: &ModelVersion, after: Option<&str>, limit: usize) -> impl Future<Output = Result<TenantPage, PortError>> + Send;
+    /// How many tenants follow `version` (counted on the index).
+    fn count_following(&self, version: &ModelVersion) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Gives tenants stored before versions were kept the first registered
+    /// version and a place in the index, a page at a time; the key to go on
+    /// from (`None`: none are left).
+    fn backfill(&self, first: &ModelVersion, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(usize, Option<String>), PortError>> + Send;
+    /// Where the backfill stands: `None` when it is done.
+    fn backfill_cursor(&self) -> impl Future<Output = Result<Option<Option<String>>, PortError>> + Send;
+    fn set_backfill_cursor(&self, cursor: Option<Option<String>>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Creates a run, unless one of its id exists (false).
+    fn create_run(&self, run: &RunState) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn run(&self, id: &RunId) -> impl Future<Output = Result<Option<RunState>, PortError>> + Send;
+    /// Every run, newest first.
+    fn runs(&self) -> impl Future<Output = Result<Vec<RunState>, PortError>> + Send;
+    /// Saves a run's status, cursor and queued count, if it is still at
+    /// revision `run.rev` (its counts are only ever added to, by `settle`).
+    fn advance_run(&self, run: &RunState) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Records a tenant's outcome in a run, and adds it to the run's
+    /// counts, once: not if the tenant has a final outcome already (a
+    /// waiting tenant's outcome is replaced). False when it had.
+    fn settle(&self, run: &RunId, outcome: &Outcome) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// The outcomes of these tenants in a run (`None`: none yet).
+    fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> impl Future<Output = Result<Vec<Option<Outcome>>, PortError>> + Send;
+    /// One page of a run's outcomes in tenant order, after `after`; and whether more follow.
+    fn outcomes(&self, run: &RunId, after: Option<&TenantId>, limit: usize) -> impl Future<Output = Result<(Vec<Outcome>, bool), PortError>> + Send;
+    /// Stores a tenant's preview pages (kept as long as the preview).
+    fn put_preview(&self, run: &RunId, pages: &[PreviewPage]) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// One page of a tenant's preview.
+    fn preview_page(&self, run: &RunId, tenant: &TenantId, page: u32) -> impl Future<Output = Result<Option<PreviewPage>, PortError>> + Send;
+}
+
+/// The rollouts' and previews' work queue: tenants handed to provision in batches.
+pub trait WorkQueue: Send + Sync {
+    fn send_work(&self, work: &crate::core::versions::Work) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Billing reconciliation runs waiting to be run (a queue).

@@ -24,7 +24,9 @@
 use super::audit::integration;
 use super::commit::{audited_on, Decision, Snapshot};
 use super::members::deliveries;
-use super::ports::{Change, MemberGuard, Queue, Tenants, Write};
+use super::ports::{Change, MemberGuard, Models, Queue, Tenants, Write};
+use super::rules::{move_change, rules};
+use std::sync::Arc;
 use super::Error;
 use crate::core::audit::{AuditAction, Cause, ChainHead};
 use crate::core::ids::TenantId;
@@ -57,13 +59,17 @@ pub struct ReconcileOutcome {
     /// The tenant was marked as continuing (`TenantMeta::continues`) when
     /// this reconcile last read it.
     pub continues: bool,
+    /// Members whose access a seat pass (a cut, a grant) changed.
+    pub seat_changes: u64,
 }
 
 pub(crate) fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) -> Change {
     let mut change = Change::new(now);
-    for (item, rev) in &chunk.members {
+    for (item, rev, deliver) in &chunk.members {
         change.writes.push(Write::Member { item: item.clone(), guard: MemberGuard::Rev(*rev) });
-        change.writes.extend(deliveries(targets, item));
+        if *deliver {
+            change.writes.extend(deliveries(targets, item));
+        }
     }
     change.audit = chunk.audit;
     change.meta.access = chunk.tenant;
@@ -73,6 +79,24 @@ pub(crate) fn change_of(chunk: Chunk, targets: &[Target], now: DateTime<Utc>) ->
     change.meta.used_at_most = chunk.used_at_most;
     change.meta.walk = chunk.walk;
     change
+}
+
+/// A walk's count of members whose access changed, kept by every chunk of
+/// a page (each at the walk's place before the page, the last at its place
+/// after): a crash inside a page keeps what the committed chunks counted,
+/// and the page walked again counts only the rest.
+fn count_walked(parts: &mut [Chunk], before: Option<&Walk>, counted_from: u64) {
+    let Some(last) = parts.last().and_then(|c| c.walk.clone()) else { return };
+    let mut counted = counted_from;
+    let n = parts.len();
+    for (i, c) in parts.iter_mut().enumerate() {
+        counted += c.audit.iter().filter(|a| matches!(a.announce, Some(crate::core::events::Announcement::MemberAccessChanged { .. }))).count() as u64;
+        c.walk = Some(if i + 1 == n {
+            Walk { changed: counted, ..last.clone() }
+        } else {
+            Walk { after: before.filter(|w| w.goal == last.goal).and_then(|w| w.after.clone()), done: false, changed: counted, ..last.clone() }
+        });
+    }
 }
 
 /// What a reconcile does next, decided on the tenant's head.
@@ -86,13 +110,21 @@ enum Next {
     Walk { walk: Walk, page: Option<(Vec<MemberItem>, Option<String>)> },
     /// Free seats to the first in line (the page read from its start).
     Grant(Vec<MemberItem>),
+    /// The tenant's licenses name a tier or add-on its version lacks: it
+    /// moves to the latest version (which has them), then goes on.
+    Move { to: Arc<LicensingModel>, lacks: Vec<String> },
     Done,
 }
 
-/// What a step decides on: the tenant's head, what its sources give, and
-/// what to do with it (with the page of members it needs).
+/// What a step decides on: the tenant's head, the rules it follows, what
+/// its sources give under them, and what to do with it (with the page of
+/// members it needs).
 struct Read {
     head: TenantHead,
+    model: Arc<LicensingModel>,
+    /// The cause of a walk toward the current goal still going on (a
+    /// rollout's): what its steps, and the cuts before them, are audited with.
+    walk_cause: Option<Cause>,
     access: TenantAccess,
     rules: TenantRules,
     next: Next,
@@ -109,20 +141,28 @@ impl Snapshot for Option<Read> {
 /// give are cut (before the walk, so that a member a change of tier and
 /// seats cuts is changed once); the tenant's new access is recorded and its
 /// members walked when what they follow changed; free seats go to the line.
-async fn read_next<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId) -> Result<Option<Read>, super::PortError> {
+async fn read_next<S: Tenants + Models>(store: &S, tenant: &TenantId) -> Result<Option<Read>, super::PortError> {
     let Some(head) = store.tenant_head(tenant).await? else { return Ok(None) };
-    let access = effective_license(model, &head.licenses);
+    let model = rules(store, &head.meta.model_version).await?;
+    let access = effective_license(&model, &head.licenses);
     let rules = head.rules();
     let meta = &head.meta;
     let seated = access.policy == MemberPolicy::Seated && meta.access.is_some();
-    let goal = walk_goal(model, &access, &rules);
+    let goal = walk_goal(&model, &access, &rules);
     let walk = match &meta.walk {
         Some(w) if w.goal == goal => w.clone(),
-        _ => Walk { goal, after: None, done: false },
+        _ => Walk::new(goal, None),
     };
+    let walk_cause = if walk.done { None } else { walk.cause.clone() };
     let tenant_changed = !meta.access.as_ref().is_some_and(|a| a.same_access(&access)) || meta.rules != rules;
+    let lacks = crate::core::versions::lacks(&model, &head.licenses);
     let next = if !head.pending_audit.is_empty() {
         Next::Integrate
+    } else if !lacks.is_empty() && {
+        let latest = store.latest().await?;
+        latest.version != model.version && crate::core::versions::lacks(&latest, &head.licenses).is_empty()
+    } {
+        Next::Move { to: store.latest().await?, lacks }
     } else if seated && meta.seats_used > access.seats_total {
         let excess = (meta.seats_used - access.seats_total) as usize;
         Next::Cut(store.seat_order(tenant, SeatList::Holders, true, excess.min(SEAT_PAGE)).await?)
@@ -137,7 +177,7 @@ async fn read_next<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tenan
     } else {
         Next::Done
     };
-    Ok(Some(Read { head, access, rules, next }))
+    Ok(Some(Read { head, model, walk_cause, access, rules, next }))
 }
 
 /// Asks provision to reconcile the tenant after a change of one member (an
@@ -165,28 +205,39 @@ pub async fn wake<S: Tenants, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId,
 }
 
 /// Reconciles one tenant to the end; a tenant not seen yet has nothing to reconcile.
-pub async fn reconcile<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>) -> Result<ReconcileOutcome, Error> {
-    reconcile_until(model, store, tenant, cause, now, None).await
+pub async fn reconcile<S: Tenants + Models>(store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>) -> Result<ReconcileOutcome, Error> {
+    reconcile_until(store, tenant, cause, now, None).await
 }
 
 /// Reconciles one tenant until done or `stop_at` (then `more` is set: a
 /// later run goes on where this one stopped). Each step reads the tenant's
 /// head (two requests) and the page it works on, and commits its
 /// transactions under the head it read.
-pub async fn reconcile_until<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>, stop_at: Option<Instant>) -> Result<ReconcileOutcome, Error> {
+pub async fn reconcile_until<S: Tenants + Models>(store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>, stop_at: Option<Instant>) -> Result<ReconcileOutcome, Error> {
     let mut out = ReconcileOutcome::default();
     loop {
-        let committed = audited_on(store, tenant, || read_next(model, store, tenant), |read| async move {
-            let Some(Read { head, access, rules, next }) = read else { return Ok(Decision::Done((0, true, false))) };
+        let committed = audited_on(store, tenant, || read_next(store, tenant), |read| async move {
+            let Some(Read { head, model, walk_cause, access, rules, next }) = read else { return Ok(Decision::Done((0, true, false, 0))) };
+            let model = &*model;
             let targets = head.targets.len();
             let continues = head.meta.continues;
             let at = micros(now);
+            // A walk a rollout started is audited with the rollout as its
+            // cause, whichever message goes on with it.
+            let cause = match &next {
+                Next::Walk { .. } | Next::Cut(_) => walk_cause.as_ref().unwrap_or(cause),
+                _ => cause,
+            };
             let (steps, tenant_change, walk) = match next {
-                Next::Done => return Ok(Decision::Done((targets, true, continues))),
-                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false, continues))),
+                Next::Done => return Ok(Decision::Done((targets, true, continues, 0))),
+                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false, continues, 0))),
+                Next::Move { to, lacks } => {
+                    let rule = format!("the tenant's licenses name {} that model {} lacks: moved to the latest version, {}", lacks.join(", "), model.version, to.version);
+                    return Ok(Decision::one(move_change(&head, model, &to, cause, rule, now), (targets, false, continues, 0)));
+                }
                 // An index behind its table (it catches up): nothing to do now.
-                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true, continues))),
-                Next::Cut(last) => (cut(&last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
+                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true, continues, 0))),
+                Next::Cut(last) => (cut(model, &last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
                 Next::Grant(first) => (grant(model, &access, &rules, &first, at), TenantChange::default(), None),
                 Next::Walk { walk, page } => {
                     // The tenant's own change goes with the walk's first page.
@@ -201,20 +252,25 @@ pub async fn reconcile_until<S: Tenants>(model: &LicensingModel, store: &S, tena
                     }
                     match page {
                         Some((members, next)) => {
-                            let steps = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
+                            let steps: Vec<_> = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
                             let done = next.is_none();
-                            (steps, tenant_change, Some(Walk { goal: walk.goal, after: next, done }))
+                            (steps, tenant_change, Some(Walk { after: next, done, ..walk }))
                         }
                         None => (Vec::new(), tenant_change, None),
                     }
                 }
             };
-            let changes: Vec<Change> = chunks(steps, tenant_change, walk, access.seats_total, targets, cause).into_iter().map(|c| change_of(c, &head.targets, now)).collect();
-            Ok(Decision::Commit(changes, (targets, false, continues)))
+            let seat_changes = if walk.is_none() { steps.iter().filter(|s| s.access_changed()).count() as u64 } else { 0 };
+            let counted_from = head.meta.walk.as_ref().filter(|w| walk.as_ref().is_some_and(|n| n.goal == w.goal)).map_or(0, |w| w.changed);
+            let mut parts = chunks(steps, tenant_change, walk, access.seats_total, targets, cause);
+            count_walked(&mut parts, head.meta.walk.as_ref(), counted_from);
+            let changes: Vec<Change> = parts.into_iter().map(|c| change_of(c, &head.targets, now)).collect();
+            Ok(Decision::Commit(changes, (targets, false, continues, seat_changes)))
         })
         .await?;
-        let (targets, finished, continues) = committed.value;
+        let (targets, finished, continues, seat_changes) = committed.value;
         out.continues = continues;
+        out.seat_changes += seat_changes;
         out.member_changes += committed.changes.iter().map(|c| c.writes.iter().filter(|w| matches!(w, Write::Member { .. })).count()).sum::<usize>();
         out.tenant_changed |= committed.changes.iter().any(|c| c.audit.iter().any(|a| matches!(a.action, AuditAction::TenantAccessChanged | AuditAction::TenantRulesChanged)));
         out.chunks += committed.changes.iter().filter(|c| c.integrate.is_empty()).count();

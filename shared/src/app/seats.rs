@@ -8,12 +8,12 @@
 
 use super::commit::{audited_on, Decision};
 use super::members::{deliveries, known};
-use super::ports::{Change, MemberGuard, Targets, Tenants, Write};
+use super::ports::{Change, MemberGuard, Models, Targets, Tenants, Write};
+use super::rules::rules_of;
 use super::Error;
 use crate::core::access::SeatedAccess;
 use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{TenantId, UserId};
-use crate::core::model::LicensingModel;
 use crate::core::reassign::{reassign, SeatRequest};
 use crate::core::rejection::Rejection;
 use crate::core::views::MemberView;
@@ -32,9 +32,7 @@ pub fn actor(by: Option<&str>, principal: Option<&str>) -> String {
 
 /// Applies a seat request; answers the member as committed (or as it
 /// already was, when the request changes nothing).
-#[allow(clippy::too_many_arguments)] // the request, who made it, and when
-pub async fn set_seat<S: Tenants + Targets>(
-    model: &LicensingModel,
+pub async fn set_seat<S: Tenants + Targets + Models>(
     store: &S,
     tenant: &TenantId,
     user: &UserId,
@@ -50,6 +48,7 @@ pub async fn set_seat<S: Tenants + Targets>(
     let (cause, actor, users) = (&cause, &actor, &users);
     let committed = audited_on(store, tenant, || store.meta_and_members(tenant, users), |(meta, items)| async move {
         let meta = known(tenant, meta)?;
+        let model = &*rules_of(store, Some(&meta)).await?;
         let mut items = items.into_iter();
         let item = items.next().flatten().ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
         let from = items.next().flatten();
@@ -66,9 +65,9 @@ pub async fn set_seat<S: Tenants + Targets>(
             change.writes.extend(deliveries(&targets, &c.item));
             let id = &c.item.member.user_id;
             let mut audit = AuditEvent::new(AuditAction::MemberSeatReassigned, format!("member:{id}"), cause, c.rule.clone())
-                .before(SeatedAccess { access: &c.before, seat: &c.seat_before })
-                .after(SeatedAccess { access: &c.item.access, seat: &c.item.seat });
-            if c.before != c.item.access {
+                .before(SeatedAccess { access: &c.before, seat: &c.seat_before, model: &c.version_before })
+                .after(SeatedAccess::of(&c.item));
+            if c.access_changed() {
                 audit = audit.announcing(Announcement::MemberAccessChanged { user_id: id.clone(), before: c.before.clone(), after: c.item.access.clone() });
             }
             change.audit.push(audit);

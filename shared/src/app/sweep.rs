@@ -9,13 +9,13 @@
 
 use super::commit::{audited_on, Decision};
 use super::contracts::apply_due;
-use super::ports::{Change, Checkpoints, Contracts, DueIndex, DueItem, Queue, Signer, Tenants, Write};
+use super::ports::{Change, Checkpoints, Contracts, DueIndex, DueItem, ModelRegistry, Models, Queue, Signer, Tenants, WorkQueue, Write};
+use super::rules::rules_of;
 use super::Error;
 use crate::core::audit::{Cause, CauseKind};
 use crate::core::expiry::{self, audit_of, event_of};
 use crate::core::ids::{ContractId, TenantId};
 use crate::core::license::Source;
-use crate::core::model::LicensingModel;
 use crate::core::reconcile::ReconcileRequest;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -54,6 +54,13 @@ pub struct SweepReport {
     /// Tenants whose chain head is due for a signed checkpoint.
     #[serde(skip)]
     pub checkpoint_tenants: BTreeSet<TenantId>,
+    /// Tenants whose model pin ends, or whose rollout's move waits for a
+    /// billing period that ended.
+    #[serde(skip)]
+    pub model_tenants: BTreeSet<TenantId>,
+    /// Of those: moves handed to their rollout, pins released.
+    pub model_moves: u64,
+    pub pins_released: u64,
     /// Checkpoints signed and stored by the run.
     pub checkpoints: u64,
     /// Checkpoints that could not be signed or stored (logged; they stay due).
@@ -71,7 +78,7 @@ pub struct SweepLimits {
 
 /// Finds and applies every license transition due at `as_of`; collects the
 /// contracts with due amendments and the tenants with due SCIM work.
-pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, Error> {
+pub async fn sweep<S: Tenants + DueIndex + Models>(store: &S, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<SweepReport, Error> {
     let mut report = SweepReport { run_id: run_id.to_string(), as_of: as_of.to_rfc3339(), ..Default::default() };
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut cursor: Option<String> = None;
@@ -89,7 +96,7 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
             seen.insert(due.key());
             match due {
                 DueItem::License { tenant, source, license, .. } => {
-                    let (reads, transitions) = transition(model, store, &tenant, source, &license, as_of, run_id).await?;
+                    let (reads, transitions) = transition(store, &tenant, source, &license, as_of, run_id).await?;
                     report.item_reads += reads;
                     report.licenses += 1;
                     if transitions > 0 {
@@ -109,6 +116,9 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
                 DueItem::Checkpoint { tenant, .. } => {
                     report.checkpoint_tenants.insert(tenant);
                 }
+                DueItem::Model { tenant, .. } => {
+                    report.model_tenants.insert(tenant);
+                }
             }
         }
         match page.next {
@@ -124,7 +134,7 @@ pub async fn sweep<S: Tenants + DueIndex>(model: &LicensingModel, store: &S, as_
 /// Applies what is due on one license, once: decided on the license read
 /// consistently, written only if it is still that version (a renewal
 /// recorded meanwhile wins). Returns (items read, transitions applied).
-async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &TenantId, source: Source, license: &str, as_of: DateTime<Utc>, run_id: &str) -> Result<(u64, u64), Error> {
+async fn transition<S: Tenants + Models>(store: &S, tenant: &TenantId, source: Source, license: &str, as_of: DateTime<Utc>, run_id: &str) -> Result<(u64, u64), Error> {
     let reads = Cell::new(0u64);
     let cause = Cause::new(CauseKind::Sweep, run_id);
     // The index tells what was due; the decision is made on the license
@@ -133,15 +143,18 @@ async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tena
         reads.set(reads.get() + 2); // the tenant's head and the license
         store.meta_and_license(tenant, source, license)
     };
-    let committed = audited_on(store, tenant, read, |(_meta, current)| {
+    let committed = audited_on(store, tenant, read, |(meta, current)| {
         let cause = &cause;
         async move {
             let Some(current) = current else { return Ok(Decision::Done(0)) };
+            // Grace, notices and what happens at the end: the tenant's version's rules.
+            let model = &*rules_of(store, meta.as_ref()).await?;
             let (after, transitions) = expiry::advance(model, &current, as_of);
             if transitions.is_empty() {
                 return Ok(Decision::Done(0)); // another run got here first, or a renewal moved the date
             }
-            let mut change = Change::new(as_of).write(Write::License { license: after, if_version: Some(current.source_version) });
+            let due = expiry::next_due(model, &after).map(|(at, _)| at);
+            let mut change = Change::new(as_of).write(Write::License { license: after, if_version: Some(current.source_version), due });
             change.audit = transitions.iter().map(|t| audit_of(t, cause)).collect();
             change.events = transitions.iter().map(|t| event_of(tenant, t, run_id)).collect();
             Ok(Decision::one(change, transitions.len() as u64))
@@ -156,16 +169,25 @@ async fn transition<S: Tenants>(model: &LicensingModel, store: &S, tenant: &Tena
 /// due SCIM work; a signed checkpoint of each chain head due for one (while
 /// time is left: the rest stay due). Returns the report and the amendments
 /// applied.
-pub async fn run<S, Q, K>(model: &LicensingModel, store: &S, queue: &Q, signer: &K, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize), Error>
+pub async fn run<S, Q, W, K>(store: &S, queue: &Q, work: &W, signer: &K, as_of: DateTime<Utc>, run_id: &str, limits: SweepLimits) -> Result<(SweepReport, usize), Error>
 where
-    S: Tenants + Contracts + DueIndex + Checkpoints,
+    S: Tenants + Contracts + DueIndex + Checkpoints + Models + ModelRegistry,
     Q: Queue,
+    W: WorkQueue,
     K: Signer,
 {
-    let mut report = sweep(model, store, as_of, run_id, limits).await?;
+    let mut report = sweep(store, as_of, run_id, limits).await?;
     let mut amendments = 0;
     for contract in &report.contracts {
         amendments += apply_due(store, queue, contract, as_of, run_id).await?.len();
+    }
+    let cause = Cause::new(CauseKind::Sweep, run_id);
+    for tenant in report.model_tenants.clone() {
+        match super::versions::model_due(store, queue, work, &tenant, &cause, as_of).await? {
+            super::versions::ModelDue::Moved => report.model_moves += 1,
+            super::versions::ModelDue::PinReleased { .. } => report.pins_released += 1,
+            super::versions::ModelDue::Nothing => {}
+        }
     }
     for tenant in report.tenants.union(&report.delivery_tenants) {
         let request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::Sweep, run_id));

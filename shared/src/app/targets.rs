@@ -4,12 +4,11 @@
 
 use super::commit::{audited, Decision};
 use super::members::known;
-use super::ports::{Change, Queue, Targets, Tenants, Tokens, Write};
+use super::ports::{Change, Models, Queue, Targets, Tenants, Tokens, Write};
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::egress::EgressPolicy;
 use crate::core::ids::{TargetId, TenantId};
-use crate::core::model::LicensingModel;
 use crate::core::reconcile::ReconcileRequest;
 use crate::core::rejection::Rejection;
 use crate::core::scim::{ParkedDelivery, Target, TargetConfig, TargetView, DEFAULT_REPAIR_MINUTES, MAX_TARGETS_PER_TENANT};
@@ -24,8 +23,7 @@ fn shown(t: &Target) -> serde_json::Value {
 /// record; its token goes to the secret store. Returns the target and
 /// whether it is new. The caller queues its first sync.
 #[allow(clippy::too_many_arguments)]
-pub async fn configure<S: Tenants + Targets, K: Tokens>(
-    model: &LicensingModel,
+pub async fn configure<S: Tenants + Targets + Models, K: Tokens>(
     store: &S,
     tokens: &K,
     tenant: &TenantId,
@@ -35,11 +33,14 @@ pub async fn configure<S: Tenants + Targets, K: Tokens>(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(Target, bool), Error> {
+    let meta = store.meta(tenant).await?;
+    // Its roles are those of the version the tenant follows.
+    let model = super::rules::rules_of(store, meta.as_ref()).await?;
     let problems = config.problems(&model.roles, egress);
     if !problems.is_empty() {
         return Err(Rejection::invalid("invalid_target", problems).into());
     }
-    known(tenant, store.meta(tenant).await?)?;
+    known(tenant, meta)?;
     tokens.put(tenant, target_id, &config.token).await?;
     let target = Target {
         tenant_id: tenant.clone(),

@@ -48,11 +48,11 @@ async fn verified(store: &Memory, t: &TenantId) -> bool {
 /// A licensed, reconciled tenant with `members` seated accounts.
 async fn seeded(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, members: usize) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
-    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
     for i in 0..members {
-        members::create(m, store, t, &new_member(i, &format!("m{i}@example.test")), "seed", Utc::now()).await.unwrap();
+        members::create(store, t, &new_member(i, &format!("m{i}@example.test")), "seed", Utc::now()).await.unwrap();
     }
-    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -61,14 +61,14 @@ async fn seat_claims_racing_reconciles_never_overbook() {
     let store = Memory::new(m.clone());
     let t = tenant("race");
     licenses::record_change(&store, &crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
-    reconcile::reconcile(&m, &store, &t, &cause("first"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("first"), Utc::now()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..30 {
         let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
-        tasks.push(tokio::spawn(async move { members::create(&m2, &store2, &t2, &new_member(i, &format!("u{i}@example.test")), &format!("req-{i}"), Utc::now()).await }));
+        tasks.push(tokio::spawn(async move { members::create(&store2, &t2, &new_member(i, &format!("u{i}@example.test")), &format!("req-{i}"), Utc::now()).await }));
         if i % 5 == 0 {
             let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
-            tasks.push(tokio::spawn(async move { reconcile::reconcile(&m2, &store2, &t2, &cause("racing"), Utc::now()).await.map(|_| (views_stub(), false)) }));
+            tasks.push(tokio::spawn(async move { reconcile::reconcile(&store2, &t2, &cause("racing"), Utc::now()).await.map(|_| (views_stub(), false)) }));
         }
     }
     let mut active_at_creation = 0;
@@ -79,7 +79,7 @@ async fn seat_claims_racing_reconciles_never_overbook() {
         }
     }
     assert_eq!(active_at_creation, 10, "exactly the seats were claimed at creation");
-    reconcile::reconcile(&m, &store, &t, &cause("after"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("after"), Utc::now()).await.unwrap();
     let state = store.tenant(&t).await.unwrap().unwrap();
     assert_eq!(state.members.iter().filter(|x| x.access.status == MemberStatus::Active).count(), 10);
     assert_eq!((state.meta.seats_used, state.meta.seats_pending), (10, 20));
@@ -100,7 +100,7 @@ async fn fifty_callers_for_twenty_seats_get_exactly_twenty_each_audited_once() {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let (m, store, t) = (m.clone(), store.clone(), t.clone());
-            tokio::spawn(async move { members::create(&m, &store, &t, &new_member(i, &format!("c{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap() })
+            tokio::spawn(async move { members::create(&store, &t, &new_member(i, &format!("c{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap() })
         })
         .collect();
     let mut active = 0;
@@ -140,7 +140,7 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     let t = tenant("integrator");
     seeded(&m, &store, &t, 200, 0).await;
     for i in 0..120 {
-        members::create(&m, &store, &t, &new_member(i, &format!("i{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i, &format!("i{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
     for crash_after in [0, 1, 1] {
         let err = audit::integrate(&Crashing::after(&store, crash_after), &t, Utc::now()).await.unwrap_err();
@@ -182,7 +182,7 @@ async fn a_backlog_of_pending_records_is_chained_a_page_at_a_time() {
         let (m, store, t) = (m.clone(), store.clone(), t.clone());
         async move {
             for i in from..to {
-                members::create(&m, &store, &t, &new_member(i, &format!("b{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+                members::create(&store, &t, &new_member(i, &format!("b{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
             }
         }
     };
@@ -200,7 +200,7 @@ async fn a_backlog_of_pending_records_is_chained_a_page_at_a_time() {
     let more = PENDING_PAGE + 1;
     create(backlog, backlog + more).await;
     store.largest_pending_read.store(0, Ordering::SeqCst);
-    reconcile::reconcile(&m, &store, &t, &cause("backlog"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("backlog"), Utc::now()).await.unwrap();
     assert_eq!(store.largest_pending_read.load(Ordering::SeqCst), PENDING_PAGE, "the reconcile's head held a page at a time");
     let v = audit::verify(&store, &t).await.unwrap().unwrap();
     assert!(v.ok && v.pending == 0, "{v:?}");
@@ -223,13 +223,13 @@ async fn removals_racing_reconciles_never_leave_a_removed_account_seated() {
         tasks.push(tokio::spawn(async move {
             let user = UserId::parse(format!("m{i:04}")).unwrap();
             members::remove(&store2, &t2, &user, &format!("rm-{i}"), Utc::now()).await.map(|_| ())?;
-            reconcile::reconcile(&m2, &store2, &t2, &cause("after-removal"), Utc::now()).await.map(|_| ())
+            reconcile::reconcile(&store2, &t2, &cause("after-removal"), Utc::now()).await.map(|_| ())
         }));
     }
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    reconcile::reconcile(&m, &store, &t, &cause("final"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("final"), Utc::now()).await.unwrap();
     let state = store.tenant(&t).await.unwrap().unwrap();
     assert!(state.members.iter().all(|x| x.access.status == MemberStatus::Deprovisioned), "{:?}", state.members.iter().map(|x| x.access.status).collect::<Vec<_>>());
     assert_eq!((state.meta.seats_used, state.meta.seats_pending), (0, 0));
@@ -261,7 +261,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     // time): its first transaction commits, then the process dies.
     let per = members_per_chunk(0);
     let dying = Crashing::after(&store, 1);
-    let err = reconcile::reconcile(&m, &dying, &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
+    let err = reconcile::reconcile(&dying, &crashed, &cause("cut"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
     let half = store.tenant(&crashed).await.unwrap().unwrap();
     let active = half.members.iter().filter(|x| x.access.status == MemberStatus::Active).count();
@@ -269,9 +269,9 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     assert_eq!(half.meta.seats_used as usize, active, "counters match what was applied");
     assert!(verified(&store, &crashed).await);
 
-    let rest = reconcile::reconcile(&m, &store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
+    let rest = reconcile::reconcile(&store, &crashed, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!((rest.member_changes, rest.tenant_changed), (120 - per, true), "the rest of the cut, then the tenant's new access");
-    let full = reconcile::reconcile(&m, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
+    let full = reconcile::reconcile(&store, &control, &cause("cut"), Utc::now()).await.unwrap();
     let seat_page = reconcile::SEAT_PAGE;
     assert_eq!((full.member_changes, full.chunks), (120, 1 + seat_page.div_ceil(per) + (120 - seat_page).div_ceil(per)));
     let statuses = |s: crate::core::tenant::TenantState| s.members.iter().map(|x| (x.member.user_id.clone(), x.access.clone())).collect::<BTreeMap<_, _>>();
@@ -308,13 +308,13 @@ async fn emails_are_claimed_case_insensitively_and_freed_on_removal() {
     let store = Memory::new(m.clone());
     let t = tenant("emails");
     seeded(&m, &store, &t, 5, 0).await;
-    members::create(&m, &store, &t, &new_member(1, "admin@corp.example"), "r1", Utc::now()).await.unwrap();
-    let e = members::create(&m, &store, &t, &new_member(2, "ADMIN@Corp.Example"), "r2", Utc::now()).await.unwrap_err();
+    members::create(&store, &t, &new_member(1, "admin@corp.example"), "r1", Utc::now()).await.unwrap();
+    let e = members::create(&store, &t, &new_member(2, "ADMIN@Corp.Example"), "r2", Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.code == "email_taken" && r.kind == Kind::Conflict), "{e}");
     assert!(store.member(&t, &UserId::parse("m0002").unwrap()).await.unwrap().is_none(), "nothing written");
     members::remove(&store, &t, &UserId::parse("m0001").unwrap(), "r3", Utc::now()).await.unwrap();
-    members::create(&m, &store, &t, &new_member(2, "ADMIN@Corp.Example"), "r4", Utc::now()).await.unwrap();
-    let unknown = members::create(&m, &store, &tenant("nobody"), &new_member(3, "x@y.z"), "r5", Utc::now()).await.unwrap_err();
+    members::create(&store, &t, &new_member(2, "ADMIN@Corp.Example"), "r4", Utc::now()).await.unwrap();
+    let unknown = members::create(&store, &tenant("nobody"), &new_member(3, "x@y.z"), "r5", Utc::now()).await.unwrap_err();
     assert!(matches!(&unknown, Error::Rejected(r) if r.kind == Kind::NotFound), "{unknown}");
 }
 
@@ -337,39 +337,39 @@ async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
     let t = tenant("acme");
     let cid = ContractId::parse("k-1").unwrap();
     let doc = json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
-    let (_, created) = contracts::create(&m, &store, &doc, "h0", "req", Utc::now()).await.unwrap();
+    let (_, created) = contracts::create(&store, &doc, "h0", "req", Utc::now()).await.unwrap();
     assert!(created);
     for i in 0..4 {
-        members::create(&m, &store, &t, &new_member(i, &format!("m{i}@acme.test")), "req", Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(i, &format!("m{i}@acme.test")), "req", Utc::now()).await.unwrap();
     }
-    reconcile::reconcile(&m, &store, &t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("seed"), Utc::now()).await.unwrap();
     let before = store.tenant(&t).await.unwrap().unwrap();
 
     // A seat cut of half is held for review; its submitter cannot approve it.
     let cut = amendment("cut", 1, json!([{"op": "replace", "path": "/seats", "value": 2}]), Some("ann@acme.test"));
-    let (held, stored) = contracts::submit(&m, &store, &cid, &cut, Some("arn:ann"), "hc", false, Utc::now()).await.unwrap();
+    let (held, stored) = contracts::submit(&store, &cid, &cut, Some("arn:ann"), "hc", false, Utc::now()).await.unwrap();
     assert_eq!((held.status, stored), (AmendmentStatus::PendingReview, true));
-    let same = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("someone"), Some("arn:ann"), Utc::now()).await.unwrap_err();
+    let same = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("someone"), Some("arn:ann"), Utc::now()).await.unwrap_err();
     assert!(matches!(&same, Error::Rejected(r) if r.code == "same_submitter" && r.kind == Kind::Forbidden), "{same}");
-    let approved = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    let approved = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
     assert_eq!((approved.status, approved.applied_version), (AmendmentStatus::Applied, Some(2)));
     assert_eq!(approved.decisions[0].principal.as_deref(), Some("arn:cfo"));
-    reconcile::reconcile(&m, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("cut"), Utc::now()).await.unwrap();
     let cut_state = store.tenant(&t).await.unwrap().unwrap();
     assert_eq!(cut_state.meta.seats_used, 2);
     // Approving again changes nothing; a stale base version is refused.
-    let twice = contracts::decide(&m, &store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    let twice = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
     assert_eq!(twice.decisions.len(), 1);
     let late = amendment("late", 1, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
-    let stale = contracts::submit(&m, &store, &cid, &late, None, "hl", false, Utc::now()).await.unwrap_err();
+    let stale = contracts::submit(&store, &cid, &late, None, "hl", false, Utc::now()).await.unwrap_err();
     assert!(matches!(stale, Error::Rejected(r) if r.code == "stale_base_version"));
 
     // A later change of another clause is kept by the reversal; access comes back exactly.
     let gold = amendment("gold", 2, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
-    assert_eq!(contracts::submit(&m, &store, &cid, &gold, None, "hg", false, Utc::now()).await.unwrap().0.status, AmendmentStatus::Applied);
+    assert_eq!(contracts::submit(&store, &cid, &gold, None, "hg", false, Utc::now()).await.unwrap().0.status, AmendmentStatus::Applied);
     let reversed = contracts::reverse(&store, &cid, &held.amendment_id, &who("legal"), None, Utc::now()).await.unwrap();
     assert_eq!((reversed.status, reversed.reversed_version), (AmendmentStatus::Reversed, Some(4)));
-    reconcile::reconcile(&m, &store, &t, &cause("reverse"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("reverse"), Utc::now()).await.unwrap();
     let after = store.tenant(&t).await.unwrap().unwrap();
     let access = |s: &crate::core::tenant::TenantState| s.members.iter().map(|x| (x.member.user_id.clone(), x.access.clone())).collect::<BTreeMap<_, _>>();
     assert_eq!(access(&after), access(&before), "every member's access as before the cut");
@@ -389,7 +389,7 @@ async fn a_due_transition_is_applied_once_however_many_runs_see_it() {
     licenses::record_change(&store, &change, "h", Utc::now()).await.unwrap();
     let limits = sweep::SweepLimits { stop_at: std::time::Instant::now() + std::time::Duration::from_secs(60), max_items: None };
     let at = ends + Duration::days(1);
-    let (a, b) = tokio::join!(sweep::sweep(&m, &store, at, "run-a", limits), sweep::sweep(&m, &store, at, "run-b", limits));
+    let (a, b) = tokio::join!(sweep::sweep(&store, at, "run-a", limits), sweep::sweep(&store, at, "run-b", limits));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.complete && b.complete);
     let acts = actions(&store, &t).await;
@@ -415,7 +415,7 @@ mod billing_truth {
     }
 
     async fn apply(m: &LicensingModel, store: &Memory, stripe: &StripeAccount, e: &serde_json::Value) -> Outcome {
-        match apply_event(m, store, stripe, e, &crate::core::audit::hash_of(&e.to_string()), Utc::now()).await.unwrap() {
+        match apply_event(store, stripe, e, &crate::core::audit::hash_of(&e.to_string()), Utc::now()).await.unwrap() {
             EventOutcome::Acted { outcome, .. } => outcome,
             other => panic!("{other:?}"),
         }
@@ -521,7 +521,7 @@ mod billing_truth {
             tokio::spawn(async move { apply(&m, &store, &stripe, &e).await })
         };
         read.notified().await;
-        members::create(&m, &store, &t, &new_member(9, "late@example.test"), "late", Utc::now()).await.unwrap();
+        members::create(&store, &t, &new_member(9, "late@example.test"), "late", Utc::now()).await.unwrap();
         proceed.notify_one();
         assert_eq!(pending.await.unwrap().recorded, Recorded::Applied);
         assert_eq!(stripe.reads.load(Ordering::SeqCst), 1);
@@ -535,7 +535,7 @@ mod billing_truth {
         stripe.put(sub("sub_1", t.as_str(), "active", 2));
         stripe.fail(Some("HTTP 429 Too Many Requests"));
         let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "active", 2));
-        let err = apply_event(&m, &store, &stripe, &e, "h", Utc::now()).await.unwrap_err();
+        let err = apply_event(&store, &stripe, &e, "h", Utc::now()).await.unwrap_err();
         assert!(matches!(err, Error::Upstream(ref u) if u.detail.contains("429")), "{err}");
         assert_eq!(store.commits.load(Ordering::SeqCst), 0, "nothing written");
         assert!(store.accepted_event(&t, Source::Stripe, &EventId::parse("evt_1").unwrap()).await.unwrap().is_none());
@@ -576,8 +576,8 @@ mod billing_truth {
         let t = tenant("routes");
         stripe.put(sub("sub_1", t.as_str(), "active", 2));
         let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "active", 2));
-        let first = apply_event(&m, &store, &stripe, &e, "webhook-body-hash", Utc::now()).await.unwrap();
-        let second = apply_event(&m, &store, &stripe, &e, "eventbridge-detail-hash", Utc::now()).await.unwrap();
+        let first = apply_event(&store, &stripe, &e, "webhook-body-hash", Utc::now()).await.unwrap();
+        let second = apply_event(&store, &stripe, &e, "eventbridge-detail-hash", Utc::now()).await.unwrap();
         let recorded = |o: EventOutcome| match o {
             EventOutcome::Acted { outcome, .. } => outcome.recorded,
             other => panic!("{other:?}"),
@@ -613,7 +613,7 @@ mod billing_truth {
         let mut req = run("run-1", None);
         let mut parts = Vec::new();
         loop {
-            let (report, _) = sync(&m, &store, &stripe, &req, 2, || false, Utc::now()).await.unwrap();
+            let (report, _) = sync(&store, &stripe, &req, 2, || false, Utc::now()).await.unwrap();
             assert_eq!(report.pages, 1, "one page, then a clean stop");
             parts.push(report.clone());
             match report.continuation() {
@@ -632,7 +632,7 @@ mod billing_truth {
         let last: AuditRecord = serde_json::from_str(&records.last().unwrap().json).unwrap();
         assert_eq!((last.event.action, last.event.cause.kind, last.event.cause.id.as_str()), (AuditAction::LicenseRecorded, CauseKind::BillingSync, "run-1"));
         // A second run finds nothing to do.
-        let (again, changed) = sync(&m, &store, &stripe, &run("run-2", None), 100, || true, Utc::now()).await.unwrap();
+        let (again, changed) = sync(&store, &stripe, &run("run-2", None), 100, || true, Utc::now()).await.unwrap();
         assert!(again.complete && again.repaired == 0 && changed.is_empty(), "{again:?}");
     }
 
@@ -650,7 +650,7 @@ mod billing_truth {
         stripe.put(sub("sub_a", a.as_str(), "active", 9));
         stripe.put(sub("sub_b", b.as_str(), "active", 9));
         stripe.remove("sub_a2");
-        let (report, changed) = sync(&m, &store, &stripe, &run("run-a", Some(&a)), 100, || true, Utc::now()).await.unwrap();
+        let (report, changed) = sync(&store, &stripe, &run("run-a", Some(&a)), 100, || true, Utc::now()).await.unwrap();
         assert_eq!((report.repaired, report.compared, report.unknown.clone()), (1, 1, vec!["sub_a2".to_string()]), "{report:?}");
         assert_eq!(changed.into_iter().collect::<Vec<_>>(), std::slice::from_ref(&a));
         assert_eq!(held(&store, &a, "sub_a").await.seats, 9);
@@ -672,10 +672,10 @@ async fn every_seat_promised_at_creation_is_kept_through_racing_reconciles() {
         let mut tasks = Vec::new();
         for i in 0..50 {
             let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
-            tasks.push(tokio::spawn(async move { members::create(&m2, &store2, &t2, &new_member(i, &format!("p{i}@example.test")), &format!("req-{i}"), Utc::now()).await.map(Some) }));
+            tasks.push(tokio::spawn(async move { members::create(&store2, &t2, &new_member(i, &format!("p{i}@example.test")), &format!("req-{i}"), Utc::now()).await.map(Some) }));
             if i % 4 == 0 {
                 let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
-                tasks.push(tokio::spawn(async move { reconcile::reconcile(&m2, &store2, &t2, &cause("racing"), Utc::now()).await.map(|_| None) }));
+                tasks.push(tokio::spawn(async move { reconcile::reconcile(&store2, &t2, &cause("racing"), Utc::now()).await.map(|_| None) }));
             }
         }
         let mut promised = BTreeSet::new();
@@ -687,7 +687,7 @@ async fn every_seat_promised_at_creation_is_kept_through_racing_reconciles() {
             }
         }
         assert_eq!(promised.len(), 20, "round {round}: exactly the seats claimed at creation");
-        reconcile::reconcile(&m, &store, &t, &cause("after"), Utc::now()).await.unwrap();
+        reconcile::reconcile(&store, &t, &cause("after"), Utc::now()).await.unwrap();
         let state = store.tenant(&t).await.unwrap().unwrap();
         let active: BTreeSet<UserId> = state.members.iter().filter(|x| x.access.status == MemberStatus::Active).map(|x| x.member.user_id.clone()).collect();
         assert_eq!(active, promised, "round {round}: the holders are the members told active");
@@ -716,27 +716,27 @@ async fn seats_given_by_the_tenants_admin_are_kept_through_reconciles_and_cuts()
     // m0..m3 hold the four seats (created one after another), m4 waits.
     let req = |hold: bool, from: Option<usize>| SeatRequest { hold, from: from.map(id), by: Some("ann@acme.test".into()) };
     // The newest holder is pinned; the cut to three takes m2 instead.
-    let pinned = seats::set_seat(&m, &store, &t, &id(3), &req(true, None), Some("arn:aws:iam::1:role/app"), "pin-1", Utc::now()).await.unwrap();
+    let pinned = seats::set_seat(&store, &t, &id(3), &req(true, None), Some("arn:aws:iam::1:role/app"), "pin-1", Utc::now()).await.unwrap();
     assert_eq!(pinned.status, MemberStatus::Active);
     assert!(pinned.seat.as_ref().unwrap().pin.as_ref().unwrap().hold);
     licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
-    reconcile::reconcile(&m, &store, &t, &cause("cut"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!((status(0).await, status(1).await, status(2).await, status(3).await), (MemberStatus::Active, MemberStatus::Active, MemberStatus::PendingSeat, MemberStatus::Active));
     // m4 gets m0's seat: m0 joins the line, behind m2 (cut earlier).
-    let given = seats::set_seat(&m, &store, &t, &id(4), &req(true, Some(0)), None, "give-1", Utc::now()).await.unwrap();
+    let given = seats::set_seat(&store, &t, &id(4), &req(true, Some(0)), None, "give-1", Utc::now()).await.unwrap();
     assert_eq!(given.status, MemberStatus::Active);
     assert_eq!(status(0).await, MemberStatus::PendingSeat);
-    reconcile::reconcile(&m, &store, &t, &cause("after-give"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("after-give"), Utc::now()).await.unwrap();
     assert_eq!((status(0).await, status(4).await), (MemberStatus::PendingSeat, MemberStatus::Active));
     // m1 released: its seat goes to the line (m2 first), not back to m1.
-    let released = seats::set_seat(&m, &store, &t, &id(1), &req(false, None), None, "release-1", Utc::now()).await.unwrap();
+    let released = seats::set_seat(&store, &t, &id(1), &req(false, None), None, "release-1", Utc::now()).await.unwrap();
     assert_eq!(released.status, MemberStatus::PendingSeat);
-    reconcile::reconcile(&m, &store, &t, &cause("after-release"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("after-release"), Utc::now()).await.unwrap();
     assert_eq!((status(1).await, status(2).await, status(0).await), (MemberStatus::PendingSeat, MemberStatus::Active, MemberStatus::PendingSeat));
     // Refusals: no free seat, and a `from` that holds none.
-    let e = seats::set_seat(&m, &store, &t, &id(0), &req(true, None), None, "no-seat", Utc::now()).await.unwrap_err();
+    let e = seats::set_seat(&store, &t, &id(0), &req(true, None), None, "no-seat", Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.kind == Kind::Conflict && r.code == "no_free_seat" && r.details["seats"] == json!({"total": 3, "used": 3})), "{e:?}");
-    let e = seats::set_seat(&m, &store, &t, &id(0), &req(true, Some(1)), None, "from-none", Utc::now()).await.unwrap_err();
+    let e = seats::set_seat(&store, &t, &id(0), &req(true, Some(1)), None, "from-none", Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.code == "from_holds_no_seat"), "{e:?}");
     let meta = store.meta(&t).await.unwrap().unwrap();
     // Held: m2, m3, m4; in line: m0; released (out of the line): m1.
@@ -761,19 +761,19 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
     // m0 and m1 hold the two seats, m2 waits; a seat pass reads the line.
     let stale_line = store.seat_order(&t, crate::core::seats::SeatList::Line, false, 1).await.unwrap();
     let req = SeatRequest { hold: true, from: Some(UserId::parse("m0000").unwrap()), by: None };
-    seats::set_seat(&m, &store, &t, &UserId::parse("m0002").unwrap(), &req, None, "give", Utc::now()).await.unwrap();
+    seats::set_seat(&store, &t, &UserId::parse("m0002").unwrap(), &req, None, "give", Utc::now()).await.unwrap();
     // A third seat: on its snapshot the seat pass gives it to m2, which would drop the pin.
     licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
     let access = crate::core::license::effective_license(&m, &store.tenant_head(&t).await.unwrap().unwrap().licenses);
     let steps = crate::core::reconcile::grant(&m, &access, &Default::default(), &stale_line, crate::core::seats::micros(Utc::now()));
     let chunks = crate::core::reconcile::chunks(steps, Default::default(), None, 3, 0, &cause("stale"));
-    let writes: Vec<String> = chunks[0].members.iter().map(|(i, _)| i.member.user_id.to_string()).collect();
+    let writes: Vec<String> = chunks[0].members.iter().map(|(i, _, _)| i.member.user_id.to_string()).collect();
     assert_eq!(writes, ["m0002"]);
     let head = store.meta(&t).await.unwrap().unwrap().head;
     let change = reconcile::change_of(chunks[0].clone(), &[], Utc::now());
     assert!(matches!(store.commit(&t, Some(&head), &change).await, Err(ports::CommitError::Refused(_))));
     // Decided again on what is there now, the pin is kept and m0 gets the new seat.
-    reconcile::reconcile(&m, &store, &t, &cause("fresh"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("fresh"), Utc::now()).await.unwrap();
     let m2 = store.member(&t, &UserId::parse("m0002").unwrap()).await.unwrap().unwrap();
     assert!(m2.seat.pinned() && m2.access.status == MemberStatus::Active);
     assert_eq!(store.member(&t, &UserId::parse("m0000").unwrap()).await.unwrap().unwrap().access.status, MemberStatus::Active);
@@ -783,15 +783,15 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
 /// members on the CRM license (business tier), every tenth an admin.
 async fn large(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, n: usize) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
-    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
     for i in 0..n {
         let mut new = new_member(i, &format!("l{i}@example.test"));
         if i % 10 == 3 {
             new.groups.insert("admins".into());
         }
-        members::create(m, store, t, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
+        members::create(store, t, &new, &format!("seed-{i}"), Utc::now()).await.unwrap();
     }
-    reconcile::reconcile(m, store, t, &cause("seed"), Utc::now()).await.unwrap();
+    reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
 }
 
 /// The members' access, by user.
@@ -816,11 +816,11 @@ async fn a_tenant_wide_change_interrupted_after_every_transaction_converges_with
         up.update.tier = "enterprise".into();
         licenses::record_change(&store, &up, "h2", Utc::now()).await.unwrap();
     }
-    reconcile::reconcile(&m, &store, &control, &cause("tier"), Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &control, &cause("tier"), Utc::now()).await.unwrap();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match reconcile::reconcile(&m, &Crashing::after(&store, 1), &crashed, &cause("tier"), Utc::now()).await {
+        match reconcile::reconcile(&Crashing::after(&store, 1), &crashed, &cause("tier"), Utc::now()).await {
             Ok(_) => break,
             Err(e) => assert!(is_injected_crash(&e), "{e}"),
         }
@@ -836,8 +836,8 @@ async fn a_tenant_wide_change_interrupted_after_every_transaction_converges_with
         cut.update.tier = "enterprise".into();
         licenses::record_change(&store, &cut, "h3", Utc::now()).await.unwrap();
     }
-    reconcile::reconcile(&m, &store, &control, &cause("cut"), Utc::now()).await.unwrap();
-    while let Err(e) = reconcile::reconcile(&m, &Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await {
+    reconcile::reconcile(&store, &control, &cause("cut"), Utc::now()).await.unwrap();
+    while let Err(e) = reconcile::reconcile(&Crashing::after(&store, 1), &crashed, &cause("cut"), Utc::now()).await {
         assert!(is_injected_crash(&e), "{e}");
     }
     assert_eq!(accesses(&store, &crashed).await, accesses(&store, &control).await);
@@ -865,7 +865,7 @@ async fn a_member_change_during_a_tenant_wide_walk_is_neither_lost_nor_overwritt
     // tenant's new access), then the process dies.
     let per = crate::core::reconcile::members_per_chunk(0);
     let first_page = 1 + (reconcile::WALK_PAGE - (per - 1)).div_ceil(per);
-    let err = reconcile::reconcile(&m, &Crashing::after(&store, first_page), &t, &cause("tier"), Utc::now()).await.unwrap_err();
+    let err = reconcile::reconcile(&Crashing::after(&store, first_page), &t, &cause("tier"), Utc::now()).await.unwrap_err();
     assert!(is_injected_crash(&err), "{err}");
     let walked_to = store.meta(&t).await.unwrap().unwrap().walk.and_then(|w| w.after).expect("a walk half done");
     let (early, late) = (UserId::parse("m0001").unwrap(), UserId::parse(format!("m{:04}", n - 2)).unwrap());
@@ -873,9 +873,9 @@ async fn a_member_change_during_a_tenant_wide_walk_is_neither_lost_nor_overwritt
     members::remove(&store, &t, &late, "rm-late", Utc::now()).await.unwrap();
     members::remove(&store, &t, &early, "rm-early", Utc::now()).await.unwrap();
     let pinned = UserId::parse(format!("m{:04}", n - 1)).unwrap();
-    seats::set_seat(&m, &store, &t, &pinned, &SeatRequest { hold: true, from: None, by: Some("owner".into()) }, None, "pin", Utc::now()).await.unwrap();
-    members::create(&m, &store, &t, &new_member(n + 1, "new@example.test"), "new", Utc::now()).await.unwrap();
-    reconcile::reconcile(&m, &store, &t, &cause("tier"), Utc::now()).await.unwrap();
+    seats::set_seat(&store, &t, &pinned, &SeatRequest { hold: true, from: None, by: Some("owner".into()) }, None, "pin", Utc::now()).await.unwrap();
+    members::create(&store, &t, &new_member(n + 1, "new@example.test"), "new", Utc::now()).await.unwrap();
+    reconcile::reconcile(&store, &t, &cause("tier"), Utc::now()).await.unwrap();
     let after = accesses(&store, &t).await;
     assert_eq!((after[&early].status, after[&late].status), (MemberStatus::Deprovisioned, MemberStatus::Deprovisioned), "removals kept");
     let p = store.member(&t, &pinned).await.unwrap().unwrap();
@@ -900,7 +900,7 @@ async fn the_stored_seat_order_decides_as_the_whole_tenant_decision_does() {
     large(&m, &store, &t, n as u32, n).await;
     for i in [7usize, 100, 250] {
         let user = UserId::parse(format!("m{i:04}")).unwrap();
-        seats::set_seat(&m, &store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, "pin", Utc::now()).await.unwrap();
+        seats::set_seat(&store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, "pin", Utc::now()).await.unwrap();
     }
     for (version, seats) in [(2, 120u32), (3, 40), (4, 200), (5, 260)] {
         // What the whole-tenant decision says, on the state before this change.
@@ -908,7 +908,7 @@ async fn the_stored_seat_order_decides_as_the_whole_tenant_decision_does() {
         licenses::record_change(&store, &crm_change(&t, version, seats), &format!("h{version}"), Utc::now()).await.unwrap();
         let licenses = store.tenant_head(&t).await.unwrap().unwrap().licenses;
         let whole = crate::core::access::desired_access_with_rules(&m, &licenses, &before.rules(), &before.members, crate::core::seats::micros(Utc::now()));
-        reconcile::reconcile(&m, &store, &t, &cause("seats"), Utc::now()).await.unwrap();
+        reconcile::reconcile(&store, &t, &cause("seats"), Utc::now()).await.unwrap();
         let paged = accesses(&store, &t).await;
         let held = |f: &dyn Fn(&UserId) -> bool| paged.keys().filter(|u| f(u)).cloned().collect::<BTreeSet<UserId>>();
         let want: BTreeSet<UserId> = whole.members.iter().filter(|(_, d)| d.access.holds_seat()).map(|(u, _)| u.clone()).collect();
@@ -929,18 +929,18 @@ async fn a_group_change_gives_the_roles_of_the_new_groups_at_once() {
     let (seated, waiting) = (UserId::parse("m0000").unwrap(), UserId::parse("m0001").unwrap());
     let finance = crate::core::views::MemberUpdate { groups: Some(["finance".to_string()].into()), attributes: None };
     let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
-    let view = members::update(&m, &store, &t, &seated, &finance, "upd-1", Utc::now()).await.unwrap();
+    let view = members::update(&store, &t, &seated, &finance, "upd-1", Utc::now()).await.unwrap();
     assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst) - commits, 1, "one transaction");
     assert!(view.roles.contains("billing-admin"), "{view:?}");
     let admins = crate::core::views::MemberUpdate { groups: Some(["admins".to_string()].into()), attributes: None };
-    let w = members::update(&m, &store, &t, &waiting, &admins, "upd-2", Utc::now()).await.unwrap();
+    let w = members::update(&store, &t, &waiting, &admins, "upd-2", Utc::now()).await.unwrap();
     assert_eq!(w.status, MemberStatus::PendingSeat, "a group change moves no seat");
     assert!(store.member(&t, &waiting).await.unwrap().unwrap().seat.privileged, "its place in the line follows");
     // The same change again: nothing written.
     let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
-    members::update(&m, &store, &t, &seated, &finance, "upd-3", Utc::now()).await.unwrap();
+    members::update(&store, &t, &seated, &finance, "upd-3", Utc::now()).await.unwrap();
     assert_eq!(store.commits.load(std::sync::atomic::Ordering::SeqCst), commits);
-    let e = members::update(&m, &store, &t, &UserId::parse("nobody").unwrap(), &finance, "upd-4", Utc::now()).await.unwrap_err();
+    let e = members::update(&store, &t, &UserId::parse("nobody").unwrap(), &finance, "upd-4", Utc::now()).await.unwrap_err();
     assert!(matches!(e, Error::Rejected(r) if r.kind == Kind::NotFound));
     assert!(actions(&store, &t).await.contains(&AuditAction::MemberUpdated));
     assert!(verified(&store, &t).await);
@@ -980,7 +980,7 @@ async fn coalesced_reconcile_requests_leave_no_change_behind_whatever_the_interl
             let provision_can = provision_started || !delivered.is_empty();
             if provision_can && (open.is_empty() || next(3) == 0) {
                 if provision_started {
-                    reconcile::reconcile(&m, &store, &t, &cause("wake"), Utc::now()).await.unwrap();
+                    reconcile::reconcile(&store, &t, &cause("wake"), Utc::now()).await.unwrap();
                     reconciles += 1;
                     provision_started = false;
                 } else {
@@ -992,7 +992,7 @@ async fn coalesced_reconcile_requests_leave_no_change_behind_whatever_the_interl
             }
             let i = open[next(open.len())];
             if steps[i] == 0 {
-                members::create(&m, &store, &t, &new_member(i, &format!("w{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
+                members::create(&store, &t, &new_member(i, &format!("w{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
             } else {
                 reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, &format!("req-{i}")), &format!("own-{i}")).await.unwrap();
                 let (_, dedup) = store.queued.lock().unwrap().last().cloned().unwrap();

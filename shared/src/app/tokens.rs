@@ -10,11 +10,11 @@
 
 use super::commit::{audited, Decision};
 use super::members::known;
-use super::ports::{Change, TokenCache, TokenSigner, Tenants};
+use super::ports::{Change, Models, TokenCache, TokenSigner, Tenants};
+use super::rules::rules_of;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::ids::{TenantId, UserId};
-use crate::core::model::LicensingModel;
 use crate::core::rejection::Rejection;
 use crate::core::token::{compact, signing_input, CachedToken, LicenseClaims, MemberClaims};
 use chrono::{DateTime, Utc};
@@ -39,7 +39,7 @@ async fn sign<K: TokenSigner, C: serde::Serialize>(signer: &K, claims: &C) -> Re
 }
 
 /// A member's token: the cached one while fresh, else signed now.
-pub async fn member_token<S: Tenants + TokenCache, K: TokenSigner>(model: &LicensingModel, store: &S, signer: &K, issuer: &str, tenant: &TenantId, user: &UserId, now: DateTime<Utc>) -> Result<Issued, Error> {
+pub async fn member_token<S: Tenants + TokenCache + Models, K: TokenSigner>(store: &S, signer: &K, issuer: &str, tenant: &TenantId, user: &UserId, now: DateTime<Utc>) -> Result<Issued, Error> {
     let at = now.timestamp();
     let (item, cached) = store.member_and_token(tenant, user).await?;
     let item = item.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
@@ -50,6 +50,8 @@ pub async fn member_token<S: Tenants + TokenCache, K: TokenSigner>(model: &Licen
     let (meta, item) = store.meta_and_member(tenant, user).await?;
     let meta = meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
     let item = item.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+    // Its lifetime is a rule of the version the tenant follows.
+    let model = rules_of(store, Some(&meta)).await?;
     let claims = MemberClaims::of(issuer, tenant, &item, meta.access.as_ref().map(|a| a.tier.as_str()), meta.head.seq, at, model.tokens.member_seconds);
     let jws = sign(signer, &claims).await?;
     let cached = CachedToken { jws: jws.clone(), rev: item.rev, kid: signer.kid().to_string(), exp: claims.exp, audit_seq: claims.audit_seq };
@@ -60,11 +62,12 @@ pub async fn member_token<S: Tenants + TokenCache, K: TokenSigner>(model: &Licen
 
 /// The tenant's license file: its effective license as provisioned, and
 /// the licenses and contracts it came from.
-pub async fn license_file<S: Tenants, K: TokenSigner>(model: &LicensingModel, store: &S, signer: &K, issuer: &str, tenant: &TenantId, now: DateTime<Utc>) -> Result<Issued, Error> {
+pub async fn license_file<S: Tenants + Models, K: TokenSigner>(store: &S, signer: &K, issuer: &str, tenant: &TenantId, now: DateTime<Utc>) -> Result<Issued, Error> {
     let head = store.tenant_head(tenant).await?.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
     let meta = known(tenant, Some(head.meta.clone()))?;
     let access = meta.access.as_ref().ok_or_else(|| Rejection::not_found(&format!("the license of tenant {tenant} (not yet provisioned)")))?;
-    let claims = LicenseClaims::of(issuer, tenant, access, &head.licenses, model.expiry.grace_days, meta.head.seq, now.timestamp(), meta.license_file_seconds);
+    let model = rules_of(store, Some(&meta)).await?;
+    let claims = LicenseClaims::of(issuer, tenant, access, &head.licenses, &model, meta.head.seq, now.timestamp(), meta.license_file_seconds);
     let jws = sign(signer, &claims).await?;
     Ok(Issued { token: jws, expires_at: claims.exp, kid: signer.kid().to_string(), audit_seq: claims.audit_seq, signed: true })
 }
@@ -136,16 +139,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_is_signed_once_per_change_and_says_what_the_member_has() {
-        let m = Arc::new(LicensingModel::default_model());
+        let m = Arc::new(crate::core::model::LicensingModel::default_model());
         let store = Memory::new(m.clone());
         let t = TenantId::parse("tok").unwrap();
         licenses::record_change(&store, &crm_change(&t, 1, 2), "h", Utc::now()).await.unwrap();
-        reconcile::reconcile(&m, &store, &t, &Cause::new(CauseKind::Reconcile, "r"), Utc::now()).await.unwrap();
+        reconcile::reconcile(&store, &t, &Cause::new(CauseKind::Reconcile, "r"), Utc::now()).await.unwrap();
         let u = UserId::parse("u1").unwrap();
-        members::create(&m, &store, &t, &NewMember { user_id: u.clone(), email: "u1@x.test".into(), groups: ["admins".to_string()].into(), attributes: Default::default() }, "r", Utc::now()).await.unwrap();
+        members::create(&store, &t, &NewMember { user_id: u.clone(), email: "u1@x.test".into(), groups: ["admins".to_string()].into(), attributes: Default::default() }, "r", Utc::now()).await.unwrap();
         let signer = Counting(AtomicUsize::new(0));
         let now = Utc::now();
-        let first = member_token(&m, &store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
+        let first = member_token(&store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
         assert!(first.signed);
         let c = payload(&first.token);
         assert_eq!((c["sub"].as_str(), c["tenant"].as_str(), c["status"].as_str(), c["seat"].as_str(), c["tier"].as_str()), (Some("u1"), Some("tok"), Some("active"), Some("held"), Some("business")));
@@ -153,28 +156,28 @@ mod tests {
         assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
         // Read again: the cached token, no signature.
         for _ in 0..5 {
-            let again = member_token(&m, &store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
+            let again = member_token(&store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
             assert_eq!((again.token.as_str(), again.signed), (first.token.as_str(), false));
         }
         assert_eq!(signer.0.load(Ordering::SeqCst), 1);
         // A change of access: a new token, saying so, signed once.
         members::remove(&store, &t, &u, "r2", Utc::now()).await.unwrap();
-        let after = member_token(&m, &store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
+        let after = member_token(&store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
         let c = payload(&after.token);
         assert_eq!((c["status"].as_str(), c["seat"].as_str()), (Some("deprovisioned"), Some("none")));
         assert!(c["roles"].as_array().unwrap().is_empty() && c.get("tier").is_none());
-        member_token(&m, &store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
+        member_token(&store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();
         assert_eq!(signer.0.load(Ordering::SeqCst), 2);
         // Near its end: signed again.
         let late = now + chrono::Duration::seconds(900 - 30);
-        assert!(member_token(&m, &store, &signer, "https://entitle.test", &t, &u, late).await.unwrap().signed);
+        assert!(member_token(&store, &signer, "https://entitle.test", &t, &u, late).await.unwrap().signed);
         // A license file; its lifetime as the tenant sets it.
-        let lf = license_file(&m, &store, &signer, "https://entitle.test", &t, now).await.unwrap();
+        let lf = license_file(&store, &signer, "https://entitle.test", &t, now).await.unwrap();
         let c = payload(&lf.token);
         assert_eq!((c["tier"].as_str(), c["seats"].as_u64()), (Some("business"), Some(2)));
         assert_eq!(c["sources"][0]["source"], "crm");
         set_license_file_lifetime(&store, &t, Some(3600), "r3", now).await.unwrap();
-        let lf = license_file(&m, &store, &signer, "https://entitle.test", &t, now).await.unwrap();
+        let lf = license_file(&store, &signer, "https://entitle.test", &t, now).await.unwrap();
         assert_eq!(lf.expires_at, now.timestamp() + 3600);
         assert!(set_license_file_lifetime(&store, &t, Some(1), "r4", now).await.is_err());
     }

@@ -3,7 +3,7 @@
 //! and not on the events that led there, duplicates and reordering cannot
 //! corrupt it.
 
-use crate::core::ids::{TenantId, UserId};
+use crate::core::ids::{ModelVersion, TenantId, UserId};
 use crate::core::license::{effective_license, License, MemberPolicy, TenantAccess};
 use crate::core::model::{Entitlements, LicensingModel};
 use crate::core::seats::{self, Candidate, Seat, Verdict};
@@ -146,13 +146,17 @@ pub struct MemberItem {
     pub rev: u64,
     /// What the tenant's directory (SCIM) keeps of it, if a directory pushed it.
     pub link: Option<Link>,
+    /// The licensing model version its access was decided with (so that a
+    /// member read in the middle of a tenant's move is never ambiguous).
+    pub model_version: ModelVersion,
 }
 
 impl MemberItem {
-    /// A member's item as first written: its seat order from its creation.
-    pub fn new(member: Member, access: MemberAccess) -> Self {
+    /// A member's item as first written: its seat order from its creation,
+    /// its access decided under `model`.
+    pub fn new(member: Member, access: MemberAccess, model: &LicensingModel) -> Self {
         let seat = Seat::new(member.seq);
-        MemberItem { member, access, seat, rev: 1, link: None }
+        MemberItem { member, access, seat, rev: 1, link: None, model_version: model.version.clone() }
     }
     /// Waiting in line for a seat (counted in the tenant's `seats_pending`).
     pub fn in_line(&self) -> bool {
@@ -362,6 +366,14 @@ pub struct SeatedAccess<'a> {
     #[serde(flatten)]
     pub access: &'a MemberAccess,
     pub seat: &'a Seat,
+    /// The model version the access was decided with.
+    pub model: &'a ModelVersion,
+}
+
+impl<'a> SeatedAccess<'a> {
+    pub fn of(item: &'a MemberItem) -> Self {
+        SeatedAccess { access: &item.access, seat: &item.seat, model: &item.model_version }
+    }
 }
 
 #[cfg(test)]
@@ -386,7 +398,7 @@ pub(crate) mod tests {
 
     /// Members as created, none holding a seat yet.
     pub(crate) fn waiting(members: Vec<Member>) -> Vec<MemberItem> {
-        members.into_iter().map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat))).collect()
+        members.into_iter().map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat), &LicensingModel::default_model())).collect()
     }
 
     fn license(tier: &str, seats: u32, status: LicenseStatus) -> License {
@@ -525,7 +537,7 @@ pub(crate) mod tests {
                     if contractor {
                         m.attributes.insert("employment".into(), "contractor".into());
                     }
-                    let mut item = MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat));
+                    let mut item = MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat), &LicensingModel::default_model());
                     if holds && !item.member.removed {
                         item.access.status = MemberStatus::Active;
                     }

@@ -30,6 +30,8 @@ pub enum CauseKind {
     /// A push of the tenant's identity provider (its SCIM directory); the
     /// cause names the directory connection.
     Directory,
+    /// A rollout of a licensing model version (`id`: the rollout's id).
+    ModelRollout,
 }
 
 /// What caused a change: the source event, API call or run that led to it.
@@ -141,6 +143,16 @@ pub enum AuditAction {
     DirectoryPushRefused,
     /// The tenant's admin set how long its license files are valid.
     LicenseFileLifetimeSet,
+    // Licensing model versions.
+    /// The tenant now follows another model version (a rollout, a pin, a
+    /// tier its version lacked); its members are walked to it.
+    TenantModelChanged,
+    /// A rollout's move waits for the end of the tenant's billing period.
+    TenantModelMoveScheduled,
+    /// A waiting move dropped (its rollout canceled, or the tenant pinned).
+    TenantModelMoveDropped,
+    TenantModelPinned,
+    TenantModelUnpinned,
 }
 
 impl AuditAction {

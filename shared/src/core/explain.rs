@@ -176,7 +176,7 @@ mod tests {
     use crate::core::tenant::{MemberItem, TenantMeta};
 
     fn item(id: &str, seq: u64, groups: &[&str], status: MemberStatus) -> MemberItem {
-        MemberItem::new(crate::core::access::tests::member(id, seq, groups), MemberAccess::without_access(status))
+        MemberItem::new(crate::core::access::tests::member(id, seq, groups), MemberAccess::without_access(status), &LicensingModel::default_model())
     }
 
     fn now() -> DateTime<Utc> {
@@ -185,7 +185,7 @@ mod tests {
 
     fn state(tier: &str, seats: u32, members: Vec<MemberItem>) -> TenantState {
         TenantState {
-            meta: TenantMeta { access: None, seats_used: 0, seats_pending: 0, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false },
+            meta: TenantMeta { access: None, seats_used: 0, seats_pending: 0, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false, model_version: LicensingModel::default_model().version, model_pin: None, model_waiting: None },
             licenses: vec![
                 crate::core::license::tests::lic("sub_1", Source::Stripe, tier, seats, LicenseStatus::Active, 1),
                 crate::core::license::tests::lic("old", Source::Crm, tier, 50, LicenseStatus::Expired, 1),

@@ -79,6 +79,12 @@ id_type!(
 id_type!(
     /// The source's own id of an event (Stripe `evt_...`, CRM event id).
     EventId, "event_id", 128);
+id_type!(
+    /// A licensing model's `version`: names one set of rules for ever.
+    ModelVersion, "version", 64);
+id_type!(
+    /// A rollout of a model version or a preview of one.
+    RunId, "rollout_id", 64);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,8 @@
 //! [`egress`] (where Entitle may connect), [`views`] (what the API shows),
 //! [`rejection`] (why a request is refused), [`ids`], [`tenant`] (what is
 //! stored of a tenant), [`provider`] (the tenant's directory: Entitle as a
-//! SCIM service provider its identity providers push users into).
+//! SCIM service provider its identity providers push users into), [`versions`]
+//! (licensing model versions: registration, rollouts, previews, pins).
 
 pub mod access;
 pub mod audit;
@@ -34,4 +35,5 @@ pub mod signature;
 pub mod sources;
 pub mod tenant;
 pub mod token;
+pub mod versions;
 pub mod views;

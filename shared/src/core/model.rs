@@ -2,6 +2,7 @@
 //! rules, expiry and review policy. Loaded once at start from TOML and
 //! validated, so that the rest of the code can rely on every name it holds.
 
+use crate::core::ids::ModelVersion;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,16 +31,20 @@ impl Entitlement {
 
 pub type Entitlements = BTreeMap<String, Entitlement>;
 
-#[derive(Debug, Clone, Deserialize)]
+// Every rule type serialises to its canonical form (`LicensingModel::fingerprint`):
+// a field at its default is left out, so that a rule written out at its
+// default, or a new optional field added at its default, keeps the fingerprint.
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     pub name: String,
     /// Upper bound on seats at this tier, whatever the licenses say.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_seats: Option<u32>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub allows_addons: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub entitlements: Entitlements,
 }
 
@@ -47,36 +52,48 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Addon {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub entitlements: Entitlements,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceMapping {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addon: Option<String>,
 }
 
 /// Stripe prices -> a tier or an add-on. Real accounts name a price three
 /// ways, so each has its table: a price's `lookup_key` (`prices`), its id
 /// (`price_ids`; a legacy plan's id too) and its product's id (`products`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeMapping {
     /// By the price's `lookup_key`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prices: BTreeMap<String, PriceMapping>,
     /// By the price's (or plan's) id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub price_ids: BTreeMap<String, PriceMapping>,
     /// By the id of the price's (or plan's) product.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub products: BTreeMap<String, PriceMapping>,
 }
 
@@ -103,26 +120,26 @@ impl StripeMapping {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeMatch {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRule {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute: Option<AttributeMatch>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_tier: Option<String>,
     pub roles: Vec<String>,
     /// When this rule fires, the default roles are not granted.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub replace_defaults: bool,
 }
 
@@ -134,25 +151,25 @@ pub enum EndAction {
     Revoke,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnEnd {
     pub action: EndAction,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expiry {
     pub grace_days: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notice_days: Vec<u32>,
     /// Keyed by license source: `stripe`, `crm`, `contract`.
     pub on_end: BTreeMap<String, OnEnd>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     pub max_seat_reduction_percent: u32,
@@ -161,7 +178,7 @@ pub struct Review {
     pub tier_downgrade: bool,
     /// Four eyes: an amendment held for review is approved by someone other
     /// than who submitted it (403 `same_submitter` otherwise).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub four_eyes: bool,
 }
 
@@ -180,17 +197,17 @@ pub enum WhenFull {
 }
 
 /// How users pushed by identity providers become members.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryRules {
     /// The default of every directory connection (each may set its own).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub when_full: WhenFull,
     /// Member attributes (what `role_rules` match) taken from a pushed
     /// User: attribute name -> SCIM attribute path (`userType`,
     /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department`).
     /// Values are taken lowercase.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -198,13 +215,17 @@ pub struct DirectoryRules {
 pub const DEFAULT_MEMBER_TOKEN_SECONDS: u64 = 15 * 60;
 
 /// Signed member tokens (`GET .../members/{user}/token`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRules {
     /// How long a member token is valid: the bound on a revoked member's
     /// access in an app that checks tokens offline.
-    #[serde(default = "member_seconds")]
+    #[serde(default = "member_seconds", skip_serializing_if = "is_default_member_seconds")]
     pub member_seconds: u64,
+}
+
+fn is_default_member_seconds(s: &u64) -> bool {
+    *s == DEFAULT_MEMBER_TOKEN_SECONDS
 }
 
 fn member_seconds() -> u64 {
@@ -217,26 +238,73 @@ impl Default for TokenRules {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// What a deploy of a model does to the tenants that exist (`[rollout]`).
+/// Not a rule of any tenant's access: it is left out of the fingerprint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRule {
+    #[serde(default)]
+    pub existing: Existing,
+    #[serde(default)]
+    pub at: MoveAt,
+}
+
+/// `[rollout] existing`: every existing tenant is brought to the new
+/// version (`migrate`, an automatic rollout), or keeps the one it follows
+/// until a rollout or a pin moves it (`grandfather`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Existing {
+    #[default]
+    Migrate,
+    Grandfather,
+}
+
+/// When a tenant moves: at once, or at the end of its current billing
+/// period (Stripe's current period, a CRM record's or a contract's term);
+/// a tenant with none moves at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveAt {
+    #[default]
+    Now,
+    PeriodEnd,
+}
+
+impl MoveAt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveAt::Now => "now",
+            MoveAt::PeriodEnd => "period_end",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LicensingModel {
-    pub version: String,
+    /// Names this set of rules for ever (registered with its fingerprint:
+    /// another set of rules under the same version is refused).
+    #[serde(skip_serializing)]
+    pub version: ModelVersion,
     pub roles: Vec<String>,
     pub privileged_roles: Vec<String>,
     pub default_roles: Vec<String>,
     pub tiers: Vec<Tier>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub addons: BTreeMap<String, Addon>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub stripe: StripeMapping,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub role_rules: Vec<RoleRule>,
     pub expiry: Expiry,
     pub review: Review,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub directory: DirectoryRules,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub tokens: TokenRules,
+    #[serde(default, skip_serializing)]
+    pub rollout: RolloutRule,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,15 +323,57 @@ pub enum ModelError {
 
 pub const SOURCES: [&str; 3] = ["stripe", "crm", "contract"];
 
+/// The deployed model's text and where it comes from: `ENTITLE_MODEL_PATH`
+/// if set, else the one embedded at build time.
+fn deployed_text() -> Result<(String, String), ModelError> {
+    match std::env::var("ENTITLE_MODEL_PATH") {
+        Ok(path) if !path.is_empty() => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Read { origin: path.clone(), source })?;
+            Ok((text, path))
+        }
+        _ => Ok((DEFAULT_MODEL_TOML.to_string(), "infra/licensing-model.toml".to_string())),
+    }
+}
+
+/// The deployed model's text (what is registered under its version).
+pub fn text_from_env() -> Result<String, ModelError> {
+    Ok(deployed_text()?.0)
+}
+
+/// JSON with every object's keys in order, whatever the map type: the
+/// canonical text a fingerprint is taken of.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys.into_iter().map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k]))).collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
 impl LicensingModel {
-    /// Parses and validates a model. `origin` names the file in errors.
-    /// A fingerprint of every rule: a model that changes (a deploy) gives
-    /// another, and so walks every tenant's members again.
-    pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(format!("{self:?}").as_bytes()))
+    /// The rules in their canonical form: the parsed model as JSON, keys
+    /// in order, every field at its default left out, without its
+    /// `version` and `[rollout]` (which say what the rules are called and
+    /// what a deploy does, not what they are).
+    pub fn canonical(&self) -> String {
+        canonical_json(&serde_json::to_value(self).expect("a model serialises"))
     }
 
+    /// A fingerprint of the rules (SHA-256 of [`Self::canonical`]): the same
+    /// rules give the same fingerprint, whatever the file's layout, comments
+    /// or defaults written out, and whatever code reads them.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.canonical().as_bytes()))
+    }
+
+    /// Parses and validates a model. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ModelError> {
         let model: LicensingModel = toml::from_str(text).map_err(|e| ModelError::Syntax {
             origin: origin.to_string(),
@@ -280,14 +390,8 @@ impl LicensingModel {
     /// The model this process runs with: `ENTITLE_MODEL_PATH` if set, else the
     /// one embedded at build time.
     pub fn load_from_env() -> Result<Self, ModelError> {
-        match std::env::var("ENTITLE_MODEL_PATH") {
-            Ok(path) if !path.is_empty() => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ModelError::Read { origin: path.clone(), source })?;
-                Self::from_toml(&text, &path)
-            }
-            _ => Self::from_toml(DEFAULT_MODEL_TOML, "infra/licensing-model.toml"),
-        }
+        let (text, origin) = deployed_text()?;
+        Self::from_toml(&text, &origin)
     }
 
     pub fn default_model() -> Self {
@@ -471,6 +575,62 @@ mod tests {
         let bad = DEFAULT_MODEL_TOML.replacen("entitlements = { sso = true }", "entitlements = { sso = 5 }", 1);
         let err = LicensingModel::from_toml(&bad, "m.toml").unwrap_err().to_string();
         assert!(err.contains("addons.sso.entitlements.sso"), "{err}");
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_rules_not_of_the_file() {
+        let shipped = LicensingModel::from_toml(DEFAULT_MODEL_TOML, "shipped").unwrap();
+        // Comments, layout and defaults written out keep it; so do the
+        // version and the rollout rule, which are not rules of access.
+        let same = DEFAULT_MODEL_TOML
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+            // Defaults written out.
+            .replacen("name = \"team\"", "name = \"team\"\nallows_addons = true", 1)
+            .replacen("roles = [\"admin\"]", "roles = [\"admin\"]\nreplace_defaults = false", 1)
+            .replacen("[stripe.price_ids]", "[stripe.products]\n\n[stripe.price_ids]", 1)
+            // The name and the rollout rule say nothing of the rules.
+            .replacen("version = \"2026-11-01\"", "version = \"renamed\"", 1)
+            .replacen("existing = \"migrate\"\nat = \"now\"", "existing = \"grandfather\"\nat = \"period_end\"", 1);
+        let same = LicensingModel::from_toml(&same, "same").unwrap();
+        assert_eq!(same.rollout, RolloutRule { existing: Existing::Grandfather, at: MoveAt::PeriodEnd });
+        assert_eq!(same.fingerprint(), shipped.fingerprint());
+        // Optional rules left out are their defaults: the same rules.
+        let without_defaults = DEFAULT_MODEL_TOML.replacen("[tokens]\nmember_seconds = 900", "", 1).replacen("when_full = \"wait\"", "", 1).replacen("[rollout]\nexisting = \"migrate\"\nat = \"now\"", "", 1);
+        assert_ne!(without_defaults, DEFAULT_MODEL_TOML);
+        assert_eq!(LicensingModel::from_toml(&without_defaults, "w").unwrap().fingerprint(), shipped.fingerprint());
+        // The canonical form names no default and no version.
+        let canonical = shipped.canonical();
+        assert!(!canonical.contains("member_seconds") && !canonical.contains("2026-11-01") && !canonical.contains("allows_addons\":true"), "{canonical}");
+        // Any rule changed is another fingerprint.
+        for (from, to) in [
+            ("projects = 50", "projects = 75"),
+            ("grace_days = 7", "grace_days = 8"),
+            ("min_tier = \"business\"", "min_tier = \"team\""),
+            ("member_seconds = 900", "member_seconds = 600"),
+            ("sso_addon = { addon = \"sso\" }\nextra", "sso_addon = { addon = \"extra_projects\" }\nextra"),
+            ("max_seats = 1", "max_seats = 2"),
+        ] {
+            let changed = DEFAULT_MODEL_TOML.replacen(from, to, 1);
+            assert_ne!(changed, DEFAULT_MODEL_TOML, "{from} is in the shipped model");
+            assert_ne!(LicensingModel::from_toml(&changed, "c").unwrap().fingerprint(), shipped.fingerprint(), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn a_version_is_required_and_well_formed() {
+        let without = DEFAULT_MODEL_TOML.replacen("version = \"2026-11-01\"", "", 1);
+        assert!(LicensingModel::from_toml(&without, "m").unwrap_err().to_string().contains("version"));
+        let bad = DEFAULT_MODEL_TOML.replacen("version = \"2026-11-01\"", "version = \"a b\"", 1);
+        assert!(LicensingModel::from_toml(&bad, "m").unwrap_err().to_string().contains("version"));
+    }
+
+    #[test]
+    fn canonical_json_orders_keys_at_every_depth() {
+        let v = serde_json::json!({"b": [{"z": 1, "a": 2}], "a": {"y": true, "x": null}});
+        assert_eq!(canonical_json(&v), r#"{"a":{"x":null,"y":true},"b":[{"a":2,"z":1}]}"#);
     }
 
     #[test]

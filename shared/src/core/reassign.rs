@@ -83,7 +83,7 @@ pub fn reassign(
     let pin = |hold: bool| Some(Pin { hold, by: actor.to_string(), at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) });
     let mut out = Reassignment::default();
     let change = |item: &MemberItem, access: MemberAccess, seat: Seat, rule: String, out: &mut Reassignment| {
-        let step = MemberStep::new(item, access, seat, rule);
+        let step = MemberStep::new(item, access, seat, rule, model);
         out.used_delta += step.used_delta();
         out.pending_delta += step.pending_delta();
         out.changes.push(step);
@@ -153,7 +153,7 @@ mod tests {
         let m = LicensingModel::default_model();
         let member = member(id, 1, &[]);
         let access = access_on_create(&m, &tenant(5), &TenantRules::default(), &member, status);
-        MemberItem { rev: 3, ..MemberItem::new(member, access) }
+        MemberItem { rev: 3, ..MemberItem::new(member, access, &LicensingModel::default_model()) }
     }
 
     fn req(hold: bool, from: Option<&str>) -> SeatRequest {

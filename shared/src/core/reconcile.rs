@@ -13,7 +13,7 @@
 use crate::core::access::{self, in_line, MemberAccess, MemberItem, MemberStatus, SeatedAccess, TenantRules};
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::events::Announcement;
-use crate::core::ids::{TargetId, TenantId};
+use crate::core::ids::{ModelVersion, TargetId, TenantId};
 use crate::core::license::{MemberPolicy, TenantAccess};
 use crate::core::model::LicensingModel;
 use crate::core::seats::{Seat, Verdict};
@@ -61,26 +61,36 @@ pub const fn members_per_chunk(targets: usize) -> usize {
 }
 
 /// One member's change as a reconcile writes it: the item after (at its
-/// next revision), the revision it was read at (the write is conditional on
-/// it), its access and seat before, and the rule that decided it.
+/// next revision, its access decided under the tenant's model version), the
+/// revision it was read at (the write is conditional on it), its access,
+/// seat and version before, and the rule that decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberStep {
     pub item: MemberItem,
     pub read_at_rev: u64,
     pub before: MemberAccess,
     pub seat_before: Seat,
+    pub version_before: ModelVersion,
     pub rule: String,
 }
 
 impl MemberStep {
-    pub fn new(held: &MemberItem, access: MemberAccess, seat: Seat, rule: String) -> Self {
+    pub fn new(held: &MemberItem, access: MemberAccess, seat: Seat, rule: String, model: &LicensingModel) -> Self {
+        // A member decided under another version than the one it was: the
+        // rule says so (a model's rollout, a pin, a tier the old version lacks).
+        let rule = if held.model_version == model.version { rule } else { format!("model {} -> {}: {rule}", held.model_version, model.version) };
         MemberStep {
-            item: MemberItem { access, seat, rev: held.rev + 1, ..held.clone() },
+            item: MemberItem { access, seat, rev: held.rev + 1, model_version: model.version.clone(), ..held.clone() },
             read_at_rev: held.rev,
             before: held.access.clone(),
             seat_before: held.seat.clone(),
+            version_before: held.model_version.clone(),
             rule,
         }
+    }
+    /// Whether what the member may do changed (not only the version it was decided under).
+    pub fn access_changed(&self) -> bool {
+        self.before != self.item.access
     }
     pub fn used_delta(&self) -> i64 {
         i64::from(self.item.access.holds_seat()) - i64::from(self.before.holds_seat())
@@ -94,8 +104,10 @@ impl MemberStep {
 /// holder keeps its seat with the roles of the tier, a member in line stays
 /// there, a member the tenant's suspension took out joins the line again;
 /// nothing moves a seat between members (the seat pass does). Its place in
-/// the stored seat order follows its privilege at this tier. `None` when it
-/// is as it should be.
+/// the stored seat order follows its privilege at this tier, and its item
+/// the tenant's model version. `None` when it is as it should be (a removed
+/// member keeps the version its removal was decided under: it has no
+/// access to decide).
 pub fn walked(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules, held: &MemberItem) -> Option<MemberStep> {
     let m = &held.member;
     let privileged = access::privileged(model, tenant, rules, m);
@@ -117,14 +129,15 @@ pub fn walked(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules
         }
     };
     let seat = Seat { privileged, ..held.seat.clone() };
-    (want != held.access || seat != held.seat).then(|| MemberStep::new(held, want, seat, rule))
+    let restamp = held.model_version != model.version && !(m.removed && want == held.access);
+    (want != held.access || seat != held.seat || restamp).then(|| MemberStep::new(held, want, seat, rule, model))
 }
 
 /// The seats a cut takes: `last` are the last holders in the seat order
 /// (the stored order, read from its end), as many as there are holders past
 /// the tenant's `total` seats. Each joins the line now, the longest-seated
 /// of them first, and loses its pin with its seat.
-pub fn cut(last: &[MemberItem], holders: usize, total: u32, now: u64) -> Vec<MemberStep> {
+pub fn cut(model: &LicensingModel, last: &[MemberItem], holders: usize, total: u32, now: u64) -> Vec<MemberStep> {
     let n = last.len();
     last.iter()
         .rev()
@@ -133,7 +146,7 @@ pub fn cut(last: &[MemberItem], holders: usize, total: u32, now: u64) -> Vec<Mem
             let seat = Seat { since: now + j as u64, pin: None, privileged: held.seat.privileged };
             let verdict = Verdict::Cut { place: holders - (n - 1 - j), holders, total };
             let rule = access::seat_rule(&verdict, &seat, total);
-            MemberStep::new(held, MemberAccess::without_access(MemberStatus::PendingSeat), seat, rule)
+            MemberStep::new(held, MemberAccess::without_access(MemberStatus::PendingSeat), seat, rule, model)
         })
         .collect()
 }
@@ -151,7 +164,7 @@ pub fn grant(model: &LicensingModel, tenant: &TenantAccess, rules: &TenantRules,
             let (_, fired) = access::roles_for(model, &tenant.tier, &held.member, rules);
             let fired = if fired.is_empty() { "default_roles".to_string() } else { fired.join(", ") };
             let rule = format!("{}; roles from [{fired}]", access::seat_rule(&Verdict::Granted { place: i + 1 }, &seat, tenant.seats_total));
-            MemberStep::new(held, access, seat, rule)
+            MemberStep::new(held, access, seat, rule, model)
         })
         .collect()
 }
@@ -169,9 +182,11 @@ pub struct TenantChange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     /// Members with their new access and seat (at their next revision),
-    /// and the revision each was read at (the write is conditional on it:
-    /// a decision made on a snapshot never overrides a newer write).
-    pub members: Vec<(MemberItem, u64)>,
+    /// the revision each was read at (the write is conditional on it: a
+    /// decision made on a snapshot never overrides a newer write), and
+    /// whether its targets are told (not for an item only stamped with a
+    /// new model version: nothing a target holds changed).
+    pub members: Vec<(MemberItem, u64, bool)>,
     /// The tenant's new effective access.
     pub tenant: Option<TenantAccess>,
     /// The tenant's new contract role grants.
@@ -232,11 +247,12 @@ pub fn chunks(mut steps: Vec<MemberStep>, tenant: TenantChange, walk: Option<Wal
         }
         for step in part {
             let id = &step.item.member.user_id;
-            chunk.members.push((step.item.clone(), step.read_at_rev));
+            let deliver = step.access_changed() || step.seat_before != step.item.seat;
+            chunk.members.push((step.item.clone(), step.read_at_rev, deliver));
             let mut record = AuditEvent::new(AuditAction::MemberAccessChanged, format!("member:{id}"), cause, step.rule.clone())
-                .before(SeatedAccess { access: &step.before, seat: &step.seat_before })
-                .after(SeatedAccess { access: &step.item.access, seat: &step.item.seat });
-            if step.before != step.item.access {
+                .before(SeatedAccess { access: &step.before, seat: &step.seat_before, model: &step.version_before })
+                .after(SeatedAccess::of(&step.item));
+            if step.access_changed() {
                 record = record.announcing(Announcement::MemberAccessChanged { user_id: id.clone(), before: step.before.clone(), after: step.item.access.clone() });
             }
             chunk.audit.push(record);

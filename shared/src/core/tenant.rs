@@ -3,10 +3,13 @@
 
 pub use crate::core::access::MemberItem;
 use crate::core::access::{MemberAccess, TenantRules};
-use crate::core::audit::{ChainHead, PendingRecord};
+use crate::core::audit::{Cause, ChainHead, PendingRecord};
 use crate::core::contract::ContractDocument;
+use crate::core::ids::{ModelVersion, RunId};
 use crate::core::license::{License, TenantAccess};
 use crate::core::scim::Target;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// The tenant's `META` item: its effective access as last provisioned, the
 /// seat counters (kept by account creations and removals with conditional
@@ -39,6 +42,48 @@ pub struct TenantMeta {
     /// pass or a walk goes on in the next message); cleared by the
     /// reconcile that finishes. A barrier waits behind it.
     pub continues: bool,
+    /// The licensing model version whose rules the tenant follows (a
+    /// tenant stored before versions were kept follows the first
+    /// registered version).
+    pub model_version: ModelVersion,
+    /// Kept on a version by the vendor's operator (a negotiated contract):
+    /// rollouts skip the tenant until the pin is released or its `until` passes.
+    pub model_pin: Option<ModelPin>,
+    /// A rollout's move waiting for the end of the tenant's billing period.
+    pub model_waiting: Option<WaitingMove>,
+}
+
+/// A tenant kept on a version (`PUT /tenants/{tenant}/model`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPin {
+    pub version: ModelVersion,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A move to `to` that a rollout scheduled for the end of the tenant's
+/// billing period (`at`); the sweep hands it to the rollout when due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingMove {
+    pub rollout: RunId,
+    pub to: ModelVersion,
+    pub at: DateTime<Utc>,
+}
+
+impl TenantMeta {
+    /// When the tenant's model item is next due for the sweep: a waiting
+    /// move or a pin's end, whichever comes first.
+    pub fn model_due(&self) -> Option<DateTime<Utc>> {
+        let pin_ends = self.model_pin.as_ref().and_then(|p| p.until);
+        let moves = self.model_waiting.as_ref().map(|w| w.at);
+        match (pin_ends, moves) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// A walk over every member of a tenant, page by page, bringing each to the
@@ -54,6 +99,25 @@ pub struct Walk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     pub done: bool,
+    /// What started the walk, when it says (a model's rollout): every
+    /// member change of the walk is audited with it, whichever message
+    /// goes on with the walk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// Members whose access (status, roles, entitlements) this walk changed so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub changed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Walk {
+    /// A walk toward `goal`, from its start.
+    pub fn new(goal: String, cause: Option<Cause>) -> Self {
+        Walk { goal, after: None, done: false, cause, changed: 0 }
+    }
 }
 
 /// What a member walk brings members to: the licensing model, what of the
@@ -62,8 +126,10 @@ pub struct Walk {
 /// wording) and its contract rules, as one fingerprint. A change of seats
 /// alone walks no member.
 pub fn walk_goal(model: &crate::core::model::LicensingModel, access: &TenantAccess, rules: &TenantRules) -> String {
+    // The version is in it besides the rules' fingerprint: a move between
+    // two versions of the same rules still stamps every member with its version.
     let follows = serde_json::json!({"tier": access.tier, "entitlements": access.entitlements, "policy": access.policy});
-    crate::core::audit::hash_of(&format!("{}|{follows}|{}", model.fingerprint(), serde_json::to_string(rules).expect("serialises")))
+    crate::core::audit::hash_of(&format!("{}|{}|{follows}|{}", model.version, model.fingerprint(), serde_json::to_string(rules).expect("serialises")))
 }
 
 /// Whether the work queued for the tenant is done: no member walk half

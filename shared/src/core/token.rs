@@ -51,6 +51,10 @@ pub struct MemberClaims {
     /// The tenant's tier, while the member holds a seat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// The licensing model version the member's access was decided under
+    /// (a token cut after a tenant moved says the new one).
+    #[serde(default)]
+    pub model: String,
     pub iat: i64,
     pub exp: i64,
     /// The tenant's audit position (chain head) the token was cut from:
@@ -83,6 +87,7 @@ impl MemberClaims {
             roles: if active { a.roles.clone() } else { BTreeSet::new() },
             entitlements: if active { a.entitlements.clone() } else { Entitlements::new() },
             tier: tier.filter(|_| active).map(str::to_string),
+            model: item.model_version.to_string(),
             iat,
             exp: iat + i64::try_from(lifetime).unwrap_or(i64::MAX / 2),
             audit_seq,
@@ -106,6 +111,9 @@ pub struct LicenseClaims {
     pub grace_until: Option<String>,
     /// The licenses and contracts it was decided from.
     pub sources: Vec<Value>,
+    /// The licensing model version the tenant follows.
+    #[serde(default)]
+    pub model: String,
     pub iat: i64,
     pub exp: i64,
     pub audit_seq: u64,
@@ -117,7 +125,8 @@ impl LicenseClaims {
     /// tenant set one, else until the end of its grace (a year when it
     /// never ends), at least a minute.
     #[allow(clippy::too_many_arguments)]
-    pub fn of(iss: &str, tenant: &TenantId, access: &TenantAccess, licenses: &[License], grace_days: u32, audit_seq: u64, iat: i64, lifetime: Option<u64>) -> Self {
+    pub fn of(iss: &str, tenant: &TenantId, access: &TenantAccess, licenses: &[License], model: &crate::core::model::LicensingModel, audit_seq: u64, iat: i64, lifetime: Option<u64>) -> Self {
+        let grace_days = model.expiry.grace_days;
         let text = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let grace_until = access.expires_at.map(|e| e + chrono::Duration::days(i64::from(grace_days)));
         let ends = grace_until.map(|t| t.timestamp());
@@ -142,6 +151,7 @@ impl LicenseClaims {
             expires_at: access.expires_at.map(text),
             grace_until: grace_until.map(text),
             sources,
+            model: model.version.to_string(),
             iat,
             exp,
             audit_seq,
@@ -289,7 +299,7 @@ mod tests {
     #[test]
     fn a_member_without_access_gets_a_token_that_says_so() {
         let t = TenantId::parse("t1").unwrap();
-        let mut item = MemberItem::new(member("u1", 1, &[]), MemberAccess::without_access(MemberStatus::Suspended));
+        let mut item = MemberItem::new(member("u1", 1, &[]), MemberAccess::without_access(MemberStatus::Suspended), &crate::core::model::LicensingModel::default_model());
         item.access.roles.insert("admin".into());
         let c = MemberClaims::of("https://entitle", &t, &item, Some("team"), 7, 1_000, 900);
         assert_eq!((c.status.as_str(), c.seat.as_str(), c.tier.as_deref()), ("suspended", "none", None));

@@ -57,11 +57,11 @@ pub fn flag(name: &'static str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")
 }
 
-/// What every function starts with: logging, the SDK's configuration, the
-/// licensing model and the tables.
+/// What every function starts with: logging, the SDK's configuration, and
+/// the tables (with the deployed licensing model: the registry gives the
+/// rules of every version a tenant follows, read when first needed).
 pub struct Base {
     pub aws: aws_config::SdkConfig,
-    pub model: Arc<LicensingModel>,
     pub store: Dynamo,
 }
 
@@ -69,9 +69,8 @@ pub struct Base {
 pub async fn start() -> Result<Base, ConfigError> {
     init_logging();
     let aws = aws().await;
-    let model = model()?;
-    let store = store(&aws, model.clone())?;
-    Ok(Base { aws, model, store })
+    let store = store(&aws, model()?)?;
+    Ok(Base { aws, store })
 }
 
 /// The SDK's shared configuration: region, credentials and (locally)
@@ -81,8 +80,14 @@ pub async fn aws() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// The deployed licensing model (`ENTITLE_MODEL_PATH`, else the one built in).
 pub fn model() -> Result<Arc<LicensingModel>, ConfigError> {
     Ok(Arc::new(LicensingModel::load_from_env()?))
+}
+
+/// The deployed licensing model's text, as it is registered.
+pub fn model_text() -> Result<String, ConfigError> {
+    Ok(crate::core::model::text_from_env()?)
 }
 
 /// The tables (`STATE_TABLE`, `AUDIT_TABLE`) and the licensing model.
@@ -93,6 +98,19 @@ pub fn store(aws: &aws_config::SdkConfig, model: Arc<LicensingModel>) -> Result<
 /// The reconcile queue (`RECONCILE_QUEUE_URL`).
 pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<ReconcileQueue, ConfigError> {
     Ok(ReconcileQueue::new(aws_sdk_sqs::Client::new(aws), required("RECONCILE_QUEUE_URL")?))
+}
+
+/// The rollouts' and previews' work queue (`MODEL_WORK_QUEUE_URL`).
+pub fn work_queue(aws: &aws_config::SdkConfig) -> Result<crate::adapters::sqs::WorkQueueSqs, ConfigError> {
+    Ok(crate::adapters::sqs::WorkQueueSqs::new(aws_sdk_sqs::Client::new(aws), required("MODEL_WORK_QUEUE_URL")?))
+}
+
+/// How much one hand-out of rollouts' and previews' tenants takes: tenants
+/// per work message (`MODEL_WORK_BATCH`, 100) and, per run, tenants handed
+/// out and not settled at once (`MODEL_WORK_IN_FLIGHT`, 1000): the bound
+/// on the rate at which a run works the table.
+pub fn pump_limits() -> Result<(usize, u64), ConfigError> {
+    Ok((optional("MODEL_WORK_BATCH", 100usize)?.clamp(1, 500), optional("MODEL_WORK_IN_FLIGHT", 1000u64)?.max(1)))
 }
 
 /// The billing queue (`BILLING_QUEUE_URL`).

@@ -97,13 +97,13 @@ async fn main() {
     );
     let started = Instant::now();
     let limits = SweepLimits { stop_at: Instant::now() + std::time::Duration::from_secs(3600), max_items: None };
-    let report = sweep(&model, &store, as_of, &run, limits).await.expect("sweep");
+    let report = sweep(&store, as_of, &run, limits).await.expect("sweep");
     let secs = started.elapsed().as_secs_f64();
     let due = report.licenses.max(1) as f64;
     println!("sweep: {} due licenses, {} transitions, complete {}, {:.1} s", report.licenses, report.transitions, report.complete, secs);
     println!("  due-index items read: {} ({:.2} per due item)", report.index_reads, report.index_reads as f64 / due);
     println!("  items read to decide and write (tenant head, license): {} ({:.2} per due item)", report.item_reads, report.item_reads as f64 / due);
     println!("  all item reads: {:.2} per due item; a table scan would read {:.0} per due item", (report.index_reads + report.item_reads) as f64 / due, total as f64 / due);
-    let again = sweep(&model, &store, as_of, &format!("{run}-again"), SweepLimits { stop_at: Instant::now() + std::time::Duration::from_secs(600), max_items: None }).await.expect("sweep");
+    let again = sweep(&store, as_of, &format!("{run}-again"), SweepLimits { stop_at: Instant::now() + std::time::Duration::from_secs(600), max_items: None }).await.expect("sweep");
     println!("second sweep at the same instant: {} due, {} index items read", again.licenses, again.index_reads);
 }

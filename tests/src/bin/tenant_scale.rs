@@ -82,12 +82,12 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
     crm(s, t, "team", size.max(1), 1).await;
     s.tenant_where(t, "provisioned", |v| v["seats"]["total"] == size.max(1)).await;
     let tenant = TenantId::parse(t).unwrap();
-    let (store, model) = (Arc::new(s.store()), s.model());
+    let store = Arc::new(s.store());
     let next = Arc::new(AtomicU32::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let (store, model, tenant, next) = (store.clone(), model.clone(), tenant.clone(), next.clone());
+            let (store, tenant, next) = (store.clone(), tenant.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
@@ -100,7 +100,7 @@ async fn seeded(s: &Stack, t: &str, size: u32) -> Duration {
                         groups: if i % 50 == 0 { ["finance".to_string()].into() } else { Default::default() },
                         attributes: Default::default(),
                     };
-                    members::create(&model, &*store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
+                    members::create(&*store, &tenant, &new, &format!("seed-{i}"), chrono::Utc::now()).await.unwrap();
                     if (i + 1) % 10_000 == 0 {
                         println!("  seeding: {} members after {:.0} s", i + 1, started.elapsed().as_secs_f64());
                     }

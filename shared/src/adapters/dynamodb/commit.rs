@@ -17,7 +17,6 @@ use crate::core::audit::{self, ChainHead, PendingRecord};
 use crate::core::license::MemberPolicy;
 use crate::core::contract::AmendmentStatus;
 use crate::core::events::announced;
-use crate::core::expiry::next_due;
 use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::email_key;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -138,9 +137,9 @@ impl Dynamo {
                 Some("attribute_not_exists(pk)"),
                 vec![],
             ),
-            Write::License { license, if_version } => {
+            Write::License { license, if_version, due } => {
                 let sk = license_sk(license.source, license.license_id.as_str());
-                let due = next_due(&self.model, license).map(|(at, _)| at);
+                let due = *due;
                 let item = with_due(vec![("pk", s(&tpk)), ("sk", s(&sk)), ("license", s(to_json(license))), ("source_version", n(license.source_version))], &tpk, &sk, due);
                 match if_version {
                     Some(v) => put(t, item, Some("source_version = :v"), vec![(":v", n(v))]),
@@ -156,6 +155,7 @@ impl Dynamo {
                     ("status", s(m.access.status.as_str())),
                     ("seat", s(to_json(&m.seat))),
                     ("rev", n(m.rev)),
+                    ("model_version", s(m.model_version.as_str())),
                 ];
                 if let Some(link) = &m.link {
                     attrs.push(("link", s(to_json(link))));
@@ -325,7 +325,9 @@ impl Dynamo {
 
     /// The pending records it chains (each chained, and removed), the audit
     /// records, the event items, and the lock on the head (last).
-    fn chain_items(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change) -> (Vec<TransactWriteItem>, ChainHead) {
+    /// `new_version`: the version a tenant created by this change follows
+    /// (the latest registered, read as it commits).
+    fn chain_items(&self, tenant: &TenantId, expected: Option<&ChainHead>, change: &Change, new_version: Option<&ModelVersion>) -> (Vec<TransactWriteItem>, ChainHead) {
         let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
         let at = rfc3339(change.at);
         let mut items = Vec::new();
@@ -390,6 +392,13 @@ impl Dynamo {
             // Plain copies for the conditions of seat claims at creation.
             set("seats_total", n(a.seats_total));
             set("seated", AttributeValue::Bool(a.policy == MemberPolicy::Seated));
+            // And for the index of tenants (listing by tier).
+            set("tier", s(&a.tier));
+        }
+        // The version it follows, and its place in the index of tenants.
+        if let Some(v) = m.model_version.as_ref().or(new_version) {
+            set("model_version", s(v.as_str()));
+            set("model_list", s(super::models::model_list(v)));
         }
         if let Some(r) = &m.rules {
             set("rules", s(to_json(r)));
@@ -405,6 +414,25 @@ impl Dynamo {
         match m.license_file_seconds {
             Some(Some(secs)) => set("license_file_seconds", n(secs)),
             Some(None) => removes.push("license_file_seconds"),
+            None => {}
+        }
+        match &m.model_pin {
+            Some(Some(p)) => set("model_pin", s(to_json(p))),
+            Some(None) => removes.push("model_pin"),
+            None => {}
+        }
+        match &m.model_waiting {
+            Some(Some(w)) => set("model_waiting", s(to_json(w))),
+            Some(None) => removes.push("model_waiting"),
+            None => {}
+        }
+        // The sweep's item for a pin's end or a waiting move (in the due index).
+        match m.model_due {
+            Some(Some(at)) => items.push(put(&self.state, with_due(vec![("pk", s(tenant_pk(tenant))), ("sk", s(MODEL_DUE))], &tenant_pk(tenant), MODEL_DUE, Some(at)), None, vec![])),
+            Some(None) => {
+                let delete = Delete::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(MODEL_DUE)).build().expect("table, key set");
+                items.push(TransactWriteItem::builder().delete(delete).build());
+            }
             None => {}
         }
         let mut conditions = vec![match expected {
@@ -511,7 +539,12 @@ impl Dynamo {
         let head = expected.cloned().unwrap_or_else(ChainHead::genesis);
         let mut items: Vec<TransactWriteItem> = change.writes.iter().map(|w| self.item(tenant, head.seq + 1 + change.integrate.len() as u64, w)).collect();
         let own = items.len();
-        let (chain, new_head) = self.chain_items(tenant, expected, change);
+        // A tenant this change creates follows the latest version, read now.
+        let new_version = match expected {
+            None if change.meta.model_version.is_none() => Some(self.latest_version_now().await.map_err(CommitError::Port)?),
+            _ => None,
+        };
+        let (chain, new_head) = self.chain_items(tenant, expected, change, new_version.as_ref());
         items.extend(chain);
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(new_head),

@@ -72,12 +72,13 @@ impl Directories for Dynamo {
             (email_pk(tenant), crate::core::tenant::email_key(user_name)),
         ];
         let (meta, items) = self.get_with_meta(tenant, &keys).await?;
+        let legacy = self.legacy().await?;
         let at = |i: usize| items.get(i).cloned().flatten();
         let key = |i: usize| format!("{}/{}", keys[i].0, keys[i].1);
         let holder = |i: usize| at(i).as_ref().and_then(|item| get_s(item, "user_id")).and_then(|u| UserId::parse(u).ok());
         Ok(PushView {
             meta,
-            member: at(0).map(|i| super::tenants::member_from_item(&i, &key(0))).transpose()?,
+            member: at(0).map(|i| super::tenants::member_from_item(&i, &key(0), &legacy)).transpose()?,
             connection: match at(1) {
                 None => None,
                 Some(i) => json_attr(&i, "connection", &key(1))?,

@@ -53,6 +53,9 @@ fn due_item(pk: &str, sk: &str, due_at: i64) -> Option<DueItem> {
         if sk == "META" {
             return Some(DueItem::Checkpoint { tenant, due_at });
         }
+        if sk == MODEL_DUE {
+            return Some(DueItem::Model { tenant, due_at });
+        }
         return None;
     }
     if let Some(rest) = pk.strip_prefix("S#") {

@@ -20,7 +20,14 @@
 //! | `CP#<tenant>` | `<seq, 20 digits>` | a signed checkpoint of the tenant's audit chain (the sweep's, periodically) |
 //! | `EV#<tenant>` | `<event id>` | an access-changed event, written with its change; the stream's Pipe puts it on the bus (TTL: a day) |
 //! | `D#<tenant>` | `CONN#…`, `UN#…`, `G#…`, `GN#…`, `GM#…` | the tenant's directory: connections, userName and group name claims, groups and their members (see [`directory`]) |
+//! | `T#<tenant>` | `MODEL_DUE` | when the tenant's model pin ends or its waiting move falls due (in the `due` index) |
+//! | `MODEL` | `HEAD` / `VER#<version>` | the registry of licensing model versions: the latest and first, each version's fingerprint and text (see [`models`]) |
+//! | `RUNS` / `RUNS#ACTIVE` / `RUN#<id>` | `<id>` / `<id>` / `T#<tenant>`, `P#<tenant>#<page>` | rollouts and previews, the ones not finished, each tenant's outcome and preview pages |
 //!
+//! A tenant's `META` carries `model_version` (absent: stored before versions
+//! were kept, it follows the first registered version) and `model_list`
+//! (`V#<version>`) with `tier`: the sparse `models` index of tenants by
+//! the version they follow.
 //! The audit table holds the chain: `tenant_id` (hash key), `seq` (range key).
 //! Items with a pending time-based transition carry `due_at`/`due_shard`
 //! and are in the sparse `due` index (see [`due`]); so does a tenant's
@@ -42,6 +49,7 @@ mod commit;
 mod contracts;
 mod directory;
 pub mod due;
+pub mod models;
 pub mod parked;
 mod targets;
 mod tenants;
@@ -49,7 +57,7 @@ mod tokens;
 
 use crate::app::ports::PortError;
 use crate::core::audit::{ChainHead, GENESIS};
-use crate::core::ids::{TargetId, TenantId, UserId};
+use crate::core::ids::{ModelVersion, TargetId, TenantId, UserId};
 use crate::core::license::Source;
 use crate::core::model::LicensingModel;
 use crate::core::scim::{Pending, Target};
@@ -65,24 +73,38 @@ use std::sync::Arc;
 pub const IDEMPOTENCY_DAYS: i64 = 35;
 /// How long an event item stays (the stream has long passed it on).
 pub const EVENT_TTL_HOURS: i64 = 24;
+/// The sort key of a tenant's model item in the due index (a pin's end, a
+/// waiting move).
+pub(crate) const MODEL_DUE: &str = "MODEL_DUE";
 /// The partition key prefix of event items; the Pipe's filter names it.
 pub const EVENTS_PK_PREFIX: &str = "EV#";
 
-/// The two tables, and the licensing model (a license written falls due
-/// when the model says).
+/// The two tables, and the deployed licensing model (the rules of its
+/// version until the registry has it; the registry's versions are read
+/// and kept once needed).
 #[derive(Clone)]
 pub struct Dynamo {
     pub(crate) client: Client,
     pub(crate) state: String,
     pub(crate) audit: String,
-    pub(crate) model: Arc<LicensingModel>,
+    pub(crate) deployed: Arc<LicensingModel>,
+    pub(crate) models: Arc<models::Kept>,
     /// The pending audit records a tenant's head holds at most.
     pub(crate) pending_page: usize,
+    /// Where the registry and the runs live: the partition names' prefix
+    /// (empty; the emulator tests keep registries of their own).
+    pub(crate) registry: String,
 }
 
 impl Dynamo {
-    pub fn new(client: Client, state: String, audit: String, model: Arc<LicensingModel>) -> Self {
-        Dynamo { client, state, audit, model, pending_page: crate::core::tenant::PENDING_PAGE }
+    pub fn new(client: Client, state: String, audit: String, deployed: Arc<LicensingModel>) -> Self {
+        Dynamo { client, state, audit, deployed, models: Arc::default(), pending_page: crate::core::tenant::PENDING_PAGE, registry: String::new() }
+    }
+
+    /// The same tables with a registry of its own (partitions named after
+    /// `prefix`): a test registers versions without touching the stack's.
+    pub fn with_registry(self, prefix: &str) -> Self {
+        Dynamo { registry: prefix.to_string(), models: Arc::default(), ..self }
     }
 
     /// The same tables with a smaller page of pending audit records (tests
@@ -95,8 +117,9 @@ impl Dynamo {
         &self.client
     }
 
+    /// The deployed model.
     pub fn model(&self) -> &LicensingModel {
-        &self.model
+        &self.deployed
     }
 
     pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, PortError> {
@@ -254,8 +277,13 @@ pub(crate) fn contract_pk(c: &crate::core::ids::ContractId) -> String {
     format!("C#{c}")
 }
 
-pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortError> {
+/// A tenant's `META` as stored; one stored before versions were kept
+/// follows `legacy` (the first registered version).
+pub(crate) fn meta_from_item(item: &Item, key: &str, legacy: &ModelVersion) -> Result<TenantMeta, PortError> {
     Ok(TenantMeta {
+        model_version: version_of(item, key, legacy)?,
+        model_pin: json_attr(item, "model_pin", key)?,
+        model_waiting: json_attr(item, "model_waiting", key)?,
         access: json_attr(item, "access", key)?,
         seats_used: get_n(item, "seats_used").unwrap_or(0) as u32,
         seats_pending: get_n(item, "seats_pending").unwrap_or(0) as u32,
@@ -267,6 +295,14 @@ pub(crate) fn meta_from_item(item: &Item, key: &str) -> Result<TenantMeta, PortE
         license_file_seconds: get_n(item, "license_file_seconds"),
         continues: item.get("continues").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
     })
+}
+
+/// An item's `model_version`, or `legacy` when it has none.
+pub(crate) fn version_of(item: &Item, key: &str, legacy: &ModelVersion) -> Result<ModelVersion, PortError> {
+    match get_s(item, "model_version") {
+        None => Ok(legacy.clone()),
+        Some(v) => ModelVersion::parse(v).map_err(|e| PortError::Corrupt { key: key.to_string(), why: e.to_string() }),
+    }
 }
 
 pub(crate) fn target_from_item(item: &Item, key: &str) -> Result<Option<Target>, PortError> {

@@ -22,8 +22,9 @@ impl Dynamo {
             req = req.transact_items(get(pk, sk));
         }
         let out = req.send().await.map_err(failed("TransactGetItems"))?;
+        let legacy = self.legacy().await?;
         let mut items = out.responses.unwrap_or_default().into_iter().map(|r| r.item);
-        let meta = items.next().flatten().map(|m| meta_from_item(&m, &format!("{}/META", tenant_pk(tenant)))).transpose()?;
+        let meta = items.next().flatten().map(|m| meta_from_item(&m, &format!("{}/META", tenant_pk(tenant)), &legacy)).transpose()?;
         Ok((meta, items.collect()))
     }
 
@@ -34,11 +35,13 @@ impl Dynamo {
 }
 
 /// A member item as stored. One written before seats were sticky has its
-/// place in the seat order from its creation, and revision 0.
-pub(crate) fn member_from_item(item: &Item, key: &str) -> Result<MemberItem, PortError> {
+/// place in the seat order from its creation, and revision 0; one written
+/// before versions were kept had its access decided under `legacy` (the
+/// first registered version).
+pub(crate) fn member_from_item(item: &Item, key: &str, legacy: &ModelVersion) -> Result<MemberItem, PortError> {
     let member: crate::core::access::Member = required(item, "member", key)?;
     let seat = json_attr(item, "seat", key)?.unwrap_or_else(|| crate::core::seats::Seat::new(member.seq));
-    Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), link: json_attr(item, "link", key)?, member })
+    Ok(MemberItem { access: required(item, "access", key)?, seat, rev: get_n(item, "rev").unwrap_or(0), link: json_attr(item, "link", key)?, member, model_version: version_of(item, key, legacy)? })
 }
 
 /// A tenant's items, sorted out: its head (if it has a `META`) and its members.
@@ -48,17 +51,18 @@ struct Parts {
 }
 
 impl Dynamo {
-    fn parts(&self, tenant: &TenantId, items: Vec<Item>) -> Result<Parts, PortError> {
+    async fn parts(&self, tenant: &TenantId, items: Vec<Item>) -> Result<Parts, PortError> {
+        let legacy = self.legacy().await?;
         let (mut meta, mut licenses, mut members, mut contracts, mut targets, mut pending_audit) = (None, Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for item in items {
             let sk = get_s(&item, "sk").unwrap_or_default();
             let key = format!("{}/{sk}", tenant_pk(tenant));
             if sk == "META" {
-                meta = Some(meta_from_item(&item, &key)?);
+                meta = Some(meta_from_item(&item, &key, &legacy)?);
             } else if sk.starts_with("LIC#") {
                 licenses.extend(json_attr::<License>(&item, "license", &key)?);
             } else if sk.starts_with("MEM#") {
-                members.push(member_from_item(&item, &key)?);
+                members.push(member_from_item(&item, &key, &legacy)?);
             } else if sk.starts_with("CONTRACT#") {
                 let doc: ContractDocument = required(&item, "document", &key)?;
                 contracts.push((doc, get_n(&item, "version").unwrap_or(0)));
@@ -84,12 +88,14 @@ fn pending_from(item: &Item, key: &str) -> Result<PendingRecord, PortError> {
 impl Tenants for Dynamo {
     async fn meta(&self, tenant: &TenantId) -> Result<Option<TenantMeta>, PortError> {
         let key = format!("{}/META", tenant_pk(tenant));
-        self.get(tenant_pk(tenant), "META".into()).await?.map(|i| meta_from_item(&i, &key)).transpose()
+        let item = self.get(tenant_pk(tenant), "META".into()).await?;
+        let legacy = self.legacy().await?;
+        item.map(|i| meta_from_item(&i, &key, &legacy)).transpose()
     }
 
     /// One query of the tenant's partition, read consistently.
     async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantState>, PortError> {
-        let parts = self.parts(tenant, self.query_partition(tenant_pk(tenant), "").await?)?;
+        let parts = self.parts(tenant, self.query_partition(tenant_pk(tenant), "").await?).await?;
         Ok(parts.head.map(|h| TenantState { meta: h.meta, licenses: h.licenses, members: parts.members, contracts: h.contracts, targets: h.targets, pending_audit: h.pending_audit }))
     }
 
@@ -121,13 +127,14 @@ impl Tenants for Dynamo {
             Some(k) => items.extend(all_items(before_members.set_exclusive_start_key(Some(k))).await?),
         }
         items.extend(all_items(query("pk = :pk AND sk >= :b").expression_attribute_values(":b", s("META"))).await?);
-        Ok(self.parts(tenant, items)?.head)
+        Ok(self.parts(tenant, items).await?.head)
     }
 
     async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
         let pk = tenant_pk(tenant);
         let (items, next) = self.query_page(pk.clone(), "MEM#", after.map(str::to_string), limit).await?;
-        let members = items.iter().map(|i| member_from_item(i, &format!("{pk}/{}", get_s(i, "sk").unwrap_or_default()))).collect::<Result<Vec<_>, _>>()?;
+        let legacy = self.legacy().await?;
+        let members = items.iter().map(|i| member_from_item(i, &format!("{pk}/{}", get_s(i, "sk").unwrap_or_default()), &legacy)).collect::<Result<Vec<_>, _>>()?;
         Ok((members, next))
     }
 
@@ -144,14 +151,15 @@ impl Tenants for Dynamo {
             .send()
             .await
             .map_err(failed("Query"))?;
-        out.items.unwrap_or_default().iter().map(|i| member_from_item(i, &format!("{}/{}", tenant_pk(tenant), get_s(i, "sk").unwrap_or_default()))).collect()
+        let legacy = self.legacy().await?;
+        out.items.unwrap_or_default().iter().map(|i| member_from_item(i, &format!("{}/{}", tenant_pk(tenant), get_s(i, "sk").unwrap_or_default()), &legacy)).collect()
     }
 
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
         let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
         match self.get(tenant_pk(tenant), member_sk(user)).await? {
             None => Ok(None),
-            Some(item) => Ok(Some(member_from_item(&item, &key)?)),
+            Some(item) => Ok(Some(member_from_item(&item, &key, &self.legacy().await?)?)),
         }
     }
 
@@ -184,7 +192,7 @@ impl Tenants for Dynamo {
         let (meta, item) = self.get_both(tenant, &member_sk(user)).await?;
         let member = match item {
             None => None,
-            Some(i) => Some(member_from_item(&i, &key)?),
+            Some(i) => Some(member_from_item(&i, &key, &self.legacy().await?)?),
         };
         Ok((meta, member))
     }
@@ -192,7 +200,8 @@ impl Tenants for Dynamo {
     async fn meta_and_members(&self, tenant: &TenantId, users: &[UserId]) -> Result<(Option<TenantMeta>, Vec<Option<MemberItem>>), PortError> {
         let keys: Vec<(String, String)> = users.iter().map(|u| (tenant_pk(tenant), member_sk(u))).collect();
         let (meta, items) = self.get_with_meta(tenant, &keys).await?;
-        let members = items.iter().zip(&keys).map(|(item, (pk, sk))| item.as_ref().map(|i| member_from_item(i, &format!("{pk}/{sk}"))).transpose()).collect::<Result<_, _>>()?;
+        let legacy = self.legacy().await?;
+        let members = items.iter().zip(&keys).map(|(item, (pk, sk))| item.as_ref().map(|i| member_from_item(i, &format!("{pk}/{sk}"), &legacy)).transpose()).collect::<Result<_, _>>()?;
         Ok((meta, members))
     }
 

@@ -15,7 +15,7 @@ impl TokenCache for Dynamo {
         let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
         match self.get(tenant_pk(tenant), member_sk(user)).await? {
             None => Ok((None, None)),
-            Some(item) => Ok((Some(member_from_item(&item, &key)?), json_attr(&item, "token", &key)?)),
+            Some(item) => Ok((Some(member_from_item(&item, &key, &self.legacy().await?)?), json_attr(&item, "token", &key)?)),
         }
     }
 

@@ -163,7 +163,7 @@ fn review_rules_fire_on_risky_changes() {
     let (old, _) = ContractDocument::parse(&base(), &m).unwrap();
     let members: Vec<MemberItem> = (0..45)
         .map(|i| Member { user_id: UserId::parse(format!("u{i}")).unwrap(), email: format!("u{i}@acme.test"), groups: BTreeSet::new(), attributes: BTreeMap::new(), seq: i + 1, removed: false, suspended: false })
-        .map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat)))
+        .map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat), &crate::core::model::LicensingModel::default_model()))
         .collect();
     let mut new = old.clone();
     new.seats = 30;

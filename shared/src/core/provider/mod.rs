@@ -108,7 +108,7 @@ pub fn create(model: &LicensingModel, meta: &TenantMeta, existing: Option<&Membe
     let privileged = meta.access.as_ref().is_some_and(|a| privileged(model, a, &meta.rules, &member));
     let link = Link { connection: Some(connection.to_string()), doc: pushed.doc.clone(), groups: Default::default(), created: stamp(now), modified: stamp(now) };
     let rev = existing.map_or(0, |e| e.rev) + 1;
-    let item = MemberItem { seat: Seat { privileged, ..Seat::new(member.seq) }, rev, link: Some(link), ..MemberItem::new(member, access) };
+    let item = MemberItem { seat: Seat { privileged, ..Seat::new(member.seq) }, rev, link: Some(link), ..MemberItem::new(member, access, model) };
     let audit = AuditEvent::new(AuditAction::MemberCreated, format!("member:{user_id}"), cause, format!("pushed by the tenant's identity provider; {rule}")).after(&item.access);
     Ok(Pushed::Write(Box::new(MemberWrite {
         claim_seat: item.access.status == MemberStatus::Active,
@@ -176,7 +176,7 @@ pub fn replace(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem,
     };
     seat.privileged = tenant.map_or(seat.privileged, |t| privileged(model, t, &meta.rules, &member));
     let link = Link { connection: Some(connection.to_string()), doc: pushed.doc.clone(), modified: stamp(now), created: if old_link.created.is_empty() { stamp(now) } else { old_link.created.clone() }, ..old_link };
-    let item = MemberItem { member, access, seat, rev: existing.rev + 1, link: Some(link) };
+    let item = MemberItem { member, access, seat, rev: existing.rev + 1, link: Some(link), model_version: model.version.clone() };
     let mut audit = AuditEvent::new(action, format!("member:{}", old.user_id), cause, rule)
         .before(json!({"email": old.email, "attributes": old.attributes, "active": !old.suspended, "access": existing.access}))
         .after(json!({"email": item.member.email, "attributes": item.member.attributes, "active": !item.member.suspended, "access": item.access}));
@@ -231,7 +231,7 @@ pub fn regroup(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem,
         Some(t) => (if existing.access.holds_seat() { access_on_create(model, t, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() }, privileged(model, t, &meta.rules, &member)),
         None => (existing.access.clone(), existing.seat.privileged),
     };
-    let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: Some(link) };
+    let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: Some(link), model_version: model.version.clone() };
     let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{}", existing.member.user_id), cause, "groups changed by the tenant's identity provider; roles follow the licensing model's rules")
         .before(json!({"groups": existing.member.groups, "access": existing.access}))
         .after(json!({"groups": item.member.groups, "access": item.access}));

@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn a_rendered_user_carries_entitles_view_and_projects() {
         let member = Member { user_id: UserId::parse("u1").unwrap(), email: "a@b.c".into(), groups: Default::default(), attributes: Default::default(), seq: 1_700_000_000_000_000, removed: false, suspended: false };
-        let mut item = MemberItem::new(member, MemberAccess::without_access(MemberStatus::PendingSeat));
+        let mut item = MemberItem::new(member, MemberAccess::without_access(MemberStatus::PendingSeat), &crate::core::model::LicensingModel::default_model());
         item.link = Some(Link { doc: json!({"userName": "a@b.c", "name": {"givenName": "A", "familyName": "B"}}), groups: [("g1".to_string(), "admins".to_string())].into(), ..Link::default() });
         let r = render_user("https://h/scim/v2/tenants/t1", &item, Some("team"));
         assert_eq!(r[ENTITLE]["seat"], "waiting");

@@ -14,7 +14,7 @@ fn model() -> LicensingModel {
 fn meta(seats: u32, used: u32, pending: u32) -> TenantMeta {
     let m = model();
     let access = effective_license(&m, &[crate::core::license::tests::lic("sub_1", Source::Stripe, "team", seats, LicenseStatus::Active, 1)]);
-    TenantMeta { access: Some(access), seats_used: used, seats_pending: pending, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false }
+    TenantMeta { access: Some(access), seats_used: used, seats_pending: pending, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false, model_version: crate::core::model::LicensingModel::default_model().version, model_pin: None, model_waiting: None }
 }
 
 fn cause() -> Cause {
