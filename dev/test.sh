@@ -73,12 +73,16 @@ lane() {
 #   licenses ends within the hour) do, tokens among them (a minute of its
 #   time is waiting out a token's lifetime);
 # - admin and provision_emulator both read the one dead-letter queue (a
-#   receive of one hides a message from the other): different phases.
-# A file not named here runs in the last lane.
+#   receive of one hides a message from the other): different phases;
+# - models last and alone: it deploys licensing models (dev/stack.sh
+#   redeploy restarts the functions), and a `migrate` deploy moves every
+#   tenant of the stack.
+# A file not named here runs in the last lane of the phase before models.
 phases=(
   "sweep"
   "admin scim|tokens|licenses_to_access seats billing amendments input_safety"
   "hardening|directory|profiles provision_emulator"
+  "models"
 )
 named=" ${phases[*]//|/ } "
 for name in $named; do
@@ -87,7 +91,7 @@ done
 for file in tests/tests/*.rs; do
   name=$(basename "$file" .rs)
   [ -n "${exe[$name]:-}" ] || { echo "no test binary for $file" >&2; exit 1; }
-  [[ "$named" == *" $name "* ]] || phases[-1]+=" $name"
+  [[ "$named" == *" $name "* ]] || phases[-2]+=" $name"
 done
 rm -f "$STACK_DIR/tests-failed"
 for phase in "${phases[@]}"; do

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use entitle::app::ports::Checkpoints;
 use entitle::core::audit::{chain, verify_export, AuditEvent, AuditRecord, ChainHead, Checkpoint, CHECKPOINT_INTERVAL};
-use entitle_tests::runtime::{binary, invoke_once};
+
 use entitle_tests::{member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -168,43 +168,6 @@ async fn a_parked_stripe_event_is_listed_then_replayed_once_its_reason_no_longer
     assert!(audit.iter().any(|r| r["cause"]["id"] == event_id.as_str() && ["license_recorded", "license_unchanged"].contains(&r["action"].as_str().unwrap())), "{audit:?}");
     let (code, body) = post(&s, &format!("/parked/{event_id}/replay"), "").await;
     assert_eq!((code, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
-}
-
-/// The on-call case as it happens: a new price parks a Stripe event; the
-/// model is taught the price and deployed; the replay applies the event.
-/// The deployed admin is the real binary started afresh (a cold start, as
-/// after a deploy) with the changed model file; the stack's warm admin,
-/// still on the old model, parks it again.
-#[tokio::test]
-async fn a_parked_event_is_applied_by_a_replay_once_the_deployed_model_knows_its_price() {
-    let s = Stack::connect().await;
-    let t = unique("learn");
-    let silver = format!("silver_{}", unique("plan").replace('-', "_"));
-    s.billing.post("/v1/plans", &json!({"id": silver, "amount": 4900, "currency": "usd", "interval": "month", "product": {"name": "Silver"}})).await;
-    s.billing.subscribe(Some(&t), &silver, 4).await;
-    let event_id = parked_event(&s, &t).await["event_id"].as_str().unwrap().to_string();
-    let path = format!("/parked/{event_id}/replay");
-    let (_, answer) = post(&s, &path, "").await;
-    assert_eq!(answer["parked"], true, "the running model does not know {silver}: {answer}");
-
-    // The model learns the price (a price id -> a tier), and is deployed.
-    let shipped = std::fs::read_to_string(format!("{}/../infra/licensing-model.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let taught = shipped.replacen("[stripe.price_ids]\n", &format!("[stripe.price_ids]\n{silver} = {{ tier = \"business\" }}\n"), 1);
-    assert_ne!(taught, shipped);
-    let model = std::env::temp_dir().join(format!("{}.toml", unique("model")));
-    std::fs::write(&model, taught).unwrap();
-    let mut env = entitle_tests::function_env();
-    env.insert("ENTITLE_MODEL_PATH".into(), model.display().to_string());
-    let event = entitle_tests::function_url_event("admin", "POST", &path, None, Some("arn:aws:iam::123456789012:user/on-call"));
-    let out = invoke_once(binary("admin"), &env, &event, Duration::from_secs(60)).await;
-    std::fs::remove_file(&model).ok();
-    assert!(!out.failed, "{:?}", out.body);
-    assert_eq!(out.body["statusCode"], 200, "{:?}", out.body);
-    let answer: Value = serde_json::from_str(out.body["body"].as_str().unwrap()).unwrap();
-    assert_eq!((answer["parked"].as_bool(), answer["status"].as_str()), (Some(false), Some("applied")), "{answer}");
-    s.tenant_where(&t, "the business tier, 4 seats", |v| v["tier"] == "business" && v["seats"]["total"] == 4).await;
-    let (_, after) = get_json(&s, "/parked?source=stripe").await;
-    assert!(!after["parked"].as_array().unwrap().iter().any(|p| p["event_id"] == event_id.as_str()), "unparked: {after}");
 }
 
 #[tokio::test]

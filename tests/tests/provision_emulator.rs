@@ -13,7 +13,6 @@ use entitle::adapters::dynamodb::Dynamo;
 use entitle::app::memory::{crm_change, is_injected_crash, Crashing};
 use entitle::app::ports::{Targets, Tenants};
 use entitle::app::{audit, licenses, members, reconcile::reconcile, targets};
-use entitle::core::model::LicensingModel;
 use entitle::core::reconcile::{members_per_chunk, MAX_TRANSACTION_ITEMS};
 use entitle_tests::{unique, Stack};
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,7 +62,6 @@ async fn member_states(store: &Dynamo, t: &TenantId) -> BTreeMap<UserId, String>
 async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let s = Stack::connect().await;
     let store = s.store();
-    let model = &*s.model();
     const MEMBERS: usize = 130;
     let crashed = seeded(&store, "crash", MEMBERS).await;
     let control = seeded(&store, "control", MEMBERS).await;
@@ -100,7 +98,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let (a, b) = (member_states(&store, &crashed).await, member_states(&store, &control).await);
     assert_eq!(a.values().collect::<Vec<_>>(), b.values().collect::<Vec<_>>());
     let state = store.tenant(&crashed).await.unwrap().unwrap();
-    let desired = desired_access(model, &state.licenses, &state.members, entitle::core::seats::micros(Utc::now()));
+    let desired = desired_access(&s.model(), &state.licenses, &state.members, entitle::core::seats::micros(Utc::now()));
     for m in &state.members {
         assert_eq!(desired.members[&m.member.user_id].access, m.access);
     }
@@ -152,7 +150,6 @@ async fn event_items(s: &Stack, t: &TenantId) -> Vec<String> {
 async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     let s = Stack::connect().await;
     let store = s.store();
-    let model = &*s.model();
     let t = seeded(&store, "integrator", 30).await;
     for i in 30..130 {
         members::create(&store, &t, &new_member(i), &format!("req-{i}"), Utc::now()).await.unwrap();
@@ -180,7 +177,6 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
 #[tokio::test]
 async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
     let s = Stack::connect().await;
-    let model = &*s.model();
     let store = s.store().with_pending_page(5);
     let t = seeded(&store, "backlog", 20).await;
     for i in 20..32 {
@@ -214,7 +210,6 @@ async fn a_backlog_of_pending_records_is_read_and_chained_a_page_at_a_time() {
 #[tokio::test]
 async fn a_barrier_waits_behind_the_rest_of_a_cut_that_spans_invocations() {
     let s = Stack::connect().await;
-    let model = &*s.model();
     let store = s.store();
     let t = seeded(&store, "barrier-cut", 6).await;
     // A reconcile of the cut to two seats stopped for time, as provision
@@ -251,7 +246,6 @@ async fn a_barrier_waits_behind_the_rest_of_a_cut_that_spans_invocations() {
 #[tokio::test]
 async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
     let s = Stack::connect().await;
-    let model = &*s.model();
     let store = s.store();
     let name = format!("{}.fifo", unique("wake"));
     let url = s
@@ -324,7 +318,7 @@ async fn chained_creations(store: &Dynamo, t: &TenantId) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_seat_claims_never_overbook_even_while_reconciling() {
     let s = Stack::connect().await;
-    let (store, model) = (Arc::new(s.store()), s.model());
+    let store = Arc::new(s.store());
     let t = TenantId::parse(unique("race")).unwrap();
     licenses::record_change(&*store, &crm_change(&t, 1, 10), "h", Utc::now()).await.unwrap();
     reconcile(&*store, &t, &cause("init"), Utc::now()).await.unwrap();
@@ -446,7 +440,7 @@ async fn a_message_that_keeps_failing_reaches_the_dead_letter_queue_after_bounde
 #[tokio::test]
 async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     let s = Stack::connect().await;
-    let (store, model) = (s.store(), s.model());
+    let store = s.store();
     let tokens = entitle::adapters::secrets::TokenStore::new(s.secrets.clone(), "entitle-local/targets".into(), None);
     const MEMBERS: usize = 60;
     let t = seeded(&store, "records", MEMBERS).await;

@@ -67,7 +67,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
 async fn tenant_view(store: &Dynamo, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let meta = store.meta(&tenant).await?;
-    let view = meta.and_then(|m| m.access.map(|a| TenantView::new(tenant.clone(), &a, m.seats_used, m.seats_pending)));
+    let view = meta.and_then(|m| TenantView::of(tenant.clone(), &m));
     Ok(http::json(200, &view.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?))
 }
 

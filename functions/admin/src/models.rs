@@ -12,7 +12,8 @@ use entitle::app::Error;
 use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{ModelVersion, RunId, TenantId};
 use entitle::core::rejection::Rejection;
-use entitle::core::versions::{parse_preview, PinRequest, RolloutRequest, RunKind};
+use entitle::core::versions::{parse_preview, PinRequest, RolloutRequest, RunKind, Selection};
+use std::collections::BTreeSet;
 use entitle::edge::body::parse_json;
 use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
@@ -77,16 +78,37 @@ pub async fn tenants_of(app: &App, req: &Request, version: &str) -> Result<Respo
     Ok(http::json(200, &json!({"version": version, "tenants": tenants, "next": next})))
 }
 
-/// `POST /model/previews`: a candidate model (TOML) or `{"version", "tenants"?, "exclude"?}`.
+/// `POST /model/previews`: a candidate model (TOML; which tenants in the
+/// query: `?tenants=a,b` or `?tier=team`, and `&exclude=c`) or
+/// `{"version", "tenants"?, "exclude"?}`.
 pub async fn create_preview(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body = std::str::from_utf8(http::body(req)?).map_err(|_| Rejection::malformed("invalid_body", "the body is not UTF-8"))?;
     let json_body = http::header(req, "content-type").is_some_and(|c| c.contains("json")) || body.trim_start().starts_with('{');
-    let (of, tenants, exclude) = parse_preview(body, json_body)?;
+    let (of, mut tenants, mut exclude) = parse_preview(body, json_body)?;
+    if !json_body {
+        let query = |k: &str| http::query(req, k).filter(|v| !v.is_empty());
+        (tenants, exclude) = selection_of_query(query("tenants"), query("tier"), query("exclude"))?;
+    }
     let by = http::principal(req).unwrap_or_else(|| "unknown".into());
     let run = versions::start_preview(&app.store, of, tenants, exclude, &by, new_id("p"), Utc::now()).await?;
     tracing::info!(cause = %Cause::new(CauseKind::ApiCall, http::request_id(req)), preview = %run.spec.id, to = %run.spec.to(), total = run.total, "preview created");
     start(app).await;
     Ok(http::json(202, &json!({"preview_id": run.spec.id, "to": run.spec.to(), "total": run.total})))
+}
+
+/// The tenants of a TOML preview, from its query.
+fn selection_of_query(tenants: Option<String>, tier: Option<String>, exclude: Option<String>) -> Result<(Selection, BTreeSet<TenantId>), Error> {
+    let list = |csv: &str| csv.split(',').map(|t| TenantId::parse(t.trim())).collect::<Result<Vec<_>, _>>();
+    let invalid = |what: &str, e: String| Error::from(Rejection::invalid("invalid_preview", vec![format!("{what}: {e}")]));
+    let selection = match (tenants, tier) {
+        (Some(_), Some(_)) => return Err(invalid("tenants", "name tenants or a tier, not both".into())),
+        (Some(t), None) if t == "all" => Selection::All,
+        (Some(t), None) => Selection::List(list(&t).map_err(|e| invalid("tenants", e.to_string()))?),
+        (None, Some(tier)) => Selection::Tier(tier),
+        (None, None) => Selection::All,
+    };
+    let exclude = exclude.map(|e| list(&e)).transpose().map_err(|e| invalid("exclude", e.to_string()))?.unwrap_or_default().into_iter().collect();
+    Ok((selection, exclude))
 }
 
 /// `GET /model/previews/{id}?after=&limit=`: progress, totals, and per

@@ -244,7 +244,7 @@ async fn handle_work(app: &App, event: LambdaEvent<SqsEvent>) -> SqsBatchRespons
     let stop_at = entitle::edge::config::stop_at(event.context.deadline, DELIVERY_MARGIN);
     for (tenant, cause) in deliveries {
         if let Err(e) = app.deliverer().deliver_tenant(&tenant, &[], &cause, stop_at).await {
-            tracing::warn!(tenant = %tenant, error = %error_chain(&e), "delivery stopped; changes stay due");
+            tracing::warn!(tenant = %tenant, cause = %cause, error = %error_chain(&e), "delivery stopped; changes stay due");
         }
     }
     response

@@ -21,7 +21,7 @@ fn model() -> Arc<LicensingModel> {
     Arc::new(LicensingModel::default_model())
 }
 
-async fn licensed(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32) {
+async fn licensed(store: &Memory, t: &TenantId, seats: u32) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
     reconcile::reconcile(store, t, &Cause::new(CauseKind::Reconcile, "seed"), Utc::now()).await.unwrap();
 }
@@ -31,7 +31,7 @@ async fn connected(store: &Memory, t: &TenantId, when_full: Option<WhenFull>) ->
     c
 }
 
-fn session<'a, S>(m: &'a LicensingModel, store: &'a S, t: &TenantId, c: &Connection, request: &str) -> Session<'a, S> {
+fn session<'a, S>(store: &'a S, t: &TenantId, c: &Connection, request: &str) -> Session<'a, S> {
     Session { store, tenant: t.clone(), connection: c.clone(), request_id: request.into(), base: "https://dir/scim/v2/tenants/t".into(), now: Utc::now(), targets: Default::default() }
 }
 
@@ -49,12 +49,12 @@ async fn one_user_pushed_by_sixteen_concurrent_requests_is_one_member() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = TenantId::parse("race").unwrap();
-    licensed(&m, &store, &t, 5).await;
+    licensed(&store, &t, 5).await;
     let c = connected(&store, &t, None).await;
     let tasks: Vec<_> = (0..16)
         .map(|i| {
-            let (m, store, t, c) = (m.clone(), store.clone(), t.clone(), c.clone());
-            tokio::spawn(async move { session(&m, &store, &t, &c, &format!("req-{i}")).create_user(&user("Same@Example.test")).await })
+            let (store, t, c) = (store.clone(), t.clone(), c.clone());
+            tokio::spawn(async move { session(&store, &t, &c, &format!("req-{i}")).create_user(&user("Same@Example.test")).await })
         })
         .collect();
     let mut created = 0;
@@ -77,9 +77,9 @@ async fn a_refused_push_stores_nothing_but_its_audit_record_and_announces_it() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = TenantId::parse("full").unwrap();
-    licensed(&m, &store, &t, 1).await;
+    licensed(&store, &t, 1).await;
     let c = connected(&store, &t, Some(WhenFull::Refuse)).await;
-    let s = session(&m, &store, &t, &c, "r1");
+    let s = session(&store, &t, &c, "r1");
     s.create_user(&user("first@x.test")).await.unwrap();
     let before = store.tenant(&t).await.unwrap().unwrap();
     let e = s.create_user(&user("second@x.test")).await.unwrap_err();
@@ -98,9 +98,9 @@ async fn a_suspension_announces_when_its_pending_record_is_chained() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = TenantId::parse("susp").unwrap();
-    licensed(&m, &store, &t, 3).await;
+    licensed(&store, &t, 3).await;
     let c = connected(&store, &t, None).await;
-    let s = session(&m, &store, &t, &c, "r1");
+    let s = session(&store, &t, &c, "r1");
     let u = s.create_user(&user("a@x.test")).await.unwrap().resource;
     let id = u["id"].as_str().unwrap();
     let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]});
@@ -116,8 +116,8 @@ async fn a_suspension_announces_when_its_pending_record_is_chained() {
 }
 
 /// Members of a group, each in a group "admins" pushed by the directory.
-async fn grouped(m: &LicensingModel, store: &Memory, t: &TenantId, c: &Connection, n: usize) -> (String, Vec<String>) {
-    let s = session(m, store, t, c, "seed");
+async fn grouped(store: &Memory, t: &TenantId, c: &Connection, n: usize) -> (String, Vec<String>) {
+    let s = session(store, t, c, "seed");
     let mut ids = Vec::new();
     for i in 0..n {
         ids.push(s.create_user(&user(&format!("u{i}@x.test"))).await.unwrap().resource["id"].as_str().unwrap().to_string());
@@ -142,17 +142,17 @@ async fn a_rename_cut_off_after_every_transaction_is_finished_by_the_next_write(
     for crash_after in 0..6 {
         let store = Memory::new(m.clone());
         let t = TenantId::parse("rename").unwrap();
-        licensed(&m, &store, &t, 10).await;
+        licensed(&store, &t, 10).await;
         let c = connected(&store, &t, None).await;
-        let (gid, ids) = grouped(&m, &store, &t, &c, 4).await;
+        let (gid, ids) = grouped(&store, &t, &c, 4).await;
         let crashing = Crashing::after(&store, crash_after);
         let rename = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "displayName", "value": "owners"}]});
-        match session(&m, &crashing, &t, &c, "rename").patch_group(&gid, &rename, None, true).await {
+        match session(&crashing, &t, &c, "rename").patch_group(&gid, &rename, None, true).await {
             Ok(_) => {}
             Err(e) => assert!(is_injected_crash(&e), "{e}"),
         }
         // The IdP sends it again (it got no answer): finished, nothing doubled.
-        session(&m, &store, &t, &c, "rename-again").patch_group(&gid, &rename, None, true).await.unwrap();
+        session(&store, &t, &c, "rename-again").patch_group(&gid, &rename, None, true).await.unwrap();
         assert_eq!(groups_of(&store, &t, &ids).await, vec![vec!["owners".to_string()]; 4], "crash after {crash_after}");
         for i in &ids {
             let item = store.member(&t, &UserId::parse(i.clone()).unwrap()).await.unwrap().unwrap();
@@ -169,19 +169,19 @@ async fn a_delete_cut_off_after_every_transaction_is_finished_by_the_next_delete
     for crash_after in 0..6 {
         let store = Memory::new(m.clone());
         let t = TenantId::parse("delete").unwrap();
-        licensed(&m, &store, &t, 10).await;
+        licensed(&store, &t, 10).await;
         let c = connected(&store, &t, None).await;
-        let (gid, ids) = grouped(&m, &store, &t, &c, 4).await;
+        let (gid, ids) = grouped(&store, &t, &c, 4).await;
         let crashing = Crashing::after(&store, crash_after);
-        let first = session(&m, &crashing, &t, &c, "delete").delete_group(&gid, None).await;
+        let first = session(&crashing, &t, &c, "delete").delete_group(&gid, None).await;
         if let Err(e) = &first {
             assert!(is_injected_crash(e), "{e}");
             // Marked deleted first: already gone for SCIM (when the mark landed).
             if crash_after > 0 {
-                assert!(session(&m, &store, &t, &c, "get").get_group(&gid, true).await.is_err());
+                assert!(session(&store, &t, &c, "get").get_group(&gid, true).await.is_err());
             }
         }
-        session(&m, &store, &t, &c, "delete-again").delete_group(&gid, None).await.unwrap_or_else(|e| {
+        session(&store, &t, &c, "delete-again").delete_group(&gid, None).await.unwrap_or_else(|e| {
             // Deleted by the first attempt after all.
             assert!(first.is_ok() && matches!(&e, Error::Rejected(r) if r.kind == crate::core::rejection::Kind::NotFound), "{e}");
         });
@@ -189,7 +189,7 @@ async fn a_delete_cut_off_after_every_transaction_is_finished_by_the_next_delete
         assert_eq!(store.group(&t, &gid).await.unwrap(), None);
         assert!(store.group_members(&t, &gid).await.unwrap().is_empty());
         // Its name is free again.
-        session(&m, &store, &t, &c, "again").create_group(&json!({"schemas": [GROUP], "displayName": "admins"}), "g2").await.unwrap();
+        session(&store, &t, &c, "again").create_group(&json!({"schemas": [GROUP], "displayName": "admins"}), "g2").await.unwrap();
     }
 }
 
@@ -198,7 +198,7 @@ async fn a_push_decided_before_a_walk_never_lands_after_it() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = TenantId::parse("walkrace").unwrap();
-    licensed(&m, &store, &t, 10).await;
+    licensed(&store, &t, 10).await;
     let meta = store.meta(&t).await.unwrap().unwrap();
     // A tier change walks the tenant: its goal moves.
     let mut upgrade = crm_change(&t, 2, 10);
@@ -220,11 +220,11 @@ async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = TenantId::parse("fast").unwrap();
-    licensed(&m, &store, &t, 1).await;
+    licensed(&store, &t, 1).await;
     let (c, token) = connections::issue(&store, &t, &NewConnection { name: "okta".into(), when_full: None }, ([3; 8], [4; 32]), "req", Utc::now()).await.unwrap();
     let bearer = format!("Bearer {token}");
     let push = |tenant: &'static str, authorization: Option<String>, body: Value| {
-        let (m, store) = (m.clone(), store.clone());
+        let store = store.clone();
         async move { directory::push_user(&store, directory::Incoming { tenant, authorization: authorization.as_deref(), request_id: "req-push".into(), base: "https://dir".into(), now: Utc::now() }, &body).await.map(|o| o.map(|(s, a)| (s.connection.id, a))) }
     };
     let unauthenticated = |r: Result<Option<(String, directory::Answer)>, Error>| matches!(r, Err(Error::Rejected(r)) if r.code == "unauthenticated");

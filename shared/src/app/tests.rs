@@ -46,7 +46,7 @@ async fn verified(store: &Memory, t: &TenantId) -> bool {
 }
 
 /// A licensed, reconciled tenant with `members` seated accounts.
-async fn seeded(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, members: usize) {
+async fn seeded(store: &Memory, t: &TenantId, seats: u32, members: usize) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
     reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
     for i in 0..members {
@@ -64,10 +64,10 @@ async fn seat_claims_racing_reconciles_never_overbook() {
     reconcile::reconcile(&store, &t, &cause("first"), Utc::now()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+        let (store2, t2) = (store.clone(), t.clone());
         tasks.push(tokio::spawn(async move { members::create(&store2, &t2, &new_member(i, &format!("u{i}@example.test")), &format!("req-{i}"), Utc::now()).await }));
         if i % 5 == 0 {
-            let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+            let (store2, t2) = (store.clone(), t.clone());
             tasks.push(tokio::spawn(async move { reconcile::reconcile(&store2, &t2, &cause("racing"), Utc::now()).await.map(|_| (views_stub(), false)) }));
         }
     }
@@ -95,11 +95,11 @@ async fn fifty_callers_for_twenty_seats_get_exactly_twenty_each_audited_once() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("fifty");
-    seeded(&m, &store, &t, 20, 0).await;
+    seeded(&store, &t, 20, 0).await;
     let commits_before = store.commits.load(std::sync::atomic::Ordering::SeqCst);
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let (m, store, t) = (m.clone(), store.clone(), t.clone());
+            let (store, t) = (store.clone(), t.clone());
             tokio::spawn(async move { members::create(&store, &t, &new_member(i, &format!("c{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap() })
         })
         .collect();
@@ -138,7 +138,7 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("integrator");
-    seeded(&m, &store, &t, 200, 0).await;
+    seeded(&store, &t, 200, 0).await;
     for i in 0..120 {
         members::create(&store, &t, &new_member(i, &format!("i{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
     }
@@ -177,9 +177,9 @@ async fn a_backlog_of_pending_records_is_chained_a_page_at_a_time() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("backlog");
-    seeded(&m, &store, &t, 10, 0).await;
+    seeded(&store, &t, 10, 0).await;
     let create = |from: usize, to: usize| {
-        let (m, store, t) = (m.clone(), store.clone(), t.clone());
+        let (store, t) = (store.clone(), t.clone());
         async move {
             for i in from..to {
                 members::create(&store, &t, &new_member(i, &format!("b{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
@@ -215,11 +215,11 @@ async fn removals_racing_reconciles_never_leave_a_removed_account_seated() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("removal");
-    seeded(&m, &store, &t, 5, 10).await;
+    seeded(&store, &t, 5, 10).await;
     // Five seated, five waiting; seats freed one by one while reconciles hand them out.
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+        let (store2, t2) = (store.clone(), t.clone());
         tasks.push(tokio::spawn(async move {
             let user = UserId::parse(format!("m{i:04}")).unwrap();
             members::remove(&store2, &t2, &user, &format!("rm-{i}"), Utc::now()).await.map(|_| ())?;
@@ -245,6 +245,7 @@ fn views_stub() -> crate::core::views::MemberView {
         roles: BTreeSet::new(),
         entitlements: Default::default(),
         seat: None,
+        model: None,
     }
 }
 
@@ -254,7 +255,7 @@ async fn a_crash_between_chunks_is_finished_by_the_next_attempt() {
     let store = Memory::new(m.clone());
     let (crashed, control) = (tenant("crash"), tenant("control"));
     for t in [&crashed, &control] {
-        seeded(&m, &store, t, 130, 130).await;
+        seeded(&store, t, 130, 130).await;
         licenses::record_change(&store, &crm_change(t, 2, 10), "h2", Utc::now()).await.unwrap();
     }
     // The cut goes first (the last holders in the seat order, a page at a
@@ -307,7 +308,7 @@ async fn emails_are_claimed_case_insensitively_and_freed_on_removal() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("emails");
-    seeded(&m, &store, &t, 5, 0).await;
+    seeded(&store, &t, 5, 0).await;
     members::create(&store, &t, &new_member(1, "admin@corp.example"), "r1", Utc::now()).await.unwrap();
     let e = members::create(&store, &t, &new_member(2, "ADMIN@Corp.Example"), "r2", Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.code == "email_taken" && r.kind == Kind::Conflict), "{e}");
@@ -414,7 +415,7 @@ mod billing_truth {
         subscription(id, Some(t), status, &[("team_monthly", seats)], END)
     }
 
-    async fn apply(m: &LicensingModel, store: &Memory, stripe: &StripeAccount, e: &serde_json::Value) -> Outcome {
+    async fn apply(store: &Memory, stripe: &StripeAccount, e: &serde_json::Value) -> Outcome {
         match apply_event(store, stripe, e, &crate::core::audit::hash_of(&e.to_string()), Utc::now()).await.unwrap() {
             EventOutcome::Acted { outcome, .. } => outcome,
             other => panic!("{other:?}"),
@@ -438,7 +439,7 @@ mod billing_truth {
                 event("evt_created", "customer.subscription.created", 1000, &sub("sub_1", t.as_str(), "incomplete", 3)),
                 event("evt_updated", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 3)),
             ];
-            let outcomes: Vec<_> = futures_in_order(&m, &store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
+            let outcomes: Vec<_> = futures_in_order(&store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
             assert_eq!(outcomes.iter().map(|o| o.recorded.clone()).collect::<Vec<_>>(), [Recorded::Applied, Recorded::Unchanged]);
             let l = held(&store, &t, "sub_1").await;
             assert_eq!((l.status, l.seats), (LicenseStatus::Active, 3));
@@ -447,10 +448,10 @@ mod billing_truth {
         }
     }
 
-    async fn futures_in_order(m: &LicensingModel, store: &Memory, stripe: &StripeAccount, events: Vec<serde_json::Value>) -> Vec<Outcome> {
+    async fn futures_in_order(store: &Memory, stripe: &StripeAccount, events: Vec<serde_json::Value>) -> Vec<Outcome> {
         let mut out = Vec::new();
         for e in &events {
-            out.push(apply(m, store, stripe, e).await);
+            out.push(apply(store, stripe, e).await);
         }
         out
     }
@@ -464,13 +465,13 @@ mod billing_truth {
             let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
             let t = tenant(&format!("qty{}", order[0]));
             stripe.put(sub("sub_1", t.as_str(), "active", 3));
-            apply(&m, &store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
+            apply(&store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
             stripe.put(sub("sub_1", t.as_str(), "active", 7));
             let events = [
                 event("evt_5", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 5)),
                 event("evt_7", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 7)),
             ];
-            futures_in_order(&m, &store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
+            futures_in_order(&store, &stripe, order.iter().map(|i| events[*i].clone()).collect()).await;
             assert_eq!(held(&store, &t, "sub_1").await.seats, 7);
         }
     }
@@ -484,17 +485,17 @@ mod billing_truth {
         let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
         let t = tenant("lock");
         stripe.put(sub("sub_1", t.as_str(), "active", 3));
-        apply(&m, &store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
+        apply(&store, &stripe, &event("evt_0", "customer.subscription.created", 999, &sub("sub_1", t.as_str(), "active", 3))).await;
         stripe.put(sub("sub_1", t.as_str(), "active", 5));
         let (read, proceed) = stripe.pause_after_next_read();
         let slow = {
-            let (m, store, stripe) = (m.clone(), store.clone(), stripe.clone());
+            let (store, stripe) = (store.clone(), stripe.clone());
             let e = event("evt_5", "customer.subscription.updated", 1000, &sub("sub_1", "lock", "active", 5));
-            tokio::spawn(async move { apply(&m, &store, &stripe, &e).await })
+            tokio::spawn(async move { apply(&store, &stripe, &e).await })
         };
         read.notified().await; // the slow one holds 5, not yet committed
         stripe.put(sub("sub_1", t.as_str(), "active", 7));
-        let fast = apply(&m, &store, &stripe, &event("evt_7", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 7))).await;
+        let fast = apply(&store, &stripe, &event("evt_7", "customer.subscription.updated", 1000, &sub("sub_1", t.as_str(), "active", 7))).await;
         assert_eq!((fast.recorded, held(&store, &t, "sub_1").await.seats), (Recorded::Applied, 7));
         proceed.notify_one();
         let slow = slow.await.unwrap();
@@ -512,13 +513,13 @@ mod billing_truth {
         let m = model();
         let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
         let t = tenant("reuse");
-        seeded(&m, &store, &t, 5, 1).await;
+        seeded(&store, &t, 5, 1).await;
         stripe.put(sub("sub_1", t.as_str(), "active", 4));
         let (read, proceed) = stripe.pause_after_next_read();
         let pending = {
-            let (m, store, stripe) = (m.clone(), store.clone(), stripe.clone());
+            let (store, stripe) = (store.clone(), stripe.clone());
             let e = event("evt_1", "customer.subscription.created", 1000, &sub("sub_1", "reuse", "active", 4));
-            tokio::spawn(async move { apply(&m, &store, &stripe, &e).await })
+            tokio::spawn(async move { apply(&store, &stripe, &e).await })
         };
         read.notified().await;
         members::create(&store, &t, &new_member(9, "late@example.test"), "late", Utc::now()).await.unwrap();
@@ -540,8 +541,8 @@ mod billing_truth {
         assert_eq!(store.commits.load(Ordering::SeqCst), 0, "nothing written");
         assert!(store.accepted_event(&t, Source::Stripe, &EventId::parse("evt_1").unwrap()).await.unwrap().is_none());
         stripe.fail(None);
-        assert_eq!(apply(&m, &store, &stripe, &e).await.recorded, Recorded::Applied);
-        assert_eq!(apply(&m, &store, &stripe, &e).await.recorded, Recorded::Duplicate);
+        assert_eq!(apply(&store, &stripe, &e).await.recorded, Recorded::Applied);
+        assert_eq!(apply(&store, &stripe, &e).await.recorded, Recorded::Duplicate);
     }
 
     #[tokio::test]
@@ -550,19 +551,19 @@ mod billing_truth {
         let (store, stripe) = (Memory::new(m.clone()), StripeAccount::default());
         let t = tenant("parks");
         // Stripe does not know it (the snapshot names the tenant: audited there).
-        let ghost = apply(&m, &store, &stripe, &event("evt_1", "customer.subscription.updated", 1, &sub("sub_ghost", t.as_str(), "active", 1))).await;
+        let ghost = apply(&store, &stripe, &event("evt_1", "customer.subscription.updated", 1, &sub("sub_ghost", t.as_str(), "active", 1))).await;
         assert!(matches!(&ghost.recorded, Recorded::Parked { reason } if reason.contains("does not know")), "{ghost:?}");
         // A price the model does not map.
         stripe.put(subscription("sub_gold", Some(t.as_str()), "active", &[("gold_monthly", 1)], END));
-        let gold = apply(&m, &store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
+        let gold = apply(&store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
         assert!(matches!(&gold.recorded, Recorded::Parked { reason } if reason.contains("gold_monthly")), "{gold:?}");
         // Nobody's: no tenant in Stripe's metadata, none in the snapshot.
         stripe.put(subscription("sub_orphan", None, "active", &[("team_monthly", 1)], END));
-        let orphan = apply(&m, &store, &stripe, &event("evt_3", "customer.subscription.created", 1, &subscription("sub_orphan", None, "active", &[], END))).await;
+        let orphan = apply(&store, &stripe, &event("evt_3", "customer.subscription.created", 1, &subscription("sub_orphan", None, "active", &[], END))).await;
         assert!(matches!(&orphan.recorded, Recorded::Parked { reason } if reason.contains("tenant_id")), "{orphan:?}");
         assert_eq!(actions(&store, &t).await, [AuditAction::EventParked, AuditAction::EventParked]);
         // Parked once: the same event again changes nothing.
-        let again = apply(&m, &store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
+        let again = apply(&store, &stripe, &event("evt_2", "customer.subscription.created", 1, &sub("sub_gold", t.as_str(), "active", 1))).await;
         assert!(matches!(again.recorded, Recorded::Parked { .. } | Recorded::Duplicate), "{again:?}");
         assert_eq!(actions(&store, &t).await.len(), 2);
     }
@@ -601,7 +602,7 @@ mod billing_truth {
         for (i, t) in tenants.iter().enumerate() {
             let id = format!("sub_{i}");
             stripe.put(sub(&id, t.as_str(), "active", 2));
-            apply(&m, &store, &stripe, &event(&format!("evt_{i}"), "customer.subscription.created", 1, &sub(&id, t.as_str(), "active", 2))).await;
+            apply(&store, &stripe, &event(&format!("evt_{i}"), "customer.subscription.created", 1, &sub(&id, t.as_str(), "active", 2))).await;
         }
         stripe.put(subscription("sub_nobody", None, "active", &[("team_monthly", 1)], END));
         // Changed in Stripe, no event: sub_1 to 6 seats, sub_3 canceled.
@@ -645,7 +646,7 @@ mod billing_truth {
         let (a, b) = (tenant("sync-a"), tenant("sync-b"));
         for (t, id) in [(&a, "sub_a"), (&a, "sub_a2"), (&b, "sub_b")] {
             stripe.put(sub(id, t.as_str(), "active", 1));
-            apply(&m, &store, &stripe, &event(&format!("evt_{id}"), "customer.subscription.created", 1, &sub(id, t.as_str(), "active", 1))).await;
+            apply(&store, &stripe, &event(&format!("evt_{id}"), "customer.subscription.created", 1, &sub(id, t.as_str(), "active", 1))).await;
         }
         stripe.put(sub("sub_a", a.as_str(), "active", 9));
         stripe.put(sub("sub_b", b.as_str(), "active", 9));
@@ -668,13 +669,13 @@ async fn every_seat_promised_at_creation_is_kept_through_racing_reconciles() {
     for round in 0..5 {
         let store = Memory::new(m.clone());
         let t = tenant(&format!("promise-{round}"));
-        seeded(&m, &store, &t, 20, 0).await;
+        seeded(&store, &t, 20, 0).await;
         let mut tasks = Vec::new();
         for i in 0..50 {
-            let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+            let (store2, t2) = (store.clone(), t.clone());
             tasks.push(tokio::spawn(async move { members::create(&store2, &t2, &new_member(i, &format!("p{i}@example.test")), &format!("req-{i}"), Utc::now()).await.map(Some) }));
             if i % 4 == 0 {
-                let (m2, store2, t2) = (m.clone(), store.clone(), t.clone());
+                let (store2, t2) = (store.clone(), t.clone());
                 tasks.push(tokio::spawn(async move { reconcile::reconcile(&store2, &t2, &cause("racing"), Utc::now()).await.map(|_| None) }));
             }
         }
@@ -707,7 +708,7 @@ async fn seats_given_by_the_tenants_admin_are_kept_through_reconciles_and_cuts()
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("seats");
-    seeded(&m, &store, &t, 4, 5).await;
+    seeded(&store, &t, 4, 5).await;
     let id = |i: usize| UserId::parse(format!("m{i:04}")).unwrap();
     let status = |i: usize| {
         let (store, t) = (store.clone(), t.clone());
@@ -757,7 +758,7 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("stale");
-    seeded(&m, &store, &t, 2, 3).await;
+    seeded(&store, &t, 2, 3).await;
     // m0 and m1 hold the two seats, m2 waits; a seat pass reads the line.
     let stale_line = store.seat_order(&t, crate::core::seats::SeatList::Line, false, 1).await.unwrap();
     let req = SeatRequest { hold: true, from: Some(UserId::parse("m0000").unwrap()), by: None };
@@ -781,7 +782,7 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
 
 /// A tenant whose members are all active and recorded in order: `n`
 /// members on the CRM license (business tier), every tenth an admin.
-async fn large(m: &LicensingModel, store: &Memory, t: &TenantId, seats: u32, n: usize) {
+async fn large(store: &Memory, t: &TenantId, seats: u32, n: usize) {
     licenses::record_change(store, &crm_change(t, 1, seats), "h1", Utc::now()).await.unwrap();
     reconcile::reconcile(store, t, &cause("seed"), Utc::now()).await.unwrap();
     for i in 0..n {
@@ -810,7 +811,7 @@ async fn a_tenant_wide_change_interrupted_after_every_transaction_converges_with
     let (crashed, control) = (tenant("walk-crash"), tenant("walk-control"));
     let n = 2 * reconcile::WALK_PAGE + 37;
     for t in [&crashed, &control] {
-        large(&m, &store, t, n as u32, n).await;
+        large(&store, t, n as u32, n).await;
         // Enterprise: every holder's entitlements change; then 150 fewer seats.
         let mut up = crm_change(t, 2, n as u32);
         up.update.tier = "enterprise".into();
@@ -857,7 +858,7 @@ async fn a_member_change_during_a_tenant_wide_walk_is_neither_lost_nor_overwritt
     let store = Memory::new(m.clone());
     let t = tenant("walk-during");
     let n = 3 * reconcile::WALK_PAGE;
-    large(&m, &store, &t, n as u32 + 10, n).await;
+    large(&store, &t, n as u32 + 10, n).await;
     let mut up = crm_change(&t, 2, n as u32 + 10);
     up.update.tier = "enterprise".into();
     licenses::record_change(&store, &up, "h2", Utc::now()).await.unwrap();
@@ -897,7 +898,7 @@ async fn the_stored_seat_order_decides_as_the_whole_tenant_decision_does() {
     let store = Memory::new(m.clone());
     let t = tenant("order");
     let n = 260;
-    large(&m, &store, &t, n as u32, n).await;
+    large(&store, &t, n as u32, n).await;
     for i in [7usize, 100, 250] {
         let user = UserId::parse(format!("m{i:04}")).unwrap();
         seats::set_seat(&store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, "pin", Utc::now()).await.unwrap();
@@ -925,7 +926,7 @@ async fn a_group_change_gives_the_roles_of_the_new_groups_at_once() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("update");
-    seeded(&m, &store, &t, 1, 2).await;
+    seeded(&store, &t, 1, 2).await;
     let (seated, waiting) = (UserId::parse("m0000").unwrap(), UserId::parse("m0001").unwrap());
     let finance = crate::core::views::MemberUpdate { groups: Some(["finance".to_string()].into()), attributes: None };
     let commits = store.commits.load(std::sync::atomic::Ordering::SeqCst);
@@ -959,7 +960,7 @@ async fn coalesced_reconcile_requests_leave_no_change_behind_whatever_the_interl
     for seed in 0..200u64 {
         let store = Memory::new(m.clone());
         let t = tenant(&format!("wake-{seed}"));
-        seeded(&m, &store, &t, 100, 0).await;
+        seeded(&store, &t, 100, 0).await;
         let accounts = 12;
         // Each account: 0 = to commit, 1 = to request, 2 = done.
         let mut steps = vec![0u8; accounts];
@@ -1018,7 +1019,7 @@ async fn a_wake_is_coalesced_within_an_epoch_and_new_after_provision_started() {
     let m = model();
     let store = Memory::new(m.clone());
     let t = tenant("wake-ids");
-    seeded(&m, &store, &t, 10, 0).await;
+    seeded(&store, &t, 10, 0).await;
     let dedups = |store: &Memory| store.queued.lock().unwrap().iter().map(|(_, d)| d.clone()).collect::<Vec<_>>();
     for i in 0..4 {
         if i == 1 || i == 3 {

@@ -29,6 +29,17 @@ pub struct Explanation {
     pub license: LicenseExplanation,
     pub seat: SeatExplanation,
     pub roles: Vec<RoleGrant>,
+    /// The licensing model: the version the tenant follows (whose rules
+    /// `desired` is decided by) and the one the member's access was decided under.
+    pub model: ModelExplanation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelExplanation {
+    pub tenant_follows: crate::core::ids::ModelVersion,
+    pub member_decided_under: crate::core::ids::ModelVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<crate::core::tenant::ModelPin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,7 +136,7 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
     Some(Explanation {
         tenant_id: tenant_id.clone(),
         user_id: user.clone(),
-        in_sync: item.access == desired.access,
+        in_sync: item.access == desired.access && item.model_version == model.version,
         access: item.access.clone(),
         rule: desired.rule,
         license: LicenseExplanation {
@@ -164,6 +175,7 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
         },
         desired: desired.access,
         roles,
+        model: ModelExplanation { tenant_follows: state.meta.model_version.clone(), member_decided_under: item.model_version.clone(), pin: state.meta.model_pin.clone() },
     })
 }
 

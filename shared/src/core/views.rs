@@ -27,9 +27,17 @@ pub struct TenantView {
     pub expires_at: Option<String>,
     pub add_ons: BTreeSet<String>,
     pub seats_pending: u32,
+    /// The licensing model version the tenant follows (with its pin and a
+    /// move waiting for its period's end, if any).
+    pub model: serde_json::Value,
 }
 
 impl TenantView {
+    pub fn of(tenant_id: TenantId, meta: &crate::core::tenant::TenantMeta) -> Option<Self> {
+        let access = meta.access.as_ref()?;
+        Some(TenantView { model: crate::core::versions::tenant_model_view(meta), ..Self::new(tenant_id, access, meta.seats_used, meta.seats_pending) })
+    }
+
     pub fn new(tenant_id: TenantId, access: &TenantAccess, used: u32, pending: u32) -> Self {
         TenantView {
             tenant_id,
@@ -40,6 +48,7 @@ impl TenantView {
             expires_at: access.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             add_ons: access.addons.clone(),
             seats_pending: pending,
+            model: serde_json::Value::Null,
         }
     }
 }
@@ -54,6 +63,9 @@ pub struct MemberView {
     pub entitlements: Entitlements,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seat: Option<SeatView>,
+    /// The licensing model version its access was decided under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::core::ids::ModelVersion>,
 }
 
 /// A member's place in the seat order.
@@ -68,12 +80,12 @@ pub struct SeatView {
 
 impl MemberView {
     pub fn new(tenant_id: TenantId, user_id: UserId, access: &MemberAccess) -> Self {
-        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone(), seat: None }
+        MemberView { tenant_id, user_id, status: access.status, roles: access.roles.clone(), entitlements: access.entitlements.clone(), seat: None, model: None }
     }
     /// A member item as the app reads it, with its place in the seat order.
     pub fn of(tenant_id: TenantId, item: &MemberItem) -> Self {
         let since = chrono::DateTime::from_timestamp_micros(i64::try_from(item.seat.since).unwrap_or(0)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        MemberView { seat: Some(SeatView { since, pin: item.seat.pin.clone() }), ..MemberView::new(tenant_id, item.member.user_id.clone(), &item.access) }
+        MemberView { seat: Some(SeatView { since, pin: item.seat.pin.clone() }), model: Some(item.model_version.clone()), ..MemberView::new(tenant_id, item.member.user_id.clone(), &item.access) }
     }
 }
 
