@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e bench-tenant sweep billing-sync
+.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e bench-tenant bench-rollout sweep billing-sync model-tick
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -33,6 +33,12 @@ bench-e2e: bootstrap  ## end to end on a stack of its own (release): latency, cr
 
 bench-tenant: bootstrap  ## one tenant at production size (release): SIZE (100000) members, single changes vs a tenant of 10, a tier change, a seat cut of SIZE/2, a first sync of SYNC (20000)
 	dev/bench-tenant.sh
+
+bench-rollout: bootstrap  ## licensing model rollouts (release): a preview and a rollout of TENANTS (10000) small tenants and of one tenant of SIZE (100000) members
+	dev/bench-rollout.sh
+
+model-tick:          ## fire the model tick's schedule on the running stack (registers the deployed model, hands out rollouts' tenants)
+	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev model-tick
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due
 	cargo build -p entitle-tests --bin sweep_scale

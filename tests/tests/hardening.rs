@@ -648,7 +648,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         (
             "ProvisionFunction",
             vec![
-                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("StateTable", vec!["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
                 ("AuditTable", vec!["dynamodb:PutItem"]),
                 ("ReconcileQueue", vec!["sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]),
                 ("ReconcileDeadLetterQueue", vec!["sqs:SendMessage"]),
@@ -670,7 +670,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         (
             "AdminFunction",
             vec![
-                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("StateTable", vec!["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
                 ("AuditTable", vec!["dynamodb:PutItem", "dynamodb:Query"]),
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
                 ("ReconcileDeadLetterQueue", vec!["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]),
@@ -689,7 +689,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
             "ExpirySweepFunction",
             vec![
                 // Scan: once, the backfill of tenants stored before model versions were kept.
-                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"]),
+                ("StateTable", vec!["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"]),
                 ("AuditTable", vec!["dynamodb:PutItem"]),
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
                 ("ModelWorkQueue", vec!["sqs:SendMessage"]),

@@ -224,6 +224,8 @@ pub async fn run() -> Result<(), String> {
     expiry(&mut d, &stamp.to_string()).await?;
     let third = d.tenant.clone();
     operator(&mut d, &second, &stamp.to_string()).await?;
+    let fourth = format!("hooli-{stamp}");
+    model_change(&mut d, &[&second, &fourth], &stamp.to_string()).await?;
     println!(
         "\nDone. Explore further: GET {}/tenants/{first}, {}/tenants/{second}, {}/tenants/{third}, GET {}/contracts/k-{second}, GET {}/dead-letters",
         d.access, d.access, d.access, d.amend, d.admin
@@ -295,20 +297,17 @@ async fn operator(d: &mut Demo, contracted: &str, stamp: &str) -> Result<(), Str
     println!("  GET /parked?source=stripe -> {id}: {} ({} s ago)", parked["reason"].as_str().unwrap_or_default(), parked["age_secs"]);
     let (status, answer) = d.call(d.http.post(format!("{}/parked/{id}/replay", d.admin))).await?;
     println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the reason still holds: nothing written)", answer["status"], answer["parked"]);
-    // The fix: the licensing model learns the price, and is deployed (the
+    // The fix: the licensing model learns the price, under a version of its
+    // own (a version names one set of rules for ever), and is deployed (the
     // local stack's functions start afresh with the changed model file).
-    let model_path = std::env::var("ENTITLE_MODEL_PATH").map_err(|_| "ENTITLE_MODEL_PATH is not set: start the stack with dev/stack.sh up".to_string())?;
-    let model = std::fs::read_to_string(&model_path).map_err(|e| format!("reading {model_path}: {e}"))?;
+    let model = deployed_model()?;
     let taught = model.replacen("[stripe.price_ids]\n", &format!("[stripe.price_ids]\n{gold} = {{ tier = \"business\" }}\n"), 1);
     if taught == model {
-        return Err(format!("{model_path} has no [stripe.price_ids] table to teach {gold} to"));
+        return Err(format!("the deployed model has no [stripe.price_ids] table to teach {gold} to"));
     }
-    std::fs::write(&model_path, taught).map_err(|e| format!("writing {model_path}: {e}"))?;
-    println!("  The model learns the price: [stripe.price_ids] {gold} = {{ tier = \"business\" }}; deployed (dev/stack.sh redeploy: the functions start afresh)");
-    let deployed = std::process::Command::new("dev/stack.sh").arg("redeploy").output().map_err(|e| format!("dev/stack.sh redeploy: {e}"))?;
-    if !deployed.status.success() {
-        return Err(format!("dev/stack.sh redeploy failed: {}", String::from_utf8_lossy(&deployed.stderr)));
-    }
+    let version = format!("{}-gold-{stamp}", deployed_version(&model)?);
+    println!("  The model learns the price: [stripe.price_ids] {gold} = {{ tier = \"business\" }}, version {version} (grandfather: nobody's rules move); deployed (dev/stack.sh redeploy)");
+    deploy(&versioned(&taught, &version, "grandfather"))?;
     let (status, answer) = d.call(d.http.post(format!("{}/parked/{id}/replay", d.admin))).await?;
     println!("  POST /parked/{id}/replay -> {status} status {} parked {} (the subscription read from Stripe now, the price known)", answer["status"], answer["parked"]);
     let t = d.settle(|t| t["tier"] == "business").await?;
@@ -365,6 +364,102 @@ async fn operator(d: &mut Demo, contracted: &str, stamp: &str) -> Result<(), Str
     let dead = d.admin_get("/dead-letters").await?;
     println!("  GET /dead-letters -> {} message(s) parked", dead["count"]);
     Ok(())
+}
+
+/// The deployed model's text (`ENTITLE_MODEL_PATH` of the stack).
+fn deployed_model() -> Result<String, String> {
+    let path = std::env::var("ENTITLE_MODEL_PATH").map_err(|_| "ENTITLE_MODEL_PATH is not set: start the stack with dev/stack.sh up".to_string())?;
+    std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))
+}
+
+fn deployed_version(text: &str) -> Result<String, String> {
+    text.lines().find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"'))).map(str::to_string).ok_or_else(|| "the deployed model names no version".to_string())
+}
+
+/// `text` under `version`, its `[rollout] existing` as given.
+fn versioned(text: &str, version: &str, existing: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("version = ") { format!("version = \"{version}\"") } else if l.starts_with("existing = ") { format!("existing = \"{existing}\"") } else { l.to_string() })
+        .collect();
+    lines.join("\n") + "\n"
+}
+
+/// A deploy, locally: the model written where the functions read it, and
+/// `dev/stack.sh redeploy` (the functions start afresh; the model tick
+/// registers the model).
+fn deploy(text: &str) -> Result<(), String> {
+    let path = std::env::var("ENTITLE_MODEL_PATH").map_err(|_| "ENTITLE_MODEL_PATH is not set".to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("writing {path}: {e}"))?;
+    let deployed = std::process::Command::new("dev/stack.sh").arg("redeploy").output().map_err(|e| format!("dev/stack.sh redeploy: {e}"))?;
+    if !deployed.status.success() {
+        return Err(format!("dev/stack.sh redeploy failed: {}", String::from_utf8_lossy(&deployed.stderr)));
+    }
+    Ok(())
+}
+
+/// Act five: the commercial rules change, and the tenants that exist follow
+/// them. The change is previewed first (which members of which tenants gain
+/// or lose what, nothing written), then deployed with `[rollout] existing =
+/// "migrate"`: the model tick registers the version and rolls it out to
+/// every tenant, each member change audited with the rollout.
+async fn model_change(d: &mut Demo, tenants: &[&str], stamp: &str) -> Result<(), String> {
+    let model = deployed_model()?;
+    let version = format!("{}-sso-{stamp}", deployed_version(&model)?);
+    let changed = model.replacen("projects = 500\napi_access = true\nsso = false", "projects = 750\napi_access = true\nsso = true", 1);
+    if changed == model {
+        return Err("the deployed model's business tier is not the shipped one".into());
+    }
+    let candidate = versioned(&changed, &version, "migrate");
+    println!("\n20. The rules change: business gains sso and 750 projects (version {version}); first a preview of {}", tenants.join(", "));
+    let url = format!("{}/model/previews?tenants={}", d.admin, tenants.join(","));
+    let (status, created) = d.call(d.http.post(url).header("content-type", "application/toml").body(candidate.clone())).await?;
+    if status != 202 {
+        return Err(format!("POST /model/previews: {status} {created}"));
+    }
+    let id = created["preview_id"].as_str().unwrap_or_default().to_string();
+    let path = format!("/model/previews/{id}");
+    let preview = until(|| d.admin_get(&path), |p| p["status"] == "done").await?;
+    println!("  POST /model/previews (the candidate, TOML) -> 202 {id}; GET /model/previews/{id} -> {}, {} of {} tenants read", preview["status"], preview["progress"]["read"], preview["progress"]["total"]);
+    println!("    totals: {} tenant(s) affected, {} member(s) gain an entitlement, {} lose one, {} lose a seat", preview["totals"]["tenants_affected"], preview["totals"]["entitlements_gained"], preview["totals"]["entitlements_lost"], preview["totals"]["seats_lost"]);
+    for t in preview["tenants_page"].as_array().into_iter().flatten() {
+        for m in t["preview"]["members"].as_array().into_iter().flatten() {
+            println!("    {:<22} {:<6} entitlements +{} -{}", t["tenant_id"].as_str().unwrap_or_default(), m["user_id"].as_str().unwrap_or_default(), m["entitlements_added"], m["entitlements_removed"]);
+        }
+    }
+    d.tenant = tenants[0].to_string();
+    d.audit_seen = d.get(&format!("/tenants/{}/audit/verify", d.tenant)).await?["records"].as_u64().unwrap_or(0);
+    println!("  Deployed with [rollout] existing = \"migrate\" (dev/stack.sh redeploy); the model tick registers {version} and rolls it out to every tenant");
+    deploy(&candidate)?;
+    let path = format!("/model/rollouts/deploy-{version}");
+    let rollout = until(|| d.admin_get(&path), |r| r["status"] == "done" || r["status"] == "failed").await?;
+    println!("  GET /model/rollouts/deploy-{version} -> {}: {} tenant(s) moved, {} member(s) changed", rollout["status"], rollout["counts"]["done"], rollout["counts"]["members_changed"]);
+    let overview = d.admin_get("/model").await?;
+    for v in overview["versions"].as_array().into_iter().flatten() {
+        println!("    version {:<28} {} tenant(s){}", v["version"].as_str().unwrap_or_default(), v["tenants"], if v["latest"] == true { " (latest)" } else { "" });
+    }
+    let t = d.settle(|t| t["model"]["version"] == version.as_str()).await?;
+    d.show(&t).await?;
+    Ok(())
+}
+
+/// Polls `read` until `done` holds (a minute at most).
+async fn until<F, Fut>(mut read: F, done: impl Fn(&Value) -> bool) -> Result<Value, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let v = read().await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(format!("gave up waiting: {v}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 impl Demo {
@@ -550,6 +645,9 @@ fn describe(before: &Value, after: &Value) -> String {
         if let Some(version) = v.get("version") {
             return format!("v{version}");
         }
+        if let Some(model) = v.get("model").and_then(Value::as_str) {
+            return format!("model {model}");
+        }
         if let Some(repaired) = v.get("repaired").and_then(Value::as_array) {
             let who: Vec<&str> = repaired.iter().filter_map(Value::as_str).collect();
             return format!("repaired [{}], {} stranger(s) out of groups", who.join(","), v["strangers_removed"]);
@@ -563,6 +661,12 @@ fn describe(before: &Value, after: &Value) -> String {
         "-".into()
     };
     let mut text = format!("{} -> {}", summary(before), summary(after));
+    // A member decided under another version of the rules.
+    if let (Some(b), Some(a)) = (before.get("model").and_then(Value::as_str), after.get("model").and_then(Value::as_str)) {
+        if b != a && before.get("status").is_some() {
+            text += " (model)";
+        }
+    }
     let roles = |v: &Value| -> Vec<String> { v.get("roles").and_then(Value::as_array).map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect()).unwrap_or_default() };
     let (b, a) = (roles(before), roles(after));
     let added: Vec<_> = a.iter().filter(|r| !b.contains(r)).cloned().collect();

@@ -40,6 +40,8 @@ pub struct App {
     /// The rollouts' and previews' work queue: what a work message leaves
     /// (out of time, or a tenant to try again) goes back on it.
     pub work: WorkQueueSqs,
+    /// Tenants of a work message worked at once.
+    pub work_concurrency: usize,
     pub dead_letter_queue_url: String,
     /// The queue's `maxReceiveCount`: the last attempt parks the message on
     /// the dead-letter queue itself, so that the cause travels with it.
@@ -199,8 +201,8 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
     Ok(response)
 }
 
-/// The work queue's batch: each message's tenants moved (or previewed), one
-/// after the other; what a message leaves goes back on the queue as a
+/// The work queue's batch: each message's tenants moved (or previewed), a
+/// few at once; what a message leaves goes back on the queue as a
 /// message of its own, and the tenants whose members changed get their
 /// SCIM deliveries after the batch. A message that cannot be read or
 /// whose work fails before any tenant is reported as a batch item failure
@@ -221,7 +223,7 @@ async fn handle_work(app: &App, event: LambdaEvent<SqsEvent>) -> SqsBatchRespons
         };
         let span = tracing::info_span!("work", message_id = %id, run = %work.run, tenants = work.tenants.len());
         let cause = versions::rollout_cause(&work.run);
-        match versions::work(&app.store, &work, Utc::now(), stop_at).instrument(span.clone()).await {
+        match versions::work(&app.store, &work, Utc::now(), stop_at, app.work_concurrency).instrument(span.clone()).await {
             Ok(report) => {
                 let _enter = span.enter();
                 tracing::info!(cause = %cause, settled = report.settled, changed = report.changed.len(), left = report.rest.as_ref().map_or(0, |r| r.tenants.len()), "work done");

@@ -21,6 +21,7 @@ async fn main() -> Result<(), Error> {
         sqs: aws_sdk_sqs::Client::new(&aws),
         queue: config::reconcile_queue(&aws)?,
         work: config::work_queue(&aws)?,
+        work_concurrency: config::work_concurrency()?,
         dead_letter_queue_url: config::required("DEAD_LETTER_QUEUE_URL")?,
         max_receives: config::optional::<u32>("MAX_RECEIVES", 5)?,
     };

@@ -92,6 +92,33 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// One outcome of [`ModelRegistry::settle`].
+    fn settle_one(&self, run: &RunId, outcome: &Outcome) -> bool {
+        let mut db = self.db.lock().unwrap();
+        let key = (run.clone(), outcome.tenant_id.clone());
+        let before = db.outcomes.get(&key).map(|o| o.state);
+        if before.is_some_and(|s| s != OutcomeState::Waiting) {
+            return false;
+        }
+        let Some(r) = db.runs.get_mut(run) else { return false };
+        let c = &mut r.counts;
+        if before == Some(OutcomeState::Waiting) {
+            c.waiting -= 1;
+        }
+        match outcome.state {
+            OutcomeState::Done => c.done += 1,
+            OutcomeState::Waiting => c.waiting += 1,
+            OutcomeState::Skipped => c.skipped += 1,
+            OutcomeState::Failed => c.failed += 1,
+        }
+        c.members_changed += outcome.members_changed;
+        if let Some(p) = &outcome.preview {
+            c.preview.add(p);
+        }
+        db.outcomes.insert(key, outcome.clone());
+        true
+    }
+
     /// The events written with their changes, in order (the stream).
     pub fn stream(&self) -> Vec<Value> {
         self.db.lock().unwrap().stream.clone()
@@ -831,30 +858,12 @@ impl ModelRegistry for Memory {
         Ok(true)
     }
 
-    async fn settle(&self, run: &RunId, outcome: &Outcome) -> Result<bool, PortError> {
-        let mut db = self.db.lock().unwrap();
-        let key = (run.clone(), outcome.tenant_id.clone());
-        let before = db.outcomes.get(&key).map(|o| o.state);
-        if before.is_some_and(|s| s != OutcomeState::Waiting) {
-            return Ok(false);
+    async fn settle(&self, run: &RunId, outcomes: &[Outcome]) -> Result<usize, PortError> {
+        let mut settled = 0;
+        for outcome in outcomes {
+            settled += usize::from(self.settle_one(run, outcome));
         }
-        let Some(r) = db.runs.get_mut(run) else { return Ok(false) };
-        let c = &mut r.counts;
-        if before == Some(OutcomeState::Waiting) {
-            c.waiting -= 1;
-        }
-        match outcome.state {
-            OutcomeState::Done => c.done += 1,
-            OutcomeState::Waiting => c.waiting += 1,
-            OutcomeState::Skipped => c.skipped += 1,
-            OutcomeState::Failed => c.failed += 1,
-        }
-        c.members_changed += outcome.members_changed;
-        if let Some(p) = &outcome.preview {
-            c.preview.add(p);
-        }
-        db.outcomes.insert(key, outcome.clone());
-        Ok(true)
+        Ok(settled)
     }
 
     async fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> Result<Vec<Option<Outcome>>, PortError> {
@@ -1119,8 +1128,8 @@ impl<S: ModelRegistry> ModelRegistry for Crashing<'_, S> {
     async fn advance_run(&self, run: &RunState) -> Result<bool, PortError> {
         self.inner.advance_run(run).await
     }
-    async fn settle(&self, run: &RunId, outcome: &Outcome) -> Result<bool, PortError> {
-        self.inner.settle(run, outcome).await
+    async fn settle(&self, run: &RunId, outcomes: &[Outcome]) -> Result<usize, PortError> {
+        self.inner.settle(run, outcomes).await
     }
     async fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> Result<Vec<Option<Outcome>>, PortError> {
         self.inner.outcomes_of(run, tenants).await

@@ -568,10 +568,10 @@ pub trait ModelRegistry: Send + Sync {
     /// Saves a run's status, cursor and queued count, if it is still at
     /// revision `run.rev` (its counts are only ever added to, by `settle`).
     fn advance_run(&self, run: &RunState) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Records a tenant's outcome in a run, and adds it to the run's
-    /// counts, once: not if the tenant has a final outcome already (a
-    /// waiting tenant's outcome is replaced). False when it had.
-    fn settle(&self, run: &RunId, outcome: &Outcome) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Records tenants' outcomes in a run, and adds them to the run's
+    /// counts, each once: not a tenant's that has a final outcome already
+    /// (a waiting tenant's outcome is replaced). How many were recorded.
+    fn settle(&self, run: &RunId, outcomes: &[Outcome]) -> impl Future<Output = Result<usize, PortError>> + Send;
     /// The outcomes of these tenants in a run (`None`: none yet).
     fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> impl Future<Output = Result<Vec<Option<Outcome>>, PortError>> + Send;
     /// One page of a run's outcomes in tenant order, after `after`; and whether more follow.

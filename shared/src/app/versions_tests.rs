@@ -102,7 +102,7 @@ async fn drive(store: &Memory) {
             return;
         }
         for w in sent {
-            let report = versions::work(store, &w, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+            let report = versions::work(store, &w, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 4).await.unwrap();
             if let Some(rest) = report.rest {
                 store.send_work(&rest).await.unwrap();
             }
@@ -411,7 +411,7 @@ async fn a_rollout_crashed_inside_a_walk_resumes_and_changes_each_member_once() 
     assert_eq!(sent.len(), 1);
     // Provision dies at its third commit: the move, a chunk of the walk, then nothing.
     let dying = Crashing::after(&store, 2);
-    let err = versions::work(&dying, &sent[0], Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await;
+    let err = versions::work(&dying, &sent[0], Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 1).await;
     // A tenant that fails is tried again by the next message; nothing is lost.
     let report = err.unwrap();
     let rest = report.rest.expect("the failed tenant comes back");
@@ -420,7 +420,7 @@ async fn a_rollout_crashed_inside_a_walk_resumes_and_changes_each_member_once() 
     assert_eq!(meta.model_version, v(V2), "moved before the crash");
     assert!(meta.walk.as_ref().is_some_and(|w| !w.done), "its walk half done: {:?}", meta.walk);
     // The message again (as SQS delivers it again): the walk goes on.
-    versions::work(&store, &rest, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    versions::work(&store, &rest, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 4).await.unwrap();
     drive(&store).await;
     let run = store.runs().await.unwrap().remove(0);
     assert_eq!((run.status, run.counts.done), (RunStatus::Done, 2), "{run:?}");
@@ -454,14 +454,14 @@ async fn a_tenant_that_keeps_failing_is_recorded_with_its_cause_and_the_others_g
     // a's commits always fail (every attempt crashes at once); b's do not.
     for _ in 0..3 {
         let only_a = Work { tenants: work.tenants.iter().filter(|t| **t == a).cloned().collect(), ..work.clone() };
-        let report = versions::work(&Crashing::after(&store, 0), &only_a, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+        let report = versions::work(&Crashing::after(&store, 0), &only_a, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 1).await.unwrap();
         match report.rest {
             Some(rest) => work = Work { tenants: rest.tenants.into_iter().chain([b.clone()]).collect(), attempts: rest.attempts, ..work },
             None => break,
         }
     }
     let only_b = Work { tenants: vec![b.clone()], attempts: BTreeMap::new(), ..work };
-    versions::work(&store, &only_b, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    versions::work(&store, &only_b, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 4).await.unwrap();
     drive(&store).await;
     let run = store.run(&run.spec.id).await.unwrap().unwrap();
     assert_eq!((run.status, run.counts.failed, run.counts.done), (RunStatus::Failed, 1, 1), "{run:?}");
@@ -507,7 +507,7 @@ async fn events_during_a_move_end_in_the_same_access_as_if_they_came_after() {
     versions::pump(&store, &store, Utc::now(), limits()).await.unwrap();
     let work: Work = std::mem::take(&mut *store.work_sent.lock().unwrap()).remove(0);
     let only = Work { tenants: vec![during.clone()], ..work.clone() };
-    let report = versions::work(&Crashing::after(&store, 2), &only, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    let report = versions::work(&Crashing::after(&store, 2), &only, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 1).await.unwrap();
     assert!(report.rest.is_some());
     assert!(store.meta(&during).await.unwrap().unwrap().walk.is_some_and(|w| !w.done));
     let events = |t: &TenantId| crm(t, 2, "business", 60, None);
@@ -515,9 +515,9 @@ async fn events_during_a_move_end_in_the_same_access_as_if_they_came_after() {
     let new = NewMember { user_id: UserId::parse("late").unwrap(), email: "late@x.test".into(), groups: ["finance".to_string()].into(), attributes: BTreeMap::new() };
     members::create(&store, &during, &new, "late", Utc::now()).await.unwrap();
     settle(&store, &during).await;
-    versions::work(&store, &report.rest.unwrap(), Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    versions::work(&store, &report.rest.unwrap(), Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 4).await.unwrap();
     // `after`: moved first, the same events after.
-    versions::work(&store, &Work { tenants: vec![after.clone()], ..work }, Utc::now(), Instant::now() + std::time::Duration::from_secs(60)).await.unwrap();
+    versions::work(&store, &Work { tenants: vec![after.clone()], ..work }, Utc::now(), Instant::now() + std::time::Duration::from_secs(60), 4).await.unwrap();
     licenses::record_change(&store, &events(&after), "h2", Utc::now()).await.unwrap();
     members::create(&store, &after, &new, "late", Utc::now()).await.unwrap();
     settle(&store, &after).await;

@@ -136,7 +136,8 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
     Some(Explanation {
         tenant_id: tenant_id.clone(),
         user_id: user.clone(),
-        in_sync: item.access == desired.access && item.model_version == model.version,
+        // (A removed member keeps the version its removal was decided under.)
+        in_sync: item.access == desired.access && (item.model_version == model.version || item.member.removed),
         access: item.access.clone(),
         rule: desired.rule,
         license: LicenseExplanation {

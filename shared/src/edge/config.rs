@@ -113,6 +113,12 @@ pub fn pump_limits() -> Result<(usize, u64), ConfigError> {
     Ok((optional("MODEL_WORK_BATCH", 100usize)?.clamp(1, 500), optional("MODEL_WORK_IN_FLIGHT", 1000u64)?.max(1)))
 }
 
+/// Tenants of one work message provision works at once
+/// (`MODEL_WORK_CONCURRENCY`, 4): each is mostly waiting on DynamoDB.
+pub fn work_concurrency() -> Result<usize, ConfigError> {
+    Ok(optional("MODEL_WORK_CONCURRENCY", 4usize)?.clamp(1, 16))
+}
+
 /// The billing queue (`BILLING_QUEUE_URL`).
 pub fn billing_queue(aws: &aws_config::SdkConfig) -> Result<BillingQueue, ConfigError> {
     Ok(BillingQueue::new(aws_sdk_sqs::Client::new(aws), required("BILLING_QUEUE_URL")?))

@@ -78,6 +78,9 @@ async fn proxy(port: u16, upstream: String) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
+        // One write per answer, sent at once: an answer written in two parts
+        // waits for the client's delayed ACK (40 ms a request).
+        stream.set_nodelay(true).ok();
         let (counts, http, upstream) = (counts.clone(), http.clone(), upstream.clone());
         tokio::spawn(async move {
             while let Ok(Some((method, path, headers, body))) = read_request(&mut stream).await {
@@ -113,7 +116,9 @@ async fn proxy(port: u16, upstream: String) {
                     answer.push_str(&format!("{k}: {v}\r\n"));
                 }
                 answer.push_str(&format!("content-length: {}\r\n\r\n", out_body.len()));
-                if stream.write_all(answer.as_bytes()).await.is_err() || stream.write_all(&out_body).await.is_err() {
+                let mut whole = answer.into_bytes();
+                whole.extend_from_slice(&out_body);
+                if stream.write_all(&whole).await.is_err() {
                     return;
                 }
             }

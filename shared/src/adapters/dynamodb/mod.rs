@@ -107,6 +107,11 @@ impl Dynamo {
         Dynamo { registry: prefix.to_string(), models: Arc::default(), ..self }
     }
 
+    /// The registry's prefix (see [`Self::with_registry`]).
+    pub fn registry_prefix(&self) -> &str {
+        &self.registry
+    }
+
     /// The same tables with a smaller page of pending audit records (tests
     /// reach the paging with a few records).
     pub fn with_pending_page(self, pending_page: usize) -> Self {

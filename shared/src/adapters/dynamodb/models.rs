@@ -16,6 +16,8 @@ use crate::app::ports::{ModelRegistry, Models, TenantPage};
 use crate::core::ids::RunId;
 use crate::core::versions::{Outcome, OutcomeState, PreviewPage, Registered, Registration, RunState};
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -105,6 +107,95 @@ impl Dynamo {
     }
     fn run_pk(&self, id: &RunId) -> String {
         format!("{}RUN#{id}", self.registry)
+    }
+
+    /// One transaction: the outcomes (each once: a new one, or one
+    /// replacing a waiting one) and their sum added to the run's counts.
+    /// Written first as if no tenant had an outcome yet; the outcomes held
+    /// are read only when that is refused.
+    async fn settle_chunk(&self, run: &RunId, outcomes: &[&Outcome]) -> Result<usize, PortError> {
+        let name = |state: OutcomeState| match state {
+            OutcomeState::Done => "n_done",
+            OutcomeState::Waiting => "n_waiting",
+            OutcomeState::Skipped => "n_skipped",
+            OutcomeState::Failed => "n_failed",
+        };
+        let word = |state: OutcomeState| name(state).trim_start_matches("n_");
+        let mut held: Option<HashMap<TenantId, OutcomeState>> = None;
+        for attempt in 0..10 {
+            let mut items = Vec::new();
+            let mut sums: BTreeMap<&'static str, i64> = BTreeMap::new();
+            let mut preview = crate::core::versions::PreviewTotals::default();
+            for outcome in outcomes {
+                let was_waiting = match held.as_ref().and_then(|h| h.get(&outcome.tenant_id)) {
+                    Some(OutcomeState::Waiting) => true,
+                    Some(_) => continue,
+                    None => false,
+                };
+                let put = Put::builder()
+                    .table_name(&self.state)
+                    .item("pk", s(self.run_pk(run)))
+                    .item("sk", s(format!("T#{}", outcome.tenant_id)))
+                    .item("outcome", s(to_json(*outcome)))
+                    .item("state", s(word(outcome.state)));
+                let put = if was_waiting {
+                    put.condition_expression("#s = :waiting").expression_attribute_names("#s", "state").expression_attribute_values(":waiting", s(word(OutcomeState::Waiting)))
+                } else {
+                    put.condition_expression("attribute_not_exists(pk)")
+                };
+                items.push(TransactWriteItem::builder().put(put.build().expect("table, item set")).build());
+                *sums.entry("n_members_changed").or_default() += outcome.members_changed as i64;
+                // Waiting again (another date): the counts stay.
+                if !(was_waiting && outcome.state == OutcomeState::Waiting) {
+                    *sums.entry(name(outcome.state)).or_default() += 1;
+                    if was_waiting {
+                        *sums.entry("n_waiting").or_default() -= 1;
+                    }
+                }
+                if let Some(p) = &outcome.preview {
+                    preview.add(p);
+                }
+            }
+            if items.is_empty() {
+                return Ok(0);
+            }
+            let settling = items.len();
+            let mut update = Update::builder().table_name(&self.state).key("pk", s(self.runs_pk())).key("sk", s(run.as_str())).condition_expression("attribute_exists(pk)");
+            let mut adds = Vec::new();
+            for (name, value) in sums.iter().map(|(k, v)| (*k, *v)).chain(preview_counters(&mut preview).into_iter().map(|(k, v)| (k, *v as i64))) {
+                if value != 0 || name == "n_members_changed" {
+                    adds.push(format!("{name} :{name}"));
+                    update = update.expression_attribute_values(format!(":{name}"), AttributeValue::N(value.to_string()));
+                }
+            }
+            let update = update.update_expression(format!("ADD {}", adds.join(", "))).build().expect("key, expression set");
+            items.push(TransactWriteItem::builder().update(update).build());
+            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                Ok(_) => return Ok(settling),
+                Err(SdkError::ServiceError(e)) => match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        let reasons = c.cancellation_reasons();
+                        let refused = |i: usize| reasons.get(i).is_some_and(|r| r.code() == Some("ConditionalCheckFailed"));
+                        if refused(settling) {
+                            // The run is gone: nothing of it to settle.
+                            return Ok(0);
+                        }
+                        if (0..settling).any(refused) {
+                            // Some tenant settled meanwhile: read what is held, and write the rest.
+                            let tenants: Vec<TenantId> = outcomes.iter().map(|o| o.tenant_id.clone()).collect();
+                            let found = self.outcomes_of(run, &tenants).await?;
+                            held = Some(tenants.into_iter().zip(found).filter_map(|(t, o)| o.map(|o| (t, o.state))).collect());
+                        } else {
+                            // Another settlement of the run at the same moment.
+                            crate::app::commit::backoff(attempt).await;
+                        }
+                    }
+                    _ => return Err(failed("TransactWriteItems")(SdkError::ServiceError(e))),
+                },
+                Err(e) => return Err(failed("TransactWriteItems")(e)),
+            }
+        }
+        Err(PortError::Corrupt { key: self.run_pk(run), why: "the outcomes could not be settled: the run kept changing".into() })
     }
 
     async fn head(&self, consistent: bool) -> Result<Option<Head>, PortError> {
@@ -410,61 +501,15 @@ impl ModelRegistry for Dynamo {
     /// The outcome (unless the tenant has a final one; a waiting one is
     /// replaced) and the additions to the run's counts, in one transaction
     /// conditional on the outcome read: two settlements of one tenant add once.
-    async fn settle(&self, run: &RunId, outcome: &Outcome) -> Result<bool, PortError> {
-        let name = |state: OutcomeState| match state {
-            OutcomeState::Done => "n_done",
-            OutcomeState::Waiting => "n_waiting",
-            OutcomeState::Skipped => "n_skipped",
-            OutcomeState::Failed => "n_failed",
-        };
-        let word = |state: OutcomeState| name(state).trim_start_matches("n_");
-        for attempt in 0..10 {
-            let held = self.outcomes_of(run, std::slice::from_ref(&outcome.tenant_id)).await?.pop().flatten();
-            let was_waiting = match held.as_ref().map(|h| h.state) {
-                Some(OutcomeState::Waiting) => true,
-                Some(_) => return Ok(false),
-                None => false,
-            };
-            let mut put = Put::builder()
-                .table_name(&self.state)
-                .item("pk", s(self.run_pk(run)))
-                .item("sk", s(format!("T#{}", outcome.tenant_id)))
-                .item("outcome", s(to_json(outcome)))
-                .item("state", s(word(outcome.state)));
-            put = if was_waiting {
-                put.condition_expression("#s = :waiting").expression_attribute_names("#s", "state").expression_attribute_values(":waiting", s(word(OutcomeState::Waiting)))
-            } else {
-                put.condition_expression("attribute_not_exists(pk)")
-            };
-            let mut update = Update::builder().table_name(&self.state).key("pk", s(self.runs_pk())).key("sk", s(run.as_str())).condition_expression("attribute_exists(pk)");
-            let mut adds = vec!["n_members_changed :m".to_string()];
-            update = update.expression_attribute_values(":m", n(outcome.members_changed));
-            // Waiting again (another date): the counts stay.
-            if !(was_waiting && outcome.state == OutcomeState::Waiting) {
-                adds.push(format!("{} :one", name(outcome.state)));
-                update = update.expression_attribute_values(":one", n(1));
-                if was_waiting {
-                    adds.push("n_waiting :minus".into());
-                    update = update.expression_attribute_values(":minus", n(-1));
-                }
-            }
-            if let Some(p) = &outcome.preview {
-                let mut p = p.clone();
-                for (name, value) in preview_counters(&mut p) {
-                    adds.push(format!("{name} :{name}"));
-                    update = update.expression_attribute_values(format!(":{name}"), n(*value));
-                }
-            }
-            let update = update.update_expression(format!("ADD {}", adds.join(", "))).build().expect("key, expression set");
-            let items = vec![TransactWriteItem::builder().put(put.build().expect("table, item set")).build(), TransactWriteItem::builder().update(update).build()];
-            match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-                Ok(_) => return Ok(true),
-                // Settled meanwhile, or another settlement of the run at the same moment: read again.
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => crate::app::commit::backoff(attempt).await,
-                Err(e) => return Err(failed("TransactWriteItems")(e)),
-            }
+    async fn settle(&self, run: &RunId, outcomes: &[Outcome]) -> Result<usize, PortError> {
+        let mut seen = HashSet::new();
+        let outcomes: Vec<&Outcome> = outcomes.iter().filter(|o| seen.insert(o.tenant_id.clone())).collect();
+        let mut settled = 0;
+        // A transaction holds 100 items: the outcomes and the run's counts.
+        for chunk in outcomes.chunks(99) {
+            settled += self.settle_chunk(run, chunk).await?;
         }
-        Err(PortError::Corrupt { key: format!("{}/T#{}", self.run_pk(run), outcome.tenant_id), why: "the outcome could not be settled: the run kept changing".into() })
+        Ok(settled)
     }
 
     async fn outcomes_of(&self, run: &RunId, tenants: &[TenantId]) -> Result<Vec<Option<Outcome>>, PortError> {
