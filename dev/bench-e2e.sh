@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-e2e`: Entitle end to end on a stack of its own, release builds,
 # every function's DynamoDB requests through a counter (see
-# tests/src/bin/bench_e2e.rs); prints a table for the README.
+# tests/src/bin/bench_e2e.rs); prints a table for docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export STACK_DIR=.local/bench-e2e-stack MOTO_PORT=${BENCH_MOTO_PORT:-5189} FN_PORT=${BENCH_FN_PORT:-9189} SCIM_PORT=${BENCH_SCIM_PORT:-5188} \

@@ -11,6 +11,9 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 step "layers of the common crate"
 python3 dev/check_layers.py
+step "links of the README and docs/ (and the checker's own test)"
+python3 dev/test_check_links.py
+python3 dev/check_links.py
 
 # Every cargo command below selects the whole workspace, as `make build`
 # does: one feature resolution, so that the tests reuse the build of the

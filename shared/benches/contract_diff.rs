@@ -1,6 +1,6 @@
 //! Parse and diff a 1,000-clause contract: what amend does for every
 //! amendment (validate the new document, compute the clause-level change set,
-//! and check it applies). Run with `make bench`; the README has the figures.
+//! and check it applies). Run with `make bench`; docs/benchmarks.md has the figures.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use entitle::core::contract::{apply, diff, evaluate, AmendmentForm, ContractDocument};

@@ -1,6 +1,6 @@
 //! Desired access for a 10,000-member tenant: the pure core provision runs on
 //! every reconcile (effective license, role rules, seat ranking, the plan).
-//! Run with `make bench`; the README has the figures.
+//! Run with `make bench`; docs/benchmarks.md has the figures.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use entitle::core::access::{desired_access, plan, Member, MemberAccess, MemberItem, MemberStatus};

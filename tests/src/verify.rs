@@ -1,4 +1,4 @@
-//! The three verifiers of the README's "Signed entitlements", each with
+//! The three verifiers of docs/tokens.md ("Verifying"), each with
 //! standard libraries only (none of Entitle's code): Rust `jsonwebtoken`
 //! (here), Python `PyJWT` (`dev/verify/verify-token.py`) and Node `jose`
 //! (`dev/verify/verify-token.mjs`). Each checks the signature against the

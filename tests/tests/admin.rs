@@ -268,7 +268,7 @@ async fn exported(s: &Stack) -> (String, String, String) {
     (t, text, pem)
 }
 
-/// `dev/verify-export.sh` (jq, openssl, sha256sum: what the README shows).
+/// `dev/verify-export.sh` (jq, openssl, sha256sum: what docs/api.md shows).
 fn verify_offline(export: &str, pem: &str) -> (bool, String) {
     let dir = std::env::temp_dir().join(unique("verify"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -479,7 +479,7 @@ async fn concurrent_pushes_of_one_user_make_one_member() {
 /// On the loaded test machine, cargo lambda watch (the local Lambda
 /// emulator) now and then answers a large answer (a schema is tens of
 /// kilobytes) with an error of its own instead of the function's (see the
-/// README, Local stack; the function answers JSON only and logged no error):
+/// local stack's page, docs/local-stack.md; the function answers JSON only and logged no error):
 /// a fault of the stand-in, not a conformance result. A run whose report
 /// shows it (`emulator_fault`) is printed and repeated, at most twice.
 async fn checker(program: &str, args: &[&str], env: &[(&str, &str)], emulator_fault: impl Fn(&str) -> bool) -> String {
@@ -523,7 +523,7 @@ fn scim2_results(out: &str) -> Vec<(String, String, String)> {
 /// discovery, CRUD of every resource type with every attribute the schemas
 /// declare, PATCH add/replace/remove attribute by attribute) and
 /// `scim-sanity probe` (lifecycles, search, paging, errors). Every check
-/// passes but the deliberate ones the README lists: PATCHing Entitle's
+/// passes but the deliberate ones docs/directory.md lists: PATCHing Entitle's
 /// read-only extension as a whole (scim2-tester expects it to become what
 /// it sent), and adding a member that does not exist to a group
 /// (scim-sanity adds `fake-member-id` and expects 200; Entitle refuses an
@@ -542,7 +542,7 @@ async fn the_public_conformance_checkers_pass() {
     let others: Vec<&(String, String, String)> = results.iter().filter(|r| r.0 != "SUCCESS").collect();
     let deliberate = |r: &&(String, String, String)| r.0 == "ERROR" && ["check_add_attribute", "check_replace_attribute", "check_remove_attribute"].contains(&r.1.as_str()) && r.2.contains(&format!("'{ENTITLE}'"));
     assert!(passed >= 100, "scim2 test ran {passed} successful checks only:\n{out}");
-    assert!(others.iter().all(deliberate), "scim2 test: checks failed that the README does not list: {:?}\n{out}", others.iter().filter(|r| !deliberate(r)).collect::<Vec<_>>());
+    assert!(others.iter().all(deliberate), "scim2 test: checks failed that docs/directory.md does not list: {:?}\n{out}", others.iter().filter(|r| !deliberate(r)).collect::<Vec<_>>());
     assert!(others.len() <= 3, "{others:?}");
     // scim-sanity sees it as a read (the schemas) answered 500; the
     // function never answers a read 500 without logging it.
@@ -560,6 +560,6 @@ async fn the_public_conformance_checkers_pass() {
     assert!(passed >= 20, "scim-sanity passed {passed} checks only: {report}");
     assert!(
         failed.iter().all(|r| r["name"] == "PATCH /Groups/{id} add member" && r["message"].as_str().is_some_and(|m| m.contains("400"))),
-        "scim-sanity: checks failed that the README does not list: {failed:?}"
+        "scim-sanity: checks failed that docs/directory.md does not list: {failed:?}"
     );
 }

@@ -355,7 +355,7 @@ impl Checkpoint {
         }
     }
 
-    /// The bytes signed: one field per line, no trailing newline (the README
+    /// The bytes signed: one field per line, no trailing newline (docs/api.md
     /// rebuilds it with `jq` for `openssl`).
     pub fn message(&self) -> String {
         format!("entitle-audit-checkpoint/v1\n{}\n{}\n{}\n{}\n{}", self.tenant_id, self.seq, self.head_hash, self.at, self.key_id)
@@ -369,7 +369,7 @@ impl Checkpoint {
 /// of an earlier export pins it). Each stored checkpoint in `earlier` must
 /// name the tenant and, where its record is in the export, that record's
 /// hash. The signatures are checked with the public key (`openssl`, see
-/// the README). Returns the checkpoint.
+/// docs/api.md). Returns the checkpoint.
 pub fn verify_export(text: &str) -> Result<Checkpoint, String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let (last, records) = lines.split_last().ok_or("the export is empty")?;

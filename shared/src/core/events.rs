@@ -1,6 +1,6 @@
 //! Access-changed events, the pure part: what an audit record announces on
 //! the bus, built from the same typed values as the record (the shapes are
-//! documented in the README and `infra/events.schema.json`).
+//! documented in docs/api.md and `infra/events.schema.json`).
 
 use crate::core::access::{MemberAccess, MemberStatus};
 pub use crate::core::audit::Announcement;

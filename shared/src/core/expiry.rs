@@ -125,7 +125,7 @@ pub fn audit_of(t: &Transition, cause: &Cause) -> AuditEvent {
         .after(serde_json::json!({"status": t.after.status, "timeline": t.after.timeline}))
 }
 
-/// The license event of a transition (see the README for the schema); its
+/// The license event of a transition (see docs/api.md for the schema); its
 /// id is derived from what fell due, so a repeated run announces it once.
 pub fn event_of(tenant: &TenantId, t: &Transition, run_id: &str) -> serde_json::Value {
     let id = crate::core::audit::hash_of(&format!("{tenant}/{}/{}/{:?}", t.after.license_id, t.due_at.timestamp(), t.kind));

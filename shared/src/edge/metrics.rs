@@ -3,7 +3,7 @@
 //! into metrics (namespace `$METRICS_NAMESPACE`, `Entitle/<stack>` in the
 //! template, `Entitle` without it). No request to CloudWatch, nothing on the
 //! hot path but a line of stdout. Names, units and dimensions are listed in
-//! the README ("Metrics"); the template's dashboard and alarms read them.
+//! docs/operations.md ("Metrics and alarms"); the template's dashboard and alarms read them.
 //! A value with dimensions is also published without them (the sum over
 //! all), which is what the alarms watch.
 

@@ -1,7 +1,7 @@
 //! The expiry sweep at scale: 100,000 licenses of which 1 % are due. Seeds
 //! DynamoDB Local's state table directly (through the real SDK), runs the
 //! sweep, and prints the items it read per due item. `make bench-sweep`
-//! starts a stack for it; the README has the figures.
+//! starts a stack for it; docs/benchmarks.md has the figures.
 //!
 //! usage: sweep-scale [LICENSES] [DUE_PERCENT]   (ENTITLE_STACK_ENV points at the stack)
 

@@ -230,7 +230,7 @@ pub fn profile(name: ProfileName) -> Profile {
 }
 
 /// What Entitle can and cannot guarantee on a target of this profile (the
-/// target view and the README show it).
+/// target view and docs/scim-targets.md show it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Guarantees {
     /// Verified: each member's user exists (or not) and is active as access says.
