@@ -678,8 +678,8 @@ impl Scim {
         created["id"].as_str().unwrap().to_string()
     }
 
-    pub async fn patch(&self, path: &str, ops: Vec<Value>) {
-        let (code, body) = self.request(reqwest::Method::PATCH, path, Some(entitle::core::scim::patch_body(ops))).await;
+    pub async fn patch(&self, path: &str, ops: Vec<entitle::core::scim::PatchOp>) {
+        let (code, body) = self.request(reqwest::Method::PATCH, path, Some(entitle::core::scim::patch_body(&ops))).await;
         assert!(code == 200 || code == 204, "PATCH {path}: {code} {body}");
     }
 

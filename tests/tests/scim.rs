@@ -270,7 +270,7 @@ async fn drift_made_on_the_target_is_repaired_on_demand_and_on_schedule() {
     // and a stranger added to billing-admin.
     let member = scim.group_id("entitle-member").await.unwrap();
     let billing = scim.group_id("entitle-billing-admin").await.unwrap();
-    scim.patch(&format!("/Users/{}", seen[&user("a")].id), vec![json!({"op": "replace", "path": "active", "value": false})]).await;
+    scim.patch(&format!("/Users/{}", seen[&user("a")].id), vec![entitle::core::scim::PatchOp::replace("active", json!(false))]).await;
     scim.patch(&format!("/Groups/{member}"), vec![entitle::core::scim::remove_member_op(&seen[&user("b")].id)]).await;
     scim.patch(&format!("/Groups/{member}"), vec![entitle::core::scim::remove_member_op(&seen[&user("c")].id)]).await;
     assert_eq!(scim.request(Method::DELETE, &format!("/Users/{}", seen[&user("c")].id), None).await.0, 204);
@@ -392,7 +392,7 @@ async fn the_client_adopts_on_409_rereads_on_412_pages_and_honours_retry_after()
     let (_, fresh) = scim.request(Method::GET, &format!("/Users/{existing}"), None).await;
     let stale = ScimUser::from_json(&fresh).unwrap();
     assert!(stale.version.is_some(), "scim2-server offers ETags");
-    scim.patch(&format!("/Users/{existing}"), vec![json!({"op": "replace", "path": "displayName", "value": "Changed Elsewhere"})]).await;
+    scim.patch(&format!("/Users/{existing}"), vec![entitle::core::scim::PatchOp::replace("displayName", json!("Changed Elsewhere"))]).await;
     desired.enterprise.insert("department".into(), "Ops".into());
     let out = client.sync_member(&desired, &managed, Some(Known { user: Some(stale), member_of: Some(MemberOf::known(set(&["member"]))) })).await.unwrap();
     assert_eq!((out.conflicts, out.patched), (1, true), "{out:?}");

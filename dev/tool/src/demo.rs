@@ -532,7 +532,7 @@ impl Demo {
         let (Some(uid), Some(gid)) = (find(&users, "userName", user_name), find(&groups, "displayName", group)) else {
             return Err(format!("{user_name} or {group} is not on the target"));
         };
-        self.scim(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(entitle::core::scim::patch_body(vec![entitle::core::scim::add_member_op(&uid)]))).await?;
+        self.scim(reqwest::Method::PATCH, &format!("/Groups/{gid}"), Some(entitle::core::scim::patch_body(&[entitle::core::scim::add_member_op(&uid)]))).await?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::app::ports::Tenants;
 use entitle::app::{audit, Error};
+use entitle::core::audit::Cause;
 use entitle::core::audit::AuditRecord;
 use entitle::core::ids::{TenantId, UserId};
 use entitle::core::rejection::Rejection;
@@ -90,10 +91,10 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
         Some(v) => v.parse().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| Rejection::malformed("invalid_query", format!("limit: expected 1 to {MAX_PAGE}")))?,
     };
     // Records of the last moments may still be pending (not yet chained): say how many.
-    let (meta, pending) = store.pending_audit(&tenant, usize::MAX).await?;
-    if meta.is_none() {
+    if store.meta(&tenant).await?.is_none() {
         return Err(Rejection::not_found(&format!("tenant {tenant}")).into());
     }
+    let pending = store.pending_count(&tenant).await?;
     let (records, more) = store.audit_page(&tenant, after, limit).await?;
     let next = if more { records.last().map(|r| r.seq) } else { None };
     let records: Vec<serde_json::Value> = records
@@ -106,7 +107,7 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
             v
         })
         .collect();
-    Ok(http::json(200, &json!({"tenant_id": tenant, "records": records, "next_after": next, "pending": pending.len()})))
+    Ok(http::json(200, &json!({"tenant_id": tenant, "records": records, "next_after": next, "pending": pending})))
 }
 
 async fn verify(store: &Dynamo, tenant: &str) -> Result<Response<Body>, Error> {
@@ -138,7 +139,7 @@ async fn member_token(app: &App, req: &Request, tenant: &str, user: &str) -> Res
     let user = http::id(user, UserId::parse)?;
     let i = tokens::member_token(&app.store, &app.keys, &app.issuer, &tenant, &user, chrono::Utc::now()).await?;
     if i.signed {
-        tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "member token signed");
+        tracing::info!(tenant = %tenant, user = %user, cause = %Cause::api_call(&http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "member token signed");
     }
     Ok(http::json(200, &issued(&i, "token")))
 }
@@ -147,6 +148,6 @@ async fn member_token(app: &App, req: &Request, tenant: &str, user: &str) -> Res
 async fn license_file(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let i = tokens::license_file(&app.store, &app.keys, &app.issuer, &tenant, chrono::Utc::now()).await?;
-    tracing::info!(tenant = %tenant, cause = %format!("api:{}", http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "license file signed");
+    tracing::info!(tenant = %tenant, cause = %Cause::api_call(&http::request_id(req)), kid = %i.kid, audit_seq = i.audit_seq, "license file signed");
     Ok(http::json(200, &issued(&i, "license")))
 }

@@ -11,7 +11,7 @@ use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome};
 use entitle::app::ports::{Checkpoints, Queue, Tenants};
 use entitle::app::{audit, licenses, Error};
-use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, CauseKind, ChainHead, Checkpoint};
+use entitle::core::audit::{hash_of, AuditAction, AuditEvent, Cause, ChainHead, Checkpoint};
 use entitle::core::ids::{TenantId, UserId};
 use entitle::core::license::Source;
 use entitle::core::reconcile::ReconcileRequest;
@@ -83,7 +83,7 @@ async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
         }
     }
     let request_id = http::request_id(req);
-    let cause = Cause::new(CauseKind::ApiCall, &request_id);
+    let cause = Cause::api_call(&request_id);
     let by = http::principal(req).unwrap_or_else(|| "unknown".into());
     let (moved, not_found) = app
         .dead_letters
@@ -109,7 +109,7 @@ async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
         })
         .await?;
     for l in &moved {
-        tracing::info!(cause = %format!("api:{request_id}"), tenant = l.tenant_id.as_deref(), message_id = %l.message_id, by, "dead letter redriven");
+        tracing::info!(cause = %Cause::api_call(&request_id), tenant = l.tenant_id.as_deref(), message_id = %l.message_id, by, "dead letter redriven");
     }
     Ok(http::json(200, &json!({"moved": moved, "not_found": not_found})))
 }
@@ -166,7 +166,7 @@ async fn replay(app: &App, req: &Request, event_id: &str) -> Result<Response<Bod
         }
         app.store.unpark(source, &parked.event_id).await?;
     }
-    tracing::info!(cause = %format!("stripe:{event_id}"), tenant = outcome.tenant.as_ref().map(|t| t.to_string()), replayed_by = %format!("api:{request_id}"), outcome = outcome.recorded.label(), still_parked = still, "parked event replayed");
+    tracing::info!(cause = %licenses::cause_of(Source::Stripe, &event_id), tenant = outcome.tenant.as_ref().map(|t| t.to_string()), replayed_by = %Cause::api_call(&request_id), outcome = outcome.recorded.label(), still_parked = still, "parked event replayed");
     Ok(http::json(200, &answer))
 }
 

@@ -9,7 +9,7 @@ use chrono::Utc;
 use entitle::app::ports::{ModelRegistry, Models};
 use entitle::app::versions::{self, PumpLimits};
 use entitle::app::Error;
-use entitle::core::audit::{Cause, CauseKind};
+use entitle::core::audit::Cause;
 use entitle::core::ids::{ModelVersion, RunId, TenantId};
 use entitle::core::rejection::Rejection;
 use entitle::core::versions::{parse_preview, PinRequest, RolloutRequest, RunKind, Selection};
@@ -91,7 +91,7 @@ pub async fn create_preview(app: &App, req: &Request) -> Result<Response<Body>, 
     }
     let by = http::principal(req).unwrap_or_else(|| "unknown".into());
     let run = versions::start_preview(&app.store, of, tenants, exclude, &by, new_id("p"), Utc::now()).await?;
-    tracing::info!(cause = %Cause::new(CauseKind::ApiCall, http::request_id(req)), preview = %run.spec.id, to = %run.spec.to(), total = run.total, "preview created");
+    tracing::info!(cause = %Cause::api_call(&http::request_id(req)), preview = %run.spec.id, to = %run.spec.to(), total = run.total, "preview created");
     start(app).await;
     Ok(http::json(202, &json!({"preview_id": run.spec.id, "to": run.spec.to(), "total": run.total})))
 }
@@ -148,7 +148,7 @@ pub async fn create_rollout(app: &App, req: &Request) -> Result<Response<Body>, 
     let request = RolloutRequest::parse(&body)?;
     let by = http::principal(req).unwrap_or_else(|| "unknown".into());
     let run = versions::start_rollout(&app.store, request, &by, new_id("r"), Utc::now()).await?;
-    tracing::info!(cause = %Cause::new(CauseKind::ApiCall, http::request_id(req)), rollout = %run.spec.id, to = %run.spec.to(), total = run.total, "rollout created");
+    tracing::info!(cause = %Cause::api_call(&http::request_id(req)), rollout = %run.spec.id, to = %run.spec.to(), total = run.total, "rollout created");
     start(app).await;
     Ok(http::json(202, &json!({"rollout_id": run.spec.id, "to": run.spec.to(), "total": run.total})))
 }
@@ -179,7 +179,7 @@ pub async fn cancel(app: &App, req: &Request, id: &str) -> Result<Response<Body>
         _ => return Err(Rejection::not_found(&format!("rollout {id}")).into()),
     }
     let run = versions::cancel(&app.store, &id, Utc::now()).await?;
-    tracing::info!(cause = %Cause::new(CauseKind::ApiCall, http::request_id(req)), rollout = %id, status = ?run.status, "rollout canceled");
+    tracing::info!(cause = %Cause::api_call(&http::request_id(req)), rollout = %id, status = ?run.status, "rollout canceled");
     Ok(http::json(200, &run.view()))
 }
 
@@ -189,7 +189,7 @@ pub async fn pin(app: &App, req: &Request, tenant: &str) -> Result<Response<Body
     let body: serde_json::Value = parse_json(http::body(req)?)?;
     let now = Utc::now();
     let request = PinRequest::parse(&body, now)?;
-    let cause = Cause::new(CauseKind::ApiCall, http::request_id(req));
+    let cause = Cause::api_call(&http::request_id(req));
     let meta = versions::pin(&app.store, &app.queue, &tenant, &request, &cause, now).await?;
     tracing::info!(cause = %cause, tenant = %tenant, version = %request.version, "tenant pinned");
     Ok(http::json(200, &json!({"tenant_id": tenant, "model": entitle::core::versions::tenant_model_view(&meta)})))
@@ -199,7 +199,7 @@ pub async fn pin(app: &App, req: &Request, tenant: &str) -> Result<Response<Body
 /// the latest version.
 pub async fn unpin(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
-    let cause = Cause::new(CauseKind::ApiCall, http::request_id(req));
+    let cause = Cause::api_call(&http::request_id(req));
     let to = versions::unpin(&app.store, &app.queue, &tenant, &cause, Utc::now()).await?;
     tracing::info!(cause = %cause, tenant = %tenant, "tenant unpinned");
     Ok(http::json(200, &json!({"tenant_id": tenant, "released": to.is_some(), "version": to})))

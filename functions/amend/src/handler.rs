@@ -70,8 +70,8 @@ async fn create(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let request_id = http::request_id(req);
     let (state, created) = contracts::create(&app.store, &body, &hash_of(&body.to_string()), &request_id, Utc::now()).await?;
     let cid = &state.doc.contract_id;
-    tracing::info!(tenant = %state.tenant_id, contract = %cid, cause = %format!("api_call:{request_id}"), created, "contract created");
-    reconcile(app, &state.tenant_id, Cause::new(CauseKind::ApiCall, &request_id), &format!("contract:{cid}:v{}", state.version)).await?;
+    tracing::info!(tenant = %state.tenant_id, contract = %cid, cause = %Cause::api_call(&request_id), created, "contract created");
+    reconcile(app, &state.tenant_id, Cause::api_call(&request_id), &format!("contract:{cid}:v{}", state.version)).await?;
     Ok(http::json(if created { 201 } else { 200 }, &contract_view(app, &state).await?))
 }
 
@@ -102,7 +102,7 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, Er
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,
-        cause = %format!("amendment:{}", amendment.amendment_id),
+        cause = %Cause::new(CauseKind::Amendment, amendment.amendment_id.as_str()),
         status = amendment.status.as_str(),
         stored,
         dry_run,
@@ -138,7 +138,7 @@ async fn decide(app: &App, req: &Request, cid: &str, aid: &str, verdict: Option<
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,
-        cause = %format!("amendment:{aid}"),
+        cause = %Cause::new(CauseKind::Amendment, aid.as_str()),
         by = %decision.by,
         principal = principal.as_deref().unwrap_or("none"),
         status = amendment.status.as_str(),

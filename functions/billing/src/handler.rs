@@ -93,12 +93,14 @@ async fn stripe_event(app: &App, envelope: &Value) -> Result<Value, BillingError
         }
         EventOutcome::Acted { event_id, outcome } => (event_id, outcome),
     };
-    let cause = format!("stripe:{event_id}");
-    tracing::info!(cause, route = "eventbridge", tenant = outcome.tenant.as_ref().map(|t| t.to_string()), outcome = outcome.recorded.label(), "stripe event recorded");
-    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", &cause).emit();
+    let cause = licenses::cause_of(Source::Stripe, &event_id);
+    tracing::info!(cause = %cause, route = "eventbridge", tenant = outcome.tenant.as_ref().map(|t| t.to_string()), outcome = outcome.recorded.label(), "stripe event recorded");
+    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", cause.to_string()).emit();
     if let Some(tenant) = outcome.reconcile() {
-        let request = ReconcileRequest::new(tenant.clone(), licenses::cause_of(Source::Stripe, &event_id));
-        app.queue.send(&request, &cause).await.map_err(|e| BillingError::Failed(error_chain(&e)))?;
+        // The webhook's deduplication id: the same event by either route is queued once.
+        let dedup = format!("stripe:{event_id}");
+        let request = ReconcileRequest::new(tenant.clone(), cause);
+        app.queue.send(&request, &dedup).await.map_err(|e| BillingError::Failed(error_chain(&e)))?;
     }
     Ok(outcome.answer(Some(&event_id)))
 }
@@ -134,7 +136,7 @@ async fn run(app: &App, req: &SyncRequest, stop_at: Instant) -> Result<SyncRepor
         app.queue.send(&ReconcileRequest::new(tenant.clone(), cause.clone()), &format!("billing_sync:{}:{tenant}", req.run_id)).await?;
     }
     tracing::info!(
-        cause = %format!("billing_sync:{}", req.run_id),
+        cause = %cause,
         tenant = req.tenant.as_ref().map(|t| t.to_string()),
         listed = report.listed,
         compared = report.compared,

@@ -12,7 +12,7 @@ use entitle::core::audit::Cause;
 use entitle::core::provider::filter::{get_ci, Filter};
 use entitle::core::provider::resource::{attribute_list, project};
 use entitle::core::provider::schemas::{self, ERROR, SEARCH};
-use entitle::core::rejection::{Kind, Rejection};
+use entitle::core::rejection::Rejection;
 use entitle::edge::body::parse_json;
 use entitle::edge::{config, http, metrics};
 use lambda_http::{Body, Request, Response};
@@ -73,7 +73,7 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
         ("GET", ["Schemas"]) => Ok(scim(200, &list_response(schemas::all(&s.base), 1, schemas::MAX_RESULTS))),
         ("GET", ["Schemas", id]) => one_of(schemas::all(&s.base), id, "Schema"),
         (_, ["ServiceProviderConfig" | "ResourceTypes" | "Schemas", ..]) => Err(not_allowed(method, "the directory's description is read-only")),
-        ("POST", ["Bulk"]) | (_, ["Me", ..]) => Err(Rejection::new(Kind::NotFound, "not_implemented", format!("{} is not supported (see /ServiceProviderConfig)", rest.join("/"))).with("status", "501").into()),
+        ("POST", ["Bulk"]) | (_, ["Me", ..]) => Err(Rejection::not_implemented(format!("{} is not supported (see /ServiceProviderConfig)", rest.join("/"))).into()),
         ("GET", ["Users"]) => {
             let f = filter(q("filter").as_deref())?;
             let all = s.find_users(f.as_ref()).await?;
@@ -119,7 +119,7 @@ async fn route(app: &App, req: &Request, method: &str, tenant: &str, rest: &[&st
 }
 
 fn not_allowed(method: &str, why: &str) -> Error {
-    Rejection::new(Kind::NotFound, "method_not_allowed", format!("{method}: {why}")).with("status", "405").into()
+    Rejection::method_not_allowed(format!("{method}: {why}")).into()
 }
 
 fn one_of(list: Vec<Value>, id: &str, what: &str) -> Result<Response<Body>, Error> {
@@ -225,14 +225,14 @@ fn resource(status: u16, r: Value, req: &Request) -> Response<Body> {
 }
 
 async fn created(app: &App, s: &Session<'_, Dynamo>, a: Answer, req: &Request) -> Result<Response<Body>, Error> {
-    tracing::info!(tenant = %s.tenant, directory = %s.connection.id, cause = %format!("directory:{}/{}", s.connection.id, s.request_id), id = a.resource["id"].as_str(), "directory resource created");
+    tracing::info!(tenant = %s.tenant, directory = %s.connection.id, cause = %Cause::directory(&s.connection.id, &s.request_id), id = a.resource["id"].as_str(), "directory resource created");
     enqueue(app, s, "created").await?;
     Ok(resource(201, a.resource, req))
 }
 
 async fn changed(app: &App, s: &Session<'_, Dynamo>, a: Answer, req: &Request) -> Result<Response<Body>, Error> {
     if a.changed {
-        tracing::info!(tenant = %s.tenant, directory = %s.connection.id, cause = %format!("directory:{}/{}", s.connection.id, s.request_id), id = a.resource["id"].as_str(), "directory resource changed");
+        tracing::info!(tenant = %s.tenant, directory = %s.connection.id, cause = %Cause::directory(&s.connection.id, &s.request_id), id = a.resource["id"].as_str(), "directory resource changed");
         enqueue(app, s, "changed").await?;
     }
     Ok(resource(200, a.resource, req))
@@ -255,13 +255,12 @@ async fn enqueue(app: &App, s: &Session<'_, Dynamo>, what: &str) -> Result<(), E
 fn scim_error(e: Error) -> Response<Body> {
     let plain = http::answer_error(match e {
         Error::Rejected(r) => {
-            let status: u16 = r.details.get("status").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or_else(|| http::status_of(r.kind));
+            let status = http::status_of(r.kind);
             tracing::warn!(status, code = r.code, message = %r.message, "directory request refused");
             let mut body = json!({"schemas": [ERROR], "status": status.to_string(), "detail": r.message});
-            for (k, v) in &r.details {
-                if k != "status" {
-                    body[k] = v.clone();
-                }
+            // SCIM's `status` is the HTTP status; no detail replaces it.
+            for (k, v) in r.details.iter().filter(|(k, _)| k.as_str() != "status") {
+                body[k] = v.clone();
             }
             let mut answer = scim(status, &body);
             if status == 401 {

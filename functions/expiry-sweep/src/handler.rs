@@ -1,4 +1,5 @@
 use chrono::{DateTime, Utc};
+use entitle::core::audit::{Cause, CauseKind};
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
 use entitle::adapters::sqs::{ReconcileQueue, WorkQueueSqs};
@@ -78,7 +79,7 @@ pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Sweep
     let limits = SweepLimits { stop_at, max_items: None };
     let (report, amendments) = sweep::run(&app.store, &app.queue, &app.work, &app.signer, as_of, &run_id, limits).await.map_err(|e| SweepError::Failed(error_chain(&e)))?;
     tracing::info!(
-        cause = %format!("sweep:{run_id}"),
+        cause = %Cause::new(CauseKind::Sweep, &run_id),
         as_of = %as_of.to_rfc3339(),
         licenses = report.licenses,
         transitions = report.transitions,

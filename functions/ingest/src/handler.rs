@@ -137,16 +137,16 @@ pub async fn stripe_answer(app: &App, outcome: EventOutcome) -> Result<Response<
         }
         EventOutcome::Acted { event_id, outcome } => (event_id, outcome),
     };
-    let cause = format!("stripe:{event_id}");
+    let cause = licenses::cause_of(Source::Stripe, &event_id);
     match &outcome.recorded {
-        licenses::Recorded::Parked { reason } => tracing::warn!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), reason, "stripe event parked"),
-        r => tracing::info!(cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded"),
+        licenses::Recorded::Parked { reason } => tracing::warn!(cause = %cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), reason, "stripe event parked"),
+        r => tracing::info!(cause = %cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded"),
     }
-    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", &cause).emit();
+    metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", cause.to_string()).emit();
     if let Some(tenant) = outcome.reconcile() {
         // Also on a duplicate: the first delivery may have crashed before
         // queueing. A reconcile is level-triggered, so an extra one is harmless.
-        enqueue(app, tenant, licenses::cause_of(Source::Stripe, &event_id), &cause).await?;
+        enqueue(app, tenant, cause, &format!("stripe:{event_id}")).await?;
     }
     let status = if matches!(outcome.recorded, licenses::Recorded::Parked { .. }) { 202 } else { 200 };
     Ok(http::json(status, &outcome.answer(Some(&event_id))))
@@ -161,8 +161,8 @@ async fn crm_record(app: &App, req: &Request) -> Result<Response<Body>, Error> {
 async fn record(app: &App, change: &LicenseChange, body: &[u8]) -> Result<Response<Body>, Error> {
     let outcome = licenses::record_change(&app.store, change, &hash_of(&String::from_utf8_lossy(body)), Utc::now()).await?;
     let cause = licenses::cause_of(change.source, &change.event_id);
-    tracing::info!(tenant = %change.tenant_id, cause = %format!("{}:{}", change.source.as_str(), change.event_id), outcome = outcome.label(), "license event recorded");
-    metrics::license_event(change.source, &outcome).property("cause", format!("{}:{}", change.source.as_str(), change.event_id)).property("tenant", change.tenant_id.as_str()).emit();
+    tracing::info!(tenant = %change.tenant_id, cause = %cause, outcome = outcome.label(), "license event recorded");
+    metrics::license_event(change.source, &outcome).property("cause", cause.to_string()).property("tenant", change.tenant_id.as_str()).emit();
     if !matches!(outcome, licenses::Recorded::Parked { .. }) {
         // Also on a duplicate: the first delivery may have crashed before
         // queueing. A reconcile is level-triggered, so an extra one is harmless.
@@ -193,11 +193,11 @@ async fn create_member(app: &App, req: &Request, tenant: &str) -> Result<Respons
     new.validate()?;
     let request_id = http::request_id(req);
     let (view, created) = members::create(&app.store, &tenant, &new, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, user = %new.user_id, cause = %format!("api:{request_id}"), status = view.status.as_str(), created, "member created");
+    tracing::info!(tenant = %tenant, user = %new.user_id, cause = %Cause::api_call(&request_id), status = view.status.as_str(), created, "member created");
     if created {
         metrics::seat_claim(view.status.as_str() == "active").property("tenant", tenant.as_str()).emit();
     }
-    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
+    wake(app, &tenant, Cause::api_call(&request_id), &format!("member-created:{tenant}:{}:{request_id}", new.user_id)).await?;
     Ok(http::json(201, &view))
 }
 
@@ -206,8 +206,8 @@ async fn remove_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let user = http::id(user, UserId::parse)?;
     let request_id = http::request_id(req);
     let view = members::remove(&app.store, &tenant, &user, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), "member removed");
-    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
+    tracing::info!(tenant = %tenant, user = %user, cause = %Cause::api_call(&request_id), "member removed");
+    wake(app, &tenant, Cause::api_call(&request_id), &format!("member-removed:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 
@@ -219,7 +219,7 @@ async fn update_member(app: &App, req: &Request, tenant: &str, user: &str) -> Re
     let body: MemberUpdate = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let view = members::update(&app.store, &tenant, &user, &body, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), status = view.status.as_str(), "member updated");
+    tracing::info!(tenant = %tenant, user = %user, cause = %Cause::api_call(&request_id), status = view.status.as_str(), "member updated");
     Ok(http::json(200, &view))
 }
 
@@ -233,8 +233,8 @@ async fn put_seat(app: &App, req: &Request, tenant: &str, user: &str) -> Result<
     let request_id = http::request_id(req);
     let principal = http::principal(req);
     let view = seats::set_seat(&app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, user = %user, cause = %format!("api:{request_id}"), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
-    wake(app, &tenant, Cause::new(CauseKind::ApiCall, &request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
+    tracing::info!(tenant = %tenant, user = %user, cause = %Cause::api_call(&request_id), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
+    wake(app, &tenant, Cause::api_call(&request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
 }
 
@@ -246,7 +246,7 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let config: TargetConfig = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let (stored, created) = targets::configure(&app.store, &app.tokens, &tenant, &target_id, config, app.egress, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), created, "SCIM target configured");
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), created, "SCIM target configured");
     targets::queue_repair(&app.queue, &tenant, &target_id, &request_id).await?;
     let mut view = serde_json::to_value(TargetView::new(&stored, 0, vec![])).expect("serialises");
     view["request_id"] = json!(request_id);
@@ -267,7 +267,7 @@ async fn remove_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     let target_id = http::id(target, TargetId::parse)?;
     let request_id = http::request_id(req);
     let dropped = targets::remove(&app.store, &app.tokens, &tenant, &target_id, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), dropped, "SCIM target removed");
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), dropped, "SCIM target removed");
     Ok(http::json(200, &json!({"status": "removed", "tenant_id": tenant, "target_id": target_id, "undelivered_dropped": dropped, "request_id": request_id})))
 }
 
@@ -277,7 +277,7 @@ async fn repair_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     let target_id = http::id(target, TargetId::parse)?;
     let request_id = http::request_id(req);
     targets::request_repair(&app.store, &app.queue, &tenant, &target_id, &request_id).await?;
-    tracing::info!(tenant = %tenant, target = %target_id, cause = %format!("api:{request_id}"), "drift repair requested");
+    tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), "drift repair requested");
     // The repair's audit record and the target's `last_repair_cause` name this request.
     Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id, "request_id": request_id})))
 }
@@ -291,7 +291,7 @@ async fn billing_sync(app: &App, req: &Request, tenant: &str) -> Result<Response
     let queue = app.billing_queue.as_ref().ok_or_else(|| Rejection::not_found("billing route"))?;
     let run_id = format!("sync-{}", http::request_id(req));
     queue.start(&SyncRequest { run_id: run_id.clone(), tenant: Some(tenant.clone()), starting_after: None }).await?;
-    tracing::info!(tenant = %tenant, cause = %format!("billing_sync:{run_id}"), "billing sync requested");
+    tracing::info!(tenant = %tenant, cause = %Cause::new(CauseKind::BillingSync, &run_id), "billing sync requested");
     Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "run_id": run_id})))
 }
 
@@ -302,7 +302,7 @@ async fn connect_directory(app: &App, req: &Request, tenant: &str) -> Result<Res
     let new: NewConnection = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory connected");
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory connected");
     let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
@@ -333,7 +333,7 @@ async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let upd: ConnectionUpdate = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let conn = directory::connections::update(&app.store, &tenant, id, &upd, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory reconfigured");
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory reconfigured");
     Ok(http::json(200, &directory_view(&tenant, &conn, when_full(app, &tenant).await?)))
 }
 
@@ -342,7 +342,7 @@ async fn revoke_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let tenant = http::id(tenant, TenantId::parse)?;
     let request_id = http::request_id(req);
     let conn = directory::connections::revoke(&app.store, &tenant, id, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), "directory revoked");
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory revoked");
     Ok(http::json(200, &json!({"status": "revoked", "tenant_id": tenant, "directory_id": conn.id, "request_id": request_id})))
 }
 
@@ -355,7 +355,7 @@ async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let grace = rotation.grace()?;
     let request_id = http::request_id(req);
     let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %format!("api:{request_id}"), grace, "directory token rotated");
+    tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), grace, "directory token rotated");
     let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
@@ -380,6 +380,6 @@ async fn set_license_file(app: &App, req: &Request, tenant: &str) -> Result<Resp
     let body: Lifetime = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let set = entitle::app::tokens::set_license_file_lifetime(&app.store, &tenant, body.lifetime_seconds, &request_id, Utc::now()).await?;
-    tracing::info!(tenant = %tenant, cause = %format!("api:{request_id}"), lifetime_seconds = set, "license file lifetime set");
+    tracing::info!(tenant = %tenant, cause = %Cause::api_call(&request_id), lifetime_seconds = set, "license file lifetime set");
     Ok(http::json(200, &json!({"tenant_id": tenant, "lifetime_seconds": set, "request_id": request_id})))
 }

@@ -19,7 +19,7 @@ use entitle::app::reconcile::reconcile_until;
 use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{TargetId, TenantId};
 use entitle::core::reconcile::ReconcileRequest;
-use entitle::core::scim::Policy;
+use entitle::core::scim::{Policy, Standing};
 use entitle::edge::http::error_chain;
 use entitle::edge::metrics::Emf;
 use lambda_runtime::{Error, LambdaEvent};
@@ -180,13 +180,13 @@ pub async fn handle(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchR
                             paced = r.paced.as_deref(),
                             contradiction = r.contradiction.as_deref(),
                             repaired = r.repair.as_ref().map_or(0, |x| x.repaired.len()),
-                            standing = r.standing.as_deref().unwrap_or("unchanged"),
+                            standing = r.standing.map_or("unchanged", Standing::as_str),
                             "target delivery"
                         );
                         Emf::new()
                             .count("ScimDeliveries", r.delivered as f64)
                             .count("ScimFailures", (r.refused + usize::from(r.error.is_some())) as f64)
-                            .count("TargetsQuarantined", u8::from(r.standing.as_deref() == Some("quarantined")))
+                            .count("TargetsQuarantined", u8::from(r.standing == Some(Standing::Quarantined)))
                             .count("TargetContradictions", u8::from(r.contradiction.is_some()))
                             .count("DeliveriesPaced", u8::from(r.paced.is_some()))
                             .property("tenant", tenant.as_str())

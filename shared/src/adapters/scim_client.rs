@@ -13,10 +13,10 @@
 //! answers is shown back only as a short, sanitised SCIM error detail.
 
 use crate::app::ports::{Directory, DirectorySession};
-use crate::core::scim::{self, DesiredUser, GroupChange, Known, MemberOf, Membership, Paging, Profile, ProfileName, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep, Window};
+use crate::core::scim::{self, DesiredUser, GroupChange, Known, MemberOf, Membership, Paging, PatchKind, PatchOp, Profile, ProfileName, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep, Window};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use crate::core::egress::EgressPolicy;
+use crate::core::egress::{EgressPolicy, NoPublicAddress};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,6 +103,37 @@ pub struct ScimClient {
 }
 
 /// A target's documented rate limits: writes a minute, user creations an hour.
+/// A request as a target's documented rate limits count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Read,
+    Write,
+    /// A write that creates a user (some targets limit these per hour).
+    UserCreation,
+}
+
+impl RequestKind {
+    /// A read or a write, by its method (a user creation is named by its caller).
+    fn of(method: &Method) -> Self {
+        if method == Method::GET {
+            RequestKind::Read
+        } else {
+            RequestKind::Write
+        }
+    }
+}
+
+/// One request to a target, as [`ScimClient::exchange`] sends it.
+struct Call<'a> {
+    kind: RequestKind,
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    body: Option<&'a Value>,
+    if_match: Option<&'a str>,
+    tries: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Pace {
     writes: Option<Window>,
@@ -116,15 +147,18 @@ impl Pace {
             creations: profile.creations_per_hour.map(|n| Window::new(n, Duration::from_secs(3600))),
         }
     }
-    /// Takes a write (a user creation) now, or says how long until one may go.
-    /// (A write refused for the creations' limit still counts as a write:
-    /// the error is on the side of sending less.)
-    fn admit(&mut self, creation: bool, now: Instant) -> Result<(), Duration> {
+    /// Takes a write (a user creation) now, or says how long until one may go;
+    /// a read is not counted. (A write refused for the creations' limit
+    /// still counts as a write: the error is on the side of sending less.)
+    fn admit(&mut self, kind: RequestKind, now: Instant) -> Result<(), Duration> {
+        if kind == RequestKind::Read {
+            return Ok(());
+        }
         if let Some(w) = self.writes.as_mut() {
             w.admit(now)?;
         }
         match self.creations.as_mut() {
-            Some(w) if creation => w.admit(now),
+            Some(w) if kind == RequestKind::UserCreation => w.admit(now),
             _ => Ok(()),
         }
     }
@@ -173,7 +207,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = all.iter().copied().filter(|a| crate::core::egress::is_public(a.ip())).collect();
             if public.is_empty() {
-                let err: Box<dyn std::error::Error + Send + Sync> = format!("{host} resolves to no public address (refused: {} non-public)", all.len()).into();
+                let err: Box<dyn std::error::Error + Send + Sync> = Box::new(NoPublicAddress { host, non_public: all.len() });
                 return Err(err);
             }
             let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
@@ -183,12 +217,11 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 /// The reason [`PublicOnly`] gave, when it is what failed a request.
-fn refused_by_egress(e: &reqwest::Error) -> Option<String> {
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
+fn refused_by_egress(e: &reqwest::Error) -> Option<&NoPublicAddress> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        let text = err.to_string();
-        if text.contains("resolves to no public address") {
-            return Some(text);
+        if let Some(refused) = err.downcast_ref::<NoPublicAddress>() {
+            return Some(refused);
         }
         cur = err.source();
     }
@@ -340,11 +373,15 @@ impl ScimClient {
 
     /// [`ScimClient::send`], tried at most `tries` times.
     async fn send_tries(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>, if_match: Option<&str>, tries: u32) -> Result<Answer, TargetError> {
+        self.exchange(Call { kind: RequestKind::of(&method), method, path, query, body, if_match, tries }).await
+    }
+
+    /// One request, paced as its kind is by the target's profile.
+    async fn exchange(&self, call: Call<'_>) -> Result<Answer, TargetError> {
+        let Call { kind, method, path, query, body, if_match, tries } = call;
         let url = format!("{}{path}", self.base);
         self.check_literal_address(&url, &format!("{method} {path}"))?;
-        if method != Method::GET {
-            self.paced(method == Method::POST && path == "/Users", &format!("{method} {path}")).await?;
-        }
+        self.paced(kind, &format!("{method} {path}")).await?;
         let mut last = String::new();
         for attempt in 0..tries {
             let Some(timeout) = self.time_left() else {
@@ -380,8 +417,7 @@ impl ScimClient {
                 Err(e) => {
                     // Connection refused, timeouts, a name with no public
                     // address: the target is not there for us.
-                    let refused = refused_by_egress(&e);
-                    last = match refused {
+                    last = match refused_by_egress(&e) {
                         Some(why) => return Err(TargetError::Unavailable { reason: format!("{method} {path}: {why}"), retry_after: None }),
                         None => format!("{method} {path}: {}", if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" }),
                     };
@@ -401,9 +437,9 @@ impl ScimClient {
 
     /// Waits for the target's rate limit to admit a write, if it does soon;
     /// otherwise the run is paced (it ends here; a later run goes on).
-    async fn paced(&self, creation: bool, what: &str) -> Result<(), TargetError> {
+    async fn paced(&self, kind: RequestKind, what: &str) -> Result<(), TargetError> {
         loop {
-            let admitted = self.pace.lock().expect("not poisoned").admit(creation, Instant::now());
+            let admitted = self.pace.lock().expect("not poisoned").admit(kind, Instant::now());
             match admitted {
                 Ok(()) => return Ok(()),
                 Err(wait) if wait <= MAX_PACE_WAIT && self.deadline.is_none_or(|d| Instant::now() + wait < d) => tokio::time::sleep(wait).await,
@@ -699,8 +735,8 @@ impl ScimClient {
     /// Membership operations on one group by name (created to add to it),
     /// each request tried up to `tries` times; false when there was
     /// nothing to remove from.
-    async fn patch_group_ops(&self, name: &str, ops: Vec<Value>, tries: u32) -> Result<bool, TargetError> {
-        let add = ops.iter().any(|op| op["op"] == "add");
+    async fn patch_group_ops(&self, name: &str, ops: Vec<PatchOp>, tries: u32) -> Result<bool, TargetError> {
+        let add = ops.iter().any(|op| op.op == PatchKind::Add);
         let Some(id) = self.group_id(name, add).await? else { return Ok(false) };
         if self.patch_group_id(&id, &ops, name, tries).await? {
             return Ok(true);
@@ -713,7 +749,7 @@ impl ScimClient {
         }
         let Some(id) = self.group_id(name, true).await? else { return Ok(false) };
         // A recreated group has no members to remove.
-        let adds: Vec<Value> = ops.into_iter().filter(|op| op["op"] == "add").collect();
+        let adds: Vec<PatchOp> = ops.into_iter().filter(|op| op.op == PatchKind::Add).collect();
         if !self.patch_group_id(&id, &adds, name, tries).await? {
             return Err(TargetError::Refused { what: format!("changing members of group {name}"), status: 404, detail: "the group vanished again".into() });
         }
@@ -769,15 +805,15 @@ impl ScimClient {
     }
 
     /// Membership `PatchOp`s on a group by id; false when the group is gone.
-    async fn patch_group_id(&self, id: &str, ops: &[Value], name: &str, tries: u32) -> Result<bool, TargetError> {
-        let a = self.send_tries(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(ops.to_vec())), None, tries).await?;
+    async fn patch_group_id(&self, id: &str, ops: &[PatchOp], name: &str, tries: u32) -> Result<bool, TargetError> {
+        let a = self.send_tries(Method::PATCH, &format!("/Groups/{id}"), &[], Some(&scim::patch_body(&ops)), None, tries).await?;
         if a.status == StatusCode::NOT_FOUND {
             return Ok(false);
         }
         // Removals only, of users the target says are not members (RFC 7644
         // §3.12 `noTarget`): where members cannot be read, Entitle removes a
         // member from every group it should not be in, so this is expected.
-        let removals_only = ops.iter().all(|op| op["op"] == "remove");
+        let removals_only = ops.iter().all(|op| op.op == PatchKind::Remove);
         if removals_only && a.status == StatusCode::BAD_REQUEST && a.body["scimType"] == "noTarget" {
             return Ok(true);
         }
@@ -816,7 +852,7 @@ impl ScimClient {
             let user = match scim::user_step(desired, user.as_ref()) {
                 UserStep::Nothing => user,
                 UserStep::Create(body) => {
-                    let a = self.send(Method::POST, "/Users", &[], Some(&body), None).await?;
+                    let a = self.exchange(Call { kind: RequestKind::UserCreation, method: Method::POST, path: "/Users", query: &[], body: Some(&body), if_match: None, tries: TRIES }).await?;
                     if a.status == StatusCode::CONFLICT {
                         // The userName is taken: a user made before Entitle
                         // managed this target. Adopt it (the next pass patches
@@ -842,7 +878,7 @@ impl ScimClient {
                 }
                 UserStep::Patch(ops) => {
                     let u = user.expect("a patch has a user");
-                    let a = self.send(Method::PATCH, &format!("/Users/{}", u.id), &[], Some(&scim::patch_body(ops)), u.version.as_deref()).await?;
+                    let a = self.send(Method::PATCH, &format!("/Users/{}", u.id), &[], Some(&scim::patch_body(&ops)), u.version.as_deref()).await?;
                     if a.status == StatusCode::PRECONDITION_FAILED || a.status == StatusCode::NOT_FOUND {
                         // Changed (or deleted) since we read it: read again, decide again.
                         out.conflicts += u32::from(a.status == StatusCode::PRECONDITION_FAILED);

@@ -100,23 +100,25 @@ pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: 
 /// first (every record up to it was committed with it); records beyond a
 /// second read of the head belong to no chain and are reported.
 pub async fn verify<S: Tenants>(store: &S, tenant: &TenantId) -> Result<Option<Verification>, Error> {
-    let (meta, pending) = store.pending_audit(tenant, usize::MAX).await?;
-    let Some(meta) = meta else { return Ok(None) };
-    let mut all = Vec::new();
+    let Some(meta) = store.meta(tenant).await? else { return Ok(None) };
+    let pending = store.pending_count(tenant).await?;
+    // A page at a time: the chain is never held whole (of the records
+    // beyond the head, only their positions are kept).
+    let mut check = audit::ChainCheck::new(tenant.as_str());
+    let mut beyond: Vec<u64> = Vec::new();
     let mut after = 0;
     loop {
-        let (page, more) = store.audit_page(tenant, after, 1000).await?;
+        let (page, more) = store.audit_page(tenant, after, VERIFY_PAGE).await?;
         if let Some(last) = page.last() {
             after = last.seq;
         }
-        all.extend(page);
-        if !more {
+        let (within, past): (Vec<_>, Vec<_>) = page.into_iter().partition(|r| r.seq <= meta.head.seq);
+        beyond.extend(past.iter().map(|r| r.seq));
+        if !check.feed(&within) || !more {
             break;
         }
     }
-    let beyond: Vec<u64> = all.iter().map(|r| r.seq).filter(|&seq| seq > meta.head.seq).collect();
-    all.retain(|r| r.seq <= meta.head.seq);
-    let mut verification = audit::verify(tenant.as_str(), &all, &meta.head);
+    let mut verification = check.finish(&meta.head);
     if verification.ok && !beyond.is_empty() {
         let latest = store.meta(tenant).await?.map(|m| m.head.seq).unwrap_or(0);
         if let Some(&orphan) = beyond.iter().find(|&&seq| seq > latest) {
@@ -130,6 +132,9 @@ pub async fn verify<S: Tenants>(store: &S, tenant: &TenantId) -> Result<Option<V
             };
         }
     }
-    verification.pending = pending.len() as u64;
+    verification.pending = pending;
     Ok(Some(verification))
 }
+
+/// Records a verification reads at once.
+const VERIFY_PAGE: u32 = 1000;

@@ -78,7 +78,7 @@ pub async fn create<S: Tenants + Contracts + Models>(store: &S, body: &Value, bo
     let (doc, document) = ContractDocument::parse(body, &*store.latest().await?).map_err(|p| Rejection::invalid("invalid_contract", p))?;
     let cid = doc.contract_id.clone();
     let tenant = doc.tenant_id.clone();
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     let committed = audited(store, &tenant, |meta| {
         let (doc, document, cid, tenant, cause) = (&doc, &document, &cid, &tenant, &cause);
         async move {

@@ -129,7 +129,7 @@ pub struct TargetReport {
     pub repair: Option<RepairReport>,
     pub error: Option<String>,
     /// Quarantined or resumed by this run.
-    pub standing: Option<String>,
+    pub standing: Option<Standing>,
     /// The run ran out of time after progress with changes still waiting:
     /// the next run should follow at once, not at the next sweep.
     pub more: bool,
@@ -210,7 +210,7 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
         if let Some((next, standing)) = health.unfinished_attempt(&self.policy, now) {
             span.in_scope(|| tracing::warn!(cause = %cause, failures = next.failures, "the last delivery run did not finish: counted as a failure"));
             if let Some(Standing::Quarantined) = standing {
-                report.standing = Some("quarantined".into());
+                report.standing = Some(Standing::Quarantined);
                 audit.push(self.standing_record(Standing::Quarantined, target, &health, &next, cause));
             }
             health = next;
@@ -300,7 +300,7 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
                 }
                 if let Some(Standing::Resumed) = standing {
                     tracing::info!(cause = %cause, "target answers again: quarantine lifted");
-                    report.standing = Some("resumed".into());
+                    report.standing = Some(Standing::Resumed);
                     audit.push(self.standing_record(Standing::Resumed, target, &health, &next, cause));
                 }
                 if let Some(r) = report.repair.as_ref().filter(|r| r.changed()) {
@@ -329,7 +329,7 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
                 }
                 if let Some(Standing::Quarantined) = standing {
                     tracing::warn!(cause = %cause, failures = next.failures, "target quarantined");
-                    report.standing = Some("quarantined".into());
+                    report.standing = Some(Standing::Quarantined);
                     audit.push(self.standing_record(Standing::Quarantined, target, &health, &next, cause));
                 }
                 report.error = Some(reason);

@@ -709,7 +709,7 @@ pub mod connections {
     use crate::core::provider::connection::{check_name, rotated, token, ConnectionUpdate, NewConnection};
 
     fn cause(request_id: &str) -> Cause {
-        Cause::new(crate::core::audit::CauseKind::ApiCall, request_id)
+        Cause::api_call(request_id)
     }
 
     /// A new connection; returns it and its token (shown this once).

@@ -12,7 +12,7 @@ use super::ports::{Change, CommitError, MemberGuard, Models, Targets, Tenants, W
 use super::rules::rules_of;
 use super::Error;
 use crate::core::access::{Member, MemberAccess, MemberStatus};
-use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::seats::micros;
 use crate::core::rejection::Rejection;
@@ -47,7 +47,7 @@ pub fn deliveries(targets: &[crate::core::scim::Target], item: &MemberItem) -> V
 /// whether it was created now (false: an identical earlier request already
 /// created it).
 pub async fn create<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), Error> {
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     for _ in 0..ATTEMPTS {
         // The counters, the access and the member (if any) in one read.
         let (meta, existing) = store.meta_and_member(tenant, &new.user_id).await?;
@@ -129,7 +129,7 @@ fn creation(targets: &[crate::core::scim::Target], item: MemberItem, cause: &Cau
 /// Removes an account: deprovisioned at once, its seat and email freed (the
 /// reconcile this queues gives the seat to whoever waits longest).
 pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &UserId, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     for _ in 0..ATTEMPTS {
         let (meta, existing) = store.meta_and_member(tenant, user).await?;
         let meta = meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
@@ -172,7 +172,7 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
 /// reads the head and the member, whatever the tenant's size.
 pub async fn update<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, user: &UserId, update: &MemberUpdate, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
     update.validate()?;
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     let committed = audited_on(store, tenant, || store.meta_and_member(tenant, user), |(meta, existing)| {
         let cause = &cause;
         async move {

@@ -587,6 +587,10 @@ impl Tenants for Memory {
         Ok((db.meta.get(tenant).cloned(), pending))
     }
 
+    async fn pending_count(&self, tenant: &TenantId) -> Result<u64, PortError> {
+        Ok(self.db.lock().unwrap().pending.get(tenant).map_or(0, |p| p.len() as u64))
+    }
+
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, _payload: &Value, _at: DateTime<Utc>) -> Result<bool, PortError> {
         let mut db = self.db.lock().unwrap();
         if db.parked.contains_key(&(source, event.clone())) {
@@ -1063,6 +1067,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     }
     async fn pending_audit(&self, tenant: &TenantId, limit: usize) -> Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError> {
         self.inner.pending_audit(tenant, limit).await
+    }
+    async fn pending_count(&self, tenant: &TenantId) -> Result<u64, PortError> {
+        self.inner.pending_count(tenant).await
     }
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
         self.inner.park_unattributed(source, event, reason, payload, at).await

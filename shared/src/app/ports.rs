@@ -295,6 +295,9 @@ pub trait Tenants: Send + Sync {
     /// The tenant's head and its first `limit` pending audit records, in
     /// order, read together (fewer only when no more are pending).
     fn pending_audit(&self, tenant: &TenantId, limit: usize) -> impl Future<Output = Result<(Option<TenantMeta>, Vec<PendingRecord>), PortError>> + Send;
+    /// How many audit records of the tenant are pending, counted where
+    /// they are stored (none of them read).
+    fn pending_count(&self, tenant: &TenantId) -> impl Future<Output = Result<u64, PortError>> + Send;
     /// Parks an event that names no tenant (there is no chain to audit it
     /// in); false if it was parked before.
     fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;

@@ -12,7 +12,7 @@ use super::ports::{Change, MemberGuard, Models, Targets, Tenants, Write};
 use super::rules::rules_of;
 use super::Error;
 use crate::core::access::SeatedAccess;
-use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::reassign::{reassign, SeatRequest};
 use crate::core::rejection::Rejection;
@@ -42,7 +42,7 @@ pub async fn set_seat<S: Tenants + Targets + Models>(
     now: DateTime<Utc>,
 ) -> Result<MemberView, Error> {
     req.validate(user)?;
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     let actor = actor(req.by.as_deref(), principal);
     let users: Vec<UserId> = std::iter::once(user.clone()).chain(req.from.clone()).collect();
     let (cause, actor, users) = (&cause, &actor, &users);

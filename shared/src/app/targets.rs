@@ -6,7 +6,7 @@ use super::commit::{audited, Decision};
 use super::members::known;
 use super::ports::{Change, Models, Queue, Targets, Tenants, Tokens, Write};
 use super::Error;
-use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::egress::EgressPolicy;
 use crate::core::ids::{TargetId, TenantId};
 use crate::core::reconcile::ReconcileRequest;
@@ -52,7 +52,7 @@ pub async fn configure<S: Tenants + Targets + Models, K: Tokens>(
         delete_users: config.delete_users,
         health: Default::default(),
     };
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     let committed = audited(store, tenant, |meta| {
         let (target, cause) = (&target, &cause);
         async move {
@@ -97,7 +97,7 @@ pub async fn views<S: Tenants + Targets>(store: &S, tenant: &TenantId) -> Result
 /// already on the target stay there. Returns how many undelivered records
 /// were dropped; 404 (after the clean-up) when there was no such target.
 pub async fn remove<S: Tenants + Targets, K: Tokens>(store: &S, tokens: &K, tenant: &TenantId, target_id: &TargetId, request_id: &str, now: DateTime<Utc>) -> Result<usize, Error> {
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     let committed = audited(store, tenant, |meta| {
         let cause = &cause;
         async move {
@@ -128,7 +128,7 @@ pub async fn request_repair<S: Targets, Q: Queue>(store: &S, queue: &Q, tenant: 
 
 /// Queues a repair of the target (its first sync, or one asked for).
 pub async fn queue_repair<Q: Queue>(queue: &Q, tenant: &TenantId, target_id: &TargetId, request_id: &str) -> Result<(), Error> {
-    let mut request = ReconcileRequest::new(tenant.clone(), Cause::new(CauseKind::ApiCall, request_id));
+    let mut request = ReconcileRequest::new(tenant.clone(), Cause::api_call(request_id));
     request.repair.push(target_id.clone());
     Ok(queue.send(&request, &format!("repair:{tenant}:{target_id}:{request_id}")).await?)
 }

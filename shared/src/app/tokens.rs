@@ -13,7 +13,7 @@ use super::members::known;
 use super::ports::{Change, Models, TokenCache, TokenSigner, Tenants};
 use super::rules::rules_of;
 use super::Error;
-use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::rejection::Rejection;
 use crate::core::token::{compact, signing_input, CachedToken, LicenseClaims, MemberClaims};
@@ -81,7 +81,7 @@ pub async fn set_license_file_lifetime<S: Tenants>(store: &S, tenant: &TenantId,
     if seconds.is_some_and(|s| !(60..=MAX_LICENSE_FILE_SECONDS).contains(&s)) {
         return Err(Rejection::invalid("invalid_lifetime", vec![format!("lifetime_seconds: 60 to {MAX_LICENSE_FILE_SECONDS}, or null for the default")]).into());
     }
-    let cause = Cause::new(CauseKind::ApiCall, request_id);
+    let cause = Cause::api_call(request_id);
     audited(store, tenant, |meta| {
         let cause = &cause;
         async move {
@@ -106,6 +106,7 @@ mod tests {
     use super::*;
     use crate::app::memory::{crm_change, Memory};
     use crate::app::{licenses, members, reconcile};
+    use crate::core::audit::CauseKind;
     use crate::core::views::NewMember;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

@@ -58,6 +58,10 @@ impl Cause {
     pub fn new(kind: CauseKind, id: impl Into<String>) -> Self {
         Cause { kind, id: id.into(), connection: None }
     }
+    /// An API request (`id` is the request's id, as Lambda names it).
+    pub fn api_call(request_id: &str) -> Self {
+        Cause::new(CauseKind::ApiCall, request_id)
+    }
     /// A request of a directory connection (`id` is the request's id).
     pub fn directory(connection: &str, request_id: impl Into<String>) -> Self {
         Cause { kind: CauseKind::Directory, id: request_id.into(), connection: Some(connection.to_string()) }
@@ -412,44 +416,72 @@ pub fn verify_export(text: &str) -> Result<Checkpoint, String> {
 
 /// Checks the whole chain of one tenant, in sequence order, against its head.
 pub fn verify(tenant_id: &str, records: &[StoredRecord], head: &ChainHead) -> Verification {
-    let fail = |seq: u64, problem: String, n: u64| Verification {
-        ok: false,
-        records: n,
-        first_bad_seq: Some(seq),
-        problem: Some(problem),
-        head_hash: head.hash.clone(),
-        pending: 0,
-    };
-    let mut expected = ChainHead::genesis();
-    for (i, stored) in records.iter().enumerate() {
-        let n = i as u64;
-        let want_seq = expected.seq + 1;
+    let mut check = ChainCheck::new(tenant_id);
+    check.feed(records);
+    check.finish(head)
+}
+
+/// [`verify`] a page at a time: each page in sequence order is fed as it
+/// is read, and only the last record's link is kept, so a chain of any
+/// length is checked in the memory of one page.
+#[derive(Debug)]
+pub struct ChainCheck<'a> {
+    tenant_id: &'a str,
+    expected: ChainHead,
+    records: u64,
+    failed: Option<(u64, String)>,
+}
+
+impl<'a> ChainCheck<'a> {
+    pub fn new(tenant_id: &'a str) -> Self {
+        ChainCheck { tenant_id, expected: ChainHead::genesis(), records: 0, failed: None }
+    }
+
+    /// Checks the next records; false once a record has failed (nothing
+    /// after it is looked at).
+    pub fn feed(&mut self, records: &[StoredRecord]) -> bool {
+        for stored in records {
+            if self.failed.is_some() {
+                return false;
+            }
+            self.failed = self.check(stored);
+            if self.failed.is_none() {
+                self.expected = ChainHead { seq: stored.seq, hash: stored.hash.clone() };
+                self.records += 1;
+            }
+        }
+        self.failed.is_none()
+    }
+
+    fn check(&self, stored: &StoredRecord) -> Option<(u64, String)> {
+        let want_seq = self.expected.seq + 1;
         if stored.seq != want_seq {
-            return fail(want_seq, format!("record {want_seq} is missing (found {} next)", stored.seq), n);
+            return Some((want_seq, format!("record {want_seq} is missing (found {} next)", stored.seq)));
         }
         if hash_of(&stored.json) != stored.hash {
-            return fail(stored.seq, "record content does not match its hash".into(), n);
+            return Some((stored.seq, "record content does not match its hash".into()));
         }
         let record: AuditRecord = match serde_json::from_str(&stored.json) {
             Ok(r) => r,
-            Err(e) => return fail(stored.seq, format!("record is not a valid audit record: {e}"), n),
+            Err(e) => return Some((stored.seq, format!("record is not a valid audit record: {e}"))),
         };
-        if record.seq != stored.seq || record.tenant_id != tenant_id {
-            return fail(stored.seq, "record names another position or tenant".into(), n);
+        if record.seq != stored.seq || record.tenant_id != self.tenant_id {
+            return Some((stored.seq, "record names another position or tenant".into()));
         }
-        if record.prev_hash != expected.hash {
-            return fail(stored.seq, "record does not link to the previous record's hash".into(), n);
+        if record.prev_hash != self.expected.hash {
+            return Some((stored.seq, "record does not link to the previous record's hash".into()));
         }
-        expected = ChainHead { seq: stored.seq, hash: stored.hash.clone() };
+        None
     }
-    if expected != *head {
-        return fail(
-            expected.seq + 1,
-            format!("chain ends at record {} but the tenant's head is record {}", expected.seq, head.seq),
-            records.len() as u64,
-        );
+
+    /// The verdict: every record fed linked, and the last one is `head`.
+    pub fn finish(self, head: &ChainHead) -> Verification {
+        let failed = self.failed.or_else(|| (self.expected != *head).then(|| (self.expected.seq + 1, format!("chain ends at record {} but the tenant's head is record {}", self.expected.seq, head.seq))));
+        match failed {
+            Some((seq, problem)) => Verification { ok: false, records: self.records, first_bad_seq: Some(seq), problem: Some(problem), head_hash: head.hash.clone(), pending: 0 },
+            None => Verification { ok: true, records: self.records, first_bad_seq: None, problem: None, head_hash: head.hash.clone(), pending: 0 },
+        }
     }
-    Verification { ok: true, records: records.len() as u64, first_bad_seq: None, problem: None, head_hash: head.hash.clone(), pending: 0 }
 }
 
 #[cfg(test)]
@@ -506,6 +538,32 @@ mod tests {
         assert!(!verify("t1", &truncated, &head).ok);
 
         assert!(!verify("t2", &base, &head).ok, "records of another tenant");
+    }
+
+    #[test]
+    fn a_chain_checked_a_page_at_a_time_gives_the_verdict_of_the_whole() {
+        let (recs, head) = chain("t1", &ChainHead::genesis(), "2026-01-01T00:00:00Z", (1..=10).map(ev).collect());
+        let base = stored(&recs);
+        let paged = |records: &[StoredRecord], size: usize| {
+            let mut check = ChainCheck::new("t1");
+            for page in records.chunks(size) {
+                if !check.feed(page) {
+                    break;
+                }
+            }
+            check.finish(&head)
+        };
+        let mut edited = base.clone();
+        edited[6].json = edited[6].json.replace("active", "suspended");
+        let mut gap = base.clone();
+        gap.remove(3);
+        for records in [&base, &edited, &gap, &base[..9].to_vec()] {
+            for size in [1, 3, 4, 10] {
+                assert_eq!(paged(records, size), verify("t1", records, &head), "pages of {size}");
+            }
+        }
+        assert_eq!(paged(&edited, 3).first_bad_seq, Some(7));
+        assert_eq!(paged(&edited, 3).records, 6, "the records before the bad one");
     }
 
     fn export(records: &[(AuditRecord, String, String)], head: &ChainHead) -> String {

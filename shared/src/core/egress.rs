@@ -32,6 +32,16 @@ impl EgressPolicy {
     }
 }
 
+/// A name that resolved to no public address, refused when the connection
+/// was to be made (an error of its own, so that it is recognised by its
+/// type wherever it surfaces, not by its text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} resolves to no public address (refused: {non_public} non-public)")]
+pub struct NoPublicAddress {
+    pub host: String,
+    pub non_public: usize,
+}
+
 /// Name suffixes that only mean something inside a private network.
 const INTERNAL_SUFFIXES: [&str; 8] = [".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet", ".corp"];
 

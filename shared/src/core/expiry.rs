@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(kinds(&t), vec![DueKind::ExpiringSoon { days: 1 }, DueKind::Expiry]);
         assert_eq!(l.timeline.grace_until, Some(at("2027-03-08T00:00:00Z")));
         assert_eq!(l.status, LicenseStatus::Active, "access kept in grace");
-        assert_eq!(effective_license(&m, std::slice::from_ref(&l)).status, "grace");
+        assert_eq!(effective_license(&m, std::slice::from_ref(&l)).status, crate::core::license::TenantStatus::Grace);
         let (l, t) = advance(&m, &l, at("2027-03-08T00:00:00Z"));
         assert_eq!((kinds(&t), t[0].event), (vec![DueKind::GraceEnd], "license.expired"));
         assert_eq!(l.status, LicenseStatus::Expired);

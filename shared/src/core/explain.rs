@@ -45,7 +45,7 @@ pub struct ModelExplanation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LicenseExplanation {
     pub tier: String,
-    pub status: String,
+    pub status: crate::core::license::TenantStatus,
     pub seats_total: u32,
     pub expires_at: Option<DateTime<Utc>>,
     /// Which licenses and which model rule made it.
@@ -63,7 +63,7 @@ pub struct LicenseSource {
     pub tier: String,
     pub seats: u32,
     pub addons: BTreeSet<String>,
-    pub status: String,
+    pub status: crate::core::license::LicenseStatus,
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether it counts towards the effective license (its status grants
     /// access and the model knows its tier).
@@ -142,7 +142,7 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
         rule: desired.rule,
         license: LicenseExplanation {
             tier: tenant.tier.clone(),
-            status: tenant.status.clone(),
+            status: tenant.status,
             seats_total: tenant.seats_total,
             expires_at: tenant.expires_at,
             rule: tenant.rule.clone(),
@@ -155,7 +155,7 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
                     tier: l.tier.clone(),
                     seats: l.seats,
                     addons: l.addons.clone(),
-                    status: l.status.as_str().into(),
+                    status: l.status,
                     expires_at: l.expires_at,
                     grants_access: l.status.grants_access() && model.tier_rank(&l.tier).is_some(),
                     last_event_id: l.last_event_id.to_string(),

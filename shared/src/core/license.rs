@@ -65,6 +65,57 @@ impl LicenseStatus {
     }
 }
 
+/// How a tenant stands, as its view, its license file and its events say:
+/// the best status of its granting licenses, `grace` while every one of
+/// them is in its grace period, or `none` with no license recorded.
+/// Serialised as the license statuses are (`active`, `past_due`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    None,
+    Trialing,
+    Active,
+    PastDue,
+    Grace,
+    Suspended,
+    Expired,
+    Canceled,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::None => "none",
+            TenantStatus::Grace => "grace",
+            TenantStatus::Trialing => LicenseStatus::Trialing.as_str(),
+            TenantStatus::Active => LicenseStatus::Active.as_str(),
+            TenantStatus::PastDue => LicenseStatus::PastDue.as_str(),
+            TenantStatus::Suspended => LicenseStatus::Suspended.as_str(),
+            TenantStatus::Expired => LicenseStatus::Expired.as_str(),
+            TenantStatus::Canceled => LicenseStatus::Canceled.as_str(),
+        }
+    }
+}
+
+impl From<LicenseStatus> for TenantStatus {
+    fn from(s: LicenseStatus) -> Self {
+        match s {
+            LicenseStatus::Trialing => TenantStatus::Trialing,
+            LicenseStatus::Active => TenantStatus::Active,
+            LicenseStatus::PastDue => TenantStatus::PastDue,
+            LicenseStatus::Suspended => TenantStatus::Suspended,
+            LicenseStatus::Expired => TenantStatus::Expired,
+            LicenseStatus::Canceled => TenantStatus::Canceled,
+        }
+    }
+}
+
+impl std::fmt::Display for TenantStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One right of a tenant, from one source, as last recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct License {
@@ -193,7 +244,7 @@ pub enum MemberPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantAccess {
     pub tier: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub seats_total: u32,
     pub addons: BTreeSet<String>,
     pub entitlements: Entitlements,
@@ -243,7 +294,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         };
         let status = granting.iter().map(|l| l.status).max_by_key(|s| s.standing()).expect("non-empty");
         // Access is kept in grace, but the tenant reads as being in it.
-        let status = if granting.iter().all(|l| l.timeline.grace_until.is_some()) { "grace" } else { status.as_str() };
+        let status = if granting.iter().all(|l| l.timeline.grace_until.is_some()) { TenantStatus::Grace } else { status.into() };
         let expires_at = if granting.iter().any(|l| l.expires_at.is_none()) {
             None
         } else {
@@ -255,7 +306,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         return TenantAccess {
             entitlements: entitlements_for(model, &tier.name, &addons),
             tier: tier.name.clone(),
-            status: status.to_string(),
+            status,
             seats_total: seats,
             addons,
             expires_at,
@@ -285,7 +336,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
     match decisive {
         None => TenantAccess {
             tier: lowest.name.clone(),
-            status: "none".into(),
+            status: TenantStatus::None,
             seats_total: 0,
             addons: BTreeSet::new(),
             entitlements: Entitlements::new(),
@@ -297,7 +348,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
             let tier = tier.as_deref().and_then(|t| model.tier(t)).unwrap_or(lowest);
             TenantAccess {
                 tier: tier.name.clone(),
-                status: l.status.as_str().to_string(),
+                status: l.status.into(),
                 seats_total: tier.max_seats.unwrap_or(1),
                 addons: BTreeSet::new(),
                 entitlements: entitlements_for(model, &tier.name, &BTreeSet::new()),
@@ -315,7 +366,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         }
         Some((l, action, _)) => TenantAccess {
             tier: l.tier.clone(),
-            status: l.status.as_str().to_string(),
+            status: l.status.into(),
             seats_total: 0,
             addons: BTreeSet::new(),
             entitlements: Entitlements::new(),
@@ -421,7 +472,7 @@ pub(crate) mod tests {
         let t = effective_license(&m, &[a, b, c]);
         assert_eq!(t.tier, "business");
         assert_eq!(t.seats_total, 15);
-        assert_eq!(t.status, "active");
+        assert_eq!(t.status, TenantStatus::Active);
         assert_eq!(t.entitlements["sso"], Entitlement::Flag(true));
         assert_eq!(t.entitlements["projects"], Entitlement::Limit(500));
         assert_eq!(t.policy, MemberPolicy::Seated);

@@ -17,6 +17,8 @@ pub enum Kind {
     Forbidden,
     /// What it names does not exist (404).
     NotFound,
+    /// The resource exists, but not this method on it (405).
+    MethodNotAllowed,
     /// It contradicts the current state (409).
     Conflict,
     /// A precondition of the request (`If-Match`) does not hold (412).
@@ -25,6 +27,8 @@ pub enum Kind {
     TooLarge,
     /// Well formed, but not acceptable (422).
     Invalid,
+    /// A part of a protocol Entitle does not serve (501; SCIM's `/Bulk`).
+    NotImplemented,
 }
 
 /// A refusal: its kind, a stable code, a message that names the problem,
@@ -68,5 +72,11 @@ impl Rejection {
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(Kind::TooLarge, "payload_too_large", message)
+    }
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(Kind::MethodNotAllowed, "method_not_allowed", message)
+    }
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotImplemented, "not_implemented", message)
     }
 }

@@ -21,7 +21,7 @@ pub struct Seats {
 pub struct TenantView {
     pub tenant_id: TenantId,
     pub tier: String,
-    pub status: String,
+    pub status: crate::core::license::TenantStatus,
     pub seats: Seats,
     pub entitlements: Entitlements,
     pub expires_at: Option<String>,
@@ -42,7 +42,7 @@ impl TenantView {
         TenantView {
             tenant_id,
             tier: access.tier.clone(),
-            status: access.status.clone(),
+            status: access.status,
             seats: Seats { total: access.seats_total, used },
             entitlements: access.entitlements.clone(),
             expires_at: access.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

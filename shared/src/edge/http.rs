@@ -74,10 +74,12 @@ pub fn status_of(kind: Kind) -> u16 {
         Kind::Unauthenticated => 401,
         Kind::Forbidden => 403,
         Kind::NotFound => 404,
+        Kind::MethodNotAllowed => 405,
         Kind::Conflict => 409,
         Kind::Precondition => 412,
         Kind::TooLarge => 413,
         Kind::Invalid => 422,
+        Kind::NotImplemented => 501,
     }
 }
 

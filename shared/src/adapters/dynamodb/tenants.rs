@@ -239,6 +239,33 @@ impl Tenants for Dynamo {
         Ok((meta, out))
     }
 
+    async fn pending_count(&self, tenant: &TenantId) -> Result<u64, PortError> {
+        let pk = tenant_pk(tenant);
+        let mut count = 0u64;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.state)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :p AND :last")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":p", s("AQ#"))
+                .expression_attribute_values(":last", s(last_key_with_prefix("AQ#")))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(failed("Query"))?;
+            count += out.count.max(0) as u64;
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     async fn park_unattributed(&self, source: Source, event: &EventId, reason: &str, payload: &Value, at: DateTime<Utc>) -> Result<bool, PortError> {
         let res = self
             .client

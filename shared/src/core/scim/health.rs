@@ -52,11 +52,28 @@ impl Default for Policy {
     }
 }
 
-/// A change of a target's standing worth an audit record and an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A change of a target's standing worth an audit record and an event
+/// (serialised, and displayed in logs, as `quarantined` or `resumed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Standing {
     Quarantined,
     Resumed,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Quarantined => "quarantined",
+            Standing::Resumed => "resumed",
+        }
+    }
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Health {

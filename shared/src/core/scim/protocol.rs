@@ -5,6 +5,7 @@
 use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::ids::UserId;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -108,7 +109,7 @@ pub enum UserStep {
     Nothing,
     Create(Value),
     /// `PatchOp` operations.
-    Patch(Vec<Value>),
+    Patch(Vec<PatchOp>),
     Delete,
 }
 
@@ -145,28 +146,59 @@ pub fn create_body(desired: &DesiredUser) -> Value {
     body
 }
 
+/// What a PATCH operation does (RFC 7644 §3.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchKind {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// One operation of a SCIM PATCH request, serialised as a target reads it
+/// (`{"op": "add", "path": "members", "value": [...]}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchOp {
+    pub op: PatchKind,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+impl PatchOp {
+    pub fn add(path: impl Into<String>, value: Value) -> Self {
+        PatchOp { op: PatchKind::Add, path: path.into(), value: Some(value) }
+    }
+    pub fn remove(path: impl Into<String>) -> Self {
+        PatchOp { op: PatchKind::Remove, path: path.into(), value: None }
+    }
+    pub fn replace(path: impl Into<String>, value: Value) -> Self {
+        PatchOp { op: PatchKind::Replace, path: path.into(), value: Some(value) }
+    }
+}
+
 /// `replace` operations for every attribute that differs (an adopted user
 /// gets its `externalId` here).
-pub fn patch_ops(desired: &DesiredUser, actual: &ScimUser) -> Vec<Value> {
+pub fn patch_ops(desired: &DesiredUser, actual: &ScimUser) -> Vec<PatchOp> {
     let mut ops = Vec::new();
     if !desired.keep_user_name && actual.user_name != desired.user_name {
-        ops.push(json!({"op": "replace", "path": "userName", "value": desired.user_name}));
+        ops.push(PatchOp::replace("userName", json!(desired.user_name)));
     }
     if actual.external_id.as_deref() != Some(desired.user_id.as_str()) {
-        ops.push(json!({"op": "replace", "path": "externalId", "value": desired.user_id}));
+        ops.push(PatchOp::replace("externalId", json!(desired.user_id)));
     }
     if actual.active != desired.active {
-        ops.push(json!({"op": "replace", "path": "active", "value": desired.active}));
+        ops.push(PatchOp::replace("active", json!(desired.active)));
     }
     for (attr, value) in &desired.enterprise {
         if actual.enterprise.get(attr) != Some(value) {
-            ops.push(json!({"op": "replace", "path": format!("{ENTERPRISE_SCHEMA}:{attr}"), "value": value}));
+            ops.push(PatchOp::replace(format!("{ENTERPRISE_SCHEMA}:{attr}"), json!(value)));
         }
     }
     ops
 }
 
-pub fn patch_body(ops: Vec<Value>) -> Value {
+pub fn patch_body(ops: &[PatchOp]) -> Value {
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
 }
 
@@ -215,17 +247,17 @@ pub fn filter_eq(attr: &str, value: &str) -> String {
     format!("{attr} eq {}", quoted(value))
 }
 
-pub fn add_member_op(scim_user_id: &str) -> Value {
-    json!({"op": "add", "path": "members", "value": [{"value": scim_user_id}]})
+pub fn add_member_op(scim_user_id: &str) -> PatchOp {
+    PatchOp::add("members", json!([{"value": scim_user_id}]))
 }
 
-pub fn remove_member_op(scim_user_id: &str) -> Value {
-    json!({"op": "remove", "path": format!("members[value eq {}]", quoted(scim_user_id))})
+pub fn remove_member_op(scim_user_id: &str) -> PatchOp {
+    PatchOp::remove(format!("members[value eq {}]", quoted(scim_user_id)))
 }
 
 /// The `PatchOp` operations that make these changes of one group, in the
 /// form the target takes ([`RemoveForm`]).
-pub fn membership_ops_for(changes: &[&GroupChange], form: RemoveForm) -> Vec<Value> {
+pub fn membership_ops_for(changes: &[&GroupChange], form: RemoveForm) -> Vec<PatchOp> {
     let members = |add: bool| -> Vec<Value> { changes.iter().filter(|c| c.add == add).map(|c| json!({"value": c.scim_user})).collect() };
     match form {
         RemoveForm::FilterOr => membership_ops(changes),
@@ -233,17 +265,17 @@ pub fn membership_ops_for(changes: &[&GroupChange], form: RemoveForm) -> Vec<Val
             let mut ops = Vec::new();
             let adds = members(true);
             if !adds.is_empty() {
-                ops.push(json!({"op": "add", "path": "members", "value": adds}));
+                ops.push(PatchOp::add("members", Value::Array(adds)));
             }
             ops.extend(changes.iter().filter(|c| !c.add).map(|c| remove_member_op(&c.scim_user)));
             ops
         }
         RemoveForm::MembersObject => {
             let mut ops = Vec::new();
-            for (add, op) in [(true, "add"), (false, "remove")] {
+            for (add, op) in [(true, PatchKind::Add), (false, PatchKind::Remove)] {
                 let m = members(add);
                 if !m.is_empty() {
-                    ops.push(json!({"op": op, "path": "members", "value": {"members": m}}));
+                    ops.push(PatchOp { op, path: "members".into(), value: Some(json!({"members": m})) });
                 }
             }
             ops
@@ -266,15 +298,15 @@ pub struct GroupChange {
 /// RFC 7644 §3.5.2.2). A target applies the request at once, so a group of
 /// thousands of members is rewritten (and searched) once per batch, not
 /// once per member.
-pub fn membership_ops(changes: &[&GroupChange]) -> Vec<Value> {
+pub fn membership_ops(changes: &[&GroupChange]) -> Vec<PatchOp> {
     let adds: Vec<Value> = changes.iter().filter(|c| c.add).map(|c| json!({"value": c.scim_user})).collect();
     let removes: Vec<String> = changes.iter().filter(|c| !c.add).map(|c| format!("value eq {}", quoted(&c.scim_user))).collect();
     let mut ops = Vec::new();
     if !adds.is_empty() {
-        ops.push(json!({"op": "add", "path": "members", "value": adds}));
+        ops.push(PatchOp::add("members", Value::Array(adds)));
     }
     if !removes.is_empty() {
-        ops.push(json!({"op": "remove", "path": format!("members[{}]", removes.join(" or "))}));
+        ops.push(PatchOp::remove(format!("members[{}]", removes.join(" or "))));
     }
     ops
 }

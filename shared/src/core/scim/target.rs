@@ -140,13 +140,23 @@ pub struct TargetView {
     pub delete_users: bool,
     /// What Entitle verifies on this kind of target, and what it cannot.
     pub guarantees: Guarantees,
-    /// `healthy`, `backing_off` or `quarantined`.
-    pub status: &'static str,
+    pub status: TargetStatus,
     pub health: Health,
     /// Member changes not yet delivered.
     pub pending: usize,
     /// Member changes the target refused repeatedly: (user id, reason).
     pub parked: Vec<ParkedDelivery>,
+}
+
+/// How a target stands, as its view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    Healthy,
+    /// Failing, retried with backoff.
+    BackingOff,
+    /// Failing for longer than the policy allows: not attempted until it resumes.
+    Quarantined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -158,11 +168,11 @@ pub struct ParkedDelivery {
 impl TargetView {
     pub fn new(target: &Target, pending: usize, parked: Vec<ParkedDelivery>) -> Self {
         let status = if target.health.quarantined() {
-            "quarantined"
+            TargetStatus::Quarantined
         } else if target.health.failures > 0 {
-            "backing_off"
+            TargetStatus::BackingOff
         } else {
-            "healthy"
+            TargetStatus::Healthy
         };
         TargetView {
             tenant_id: target.tenant_id.clone(),
