@@ -19,7 +19,8 @@ fn contract() -> Value {
     doc.insert("tier".into(), json!("enterprise"));
     doc.insert("seats".into(), json!(5000));
     doc.insert("add_ons".into(), json!(["sso", "extra_projects"]));
-    let users: Vec<Value> = (0..300).map(|i| json!({"id": format!("user{i:04}"), "email": format!("user{i}@big.example"), "roles": if i % 10 == 0 { json!(["admin"]) } else { json!(["member"]) }})).collect();
+    let users: Vec<Value> =
+        (0..300).map(|i| json!({"id": format!("user{i:04}"), "email": format!("user{i}@big.example"), "roles": if i % 10 == 0 { json!(["admin"]) } else { json!(["member"]) }})).collect();
     doc.insert("named_users".into(), Value::Array(users));
     let mappings: Map<String, Value> = (0..100).map(|i| (format!("group{i:03}"), json!(["viewer"]))).collect();
     doc.insert("role_mappings".into(), Value::Object(mappings));

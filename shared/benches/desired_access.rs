@@ -53,7 +53,8 @@ fn tenant(seats: u32) -> (Vec<License>, Vec<MemberItem>) {
             if i % 7 == 0 {
                 attributes.insert("employment".to_string(), "contractor".to_string());
             }
-            let member = Member { user_id: UserId::parse(format!("user{i:05}")).unwrap(), email: format!("user{i}@example.com"), groups, attributes, seq: i as u64 + 1, removed: i % 97 == 0, suspended: false };
+            let member =
+                Member { user_id: UserId::parse(format!("user{i:05}")).unwrap(), email: format!("user{i}@example.com"), groups, attributes, seq: i as u64 + 1, removed: i % 97 == 0, suspended: false };
             MemberItem::new(member, MemberAccess::without_access(MemberStatus::PendingSeat), &LicensingModel::default_model())
         })
         .collect();

@@ -120,7 +120,8 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
                     stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").await?;
                 } else {
                     let group = serde_json::json!({"id": "g1", "displayName": "entitle-member", "members": []});
-                    let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [group]}).to_string();
+                    let body =
+                        serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"], "totalResults": 1, "startIndex": 1, "itemsPerPage": 1, "Resources": [group]}).to_string();
                     let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                     stream.write_all(answer.as_bytes()).await?;
                 }
@@ -140,4 +141,3 @@ async fn serve(mut stream: TcpStream, behaviour: Arc<Mutex<Behaviour>>, requests
     }
     Ok(())
 }
-

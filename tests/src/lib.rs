@@ -10,8 +10,8 @@
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::AttributeValue;
-use entitle::core::signature::{sign, Secret};
 use entitle::adapters::dynamodb::Dynamo;
+use entitle::core::signature::{sign, Secret};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,10 +45,7 @@ pub(crate) async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io:
     let head = String::from_utf8_lossy(&head).to_string();
     let mut first = head.lines().next().unwrap_or_default().split(' ');
     let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-        .unwrap_or(0);
+    let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await?;
     Ok(Some(WireRequest { method, path, body }))
@@ -126,9 +123,8 @@ pub fn function_env() -> HashMap<String, String> {
 }
 
 fn settings() -> HashMap<String, String> {
-    let path = std::env::var("ENTITLE_STACK_ENV").unwrap_or_else(|_| {
-        panic!("ENTITLE_STACK_ENV is not set: these tests need the local stack. Run them with `make test` (or start `make up` and set ENTITLE_STACK_ENV=.local/stack/stack.env)")
-    });
+    let path = std::env::var("ENTITLE_STACK_ENV")
+        .unwrap_or_else(|_| panic!("ENTITLE_STACK_ENV is not set: these tests need the local stack. Run them with `make test` (or start `make up` and set ENTITLE_STACK_ENV=.local/stack/stack.env)"));
     // Relative paths are taken from the workspace root, where `make` runs.
     let path = if std::path::Path::new(&path).is_absolute() { path } else { format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")) };
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read stack settings {path}: {e}"));
@@ -158,7 +154,9 @@ impl Stack {
             crm_secret: Secret::new(get("ENTITLE_CRM_SECRET")),
             // DynamoDB is DynamoDB Local; the other services are moto's.
             // (Straight to DynamoDB Local, past any request counter the functions go through.)
-            ddb: aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&aws).endpoint_url(s.get("ENTITLE_DDB_DIRECT").cloned().unwrap_or_else(|| get("AWS_ENDPOINT_URL_DYNAMODB"))).build()),
+            ddb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&aws).endpoint_url(s.get("ENTITLE_DDB_DIRECT").cloned().unwrap_or_else(|| get("AWS_ENDPOINT_URL_DYNAMODB"))).build(),
+            ),
             sqs: aws_sdk_sqs::Client::new(&aws),
             events: aws_sdk_eventbridge::Client::new(&aws),
             tables: Tables { state: get("STATE_TABLE"), audit: get("AUDIT_TABLE") },
@@ -502,26 +500,10 @@ impl Stack {
     pub async fn stored_items(&self, tenant: &str) -> usize {
         let mut count = 0;
         for pk in [format!("T#{tenant}"), format!("E#{tenant}")] {
-            let out = self
-                .ddb
-                .query()
-                .table_name(&self.tables.state)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk))
-                .send()
-                .await
-                .unwrap();
+            let out = self.ddb.query().table_name(&self.tables.state).key_condition_expression("pk = :pk").expression_attribute_values(":pk", AttributeValue::S(pk)).send().await.unwrap();
             count += out.count as usize;
         }
-        let out = self
-            .ddb
-            .query()
-            .table_name(&self.tables.audit)
-            .key_condition_expression("tenant_id = :t")
-            .expression_attribute_values(":t", AttributeValue::S(tenant.into()))
-            .send()
-            .await
-            .unwrap();
+        let out = self.ddb.query().table_name(&self.tables.audit).key_condition_expression("tenant_id = :t").expression_attribute_values(":t", AttributeValue::S(tenant.into())).send().await.unwrap();
         count + out.count as usize
     }
 
@@ -693,11 +675,8 @@ impl Scim {
         let mut out = std::collections::BTreeMap::new();
         for u in self.all("/Users").await {
             let id = u["id"].as_str().unwrap().to_string();
-            let in_groups = groups
-                .iter()
-                .filter(|g| g["members"].as_array().into_iter().flatten().any(|m| m["value"] == id.as_str()))
-                .map(|g| g["displayName"].as_str().unwrap().to_string())
-                .collect();
+            let in_groups =
+                groups.iter().filter(|g| g["members"].as_array().into_iter().flatten().any(|m| m["value"] == id.as_str())).map(|g| g["displayName"].as_str().unwrap().to_string()).collect();
             let seen = SeenUser {
                 id,
                 external_id: u["externalId"].as_str().map(str::to_string),

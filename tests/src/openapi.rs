@@ -70,15 +70,14 @@ pub fn check(method: &str, url: &str, status: u16, body: &Value) {
     let (key, schema) = match operation(function, method, path) {
         Some((template, op)) => {
             let responses = &op["responses"];
-            let response = responses.get(status.to_string()).or_else(|| responses.get("default")).unwrap_or_else(|| {
-                panic!("infra/openapi.yaml: {method} {template} ({function}) does not document the answer {status}: {body}")
-            });
+            let response = responses
+                .get(status.to_string())
+                .or_else(|| responses.get("default"))
+                .unwrap_or_else(|| panic!("infra/openapi.yaml: {method} {template} ({function}) does not document the answer {status}: {body}"));
             let content = &resolve(response)["content"];
             // SCIM answers are `application/scim+json`.
             let content = content.get("application/json").unwrap_or(&content["application/scim+json"]);
-            let schema = content.get("schema").unwrap_or_else(|| {
-                panic!("infra/openapi.yaml: {method} {template} ({function}) answers {status} with JSON, the document says otherwise: {body}")
-            });
+            let schema = content.get("schema").unwrap_or_else(|| panic!("infra/openapi.yaml: {method} {template} ({function}) answers {status} with JSON, the document says otherwise: {body}"));
             (format!("{function} {method} {template} {status}"), schema)
         }
         None => {

@@ -53,14 +53,7 @@ async fn break_tenant(s: &Stack, t: &str, broken: bool) {
     if broken {
         key(s.ddb.put_item()).item("license", AttributeValue::S("{\"broken\": true}".into())).send().await.unwrap();
     } else {
-        s.ddb
-            .delete_item()
-            .table_name(&s.tables.state)
-            .key("pk", AttributeValue::S(format!("T#{t}")))
-            .key("sk", AttributeValue::S("LIC#crm#broken".into()))
-            .send()
-            .await
-            .unwrap();
+        s.ddb.delete_item().table_name(&s.tables.state).key("pk", AttributeValue::S(format!("T#{t}"))).key("sk", AttributeValue::S("LIC#crm#broken".into())).send().await.unwrap();
     }
 }
 
@@ -224,7 +217,11 @@ async fn explain_says_why_a_member_has_its_access() {
     // business tier of the CRM license, with the second of two seats.
     let grants: Vec<(&str, &str)> = bob["roles"].as_array().unwrap().iter().map(|g| (g["role"].as_str().unwrap(), g["rule"].as_str().unwrap())).collect();
     assert!(grants.contains(&("billing-admin", "finance-billing-admin")), "{bob}");
-    assert_eq!((bob["license"]["tier"].as_str(), bob["license"]["licenses"][0]["source"].as_str(), bob["license"]["licenses"][0]["license_id"].as_str()), (Some("business"), Some("crm"), Some("crm-lic-1")), "{bob}");
+    assert_eq!(
+        (bob["license"]["tier"].as_str(), bob["license"]["licenses"][0]["source"].as_str(), bob["license"]["licenses"][0]["license_id"].as_str()),
+        (Some("business"), Some("crm"), Some("crm-lic-1")),
+        "{bob}"
+    );
     assert_eq!((bob["seat"]["rank"].as_u64(), bob["seat"]["seats_total"].as_u64(), bob["seat"]["holds_seat"].as_bool()), (Some(2), Some(2), Some(true)), "{bob}");
     assert_eq!((bob["access"]["status"].as_str(), bob["in_sync"].as_bool()), (Some("active"), Some(true)), "{bob}");
     let actions: Vec<&str> = bob["audit"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
@@ -233,7 +230,11 @@ async fn explain_says_why_a_member_has_its_access() {
     assert_eq!(bob["seat"]["standing"], "holds", "{bob}");
     // cal, created third for two seats, waits first in line: the seat order says why.
     let (_, cal) = get_json(&s, &format!("/tenants/{t}/members/cal/explain")).await;
-    assert_eq!((cal["seat"]["standing"].as_str(), cal["seat"]["rank"].as_u64(), cal["seat"]["holds_seat"].as_bool(), cal["access"]["status"].as_str()), (Some("waiting"), Some(1), Some(false), Some("pending_seat")), "{cal}");
+    assert_eq!(
+        (cal["seat"]["standing"].as_str(), cal["seat"]["rank"].as_u64(), cal["seat"]["holds_seat"].as_bool(), cal["access"]["status"].as_str()),
+        (Some("waiting"), Some(1), Some(false), Some("pending_seat")),
+        "{cal}"
+    );
     assert!(cal["rule"].as_str().unwrap().contains("place 1 in line") && cal["roles"].as_array().unwrap().is_empty(), "{cal}");
     assert!(cal["seat"]["since"].as_str().is_some_and(|t| t.starts_with("20")), "{cal}");
     // Given ann's seat by the tenant's admin: pinned, and explain says so.
@@ -260,7 +261,9 @@ async fn exported(s: &Stack) -> (String, String, String) {
     let (code, pem) = get(s, "/audit/public-key").await;
     assert_eq!(code, 200, "{pem}");
     // The two answers that are not JSON are documented with their types.
-    for (path, route, kind) in [(format!("tenants/{t}/audit/export"), "/tenants/{tenant}/audit/export", "application/x-ndjson"), ("audit/public-key".to_string(), "/audit/public-key", "application/x-pem-file")] {
+    for (path, route, kind) in
+        [(format!("tenants/{t}/audit/export"), "/tenants/{tenant}/audit/export", "application/x-ndjson"), ("audit/public-key".to_string(), "/audit/public-key", "application/x-pem-file")]
+    {
         let (template, op) = entitle_tests::openapi::operation("admin", "GET", &path).expect("documented");
         assert_eq!(template, route);
         assert!(op["responses"]["200"]["content"].get(kind).is_some(), "{route} answers {kind}");

@@ -85,9 +85,7 @@ async fn contracts_are_created_versioned_and_grant_their_license() {
 
     // YAML, for people who write contracts by hand.
     let t2 = unique("yaml");
-    let yaml = format!(
-        "contract_id: k-{t2}\ntenant_id: {t2}\nterm:\n  start: 2026-01-01T00:00:00Z\n  end: 2088-01-01T00:00:00Z\ntier: team\nseats: 2\nadd_ons: [sso]\nsla:\n  uptime: 99.9\n"
-    );
+    let yaml = format!("contract_id: k-{t2}\ntenant_id: {t2}\nterm:\n  start: 2026-01-01T00:00:00Z\n  end: 2088-01-01T00:00:00Z\ntier: team\nseats: 2\nadd_ons: [sso]\nsla:\n  uptime: 99.9\n");
     let (code, c) = s.amend_yaml("/contracts", &yaml).await;
     assert_eq!(code, 201, "{c}");
     assert_eq!(c["document"]["sla"]["uptime"], 99.9);
@@ -110,11 +108,16 @@ async fn the_three_forms_of_one_change_give_one_change_set() {
     let s = Stack::connect().await;
     let mut change_sets = Vec::new();
     let forms: Vec<Form> = vec![
-        Box::new(|_| ("patch", json!([
+        Box::new(|_| {
+            (
+                "patch",
+                json!([
             {"op": "replace", "path": "/seats", "value": 6},
             {"op": "add", "path": "/add_ons/-", "value": "sso"},
             {"op": "replace", "path": "/term/end", "value": "2091-06-30T00:00:00Z"},
-            {"op": "replace", "path": "/support/level", "value": "premium"}]))),
+            {"op": "replace", "path": "/support/level", "value": "premium"}]),
+            )
+        }),
         Box::new(|doc| {
             let mut d = doc.clone();
             d["seats"] = json!(6);
@@ -123,11 +126,16 @@ async fn the_three_forms_of_one_change_give_one_change_set() {
             d["support"]["level"] = json!("premium");
             ("document", d)
         }),
-        Box::new(|doc| ("record", json!({"parent_record_id": doc["contract_id"], "properties": {
+        Box::new(|doc| {
+            (
+                "record",
+                json!({"parent_record_id": doc["contract_id"], "properties": {
             "seats": {"type": "number", "value": 6},
             "addOns": {"type": "array", "value": ["sso"]},
             "termEndDate": {"type": "date", "value": "2091-06-30"},
-            "support": {"type": "object", "value": {"level": "premium"}}}}))),
+            "support": {"type": "object", "value": {"level": "premium"}}}}),
+            )
+        }),
     ];
     for form in forms {
         let (t, k) = contracted(&s, 4).await;
@@ -168,7 +176,8 @@ async fn stale_and_invalid_amendments_are_refused_and_change_nothing() {
     assert!(text.contains("patch[0]") && text.contains("teleport"), "{text}");
     assert!(text.contains("patch[1]") && text.contains("/no_such_clause"), "{text}");
     // Once the operations apply, the document they make is checked: both problems named.
-    let (code, e) = s.amend(&path, Some(&amendment("a3", 1, ("patch", json!([{"op": "replace", "path": "/seats", "value": -3}, {"op": "replace", "path": "/term/end", "value": "2019-01-01T00:00:00Z"}]))))).await;
+    let (code, e) =
+        s.amend(&path, Some(&amendment("a3", 1, ("patch", json!([{"op": "replace", "path": "/seats", "value": -3}, {"op": "replace", "path": "/term/end", "value": "2019-01-01T00:00:00Z"}]))))).await;
     assert_eq!(code, 422);
     let text = e["error"]["message"].as_str().unwrap();
     assert!(text.contains("seats: must not be below 0") && text.contains("term.end"), "{text}");
@@ -282,13 +291,20 @@ async fn reversing_an_amendment_restores_access_exactly() {
     let (t, k) = contracted(&s, 3).await;
     let path = format!("/contracts/{k}/amendments");
     let before = settled(&s, &t).await;
-    let up = amendment("up", 1, ("patch", json!([
-        {"op": "replace", "path": "/tier", "value": "enterprise"},
-        {"op": "replace", "path": "/seats", "value": 4},
-        {"op": "add", "path": "/add_ons/-", "value": "extra_projects"},
-        {"op": "add", "path": "/role_mappings/engineering", "value": ["viewer"]},
-        {"op": "add", "path": "/named_users/-", "value": {"id": "cal", "email": "cal@example.test", "roles": ["admin"]}}
-    ])));
+    let up = amendment(
+        "up",
+        1,
+        (
+            "patch",
+            json!([
+                {"op": "replace", "path": "/tier", "value": "enterprise"},
+                {"op": "replace", "path": "/seats", "value": 4},
+                {"op": "add", "path": "/add_ons/-", "value": "extra_projects"},
+                {"op": "add", "path": "/role_mappings/engineering", "value": ["viewer"]},
+                {"op": "add", "path": "/named_users/-", "value": {"id": "cal", "email": "cal@example.test", "roles": ["admin"]}}
+            ]),
+        ),
+    );
     let (code, a) = s.amend(&path, Some(&up)).await;
     assert_eq!((code, a["status"].as_str()), (201, Some("applied")), "{a}");
     s.statuses_are(&t, &[("dee", "active")]).await;

@@ -15,8 +15,6 @@ const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
-
-
 /// Okta's create request (its SCIM 2.0 guide,
 /// https://developer.okta.com/docs/api/openapi/okta-scim/guides/scim-20): a
 /// plain-text password and an empty `groups` it sends along.
@@ -97,19 +95,28 @@ async fn okta_provisions_updates_deactivates_and_groups_a_user() {
     assert_eq!(g.status, 201, "{}", g.body);
     let gid = g.body["id"].as_str().unwrap().to_string();
     // Members in one PATCH: add both, then remove the second by filter (Okta's shape).
-    let add = d.patch(&format!("/Groups/{gid}"), json!([{"op": "add", "path": "members", "value": [{"value": id, "display": "test.user@okta.local"}, {"value": other, "display": "second@okta.local"}]}])).await;
+    let add = d
+        .patch(&format!("/Groups/{gid}"), json!([{"op": "add", "path": "members", "value": [{"value": id, "display": "test.user@okta.local"}, {"value": other, "display": "second@okta.local"}]}]))
+        .await;
     assert_eq!(add.status, 200, "{}", add.body);
-    let mixed = d.patch(&format!("/Groups/{gid}"), json!([
-        {"op": "remove", "path": format!("members[value eq \"{other}\"]")},
-        {"op": "add", "path": "members", "value": [{"value": id, "display": "test.user@okta.local"}]}
-    ])).await;
+    let mixed = d
+        .patch(
+            &format!("/Groups/{gid}"),
+            json!([
+                {"op": "remove", "path": format!("members[value eq \"{other}\"]")},
+                {"op": "add", "path": "members", "value": [{"value": id, "display": "test.user@okta.local"}]}
+            ]),
+        )
+        .await;
     assert_eq!(mixed.status, 200, "{}", mixed.body);
     assert_eq!(mixed.body["members"], json!([{"value": id, "display": "test.user@okta.local"}]));
     // The model's role rules apply to the group's name: admins are admins.
-    let admin = s.eventually("the admin role", || async {
-        let (c, m) = s.member(&t, &id).await;
-        (c == 200 && m["roles"].as_array().is_some_and(|r| r.contains(&json!("admin"))), m)
-    }).await;
+    let admin = s
+        .eventually("the admin role", || async {
+            let (c, m) = s.member(&t, &id).await;
+            (c == 200 && m["roles"].as_array().is_some_and(|r| r.contains(&json!("admin"))), m)
+        })
+        .await;
     assert_eq!(admin["status"], "active");
     let user_view = d.get(&format!("/Users/{id}")).await.body;
     assert_eq!(user_view["groups"][0]["display"], "admins");
@@ -120,7 +127,8 @@ async fn okta_provisions_updates_deactivates_and_groups_a_user() {
     s.eventually("the admin role gone with the name", || async {
         let (c, m) = s.member(&t, &id).await;
         (c == 200 && !m["roles"].as_array().is_some_and(|r| r.contains(&json!("admin"))), m)
-    }).await;
+    })
+    .await;
     // The group deleted: gone for SCIM, its members out of it.
     let gone = d.request(Method::DELETE, &format!("/Groups/{gid}"), None).await;
     assert_eq!(gone.status, 204, "{}", gone.body);
@@ -156,17 +164,19 @@ async fn entra_id_provisions_in_its_own_dialect() {
     // Test connection: a random user by externalId (the older unquoted form too), 200 and empty.
     assert!(d.users_where("externalId eq \"0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef\"").await.is_empty());
     assert!(d.users_where("externalId eq jyoung").await.is_empty());
-    let create = |nick: &str, upn: &str| json!({
-        "schemas": [USER, ENTERPRISE],
-        "externalId": nick,
-        "userName": upn,
-        "active": true,
-        "emails": [{"primary": true, "type": "work", "value": upn}],
-        "meta": {"resourceType": "User"},
-        "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
-        "roles": [],
-        ENTERPRISE: {"department": "Finance", "employeeNumber": "1"}
-    });
+    let create = |nick: &str, upn: &str| {
+        json!({
+            "schemas": [USER, ENTERPRISE],
+            "externalId": nick,
+            "userName": upn,
+            "active": true,
+            "emails": [{"primary": true, "type": "work", "value": upn}],
+            "meta": {"resourceType": "User"},
+            "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
+            "roles": [],
+            ENTERPRISE: {"department": "Finance", "employeeNumber": "1"}
+        })
+    };
     let mut ids = Vec::new();
     for i in 0..5 {
         let u = d.create_user(&create(&format!("jyoung{i}"), &format!("jyoung{i}@contoso.test"))).await;
@@ -178,13 +188,18 @@ async fn entra_id_provisions_in_its_own_dialect() {
     assert_eq!(d.users_where("userName eq \"JYOUNG0@contoso.test\"").await[0]["id"], id.as_str());
     assert_eq!(d.users_where("externalId eq \"jyoung0\"").await[0]["id"], id.as_str());
     // Without the aadOptscim062020 flag: one op per attribute, capitalised, a work email through a filter.
-    let p = d.patch(&format!("/Users/{id}"), json!([
-        {"op": "Replace", "path": "displayName", "value": "Pvlo"},
-        {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "pvlo@contoso.test"},
-        {"op": "Replace", "path": "name.givenName", "value": "Gtfd"},
-        {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "Eqpj"},
-        {"op": "Add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555 0100"}
-    ])).await;
+    let p = d
+        .patch(
+            &format!("/Users/{id}"),
+            json!([
+                {"op": "Replace", "path": "displayName", "value": "Pvlo"},
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "pvlo@contoso.test"},
+                {"op": "Replace", "path": "name.givenName", "value": "Gtfd"},
+                {"op": "Replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "value": "Eqpj"},
+                {"op": "Add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555 0100"}
+            ]),
+        )
+        .await;
     assert_eq!(p.status, 200, "{}", p.body);
     assert_eq!((p.body["displayName"].as_str(), p.body["name"]["givenName"].as_str()), (Some("Pvlo"), Some("Gtfd")));
     assert_eq!(p.body["emails"], json!([{"primary": true, "type": "work", "value": "pvlo@contoso.test"}]));
@@ -225,7 +240,8 @@ async fn entra_id_provisions_in_its_own_dialect() {
         s.eventually("the owner role", || async {
             let (c, m) = s.member(&t, i).await;
             (c == 200 && m["roles"].as_array().is_some_and(|r| r.contains(&json!("owner"))), m)
-        }).await;
+        })
+        .await;
     }
     // Removed in a batch by value list (only those), then one by filter (with the flag).
     let rm = d.patch(&format!("/Groups/{gid}"), json!([{"op": "Remove", "path": "members", "value": [{"value": ids[1]}, {"value": ids[2]}]}])).await;
@@ -236,7 +252,8 @@ async fn entra_id_provisions_in_its_own_dialect() {
     s.eventually("the owner role gone", || async {
         let (c, m) = s.member(&t, &ids[1]).await;
         (c == 200 && !m["roles"].as_array().is_some_and(|r| r.contains(&json!("owner"))), m)
-    }).await;
+    })
+    .await;
     // The hard delete, 30 days later in Entra's life: the member is removed, its seat freed.
     let gone = d.request(Method::DELETE, &format!("/Users/{}", ids[4]), None).await;
     assert_eq!(gone.status, 204);
@@ -277,11 +294,13 @@ async fn pushes_follow_the_seat_rules_in_both_modes_and_never_evict() {
     assert!(refuse.users_where("userName eq \"later@corp.test\"").await.is_empty());
     assert_eq!(s.member(&t, "later").await.0, 404, "nothing stored");
     // The app hears of it.
-    let events = s.eventually("tenant.seat_limit_reached", || async {
-        let events = s.drain_events(&tap).await;
-        let found: Vec<Value> = events.into_iter().filter(|e| e["detail"]["type"] == "tenant.seat_limit_reached").collect();
-        (!found.is_empty(), json!(found))
-    }).await;
+    let events = s
+        .eventually("tenant.seat_limit_reached", || async {
+            let events = s.drain_events(&tap).await;
+            let found: Vec<Value> = events.into_iter().filter(|e| e["detail"]["type"] == "tenant.seat_limit_reached").collect();
+            (!found.is_empty(), json!(found))
+        })
+        .await;
     let e = &events[0]["detail"];
     assert_eq!((e["tenant_id"].as_str(), e["directory_id"].as_str(), e["user_name"].as_str()), (Some(t.as_str()), Some(refuse.id.as_str()), Some("later@corp.test")));
     assert_eq!(e["seats"], json!({"total": 2, "used": 2}));
@@ -324,7 +343,15 @@ async fn tokens_rotate_without_downtime_revoke_and_never_cross_tenants() {
     assert_eq!(code, 200);
     assert!(!list.to_string().contains(&d.token), "a token is never shown again");
     // Stored only as a hash.
-    let items = s.ddb.query().table_name(&s.tables.state).key_condition_expression("pk = :pk").expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("D#{a}"))).send().await.unwrap();
+    let items = s
+        .ddb
+        .query()
+        .table_name(&s.tables.state)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("D#{a}")))
+        .send()
+        .await
+        .unwrap();
     assert!(!format!("{:?}", items.items()).contains(d.token.rsplit('_').next().unwrap()), "the secret is not stored");
     let u = d.create_user(&okta_user("a1@a.test", "a1")).await;
     // Another tenant's token: 404 on this tenant, whatever it asks.
@@ -409,7 +436,9 @@ async fn bad_pushes_are_refused_with_scim_errors_and_change_nothing() {
     let stale = d.request_with(Method::PUT, &format!("/Users/{id}"), Some(&okta_user("ok@bad.test", "okuser")), &[("if-match", "W/\"999\"")]).await;
     assert_eq!(stale.status, 412, "{}", stale.body);
     let current = d.get(&format!("/Users/{id}")).await;
-    let fresh = d.request_with(Method::PATCH, &format!("/Users/{id}"), Some(&patch_op(json!([{"op": "replace", "path": "displayName", "value": "New"}]))), &[("if-match", current.etag.as_deref().unwrap())]).await;
+    let fresh = d
+        .request_with(Method::PATCH, &format!("/Users/{id}"), Some(&patch_op(json!([{"op": "replace", "path": "displayName", "value": "New"}]))), &[("if-match", current.etag.as_deref().unwrap())])
+        .await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
     assert_ne!(fresh.etag, current.etag);
     // Only that last change was stored: the member item, its audit record.
@@ -428,7 +457,15 @@ async fn bad_pushes_are_refused_with_scim_errors_and_change_nothing() {
 async fn stored(s: &Stack, t: &str) -> Vec<String> {
     let mut out = Vec::new();
     for pk in [format!("T#{t}"), format!("E#{t}"), format!("D#{t}"), format!("EM#{t}")] {
-        let items = s.ddb.query().table_name(&s.tables.state).key_condition_expression("pk = :pk").expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.clone())).send().await.unwrap();
+        let items = s
+            .ddb
+            .query()
+            .table_name(&s.tables.state)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.clone()))
+            .send()
+            .await
+            .unwrap();
         for i in items.items() {
             let sk = i["sk"].as_s().unwrap();
             let mut fields: Vec<String> = i.iter().filter(|(k, _)| !["updated_at"].contains(&k.as_str())).map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -440,7 +477,15 @@ async fn stored(s: &Stack, t: &str) -> Vec<String> {
             out.push(format!("{pk}/{sk} {}", fields.join(",")));
         }
     }
-    let audit = s.ddb.query().table_name(&s.tables.audit).key_condition_expression("tenant_id = :t").expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S(t.to_string())).send().await.unwrap();
+    let audit = s
+        .ddb
+        .query()
+        .table_name(&s.tables.audit)
+        .key_condition_expression("tenant_id = :t")
+        .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S(t.to_string()))
+        .send()
+        .await
+        .unwrap();
     out.extend(audit.items().iter().map(|i| format!("audit/{:?}", i["seq"])));
     out
 }
@@ -455,10 +500,12 @@ async fn concurrent_pushes_of_one_user_make_one_member() {
     let d = s.connect_directory(&t, "entra", None).await;
     for round in 0..3 {
         let body = okta_user(&format!("same{round}@race.test"), &format!("same{round}"));
-        let attempts: Vec<_> = (0..8).map(|_| {
-            let (d, body) = (d.clone(), body.clone());
-            tokio::spawn(async move { d.once(Method::POST, "/Users", Some(&body), &[]).await })
-        }).collect();
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let (d, body) = (d.clone(), body.clone());
+                tokio::spawn(async move { d.once(Method::POST, "/Users", Some(&body), &[]).await })
+            })
+            .collect();
         let mut codes = Vec::new();
         for a in attempts {
             codes.push(a.await.unwrap().status);
@@ -540,7 +587,8 @@ async fn the_public_conformance_checkers_pass() {
     let results = scim2_results(&out);
     let passed = results.iter().filter(|r| r.0 == "SUCCESS").count();
     let others: Vec<&(String, String, String)> = results.iter().filter(|r| r.0 != "SUCCESS").collect();
-    let deliberate = |r: &&(String, String, String)| r.0 == "ERROR" && ["check_add_attribute", "check_replace_attribute", "check_remove_attribute"].contains(&r.1.as_str()) && r.2.contains(&format!("'{ENTITLE}'"));
+    let deliberate =
+        |r: &&(String, String, String)| r.0 == "ERROR" && ["check_add_attribute", "check_replace_attribute", "check_remove_attribute"].contains(&r.1.as_str()) && r.2.contains(&format!("'{ENTITLE}'"));
     assert!(passed >= 100, "scim2 test ran {passed} successful checks only:\n{out}");
     assert!(others.iter().all(deliberate), "scim2 test: checks failed that docs/directory.md does not list: {:?}\n{out}", others.iter().filter(|r| !deliberate(r)).collect::<Vec<_>>());
     assert!(others.len() <= 3, "{others:?}");
@@ -548,7 +596,9 @@ async fn the_public_conformance_checkers_pass() {
     // function never answers a read 500 without logging it.
     let emulator = |out: &str| {
         serde_json::from_str::<Value>(out.trim()).is_ok_and(|report| {
-            report["results"].as_array().is_some_and(|results| results.iter().any(|r| r["status"] == "fail" && r["name"].as_str().is_some_and(|n| n.starts_with("GET ")) && r["message"] == "Expected 200, got 500"))
+            report["results"]
+                .as_array()
+                .is_some_and(|results| results.iter().any(|r| r["status"] == "fail" && r["name"].as_str().is_some_and(|n| n.starts_with("GET ")) && r["message"] == "Expected 200, got 500"))
         })
     };
     let out = checker("scim-sanity", &["probe", &d.base, "--token", &d.token, "--i-accept-side-effects", "--timeout", "60", "--json-output"], &[], emulator).await;

@@ -7,14 +7,14 @@
 //! of sleeping are in the files of their features.)
 
 use chrono::Utc;
-use entitle::core::audit::{Cause, CauseKind};
+use entitle::adapters::scim_client::{http_client, Scim, ScimClient};
+use entitle::adapters::secrets::TokenStore;
 use entitle::app::delivery::{Deliverer, TargetBudget};
+use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::TenantId;
 use entitle::core::scim::{DesiredUser, Mapping, Policy};
-use entitle::adapters::scim_client::{http_client, Scim, ScimClient};
 use entitle::core::scim::{Known, MemberOf, TargetError};
-use entitle::adapters::secrets::TokenStore;
 use entitle_tests::hostile::{Behaviour, HostileTarget};
 use entitle_tests::runtime::{binary, invoke_once};
 use entitle_tests::{member_body, stripe_event, unique, FaultProxy, Stack};
@@ -198,7 +198,8 @@ async fn removals_a_target_cannot_take_at_once_go_in_smaller_requests() {
     use entitle::core::scim::GroupChange;
     let slow = HostileTarget::start(Behaviour::SlowRemovals { members: 10 }).await;
     let learnt = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(entitle::adapters::scim_client::GROUP_BATCH));
-    let client = |learnt| ScimClient::new(http_client(EgressPolicy::Local), &slow.url, "t".into(), EgressPolicy::Local).with_deadline(Instant::now() + Duration::from_secs(60)).with_removal_sizing(learnt);
+    let client =
+        |learnt| ScimClient::new(http_client(EgressPolicy::Local), &slow.url, "t".into(), EgressPolicy::Local).with_deadline(Instant::now() + Duration::from_secs(60)).with_removal_sizing(learnt);
     let first = client(learnt.clone());
     let leave = |n: std::ops::Range<usize>| n.map(|i| GroupChange { group: "entitle-member".into(), add: false, scim_user: format!("u{i}") }).collect::<Vec<_>>();
     first.apply_group_changes(&leave(0..40)).await.unwrap();
@@ -313,8 +314,8 @@ async fn a_run_that_dies_mid_delivery_still_counts_against_the_target() {
     proxy.set_hanging(true);
     for run in 1..=2u64 {
         tokio::time::sleep(Duration::from_millis(1100)).await; // past the policy's 1 s retry
-        // The run starts, reaches the hanging target, and dies there (its
-        // future dropped mid-request, as a killed process stops).
+                                                               // The run starts, reaches the hanging target, and dies there (its
+                                                               // future dropped mid-request, as a killed process stops).
         let cause = Cause::new(CauseKind::Sweep, "crashing-run");
         let attempt_recorded = async {
             target_where(&s, &t, "the attempt recorded", |v| !v["health"]["attempt_started_at"].is_null()).await;
@@ -454,7 +455,10 @@ async fn what_a_target_answers_is_never_shown_back_beyond_a_short_sanitised_deta
     assert!(!shown.contains("AKIA") && !shown.contains("SecretAccessKey"), "{shown}");
     assert!(v["health"]["last_error"].as_str().unwrap().contains("400"), "{v}");
     // A SCIM error's detail is shown, short and printable.
-    hostile.set(Behaviour::Answer { status: 400, body: json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400", "detail": format!("bad filter \u{7}{}", "z".repeat(400))}).to_string() });
+    hostile.set(Behaviour::Answer {
+        status: 400,
+        body: json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "400", "detail": format!("bad filter \u{7}{}", "z".repeat(400))}).to_string(),
+    });
     let err = client.users().await.unwrap_err().to_string();
     assert!(err.contains("bad filter ?zzz") && err.len() < 260, "{err}");
 }
@@ -621,11 +625,7 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
     let expected: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = [
         (
             "IngestWebhooksFunction",
-            vec![
-                ("StateTable", vec!["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
-                ("AuditTable", vec!["dynamodb:PutItem"]),
-                ("ReconcileQueue", vec!["sqs:SendMessage"]),
-            ],
+            vec![("StateTable", vec!["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]), ("AuditTable", vec!["dynamodb:PutItem"]), ("ReconcileQueue", vec!["sqs:SendMessage"])],
         ),
         (
             "IngestAccountsFunction",
@@ -821,10 +821,12 @@ async fn a_parked_event_is_audited_in_its_tenants_chain() {
     let (code, body) = s.stripe(&gold).await;
     assert_eq!((code, body["status"].as_str()), (202, Some("parked")), "{body}");
     // localstripe's own webhook about it is parked too (its own event id).
-    let audit = s.eventually("both deliveries parked", || async {
-        let audit = s.audit(&t).await;
-        (audit.len() == 2, json!(audit))
-    }).await;
+    let audit = s
+        .eventually("both deliveries parked", || async {
+            let audit = s.audit(&t).await;
+            (audit.len() == 2, json!(audit))
+        })
+        .await;
     let audit = audit.as_array().unwrap();
     let ours = audit.iter().find(|r| r["cause"]["id"] == event_id.as_str()).expect("our event's record");
     assert_eq!(ours["action"], "event_parked");

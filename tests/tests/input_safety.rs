@@ -57,7 +57,9 @@ async fn forged_stale_and_replayed_signatures_are_refused_and_store_nothing() {
     // The CRM secret does not sign Stripe webhooks, nor the other way round.
     let crm_signed = sign(&s.crm_secret, now(), &body);
     assert_error(&s.post_signed("/stripe", "Stripe-Signature", &body, Some(crm_signed)).await, 401, "invalid_signature", "no signature matches");
-    let crm_body = serde_json::to_vec(&json!({"event_id": "x", "tenant_id": t, "license_id": "l", "tier": "team", "seats": 1, "status": "active", "source_version": 1, "starts_at": null, "expires_at": null})).unwrap();
+    let crm_body =
+        serde_json::to_vec(&json!({"event_id": "x", "tenant_id": t, "license_id": "l", "tier": "team", "seats": 1, "status": "active", "source_version": 1, "starts_at": null, "expires_at": null}))
+            .unwrap();
     let stripe_signed = sign(&s.stripe_secret, now(), &crm_body);
     assert_error(&s.post_signed("/crm", "Entitle-Signature", &crm_body, Some(stripe_signed)).await, 401, "invalid_signature", "Entitle-Signature");
 
@@ -149,9 +151,7 @@ async fn tampering_with_the_audit_trail_is_detected() {
     assert_eq!(v["ok"], true, "{v}");
 
     // Someone with table access rewrites history: d "was" active.
-    let key = |seq: u64| {
-        [("tenant_id".to_string(), AttributeValue::S(t.clone())), ("seq".to_string(), AttributeValue::N(seq.to_string()))].into_iter().collect::<std::collections::HashMap<_, _>>()
-    };
+    let key = |seq: u64| [("tenant_id".to_string(), AttributeValue::S(t.clone())), ("seq".to_string(), AttributeValue::N(seq.to_string()))].into_iter().collect::<std::collections::HashMap<_, _>>();
     let record = s.ddb.get_item().table_name(&s.tables.audit).set_key(Some(key(3))).send().await.unwrap().item.unwrap();
     let original = record["record"].as_s().unwrap().clone();
     let edited = original.replacen("seat", "SEAT", 1);

@@ -54,7 +54,15 @@ fn deployed_text() -> String {
 fn versioned(text: &str, version: &str, existing: &str) -> String {
     let lines: Vec<String> = text
         .lines()
-        .map(|l| if l.starts_with("version = ") { format!("version = \"{version}\"") } else if l.starts_with("existing = ") { format!("existing = \"{existing}\"") } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("version = ") {
+                format!("version = \"{version}\"")
+            } else if l.starts_with("existing = ") {
+                format!("existing = \"{existing}\"")
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     lines.join("\n") + "\n"
 }
@@ -66,13 +74,7 @@ async fn deploy(text: &str) -> String {
     let dir = stack_dir();
     std::fs::write(dir.join("licensing-model.toml"), text).unwrap();
     let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new(format!("{root}/dev/stack.sh"))
-        .arg("redeploy")
-        .current_dir(&root)
-        .env("STACK_DIR", std::fs::canonicalize(&dir).unwrap())
-        .output()
-        .await
-        .unwrap();
+    let out = tokio::process::Command::new(format!("{root}/dev/stack.sh")).arg("redeploy").current_dir(&root).env("STACK_DIR", std::fs::canonicalize(&dir).unwrap()).output().await.unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "dev/stack.sh redeploy failed: {said}");
     said
@@ -118,7 +120,11 @@ async fn claims(s: &Stack, t: &str, u: &str) -> Value {
 
 /// Waits for a rollout or preview to reach `status`.
 async fn run_reaches(s: &Stack, path: &str, status: &str) -> Value {
-    s.eventually_within(&format!("{path} to be {status}"), Duration::from_secs(240), || async { let v = get(s, path).await; (v["status"] == status, v) }).await
+    s.eventually_within(&format!("{path} to be {status}"), Duration::from_secs(240), || async {
+        let v = get(s, path).await;
+        (v["status"] == status, v)
+    })
+    .await
 }
 
 /// Members of `tenants` whose access the audit records of `cause` changed.
@@ -149,7 +155,11 @@ async fn the_rules_change_and_every_tenant_follows() {
     if latest["fingerprint"] != shipped.as_str() {
         let again = unique("v1");
         deploy(&versioned(&base, &again, "grandfather")).await;
-        s.eventually("the shipped rules registered again", || async { let o = get(&s, "/model").await; (o["latest"] == again.as_str(), o) }).await;
+        s.eventually("the shipped rules registered again", || async {
+            let o = get(&s, "/model").await;
+            (o["latest"] == again.as_str(), o)
+        })
+        .await;
     }
     let v1 = get(&s, "/model").await["latest"].as_str().unwrap().to_string();
     let (a, b, c) = (team(&s, "mv-a", "team").await, team(&s, "mv-b", "team").await, team(&s, "mv-c", "business").await);
@@ -239,7 +249,11 @@ async fn the_rules_change_and_every_tenant_follows() {
     let v3 = unique("v3");
     let third = versioned(&changed.replacen("projects = 75", "projects = 80", 1).replacen("member_seconds = 900", "member_seconds = 60", 1), &v3, "grandfather");
     deploy(&third).await;
-    s.eventually("the grandfathering version registered", || async { let o = get(&s, "/model").await; (o["latest"] == v3.as_str(), o) }).await;
+    s.eventually("the grandfathering version registered", || async {
+        let o = get(&s, "/model").await;
+        (o["latest"] == v3.as_str(), o)
+    })
+    .await;
     let newcomer = team(&s, "mv-new", "team").await;
     let n = members(&s, &newcomer).await;
     assert!(n.values().all(|m| m["model"] == v3.as_str() && m["entitlements"]["projects"] == 80), "{n:?}");

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 const PROFILES: [&str; 7] = ["generic", "aws-identity-center", "slack", "github-emu", "google", "atlassian", "salesforce"];
 
-
 /// A user as the target stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
@@ -137,9 +136,7 @@ async fn lifecycle(profile: &'static str) {
     // Created: a is a billing admin (finance, business tier); all three in member.
     let first = account
         .until(&s, "a, b, c provisioned", |st| {
-            ["a", "b", "c"].iter().all(|u| st.users.get(*u).is_some_and(|h| h.active))
-                && members(st, "entitle-member") == set(&["a", "b", "c"])
-                && members(st, "entitle-billing-admin") == set(&["a"])
+            ["a", "b", "c"].iter().all(|u| st.users.get(*u).is_some_and(|h| h.active)) && members(st, "entitle-member") == set(&["a", "b", "c"]) && members(st, "entitle-billing-admin") == set(&["a"])
         })
         .await;
 

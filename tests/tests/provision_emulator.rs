@@ -5,15 +5,15 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
-use entitle::core::access::{desired_access, MemberStatus};
-use entitle::core::views::NewMember;
-use entitle::core::audit::{Cause, CauseKind};
-use entitle::core::ids::{TenantId, UserId};
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::app::memory::{crm_change, is_injected_crash, Crashing};
 use entitle::app::ports::{Targets, Tenants};
 use entitle::app::{audit, licenses, members, reconcile::reconcile, targets};
+use entitle::core::access::{desired_access, MemberStatus};
+use entitle::core::audit::{Cause, CauseKind};
+use entitle::core::ids::{TenantId, UserId};
 use entitle::core::reconcile::{members_per_chunk, MAX_TRANSACTION_ITEMS};
+use entitle::core::views::NewMember;
 use entitle_tests::{unique, Stack};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -248,16 +248,7 @@ async fn a_burst_of_creations_is_one_reconcile_message_per_epoch() {
     let s = Stack::connect().await;
     let store = s.store();
     let name = format!("{}.fifo", unique("wake"));
-    let url = s
-        .sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = s.sqs.create_queue().queue_name(&name).attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true").send().await.unwrap().queue_url.unwrap();
     let queue = entitle::adapters::sqs::ReconcileQueue::new(s.sqs.clone(), url.clone());
     // What provision would be handed, taken off the queue as provision does
     // (a FIFO group hands out nothing more while a message of it is in flight).
@@ -378,17 +369,8 @@ async fn dead_letters(s: &Stack, wait_for: &str) -> Vec<aws_sdk_sqs::types::Mess
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
-        let out = s
-            .sqs
-            .receive_message()
-            .queue_url(&s.dead_letter_queue_url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .visibility_timeout(0)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
+        let out =
+            s.sqs.receive_message().queue_url(&s.dead_letter_queue_url).max_number_of_messages(10).message_attribute_names("All").visibility_timeout(0).wait_time_seconds(1).send().await.unwrap();
         for m in out.messages.unwrap_or_default() {
             if m.body().unwrap_or_default().contains(wait_for) {
                 return vec![m];

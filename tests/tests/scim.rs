@@ -3,10 +3,10 @@
 //! real binary), quarantine of a target that is down, drift repair, and the
 //! events on the bus, validated against their documented schema.
 
-use entitle::core::egress::EgressPolicy;
-use entitle::core::scim::{DesiredUser, Mapping, MemberOf, ScimUser};
 use entitle::adapters::scim_client::{http_client, ScimClient};
+use entitle::core::egress::EgressPolicy;
 use entitle::core::scim::Known;
+use entitle::core::scim::{DesiredUser, Mapping, MemberOf, ScimUser};
 use entitle_tests::{assert_valid_events, member_body, unique, FaultProxy, Scim, SeenUser, Stack};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -209,7 +209,8 @@ async fn a_target_that_is_down_is_quarantined_and_catches_up_and_tenants_never_c
     assert!(acts.contains(&"target_quarantined") && acts.contains(&"target_resumed"), "{acts:?}");
     assert!(!s.audit(&tb).await.iter().any(|r| r["action"] == "target_quarantined"));
     let events: Vec<Value> = s.drain_events(&tap).await.into_iter().filter(|e| e["detail"]["tenant_id"] == ta.as_str() || e["detail"]["tenant_id"] == tb.as_str()).collect();
-    let kinds: Vec<(&str, &str)> = events.iter().filter(|e| e["detail"]["type"].as_str().unwrap().starts_with("target.")).map(|e| (e["detail"]["tenant_id"].as_str().unwrap(), e["detail"]["type"].as_str().unwrap())).collect();
+    let kinds: Vec<(&str, &str)> =
+        events.iter().filter(|e| e["detail"]["type"].as_str().unwrap().starts_with("target.")).map(|e| (e["detail"]["tenant_id"].as_str().unwrap(), e["detail"]["type"].as_str().unwrap())).collect();
     assert_eq!(kinds, [(ta.as_str(), "target.quarantined"), (ta.as_str(), "target.resumed")], "{events:?}");
     assert_valid_events(&events);
 }
@@ -450,7 +451,15 @@ async fn target_configuration_is_validated_and_the_token_stays_secret() {
     // The token is in Secrets Manager, and nowhere in the table.
     let secret = s.secrets.get_secret_value().secret_id(format!("entitle-local/targets/{t}/idp")).send().await.unwrap();
     assert_eq!(secret.secret_string(), Some(s.scim_token.as_str()));
-    let items = s.ddb.query().table_name(&s.tables.state).key_condition_expression("pk = :pk").expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{t}"))).send().await.unwrap();
+    let items = s
+        .ddb
+        .query()
+        .table_name(&s.tables.state)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{t}")))
+        .send()
+        .await
+        .unwrap();
     assert!(!format!("{:?}", items.items()).contains(&s.scim_token));
     assert!(!s.targets(&t).await.1.to_string().contains(&s.scim_token));
 
@@ -486,8 +495,10 @@ async fn target_configuration_is_validated_and_the_token_stays_secret() {
 async fn group_membership_is_changed_in_batches_per_group() {
     let s = Stack::connect().await;
     let t = unique("batch");
-    let crm = |version: i64, seats: u64| json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
-        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2090-01-01T00:00:00Z", "status": "active", "source_version": version});
+    let crm = |version: i64, seats: u64| {
+        json!({"event_id": format!("crm-{t}-{version}"), "tenant_id": t, "license_id": "crm-lic-1", "tier": "team",
+        "seats": seats, "add_ons": [], "starts_at": "2026-01-01T00:00:00Z", "expires_at": "2090-01-01T00:00:00Z", "status": "active", "source_version": version})
+    };
     assert_eq!(s.crm(&crm(1, 150)).await.1["status"], "applied");
     s.tenant_where(&t, "150 seats", |v| v["seats"]["total"] == 150).await;
     let scim = s.scim(&t);

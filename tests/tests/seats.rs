@@ -7,8 +7,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-
-
 /// The members' statuses as the app reads them, once provision has caught up.
 async fn statuses(s: &Stack, t: &str, users: &[String]) -> BTreeMap<String, String> {
     s.settle(t).await;

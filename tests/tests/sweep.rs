@@ -9,11 +9,11 @@
 //! first, on its fresh stack: after the others, every sweep would also
 //! expire (and reconcile, and deliver) everything they left behind.
 
-use chrono::{DateTime, Duration, Utc};
-use entitle::core::ids::TenantId;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Duration, Utc};
 use entitle::adapters::dynamodb::due::due_attributes;
 use entitle::app::sweep::{sweep, SweepLimits};
+use entitle::core::ids::TenantId;
 use entitle_tests::{assert_valid_events, member_body, unique, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -11,8 +11,6 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-
-
 /// A new tenant (`prefix`-...) licensed for three seats, with one member,
 /// ann, seated and settled: its id.
 async fn with_ann(s: &Stack, prefix: &str) -> String {

@@ -212,7 +212,8 @@ async fn a_tenants_outcome_is_settled_once_under_racing_settlements() {
     assert!(store.advance_run(&run).await.unwrap());
     // Many at once (two transactions), some settled before, one twice in
     // the batch, one waiting replaced: each counted once.
-    let many: Vec<Outcome> = (0..150).map(|i| Outcome { tenant_id: TenantId::parse(format!("many-{i:03}")).unwrap(), ..outcome(if i % 2 == 0 { OutcomeState::Done } else { OutcomeState::Skipped }, 1) }).collect();
+    let many: Vec<Outcome> =
+        (0..150).map(|i| Outcome { tenant_id: TenantId::parse(format!("many-{i:03}")).unwrap(), ..outcome(if i % 2 == 0 { OutcomeState::Done } else { OutcomeState::Skipped }, 1) }).collect();
     assert_eq!(store.settle(&spec.id, &many[100..103]).await.unwrap(), 3);
     assert_eq!(store.settle(&spec.id, &[Outcome { tenant_id: many[120].tenant_id.clone(), ..outcome(OutcomeState::Waiting, 0) }]).await.unwrap(), 1);
     let mut batch = many.clone();
@@ -233,7 +234,9 @@ async fn a_rollout_crashed_inside_a_walk_resumes_on_dynamodb_and_changes_each_me
     let (m, text) = changed(&v2, "grandfather");
     versions::register(&store, &m, &text, Utc::now()).await.unwrap();
     let id = RunId::parse(unique("r")).unwrap();
-    versions::start_rollout(&store, RolloutRequest { to: m.version.clone(), tenants: Selection::List(vec![t.clone()]), exclude: BTreeSet::new(), at: When::Now }, "test", id.clone(), Utc::now()).await.unwrap();
+    versions::start_rollout(&store, RolloutRequest { to: m.version.clone(), tenants: Selection::List(vec![t.clone()]), exclude: BTreeSet::new(), at: When::Now }, "test", id.clone(), Utc::now())
+        .await
+        .unwrap();
     let sent = Sent::default();
     let limits = PumpLimits { batch: 10, in_flight: 10, stop_at: Instant::now() + std::time::Duration::from_secs(30) };
     versions::pump(&store, &sent, Utc::now(), limits).await.unwrap();

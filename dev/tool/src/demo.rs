@@ -32,8 +32,7 @@ fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set: run the demo with `make demo`"))
 }
 
-const MEMBERS: [(&str, &[&str]); 5] =
-    [("alice", &["owners"]), ("bob", &["finance"]), ("carol", &[]), ("dave", &[]), ("erin", &[])];
+const MEMBERS: [(&str, &[&str]); 5] = [("alice", &["owners"]), ("bob", &["finance"]), ("carol", &[]), ("dave", &[]), ("erin", &[])];
 
 impl Demo {
     async fn admin_get(&self, path: &str) -> Result<Value, String> {
@@ -142,7 +141,6 @@ impl Demo {
         }
         Ok(())
     }
-
 }
 
 pub async fn run() -> Result<(), String> {
@@ -250,7 +248,11 @@ async fn expiry(d: &mut Demo, stamp: &str) -> Result<(), String> {
     }
     let t = d.settle(|t| t["seats"]["used"] == 2).await?;
     d.show(&t).await?;
-    for (n, offset, what) in [(12, 5, "five days later: the 30- and 7-day notices fall due (one notice, the nearest)"), (13, 10, "the period ends: 7 days of grace, access kept"), (14, 17, "grace runs out: Stripe licenses downgrade to free")] {
+    for (n, offset, what) in [
+        (12, 5, "five days later: the 30- and 7-day notices fall due (one notice, the nearest)"),
+        (13, 10, "the period ends: 7 days of grace, access kept"),
+        (14, 17, "grace runs out: Stripe licenses downgrade to free"),
+    ] {
         let at = now + chrono::Duration::days(offset);
         println!("\n{n}. make sweep TIME={} ({what})", at.format("%Y-%m-%dT%H:%M:%SZ"));
         let report = crate::sweep::fire(Some(&at.to_rfc3339())).await?;
@@ -380,7 +382,15 @@ fn deployed_version(text: &str) -> Result<String, String> {
 fn versioned(text: &str, version: &str, existing: &str) -> String {
     let lines: Vec<String> = text
         .lines()
-        .map(|l| if l.starts_with("version = ") { format!("version = \"{version}\"") } else if l.starts_with("existing = ") { format!("existing = \"{existing}\"") } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("version = ") {
+                format!("version = \"{version}\"")
+            } else if l.starts_with("existing = ") {
+                format!("existing = \"{existing}\"")
+            } else {
+                l.to_string()
+            }
+        })
         .collect();
     lines.join("\n") + "\n"
 }
@@ -420,11 +430,23 @@ async fn model_change(d: &mut Demo, tenants: &[&str], stamp: &str) -> Result<(),
     let id = created["preview_id"].as_str().unwrap_or_default().to_string();
     let path = format!("/model/previews/{id}");
     let preview = until(|| d.admin_get(&path), |p| p["status"] == "done").await?;
-    println!("  POST /model/previews (the candidate, TOML) -> 202 {id}; GET /model/previews/{id} -> {}, {} of {} tenants read", preview["status"], preview["progress"]["read"], preview["progress"]["total"]);
-    println!("    totals: {} tenant(s) affected, {} member(s) gain an entitlement, {} lose one, {} lose a seat", preview["totals"]["tenants_affected"], preview["totals"]["entitlements_gained"], preview["totals"]["entitlements_lost"], preview["totals"]["seats_lost"]);
+    println!(
+        "  POST /model/previews (the candidate, TOML) -> 202 {id}; GET /model/previews/{id} -> {}, {} of {} tenants read",
+        preview["status"], preview["progress"]["read"], preview["progress"]["total"]
+    );
+    println!(
+        "    totals: {} tenant(s) affected, {} member(s) gain an entitlement, {} lose one, {} lose a seat",
+        preview["totals"]["tenants_affected"], preview["totals"]["entitlements_gained"], preview["totals"]["entitlements_lost"], preview["totals"]["seats_lost"]
+    );
     for t in preview["tenants_page"].as_array().into_iter().flatten() {
         for m in t["preview"]["members"].as_array().into_iter().flatten() {
-            println!("    {:<22} {:<6} entitlements +{} -{}", t["tenant_id"].as_str().unwrap_or_default(), m["user_id"].as_str().unwrap_or_default(), m["entitlements_added"], m["entitlements_removed"]);
+            println!(
+                "    {:<22} {:<6} entitlements +{} -{}",
+                t["tenant_id"].as_str().unwrap_or_default(),
+                m["user_id"].as_str().unwrap_or_default(),
+                m["entitlements_added"],
+                m["entitlements_removed"]
+            );
         }
     }
     d.tenant = tenants[0].to_string();

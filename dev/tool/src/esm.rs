@@ -64,10 +64,7 @@ pub async fn run() -> Result<(), String> {
         let records: Vec<Value> = messages
             .iter()
             .map(|m| {
-                let attributes: serde_json::Map<String, Value> = m
-                    .attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect())
-                    .unwrap_or_default();
+                let attributes: serde_json::Map<String, Value> = m.attributes().map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), json!(v))).collect()).unwrap_or_default();
                 json!({
                     "messageId": m.message_id(),
                     "receiptHandle": m.receipt_handle(),
@@ -83,20 +80,18 @@ pub async fn run() -> Result<(), String> {
             .collect();
         let event = json!({ "Records": records });
         let failed: Option<Vec<String>> = match http.post(&invoke_url).json(&event).send().await {
-            Ok(resp) if resp.status().is_success() && resp.headers().get("x-amz-function-error").is_none() => {
-                match resp.json::<Value>().await {
-                    Ok(body) => Some(
-                        body.get("batchItemFailures")
-                            .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(|f| f.get("itemIdentifier").and_then(Value::as_str).map(str::to_string)).collect())
-                            .unwrap_or_default(),
-                    ),
-                    Err(e) => {
-                        eprintln!("entitle-dev esm: unreadable response: {e}");
-                        None
-                    }
+            Ok(resp) if resp.status().is_success() && resp.headers().get("x-amz-function-error").is_none() => match resp.json::<Value>().await {
+                Ok(body) => Some(
+                    body.get("batchItemFailures")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|f| f.get("itemIdentifier").and_then(Value::as_str).map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                ),
+                Err(e) => {
+                    eprintln!("entitle-dev esm: unreadable response: {e}");
+                    None
                 }
-            }
+            },
             Ok(resp) => {
                 eprintln!("entitle-dev esm: invocation failed: HTTP {}: {}", resp.status(), resp.text().await.unwrap_or_default());
                 None

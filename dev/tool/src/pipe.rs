@@ -61,7 +61,8 @@ pub fn spec_from_template(text: &str) -> Result<PipeSpec, String> {
     }
     let target = &pipe["TargetParameters"];
     let template = target["InputTemplate"].as_str().ok_or("EventsPipe has no InputTemplate")?;
-    let input_path = template.strip_prefix('<').and_then(|t| t.strip_suffix('>')).filter(|p| p.starts_with("$.")).ok_or_else(|| format!("InputTemplate {template:?}: only one `<$.path>` is supported here"))?;
+    let input_path =
+        template.strip_prefix('<').and_then(|t| t.strip_suffix('>')).filter(|p| p.starts_with("$.")).ok_or_else(|| format!("InputTemplate {template:?}: only one `<$.path>` is supported here"))?;
     let bus = &target["EventBridgeEventBusParameters"];
     let detail_type_path = bus["DetailType"].as_str().filter(|p| p.starts_with("$.")).ok_or("DetailType: a `$.path` is expected")?;
     Ok(PipeSpec {
@@ -216,14 +217,8 @@ pub async fn run() -> Result<(), String> {
                 let record = record_json(r);
                 if spec.filters.iter().any(|f| matches(f, &record)) {
                     match transform(&spec, &record) {
-                        Ok((detail_type, detail)) => batch.push(
-                            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-                                .event_bus_name(&bus)
-                                .source(&spec.source)
-                                .detail_type(detail_type)
-                                .detail(detail.to_string())
-                                .build(),
-                        ),
+                        Ok((detail_type, detail)) => batch
+                            .push(aws_sdk_eventbridge::types::PutEventsRequestEntry::builder().event_bus_name(&bus).source(&spec.source).detail_type(detail_type).detail(detail.to_string()).build()),
                         Err(e) => eprintln!("entitle-dev pipe: record {} not passed on: {e}", r.event_id().unwrap_or_default()),
                     }
                 }

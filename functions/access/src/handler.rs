@@ -1,16 +1,16 @@
 //! access's routes: what the app reads.
 
 use entitle::adapters::dynamodb::Dynamo;
+use entitle::adapters::kms::TokenKeys;
 use entitle::app::ports::Tenants;
+use entitle::app::tokens;
 use entitle::app::{audit, Error};
-use entitle::core::audit::Cause;
 use entitle::core::audit::AuditRecord;
+use entitle::core::audit::Cause;
 use entitle::core::ids::{TenantId, UserId};
 use entitle::core::rejection::Rejection;
 use entitle::core::views::{MemberView, TenantView};
 use entitle::edge::http;
-use entitle::adapters::kms::TokenKeys;
-use entitle::app::tokens;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
@@ -100,9 +100,7 @@ async fn audit_page(store: &Dynamo, req: &Request, tenant: &str) -> Result<Respo
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
-            let mut v = serde_json::from_str::<AuditRecord>(&r.json)
-                .map(|rec| serde_json::to_value(rec).expect("serialises"))
-                .unwrap_or_else(|_| json!({"seq": r.seq, "unreadable": true}));
+            let mut v = serde_json::from_str::<AuditRecord>(&r.json).map(|rec| serde_json::to_value(rec).expect("serialises")).unwrap_or_else(|_| json!({"seq": r.seq, "unreadable": true}));
             v["hash"] = json!(r.hash);
             v
         })

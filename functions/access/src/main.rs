@@ -14,11 +14,6 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let config::Base { aws, store } = config::start().await?;
-    let app = handler::App {
-        store,
-        keys: config::token_keys(&aws)?,
-        issuer: std::env::var("TOKEN_ISSUER").unwrap_or_else(|_| "entitle".into()),
-        routes: handler::Routes::from_env()?,
-    };
+    let app = handler::App { store, keys: config::token_keys(&aws)?, issuer: std::env::var("TOKEN_ISSUER").unwrap_or_else(|_| "entitle".into()), routes: handler::Routes::from_env()? };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

@@ -2,10 +2,10 @@
 //! chain: a redrive with the request as its cause, a replayed event as any
 //! event is (its own id as the cause).
 
+use super::models;
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
-use super::models;
 use entitle::adapters::sqs::{DeadLetter, DeadLetterQueue, ReconcileQueue, WorkQueueSqs};
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome};
@@ -94,14 +94,9 @@ async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
                 // Audited in the tenant's chain (a message that names no
                 // tenant has no chain: its move is in the log line below).
                 if let Some(tenant) = letter.tenant_id.as_deref().and_then(|t| TenantId::parse(t).ok()) {
-                    let event = AuditEvent::new(
-                        AuditAction::DeadLetterRedriven,
-                        format!("message:{}", letter.message_id),
-                        &cause,
-                        "an operator moved a parked reconcile back to the reconcile queue",
-                    )
-                    .before(json!({"error_code": letter.error_code, "error_message": letter.error_message, "receive_count": letter.receive_count}))
-                    .after(json!({"queue": "reconcile", "by": by}));
+                    let event = AuditEvent::new(AuditAction::DeadLetterRedriven, format!("message:{}", letter.message_id), &cause, "an operator moved a parked reconcile back to the reconcile queue")
+                        .before(json!({"error_code": letter.error_code, "error_message": letter.error_message, "receive_count": letter.receive_count}))
+                        .after(json!({"queue": "reconcile", "by": by}));
                     audit::note(store, &tenant, event, Utc::now()).await.map_err(|e| entitle::app::ports::PortError::unavailable("audit", e))?;
                 }
                 Ok(())
@@ -301,10 +296,5 @@ async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>
 
 async fn public_key(app: &App) -> Result<Response<Body>, Error> {
     let pem = app.signer.public_key_pem().await?;
-    Ok(Response::builder()
-        .status(200)
-        .header("content-type", "application/x-pem-file")
-        .header("x-key-id", app.signer.key_id())
-        .body(Body::Text(pem))
-        .expect("status and headers are valid"))
+    Ok(Response::builder().status(200).header("content-type", "application/x-pem-file").header("x-key-id", app.signer.key_id()).body(Body::Text(pem)).expect("status and headers are valid"))
 }

@@ -13,11 +13,11 @@ use entitle::core::audit::Cause;
 use entitle::core::ids::{ModelVersion, RunId, TenantId};
 use entitle::core::rejection::Rejection;
 use entitle::core::versions::{parse_preview, PinRequest, RolloutRequest, RunKind, Selection};
-use std::collections::BTreeSet;
 use entitle::edge::body::parse_json;
 use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// Tenants one page of a run's outcomes or a version's tenants shows at most.

@@ -11,9 +11,6 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let config::Base { aws, store } = config::start().await?;
-    let app = handler::App {
-        store,
-        queue: config::reconcile_queue(&aws)?,
-    };
+    let app = handler::App { store, queue: config::reconcile_queue(&aws)? };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

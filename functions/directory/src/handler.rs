@@ -149,7 +149,11 @@ impl Listing {
         let number = |v: Option<String>, name: &str, default: usize| -> Result<usize, Error> {
             match v {
                 None => Ok(default),
-                Some(v) => v.trim().parse::<i64>().map(|n| usize::try_from(n.max(0)).unwrap_or(0)).map_err(|_| Rejection::malformed("invalid_value", format!("{name}: an integer")).with("scimType", "invalidValue").into()),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .map(|n| usize::try_from(n.max(0)).unwrap_or(0))
+                    .map_err(|_| Rejection::malformed("invalid_value", format!("{name}: an integer")).with("scimType", "invalidValue").into()),
             }
         };
         Ok(Listing {
@@ -182,11 +186,13 @@ async fn search(s: &Session<'_, Dynamo>, req: &Request, users: bool, groups: boo
     if !get_ci(&b, "schemas").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x.eq_ignore_ascii_case(SEARCH)))) {
         return Err(Rejection::malformed("invalid_syntax", format!("a search is a SearchRequest: \"schemas\": [\"{SEARCH}\"]")).with("scimType", "invalidSyntax").into());
     }
-    let text = |k: &str| get_ci(&b, k).map(|v| match v {
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
-        v => v.to_string(),
-    });
+    let text = |k: &str| {
+        get_ci(&b, k).map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            v => v.to_string(),
+        })
+    };
     let listing = Listing::of(text("startIndex"), text("count"), text("attributes"), text("excludedAttributes"))?;
     let f = filter(text("filter").as_deref())?;
     let mut all = Vec::new();

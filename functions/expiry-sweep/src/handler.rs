@@ -1,10 +1,10 @@
 use chrono::{DateTime, Utc};
-use entitle::core::audit::{Cause, CauseKind};
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::kms::AuditSigner;
 use entitle::adapters::sqs::{ReconcileQueue, WorkQueueSqs};
-use entitle::app::versions;
 use entitle::app::sweep::{self, SweepLimits};
+use entitle::app::versions;
+use entitle::core::audit::{Cause, CauseKind};
 use entitle::edge::http::error_chain;
 use entitle::edge::metrics::Emf;
 use lambda_runtime::{Diagnostic, LambdaEvent};

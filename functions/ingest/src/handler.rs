@@ -3,19 +3,19 @@
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::secrets::{SigningSecrets, TokenStore};
-use entitle::adapters::sqs::ReconcileQueue;
 use entitle::adapters::sqs::BillingQueue;
+use entitle::adapters::sqs::ReconcileQueue;
 use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome, SyncRequest};
-use entitle::app::ports::{Models, Queue, SyncRuns};
 use entitle::app::ports::{Directories, Tenants};
+use entitle::app::ports::{Models, Queue, SyncRuns};
 use entitle::app::{directory, licenses, members, seats, targets, Error, PortError};
-use entitle::core::provider::connection::{self, ConnectionUpdate, NewConnection, Rotation};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::{TargetId, TenantId, UserId};
 use entitle::core::license::{LicenseChange, Source};
 use entitle::core::model::WhenFull;
+use entitle::core::provider::connection::{self, ConnectionUpdate, NewConnection, Rotation};
 use entitle::core::reassign::SeatRequest;
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::rejection::Rejection;
@@ -140,7 +140,9 @@ pub async fn stripe_answer(app: &App, outcome: EventOutcome) -> Result<Response<
     let cause = licenses::cause_of(Source::Stripe, &event_id);
     match &outcome.recorded {
         licenses::Recorded::Parked { reason } => tracing::warn!(cause = %cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), reason, "stripe event parked"),
-        r => tracing::info!(cause = %cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded"),
+        r => {
+            tracing::info!(cause = %cause, tenant = outcome.tenant.as_ref().map(|t| t.to_string()), subscription = outcome.subscription.as_ref().map(|s| s.to_string()), outcome = r.label(), "stripe event recorded")
+        }
     }
     metrics::license_event(Source::Stripe, &outcome.recorded).property("cause", cause.to_string()).emit();
     if let Some(tenant) = outcome.reconcile() {

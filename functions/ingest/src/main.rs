@@ -15,10 +15,7 @@ async fn main() -> Result<(), Error> {
     // The accounts deployment serves no webhook and gets no signing secret.
     let webhook_secrets = match routes {
         handler::Routes::Accounts => None,
-        _ => Some(handler::WebhookSecrets {
-            stripe: config::signing_secrets(&aws, "STRIPE_WEBHOOK_SECRET_ID")?,
-            crm: config::signing_secrets(&aws, "CRM_SIGNING_SECRET_ID")?,
-        }),
+        _ => Some(handler::WebhookSecrets { stripe: config::signing_secrets(&aws, "STRIPE_WEBHOOK_SECRET_ID")?, crm: config::signing_secrets(&aws, "CRM_SIGNING_SECRET_ID")? }),
     };
     let webhooks = routes != handler::Routes::Accounts;
     let accounts = routes != handler::Routes::Webhooks;

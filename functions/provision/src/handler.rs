@@ -10,16 +10,16 @@ use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::scim_client::Scim;
 use entitle::adapters::secrets::TokenStore;
 use entitle::adapters::sqs::{dedup_id, ReconcileQueue, WorkQueueSqs};
-use entitle::app::ports::WorkQueue;
-use entitle::app::versions;
-use entitle::core::versions::Work;
 use entitle::app::delivery::{Deliverer, TargetBudget};
+use entitle::app::ports::WorkQueue;
 use entitle::app::ports::{Queue, Tenants};
 use entitle::app::reconcile::reconcile_until;
+use entitle::app::versions;
 use entitle::core::audit::{Cause, CauseKind};
 use entitle::core::ids::{TargetId, TenantId};
 use entitle::core::reconcile::ReconcileRequest;
 use entitle::core::scim::{Policy, Standing};
+use entitle::core::versions::Work;
 use entitle::edge::http::error_chain;
 use entitle::edge::metrics::Emf;
 use lambda_runtime::{Error, LambdaEvent};
@@ -259,10 +259,8 @@ async fn handle_work(app: &App, event: LambdaEvent<SqsEvent>) -> SqsBatchRespons
 /// queueing a reconcile) is reconciled once per batch, not once per message;
 /// a barrier or a repair is never skipped or overtaken.
 fn coalesced(records: &[SqsMessage]) -> Vec<bool> {
-    let plain: Vec<Option<bool>> = records
-        .iter()
-        .map(|m| serde_json::from_str::<ReconcileRequest>(m.body.as_deref().unwrap_or_default()).ok().map(|r| r.barrier.is_none() && r.repair.is_empty()))
-        .collect();
+    let plain: Vec<Option<bool>> =
+        records.iter().map(|m| serde_json::from_str::<ReconcileRequest>(m.body.as_deref().unwrap_or_default()).ok().map(|r| r.barrier.is_none() && r.repair.is_empty())).collect();
     let group = |m: &SqsMessage| m.attributes.get("MessageGroupId").cloned().unwrap_or_default();
     (0..records.len())
         .map(|i| {
@@ -278,11 +276,7 @@ fn coalesced(records: &[SqsMessage]) -> Vec<bool> {
 /// request, and how many SCIM targets the tenant has.
 async fn process(app: &App, message: &SqsMessage, stop_at: std::time::Instant) -> Result<(bool, ReconcileRequest, usize), Failure> {
     let body = message.body.as_deref().unwrap_or_default();
-    let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure {
-        code: "malformed_message",
-        message: format!("not a reconcile request: {e}"),
-        permanent: true,
-    })?;
+    let request: ReconcileRequest = serde_json::from_str(body).map_err(|e| Failure { code: "malformed_message", message: format!("not a reconcile request: {e}"), permanent: true })?;
     let cause = request.cause.to_string();
     if let Some(mark) = &request.barrier {
         // Everything queued for the tenant before this message is done,

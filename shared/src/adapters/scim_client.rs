@@ -13,10 +13,12 @@
 //! answers is shown back only as a short, sanitised SCIM error detail.
 
 use crate::app::ports::{Directory, DirectorySession};
-use crate::core::scim::{self, DesiredUser, GroupChange, Known, MemberOf, Membership, Paging, PatchKind, PatchOp, Profile, ProfileName, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep, Window};
+use crate::core::egress::{EgressPolicy, NoPublicAddress};
+use crate::core::scim::{
+    self, DesiredUser, GroupChange, Known, MemberOf, Membership, Paging, PatchKind, PatchOp, Profile, ProfileName, ScimGroup, ScimUser, SyncOutcome, Target, TargetError, UserStep, Window,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use crate::core::egress::{EgressPolicy, NoPublicAddress};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -142,10 +144,7 @@ pub struct Pace {
 
 impl Pace {
     pub fn of(profile: &Profile) -> Self {
-        Pace {
-            writes: profile.writes_per_minute.map(|n| Window::new(n, Duration::from_secs(60))),
-            creations: profile.creations_per_hour.map(|n| Window::new(n, Duration::from_secs(3600))),
-        }
+        Pace { writes: profile.writes_per_minute.map(|n| Window::new(n, Duration::from_secs(60))), creations: profile.creations_per_hour.map(|n| Window::new(n, Duration::from_secs(3600))) }
     }
     /// Takes a write (a user creation) now, or says how long until one may go;
     /// a read is not counted. (A write refused for the creations' limit
@@ -182,11 +181,7 @@ pub fn install_tls_provider() {
 /// [`EgressPolicy::Public`] names resolve through [`PublicOnly`].
 pub fn http_client(egress: EgressPolicy) -> reqwest::Client {
     install_tls_provider();
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy();
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none()).no_proxy();
     let builder = match egress {
         EgressPolicy::Public => builder.dns_resolver(Arc::new(PublicOnly)),
         EgressPolicy::Local => builder,
@@ -385,7 +380,10 @@ impl ScimClient {
         let mut last = String::new();
         for attempt in 0..tries {
             let Some(timeout) = self.time_left() else {
-                return Err(TargetError::Unavailable { reason: format!("{method} {path}: no time left in this run{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") }), retry_after: None });
+                return Err(TargetError::Unavailable {
+                    reason: format!("{method} {path}: no time left in this run{}", if last.is_empty() { String::new() } else { format!(" (last: {last})") }),
+                    retry_after: None,
+                });
             };
             let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).header("User-Agent", USER_AGENT).query(query).timeout(timeout);
             if let Some(b) = body {
@@ -419,7 +417,16 @@ impl ScimClient {
                     // address: the target is not there for us.
                     last = match refused_by_egress(&e) {
                         Some(why) => return Err(TargetError::Unavailable { reason: format!("{method} {path}: {why}"), retry_after: None }),
-                        None => format!("{method} {path}: {}", if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "request failed" }),
+                        None => format!(
+                            "{method} {path}: {}",
+                            if e.is_timeout() {
+                                "timed out"
+                            } else if e.is_connect() {
+                                "cannot connect"
+                            } else {
+                                "request failed"
+                            }
+                        ),
                     };
                     None
                 }
@@ -968,11 +975,7 @@ impl Directory for Scim {
         let learnt = self.removal_sizes.lock().expect("not poisoned").entry(account.clone()).or_insert_with(|| Arc::new(AtomicUsize::new(FIRST_REMOVALS))).clone();
         let profile = target.profile.profile();
         let pace = self.paces.lock().expect("not poisoned").entry(account).or_insert_with(|| Arc::new(Mutex::new(Pace::of(&profile)))).clone();
-        ScimClient::new(self.http.clone(), target.base(), token, self.egress)
-            .with_deadline(deadline)
-            .with_read_budget(read_budget)
-            .with_removal_sizing(learnt)
-            .with_profile(profile, pace)
+        ScimClient::new(self.http.clone(), target.base(), token, self.egress).with_deadline(deadline).with_read_budget(read_budget).with_removal_sizing(learnt).with_profile(profile, pace)
     }
 }
 

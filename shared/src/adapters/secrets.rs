@@ -55,12 +55,7 @@ impl TokenStore {
         if exists {
             self.client.put_secret_value().secret_id(&name).secret_string(token).send().await.map_err(|e| TokenError(chain(&e)))?;
         } else {
-            let mut create = self
-                .client
-                .create_secret()
-                .name(&name)
-                .description(format!("Entitle: bearer token of SCIM target {target} of tenant {tenant}"))
-                .secret_string(token);
+            let mut create = self.client.create_secret().name(&name).description(format!("Entitle: bearer token of SCIM target {target} of tenant {tenant}")).secret_string(token);
             if let Some(k) = &self.kms_key {
                 create = create.kms_key_id(k);
             }

@@ -3,8 +3,8 @@
 //! (billing reconciliation runs and their parts).
 
 use crate::app::ports::{PortError, Queue, SyncRuns};
-use crate::core::sources::stripe::SyncRequest;
 use crate::core::reconcile::ReconcileRequest;
+use crate::core::sources::stripe::SyncRequest;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use serde::Serialize;
@@ -215,13 +215,7 @@ impl DeadLetterQueue {
                 .enumerate()
                 .map(|(i, l)| ChangeMessageVisibilityBatchRequestEntry::builder().id(i.to_string()).receipt_handle(&l.receipt).visibility_timeout(0).build().expect("id and receipt set"))
                 .collect();
-            self.client
-                .change_message_visibility_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| Self::unavailable("ChangeMessageVisibilityBatch")(e.into()))?;
+            self.client.change_message_visibility_batch().queue_url(&self.url).set_entries(Some(entries)).send().await.map_err(|e| Self::unavailable("ChangeMessageVisibilityBatch")(e.into()))?;
         }
         Ok(())
     }
@@ -263,13 +257,7 @@ impl DeadLetterQueue {
                 .await
                 .map_err(|e| Self::unavailable("SendMessage")(e.into()))?;
             moved(letter.clone()).await?;
-            self.client
-                .delete_message()
-                .queue_url(&self.url)
-                .receipt_handle(&letter.receipt)
-                .send()
-                .await
-                .map_err(|e| Self::unavailable("DeleteMessage")(e.into()))?;
+            self.client.delete_message().queue_url(&self.url).receipt_handle(&letter.receipt).send().await.map_err(|e| Self::unavailable("DeleteMessage")(e.into()))?;
             done.push(letter);
         }
         Ok((done, missing))

@@ -117,7 +117,8 @@ impl StripeApi {
                     if status == StatusCode::NOT_FOUND {
                         return Ok(None);
                     }
-                    let message = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["error"]["message"].as_str().map(|m| crate::core::egress::excerpt(&Value::String(m.to_string()), m.len())));
+                    let message =
+                        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["error"]["message"].as_str().map(|m| crate::core::egress::excerpt(&Value::String(m.to_string()), m.len())));
                     last = format!("{what}: HTTP {status}{}", message.map(|m| format!(": {m}")).unwrap_or_default());
                     if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                         // Refused (a key without the permission, a bad request): trying again changes nothing.
@@ -126,7 +127,16 @@ impl StripeApi {
                     retry_after
                 }
                 Err(e) => {
-                    last = format!("{what}: {}", if e.is_timeout() { "timed out".to_string() } else if e.is_connect() { "cannot connect".to_string() } else { chain(&e) });
+                    last = format!(
+                        "{what}: {}",
+                        if e.is_timeout() {
+                            "timed out".to_string()
+                        } else if e.is_connect() {
+                            "cannot connect".to_string()
+                        } else {
+                            chain(&e)
+                        }
+                    );
                     None
                 }
             };

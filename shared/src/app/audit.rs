@@ -49,12 +49,17 @@ pub fn integration(pending: &[PendingRecord], now: DateTime<Utc>) -> Vec<Change>
 pub async fn integrate<S: Tenants>(store: &S, tenant: &TenantId, now: DateTime<Utc>) -> Result<usize, Error> {
     let mut chained = 0;
     loop {
-        let committed = audited_on(store, tenant, || store.pending_audit(tenant, PENDING_PAGE), |(_meta, pending)| async move {
-            if pending.is_empty() {
-                return Ok(Decision::Done(false));
-            }
-            Ok(Decision::Commit(integration(&pending, now), pending.len() == PENDING_PAGE))
-        })
+        let committed = audited_on(
+            store,
+            tenant,
+            || store.pending_audit(tenant, PENDING_PAGE),
+            |(_meta, pending)| async move {
+                if pending.is_empty() {
+                    return Ok(Decision::Done(false));
+                }
+                Ok(Decision::Commit(integration(&pending, now), pending.len() == PENDING_PAGE))
+            },
+        )
         .await?;
         chained += committed.changes.iter().map(|c| c.integrate.len()).sum::<usize>();
         if !committed.value || committed.refused.is_some() {

@@ -53,7 +53,9 @@ impl Origin {
     fn event_id(&self, subscription: &LicenseId) -> EventId {
         match self {
             Origin::Event { event_id, .. } => event_id.clone(),
-            Origin::Sync { run_id } => EventId::parse(format!("billing_sync:{run_id}:{subscription}")).unwrap_or_else(|_| EventId::parse(format!("billing_sync:{subscription}")).expect("ids are valid")),
+            Origin::Sync { run_id } => {
+                EventId::parse(format!("billing_sync:{run_id}:{subscription}")).unwrap_or_else(|_| EventId::parse(format!("billing_sync:{subscription}")).expect("ids are valid"))
+            }
         }
     }
 
@@ -111,8 +113,13 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
     /// An event type Entitle does not act on: acknowledged.
-    Ignored { event_type: String },
-    Acted { event_id: EventId, outcome: Outcome },
+    Ignored {
+        event_type: String,
+    },
+    Acted {
+        event_id: EventId,
+        outcome: Outcome,
+    },
 }
 
 /// A verified Stripe event (its signature checked, or delivered by AWS
@@ -262,7 +269,9 @@ async fn locked<S: Tenants + Models, B: Billing>(
     match committed.refused {
         None => Ok(committed.value),
         // Parked before (and audited then).
-        Some(Write::Parked { reason, .. }) => Ok(Step::Done(Outcome { recorded: Recorded::Parked { reason }, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None })),
+        Some(Write::Parked { reason, .. }) => {
+            Ok(Step::Done(Outcome { recorded: Recorded::Parked { reason }, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None }))
+        }
         // The event was accepted before (a concurrent delivery won).
         Some(_) => Ok(Step::Done(Outcome { recorded: Recorded::Duplicate, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None })),
     }
@@ -274,9 +283,12 @@ async fn locked<S: Tenants + Models, B: Billing>(
 /// replayed once what parked it is fixed).
 fn park_in(tenant: &TenantId, subscription: &LicenseId, origin: &Origin, cause: &Cause, reason: &str, payload: &Value, now: DateTime<Utc>) -> Decision<Step> {
     let event_id = origin.event_id(subscription);
-    let c = crate::app::ports::Change::new(now)
-        .write(Write::Parked { source: Source::Stripe, event_id, reason: reason.to_string(), payload: payload.clone(), at: now })
-        .audit(AuditEvent::new(AuditAction::EventParked, format!("license:stripe:{subscription}"), cause, reason));
+    let c = crate::app::ports::Change::new(now).write(Write::Parked { source: Source::Stripe, event_id, reason: reason.to_string(), payload: payload.clone(), at: now }).audit(AuditEvent::new(
+        AuditAction::EventParked,
+        format!("license:stripe:{subscription}"),
+        cause,
+        reason,
+    ));
     let outcome = Outcome { recorded: Recorded::Parked { reason: reason.to_string() }, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None };
     Decision::one(c, Step::Done(outcome))
 }

@@ -9,13 +9,13 @@
 use super::commit::{audited, Decision};
 use super::ports::{Change, Contracts, Models, Queue, Tenants, Write};
 use super::rules::rules_of;
-use crate::core::expiry::next_due;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::contract::{
-    self, initial_status, reversible, review_step, summaries, Actor, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, ContractState, Decision as Made,
-    DecisionRequest, ReviewStep, Verdict,
+    self, initial_status, reversible, review_step, summaries, Actor, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, ContractState, Decision as Made, DecisionRequest,
+    ReviewStep, Verdict,
 };
+use crate::core::expiry::next_due;
 use crate::core::ids::{AmendmentId, ContractId, TenantId};
 use crate::core::license::Source;
 use crate::core::model::LicensingModel;
@@ -107,7 +107,13 @@ pub async fn create<S: Tenants + Contracts + Models>(store: &S, body: &Value, bo
 
 /// What an amendment would do to this contract now (nothing is stored).
 /// Its impact and review rules are the tenant's version's (see [`contract_rules`]).
-async fn assess<S: Tenants + Models>(store: &S, state: &ContractState, req: &AmendmentRequest, submitter: &Actor, now: DateTime<Utc>) -> Result<(Amendment, Value, ContractDocument, std::sync::Arc<LicensingModel>), Error> {
+async fn assess<S: Tenants + Models>(
+    store: &S,
+    state: &ContractState,
+    req: &AmendmentRequest,
+    submitter: &Actor,
+    now: DateTime<Utc>,
+) -> Result<(Amendment, Value, ContractDocument, std::sync::Arc<LicensingModel>), Error> {
     let form = req.form().map_err(|p| Rejection::invalid("invalid_amendment", p))?;
     let (new_document, changes) = contract::evaluate(&*store.latest().await?, &state.document, &state.doc.contract_id, &form).map_err(|p| Rejection::invalid("invalid_amendment", p))?;
     let new_doc: ContractDocument = serde_json::from_value(new_document.clone()).map_err(|e| super::PortError::Corrupt { key: "amendment".into(), why: e.to_string() })?;
@@ -190,14 +196,9 @@ pub async fn submit<S: Tenants + Contracts + Models>(
                 AmendmentStatus::PendingReview => AuditEvent::new(AuditAction::AmendmentHeldForReview, subject, cause, amendment.review.join("; "))
                     .before(before)
                     .after(json!({"status": "pending_review", "changes": summaries(&amendment.changes)})),
-                _ => AuditEvent::new(
-                    AuditAction::AmendmentScheduled,
-                    subject,
-                    cause,
-                    format!("effective_at {} is in the future", amendment.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default()),
-                )
-                .before(before)
-                .after(json!({"status": "scheduled", "changes": summaries(&amendment.changes)})),
+                _ => AuditEvent::new(AuditAction::AmendmentScheduled, subject, cause, format!("effective_at {} is in the future", amendment.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default()))
+                    .before(before)
+                    .after(json!({"status": "scheduled", "changes": summaries(&amendment.changes)})),
             };
             let change = change.write(Write::Amendment { amendment: amendment.clone(), body_hash: body_hash.to_string() }).audit(audit);
             Ok(Decision::one(change, (amendment, true)))
@@ -256,9 +257,8 @@ pub async fn decide<S: Tenants + Contracts + Models>(
                     (vec![Write::Amendment { amendment: amendment.clone(), body_hash: hash }], a)
                 }
                 _ => {
-                    let writes = applied(model, &state, &mut amendment, &hash, now).map_err(|conflicts| {
-                        Rejection::conflict("contract_moved_on", format!("clauses changed since the amendment was made: {}", conflicts.join(", "))).with("clauses", conflicts)
-                    })?;
+                    let writes = applied(model, &state, &mut amendment, &hash, now)
+                        .map_err(|conflicts| Rejection::conflict("contract_moved_on", format!("clauses changed since the amendment was made: {}", conflicts.join(", "))).with("clauses", conflicts))?;
                     let a = AuditEvent::new(AuditAction::AmendmentApplied, subject, cause, rule)
                         .before(json!({"version": state.version}))
                         .after(json!({"version": state.version + 1, "changes": summaries(&amendment.changes)}));
@@ -275,7 +275,14 @@ pub async fn decide<S: Tenants + Contracts + Models>(
 
 /// `POST .../reverse`: the contract returns to what it would be without the
 /// amendment; later amendments of other clauses are kept.
-pub async fn reverse<S: Tenants + Contracts + Models>(store: &S, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, principal: Option<&str>, now: DateTime<Utc>) -> Result<Amendment, Error> {
+pub async fn reverse<S: Tenants + Contracts + Models>(
+    store: &S,
+    cid: &ContractId,
+    aid: &AmendmentId,
+    decision: &DecisionRequest,
+    principal: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Amendment, Error> {
     let (tenant, actor, cause) = deciding(store, cid, aid, decision, principal).await?;
     let committed = audited(store, &tenant, |meta| {
         let (actor, cause) = (&actor, &cause);

@@ -366,10 +366,7 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
         let (action, rule, announce) = match standing {
             Standing::Quarantined => (
                 AuditAction::TargetQuarantined,
-                format!(
-                    "{} consecutive failed deliveries: quarantined; retried every {} s until it answers (other targets are not affected)",
-                    after.failures, self.policy.quarantine_retry_secs
-                ),
+                format!("{} consecutive failed deliveries: quarantined; retried every {} s until it answers (other targets are not affected)", after.failures, self.policy.quarantine_retry_secs),
                 Announcement::TargetQuarantined { target_id, health: after.clone() },
             ),
             Standing::Resumed => (
@@ -397,8 +394,7 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
                 if meta.is_none() {
                     return Ok(Decision::Done(()));
                 }
-                let audit = AuditEvent::new(AuditAction::DeliveryParked, format!("member:{}", member.user_id), cause, reason.clone())
-                    .after(serde_json::json!({"target_id": target, "parked": reason}));
+                let audit = AuditEvent::new(AuditAction::DeliveryParked, format!("member:{}", member.user_id), cause, reason.clone()).after(serde_json::json!({"target_id": target, "parked": reason}));
                 let write = Write::ParkDelivery { target: target.clone(), member: member.clone(), access: access.clone(), if_seq, reason };
                 Ok(Decision::one(Change::new(now).write(write).audit(audit), ()))
             }
@@ -488,7 +484,15 @@ impl<S: Tenants + Targets + Models, K: Tokens, D: Directory> Deliverer<'_, S, K,
 
     /// [`Deliverer::flush`]; false when it was cut off by the run's time
     /// after progress (the run ends there, not failed; the rest stays due).
-    async fn flush_within(&self, tenant: &TenantId, target: &Target, session: &D::Session, batch: &mut Vec<(Pending, SyncOutcome, Vec<GroupChange>)>, stop_at: Instant, report: &mut TargetReport) -> Result<bool, Stop> {
+    async fn flush_within(
+        &self,
+        tenant: &TenantId,
+        target: &Target,
+        session: &D::Session,
+        batch: &mut Vec<(Pending, SyncOutcome, Vec<GroupChange>)>,
+        stop_at: Instant,
+        report: &mut TargetReport,
+    ) -> Result<bool, Stop> {
         match self.flush(tenant, target, session, batch, report).await {
             Ok(()) => Ok(true),
             Err(stop) if cut_off_after_progress(&stop, stop_at, report) => {

@@ -148,9 +148,14 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
     /// Refuses a push for want of a seat: the refusal is audited and
     /// announced (`tenant.seat_limit_reached`), nothing else is stored.
     async fn refuse(&self, user_name: &str, total: u32, used: u32) -> Error {
-        let event = AuditEvent::new(AuditAction::DirectoryPushRefused, format!("directory:{}", self.connection.id), &self.cause(), format!("no free seat ({used} of {total} used) and the directory refuses pushes when full: nobody is evicted"))
-            .after(json!({"user_name": user_name, "seats": {"total": total, "used": used}}))
-            .announcing(Announcement::SeatLimitReached { directory_id: self.connection.id.clone(), user_name: user_name.to_string(), seats_total: total, seats_used: used });
+        let event = AuditEvent::new(
+            AuditAction::DirectoryPushRefused,
+            format!("directory:{}", self.connection.id),
+            &self.cause(),
+            format!("no free seat ({used} of {total} used) and the directory refuses pushes when full: nobody is evicted"),
+        )
+        .after(json!({"user_name": user_name, "seats": {"total": total, "used": used}}))
+        .announcing(Announcement::SeatLimitReached { directory_id: self.connection.id.clone(), user_name: user_name.to_string(), seats_total: total, seats_used: used });
         match super::audit::note(self.store, &self.tenant, event, self.now).await {
             Ok(_) => provider::no_seat(total, used).into(),
             Err(e) => e,
@@ -332,7 +337,9 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             check_if_match(if_match, existing.rev)?;
             let user = existing.member.user_id.clone();
             let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
-            let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &self.cause(), "deleted by the tenant's identity provider: deprovisioned, seat released").before(&existing.access).after(&after);
+            let audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &self.cause(), "deleted by the tenant's identity provider: deprovisioned, seat released")
+                .before(&existing.access)
+                .after(&after);
             let mut link = existing.link.clone();
             let groups: Vec<String> = link.as_ref().map(|l| l.groups.keys().cloned().collect()).unwrap_or_default();
             if let Some(l) = link.as_mut() {
@@ -420,7 +427,8 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
         self.check_members(&entries.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()).await?;
         let at = self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let g = DirGroup { id: id.to_string(), name: pushed.name.clone(), external_id: pushed.external_id.clone(), created: at.clone(), modified: at, rev: 1, deleting: false };
-        let audit = AuditEvent::new(AuditAction::DirectoryGroupCreated, format!("group:{id}"), &self.cause(), "group pushed by the tenant's identity provider").after(json!({"display_name": g.name, "external_id": g.external_id}));
+        let audit = AuditEvent::new(AuditAction::DirectoryGroupCreated, format!("group:{id}"), &self.cause(), "group pushed by the tenant's identity provider")
+            .after(json!({"display_name": g.name, "external_id": g.external_id}));
         let change = Change::new(self.now).write(Write::ClaimGroupName { name: g.name.clone(), group: g.id.clone() }).write(Write::Group { group: g.clone(), if_rev: None }).audit(audit);
         match self.store.commit_unchained(&self.tenant, &change, &self.request_id).await {
             Ok(()) => {}
@@ -489,10 +497,14 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
         leave.dedup();
         self.check_members(&join).await?;
         let entry_of = |u: &str| entries.iter().rev().find(|(id, _)| id == u).map(|(_, e)| e.clone()).unwrap_or(Value::Null);
-        let mut work: Vec<(UserId, bool, Value)> = join.iter().filter_map(|u| UserId::parse(u.clone()).ok()).map(|u| {
-            let e = entry_of(u.as_str());
-            (u, true, e)
-        }).collect();
+        let mut work: Vec<(UserId, bool, Value)> = join
+            .iter()
+            .filter_map(|u| UserId::parse(u.clone()).ok())
+            .map(|u| {
+                let e = entry_of(u.as_str());
+                (u, true, e)
+            })
+            .collect();
         work.extend(leave.iter().filter(|u| !join.contains(u)).filter_map(|u| UserId::parse(u.clone()).ok()).map(|u| (u, false, Value::Null)));
         let n = work.len();
         for batch in work.chunks(CONCURRENCY) {
@@ -517,7 +529,11 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
                 return Ok(());
             };
             let (join, leave) = if joins { (vec![(g.id.clone(), g.name.clone())], vec![]) } else { (vec![], vec![g.id.clone()]) };
-            let edge = if joins { Write::Edge(Edge { group: g.id.clone(), user: user.clone(), name: g.name.clone(), entry: entry.clone() }) } else { Write::RemoveEdge { group: g.id.clone(), user: user.clone() } };
+            let edge = if joins {
+                Write::Edge(Edge { group: g.id.clone(), user: user.clone(), name: g.name.clone(), entry: entry.clone() })
+            } else {
+                Write::RemoveEdge { group: g.id.clone(), user: user.clone() }
+            };
             match provider::regroup(&*self.rules(&meta).await?, &meta, &item, &join, &leave, &self.cause(), self.now)? {
                 None => {
                     // The member already says so: the group's item follows.
@@ -547,7 +563,8 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             if renamed && !pushed.name.eq_ignore_ascii_case(&g.name) && self.store.group_by_name(&self.tenant, &pushed.name).await?.is_some_and(|o| o.id != g.id) {
                 return Err(uniqueness(format!("a Group named {:?} already exists", pushed.name)).into());
             }
-            let next = DirGroup { name: pushed.name.clone(), external_id: pushed.external_id.clone(), modified: self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), rev: g.rev + 1, ..g.clone() };
+            let next =
+                DirGroup { name: pushed.name.clone(), external_id: pushed.external_id.clone(), modified: self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), rev: g.rev + 1, ..g.clone() };
             let audit = AuditEvent::new(AuditAction::DirectoryGroupUpdated, format!("group:{}", g.id), &self.cause(), "group renamed by the tenant's identity provider; its members' roles follow")
                 .before(json!({"display_name": g.name, "external_id": g.external_id}))
                 .after(json!({"display_name": next.name, "external_id": next.external_id}));
@@ -634,7 +651,8 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             marked
         };
         self.change_members(&g, &MemberOps { remove_all: true, ..MemberOps::default() }, &[]).await?;
-        let audit = AuditEvent::new(AuditAction::DirectoryGroupDeleted, format!("group:{id}"), &self.cause(), "group deleted by the tenant's identity provider; its members left it").before(json!({"display_name": g.name, "external_id": g.external_id}));
+        let audit = AuditEvent::new(AuditAction::DirectoryGroupDeleted, format!("group:{id}"), &self.cause(), "group deleted by the tenant's identity provider; its members left it")
+            .before(json!({"display_name": g.name, "external_id": g.external_id}));
         let change = Change::new(self.now).write(Write::RemoveGroup { id: g.id.clone(), rev: g.rev }).write(Write::ReleaseGroupName { name: g.name.clone(), group: g.id.clone() }).audit(audit);
         match self.store.commit_unchained(&self.tenant, &change, &self.request_id).await {
             Ok(()) | Err(CommitError::Refused(0)) => Ok(()),
@@ -713,7 +731,14 @@ pub mod connections {
     }
 
     /// A new connection; returns it and its token (shown this once).
-    pub async fn issue<S: Tenants + Directories>(store: &S, tenant: &TenantId, new: &NewConnection, random: ([u8; 8], [u8; 32]), request_id: &str, now: DateTime<Utc>) -> Result<(Connection, String), Error> {
+    pub async fn issue<S: Tenants + Directories>(
+        store: &S,
+        tenant: &TenantId,
+        new: &NewConnection,
+        random: ([u8; 8], [u8; 32]),
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Connection, String), Error> {
         check_name(&new.name)?;
         let id = connection::new_id(&random.0);
         let (tok, hash) = token(tenant, &id, &random.1);
@@ -723,7 +748,9 @@ pub mod connections {
             let conn = conn.clone();
             async move {
                 known(tenant, meta)?;
-                let audit = AuditEvent::new(AuditAction::DirectoryConnected, format!("directory:{}", conn.id), &cause(request_id), "directory connection made: its token was issued (stored as a hash)").after(json!({"name": conn.name, "when_full": conn.when_full}));
+                let audit =
+                    AuditEvent::new(AuditAction::DirectoryConnected, format!("directory:{}", conn.id), &cause(request_id), "directory connection made: its token was issued (stored as a hash)")
+                        .after(json!({"name": conn.name, "when_full": conn.when_full}));
                 Ok(Decision::one(Change::new(now).write(Write::Connection { connection: conn.clone(), if_rev: None }).audit(audit), ()))
             }
         })
@@ -734,7 +761,14 @@ pub mod connections {
         Ok((conn, tok))
     }
 
-    async fn change<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, request_id: &str, now: DateTime<Utc>, f: impl Fn(&Connection) -> Option<(Write, AuditEvent, Connection)> + Sync) -> Result<Connection, Error> {
+    async fn change<S: Tenants + Directories>(
+        store: &S,
+        tenant: &TenantId,
+        id: &str,
+        request_id: &str,
+        now: DateTime<Utc>,
+        f: impl Fn(&Connection) -> Option<(Write, AuditEvent, Connection)> + Sync,
+    ) -> Result<Connection, Error> {
         let committed = audited(store, tenant, |meta| {
             let f = &f;
             async move {
@@ -761,7 +795,9 @@ pub mod connections {
             if next.name == c.name && next.when_full == c.when_full {
                 return None;
             }
-            let audit = AuditEvent::new(AuditAction::DirectoryReconfigured, format!("directory:{id}"), &cause(request_id), "directory connection changed").before(json!({"name": c.name, "when_full": c.when_full})).after(json!({"name": next.name, "when_full": next.when_full}));
+            let audit = AuditEvent::new(AuditAction::DirectoryReconfigured, format!("directory:{id}"), &cause(request_id), "directory connection changed")
+                .before(json!({"name": c.name, "when_full": c.when_full}))
+                .after(json!({"name": next.name, "when_full": next.when_full}));
             Some((Write::Connection { connection: next.clone(), if_rev: Some(c.rev) }, audit, next))
         })
         .await
@@ -772,7 +808,8 @@ pub mod connections {
         let (tok, hash) = token(tenant, id, &random);
         let conn = change(store, tenant, id, request_id, now, |c| {
             let next = rotated(c, hash.clone(), grace, now);
-            let audit = AuditEvent::new(AuditAction::DirectoryTokenRotated, format!("directory:{id}"), &cause(request_id), format!("token rotated: the previous one stays valid for {grace} s")).after(json!({"previous_valid_until": next.previous.as_ref().map(|p| &p.1)}));
+            let audit = AuditEvent::new(AuditAction::DirectoryTokenRotated, format!("directory:{id}"), &cause(request_id), format!("token rotated: the previous one stays valid for {grace} s"))
+                .after(json!({"previous_valid_until": next.previous.as_ref().map(|p| &p.1)}));
             Some((Write::Connection { connection: next.clone(), if_rev: Some(c.rev) }, audit, next))
         })
         .await?;
@@ -783,7 +820,13 @@ pub mod connections {
     /// pushed stays.
     pub async fn revoke<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, request_id: &str, now: DateTime<Utc>) -> Result<Connection, Error> {
         change(store, tenant, id, request_id, now, |c| {
-            let audit = AuditEvent::new(AuditAction::DirectoryDisconnected, format!("directory:{id}"), &cause(request_id), "directory connection revoked: its tokens are refused; the users and groups it pushed stay").before(json!({"name": c.name}));
+            let audit = AuditEvent::new(
+                AuditAction::DirectoryDisconnected,
+                format!("directory:{id}"),
+                &cause(request_id),
+                "directory connection revoked: its tokens are refused; the users and groups it pushed stay",
+            )
+            .before(json!({"name": c.name}));
             Some((Write::RemoveConnection { id: c.id.clone(), rev: c.rev }, audit, c.clone()))
         })
         .await

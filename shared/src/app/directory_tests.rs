@@ -225,7 +225,11 @@ async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
     let bearer = format!("Bearer {token}");
     let push = |tenant: &'static str, authorization: Option<String>, body: Value| {
         let store = store.clone();
-        async move { directory::push_user(&store, directory::Incoming { tenant, authorization: authorization.as_deref(), request_id: "req-push".into(), base: "https://dir".into(), now: Utc::now() }, &body).await.map(|o| o.map(|(s, a)| (s.connection.id, a))) }
+        async move {
+            directory::push_user(&store, directory::Incoming { tenant, authorization: authorization.as_deref(), request_id: "req-push".into(), base: "https://dir".into(), now: Utc::now() }, &body)
+                .await
+                .map(|o| o.map(|(s, a)| (s.connection.id, a)))
+        }
     };
     let unauthenticated = |r: Result<Option<(String, directory::Answer)>, Error>| matches!(r, Err(Error::Rejected(r)) if r.code == "unauthenticated");
     // No token, a token that is no token, and a wrong secret: 401, nothing stored.

@@ -5,12 +5,12 @@
 use super::commit::{audited, audited_on, Decision};
 use super::ports::{Change, Models, Tenants, Write};
 use super::rules::rules_of;
-use crate::core::expiry::next_due;
-use crate::core::model::LicensingModel;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
+use crate::core::expiry::next_due;
 use crate::core::ids::{EventId, TenantId};
 use crate::core::license::{decide_change, ChangeDecision, License, LicenseChange, Source};
+use crate::core::model::LicensingModel;
 use crate::core::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -21,10 +21,14 @@ pub enum Recorded {
     Applied,
     /// Read from the source, the license was as held (Stripe).
     Unchanged,
-    Stale { held_version: i64 },
+    Stale {
+        held_version: i64,
+    },
     /// The same event id was accepted before (with the same body).
     Duplicate,
-    Parked { reason: String },
+    Parked {
+        reason: String,
+    },
 }
 
 impl Recorded {
@@ -54,7 +58,16 @@ pub fn cause_of(source: Source, event: &EventId) -> Cause {
 /// amounts to. `why` says what orders the change (for the audit record).
 /// The license falls due as the tenant's model version (`model`) says.
 #[allow(clippy::too_many_arguments)] // the change, what it is checked against, and why
-pub(crate) fn license_change(model: &LicensingModel, current: Option<&License>, change: &LicenseChange, body_hash: Option<&str>, cause: &Cause, why: &str, unchanged_if_same: bool, now: DateTime<Utc>) -> (Change, Recorded) {
+pub(crate) fn license_change(
+    model: &LicensingModel,
+    current: Option<&License>,
+    change: &LicenseChange,
+    body_hash: Option<&str>,
+    cause: &Cause,
+    why: &str,
+    unchanged_if_same: bool,
+    now: DateTime<Utc>,
+) -> (Change, Recorded) {
     let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
     let held = current.map_or("none".to_string(), |c| c.source_version.to_string());
     let same = unchanged_if_same && current.is_some_and(|c| change.update.held_by(c));
@@ -124,9 +137,12 @@ pub async fn park<S: Tenants>(store: &S, source: Source, event: &EventId, tenant
     };
     let cause = cause_of(source, event);
     let committed = audited(store, tenant, |_meta| {
-        let change = Change::new(now)
-            .write(Write::Parked { source, event_id: event.clone(), reason: reason.to_string(), payload: payload.clone(), at: now })
-            .audit(AuditEvent::new(AuditAction::EventParked, format!("event:{}:{event}", source.as_str()), &cause, reason));
+        let change = Change::new(now).write(Write::Parked { source, event_id: event.clone(), reason: reason.to_string(), payload: payload.clone(), at: now }).audit(AuditEvent::new(
+            AuditAction::EventParked,
+            format!("event:{}:{event}", source.as_str()),
+            &cause,
+            reason,
+        ));
         async move { Ok(Decision::one(change, ())) }
     })
     .await?;

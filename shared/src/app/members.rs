@@ -8,22 +8,22 @@
 //! audit record, which waits, pending, to be chained (see
 //! [`crate::core::audit::PendingRecord`]).
 
+use super::commit::{audited_on, Decision};
 use super::ports::{Change, CommitError, MemberGuard, Models, Targets, Tenants, Write};
 use super::rules::rules_of;
 use super::Error;
+use crate::core::access::{access_on_create, privileged};
 use crate::core::access::{Member, MemberAccess, MemberStatus};
+use crate::core::audit::Announcement;
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
-use crate::core::seats::micros;
 use crate::core::rejection::Rejection;
-use crate::core::tenant::{on_create, MemberItem, TenantMeta};
-use super::commit::{audited_on, Decision};
-use crate::core::access::{access_on_create, privileged};
-use crate::core::audit::Announcement;
+use crate::core::seats::micros;
 use crate::core::seats::Seat;
+use crate::core::tenant::{on_create, MemberItem, TenantMeta};
 use crate::core::views::{MemberUpdate, MemberView, NewMember};
-use serde_json::json;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 
 /// How many times a creation or removal reads again after another request
 /// changed the same member at the same moment.
@@ -100,11 +100,9 @@ pub async fn create<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId,
             Ok(()) => return Ok((MemberView::of(tenant.clone(), &item), true)),
             // The email is another member's: that is the answer.
             Err(CommitError::Refused(0)) => {
-                return Err(Rejection::conflict(
-                    "email_taken",
-                    format!("another member of tenant {tenant} already has the email {} (emails are unique per tenant, case-insensitively)", new.email),
+                return Err(
+                    Rejection::conflict("email_taken", format!("another member of tenant {tenant} already has the email {} (emails are unique per tenant, case-insensitively)", new.email)).into()
                 )
-                .into())
             }
             // Created by another request at the same moment: read it again.
             Err(CommitError::Refused(_) | CommitError::HeadMoved | CommitError::Seats) => continue,
@@ -138,9 +136,8 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
             return Ok(MemberView::of(tenant.clone(), &existing));
         }
         let after = MemberAccess::without_access(MemberStatus::Deprovisioned);
-        let mut audit = AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released")
-            .before(&existing.access)
-            .after(&after);
+        let mut audit =
+            AuditEvent::new(AuditAction::MemberRemoved, format!("member:{user}"), &cause, "account removed by the app: deprovisioned, seat released").before(&existing.access).after(&after);
         // Announced once chained: an app drops the member's cached token.
         if existing.access != after {
             audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: after.clone() });
@@ -173,40 +170,45 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
 pub async fn update<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, user: &UserId, update: &MemberUpdate, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
     update.validate()?;
     let cause = Cause::api_call(request_id);
-    let committed = audited_on(store, tenant, || store.meta_and_member(tenant, user), |(meta, existing)| {
-        let cause = &cause;
-        async move {
-            let meta = known(tenant, meta)?;
-            let model = &*rules_of(store, Some(&meta)).await?;
-            let existing = existing.filter(|e| !e.member.removed).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
-            let member = Member {
-                groups: update.groups.clone().unwrap_or_else(|| existing.member.groups.clone()),
-                attributes: update.attributes.clone().unwrap_or_else(|| existing.member.attributes.clone()),
-                ..existing.member.clone()
-            };
-            if member == existing.member {
-                return Ok(Decision::Done(MemberView::of(tenant.clone(), &existing)));
-            }
-            let (access, privileged) = match &meta.access {
-                Some(a) => {
-                    let access = if existing.access.holds_seat() { access_on_create(model, a, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() };
-                    (access, privileged(model, a, &meta.rules, &member))
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.meta_and_member(tenant, user),
+        |(meta, existing)| {
+            let cause = &cause;
+            async move {
+                let meta = known(tenant, meta)?;
+                let model = &*rules_of(store, Some(&meta)).await?;
+                let existing = existing.filter(|e| !e.member.removed).ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+                let member = Member {
+                    groups: update.groups.clone().unwrap_or_else(|| existing.member.groups.clone()),
+                    attributes: update.attributes.clone().unwrap_or_else(|| existing.member.attributes.clone()),
+                    ..existing.member.clone()
+                };
+                if member == existing.member {
+                    return Ok(Decision::Done(MemberView::of(tenant.clone(), &existing)));
                 }
-                None => (existing.access.clone(), existing.seat.privileged),
-            };
-            let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: existing.link.clone(), model_version: model.version.clone() };
-            let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{user}"), cause, "groups or attributes changed by the app; roles follow the licensing model's rules")
-                .before(json!({"groups": existing.member.groups, "attributes": existing.member.attributes, "access": existing.access}))
-                .after(json!({"groups": item.member.groups, "attributes": item.member.attributes, "access": item.access}));
-            if item.access != existing.access {
-                audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: item.access.clone() });
+                let (access, privileged) = match &meta.access {
+                    Some(a) => {
+                        let access = if existing.access.holds_seat() { access_on_create(model, a, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() };
+                        (access, privileged(model, a, &meta.rules, &member))
+                    }
+                    None => (existing.access.clone(), existing.seat.privileged),
+                };
+                let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: existing.link.clone(), model_version: model.version.clone() };
+                let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{user}"), cause, "groups or attributes changed by the app; roles follow the licensing model's rules")
+                    .before(json!({"groups": existing.member.groups, "attributes": existing.member.attributes, "access": existing.access}))
+                    .after(json!({"groups": item.member.groups, "attributes": item.member.attributes, "access": item.access}));
+                if item.access != existing.access {
+                    audit = audit.announcing(Announcement::MemberAccessChanged { user_id: user.clone(), before: existing.access.clone(), after: item.access.clone() });
+                }
+                let targets = store.targets(tenant).await?;
+                let mut change = Change::new(now).write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(existing.rev) }).audit(audit);
+                change.writes.extend(deliveries(&targets, &item));
+                Ok(Decision::one(change, MemberView::of(tenant.clone(), &item)))
             }
-            let targets = store.targets(tenant).await?;
-            let mut change = Change::new(now).write(Write::Member { item: item.clone(), guard: MemberGuard::Rev(existing.rev) }).audit(audit);
-            change.writes.extend(deliveries(&targets, &item));
-            Ok(Decision::one(change, MemberView::of(tenant.clone(), &item)))
-        }
-    })
+        },
+    )
     .await?;
     Ok(committed.value)
 }

@@ -11,15 +11,15 @@ use crate::core::audit::{self, ChainHead, PendingRecord, StoredRecord};
 use crate::core::contract::{Amendment, AmendmentStatus, ContractDocument, ContractState};
 use crate::core::events::announced;
 use crate::core::ids::{AmendmentId, ContractId, EventId, LicenseId, ModelVersion, RunId, TargetId, TenantId, UserId};
-use crate::core::versions::{Outcome, OutcomeState, PreviewPage, Registered, Registration, RunState, Work};
 use crate::core::license::{License, LicenseChange, LicenseStatus, LicenseUpdate, Source};
 use crate::core::model::LicensingModel;
-use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
-use crate::core::scim::{Pending, Target, MAX_REFUSALS};
 use crate::core::provider::connection::Connection;
 use crate::core::provider::{DirGroup, Edge};
+use crate::core::reconcile::{ReconcileRequest, MAX_TRANSACTION_ITEMS};
+use crate::core::scim::{Pending, Target, MAX_REFUSALS};
 use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::{email_key, MemberItem, TenantHead, TenantMeta, TenantState};
+use crate::core::versions::{Outcome, OutcomeState, PreviewPage, Registered, Registration, RunState, Work};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -481,13 +481,7 @@ impl Tenants for Memory {
     async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
         let db = self.db.lock().unwrap();
         let after = after.map(|a| a.trim_start_matches("MEM#").to_string());
-        let page: Vec<MemberItem> = db
-            .members
-            .iter()
-            .filter(|((t, u), _)| t == tenant && after.as_deref().is_none_or(|a| u.as_str() > a))
-            .take(limit.max(1))
-            .map(|(_, m)| m.clone())
-            .collect();
+        let page: Vec<MemberItem> = db.members.iter().filter(|((t, u), _)| t == tenant && after.as_deref().is_none_or(|a| u.as_str() > a)).take(limit.max(1)).map(|(_, m)| m.clone()).collect();
         let more = page.len() == limit.max(1) && db.members.keys().any(|(t, u)| t == tenant && u > &page.last().expect("a full page").member.user_id);
         let next = more.then(|| format!("MEM#{}", page.last().expect("a full page").member.user_id));
         Ok((page, next))
@@ -798,12 +792,8 @@ impl ModelRegistry for Memory {
 
     async fn tenants_following(&self, version: &ModelVersion, after: Option<&str>, limit: usize) -> Result<TenantPage, PortError> {
         let db = self.db.lock().unwrap();
-        let all: Vec<(TenantId, Option<String>)> = db
-            .meta
-            .iter()
-            .filter(|(t, m)| &m.model_version == version && after.is_none_or(|a| t.as_str() > a))
-            .map(|(t, m)| (t.clone(), m.access.as_ref().map(|a| a.tier.clone())))
-            .collect();
+        let all: Vec<(TenantId, Option<String>)> =
+            db.meta.iter().filter(|(t, m)| &m.model_version == version && after.is_none_or(|a| t.as_str() > a)).map(|(t, m)| (t.clone(), m.access.as_ref().map(|a| a.tier.clone()))).collect();
         let more = all.len() > limit;
         let tenants: Vec<_> = all.into_iter().take(limit.max(1)).collect();
         let next = if more { tenants.last().map(|(t, _)| t.to_string()) } else { None };

@@ -27,9 +27,9 @@ pub mod versions;
 pub mod memory;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod directory_tests;
+#[cfg(test)]
+mod tests;
 #[cfg(test)]
 mod versions_tests;
 

@@ -8,26 +8,26 @@
 //! change was decided on. [`super::commit::audited`] is the one loop that
 //! reads, decides and commits, and decides again when the head moved.
 
+use crate::core::access::TenantRules;
 use crate::core::access::{Member, MemberAccess};
 use crate::core::audit::{AuditEvent, ChainHead, PendingRecord, StoredRecord};
 use crate::core::contract::{Amendment, ClauseChange, ContractState};
 use crate::core::ids::{AmendmentId, ContractId, EventId, TargetId, TenantId, UserId};
+use crate::core::ids::{ModelVersion, RunId};
 use crate::core::license::{License, Source, TenantAccess};
-use crate::core::access::TenantRules;
-use crate::core::reconcile::ReconcileRequest;
-use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
+use crate::core::model::LicensingModel;
 use crate::core::provider::connection::Connection;
 use crate::core::provider::{DirGroup, Edge};
+use crate::core::reconcile::ReconcileRequest;
+use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
 use crate::core::seats::SeatList;
 use crate::core::tenant::{MemberItem, ModelPin, TenantHead, TenantMeta, TenantState, WaitingMove};
-use crate::core::ids::{ModelVersion, RunId};
-use crate::core::model::LicensingModel;
 use crate::core::versions::{Outcome, PreviewPage, Registered, Registration, RunState};
-use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A port could not do what it was asked (the service failed, or what it
@@ -85,23 +85,51 @@ pub enum CommitError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// An accepted source event (idempotency), unless it was accepted before.
-    EventRecord { source: Source, event_id: EventId, body_hash: String, outcome: &'static str, at: DateTime<Utc> },
+    EventRecord {
+        source: Source,
+        event_id: EventId,
+        body_hash: String,
+        outcome: &'static str,
+        at: DateTime<Utc>,
+    },
     /// An event that cannot be applied as it is, unless parked before.
-    Parked { source: Source, event_id: EventId, reason: String, payload: Value, at: DateTime<Utc> },
+    Parked {
+        source: Source,
+        event_id: EventId,
+        reason: String,
+        payload: Value,
+        at: DateTime<Utc>,
+    },
     /// A license, conditional on the version held when `if_version` is
     /// given, due for the sweep at `due` (what the tenant's model says of it).
-    License { license: License, if_version: Option<i64>, due: Option<DateTime<Utc>> },
+    License {
+        license: License,
+        if_version: Option<i64>,
+        due: Option<DateTime<Utc>>,
+    },
     /// A member, on the condition `guard` states.
-    Member { item: MemberItem, guard: MemberGuard },
+    Member {
+        item: MemberItem,
+        guard: MemberGuard,
+    },
     /// The member's email, unless another member holds it.
     ClaimEmail(Member),
     /// A removed member's email, if it is its own.
     ReleaseEmail(Member),
     /// A delivery record for each target: the member's state as of this change.
-    Delivery { target: TargetId, item: MemberItem },
+    Delivery {
+        target: TargetId,
+        item: MemberItem,
+    },
     /// A member's delivery held, with the reason: replacing the record of
     /// sequence `if_seq`, or (`None`) only where no record waits.
-    ParkDelivery { target: TargetId, member: Member, access: MemberAccess, if_seq: Option<u64>, reason: String },
+    ParkDelivery {
+        target: TargetId,
+        member: Member,
+        access: MemberAccess,
+        if_seq: Option<u64>,
+        reason: String,
+    },
     /// A target's configuration (its health kept as stored, if any).
     TargetConfig(Target),
     /// A target's health, if the target still exists.
@@ -109,35 +137,79 @@ pub enum Write {
     /// A target removed, if it exists.
     RemoveTarget(TargetId),
     /// A new contract: which tenant it belongs to, unless it exists.
-    NewContract { contract: ContractId, body_hash: String },
+    NewContract {
+        contract: ContractId,
+        body_hash: String,
+    },
     /// A contract's current document: the first (`version` 1, unless one
     /// exists) or the next (if one exists).
-    ContractDocument { contract: ContractId, version: u64, document: Value },
+    ContractDocument {
+        contract: ContractId,
+        version: u64,
+        document: Value,
+    },
     /// A version of a contract's history, unless it exists.
-    ContractVersion { contract: ContractId, version: u64, document: Value, changes: Vec<ClauseChange>, cause: String, at: DateTime<Utc> },
-    Amendment { amendment: Amendment, body_hash: String },
+    ContractVersion {
+        contract: ContractId,
+        version: u64,
+        document: Value,
+        changes: Vec<ClauseChange>,
+        cause: String,
+        at: DateTime<Utc>,
+    },
+    Amendment {
+        amendment: Amendment,
+        body_hash: String,
+    },
     /// A directory connection: a new one (`if_rev` `None`, unless it
     /// exists) or the next revision of one (if still at `if_rev`).
-    Connection { connection: Connection, if_rev: Option<u64> },
+    Connection {
+        connection: Connection,
+        if_rev: Option<u64>,
+    },
     /// A directory connection revoked, if still at revision `rev`.
-    RemoveConnection { id: String, rev: u64 },
+    RemoveConnection {
+        id: String,
+        rev: u64,
+    },
     /// A pushed User's userName (its lowercase key), unless another member holds it.
-    ClaimUserName { user_name: String, user: UserId },
+    ClaimUserName {
+        user_name: String,
+        user: UserId,
+    },
     /// A userName given up, if it is the member's.
-    ReleaseUserName { user_name: String, user: UserId },
+    ReleaseUserName {
+        user_name: String,
+        user: UserId,
+    },
     /// A directory group: new (`if_rev` `None`, unless it exists) or the
     /// next revision of one (if still at `if_rev`).
-    Group { group: DirGroup, if_rev: Option<u64> },
+    Group {
+        group: DirGroup,
+        if_rev: Option<u64>,
+    },
     /// A directory group removed, if still at revision `rev`.
-    RemoveGroup { id: String, rev: u64 },
+    RemoveGroup {
+        id: String,
+        rev: u64,
+    },
     /// A group's name (its lowercase key), unless another group holds it.
-    ClaimGroupName { name: String, group: String },
+    ClaimGroupName {
+        name: String,
+        group: String,
+    },
     /// A group name given up, if it is the group's.
-    ReleaseGroupName { name: String, group: String },
+    ReleaseGroupName {
+        name: String,
+        group: String,
+    },
     /// A member of a directory group (written as it is).
     Edge(Edge),
     /// A member out of a directory group.
-    RemoveEdge { group: String, user: UserId },
+    RemoveEdge {
+        group: String,
+        user: UserId,
+    },
 }
 
 impl Write {
@@ -352,16 +424,34 @@ pub trait Targets: Send + Sync {
 /// An item of the due index: what falls due, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DueItem {
-    License { tenant: TenantId, source: Source, license: String, due_at: i64 },
-    Amendment { contract: ContractId, due_at: i64 },
+    License {
+        tenant: TenantId,
+        source: Source,
+        license: String,
+        due_at: i64,
+    },
+    Amendment {
+        contract: ContractId,
+        due_at: i64,
+    },
     /// A delivery record or a target to wake (a retry, a drift repair);
     /// `what` names which.
-    Delivery { tenant: TenantId, what: String, due_at: i64 },
+    Delivery {
+        tenant: TenantId,
+        what: String,
+        due_at: i64,
+    },
     /// A tenant whose chain head moved since its last stored checkpoint.
-    Checkpoint { tenant: TenantId, due_at: i64 },
+    Checkpoint {
+        tenant: TenantId,
+        due_at: i64,
+    },
     /// A tenant whose model pin ends, or whose rollout's move was waiting
     /// for the end of its billing period.
-    Model { tenant: TenantId, due_at: i64 },
+    Model {
+        tenant: TenantId,
+        due_at: i64,
+    },
 }
 
 impl DueItem {

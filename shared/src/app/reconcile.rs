@@ -26,8 +26,8 @@ use super::commit::{audited_on, Decision, Snapshot};
 use super::members::deliveries;
 use super::ports::{Change, MemberGuard, Models, Queue, Tenants, Write};
 use super::rules::{move_change, rules};
-use std::sync::Arc;
 use super::Error;
+use crate::core::access::TenantRules;
 use crate::core::audit::{AuditAction, Cause, ChainHead};
 use crate::core::ids::TenantId;
 use crate::core::license::{effective_license, MemberPolicy, TenantAccess};
@@ -36,8 +36,8 @@ use crate::core::reconcile::{chunks, cut, grant, walked, Chunk, ReconcileRequest
 use crate::core::scim::Target;
 use crate::core::seats::{micros, SeatList};
 use crate::core::tenant::{walk_goal, MemberItem, TenantHead, Walk};
-use crate::core::access::TenantRules;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Members a walk reads and decides on at once.
@@ -107,12 +107,18 @@ enum Next {
     Cut(Vec<MemberItem>),
     /// The tenant's new access (and the walk's first page, when members
     /// follow it), or the walk's next page.
-    Walk { walk: Walk, page: Option<(Vec<MemberItem>, Option<String>)> },
+    Walk {
+        walk: Walk,
+        page: Option<(Vec<MemberItem>, Option<String>)>,
+    },
     /// Free seats to the first in line (the page read from its start).
     Grant(Vec<MemberItem>),
     /// The tenant's licenses name a tier or add-on its version lacks: it
     /// moves to the latest version (which has them), then goes on.
-    Move { to: Arc<LicensingModel>, lacks: Vec<String> },
+    Move {
+        to: Arc<LicensingModel>,
+        lacks: Vec<String>,
+    },
     Done,
 }
 
@@ -216,57 +222,62 @@ pub async fn reconcile<S: Tenants + Models>(store: &S, tenant: &TenantId, cause:
 pub async fn reconcile_until<S: Tenants + Models>(store: &S, tenant: &TenantId, cause: &Cause, now: DateTime<Utc>, stop_at: Option<Instant>) -> Result<ReconcileOutcome, Error> {
     let mut out = ReconcileOutcome::default();
     loop {
-        let committed = audited_on(store, tenant, || read_next(store, tenant), |read| async move {
-            let Some(Read { head, model, walk_cause, access, rules, next }) = read else { return Ok(Decision::Done((0, true, false, 0))) };
-            let model = &*model;
-            let targets = head.targets.len();
-            let continues = head.meta.continues;
-            let at = micros(now);
-            // A walk a rollout started is audited with the rollout as its
-            // cause, whichever message goes on with it.
-            let cause = match &next {
-                Next::Walk { .. } | Next::Cut(_) => walk_cause.as_ref().unwrap_or(cause),
-                _ => cause,
-            };
-            let (steps, tenant_change, walk) = match next {
-                Next::Done => return Ok(Decision::Done((targets, true, continues, 0))),
-                Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false, continues, 0))),
-                Next::Move { to, lacks } => {
-                    let rule = format!("the tenant's licenses name {} that model {} lacks: moved to the latest version, {}", lacks.join(", "), model.version, to.version);
-                    return Ok(Decision::one(move_change(&head, model, &to, cause, rule, now), (targets, false, continues, 0)));
-                }
-                // An index behind its table (it catches up): nothing to do now.
-                Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true, continues, 0))),
-                Next::Cut(last) => (cut(model, &last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
-                Next::Grant(first) => (grant(model, &access, &rules, &first, at), TenantChange::default(), None),
-                Next::Walk { walk, page } => {
-                    // The tenant's own change goes with the walk's first page.
-                    let mut tenant_change = TenantChange::default();
-                    if walk.after.is_none() {
-                        if !head.meta.access.as_ref().is_some_and(|a| a.same_access(&access)) {
-                            tenant_change.access = Some((head.meta.access.clone(), access.clone()));
+        let committed = audited_on(
+            store,
+            tenant,
+            || read_next(store, tenant),
+            |read| async move {
+                let Some(Read { head, model, walk_cause, access, rules, next }) = read else { return Ok(Decision::Done((0, true, false, 0))) };
+                let model = &*model;
+                let targets = head.targets.len();
+                let continues = head.meta.continues;
+                let at = micros(now);
+                // A walk a rollout started is audited with the rollout as its
+                // cause, whichever message goes on with it.
+                let cause = match &next {
+                    Next::Walk { .. } | Next::Cut(_) => walk_cause.as_ref().unwrap_or(cause),
+                    _ => cause,
+                };
+                let (steps, tenant_change, walk) = match next {
+                    Next::Done => return Ok(Decision::Done((targets, true, continues, 0))),
+                    Next::Integrate => return Ok(Decision::Commit(integration(&head.pending_audit, now), (targets, false, continues, 0))),
+                    Next::Move { to, lacks } => {
+                        let rule = format!("the tenant's licenses name {} that model {} lacks: moved to the latest version, {}", lacks.join(", "), model.version, to.version);
+                        return Ok(Decision::one(move_change(&head, model, &to, cause, rule, now), (targets, false, continues, 0)));
+                    }
+                    // An index behind its table (it catches up): nothing to do now.
+                    Next::Cut(last) | Next::Grant(last) if last.is_empty() => return Ok(Decision::Done((targets, true, continues, 0))),
+                    Next::Cut(last) => (cut(model, &last, head.meta.seats_used as usize, access.seats_total, at), TenantChange::default(), None),
+                    Next::Grant(first) => (grant(model, &access, &rules, &first, at), TenantChange::default(), None),
+                    Next::Walk { walk, page } => {
+                        // The tenant's own change goes with the walk's first page.
+                        let mut tenant_change = TenantChange::default();
+                        if walk.after.is_none() {
+                            if !head.meta.access.as_ref().is_some_and(|a| a.same_access(&access)) {
+                                tenant_change.access = Some((head.meta.access.clone(), access.clone()));
+                            }
+                            if head.meta.rules != rules {
+                                tenant_change.rules = Some((head.meta.rules.clone(), rules.clone()));
+                            }
                         }
-                        if head.meta.rules != rules {
-                            tenant_change.rules = Some((head.meta.rules.clone(), rules.clone()));
+                        match page {
+                            Some((members, next)) => {
+                                let steps: Vec<_> = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
+                                let done = next.is_none();
+                                (steps, tenant_change, Some(Walk { after: next, done, ..walk }))
+                            }
+                            None => (Vec::new(), tenant_change, None),
                         }
                     }
-                    match page {
-                        Some((members, next)) => {
-                            let steps: Vec<_> = members.iter().filter_map(|m| walked(model, &access, &rules, m)).collect();
-                            let done = next.is_none();
-                            (steps, tenant_change, Some(Walk { after: next, done, ..walk }))
-                        }
-                        None => (Vec::new(), tenant_change, None),
-                    }
-                }
-            };
-            let seat_changes = if walk.is_none() { steps.iter().filter(|s| s.access_changed()).count() as u64 } else { 0 };
-            let counted_from = head.meta.walk.as_ref().filter(|w| walk.as_ref().is_some_and(|n| n.goal == w.goal)).map_or(0, |w| w.changed);
-            let mut parts = chunks(steps, tenant_change, walk, access.seats_total, targets, cause);
-            count_walked(&mut parts, head.meta.walk.as_ref(), counted_from);
-            let changes: Vec<Change> = parts.into_iter().map(|c| change_of(c, &head.targets, now)).collect();
-            Ok(Decision::Commit(changes, (targets, false, continues, seat_changes)))
-        })
+                };
+                let seat_changes = if walk.is_none() { steps.iter().filter(|s| s.access_changed()).count() as u64 } else { 0 };
+                let counted_from = head.meta.walk.as_ref().filter(|w| walk.as_ref().is_some_and(|n| n.goal == w.goal)).map_or(0, |w| w.changed);
+                let mut parts = chunks(steps, tenant_change, walk, access.seats_total, targets, cause);
+                count_walked(&mut parts, head.meta.walk.as_ref(), counted_from);
+                let changes: Vec<Change> = parts.into_iter().map(|c| change_of(c, &head.targets, now)).collect();
+                Ok(Decision::Commit(changes, (targets, false, continues, seat_changes)))
+            },
+        )
         .await?;
         let (targets, finished, continues, seat_changes) = committed.value;
         out.continues = continues;

@@ -54,4 +54,3 @@ pub fn move_change(head: &TenantHead, from: &LicensingModel, to: &LicensingModel
             .after(json!({ "model": to.version, "fingerprint": to.fingerprint() })),
     )
 }
-

@@ -46,37 +46,42 @@ pub async fn set_seat<S: Tenants + Targets + Models>(
     let actor = actor(req.by.as_deref(), principal);
     let users: Vec<UserId> = std::iter::once(user.clone()).chain(req.from.clone()).collect();
     let (cause, actor, users) = (&cause, &actor, &users);
-    let committed = audited_on(store, tenant, || store.meta_and_members(tenant, users), |(meta, items)| async move {
-        let meta = known(tenant, meta)?;
-        let model = &*rules_of(store, Some(&meta)).await?;
-        let mut items = items.into_iter();
-        let item = items.next().flatten().ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
-        let from = items.next().flatten();
-        let access = meta.access.as_ref().ok_or_else(|| Rejection::conflict("tenant_not_seated", format!("tenant {tenant} has no access provisioned yet: no seat can be given")))?;
-        let decided = reassign(model, access, &meta.rules, meta.seats_used, &item, from.as_ref(), req, actor, now)?;
-        let Some(mine) = decided.changes.iter().find(|c| &c.item.member.user_id == user) else {
-            return Ok(Decision::Done(MemberView::of(tenant.clone(), &item)));
-        };
-        let view = MemberView::of(tenant.clone(), &mine.item);
-        let targets = store.targets(tenant).await?;
-        let mut change = Change::new(now);
-        for c in &decided.changes {
-            change.writes.push(Write::Member { item: c.item.clone(), guard: MemberGuard::Rev(c.read_at_rev) });
-            change.writes.extend(deliveries(&targets, &c.item));
-            let id = &c.item.member.user_id;
-            let mut audit = AuditEvent::new(AuditAction::MemberSeatReassigned, format!("member:{id}"), cause, c.rule.clone())
-                .before(SeatedAccess { access: &c.before, seat: &c.seat_before, model: &c.version_before })
-                .after(SeatedAccess::of(&c.item));
-            if c.access_changed() {
-                audit = audit.announcing(Announcement::MemberAccessChanged { user_id: id.clone(), before: c.before.clone(), after: c.item.access.clone() });
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.meta_and_members(tenant, users),
+        |(meta, items)| async move {
+            let meta = known(tenant, meta)?;
+            let model = &*rules_of(store, Some(&meta)).await?;
+            let mut items = items.into_iter();
+            let item = items.next().flatten().ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
+            let from = items.next().flatten();
+            let access = meta.access.as_ref().ok_or_else(|| Rejection::conflict("tenant_not_seated", format!("tenant {tenant} has no access provisioned yet: no seat can be given")))?;
+            let decided = reassign(model, access, &meta.rules, meta.seats_used, &item, from.as_ref(), req, actor, now)?;
+            let Some(mine) = decided.changes.iter().find(|c| &c.item.member.user_id == user) else {
+                return Ok(Decision::Done(MemberView::of(tenant.clone(), &item)));
+            };
+            let view = MemberView::of(tenant.clone(), &mine.item);
+            let targets = store.targets(tenant).await?;
+            let mut change = Change::new(now);
+            for c in &decided.changes {
+                change.writes.push(Write::Member { item: c.item.clone(), guard: MemberGuard::Rev(c.read_at_rev) });
+                change.writes.extend(deliveries(&targets, &c.item));
+                let id = &c.item.member.user_id;
+                let mut audit = AuditEvent::new(AuditAction::MemberSeatReassigned, format!("member:{id}"), cause, c.rule.clone())
+                    .before(SeatedAccess { access: &c.before, seat: &c.seat_before, model: &c.version_before })
+                    .after(SeatedAccess::of(&c.item));
+                if c.access_changed() {
+                    audit = audit.announcing(Announcement::MemberAccessChanged { user_id: id.clone(), before: c.before.clone(), after: c.item.access.clone() });
+                }
+                change.audit.push(audit);
             }
-            change.audit.push(audit);
-        }
-        change.meta.used_delta = decided.used_delta;
-        change.meta.pending_delta = decided.pending_delta;
-        change.meta.used_at_most = decided.used_at_most;
-        Ok(Decision::one(change, view))
-    })
+            change.meta.used_delta = decided.used_delta;
+            change.meta.pending_delta = decided.pending_delta;
+            change.meta.used_at_most = decided.used_at_most;
+            Ok(Decision::one(change, view))
+        },
+    )
     .await?;
     if let Some(refused) = committed.refused {
         // Only the writes of members are conditional here, and a refused one is read again.

@@ -103,7 +103,9 @@ pub async fn remove<S: Tenants + Targets, K: Tokens>(store: &S, tokens: &K, tena
         async move {
             meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
             let Some(before) = store.targets(tenant).await?.into_iter().find(|t| &t.target_id == target_id) else { return Ok(Decision::Done(false)) };
-            let audit = AuditEvent::new(AuditAction::TargetRemoved, format!("target:{target_id}"), cause, "SCIM target removed by the tenant's admin: nothing more is delivered to it; its token is deleted").before(shown(&before));
+            let audit =
+                AuditEvent::new(AuditAction::TargetRemoved, format!("target:{target_id}"), cause, "SCIM target removed by the tenant's admin: nothing more is delivered to it; its token is deleted")
+                    .before(shown(&before));
             Ok(Decision::one(Change::new(now).write(Write::RemoveTarget(target_id.clone())).audit(audit), true))
         }
     })

@@ -161,7 +161,8 @@ async fn a_crash_of_the_integrator_loses_and_doubles_nothing() {
 /// chained twice is there twice).
 async fn created_subjects(store: &Memory, t: &TenantId) -> Vec<String> {
     let (records, _) = store.audit_page(t, 0, 100_000).await.unwrap();
-    let mut subjects: Vec<String> = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberCreated).map(|r| r.event.subject).collect();
+    let mut subjects: Vec<String> =
+        records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberCreated).map(|r| r.event.subject).collect();
     subjects.sort();
     subjects
 }
@@ -337,7 +338,8 @@ async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
     let store = Memory::new(m.clone());
     let t = tenant("acme");
     let cid = ContractId::parse("k-1").unwrap();
-    let doc = json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
+    let doc =
+        json!({"contract_id": "k-1", "tenant_id": "acme", "term": {"start": "2026-01-01T00:00:00Z", "end": "2090-01-01T00:00:00Z"}, "tier": "business", "seats": 4, "support": {"level": "standard"}});
     let (_, created) = contracts::create(&store, &doc, "h0", "req", Utc::now()).await.unwrap();
     assert!(created);
     for i in 0..4 {
@@ -694,7 +696,11 @@ async fn every_seat_promised_at_creation_is_kept_through_racing_reconciles() {
         assert_eq!(active, promised, "round {round}: the holders are the members told active");
         assert_eq!((state.meta.seats_used, state.meta.seats_pending), (20, 30));
         let (records, _) = store.audit_page(&t, 0, 100_000).await.unwrap();
-        let taken = records.iter().map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap()).filter(|r| r.event.action == AuditAction::MemberAccessChanged && r.event.before.as_ref().is_some_and(|b| b["status"] == "active")).count();
+        let taken = records
+            .iter()
+            .map(|r| serde_json::from_str::<AuditRecord>(&r.json).unwrap())
+            .filter(|r| r.event.action == AuditAction::MemberAccessChanged && r.event.before.as_ref().is_some_and(|b| b["status"] == "active"))
+            .count();
         assert_eq!(taken, 0, "round {round}: no reconcile took a seat");
         assert!(verified(&store, &t).await);
     }

@@ -10,7 +10,7 @@
 
 use super::commit::{audited, Decision};
 use super::members::known;
-use super::ports::{Change, Models, TokenCache, TokenSigner, Tenants};
+use super::ports::{Change, Models, Tenants, TokenCache, TokenSigner};
 use super::rules::rules_of;
 use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
@@ -89,9 +89,10 @@ pub async fn set_license_file_lifetime<S: Tenants>(store: &S, tenant: &TenantId,
             if meta.license_file_seconds == seconds {
                 return Ok(Decision::Done(seconds));
             }
-            let audit = AuditEvent::new(AuditAction::LicenseFileLifetimeSet, "tenant", cause, "the lifetime of the tenant's license files, set by its admin (default: until the license's end and grace)")
-                .before(json!({"lifetime_seconds": meta.license_file_seconds}))
-                .after(json!({"lifetime_seconds": seconds}));
+            let audit =
+                AuditEvent::new(AuditAction::LicenseFileLifetimeSet, "tenant", cause, "the lifetime of the tenant's license files, set by its admin (default: until the license's end and grace)")
+                    .before(json!({"lifetime_seconds": meta.license_file_seconds}))
+                    .after(json!({"lifetime_seconds": seconds}));
             let mut change = Change::new(now).audit(audit);
             change.meta.license_file_seconds = Some(seconds);
             Ok(Decision::one(change, seconds))
@@ -146,7 +147,9 @@ mod tests {
         licenses::record_change(&store, &crm_change(&t, 1, 2), "h", Utc::now()).await.unwrap();
         reconcile::reconcile(&store, &t, &Cause::new(CauseKind::Reconcile, "r"), Utc::now()).await.unwrap();
         let u = UserId::parse("u1").unwrap();
-        members::create(&store, &t, &NewMember { user_id: u.clone(), email: "u1@x.test".into(), groups: ["admins".to_string()].into(), attributes: Default::default() }, "r", Utc::now()).await.unwrap();
+        members::create(&store, &t, &NewMember { user_id: u.clone(), email: "u1@x.test".into(), groups: ["admins".to_string()].into(), attributes: Default::default() }, "r", Utc::now())
+            .await
+            .unwrap();
         let signer = Counting(AtomicUsize::new(0));
         let now = Utc::now();
         let first = member_token(&store, &signer, "https://entitle.test", &t, &u, now).await.unwrap();

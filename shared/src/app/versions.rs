@@ -15,8 +15,8 @@ use crate::core::reconcile::ReconcileRequest;
 use crate::core::rejection::Rejection;
 use crate::core::tenant::{ModelPin, TenantHead, TenantMeta, WaitingMove};
 use crate::core::versions::{
-    preview_pages, preview_tenant, rollout_step, versions_view, Outcome, OutcomeState, PinRequest, PreviewOf, Registered, Registration, RolloutRequest, RunKind, RunSpec, RunState, RunStatus, Selection, TenantStep,
-    Work, MAX_ATTEMPTS,
+    preview_pages, preview_tenant, rollout_step, versions_view, Outcome, OutcomeState, PinRequest, PreviewOf, Registered, Registration, RolloutRequest, RunKind, RunSpec, RunState, RunStatus,
+    Selection, TenantStep, Work, MAX_ATTEMPTS,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -267,7 +267,12 @@ async fn next_tenants<S: ModelRegistry>(store: &S, registered: &[Registered], ru
             continue;
         };
         let page = store.tenants_following(version, cursor.after.as_deref(), (room - out.len()).min(INDEX_PAGE)).await?;
-        let mut found: Vec<TenantId> = page.tenants.into_iter().filter(|(t, tier)| !spec.exclude.contains(t) && tier.as_deref().is_none_or(|tier| spec.tenants.takes_tier(tier)) && (tier.is_some() || !matches!(spec.tenants, Selection::Tier(_)))).map(|(t, _)| t).collect();
+        let mut found: Vec<TenantId> = page
+            .tenants
+            .into_iter()
+            .filter(|(t, tier)| !spec.exclude.contains(t) && tier.as_deref().is_none_or(|tier| spec.tenants.takes_tier(tier)) && (tier.is_some() || !matches!(spec.tenants, Selection::Tier(_))))
+            .map(|(t, _)| t)
+            .collect();
         if cursor.pass == 1 && !found.is_empty() {
             let outcomes = store.outcomes_of(&spec.id, &found).await?;
             found = found.into_iter().zip(outcomes).filter(|(_, o)| o.is_none()).map(|(t, _)| t).collect();
@@ -311,7 +316,9 @@ pub async fn work<S: Tenants + Models + ModelRegistry>(store: &S, work: &Work, n
     };
     let mut rest = Work { run: work.run.clone(), tenants: Vec::new(), due: work.due, attempts: BTreeMap::new() };
     let candidate = match &run.spec.kind {
-        RunKind::Preview { candidate: Some(text), .. } => Some(Arc::new(LicensingModel::from_toml(text, "candidate").map_err(|e| PortError::Corrupt { key: format!("preview {}", run.spec.id), why: e.to_string() })?)),
+        RunKind::Preview { candidate: Some(text), .. } => {
+            Some(Arc::new(LicensingModel::from_toml(text, "candidate").map_err(|e| PortError::Corrupt { key: format!("preview {}", run.spec.id), why: e.to_string() })?))
+        }
         _ => None,
     };
     let run = &run;
@@ -355,7 +362,16 @@ pub async fn work<S: Tenants + Models + ModelRegistry>(store: &S, work: &Work, n
                 let attempts = work.attempts.get(&tenant).copied().unwrap_or(0) + 1;
                 tracing::warn!(run = %run.spec.id, tenant = %tenant, attempts, error = %super::error_chain(&e), "a tenant of a run failed");
                 if attempts >= MAX_ATTEMPTS {
-                    settling.push(Outcome { tenant_id: tenant, state: OutcomeState::Failed, from: None, reason: Some(super::error_chain(&e)), waits_until: None, members_changed: 0, preview: None, at: now });
+                    settling.push(Outcome {
+                        tenant_id: tenant,
+                        state: OutcomeState::Failed,
+                        from: None,
+                        reason: Some(super::error_chain(&e)),
+                        waits_until: None,
+                        members_changed: 0,
+                        preview: None,
+                        at: now,
+                    });
                 } else {
                     rest.attempts.insert(tenant.clone(), attempts);
                     rest.tenants.push(tenant);
@@ -399,49 +415,61 @@ async fn rollout_tenant<S: Tenants + Models + ModelRegistry>(store: &S, run: &Ru
     }
     let to_model = rules(store, to).await?;
     // Decided and committed under the tenant's chain head.
-    let committed = audited_on(store, tenant, || store.tenant_head(tenant), |head| {
-        let (cause, to_model) = (&cause, &to_model);
-        async move {
-            let Some(head) = head else { return Ok(Decision::Done(Decided::Gone)) };
-            let from = head.meta.model_version.clone();
-            match rollout_step(to, *at, &head.meta, &head.licenses, due, now) {
-                TenantStep::Skip(reason) => {
-                    // A move that was waiting for this rollout is dropped, audited.
-                    let change = waiting_dropped(&head, &run.spec.id, cause, &reason, now);
-                    Ok(match change {
-                        Some(c) => Decision::one(c, Decided::Skip(from, reason)),
-                        None => Decision::Done(Decided::Skip(from, reason)),
-                    })
-                }
-                TenantStep::Wait(until) => {
-                    let waiting = WaitingMove { rollout: run.spec.id.clone(), to: to.clone(), at: until };
-                    if head.meta.model_waiting.as_ref() == Some(&waiting) {
-                        return Ok(Decision::Done(Decided::Wait(from, until)));
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.tenant_head(tenant),
+        |head| {
+            let (cause, to_model) = (&cause, &to_model);
+            async move {
+                let Some(head) = head else { return Ok(Decision::Done(Decided::Gone)) };
+                let from = head.meta.model_version.clone();
+                match rollout_step(to, *at, &head.meta, &head.licenses, due, now) {
+                    TenantStep::Skip(reason) => {
+                        // A move that was waiting for this rollout is dropped, audited.
+                        let change = waiting_dropped(&head, &run.spec.id, cause, &reason, now);
+                        Ok(match change {
+                            Some(c) => Decision::one(c, Decided::Skip(from, reason)),
+                            None => Decision::Done(Decided::Skip(from, reason)),
+                        })
                     }
-                    let mut change = Change::new(now).audit(
-                        AuditEvent::new(AuditAction::TenantModelMoveScheduled, "tenant", cause, format!("model {from} -> {to} at the end of the tenant's billing period, {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                    TenantStep::Wait(until) => {
+                        let waiting = WaitingMove { rollout: run.spec.id.clone(), to: to.clone(), at: until };
+                        if head.meta.model_waiting.as_ref() == Some(&waiting) {
+                            return Ok(Decision::Done(Decided::Wait(from, until)));
+                        }
+                        let mut change = Change::new(now).audit(
+                            AuditEvent::new(
+                                AuditAction::TenantModelMoveScheduled,
+                                "tenant",
+                                cause,
+                                format!("model {from} -> {to} at the end of the tenant's billing period, {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                            )
                             .before(json!({ "model": from, "waiting": head.meta.model_waiting }))
                             .after(json!({ "model": from, "waiting": waiting })),
-                    );
-                    let due = head.meta.model_pin.as_ref().and_then(|p| p.until).map_or(until, |p| p.min(until));
-                    change.meta.model_waiting = Some(Some(waiting));
-                    change.meta.model_due = Some(Some(due));
-                    Ok(Decision::one(change, Decided::Wait(from, until)))
-                }
-                TenantStep::Move if from == *to => Ok(Decision::Done(Decided::Moved(from))),
-                TenantStep::Move => {
-                    let from_model = rules(store, &from).await?;
-                    let rule = format!("model rollout {}: {from} -> {to}", run.spec.id);
-                    Ok(Decision::one(move_change(&head, &from_model, to_model, cause, rule, now), Decided::Moved(from)))
+                        );
+                        let due = head.meta.model_pin.as_ref().and_then(|p| p.until).map_or(until, |p| p.min(until));
+                        change.meta.model_waiting = Some(Some(waiting));
+                        change.meta.model_due = Some(Some(due));
+                        Ok(Decision::one(change, Decided::Wait(from, until)))
+                    }
+                    TenantStep::Move if from == *to => Ok(Decision::Done(Decided::Moved(from))),
+                    TenantStep::Move => {
+                        let from_model = rules(store, &from).await?;
+                        let rule = format!("model rollout {}: {from} -> {to}", run.spec.id);
+                        Ok(Decision::one(move_change(&head, &from_model, to_model, cause, rule, now), Decided::Moved(from)))
+                    }
                 }
             }
-        }
-    })
+        },
+    )
     .await?;
     match committed.value {
         Decided::Gone => Ok(Step::Settled(outcome(tenant, OutcomeState::Skipped, None, Some("no such tenant".into()), now), false)),
         Decided::Skip(from, reason) => Ok(Step::Settled(outcome(tenant, OutcomeState::Skipped, Some(&from), Some(reason), now), false)),
-        Decided::Wait(from, until) => Ok(Step::Settled(Outcome { waits_until: Some(until), ..outcome(tenant, OutcomeState::Waiting, Some(&from), Some("waits for the end of its billing period".into()), now) }, false)),
+        Decided::Wait(from, until) => {
+            Ok(Step::Settled(Outcome { waits_until: Some(until), ..outcome(tenant, OutcomeState::Waiting, Some(&from), Some("waits for the end of its billing period".into()), now) }, false))
+        }
         Decided::Moved(from) => {
             // The walk: this message goes on with it until its time, the
             // next one from where it stands (`META.walk`).
@@ -478,12 +506,17 @@ fn waiting_dropped(head: &TenantHead, rollout: &RunId, cause: &Cause, why: &str,
 }
 
 async fn drop_waiting<S: Tenants>(store: &S, tenant: &TenantId, rollout: &RunId, cause: &Cause, why: &str, now: DateTime<Utc>) -> Result<(), Error> {
-    audited_on(store, tenant, || store.tenant_head(tenant), |head| async move {
-        Ok(match head.as_ref().and_then(|h| waiting_dropped(h, rollout, cause, why, now)) {
-            Some(change) => Decision::one(change, ()),
-            None => Decision::Done(()),
-        })
-    })
+    audited_on(
+        store,
+        tenant,
+        || store.tenant_head(tenant),
+        |head| async move {
+            Ok(match head.as_ref().and_then(|h| waiting_dropped(h, rollout, cause, why, now)) {
+                Some(change) => Decision::one(change, ()),
+                None => Decision::Done(()),
+            })
+        },
+    )
     .await?;
     Ok(())
 }
@@ -491,7 +524,14 @@ async fn drop_waiting<S: Tenants>(store: &S, tenant: &TenantId, rollout: &RunId,
 /// One tenant of a preview: every member read (a page at a time) and
 /// compared with what the tenant's licenses and contracts give it under
 /// the version previewed; the difference stored, nothing of the tenant written.
-async fn preview_one<S: Tenants + Models + ModelRegistry>(store: &S, run: &RunState, to: &ModelVersion, candidate: Option<Arc<LicensingModel>>, tenant: &TenantId, now: DateTime<Utc>) -> Result<Step, Error> {
+async fn preview_one<S: Tenants + Models + ModelRegistry>(
+    store: &S,
+    run: &RunState,
+    to: &ModelVersion,
+    candidate: Option<Arc<LicensingModel>>,
+    tenant: &TenantId,
+    now: DateTime<Utc>,
+) -> Result<Step, Error> {
     if run.status == RunStatus::Canceled || run.spec.exclude.contains(tenant) {
         return Ok(Step::Settled(outcome(tenant, OutcomeState::Skipped, None, Some("excluded".into()), now), false));
     }
@@ -530,7 +570,9 @@ pub enum ModelDue {
     /// A waiting move handed back to its rollout.
     Moved,
     /// A pin whose `until` passed released, and the tenant moved to the latest version.
-    PinReleased { to: ModelVersion },
+    PinReleased {
+        to: ModelVersion,
+    },
 }
 
 /// The sweep's part: a pin whose `until` passed is released and the
@@ -556,27 +598,36 @@ pub async fn model_due<S: Tenants + Models + ModelRegistry, Q: Queue, W: WorkQue
 pub async fn pin<S: Tenants + Models, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId, req: &PinRequest, cause: &Cause, now: DateTime<Utc>) -> Result<TenantMeta, Error> {
     let to = store.rules(&req.version).await?.ok_or_else(|| Rejection::invalid("unknown_version", vec![format!("version: {} is not registered (GET /model lists them)", req.version)]))?;
     let pin = ModelPin { version: req.version.clone(), until: req.until, by: req.by.clone(), reason: req.reason.clone(), at: now };
-    let committed = audited_on(store, tenant, || store.tenant_head(tenant), |head| {
-        let (pin, to) = (&pin, &to);
-        async move {
-            let head = head.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
-            let from = rules(store, &head.meta.model_version).await?;
-            let rule = format!("pinned to {} by {}: {}", pin.version, pin.by, pin.reason);
-            let mut change = if head.meta.model_version != pin.version { move_change(&head, &from, to, cause, rule.clone(), now) } else { Change::new(now) };
-            // A move of a rollout waiting to another version would undo the pin.
-            if head.meta.model_waiting.as_ref().is_some_and(|w| w.to != pin.version) {
-                change.meta.model_waiting = Some(None);
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.tenant_head(tenant),
+        |head| {
+            let (pin, to) = (&pin, &to);
+            async move {
+                let head = head.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+                let from = rules(store, &head.meta.model_version).await?;
+                let rule = format!("pinned to {} by {}: {}", pin.version, pin.by, pin.reason);
+                let mut change = if head.meta.model_version != pin.version { move_change(&head, &from, to, cause, rule.clone(), now) } else { Change::new(now) };
+                // A move of a rollout waiting to another version would undo the pin.
+                if head.meta.model_waiting.as_ref().is_some_and(|w| w.to != pin.version) {
+                    change.meta.model_waiting = Some(None);
+                }
+                change.meta.model_pin = Some(Some(pin.clone()));
+                let waiting = if change.meta.model_waiting == Some(None) { None } else { head.meta.model_waiting.as_ref().map(|w| w.at) };
+                change.meta.model_due = Some(match (pin.until, waiting) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                });
+                let change = change.audit(
+                    AuditEvent::new(AuditAction::TenantModelPinned, "tenant", cause, rule)
+                        .before(json!({ "pin": head.meta.model_pin, "model": head.meta.model_version }))
+                        .after(json!({ "pin": pin, "model": pin.version })),
+                );
+                Ok(Decision::one(change, head.meta.model_version != pin.version))
             }
-            change.meta.model_pin = Some(Some(pin.clone()));
-            let waiting = if change.meta.model_waiting == Some(None) { None } else { head.meta.model_waiting.as_ref().map(|w| w.at) };
-            change.meta.model_due = Some(match (pin.until, waiting) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            });
-            let change = change.audit(AuditEvent::new(AuditAction::TenantModelPinned, "tenant", cause, rule).before(json!({ "pin": head.meta.model_pin, "model": head.meta.model_version })).after(json!({ "pin": pin, "model": pin.version })));
-            Ok(Decision::one(change, head.meta.model_version != pin.version))
-        }
-    })
+        },
+    )
     .await?;
     if committed.value {
         // Its walk: provision's, as any reconcile (a message the code
@@ -599,21 +650,28 @@ pub async fn unpin<S: Tenants + Models, Q: Queue>(store: &S, queue: &Q, tenant: 
 /// audited commit; the version it follows after (`None`: it had no pin).
 async fn release<S: Tenants + Models, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId, cause: &Cause, why: &str, now: DateTime<Utc>) -> Result<Option<ModelVersion>, Error> {
     let latest = store.latest().await?;
-    let committed = audited_on(store, tenant, || store.tenant_head(tenant), |head| {
-        let latest = &latest;
-        async move {
-            let Some(head) = head else { return Ok(Decision::Done(None)) };
-            let Some(pin) = head.meta.model_pin.clone() else { return Ok(Decision::Done(None)) };
-            let from = rules(store, &head.meta.model_version).await?;
-            let rule = format!("pin to {} {why}: the tenant follows the latest version, {}", pin.version, latest.version);
-            let moves = head.meta.model_version != latest.version;
-            let mut change = if moves { move_change(&head, &from, latest, cause, rule.clone(), now) } else { Change::new(now) };
-            change.meta.model_pin = Some(None);
-            change.meta.model_due = Some(if change.meta.model_waiting == Some(None) { None } else { head.meta.model_waiting.as_ref().map(|w| w.at) });
-            let change = change.audit(AuditEvent::new(AuditAction::TenantModelUnpinned, "tenant", cause, rule).before(json!({ "pin": pin, "model": head.meta.model_version })).after(json!({ "model": latest.version })));
-            Ok(Decision::one(change, Some((latest.version.clone(), moves))))
-        }
-    })
+    let committed = audited_on(
+        store,
+        tenant,
+        || store.tenant_head(tenant),
+        |head| {
+            let latest = &latest;
+            async move {
+                let Some(head) = head else { return Ok(Decision::Done(None)) };
+                let Some(pin) = head.meta.model_pin.clone() else { return Ok(Decision::Done(None)) };
+                let from = rules(store, &head.meta.model_version).await?;
+                let rule = format!("pin to {} {why}: the tenant follows the latest version, {}", pin.version, latest.version);
+                let moves = head.meta.model_version != latest.version;
+                let mut change = if moves { move_change(&head, &from, latest, cause, rule.clone(), now) } else { Change::new(now) };
+                change.meta.model_pin = Some(None);
+                change.meta.model_due = Some(if change.meta.model_waiting == Some(None) { None } else { head.meta.model_waiting.as_ref().map(|w| w.at) });
+                let change = change.audit(
+                    AuditEvent::new(AuditAction::TenantModelUnpinned, "tenant", cause, rule).before(json!({ "pin": pin, "model": head.meta.model_version })).after(json!({ "model": latest.version })),
+                );
+                Ok(Decision::one(change, Some((latest.version.clone(), moves))))
+            }
+        },
+    )
     .await?;
     let Some((to, moves)) = committed.value else { return Ok(None) };
     if moves {

@@ -174,7 +174,11 @@ async fn a_deploy_with_migrate_brings_every_tenant_to_the_new_rules_each_change_
         assert_eq!((meta.model_version.as_str(), meta.access.as_ref().unwrap().entitlements.get("sso").map(|e| serde_json::to_value(e).unwrap())), (V2, Some(serde_json::json!(true))));
         for (user, (access, ver)) in members_of(&store, t).await {
             assert_eq!(ver, v(V2), "{user}");
-            assert_eq!((entitlement(&access, "api_access"), entitlement(&access, "sso"), entitlement(&access, "projects")), (Some(serde_json::json!(false)), Some(serde_json::json!(true)), Some(serde_json::json!(75))), "{user}");
+            assert_eq!(
+                (entitlement(&access, "api_access"), entitlement(&access, "sso"), entitlement(&access, "projects")),
+                (Some(serde_json::json!(false)), Some(serde_json::json!(true)), Some(serde_json::json!(75))),
+                "{user}"
+            );
         }
         let moved: Vec<AuditRecord> = records(&store, t).await.into_iter().filter(|r| r.event.cause == cause).collect();
         assert!(moved.iter().any(|r| r.event.action == AuditAction::TenantModelChanged && r.event.rule.contains("2026-11-01 -> 2026-12-01")), "{moved:?}");
@@ -339,7 +343,9 @@ async fn a_preview_lists_exactly_the_members_the_rollout_then_changes() {
         .replacen("name = \"team\"", "name = \"team\"\nmax_seats = 2", 1)
         .replacen("min_tier = \"business\"", "min_tier = \"team\"", 1);
     let candidate = parsed(&text);
-    let preview = versions::start_preview(&store, PreviewOf::Candidate(Box::new(candidate.clone()), text.clone()), Selection::All, BTreeSet::new(), "ops", RunId::parse("p-1").unwrap(), Utc::now()).await.unwrap();
+    let preview = versions::start_preview(&store, PreviewOf::Candidate(Box::new(candidate.clone()), text.clone()), Selection::All, BTreeSet::new(), "ops", RunId::parse("p-1").unwrap(), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(preview.total, 4);
     let before: BTreeMap<TenantId, BTreeMap<String, (MemberAccess, ModelVersion)>> = {
         let mut m = BTreeMap::new();
@@ -448,7 +454,15 @@ async fn a_tenant_that_keeps_failing_is_recorded_with_its_cause_and_the_others_g
     let b = tenant(&store, "fail-b", "team", 5, 2).await;
     let text = v2_text(V2, "grandfather", "now");
     versions::register(&store, &parsed(&text), &text, Utc::now()).await.unwrap();
-    let run = versions::start_rollout(&store, RolloutRequest { to: v(V2), tenants: Selection::List(vec![a.clone(), b.clone()]), exclude: BTreeSet::new(), at: When::Now }, "ops", RunId::parse("r-f").unwrap(), Utc::now()).await.unwrap();
+    let run = versions::start_rollout(
+        &store,
+        RolloutRequest { to: v(V2), tenants: Selection::List(vec![a.clone(), b.clone()]), exclude: BTreeSet::new(), at: When::Now },
+        "ops",
+        RunId::parse("r-f").unwrap(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     versions::pump(&store, &store, Utc::now(), limits()).await.unwrap();
     let mut work: Work = std::mem::take(&mut *store.work_sent.lock().unwrap()).remove(0);
     // a's commits always fail (every attempt crashes at once); b's do not.
@@ -503,7 +517,15 @@ async fn events_during_a_move_end_in_the_same_access_as_if_they_came_after() {
     versions::register(&store, &parsed(&text), &text, Utc::now()).await.unwrap();
     // `during` is moved and half walked (its walk stops after a page); then
     // a license change and a new account arrive; then the walk goes on.
-    let run = versions::start_rollout(&store, RolloutRequest { to: v(V2), tenants: Selection::List(vec![during.clone(), after.clone()]), exclude: BTreeSet::new(), at: When::Now }, "ops", RunId::parse("r-ev").unwrap(), Utc::now()).await.unwrap();
+    let run = versions::start_rollout(
+        &store,
+        RolloutRequest { to: v(V2), tenants: Selection::List(vec![during.clone(), after.clone()]), exclude: BTreeSet::new(), at: When::Now },
+        "ops",
+        RunId::parse("r-ev").unwrap(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     versions::pump(&store, &store, Utc::now(), limits()).await.unwrap();
     let work: Work = std::mem::take(&mut *store.work_sent.lock().unwrap()).remove(0);
     let only = Work { tenants: vec![during.clone()], ..work.clone() };
@@ -531,7 +553,11 @@ async fn a_tier_the_tenants_version_lacks_moves_it_to_the_latest_audited() {
     let store = registry().await;
     let t = tenant(&store, "lack", "team", 5, 2).await;
     // v2 adds a tier `scale`, grandfathering everyone.
-    let text = v2_text(V2, "grandfather", "now").replacen("[[tiers]]\nname = \"enterprise\"", "[[tiers]]\nname = \"scale\"\n[tiers.entitlements]\nprojects = 2000\napi_access = true\nsso = true\naudit_log_export = true\n\n[[tiers]]\nname = \"enterprise\"", 1);
+    let text = v2_text(V2, "grandfather", "now").replacen(
+        "[[tiers]]\nname = \"enterprise\"",
+        "[[tiers]]\nname = \"scale\"\n[tiers.entitlements]\nprojects = 2000\napi_access = true\nsso = true\naudit_log_export = true\n\n[[tiers]]\nname = \"enterprise\"",
+        1,
+    );
     versions::register(&store, &parsed(&text), &text, Utc::now()).await.unwrap();
     // The CRM record names it (what it means is the latest version's).
     licenses::record_change(&store, &crm(&t, 2, "scale", 5, None), "h2", Utc::now()).await.unwrap();
@@ -553,7 +579,15 @@ async fn a_canceled_rollout_hands_out_no_more_tenants_and_drops_its_waiting_move
     settle(&store, &w).await;
     let text = v2_text(V2, "grandfather", "now");
     versions::register(&store, &parsed(&text), &text, now).await.unwrap();
-    let run = versions::start_rollout(&store, RolloutRequest { to: v(V2), tenants: Selection::List(vec![w.clone()]), exclude: BTreeSet::new(), at: When::PeriodEnd }, "ops", RunId::parse("r-c").unwrap(), now).await.unwrap();
+    let run = versions::start_rollout(
+        &store,
+        RolloutRequest { to: v(V2), tenants: Selection::List(vec![w.clone()]), exclude: BTreeSet::new(), at: When::PeriodEnd },
+        "ops",
+        RunId::parse("r-c").unwrap(),
+        now,
+    )
+    .await
+    .unwrap();
     drive(&store).await;
     assert!(store.meta(&w).await.unwrap().unwrap().model_waiting.is_some());
     let canceled = versions::cancel(&store, &run.spec.id, now).await.unwrap();

@@ -261,7 +261,9 @@ pub fn seat_rule(verdict: &Verdict, seat: &Seat, total: u32) -> String {
     match verdict {
         Verdict::Keeps { place } => format!("seat held (seats are sticky: {place} of at most {total} holders in the seat order{pinned})"),
         Verdict::Granted { place } => format!("free seat given to place {place} of the line (pinned, then owner/admin, then longest waiting){pinned}"),
-        Verdict::Cut { place, holders, total } => format!("seat cut: {holders} holders for {total} seats, place {place} in the holders' order (unpinned, not owner/admin, most recently seated lose first)"),
+        Verdict::Cut { place, holders, total } => {
+            format!("seat cut: {holders} holders for {total} seats, place {place} in the holders' order (unpinned, not owner/admin, most recently seated lose first)")
+        }
         Verdict::Waits { place } => format!("waiting for a seat: place {place} in line, all {total} seats held"),
         Verdict::Released => match &seat.pin {
             Some(p) => format!("seat released by {}: waits until given one", p.by),
@@ -321,11 +323,7 @@ impl Plan {
         self.tenant_before.as_ref().is_some_and(|b| b.same_access(&self.tenant_after)) && self.member_changes.is_empty()
     }
     pub fn seats_used_after(&self, used_before: u32) -> u32 {
-        let delta: i64 = self
-            .member_changes
-            .iter()
-            .map(|c| i64::from(c.after.holds_seat()) - i64::from(c.before.holds_seat()))
-            .sum();
+        let delta: i64 = self.member_changes.iter().map(|c| i64::from(c.after.holds_seat()) - i64::from(c.before.holds_seat())).sum();
         u32::try_from(i64::from(used_before) + delta).unwrap_or(0)
     }
 }
@@ -351,12 +349,7 @@ pub fn plan(tenant_id: &TenantId, desired: DesiredAccess, actual_tenant: Option<
         _ => 1,
     };
     changes.sort_by(|a, b| order(a).cmp(&order(b)).then_with(|| a.user_id.cmp(&b.user_id)));
-    Plan {
-        tenant_id: tenant_id.clone(),
-        tenant_before: actual_tenant.cloned(),
-        tenant_after: desired.tenant,
-        member_changes: changes,
-    }
+    Plan { tenant_id: tenant_id.clone(), tenant_before: actual_tenant.cloned(), tenant_after: desired.tenant, member_changes: changes }
 }
 
 /// A member's access with its seat: what the audit records of a member
@@ -419,15 +412,7 @@ pub(crate) mod tests {
         let m = LicensingModel::default_model();
         let members = waiting(vec![member("a", 1, &[]), member("b", 2, &[]), member("c", 3, &["admins"]), member("d", 4, &[])]);
         let d = desired_access(&m, &[license("team", 2, LicenseStatus::Active)], &members, 100);
-        assert_eq!(
-            statuses(&d),
-            vec![
-                ("a".into(), MemberStatus::Active),
-                ("b".into(), MemberStatus::PendingSeat),
-                ("c".into(), MemberStatus::Active),
-                ("d".into(), MemberStatus::PendingSeat)
-            ]
-        );
+        assert_eq!(statuses(&d), vec![("a".into(), MemberStatus::Active), ("b".into(), MemberStatus::PendingSeat), ("c".into(), MemberStatus::Active), ("d".into(), MemberStatus::PendingSeat)]);
         assert!(d.members[&UserId::parse("c").unwrap()].access.roles.contains("admin"));
         assert!(d.members[&UserId::parse("b").unwrap()].access.roles.is_empty());
         // Given at 100, in line order: c (admin) first.
@@ -549,14 +534,7 @@ pub(crate) mod tests {
 
     fn arb_licenses() -> impl Strategy<Value = Vec<License>> {
         let tiers = prop::sample::select(vec!["free", "team", "business", "enterprise"]);
-        let statuses = prop::sample::select(vec![
-            LicenseStatus::Trialing,
-            LicenseStatus::Active,
-            LicenseStatus::PastDue,
-            LicenseStatus::Suspended,
-            LicenseStatus::Expired,
-            LicenseStatus::Canceled,
-        ]);
+        let statuses = prop::sample::select(vec![LicenseStatus::Trialing, LicenseStatus::Active, LicenseStatus::PastDue, LicenseStatus::Suspended, LicenseStatus::Expired, LicenseStatus::Canceled]);
         let sources = prop::sample::select(vec![Source::Stripe, Source::Crm, Source::Contract]);
         prop::collection::vec((tiers, 0u32..30, statuses, sources, any::<bool>()), 0..4).prop_map(|specs| {
             specs

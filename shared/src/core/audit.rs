@@ -74,12 +74,30 @@ impl Cause {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Announcement {
-    MemberAccessChanged { user_id: UserId, before: MemberAccess, after: MemberAccess },
-    TenantAccessChanged { before: Option<TenantAccess>, after: TenantAccess },
-    TargetQuarantined { target_id: TargetId, health: Health },
-    TargetResumed { target_id: TargetId, health: Health },
+    MemberAccessChanged {
+        user_id: UserId,
+        before: MemberAccess,
+        after: MemberAccess,
+    },
+    TenantAccessChanged {
+        before: Option<TenantAccess>,
+        after: TenantAccess,
+    },
+    TargetQuarantined {
+        target_id: TargetId,
+        health: Health,
+    },
+    TargetResumed {
+        target_id: TargetId,
+        health: Health,
+    },
     /// A push of the tenant's identity provider was refused for want of a seat.
-    SeatLimitReached { directory_id: String, user_name: String, seats_total: u32, seats_used: u32 },
+    SeatLimitReached {
+        directory_id: String,
+        user_name: String,
+        seats_total: u32,
+        seats_used: u32,
+    },
 }
 
 /// What an audit record says happened. Stored as its snake_case name
@@ -476,7 +494,8 @@ impl<'a> ChainCheck<'a> {
 
     /// The verdict: every record fed linked, and the last one is `head`.
     pub fn finish(self, head: &ChainHead) -> Verification {
-        let failed = self.failed.or_else(|| (self.expected != *head).then(|| (self.expected.seq + 1, format!("chain ends at record {} but the tenant's head is record {}", self.expected.seq, head.seq))));
+        let failed =
+            self.failed.or_else(|| (self.expected != *head).then(|| (self.expected.seq + 1, format!("chain ends at record {} but the tenant's head is record {}", self.expected.seq, head.seq))));
         match failed {
             Some((seq, problem)) => Verification { ok: false, records: self.records, first_bad_seq: Some(seq), problem: Some(problem), head_hash: head.hash.clone(), pending: 0 },
             None => Verification { ok: true, records: self.records, first_bad_seq: None, problem: None, head_hash: head.hash.clone(), pending: 0 },

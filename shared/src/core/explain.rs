@@ -5,10 +5,10 @@
 //! decision, not a description of it.
 
 use crate::core::access::{desired_access_with_rules, privileged, role_grants, seat_decisions, seat_rule, MemberAccess};
-use crate::core::seats::{micros, Pin, Verdict};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::license::{effective_license, Source};
 use crate::core::model::LicensingModel;
+use crate::core::seats::{micros, Pin, Verdict};
 use crate::core::tenant::TenantState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -128,11 +128,7 @@ pub fn explain(model: &LicensingModel, tenant_id: &TenantId, state: &TenantState
         Some(v) => seat_rule(v, &item.seat, tenant.seats_total),
         None => desired.rule.clone(),
     };
-    let roles = if desired.access.holds_seat() {
-        role_grants(model, &tenant.tier, &item.member, &rules).into_iter().map(|(role, rule)| RoleGrant { role, rule }).collect()
-    } else {
-        Vec::new()
-    };
+    let roles = if desired.access.holds_seat() { role_grants(model, &tenant.tier, &item.member, &rules).into_iter().map(|(role, rule)| RoleGrant { role, rule }).collect() } else { Vec::new() };
     Some(Explanation {
         tenant_id: tenant_id.clone(),
         user_id: user.clone(),
@@ -198,7 +194,21 @@ mod tests {
 
     fn state(tier: &str, seats: u32, members: Vec<MemberItem>) -> TenantState {
         TenantState {
-            meta: TenantMeta { access: None, seats_used: 0, seats_pending: 0, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false, model_version: LicensingModel::default_model().version, model_pin: None, model_waiting: None },
+            meta: TenantMeta {
+                access: None,
+                seats_used: 0,
+                seats_pending: 0,
+                head: ChainHead::genesis(),
+                rules: TenantRules::default(),
+                licensed: true,
+                walk: None,
+                walk_goal: None,
+                license_file_seconds: None,
+                continues: false,
+                model_version: LicensingModel::default_model().version,
+                model_pin: None,
+                model_waiting: None,
+            },
             licenses: vec![
                 crate::core::license::tests::lic("sub_1", Source::Stripe, tier, seats, LicenseStatus::Active, 1),
                 crate::core::license::tests::lic("old", Source::Crm, tier, 50, LicenseStatus::Expired, 1),

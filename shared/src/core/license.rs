@@ -275,10 +275,7 @@ fn entitlements_for(model: &LicensingModel, tier: &str, addons: &BTreeSet<String
 }
 
 pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> TenantAccess {
-    let granting: Vec<&License> = licenses
-        .iter()
-        .filter(|l| l.status.grants_access() && model.tier_rank(&l.tier).is_some())
-        .collect();
+    let granting: Vec<&License> = licenses.iter().filter(|l| l.status.grants_access() && model.tier_rank(&l.tier).is_some()).collect();
     if !granting.is_empty() {
         let top = granting.iter().max_by_key(|l| model.tier_rank(&l.tier)).expect("non-empty");
         let tier = model.tier(&top.tier).expect("filtered on known tiers");
@@ -287,19 +284,11 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
         if let Some(max) = tier.max_seats {
             seats = seats.min(max);
         }
-        let addons: BTreeSet<String> = if tier.allows_addons {
-            granting.iter().flat_map(|l| l.addons.iter().cloned()).filter(|a| model.addons.contains_key(a)).collect()
-        } else {
-            BTreeSet::new()
-        };
+        let addons: BTreeSet<String> = if tier.allows_addons { granting.iter().flat_map(|l| l.addons.iter().cloned()).filter(|a| model.addons.contains_key(a)).collect() } else { BTreeSet::new() };
         let status = granting.iter().map(|l| l.status).max_by_key(|s| s.standing()).expect("non-empty");
         // Access is kept in grace, but the tenant reads as being in it.
         let status = if granting.iter().all(|l| l.timeline.grace_until.is_some()) { TenantStatus::Grace } else { status.into() };
-        let expires_at = if granting.iter().any(|l| l.expires_at.is_none()) {
-            None
-        } else {
-            granting.iter().filter_map(|l| l.expires_at).max()
-        };
+        let expires_at = if granting.iter().any(|l| l.expires_at.is_none()) { None } else { granting.iter().filter_map(|l| l.expires_at).max() };
         // Which license states (and the events that set them) this access is based on.
         let mut ids: Vec<String> = granting.iter().map(|l| format!("{}:{} as of {}", l.source.as_str(), l.license_id, l.last_event_id)).collect();
         ids.sort();
@@ -354,14 +343,7 @@ pub fn effective_license(model: &LicensingModel, licenses: &[License]) -> Tenant
                 entitlements: entitlements_for(model, &tier.name, &BTreeSet::new()),
                 expires_at: None,
                 policy: MemberPolicy::Seated,
-                rule: format!(
-                    "expiry.on_end.{}: downgrade to {} ({}:{} is {})",
-                    l.source.as_str(),
-                    tier.name,
-                    l.source.as_str(),
-                    l.license_id,
-                    l.status.as_str()
-                ),
+                rule: format!("expiry.on_end.{}: downgrade to {} ({}:{} is {})", l.source.as_str(), tier.name, l.source.as_str(), l.license_id, l.status.as_str()),
             }
         }
         Some((l, action, _)) => TenantAccess {
@@ -414,14 +396,7 @@ pub(crate) mod tests {
             license_id: l.license_id.clone(),
             source: l.source,
             source_version: l.source_version,
-            update: LicenseUpdate {
-                tier: l.tier.clone(),
-                seats: l.seats,
-                addons: l.addons.clone(),
-                status: l.status,
-                starts_at: l.starts_at,
-                expires_at: l.expires_at,
-            },
+            update: LicenseUpdate { tier: l.tier.clone(), seats: l.seats, addons: l.addons.clone(), status: l.status, starts_at: l.starts_at, expires_at: l.expires_at },
         }
     }
 

@@ -375,10 +375,7 @@ impl LicensingModel {
 
     /// Parses and validates a model. `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let model: LicensingModel = toml::from_str(text).map_err(|e| ModelError::Syntax {
-            origin: origin.to_string(),
-            message: e.to_string().trim_end().replace('\n', " | "),
-        })?;
+        let model: LicensingModel = toml::from_str(text).map_err(|e| ModelError::Syntax { origin: origin.to_string(), message: e.to_string().trim_end().replace('\n', " | ") })?;
         let problems = model.problems();
         if problems.is_empty() {
             Ok(model)
@@ -395,8 +392,7 @@ impl LicensingModel {
     }
 
     pub fn default_model() -> Self {
-        Self::from_toml(DEFAULT_MODEL_TOML, "infra/licensing-model.toml")
-            .expect("the shipped licensing model is validated by its unit test")
+        Self::from_toml(DEFAULT_MODEL_TOML, "infra/licensing-model.toml").expect("the shipped licensing model is validated by its unit test")
     }
 
     /// Every semantic problem, each naming the field it is about.
@@ -422,11 +418,9 @@ impl LicensingModel {
         let mut check_kind = |name: &str, e: &Entitlement, at: String, p: &mut Vec<String>| {
             let is_flag = matches!(e, Entitlement::Flag(_));
             match kinds.get(name) {
-                Some((k, first)) if *k != is_flag => p.push(format!(
-                    "{at}: entitlement {name:?} is a {} here but a {} at {first}",
-                    if is_flag { "flag" } else { "limit" },
-                    if *k { "flag" } else { "limit" }
-                )),
+                Some((k, first)) if *k != is_flag => {
+                    p.push(format!("{at}: entitlement {name:?} is a {} here but a {} at {first}", if is_flag { "flag" } else { "limit" }, if *k { "flag" } else { "limit" }))
+                }
                 Some(_) => {}
                 None => {
                     kinds.insert(name.to_string(), (is_flag, at));
@@ -446,15 +440,9 @@ impl LicensingModel {
         for (table, mappings) in self.stripe.tables() {
             for (key, m) in mappings {
                 match (&m.tier, &m.addon) {
-                    (Some(t), None) if !tiers.contains(t.as_str()) => {
-                        p.push(format!("stripe.{table}.{key}.tier: unknown tier {t:?}"))
-                    }
-                    (None, Some(a)) if !self.addons.contains_key(a) => {
-                        p.push(format!("stripe.{table}.{key}.addon: unknown add-on {a:?}"))
-                    }
-                    (Some(_), Some(_)) | (None, None) => {
-                        p.push(format!("stripe.{table}.{key}: exactly one of `tier` or `addon` is required"))
-                    }
+                    (Some(t), None) if !tiers.contains(t.as_str()) => p.push(format!("stripe.{table}.{key}.tier: unknown tier {t:?}")),
+                    (None, Some(a)) if !self.addons.contains_key(a) => p.push(format!("stripe.{table}.{key}.addon: unknown add-on {a:?}")),
+                    (Some(_), Some(_)) | (None, None) => p.push(format!("stripe.{table}.{key}: exactly one of `tier` or `addon` is required")),
                     _ => {}
                 }
             }
@@ -479,9 +467,7 @@ impl LicensingModel {
                 None => p.push(format!("expiry.on_end.{source}: missing (every license source needs an end action)")),
                 Some(OnEnd { action: EndAction::Downgrade, tier }) => match tier {
                     None => p.push(format!("expiry.on_end.{source}.tier: `downgrade` needs a tier")),
-                    Some(t) if !tiers.contains(t.as_str()) => {
-                        p.push(format!("expiry.on_end.{source}.tier: unknown tier {t:?}"))
-                    }
+                    Some(t) if !tiers.contains(t.as_str()) => p.push(format!("expiry.on_end.{source}.tier: unknown tier {t:?}")),
                     _ => {}
                 },
                 Some(_) => {}
@@ -598,7 +584,8 @@ mod tests {
         assert_eq!(same.rollout, RolloutRule { existing: Existing::Grandfather, at: MoveAt::PeriodEnd });
         assert_eq!(same.fingerprint(), shipped.fingerprint());
         // Optional rules left out are their defaults: the same rules.
-        let without_defaults = DEFAULT_MODEL_TOML.replacen("[tokens]\nmember_seconds = 900", "", 1).replacen("when_full = \"wait\"", "", 1).replacen("[rollout]\nexisting = \"migrate\"\nat = \"now\"", "", 1);
+        let without_defaults =
+            DEFAULT_MODEL_TOML.replacen("[tokens]\nmember_seconds = 900", "", 1).replacen("when_full = \"wait\"", "", 1).replacen("[rollout]\nexisting = \"migrate\"\nat = \"now\"", "", 1);
         assert_ne!(without_defaults, DEFAULT_MODEL_TOML);
         assert_eq!(LicensingModel::from_toml(&without_defaults, "w").unwrap().fingerprint(), shipped.fingerprint());
         // The canonical form names no default and no version.

@@ -6,10 +6,10 @@
 //! be given.
 
 use crate::core::access::{access_on_create, privileged, MemberAccess, MemberItem, MemberStatus, TenantRules};
-use crate::core::reconcile::MemberStep;
 use crate::core::ids::UserId;
 use crate::core::license::{MemberPolicy, TenantAccess};
 use crate::core::model::LicensingModel;
+use crate::core::reconcile::MemberStep;
 use crate::core::rejection::{Kind, Rejection};
 use crate::core::seats::{micros, Pin, Seat};
 use chrono::{DateTime, Utc};
@@ -116,9 +116,8 @@ pub fn reassign(
     }
     match (&req.from, from) {
         (Some(name), holder) => {
-            let holder = holder
-                .filter(|h| !h.member.removed && h.access.holds_seat())
-                .ok_or_else(|| conflict("from_holds_no_seat", format!("member {name} holds no seat to give")).with("from", name))?;
+            let holder =
+                holder.filter(|h| !h.member.removed && h.access.holds_seat()).ok_or_else(|| conflict("from_holds_no_seat", format!("member {name} holds no seat to give")).with("from", name))?;
             let rule = format!("seat given by {actor} to {id}: joins the line");
             change(holder, MemberAccess::without_access(MemberStatus::PendingSeat), Seat { privileged: holder.seat.privileged, ..Seat::new(micros(now)) }, rule, &mut out);
             let rule = format!("seat given by {actor}, taken from {name}; pinned");
@@ -223,7 +222,17 @@ mod tests {
         let mut removed = item("r", MemberStatus::Deprovisioned);
         removed.member.removed = true;
         assert_eq!(run(3, 0, &removed, None, &req(true, None)).unwrap_err().code, "member_removed");
-        let suspended = reassign(&LicensingModel::default_model(), &TenantAccess { policy: MemberPolicy::Suspended, ..tenant(3) }, &TenantRules::default(), 0, &item("w", MemberStatus::Suspended), None, &req(true, None), "ann", at());
+        let suspended = reassign(
+            &LicensingModel::default_model(),
+            &TenantAccess { policy: MemberPolicy::Suspended, ..tenant(3) },
+            &TenantRules::default(),
+            0,
+            &item("w", MemberStatus::Suspended),
+            None,
+            &req(true, None),
+            "ann",
+            at(),
+        );
         assert_eq!(suspended.unwrap_err().code, "tenant_not_seated");
     }
 }

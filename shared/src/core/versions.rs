@@ -53,10 +53,13 @@ pub enum Registration {
 
 /// Why a model cannot be registered or previewed under its version.
 pub fn conflict(version: &ModelVersion, registered: &str, offered: &str) -> Rejection {
-    Rejection::conflict("version_conflict", format!("licensing model version {version} is registered with fingerprint {registered}; this model's rules have fingerprint {offered}: give changed rules a new version"))
-        .with("version", version)
-        .with("registered_fingerprint", registered)
-        .with("fingerprint", offered)
+    Rejection::conflict(
+        "version_conflict",
+        format!("licensing model version {version} is registered with fingerprint {registered}; this model's rules have fingerprint {offered}: give changed rules a new version"),
+    )
+    .with("version", version)
+    .with("registered_fingerprint", registered)
+    .with("fingerprint", offered)
 }
 
 /// Which tenants a rollout or a preview is for: `"all"`, `{"tier": "..."}`
@@ -97,7 +100,8 @@ impl Selection {
                 }
             }
             Value::Array(items) if !items.is_empty() && items.len() <= MAX_LISTED => {
-                let (ok, bad): (Vec<_>, Vec<_>) = items.iter().enumerate().map(|(i, t)| t.as_str().and_then(|s| TenantId::parse(s).ok()).ok_or(format!("tenants[{i}]: not a tenant id"))).partition(Result::is_ok);
+                let (ok, bad): (Vec<_>, Vec<_>) =
+                    items.iter().enumerate().map(|(i, t)| t.as_str().and_then(|s| TenantId::parse(s).ok()).ok_or(format!("tenants[{i}]: not a tenant id"))).partition(Result::is_ok);
                 if bad.is_empty() {
                     let mut seen = BTreeSet::new();
                     Ok(Selection::List(ok.into_iter().map(Result::unwrap).filter(|t| seen.insert(t.clone())).collect()))

@@ -2,11 +2,11 @@
 //! members: the stable contract with the app.
 
 use crate::core::access::{MemberAccess, MemberItem, MemberStatus};
-use crate::core::seats::Pin;
 use crate::core::ids::{TenantId, UserId};
 use crate::core::license::TenantAccess;
 use crate::core::model::Entitlements;
 use crate::core::rejection::Rejection;
+use crate::core::seats::Pin;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,9 +127,7 @@ impl MemberUpdate {
 
 impl NewMember {
     pub fn validate(&self) -> Result<(), Rejection> {
-        let email_ok = self.email.len() <= 254
-            && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
-            && !self.email.chars().any(char::is_whitespace);
+        let email_ok = self.email.len() <= 254 && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')) && !self.email.chars().any(char::is_whitespace);
         if !email_ok {
             return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "email: not a valid address"));
         }

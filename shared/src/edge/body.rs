@@ -53,10 +53,9 @@ pub fn parse_yaml_bounded(body: &[u8], limit: usize) -> Result<serde_json::Value
     match result {
         Ok(v) => Ok(v),
         // (serde_norway also stops a document that repeats aliases too often.)
-        Err(e) if budget.exceeded() || e.to_string().contains("repetition limit exceeded") => Err(Rejection::too_large(
-            format!("the YAML document expands to more than {limit} bytes of JSON (anchors and aliases count at their expanded size)"),
-        )
-        .with("limit_bytes", limit)),
+        Err(e) if budget.exceeded() || e.to_string().contains("repetition limit exceeded") => {
+            Err(Rejection::too_large(format!("the YAML document expands to more than {limit} bytes of JSON (anchors and aliases count at their expanded size)")).with("limit_bytes", limit))
+        }
         Err(e) => Err(Rejection::malformed("malformed_body", format!("invalid YAML body: {e}"))),
     }
 }
@@ -230,5 +229,4 @@ mod tests {
         let e = parse_yaml_bounded(b"a: [unclosed", MAX_BODY_BYTES).unwrap_err();
         assert_eq!((e.kind, e.code), (Kind::Malformed, "malformed_body"));
     }
-
 }

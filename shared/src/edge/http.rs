@@ -60,11 +60,7 @@ pub fn principal(req: &Request) -> Option<String> {
 }
 
 pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::Text(serde_json::to_string(value).expect("serialisable")))
-        .expect("status and header are valid")
+    Response::builder().status(status).header("content-type", "application/json").body(Body::Text(serde_json::to_string(value).expect("serialisable"))).expect("status and header are valid")
 }
 
 /// The HTTP status of each kind of refusal.

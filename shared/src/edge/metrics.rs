@@ -70,10 +70,7 @@ impl Emf {
         let names: Vec<&str> = self.dimensions.iter().map(|(n, _)| *n).collect();
         let sets = if names.is_empty() { json!([[]]) } else { json!([names, []]) };
         let metrics: Vec<Value> = self.values.iter().map(|(n, u, _)| json!({"Name": n, "Unit": u.as_str()})).collect();
-        doc.insert(
-            "_aws".into(),
-            json!({"Timestamp": at_ms, "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": sets, "Metrics": metrics}]}),
-        );
+        doc.insert("_aws".into(), json!({"Timestamp": at_ms, "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": sets, "Metrics": metrics}]}));
         for (n, v) in self.properties.iter().chain(&self.dimensions) {
             doc.insert((*n).into(), json!(v));
         }

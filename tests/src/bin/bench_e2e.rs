@@ -213,12 +213,22 @@ async fn tokens(s: &Stack, counter: &str, kms: &str) {
     let (first, first_signs, first_lat) = token_reads(s, counter, kms, &t, &users, 1).await;
     row(&[
         "member tokens, first read of each of 100 members (signed, cached on the member)".into(),
-        format!("{first_signs} KMS signatures; {:.2} DynamoDB requests a read ({first:?}); p50 {}, p99 {}", first.values().sum::<u64>() as f64 / 100.0, ms(percentile(&first_lat, 0.5)), ms(percentile(&first_lat, 0.99))),
+        format!(
+            "{first_signs} KMS signatures; {:.2} DynamoDB requests a read ({first:?}); p50 {}, p99 {}",
+            first.values().sum::<u64>() as f64 / 100.0,
+            ms(percentile(&first_lat, 0.5)),
+            ms(percentile(&first_lat, 0.99))
+        ),
     ]);
     let (again, again_signs, again_lat) = token_reads(s, counter, kms, &t, &users, 5).await;
     row(&[
         "member tokens, 500 reads while nothing changed".into(),
-        format!("{again_signs} KMS signatures; {:.2} DynamoDB requests a read ({again:?}); p50 {}, p99 {}", again.values().sum::<u64>() as f64 / 500.0, ms(percentile(&again_lat, 0.5)), ms(percentile(&again_lat, 0.99))),
+        format!(
+            "{again_signs} KMS signatures; {:.2} DynamoDB requests a read ({again:?}); p50 {}, p99 {}",
+            again.values().sum::<u64>() as f64 / 500.0,
+            ms(percentile(&again_lat, 0.5)),
+            ms(percentile(&again_lat, 0.99))
+        ),
     ]);
     // A seat cut from 100 to 60: 40 members lose access. Every member's
     // token read three times after.
@@ -339,11 +349,7 @@ async fn sync_groups(s: &Arc<Stack>, t: &str, d: &entitle_tests::directory::Dire
         assert_eq!(a.status, 201, "{}", a.body);
         gids.push(a.body["id"].as_str().unwrap().to_string());
     }
-    let batches: Vec<(String, Vec<String>)> = ids
-        .chunks(50)
-        .enumerate()
-        .map(|(i, chunk)| (gids[i % groups].clone(), chunk.to_vec()))
-        .collect();
+    let batches: Vec<(String, Vec<String>)> = ids.chunks(50).enumerate().map(|(i, chunk)| (gids[i % groups].clone(), chunk.to_vec())).collect();
     let batches = Arc::new(Mutex::new(batches));
     let workers: Vec<_> = (0..connections)
         .map(|_| {
@@ -352,7 +358,13 @@ async fn sync_groups(s: &Arc<Stack>, t: &str, d: &entitle_tests::directory::Dire
                 loop {
                     let Some((gid, members)) = batches.lock().unwrap().pop() else { return };
                     let value: Vec<serde_json::Value> = members.iter().map(|m| json!({"value": m})).collect();
-                    let a = d.request(reqwest::Method::PATCH, &format!("/Groups/{gid}?excludedAttributes=members"), Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "Add", "path": "members", "value": value}]}))).await;
+                    let a = d
+                        .request(
+                            reqwest::Method::PATCH,
+                            &format!("/Groups/{gid}?excludedAttributes=members"),
+                            Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "Add", "path": "members", "value": value}]})),
+                        )
+                        .await;
                     assert_eq!(a.status, 200, "{}", a.body);
                 }
             })
@@ -444,19 +456,18 @@ async fn run(counter: &str, kms: Option<&str>) {
 
     // License event -> access visible.
     if want("latency") {
-    let t = licensed(&s, "bench-latency", 1, 1).await.remove(0);
-    idle(counter).await;
-    let mut latencies = Vec::new();
-    for i in 0..40u32 {
-        let seats = 2 + i;
-        let at = Instant::now();
-        crm(&s, &t, seats, i64::from(i) + 2).await;
-        s.tenant_where(&t, "the new seats", |v| v["seats"]["total"] == seats).await;
-        latencies.push(at.elapsed());
-    }
-    latencies.sort();
-    row(&["license event -> access visible (CRM record to the access API), 40 changes".into(), format!("p50 {}, p99 {}", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)))]);
-
+        let t = licensed(&s, "bench-latency", 1, 1).await.remove(0);
+        idle(counter).await;
+        let mut latencies = Vec::new();
+        for i in 0..40u32 {
+            let seats = 2 + i;
+            let at = Instant::now();
+            crm(&s, &t, seats, i64::from(i) + 2).await;
+            s.tenant_where(&t, "the new seats", |v| v["seats"]["total"] == seats).await;
+            latencies.push(at.elapsed());
+        }
+        latencies.sort();
+        row(&["license event -> access visible (CRM record to the access API), 40 changes".into(), format!("p50 {}, p99 {}", ms(percentile(&latencies, 0.5)), ms(percentile(&latencies, 0.99)))]);
     }
 
     // Account creations: ten tenants, then one, each from a quiet stack.
@@ -487,7 +498,10 @@ async fn run(counter: &str, kms: Option<&str>) {
         let ((members_rate, p50, p99), (ids, users_rate, push_p50, push_p99)) = tokio::join!(creations(&s, &peer, users, connections), push_users(&d, users, connections));
         let (groups_took, lag) = sync_groups(&s, &t, &d, &ids, 20, connections).await;
         row(&[format!("account creations (`POST .../members`), {connections} callers, {users} into one tenant, beside the pushes"), format!("{members_rate:.1}/s, p50 {}, p99 {}", ms(p50), ms(p99))]);
-        row(&[format!("an IdP's first sync into one tenant: {users} Users (POST /Users) by {connections} connections, beside the creations"), format!("{users_rate:.1}/s, p50 {}, p99 {}", ms(push_p50), ms(push_p99))]);
+        row(&[
+            format!("an IdP's first sync into one tenant: {users} Users (POST /Users) by {connections} connections, beside the creations"),
+            format!("{users_rate:.1}/s, p50 {}, p99 {}", ms(push_p50), ms(push_p99)),
+        ]);
         row(&[
             "then 20 Groups, their members in PATCH batches of 50".into(),
             format!("{groups_took:.0} s; seat counters exact, each member audited once (all chained {lag:.0} s after the last change)"),
@@ -497,30 +511,29 @@ async fn run(counter: &str, kms: Option<&str>) {
 
     // DynamoDB requests per change, counted on the wire.
     if want("requests") {
-    let fresh = unique("bench-req");
-    let license = requests_of(counter, 2, crm(&s, &fresh, 100, 1)).await;
-    row(&["DynamoDB requests: a license change (ingest, then its reconcile)".into(), format!("{} ({license:?})", license.values().sum::<u64>())]);
-    s.tenant_where(&fresh, "provisioned", |v| v["seats"]["total"] == 100).await;
-    let creation = requests_of(counter, 2, async {
-        s.create_member(&fresh, &member_body("first", &[])).await;
-    })
-    .await;
-    row(&["DynamoDB requests: an account creation (ingest, then chaining its audit record)".into(), format!("{} ({creation:?})", creation.values().sum::<u64>())]);
-    let d = s.connect_directory(&fresh, "bench IdP", None).await;
-    let push = requests_of(counter, 2, async {
-        d.create_user(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "pushed@idp.test", "externalId": "idp-pushed", "active": true})).await;
-    })
-    .await;
-    row(&["DynamoDB requests: a User pushed (directory POST /Users, then chaining its audit record)".into(), format!("{} ({push:?})", push.values().sum::<u64>())]);
-    for i in 0..98 {
-        s.create_member(&fresh, &member_body(&format!("m{i:03}"), &[])).await;
-    }
-    s.tenant_where(&fresh, "100 seated", |v| v["seats"]["used"] == 100).await;
-    s.settle(&fresh).await;
-    let cut = requests_of(counter, 5, crm(&s, &fresh, 0, 2)).await;
-    let total: u64 = cut.values().sum();
-    row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
-
+        let fresh = unique("bench-req");
+        let license = requests_of(counter, 2, crm(&s, &fresh, 100, 1)).await;
+        row(&["DynamoDB requests: a license change (ingest, then its reconcile)".into(), format!("{} ({license:?})", license.values().sum::<u64>())]);
+        s.tenant_where(&fresh, "provisioned", |v| v["seats"]["total"] == 100).await;
+        let creation = requests_of(counter, 2, async {
+            s.create_member(&fresh, &member_body("first", &[])).await;
+        })
+        .await;
+        row(&["DynamoDB requests: an account creation (ingest, then chaining its audit record)".into(), format!("{} ({creation:?})", creation.values().sum::<u64>())]);
+        let d = s.connect_directory(&fresh, "bench IdP", None).await;
+        let push = requests_of(counter, 2, async {
+            d.create_user(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "pushed@idp.test", "externalId": "idp-pushed", "active": true})).await;
+        })
+        .await;
+        row(&["DynamoDB requests: a User pushed (directory POST /Users, then chaining its audit record)".into(), format!("{} ({push:?})", push.values().sum::<u64>())]);
+        for i in 0..98 {
+            s.create_member(&fresh, &member_body(&format!("m{i:03}"), &[])).await;
+        }
+        s.tenant_where(&fresh, "100 seated", |v| v["seats"]["used"] == 100).await;
+        s.settle(&fresh).await;
+        let cut = requests_of(counter, 5, crm(&s, &fresh, 0, 2)).await;
+        let total: u64 = cut.values().sum();
+        row(&["DynamoDB requests: a seat cut of 100 (the license change and a reconcile of 100 member changes)".into(), format!("{total} ({cut:?}), {:.2} per member change", total as f64 / 100.0)]);
     }
 
     if want("tokens") {
@@ -529,15 +542,15 @@ async fn run(counter: &str, kms: Option<&str>) {
 
     // Cold starts.
     if want("cold") {
-    for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(cold_start(function).await);
+        for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
+            let mut runs = Vec::new();
+            for _ in 0..3 {
+                runs.push(cold_start(function).await);
+            }
+            runs.sort();
+            let (time, rss) = runs[1];
+            row(&[format!("cold start of {function} (release; to its first invocation/next, median of 3)"), format!("{}, {:.1} MiB resident", ms(time), rss as f64 / 1024.0)]);
         }
-        runs.sort();
-        let (time, rss) = runs[1];
-        row(&[format!("cold start of {function} (release; to its first invocation/next, median of 3)"), format!("{}, {:.1} MiB resident", ms(time), rss as f64 / 1024.0)]);
-    }
     }
     let _ = Value::Null;
 }

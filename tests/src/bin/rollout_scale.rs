@@ -74,7 +74,14 @@ async fn deploy(version: &str, projects: u32) {
     let dir = stack_dir();
     std::fs::write(dir.join("licensing-model.toml"), text).unwrap();
     let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
-    let out = tokio::process::Command::new(format!("{root}/dev/stack.sh")).arg("redeploy").current_dir(&root).env("STACK_DIR", std::fs::canonicalize(&dir).unwrap()).env("FN_RELEASE", "1").output().await.unwrap();
+    let out = tokio::process::Command::new(format!("{root}/dev/stack.sh"))
+        .arg("redeploy")
+        .current_dir(&root)
+        .env("STACK_DIR", std::fs::canonicalize(&dir).unwrap())
+        .env("FN_RELEASE", "1")
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "redeploy: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -194,7 +201,13 @@ async fn rollout(s: &Stack, counter: &str, to: &str, tenants: Value) -> Moved {
     let created = admin_post(s, "/model/rollouts", &json!({"to": to, "tenants": tenants})).await;
     let (v, took) = finished(s, &format!("/model/rollouts/{}", created["rollout_id"].as_str().unwrap()), started).await;
     assert_eq!(v["status"], "done", "{v}");
-    Moved { tenants: v["counts"]["done"].as_u64().unwrap(), members: v["counts"]["members_changed"].as_u64().unwrap(), took, requests: dynamodb_requests(counter).await - before, memory: provision_memory() }
+    Moved {
+        tenants: v["counts"]["done"].as_u64().unwrap(),
+        members: v["counts"]["members_changed"].as_u64().unwrap(),
+        took,
+        requests: dynamodb_requests(counter).await - before,
+        memory: provision_memory(),
+    }
 }
 
 async fn preview(s: &Stack, to: &str, tenants: Value) -> (Value, Duration) {
@@ -227,7 +240,15 @@ async fn main() {
     println!("\n| rollout | tenants | wall time | tenants a second | members changed | DynamoDB requests per tenant moved | provision's largest memory |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let m = rollout(&s, &counter, &v2, json!(ten)).await;
-    println!("| {v2}, 10 tenants named | {} | {:.1} s | {:.1} | {} | {:.1} | {} |", m.tenants, m.took.as_secs_f64(), m.tenants as f64 / m.took.as_secs_f64(), m.members, m.requests as f64 / m.tenants as f64, mib(m.memory));
+    println!(
+        "| {v2}, 10 tenants named | {} | {:.1} s | {:.1} | {} | {:.1} | {} |",
+        m.tenants,
+        m.took.as_secs_f64(),
+        m.tenants as f64 / m.took.as_secs_f64(),
+        m.members,
+        m.requests as f64 / m.tenants as f64,
+        mib(m.memory)
+    );
     let (p, took) = preview(&s, &v2, json!("all")).await;
     println!(
         "| preview of {v2}, every tenant | {} read | {:.0} s | {:.1} | {} would change | - | {} |",
@@ -238,7 +259,15 @@ async fn main() {
         mib(provision_memory())
     );
     let m = rollout(&s, &counter, &v2, json!("all")).await;
-    println!("| {v2}, all ({count} tenants) | {} | {:.0} s | {:.1} | {} | {:.1} | {} |", m.tenants, m.took.as_secs_f64(), m.tenants as f64 / m.took.as_secs_f64(), m.members, m.requests as f64 / m.tenants as f64, mib(m.memory));
+    println!(
+        "| {v2}, all ({count} tenants) | {} | {:.0} s | {:.1} | {} | {:.1} | {} |",
+        m.tenants,
+        m.took.as_secs_f64(),
+        m.tenants as f64 / m.took.as_secs_f64(),
+        m.members,
+        m.requests as f64 / m.tenants as f64,
+        mib(m.memory)
+    );
     assert!(m.tenants >= u64::from(count), "every tenant moved");
     drop(many);
 
@@ -256,11 +285,19 @@ async fn main() {
     println!("| rollout of {v3} (move and walk) | {:.0} s | {:.0} | {} | {} |", m.took.as_secs_f64(), f64::from(size) / m.took.as_secs_f64(), m.members, mib(m.memory));
     // Against today's tier change of the same tenant, in the same run.
     let started = Instant::now();
-    let (code, answer) = s.crm(&json!({"event_id": format!("crm-{large}-2"), "tenant_id": large, "license_id": "main", "tier": "business", "seats": size, "add_ons": [], "status": "active", "source_version": 2})).await;
+    let (code, answer) = s
+        .crm(&json!({"event_id": format!("crm-{large}-2"), "tenant_id": large, "license_id": "main", "tier": "business", "seats": size, "add_ons": [], "status": "active", "source_version": 2}))
+        .await;
     assert_eq!(code, 200, "{answer}");
     s.settle_within(large.as_str(), Duration::from_secs(7200)).await;
     let took = started.elapsed();
-    println!("| tier change team -> business (a walk of every member, for comparison) | {:.0} s | {:.0} | {} | {} |", took.as_secs_f64(), f64::from(size) / took.as_secs_f64(), size, mib(provision_memory()));
+    println!(
+        "| tier change team -> business (a walk of every member, for comparison) | {:.0} s | {:.0} | {} | {} |",
+        took.as_secs_f64(),
+        f64::from(size) / took.as_secs_f64(),
+        size,
+        mib(provision_memory())
+    );
     let v = entitle::app::audit::verify(&s.store(), &large).await.unwrap().expect("the tenant exists");
     assert!(v.ok, "the audit chain of the large tenant: {:?}", v.problem);
     println!("\naudit chain of the large tenant verified: {} records", v.records);

@@ -7,11 +7,11 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use chrono::{DateTime, Duration, Utc};
+use entitle::adapters::dynamodb::due::due_attributes;
+use entitle::app::sweep::{sweep, SweepLimits};
 use entitle::core::expiry::next_due;
 use entitle::core::ids::{EventId, LicenseId};
 use entitle::core::license::{License, LicenseStatus, Source};
-use entitle::adapters::dynamodb::due::due_attributes;
-use entitle::app::sweep::{sweep, SweepLimits};
 use entitle_tests::Stack;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -14,9 +14,9 @@ use super::*;
 use crate::app::ports::{Change, CommitError, MemberGuard, MetaUpdate, Write};
 use crate::core::access::MemberStatus;
 use crate::core::audit::{self, ChainHead, PendingRecord};
-use crate::core::license::MemberPolicy;
 use crate::core::contract::AmendmentStatus;
 use crate::core::events::announced;
+use crate::core::license::MemberPolicy;
 use crate::core::seats::{order_key_string, SeatList};
 use crate::core::tenant::email_key;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -199,14 +199,7 @@ impl Dynamo {
             }
             Write::Delivery { target, item } => {
                 let (pk, sk) = (sync_pk(tenant, target), item.member.user_id.to_string());
-                let attrs = vec![
-                    ("pk", s(&pk)),
-                    ("sk", s(&sk)),
-                    ("member", s(to_json(&item.member))),
-                    ("access", s(to_json(&item.access))),
-                    ("seq", n(seq)),
-                    ("written_at", s(rfc3339(Utc::now()))),
-                ];
+                let attrs = vec![("pk", s(&pk)), ("sk", s(&sk)), ("member", s(to_json(&item.member))), ("access", s(to_json(&item.access))), ("seq", n(seq)), ("written_at", s(rfc3339(Utc::now())))];
                 // Due from now: the sweep finds it if no deliverer does.
                 put(t, with_due(attrs, &pk, &sk, Some(Utc::now())), None, vec![])
             }
@@ -233,12 +226,9 @@ impl Dynamo {
                 let delete = Delete::builder().table_name(t).key("pk", s(&tpk)).key("sk", s(target_sk(id))).condition_expression("attribute_exists(pk)").build().expect("table, key set");
                 TransactWriteItem::builder().delete(delete).build()
             }
-            Write::NewContract { contract, body_hash } => put(
-                t,
-                vec![("pk", s(contract_pk(contract))), ("sk", s("META")), ("tenant_id", s(tenant.as_str())), ("body_hash", s(body_hash))],
-                Some("attribute_not_exists(pk)"),
-                vec![],
-            ),
+            Write::NewContract { contract, body_hash } => {
+                put(t, vec![("pk", s(contract_pk(contract))), ("sk", s("META")), ("tenant_id", s(tenant.as_str())), ("body_hash", s(body_hash))], Some("attribute_not_exists(pk)"), vec![])
+            }
             Write::ContractDocument { contract, version, document } => put(
                 t,
                 vec![("pk", s(&tpk)), ("sk", s(format!("CONTRACT#{contract}"))), ("document", s(document.to_string())), ("version", n(version))],
@@ -286,12 +276,9 @@ impl Dynamo {
             Write::ReleaseUserName { user_name, user } => delete(t, directory_pk(tenant), user_name_sk(user_name), "attribute_not_exists(pk) OR user_id = :u", vec![(":u", s(user.as_str()))]),
             Write::Group { group: g, if_rev } => put_at_rev(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(group_sk(&g.id))), ("group", s(to_json(g))), ("rev", n(g.rev))], *if_rev),
             Write::RemoveGroup { id, rev } => delete(t, directory_pk(tenant), group_sk(id), "rev = :rev", vec![(":rev", n(rev))]),
-            Write::ClaimGroupName { name, group } => put(
-                t,
-                vec![("pk", s(directory_pk(tenant))), ("sk", s(group_name_sk(name))), ("group_id", s(group))],
-                Some("attribute_not_exists(pk) OR group_id = :g"),
-                vec![(":g", s(group))],
-            ),
+            Write::ClaimGroupName { name, group } => {
+                put(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(group_name_sk(name))), ("group_id", s(group))], Some("attribute_not_exists(pk) OR group_id = :g"), vec![(":g", s(group))])
+            }
             Write::ReleaseGroupName { name, group } => delete(t, directory_pk(tenant), group_name_sk(name), "attribute_not_exists(pk) OR group_id = :g", vec![(":g", s(group))]),
             Write::Edge(e) => put(t, vec![("pk", s(directory_pk(tenant))), ("sk", s(edge_sk(&e.group, &e.user))), ("edge", s(to_json(e)))], None, vec![]),
             Write::RemoveEdge { group, user } => {
@@ -334,7 +321,8 @@ impl Dynamo {
         // Pending records first, each dated as it was written.
         let (mut records, after_pending) = audit::integrate(tenant.as_str(), &head, &change.integrate);
         for p in &change.integrate {
-            let delete = Delete::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(pending_sk(p))).condition_expression("attribute_exists(pk)").build().expect("table, key set");
+            let delete =
+                Delete::builder().table_name(&self.state).key("pk", s(tenant_pk(tenant))).key("sk", s(pending_sk(p))).condition_expression("attribute_exists(pk)").build().expect("table, key set");
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
         let first = after_pending.seq + 1;
@@ -349,20 +337,10 @@ impl Dynamo {
         for e in &events {
             let id = e.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
             let detail_type = e.get("type").and_then(serde_json::Value::as_str).unwrap_or_default();
-            items.push(put(
-                &self.state,
-                vec![("pk", s(events_pk(tenant))), ("sk", s(id)), ("detail_type", s(detail_type)), ("detail", s(e.to_string())), ("ttl", n(expires))],
-                None,
-                vec![],
-            ));
+            items.push(put(&self.state, vec![("pk", s(events_pk(tenant))), ("sk", s(id)), ("detail_type", s(detail_type)), ("detail", s(e.to_string())), ("ttl", n(expires))], None, vec![]));
         }
         for (r, json, hash) in records {
-            items.push(put(
-                &self.audit,
-                vec![("tenant_id", s(tenant.as_str())), ("seq", n(r.seq)), ("record", s(json)), ("hash", s(hash))],
-                Some("attribute_not_exists(seq)"),
-                vec![],
-            ));
+            items.push(put(&self.audit, vec![("tenant_id", s(tenant.as_str())), ("seq", n(r.seq)), ("record", s(json)), ("hash", s(hash))], Some("attribute_not_exists(seq)"), vec![]));
         }
         let m = &change.meta;
         let mut names = HashMap::new();
@@ -523,7 +501,10 @@ impl Dynamo {
                             return Err(CommitError::Seats);
                         }
                         if !failed_at.is_empty() || !reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
-                            return Err(CommitError::Port(PortError::unavailable("TransactWriteItems", aws_sdk_dynamodb::Error::from(TransactWriteItemsError::TransactionCanceledException(c.clone())))));
+                            return Err(CommitError::Port(PortError::unavailable(
+                                "TransactWriteItems",
+                                aws_sdk_dynamodb::Error::from(TransactWriteItemsError::TransactionCanceledException(c.clone())),
+                            )));
                         }
                         crate::app::commit::backoff(attempt).await;
                     }

@@ -47,8 +47,7 @@ impl Contracts for Dynamo {
 
     async fn scheduled_amendments(&self, id: &ContractId) -> Result<Vec<Amendment>, PortError> {
         let items = self.query_partition(contract_pk(id), "A#").await?;
-        let mut out: Vec<Amendment> =
-            items.iter().filter(|i| get_s(i, "status") == Some("scheduled")).filter_map(|i| get_s(i, "amendment").and_then(|a| serde_json::from_str(a).ok())).collect();
+        let mut out: Vec<Amendment> = items.iter().filter(|i| get_s(i, "status") == Some("scheduled")).filter_map(|i| get_s(i, "amendment").and_then(|a| serde_json::from_str(a).ok())).collect();
         out.sort_by(|a: &Amendment, b: &Amendment| a.effective_at.cmp(&b.effective_at).then_with(|| a.amendment_id.cmp(&b.amendment_id)));
         Ok(out)
     }

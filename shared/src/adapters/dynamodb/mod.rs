@@ -140,10 +140,7 @@ impl Dynamo {
         let query = if prefix.is_empty() {
             query.key_condition_expression("pk = :pk")
         } else {
-            query
-                .key_condition_expression("pk = :pk AND sk BETWEEN :p AND :last")
-                .expression_attribute_values(":p", s(prefix))
-                .expression_attribute_values(":last", s(last_key_with_prefix(prefix)))
+            query.key_condition_expression("pk = :pk AND sk BETWEEN :p AND :last").expression_attribute_values(":p", s(prefix)).expression_attribute_values(":last", s(last_key_with_prefix(prefix)))
         };
         all_items(query.consistent_read(true)).await
     }

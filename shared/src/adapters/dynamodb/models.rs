@@ -15,8 +15,8 @@ use super::*;
 use crate::app::ports::{ModelRegistry, Models, TenantPage};
 use crate::core::ids::RunId;
 use crate::core::versions::{Outcome, OutcomeState, PreviewPage, Registered, Registration, RunState};
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -299,10 +299,8 @@ impl ModelRegistry for Dynamo {
             } else {
                 head_update.condition_expression("#c = :prev").expression_attribute_values(":prev", n(head.count))
             };
-            let items = vec![
-                TransactWriteItem::builder().put(put.build().expect("table, item set")).build(),
-                TransactWriteItem::builder().update(head_update.build().expect("key, expression set")).build(),
-            ];
+            let items =
+                vec![TransactWriteItem::builder().put(put.build().expect("table, item set")).build(), TransactWriteItem::builder().update(head_update.build().expect("key, expression set")).build()];
             match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => return Ok(Registration::New { seq }),
                 Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => crate::app::commit::backoff(0).await,

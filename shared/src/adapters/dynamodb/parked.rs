@@ -51,14 +51,7 @@ impl Dynamo {
 
     /// Removes a parked event once it has been applied.
     pub async fn unpark(&self, source: Source, event_id: &str) -> Result<(), PortError> {
-        self.client
-            .delete_item()
-            .table_name(&self.state)
-            .key("pk", s(format!("PARKED#{}", source.as_str())))
-            .key("sk", s(event_id))
-            .send()
-            .await
-            .map_err(failed("DeleteItem"))?;
+        self.client.delete_item().table_name(&self.state).key("pk", s(format!("PARKED#{}", source.as_str()))).key("sk", s(event_id)).send().await.map_err(failed("DeleteItem"))?;
         Ok(())
     }
 }

@@ -106,14 +106,8 @@ impl Tenants for Dynamo {
     /// of them; when its page ends among them, the rest wait for a later
     /// read and a third query reads the contracts and licenses after them.
     async fn tenant_head(&self, tenant: &TenantId) -> Result<Option<TenantHead>, PortError> {
-        let query = |condition: &'static str| {
-            self.client
-                .query()
-                .table_name(&self.state)
-                .key_condition_expression(condition)
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .consistent_read(true)
-        };
+        let query =
+            |condition: &'static str| self.client.query().table_name(&self.state).key_condition_expression(condition).expression_attribute_values(":pk", s(tenant_pk(tenant))).consistent_read(true);
         let before_members = query("pk = :pk AND sk < :b").expression_attribute_values(":b", s("MEM#"));
         let first = before_members.clone().limit(i32::try_from(self.pending_page).unwrap_or(i32::MAX)).send().await.map_err(failed("Query"))?;
         let mut items = first.items.unwrap_or_default();

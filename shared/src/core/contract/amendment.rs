@@ -1,18 +1,18 @@
 //! An amendment: its change set, its access impact, the review rules it
 //! fires, and where it stands.
 
+use super::clauses::*;
+use super::document::*;
+use super::forms::*;
 use crate::core::access::{desired_access_with_rules, MemberItem, MemberStatus};
 use crate::core::ids::{ContractId, TenantId, UserId};
 use crate::core::license::License;
 use crate::core::model::LicensingModel;
+use crate::core::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use super::clauses::*;
-use super::document::*;
-use super::forms::*;
-use crate::core::rejection::Rejection;
 
 /// One member's access change an amendment would cause.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,16 @@ pub struct AccessImpact {
 /// Desired access of the tenant's members as they stand (seats are
 /// sticky), with the contract at `old` vs at `new`, as of `as_of`.
 #[allow(clippy::too_many_arguments)] // each input is a distinct part of the tenant's state
-pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &[&ContractDocument], old: Option<&ContractDocument>, new: &ContractDocument, version: u64, as_of: DateTime<Utc>, members: &[MemberItem]) -> AccessImpact {
+pub fn impact(
+    model: &LicensingModel,
+    other_licenses: &[License],
+    other_rules: &[&ContractDocument],
+    old: Option<&ContractDocument>,
+    new: &ContractDocument,
+    version: u64,
+    as_of: DateTime<Utc>,
+    members: &[MemberItem],
+) -> AccessImpact {
     let with = |doc: Option<&ContractDocument>, v: u64| {
         let mut licenses: Vec<License> = other_licenses.to_vec();
         let mut docs: Vec<&ContractDocument> = other_rules.to_vec();
@@ -54,7 +63,10 @@ pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &
     let after = with(Some(new), version);
     let summary = |t: &crate::core::license::TenantAccess| json!({"tier": t.tier, "status": t.status, "seats_total": t.seats_total, "entitlements": t.entitlements});
     let ent_keys = |e: &crate::core::model::Entitlements| -> BTreeSet<String> {
-        e.iter().filter(|(_, v)| !matches!(v, crate::core::model::Entitlement::Flag(false) | crate::core::model::Entitlement::Limit(0))).map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default())).collect()
+        e.iter()
+            .filter(|(_, v)| !matches!(v, crate::core::model::Entitlement::Flag(false) | crate::core::model::Entitlement::Limit(0)))
+            .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+            .collect()
     };
     let mut out = Vec::new();
     for (user, b) in &before.members {
@@ -80,13 +92,7 @@ pub fn impact(model: &LicensingModel, other_licenses: &[License], other_rules: &
         });
     }
     let used = |d: &crate::core::access::DesiredAccess| d.members.values().filter(|m| m.access.holds_seat()).count() as u32;
-    AccessImpact {
-        tenant_before: summary(&before.tenant),
-        tenant_after: summary(&after.tenant),
-        members: out,
-        seats_used_before: used(&before),
-        seats_used_after: used(&after),
-    }
+    AccessImpact { tenant_before: summary(&before.tenant), tenant_after: summary(&after.tenant), members: out, seats_used_before: used(&before), seats_used_after: used(&after) }
 }
 
 /// The licensing model's review rules that an amendment fires.
@@ -104,12 +110,7 @@ pub fn review(model: &LicensingModel, old: &ContractDocument, new: &ContractDocu
         fired.push(format!("review.seat_reduction_below_usage: {total_after} seats for {} members holding one", impact.seats_used_before));
     }
     if r.privileged_role_removal {
-        let lost: Vec<String> = impact
-            .members
-            .iter()
-            .filter(|m| m.roles_removed.iter().any(|role| model.is_privileged(role)))
-            .map(|m| m.user_id.to_string())
-            .collect();
+        let lost: Vec<String> = impact.members.iter().filter(|m| m.roles_removed.iter().any(|role| model.is_privileged(role))).map(|m| m.user_id.to_string()).collect();
         let named: Vec<String> = old
             .named_users
             .iter()
@@ -288,7 +289,6 @@ impl AmendmentForm {
     }
 }
 
-
 /// Approve or reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -353,11 +353,8 @@ pub fn review_step(amendment: &Amendment, verdict: Verdict, actor: &Actor, reaso
         ));
     }
     if version != amendment.base_version {
-        return Err(Rejection::conflict(
-            "contract_moved_on",
-            format!("contract {} is at version {version}, the amendment was made against version {}", amendment.contract_id, amendment.base_version),
-        )
-        .with("current_version", version));
+        return Err(Rejection::conflict("contract_moved_on", format!("contract {} is at version {version}, the amendment was made against version {}", amendment.contract_id, amendment.base_version))
+            .with("current_version", version));
     }
     Ok(if amendment.effective_at.is_some_and(|t| t > now) { ReviewStep::Schedule } else { ReviewStep::Apply })
 }

@@ -151,10 +151,7 @@ fn change(at: ClauseKey, from: Option<Value>, to: Option<Value>) -> ClauseChange
 pub fn diff(old: &Value, new: &Value) -> Vec<ClauseChange> {
     let (a, b) = (flatten(old), flatten(new));
     let keys: BTreeSet<&ClauseKey> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| change((*k).clone(), a.get(k).cloned(), b.get(k).cloned()))
-        .collect()
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| change((*k).clone(), a.get(k).cloned(), b.get(k).cloned())).collect()
 }
 
 pub fn invert(changes: &[ClauseChange]) -> Vec<ClauseChange> {

@@ -131,10 +131,7 @@ impl ContractDocument {
     }
 
     pub fn rules(&self) -> TenantRules {
-        TenantRules {
-            role_mappings: self.role_mappings.clone(),
-            named_users: self.named_users.iter().map(|u| (u.id.clone(), u.roles.clone())).collect(),
-        }
+        TenantRules { role_mappings: self.role_mappings.clone(), named_users: self.named_users.iter().map(|u| (u.id.clone(), u.roles.clone())).collect() }
     }
 }
 

@@ -1,14 +1,14 @@
 //! The three forms of an amendment (JSON Patch, a whole document, a CLM
 //! record), each turned into a new document within its budgets.
 
+use super::clauses::*;
+use super::document::*;
 use crate::core::ids::ContractId;
 use crate::core::model::LicensingModel;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use super::clauses::*;
-use super::document::*;
 
 /// The CLM record-amendment form (as Ironclad's record amendments): the
 /// parent contract and the properties to amend with their new values.

@@ -6,9 +6,9 @@ use crate::core::ids::*;
 
 use crate::core::model::LicensingModel;
 
+use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use proptest::prelude::*;
 
 fn base() -> Value {
     json!({
@@ -98,13 +98,16 @@ fn the_three_forms_give_one_change_set() {
     full["add_ons"] = json!(["sso", "extra_projects"]);
     full["term"]["end"] = json!("2027-06-30T00:00:00+00:00");
     full["support"]["level"] = json!("premium");
-    let record = AmendmentForm::Record(serde_json::from_value(json!({"parent_record_id": "k-1", "properties": {
-        "seats": {"type": "number", "value": 75},
-        "tier": {"type": "string", "value": "business"},
-        "addOns": {"type": "array", "value": ["extra_projects", "sso"]},
-        "termEndDate": {"type": "date", "value": "2027-06-30"},
-        "support": {"type": "object", "value": {"level": "premium", "hours": "9-5"}}
-    }})).unwrap());
+    let record = AmendmentForm::Record(
+        serde_json::from_value(json!({"parent_record_id": "k-1", "properties": {
+            "seats": {"type": "number", "value": 75},
+            "tier": {"type": "string", "value": "business"},
+            "addOns": {"type": "array", "value": ["extra_projects", "sso"]},
+            "termEndDate": {"type": "date", "value": "2027-06-30"},
+            "support": {"type": "object", "value": {"level": "premium", "hours": "9-5"}}
+        }}))
+        .unwrap(),
+    );
     let a = evaluate(&m, &cur, &id, &patch).unwrap().1;
     let b = evaluate(&m, &cur, &id, &AmendmentForm::Document(full)).unwrap().1;
     let c = evaluate(&m, &cur, &id, &record).unwrap().1;
@@ -112,7 +115,13 @@ fn the_three_forms_give_one_change_set() {
     assert_eq!(a, c);
     assert_eq!(
         summaries(&a),
-        vec!["add-on sso added", "seats 50 -> 75", "clause support {\"hours\":\"9-5\",\"level\":\"standard\"} -> {\"hours\":\"9-5\",\"level\":\"premium\"}", "term.end 2027-01-01T00:00:00Z -> 2027-06-30T00:00:00Z", "tier team -> business"]
+        vec![
+            "add-on sso added",
+            "seats 50 -> 75",
+            "clause support {\"hours\":\"9-5\",\"level\":\"standard\"} -> {\"hours\":\"9-5\",\"level\":\"premium\"}",
+            "term.end 2027-01-01T00:00:00Z -> 2027-06-30T00:00:00Z",
+            "tier team -> business"
+        ]
     );
 }
 
@@ -162,7 +171,15 @@ fn review_rules_fire_on_risky_changes() {
     let m = model();
     let (old, _) = ContractDocument::parse(&base(), &m).unwrap();
     let members: Vec<MemberItem> = (0..45)
-        .map(|i| Member { user_id: UserId::parse(format!("u{i}")).unwrap(), email: format!("u{i}@acme.test"), groups: BTreeSet::new(), attributes: BTreeMap::new(), seq: i + 1, removed: false, suspended: false })
+        .map(|i| Member {
+            user_id: UserId::parse(format!("u{i}")).unwrap(),
+            email: format!("u{i}@acme.test"),
+            groups: BTreeSet::new(),
+            attributes: BTreeMap::new(),
+            seq: i + 1,
+            removed: false,
+            suspended: false,
+        })
         .map(|m| MemberItem::new(m, MemberAccess::without_access(MemberStatus::PendingSeat), &crate::core::model::LicensingModel::default_model()))
         .collect();
     let mut new = old.clone();

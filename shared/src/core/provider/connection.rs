@@ -194,7 +194,8 @@ mod tests {
         let (old_token, old_hash) = token(&t, "d0000000000000001", &[1; 32]);
         let (new_token, new_hash) = token(&t, "d0000000000000001", &[2; 32]);
         let secret = |tok: &str| parse_token(tok).unwrap().2;
-        let c = Connection { id: "d0000000000000001".into(), name: "okta".into(), when_full: None, token_hash: old_hash, previous: None, created: "2026-12-01T00:00:00Z".into(), rotated: None, rev: 1 };
+        let c =
+            Connection { id: "d0000000000000001".into(), name: "okta".into(), when_full: None, token_hash: old_hash, previous: None, created: "2026-12-01T00:00:00Z".into(), rotated: None, rev: 1 };
         let now = at("2026-12-02T10:00:00Z");
         assert!(accepts(&c, &secret(&old_token), now));
         assert!(!accepts(&c, &secret(&new_token), now));

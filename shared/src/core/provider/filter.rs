@@ -129,9 +129,7 @@ impl AttrPath {
     fn case_exact(&self) -> bool {
         let a = self.attr.to_ascii_lowercase();
         let sub = self.sub.as_deref().map(str::to_ascii_lowercase);
-        matches!(a.as_str(), "id" | "externalid")
-            || (matches!(a.as_str(), "members" | "groups") && sub.as_deref().is_none_or(|s| s == "value"))
-            || (a == "meta" && sub.as_deref() == Some("version"))
+        matches!(a.as_str(), "id" | "externalid") || (matches!(a.as_str(), "members" | "groups") && sub.as_deref().is_none_or(|s| s == "value")) || (a == "meta" && sub.as_deref() == Some("version"))
     }
 }
 
@@ -160,14 +158,21 @@ pub fn get_ci<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Compare { path: AttrPath, op: CompareOp, value: Value },
+    Compare {
+        path: AttrPath,
+        op: CompareOp,
+        value: Value,
+    },
     Present(AttrPath),
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
     Not(Box<Filter>),
     /// `attr[filter]`: some value of `attr` matches the inner filter (its
     /// paths relative to that value).
-    Has { path: AttrPath, filter: Box<Filter> },
+    Has {
+        path: AttrPath,
+        filter: Box<Filter>,
+    },
 }
 
 /// The longest filter read (a list query's whole filter).

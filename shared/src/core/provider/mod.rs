@@ -19,7 +19,7 @@ pub mod schemas;
 pub use resource::{DirGroup, Edge, Link, PushedUser};
 
 use crate::core::access::{access_on_create, in_line, privileged, Member, MemberAccess, MemberItem, MemberStatus, SUSPENDED_BY_DIRECTORY};
-use crate::core::audit::{AuditAction, AuditEvent, Cause, Announcement};
+use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
 use crate::core::ids::UserId;
 use crate::core::license::MemberPolicy;
 use crate::core::model::{LicensingModel, WhenFull};
@@ -83,9 +83,23 @@ fn seat_free(meta: &TenantMeta) -> Option<bool> {
 /// counters as read (the commit checks the seat claim again). `existing`
 /// is the member the user id names, if any: one not removed is a conflict.
 #[allow(clippy::too_many_arguments)]
-pub fn create(model: &LicensingModel, meta: &TenantMeta, existing: Option<&MemberItem>, pushed: &PushedUser, user_id: &UserId, when_full: WhenFull, cause: &Cause, connection: &str, now: DateTime<Utc>) -> Result<Pushed, Rejection> {
+pub fn create(
+    model: &LicensingModel,
+    meta: &TenantMeta,
+    existing: Option<&MemberItem>,
+    pushed: &PushedUser,
+    user_id: &UserId,
+    when_full: WhenFull,
+    cause: &Cause,
+    connection: &str,
+    now: DateTime<Utc>,
+) -> Result<Pushed, Rejection> {
     if let Some(e) = existing.filter(|e| !e.member.removed) {
-        return Err(uniqueness(format!("a User with id {} already exists (userName {:?})", e.member.user_id, e.link.as_ref().and_then(|l| l.doc.get("userName")).and_then(|v| v.as_str()).unwrap_or(&e.member.email))));
+        return Err(uniqueness(format!(
+            "a User with id {} already exists (userName {:?})",
+            e.member.user_id,
+            e.link.as_ref().and_then(|l| l.doc.get("userName")).and_then(|v| v.as_str()).unwrap_or(&e.member.email)
+        )));
     }
     let member = Member {
         user_id: user_id.clone(),
@@ -127,7 +141,16 @@ pub fn create(model: &LicensingModel, meta: &TenantMeta, existing: Option<&Membe
 /// waiting), else waits in line from now (or the push is refused, when
 /// the tenant chose so).
 #[allow(clippy::too_many_arguments)]
-pub fn replace(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem, pushed: &PushedUser, when_full: WhenFull, cause: &Cause, connection: &str, now: DateTime<Utc>) -> Result<Pushed, Rejection> {
+pub fn replace(
+    model: &LicensingModel,
+    meta: &TenantMeta,
+    existing: &MemberItem,
+    pushed: &PushedUser,
+    when_full: WhenFull,
+    cause: &Cause,
+    connection: &str,
+    now: DateTime<Utc>,
+) -> Result<Pushed, Rejection> {
     let old = &existing.member;
     let member = Member { email: pushed.email.clone(), attributes: resource::attributes_of(model, &pushed.doc), suspended: !pushed.active, ..old.clone() };
     let old_link = existing.link.clone().unwrap_or_default();
@@ -175,7 +198,13 @@ pub fn replace(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem,
         (access, "profile updated by the tenant's identity provider; roles follow the licensing model's rules".to_string(), AuditAction::MemberUpdated)
     };
     seat.privileged = tenant.map_or(seat.privileged, |t| privileged(model, t, &meta.rules, &member));
-    let link = Link { connection: Some(connection.to_string()), doc: pushed.doc.clone(), modified: stamp(now), created: if old_link.created.is_empty() { stamp(now) } else { old_link.created.clone() }, ..old_link };
+    let link = Link {
+        connection: Some(connection.to_string()),
+        doc: pushed.doc.clone(),
+        modified: stamp(now),
+        created: if old_link.created.is_empty() { stamp(now) } else { old_link.created.clone() },
+        ..old_link
+    };
     let item = MemberItem { member, access, seat, rev: existing.rev + 1, link: Some(link), model_version: model.version.clone() };
     let mut audit = AuditEvent::new(action, format!("member:{}", old.user_id), cause, rule)
         .before(json!({"email": old.email, "attributes": old.attributes, "active": !old.suspended, "access": existing.access}))
@@ -198,7 +227,15 @@ pub fn replace(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem,
 /// A member's directory groups changed: `join` (group id, name) and
 /// `leave` (group ids). Its group names follow, and its roles with them if
 /// it holds a seat. `None` when nothing changes.
-pub fn regroup(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem, join: &[(String, String)], leave: &[String], cause: &Cause, now: DateTime<Utc>) -> Result<Option<MemberWrite>, Rejection> {
+pub fn regroup(
+    model: &LicensingModel,
+    meta: &TenantMeta,
+    existing: &MemberItem,
+    join: &[(String, String)],
+    leave: &[String],
+    cause: &Cause,
+    now: DateTime<Utc>,
+) -> Result<Option<MemberWrite>, Rejection> {
     let mut link = existing.link.clone().unwrap_or_default();
     let mut member = existing.member.clone();
     for gid in leave {
@@ -228,13 +265,16 @@ pub fn regroup(model: &LicensingModel, meta: &TenantMeta, existing: &MemberItem,
     }
     link.modified = stamp(now);
     let (access, privileged) = match &meta.access {
-        Some(t) => (if existing.access.holds_seat() { access_on_create(model, t, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() }, privileged(model, t, &meta.rules, &member)),
+        Some(t) => {
+            (if existing.access.holds_seat() { access_on_create(model, t, &meta.rules, &member, MemberStatus::Active) } else { existing.access.clone() }, privileged(model, t, &meta.rules, &member))
+        }
         None => (existing.access.clone(), existing.seat.privileged),
     };
     let item = MemberItem { member, access, seat: Seat { privileged, ..existing.seat.clone() }, rev: existing.rev + 1, link: Some(link), model_version: model.version.clone() };
-    let mut audit = AuditEvent::new(AuditAction::MemberUpdated, format!("member:{}", existing.member.user_id), cause, "groups changed by the tenant's identity provider; roles follow the licensing model's rules")
-        .before(json!({"groups": existing.member.groups, "access": existing.access}))
-        .after(json!({"groups": item.member.groups, "access": item.access}));
+    let mut audit =
+        AuditEvent::new(AuditAction::MemberUpdated, format!("member:{}", existing.member.user_id), cause, "groups changed by the tenant's identity provider; roles follow the licensing model's rules")
+            .before(json!({"groups": existing.member.groups, "access": existing.access}))
+            .after(json!({"groups": item.member.groups, "access": item.access}));
     if item.access != existing.access {
         audit = audit.announcing(Announcement::MemberAccessChanged { user_id: existing.member.user_id.clone(), before: existing.access.clone(), after: item.access.clone() });
     }

@@ -407,7 +407,8 @@ fn one(doc: &mut Value, op: Op, path: &PatchPath, value: Option<&Value>, i: usiz
                     let v = value.cloned().unwrap_or(Value::Null);
                     if matching.is_empty() {
                         // What the filter describes, made (Entra ID adds a work email so).
-                        let mut made = equalities(filter).ok_or_else(|| Rejection::malformed("no_target", format!("operation {i}: no value matches {:?}", path.attr.attr)).with("scimType", "noTarget"))?;
+                        let mut made =
+                            equalities(filter).ok_or_else(|| Rejection::malformed("no_target", format!("operation {i}: no value matches {:?}", path.attr.attr)).with("scimType", "noTarget"))?;
                         match (sub, v) {
                             (Some(sub), v) => {
                                 made.insert(sub.clone(), v);
@@ -557,7 +558,8 @@ mod tests {
 
     #[test]
     fn read_only_attributes_are_left_alone() {
-        let d = patch(json!({"id": "u1", "userName": "a"}), ops(json!([{"op": "replace", "value": {"id": "other", "userName": "b"}}, {"op": "replace", "path": "meta.created", "value": "x"}]))).unwrap();
+        let d =
+            patch(json!({"id": "u1", "userName": "a"}), ops(json!([{"op": "replace", "value": {"id": "other", "userName": "b"}}, {"op": "replace", "path": "meta.created", "value": "x"}]))).unwrap();
         assert_eq!(d, json!({"id": "u1", "userName": "b"}));
     }
 

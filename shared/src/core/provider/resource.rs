@@ -11,7 +11,7 @@
 use super::filter::{get_ci, AttrPath};
 use super::patch::invalid_value;
 use super::schemas::{self, ENTERPRISE, ENTITLE, GROUP, USER};
-use crate::core::access::{MemberStatus, MemberItem};
+use crate::core::access::{MemberItem, MemberStatus};
 use crate::core::ids::UserId;
 use crate::core::model::LicensingModel;
 use crate::core::rejection::{Kind, Rejection};
@@ -101,18 +101,19 @@ fn names_schema(body: &Value, urn: &str) -> bool {
 /// The attributes of an object that a schema keeps, nulls and empty
 /// strings dropped, names as the schema spells them where they match.
 fn kept(object: &Map<String, Value>, keep: &[String]) -> Map<String, Value> {
-    object
-        .iter()
-        .filter(|(k, v)| keep.contains(&k.to_ascii_lowercase()) && !v.is_null() && v.as_str() != Some(""))
-        .map(|(k, v)| (k.clone(), clean(v)))
-        .collect()
+    object.iter().filter(|(k, v)| keep.contains(&k.to_ascii_lowercase()) && !v.is_null() && v.as_str() != Some("")).map(|(k, v)| (k.clone(), clean(v))).collect()
 }
 
 /// A value without nulls inside, booleans sent as strings read as
 /// booleans where the schema says boolean (`primary`).
 fn clean(v: &Value) -> Value {
     match v {
-        Value::Object(o) => Value::Object(o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| if k.eq_ignore_ascii_case("primary") { (k.clone(), boolean(v).map_or_else(|| clean(v), Value::Bool)) } else { (k.clone(), clean(v)) }).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| if k.eq_ignore_ascii_case("primary") { (k.clone(), boolean(v).map_or_else(|| clean(v), Value::Bool)) } else { (k.clone(), clean(v)) })
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().filter(|v| !v.is_null()).map(clean).collect()),
         v => v.clone(),
     }
@@ -272,10 +273,7 @@ pub fn render_user(base: &str, item: &MemberItem, tier: Option<&str>) -> Value {
         view["tier"] = json!(t);
     }
     doc.insert(ENTITLE.into(), view);
-    doc.insert(
-        "meta".into(),
-        json!({"resourceType": "User", "created": created, "lastModified": modified, "version": etag(item.rev), "location": format!("{base}/Users/{}", m.user_id)}),
-    );
+    doc.insert("meta".into(), json!({"resourceType": "User", "created": created, "lastModified": modified, "version": etag(item.rev), "location": format!("{base}/Users/{}", m.user_id)}));
     Value::Object(doc)
 }
 
@@ -365,10 +363,7 @@ pub fn project(resource: Value, attributes: &[String], excluded: &[String]) -> V
     let Value::Object(mut o) = resource else { return resource };
     let always = |k: &str| ["id", "schemas", "meta"].iter().any(|a| k.eq_ignore_ascii_case(a));
     let names = |list: &[String]| -> Vec<(Option<String>, String, Option<String>)> {
-        list.iter()
-            .filter_map(|a| AttrPath::parse(a).ok())
-            .map(|p| (p.schema.filter(|s| !super::filter::is_core(s)), p.attr.to_ascii_lowercase(), p.sub.map(|s| s.to_ascii_lowercase())))
-            .collect()
+        list.iter().filter_map(|a| AttrPath::parse(a).ok()).map(|p| (p.schema.filter(|s| !super::filter::is_core(s)), p.attr.to_ascii_lowercase(), p.sub.map(|s| s.to_ascii_lowercase()))).collect()
     };
     if !attributes.is_empty() {
         let wanted = names(attributes);
@@ -382,9 +377,15 @@ pub fn project(resource: Value, attributes: &[String], excluded: &[String]) -> V
                 // An extension: the attributes of it that are asked for.
                 let picked: Map<String, Value> = v
                     .as_object()
-                    .map(|ext| ext.iter().filter(|(a, _)| wanted.iter().any(|(s, n, _)| s.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&k)) && *n == a.to_ascii_lowercase())).map(|(a, v)| (a.clone(), v.clone())).collect())
+                    .map(|ext| {
+                        ext.iter()
+                            .filter(|(a, _)| wanted.iter().any(|(s, n, _)| s.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&k)) && *n == a.to_ascii_lowercase()))
+                            .map(|(a, v)| (a.clone(), v.clone()))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let whole = wanted.iter().any(|(s, n, _)| s.is_none() && k.to_ascii_lowercase().ends_with(&format!(":{n}")) || (s.as_deref().is_some_and(|s| format!("{s}:{n}").eq_ignore_ascii_case(&k))));
+                let whole =
+                    wanted.iter().any(|(s, n, _)| s.is_none() && k.to_ascii_lowercase().ends_with(&format!(":{n}")) || (s.as_deref().is_some_and(|s| format!("{s}:{n}").eq_ignore_ascii_case(&k))));
                 if whole {
                     out.insert(k, v);
                 } else if !picked.is_empty() {
@@ -402,10 +403,13 @@ pub fn project(resource: Value, attributes: &[String], excluded: &[String]) -> V
                     Value::Object(inner) => Value::Object(inner.iter().filter(|(a, _)| subs.contains(&&a.to_ascii_lowercase())).map(|(a, v)| (a.clone(), v.clone())).collect()),
                     x => x.clone(),
                 };
-                out.insert(k, match &v {
-                    Value::Array(a) => Value::Array(a.iter().map(narrow).collect()),
-                    v => narrow(v),
-                });
+                out.insert(
+                    k,
+                    match &v {
+                        Value::Array(a) => Value::Array(a.iter().map(narrow).collect()),
+                        v => narrow(v),
+                    },
+                );
             }
         }
         return Value::Object(out);
@@ -555,7 +559,15 @@ mod tests {
 
     #[test]
     fn a_rendered_user_carries_entitles_view_and_projects() {
-        let member = Member { user_id: UserId::parse("u1").unwrap(), email: "a@b.c".into(), groups: Default::default(), attributes: Default::default(), seq: 1_700_000_000_000_000, removed: false, suspended: false };
+        let member = Member {
+            user_id: UserId::parse("u1").unwrap(),
+            email: "a@b.c".into(),
+            groups: Default::default(),
+            attributes: Default::default(),
+            seq: 1_700_000_000_000_000,
+            removed: false,
+            suspended: false,
+        };
         let mut item = MemberItem::new(member, MemberAccess::without_access(MemberStatus::PendingSeat), &crate::core::model::LicensingModel::default_model());
         item.link = Some(Link { doc: json!({"userName": "a@b.c", "name": {"givenName": "A", "familyName": "B"}}), groups: [("g1".to_string(), "admins".to_string())].into(), ..Link::default() });
         let r = render_user("https://h/scim/v2/tenants/t1", &item, Some("team"));

@@ -164,10 +164,7 @@ fn entitle_attributes() -> Vec<A> {
 }
 
 fn group_attributes() -> Vec<A> {
-    vec![
-        a("displayName").required().unique(),
-        a("members").multi().complex(vec![a("value").exact(), a("$ref").reference(&["User"]), a("display"), a("type").canonical(&["User"])]),
-    ]
+    vec![a("displayName").required().unique(), a("members").multi().complex(vec![a("value").exact(), a("$ref").reference(&["User"]), a("display"), a("type").canonical(&["User"])])]
 }
 
 fn schema(id: &str, name: &str, description: &str, attrs: Vec<A>, base: &str) -> Value {

@@ -1,8 +1,8 @@
 //! The seat rules at the moment of a push, without I/O.
 
 use super::*;
-use crate::core::audit::{ChainHead, CauseKind};
 use crate::core::access::TenantRules;
+use crate::core::audit::{CauseKind, ChainHead};
 use crate::core::license::{effective_license, LicenseStatus, Source};
 use proptest::prelude::*;
 use serde_json::json;
@@ -14,7 +14,21 @@ fn model() -> LicensingModel {
 fn meta(seats: u32, used: u32, pending: u32) -> TenantMeta {
     let m = model();
     let access = effective_license(&m, &[crate::core::license::tests::lic("sub_1", Source::Stripe, "team", seats, LicenseStatus::Active, 1)]);
-    TenantMeta { access: Some(access), seats_used: used, seats_pending: pending, head: ChainHead::genesis(), rules: TenantRules::default(), licensed: true, walk: None, walk_goal: None, license_file_seconds: None, continues: false, model_version: crate::core::model::LicensingModel::default_model().version, model_pin: None, model_waiting: None }
+    TenantMeta {
+        access: Some(access),
+        seats_used: used,
+        seats_pending: pending,
+        head: ChainHead::genesis(),
+        rules: TenantRules::default(),
+        licensed: true,
+        walk: None,
+        walk_goal: None,
+        license_file_seconds: None,
+        continues: false,
+        model_version: crate::core::model::LicensingModel::default_model().version,
+        model_pin: None,
+        model_waiting: None,
+    }
 }
 
 fn cause() -> Cause {

@@ -90,11 +90,7 @@ impl Health {
     pub fn on_failure(&self, policy: &Policy, now: DateTime<Utc>, error: &str) -> (Health, Option<Standing>) {
         let failures = self.failures.saturating_add(1);
         let quarantine = failures >= policy.quarantine_after;
-        let delay = if quarantine {
-            policy.quarantine_retry_secs
-        } else {
-            policy.retry_base_secs.saturating_mul(1 << (failures - 1).min(20)).min(policy.retry_max_secs)
-        };
+        let delay = if quarantine { policy.quarantine_retry_secs } else { policy.retry_base_secs.saturating_mul(1 << (failures - 1).min(20)).min(policy.retry_max_secs) };
         let entered = quarantine && !self.quarantined();
         let next = Health {
             failures,

@@ -30,15 +30,8 @@ pub enum ProfileName {
 }
 
 impl ProfileName {
-    pub const ALL: [ProfileName; 7] = [
-        ProfileName::Generic,
-        ProfileName::AwsIdentityCenter,
-        ProfileName::Slack,
-        ProfileName::GithubEmu,
-        ProfileName::Google,
-        ProfileName::Atlassian,
-        ProfileName::Salesforce,
-    ];
+    pub const ALL: [ProfileName; 7] =
+        [ProfileName::Generic, ProfileName::AwsIdentityCenter, ProfileName::Slack, ProfileName::GithubEmu, ProfileName::Google, ProfileName::Atlassian, ProfileName::Salesforce];
     pub fn as_str(self) -> &'static str {
         match self {
             ProfileName::Generic => "generic",
@@ -168,41 +161,24 @@ pub fn profile(name: ProfileName) -> Profile {
         // attributes, and excludedAttributes" not supported; cursor paging,
         // 100 a page; "A maximum of 100 membership changes are allowed in a
         // single request"; 429 ThrottlingException.
-        ProfileName::AwsIdentityCenter => Profile {
-            membership: Membership::Asked,
-            remove: RemoveForm::OnePerOperation,
-            paging: Paging::Cursor,
-            attributes_param: false,
-            rich_filters: false,
-            ..generic
-        },
+        ProfileName::AwsIdentityCenter => {
+            Profile { membership: Membership::Asked, remove: RemoveForm::OnePerOperation, paging: Paging::Cursor, attributes_param: false, rich_filters: false, ..generic }
+        }
         // Groups list their members; a member leaves with
         // `members[value eq U123]`, one per operation; "Users can not be
         // permanently deleted from Slack, they can only be deactivated";
         // userName "Max of 21 characters", periods, underscores and hyphens;
         // writes 600 a minute for the whole organisation, one update of a
         // group at a time.
-        ProfileName::Slack => Profile {
-            remove: RemoveForm::OnePerOperation,
-            delete: DeleteMeans::Deactivates,
-            user_name_max: Some(21),
-            writes_per_minute: Some(300),
-            rich_filters: false,
-            ..generic
-        },
+        ProfileName::Slack => Profile { remove: RemoveForm::OnePerOperation, delete: DeleteMeans::Deactivates, user_name_max: Some(21), writes_per_minute: Some(300), rich_filters: false, ..generic },
         // `DELETE` "Suspends a SCIM user permanently ... This action is
         // irreversible"; `active: false` suspends; "Multiple filters are not
         // supported"; userName normalised with `_SHORTCODE`; "do not assign
         // more than 1,000 users per hour"; a User-Agent is required (the
         // client always sends one).
-        ProfileName::GithubEmu => Profile {
-            remove: RemoveForm::OnePerOperation,
-            delete: DeleteMeans::Irreversible,
-            rich_filters: false,
-            rewrites_user_name: true,
-            creations_per_hour: Some(900),
-            ..generic
-        },
+        ProfileName::GithubEmu => {
+            Profile { remove: RemoveForm::OnePerOperation, delete: DeleteMeans::Irreversible, rich_filters: false, rewrites_user_name: true, creations_per_hour: Some(900), ..generic }
+        }
         // "Requests must specify a filter"; Users "only supports equality on
         // userName"; Group.members "is not currently returned"; "A maximum of
         // 1 member addition or removal is supported per Group patch request";
@@ -250,7 +226,9 @@ impl Profile {
         let drift_repair = match (self.membership, self.lists_users) {
             (Membership::Listed, true) => "users and memberships listed and repaired, including memberships added behind Entitle's back",
             (_, true) => "users listed and repaired, memberships of members repaired; a non-member added to a managed group behind Entitle's back is not seen (the target does not list members)",
-            (_, false) => "each member's user looked up and repaired, memberships re-asserted; users and memberships added behind Entitle's back are not seen (the target lists nothing without a filter)",
+            (_, false) => {
+                "each member's user looked up and repaired, memberships re-asserted; users and memberships added behind Entitle's back are not seen (the target lists nothing without a filter)"
+            }
         };
         let removal = match (self.delete, delete_users) {
             (DeleteMeans::Deletes, _) => "DELETE (the user is deleted)",

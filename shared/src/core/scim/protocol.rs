@@ -2,6 +2,8 @@
 //! member, the one request that gets a user there, group changes, filters,
 //! drift repair plans, retries, and what a target's failures mean.
 
+use super::profile::RemoveForm;
+use super::target::*;
 use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::ids::UserId;
 use chrono::{DateTime, Utc};
@@ -9,8 +11,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use super::profile::RemoveForm;
-use super::target::*;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -87,10 +87,7 @@ pub struct ScimUser {
 
 impl ScimUser {
     pub fn from_json(v: &Value) -> Option<ScimUser> {
-        let enterprise = v[ENTERPRISE_SCHEMA]
-            .as_object()
-            .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-            .unwrap_or_default();
+        let enterprise = v[ENTERPRISE_SCHEMA].as_object().map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect()).unwrap_or_default();
         Some(ScimUser {
             id: v["id"].as_str()?.to_string(),
             user_name: v["userName"].as_str()?.to_string(),
@@ -351,10 +348,9 @@ impl ScimGroup {
 /// `externalId`, or with ours, may be adopted.
 pub fn owned_by_another(desired: &DesiredUser, user: &ScimUser) -> Option<String> {
     match user.external_id.as_deref().filter(|e| !e.is_empty()) {
-        Some(e) if e != desired.user_id.as_str() => Some(format!(
-            "the target's user {} holds userName {:?} (matched case-insensitively) for externalId {:?}, not for member {}: not adopted",
-            user.id, user.user_name, e, desired.user_id
-        )),
+        Some(e) if e != desired.user_id.as_str() => {
+            Some(format!("the target's user {} holds userName {:?} (matched case-insensitively) for externalId {:?}, not for member {}: not adopted", user.id, user.user_name, e, desired.user_id))
+        }
         _ => None,
     }
 }
@@ -428,10 +424,7 @@ pub fn repair_plan(desired: Vec<DesiredUser>, users: &[ScimUser], groups: Option
 pub fn listed_empty_but_filled(desired: &[DesiredUser], users: &[ScimUser], groups: &[ScimGroup], managed: &BTreeSet<String>, waiting: &BTreeSet<UserId>) -> Option<String> {
     let on_target: BTreeSet<&str> = users.iter().filter_map(|u| u.external_id.as_deref()).collect();
     for g in groups.iter().filter(|g| managed.contains(&g.name) && g.members.is_empty()) {
-        let filled = desired
-            .iter()
-            .filter(|d| d.active && d.groups.contains(&g.name) && on_target.contains(d.user_id.as_str()) && !waiting.contains(&d.user_id))
-            .count();
+        let filled = desired.iter().filter(|d| d.active && d.groups.contains(&g.name) && on_target.contains(d.user_id.as_str()) && !waiting.contains(&d.user_id)).count();
         if filled > 0 {
             return Some(format!("group {} is listed without members, although {filled} member(s) Entitle delivered belong in it", g.name));
         }
@@ -532,4 +525,3 @@ pub struct Known {
     /// finds out as the target allows).
     pub member_of: Option<MemberOf>,
 }
-

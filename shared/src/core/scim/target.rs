@@ -1,14 +1,14 @@
 //! A SCIM target as configured, stored and shown, and the delivery records
 //! that carry member changes to it.
 
+use super::health::*;
+use super::profile::{Guarantees, ProfileName};
 use crate::core::access::{Member, MemberAccess};
 use crate::core::egress::EgressPolicy;
 use crate::core::ids::{TargetId, TenantId, UserId};
 use chrono::{DateTime, Duration as Span, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use super::health::*;
-use super::profile::{Guarantees, ProfileName};
 
 /// At most this many targets per tenant: every member change writes one
 /// delivery record per target in its transaction.

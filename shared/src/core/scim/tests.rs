@@ -4,11 +4,11 @@ use super::*;
 use crate::core::access::{Member, MemberAccess, MemberStatus};
 use crate::core::egress::EgressPolicy;
 use crate::core::ids::UserId;
+use crate::core::model::Entitlements;
 use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use crate::core::model::Entitlements;
 
 fn member(id: &str, email: &str, attrs: &[(&str, &str)], removed: bool) -> Member {
     Member {
@@ -100,7 +100,10 @@ fn membership_changes_take_the_form_the_target_takes() {
     let one_each = as_json(membership_ops_for(&[&a, &b, &c], RemoveForm::OnePerOperation));
     assert_eq!(one_each[1..], [json!({"op": "remove", "path": "members[value eq \"u2\"]"}), json!({"op": "remove", "path": "members[value eq \"u3\"]"})]);
     let sf = as_json(membership_ops_for(&[&a, &b, &c], RemoveForm::MembersObject));
-    assert_eq!(sf, [json!({"op": "add", "path": "members", "value": {"members": [{"value": "u1"}]}}), json!({"op": "remove", "path": "members", "value": {"members": [{"value": "u2"}, {"value": "u3"}]}})]);
+    assert_eq!(
+        sf,
+        [json!({"op": "add", "path": "members", "value": {"members": [{"value": "u1"}]}}), json!({"op": "remove", "path": "members", "value": {"members": [{"value": "u2"}, {"value": "u3"}]}})]
+    );
 }
 
 #[test]
@@ -235,7 +238,16 @@ fn apply(d: &DesiredUser, user: Option<ScimUser>, member_of: BTreeSet<String>, m
     let user = match user_step(d, user.as_ref()) {
         UserStep::Nothing => user,
         UserStep::Delete => return (None, BTreeSet::new()),
-        UserStep::Create(body) => Some(ScimUser { id: "new".into(), version: None, ..ScimUser::from_json(&{ let mut b = body; b["id"] = "new".into(); b }).unwrap() }),
+        UserStep::Create(body) => Some(ScimUser {
+            id: "new".into(),
+            version: None,
+            ..ScimUser::from_json(&{
+                let mut b = body;
+                b["id"] = "new".into();
+                b
+            })
+            .unwrap()
+        }),
         UserStep::Patch(ops) => {
             let mut u = user.unwrap();
             for op in ops {
@@ -305,7 +317,14 @@ proptest::proptest! {
 #[test]
 fn configurations_name_every_problem_and_hide_the_token() {
     let roles = vec!["admin".to_string()];
-    let good = TargetConfig { base_url: "https://idp.example.com/scim/v2".into(), token: "s3cret".into(), mapping: mapping(), repair_interval_minutes: None, profile: ProfileName::Generic, delete_users: false };
+    let good = TargetConfig {
+        base_url: "https://idp.example.com/scim/v2".into(),
+        token: "s3cret".into(),
+        mapping: mapping(),
+        repair_interval_minutes: None,
+        profile: ProfileName::Generic,
+        delete_users: false,
+    };
     assert!(good.problems(&roles, EgressPolicy::Public).is_empty());
     assert!(!format!("{good:?}").contains("s3cret"));
     let http = TargetConfig { base_url: "http://127.0.0.1:1/x".into(), ..good.clone() };

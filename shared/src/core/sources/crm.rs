@@ -10,10 +10,10 @@
 //! `source_version` is the CRM's own ordering of changes to the license
 //! (a sequence or a modification timestamp): higher wins.
 
-use crate::core::rejection::Rejection;
 use crate::core::ids::{EventId, LicenseId, TenantId};
 use crate::core::license::{LicenseChange, LicenseStatus, LicenseUpdate, Source};
 use crate::core::model::LicensingModel;
+use crate::core::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -67,14 +67,7 @@ pub fn normalise(model: &LicensingModel, r: CrmRecord) -> Result<LicenseChange, 
         license_id: r.license_id,
         source: Source::Crm,
         source_version: r.source_version,
-        update: LicenseUpdate {
-            tier: r.tier,
-            seats: r.seats,
-            addons: r.add_ons,
-            status: r.status,
-            starts_at: r.starts_at,
-            expires_at: r.expires_at,
-        },
+        update: LicenseUpdate { tier: r.tier, seats: r.seats, addons: r.add_ons, status: r.status, starts_at: r.starts_at, expires_at: r.expires_at },
     })
 }
 

@@ -42,14 +42,7 @@ pub enum Signal {
 }
 
 /// Invoice events that say a subscription's payment state moved.
-const INVOICE_TYPES: [&str; 6] = [
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-    "invoice.payment_action_required",
-    "invoice.marked_uncollectible",
-    "invoice.voided",
-];
+const INVOICE_TYPES: [&str; 6] = ["invoice.paid", "invoice.payment_succeeded", "invoice.payment_failed", "invoice.payment_action_required", "invoice.marked_uncollectible", "invoice.voided"];
 
 fn malformed(field: &str, what: &str) -> Rejection {
     Rejection::malformed("malformed_event", format!("{field}: {what}"))
@@ -98,9 +91,15 @@ pub fn signal(event: &Value) -> Result<Signal, Rejection> {
 /// A subscription as a license.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapped {
-    License { tenant: TenantId, update: LicenseUpdate },
+    License {
+        tenant: TenantId,
+        update: LicenseUpdate,
+    },
     /// Not applicable as it is: the reason, and its tenant where it names one.
-    Unmapped { tenant: Option<TenantId>, reason: String },
+    Unmapped {
+        tenant: Option<TenantId>,
+        reason: String,
+    },
 }
 
 impl Mapped {
@@ -131,11 +130,7 @@ fn price_of(item: &Value) -> PriceRef<'_> {
     let price = item.get("price").filter(|p| p.is_object()).or_else(|| item.get("plan").filter(|p| p.is_object()));
     let Some(price) = price else { return PriceRef::default() };
     let product = price.get("product");
-    PriceRef {
-        lookup_key: str_at(price, &["lookup_key"]),
-        price_id: str_at(price, &["id"]),
-        product_id: product.and_then(Value::as_str).or_else(|| product.and_then(|p| str_at(p, &["id"]))),
-    }
+    PriceRef { lookup_key: str_at(price, &["lookup_key"]), price_id: str_at(price, &["id"]), product_id: product.and_then(Value::as_str).or_else(|| product.and_then(|p| str_at(p, &["id"]))) }
 }
 
 fn describe(p: &PriceRef<'_>) -> String {

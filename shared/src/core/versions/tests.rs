@@ -167,7 +167,15 @@ fn the_tiers_and_add_ons_a_version_lacks_are_named() {
 }
 
 fn seated(id: &str, seq: u64, groups: &[&str], model: &LicensingModel, tier: &str) -> MemberItem {
-    let member = Member { user_id: UserId::parse(id).unwrap(), email: format!("{id}@x.test"), groups: groups.iter().map(|g| g.to_string()).collect(), attributes: Default::default(), seq, removed: false, suspended: false };
+    let member = Member {
+        user_id: UserId::parse(id).unwrap(),
+        email: format!("{id}@x.test"),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        attributes: Default::default(),
+        seq,
+        removed: false,
+        suspended: false,
+    };
     let licenses = [license(tier, 10, LicenseStatus::Active, None)];
     let d = desired_access_with_rules(model, &licenses, &TenantRules::default(), &[MemberItem::new(member.clone(), MemberAccess::without_access(MemberStatus::PendingSeat), model)], 0);
     let got = &d.members[&member.user_id];
@@ -177,9 +185,11 @@ fn seated(id: &str, seq: u64, groups: &[&str], model: &LicensingModel, tier: &st
 #[test]
 fn a_preview_lists_exactly_the_members_whose_access_would_change() {
     let v1 = LicensingModel::default_model();
-    let text = DEFAULT_MODEL_TOML
-        .replacen("version = \"2026-11-01\"", "version = \"2026-12-01\"", 1)
-        .replacen("projects = 50\napi_access = true\nsso = false", "projects = 75\napi_access = false\nsso = true", 1);
+    let text = DEFAULT_MODEL_TOML.replacen("version = \"2026-11-01\"", "version = \"2026-12-01\"", 1).replacen(
+        "projects = 50\napi_access = true\nsso = false",
+        "projects = 75\napi_access = false\nsso = true",
+        1,
+    );
     let v2 = LicensingModel::from_toml(&text, "v2").unwrap();
     let licenses = [license("team", 10, LicenseStatus::Active, None)];
     let members = vec![seated("a", 1, &[], &v1, "team"), seated("b", 2, &["admins"], &v1, "team")];
@@ -223,13 +233,26 @@ fn a_long_preview_is_cut_into_pages_the_first_carrying_the_totals() {
     let pages = preview_pages(&TenantId::parse("t").unwrap(), &v("a"), &v("b"), impact, true);
     assert_eq!(pages.iter().map(|p| (p.page, p.more, p.impact.members.len())).collect::<Vec<_>>(), [(0, true, PREVIEW_MEMBERS_PER_PAGE), (1, true, PREVIEW_MEMBERS_PER_PAGE), (2, false, 1)]);
     assert_eq!((pages[0].totals.seats_lost, pages[1].totals.seats_lost), ((PREVIEW_MEMBERS_PER_PAGE * 2 + 1) as u64, 0));
-    let empty = preview_pages(&TenantId::parse("t").unwrap(), &v("a"), &v("b"), AccessImpact { tenant_before: json!({}), tenant_after: json!({}), members: vec![], seats_used_before: 0, seats_used_after: 0 }, false);
+    let empty = preview_pages(
+        &TenantId::parse("t").unwrap(),
+        &v("a"),
+        &v("b"),
+        AccessImpact { tenant_before: json!({}), tenant_after: json!({}), members: vec![], seats_used_before: 0, seats_used_after: 0 },
+        false,
+    );
     assert_eq!((empty.len(), empty[0].more, empty[0].totals.tenants_affected), (1, false, 0));
 }
 
 #[test]
 fn a_run_is_running_until_every_tenant_listed_is_settled_and_none_waits() {
-    let spec = RunSpec { id: RunId::parse("r1").unwrap(), kind: RunKind::Rollout { to: v("v2"), at: When::Now }, tenants: Selection::All, exclude: BTreeSet::new(), created_at: at("2026-12-01T00:00:00Z"), by: "ops".into() };
+    let spec = RunSpec {
+        id: RunId::parse("r1").unwrap(),
+        kind: RunKind::Rollout { to: v("v2"), at: When::Now },
+        tenants: Selection::All,
+        exclude: BTreeSet::new(),
+        created_at: at("2026-12-01T00:00:00Z"),
+        by: "ops".into(),
+    };
     let mut run = RunState::new(spec, 3);
     run.queued = 3;
     assert_eq!(run.status_when_listed(), RunStatus::Running, "not listed yet");
