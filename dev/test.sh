@@ -27,6 +27,7 @@ cargo test --workspace --lib --bins --benches --tests --no-run --message-format=
 declare -A exe
 while read -r name path; do exe[$name]=$path; done < <(
   jq -r 'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"]) | "\(.target.name) \(.executable)"' .local/test-artifacts.json)
+[ -n "${exe[e2e]:-}" ] || { echo "no end-to-end test binary (e2e) was built" >&2; exit 1; }
 
 step "local stack for the end-to-end tests (starting while the unit tests and IaC checks run)"
 export STACK_DIR=.local/test-stack MOTO_PORT=${TEST_MOTO_PORT:-5177} FN_PORT=${TEST_FN_PORT:-9177} SCIM_PORT=${TEST_SCIM_PORT:-5178} DDB_PORT=${TEST_DDB_PORT:-5179} STRIPE_PORT=${TEST_STRIPE_PORT:-5180} SCIMMY_PORT=${TEST_SCIMMY_PORT:-5181}
@@ -53,13 +54,16 @@ cat "$up_log"
 
 step "emulator and end-to-end tests (real SDK clients, real function binaries)"
 export ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env"
-# A lane: its binaries one after the other, each one's output in a log of
-# its own, printed whole when it ends; a failed binary is noted.
+# A lane: its areas one after the other, each a run of the one end-to-end
+# binary filtered to its module (`admin::`), its output in a log of its own,
+# printed whole when it ends; a failed area is noted.
 lane() {
   local name start
   for name in "$@"; do
     start=$SECONDS
-    (cd tests && "${exe[$name]}") > "$STACK_DIR/test-$name.log" 2>&1 || echo "$name" >> "$STACK_DIR/tests-failed"
+    (cd tests && "${exe[e2e]}" "$name::") > "$STACK_DIR/test-$name.log" 2>&1 || echo "$name" >> "$STACK_DIR/tests-failed"
+    # A filter that matches nothing passes: an area whose tests all vanished fails here.
+    if grep -q '^running 0 tests' "$STACK_DIR/test-$name.log"; then echo "$name (no test ran)" >> "$STACK_DIR/tests-failed"; fi
     printf '\n--- %s (%ss) ---\n' "$name" "$((SECONDS - start))"
     cat "$STACK_DIR/test-$name.log"
   done
@@ -80,7 +84,7 @@ lane() {
 # - models last and alone: it deploys licensing models (dev/stack.sh
 #   redeploy restarts the functions), and a `migrate` deploy moves every
 #   tenant of the stack.
-# A file not named here runs in the last lane of the phase before models.
+# A module not named here runs in the last lane of the phase before models.
 phases=(
   "sweep"
   "admin scim|tokens|licenses_to_access seats billing amendments input_safety"
@@ -88,12 +92,15 @@ phases=(
   "models"
 )
 named=" ${phases[*]//|/ } "
+mapfile -t modules < <(sed -n 's/^mod \([a-z_0-9]*\);$/\1/p' tests/tests/main.rs)
 for name in $named; do
-  [ -f "tests/tests/$name.rs" ] || { echo "dev/test.sh names $name, which is no test file of tests/tests" >&2; exit 1; }
+  [[ " ${modules[*]} " == *" $name "* ]] || { echo "dev/test.sh names $name, which is no module of tests/tests/main.rs" >&2; exit 1; }
 done
 for file in tests/tests/*.rs; do
   name=$(basename "$file" .rs)
-  [ -n "${exe[$name]:-}" ] || { echo "no test binary for $file" >&2; exit 1; }
+  [ "$name" = main ] && continue
+  # A file main.rs does not declare would never be compiled nor run.
+  [[ " ${modules[*]} " == *" $name "* ]] || { echo "$file is not declared in tests/tests/main.rs" >&2; exit 1; }
   [[ "$named" == *" $name "* ]] || phases[-2]+=" $name"
 done
 rm -f "$STACK_DIR/tests-failed"
