@@ -12,7 +12,7 @@ use entitle::app::Error;
 use entitle::core::audit::Cause;
 use entitle::core::ids::{ModelVersion, RunId, TenantId};
 use entitle::core::rejection::Rejection;
-use entitle::core::versions::{parse_preview, PinRequest, RolloutRequest, RunKind, Selection};
+use entitle::core::versions::{parse_preview, PinRequest, PreviewOf, RolloutRequest, RunKind, Selection};
 use entitle::edge::body::parse_json;
 use entitle::edge::http;
 use lambda_http::{Body, Request, Response};
@@ -32,6 +32,15 @@ fn limit(req: &Request, default: usize) -> Result<usize, Error> {
 
 fn after(req: &Request) -> Result<Option<TenantId>, Error> {
     http::query(req, "after").map(|a| http::id(&a, TenantId::parse)).transpose()
+}
+
+/// A version a request names must be registered: 404 otherwise, as
+/// `GET /model/versions/{version}/tenants` answers (the document says so).
+async fn registered(app: &App, version: &ModelVersion) -> Result<(), Error> {
+    match app.store.rules(version).await? {
+        Some(_) => Ok(()),
+        None => Err(Rejection::not_found(&format!("model version {version} (GET /model lists the registered ones)")).into()),
+    }
 }
 
 /// A run's id: `r-` (rollout) or `p-` (preview), the time and randomness.
@@ -85,6 +94,9 @@ pub async fn create_preview(app: &App, req: &Request) -> Result<Response<Body>, 
     let body = std::str::from_utf8(http::body(req)?).map_err(|_| Rejection::malformed("invalid_body", "the body is not UTF-8"))?;
     let json_body = http::header(req, "content-type").is_some_and(|c| c.contains("json")) || body.trim_start().starts_with('{');
     let (of, mut tenants, mut exclude) = parse_preview(body, json_body)?;
+    if let PreviewOf::Version(v) = &of {
+        registered(app, v).await?;
+    }
     if !json_body {
         let query = |k: &str| http::query(req, k).filter(|v| !v.is_empty());
         (tenants, exclude) = selection_of_query(query("tenants"), query("tier"), query("exclude"))?;
@@ -146,6 +158,7 @@ pub async fn preview_page(app: &App, req: &Request, id: &str, tenant: &str) -> R
 pub async fn create_rollout(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body: serde_json::Value = parse_json(http::body(req)?)?;
     let request = RolloutRequest::parse(&body)?;
+    registered(app, &request.to).await?;
     let by = http::principal(req).unwrap_or_else(|| "unknown".into());
     let run = versions::start_rollout(&app.store, request, &by, new_id("r"), Utc::now()).await?;
     tracing::info!(cause = %Cause::api_call(&http::request_id(req)), rollout = %run.spec.id, to = %run.spec.to(), total = run.total, "rollout created");
@@ -189,6 +202,7 @@ pub async fn pin(app: &App, req: &Request, tenant: &str) -> Result<Response<Body
     let body: serde_json::Value = parse_json(http::body(req)?)?;
     let now = Utc::now();
     let request = PinRequest::parse(&body, now)?;
+    registered(app, &request.version).await?;
     let cause = Cause::api_call(&http::request_id(req));
     let meta = versions::pin(&app.store, &app.queue, &tenant, &request, &cause, now).await?;
     tracing::info!(cause = %cause, tenant = %tenant, version = %request.version, "tenant pinned");

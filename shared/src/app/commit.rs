@@ -1,7 +1,9 @@
 //! The one write path of a tenant: read the head, decide, commit the
 //! decision's changes under that head with their audit records, and decide
 //! again from fresh reads when another writer moved the head first (or a
-//! write's own guard failed). One retry policy for every use case.
+//! write's own guard failed). One retry policy for every use case: [`Retry`]
+//! (a bounded number of tries with a jittered backoff between them), which
+//! the writes without the chain's lock go through too.
 
 use super::ports::{Change, CommitError, PortError, Tenants, Write};
 use super::Error;
@@ -87,7 +89,7 @@ where
 /// The loop itself: `read` a snapshot that carries the head, `decide` on
 /// it, commit the changes it asks for in order (each against the head the
 /// one before left), and start over from a fresh read when the head moved
-/// or a guard failed, with a jittered backoff, at most [`MAX_ATTEMPTS`]
+/// or a guard failed, as [`Retry`] tries again, at most [`MAX_ATTEMPTS`]
 /// times.
 pub async fn audited_on<S, R, T, Read, ReadFut, F, Fut>(store: &S, tenant: &TenantId, mut read: Read, mut decide: F) -> Result<Committed<T>, Error>
 where
@@ -98,8 +100,9 @@ where
     F: FnMut(R) -> Fut,
     Fut: Future<Output = Result<Decision<T>, Error>>,
 {
+    let mut retry = Retry::new(tenant, MAX_ATTEMPTS);
     let mut done = Vec::new();
-    for attempt in 0..MAX_ATTEMPTS {
+    while retry.again().await {
         let snapshot = read().await?;
         let mut head = snapshot.head().cloned();
         let (changes, value) = match decide(snapshot).await? {
@@ -129,9 +132,54 @@ where
         if !again {
             return Ok(Committed { value, refused: None, changes: done });
         }
-        backoff(attempt).await;
     }
-    Err(Error::Contention { tenant: tenant.clone(), attempts: MAX_ATTEMPTS })
+    Err(retry.contended())
+}
+
+/// The one meaning of "try again" for a tenant's writes: at most
+/// `attempts` tries, each after the first preceded by the jittered
+/// [`backoff`], and then the tenant counts as contended
+/// ([`Error::Contention`]). [`audited_on`] tries through it, and so do the
+/// writes committed without the chain's lock (an account created or
+/// removed, a directory's push), which read and decide again when their
+/// member or the tenant's counters moved under them.
+///
+/// ```ignore
+/// let mut retry = Retry::new(tenant, ATTEMPTS);
+/// while retry.again().await {
+///     // read, decide, commit: return when done, or go round again
+/// }
+/// Err(retry.contended())
+/// ```
+#[derive(Debug)]
+pub struct Retry<'a> {
+    tenant: &'a TenantId,
+    attempts: u32,
+    tried: u32,
+}
+
+impl<'a> Retry<'a> {
+    pub fn new(tenant: &'a TenantId, attempts: u32) -> Self {
+        Retry { tenant, attempts, tried: 0 }
+    }
+
+    /// Whether another try may start: after the backoff that follows each
+    /// try that did not settle, false once `attempts` were made.
+    pub async fn again(&mut self) -> bool {
+        if self.tried > 0 {
+            backoff(self.tried - 1).await;
+        }
+        if self.tried >= self.attempts {
+            return false;
+        }
+        self.tried += 1;
+        true
+    }
+
+    /// Why the tries ran out: the tenant kept changing underneath.
+    pub fn contended(&self) -> Error {
+        Error::Contention { tenant: self.tenant.clone(), attempts: self.attempts }
+    }
 }
 
 /// Jittered exponential backoff, capped; no random number generator needed.

@@ -8,7 +8,7 @@
 //! audit record, which waits, pending, to be chained (see
 //! [`crate::core::audit::PendingRecord`]).
 
-use super::commit::{audited_on, Decision};
+use super::commit::{audited_on, Decision, Retry};
 use super::ports::{Change, CommitError, MemberGuard, Models, Targets, Tenants, Write};
 use super::rules::rules_of;
 use super::Error;
@@ -48,7 +48,8 @@ pub fn deliveries(targets: &[crate::core::scim::Target], item: &MemberItem) -> V
 /// created it).
 pub async fn create<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId, new: &NewMember, request_id: &str, now: DateTime<Utc>) -> Result<(MemberView, bool), Error> {
     let cause = Cause::api_call(request_id);
-    for _ in 0..ATTEMPTS {
+    let mut retry = Retry::new(tenant, ATTEMPTS);
+    while retry.again().await {
         // The counters, the access and the member (if any) in one read.
         let (meta, existing) = store.meta_and_member(tenant, &new.user_id).await?;
         let meta = known(tenant, meta)?;
@@ -109,7 +110,7 @@ pub async fn create<S: Tenants + Targets + Models>(store: &S, tenant: &TenantId,
             Err(CommitError::Port(e)) => return Err(e.into()),
         }
     }
-    Err(Error::Contention { tenant: tenant.clone(), attempts: ATTEMPTS })
+    Err(retry.contended())
 }
 
 /// The creation's transaction: the email claim, the member, its delivery
@@ -128,7 +129,8 @@ fn creation(targets: &[crate::core::scim::Target], item: MemberItem, cause: &Cau
 /// reconcile this queues gives the seat to whoever waits longest).
 pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &UserId, request_id: &str, now: DateTime<Utc>) -> Result<MemberView, Error> {
     let cause = Cause::api_call(request_id);
-    for _ in 0..ATTEMPTS {
+    let mut retry = Retry::new(tenant, ATTEMPTS);
+    while retry.again().await {
         let (meta, existing) = store.meta_and_member(tenant, user).await?;
         let meta = meta.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
         let existing = existing.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
@@ -159,7 +161,7 @@ pub async fn remove<S: Tenants + Targets>(store: &S, tenant: &TenantId, user: &U
             Err(CommitError::Port(e)) => return Err(e.into()),
         }
     }
-    Err(Error::Contention { tenant: tenant.clone(), attempts: ATTEMPTS })
+    Err(retry.contended())
 }
 
 /// Changes a member's groups or attributes (the app's account event): its

@@ -1001,7 +1001,7 @@ async fn coalesced_reconcile_requests_leave_no_change_behind_whatever_the_interl
             if steps[i] == 0 {
                 members::create(&store, &t, &new_member(i, &format!("w{i}@example.test")), &format!("req-{i}"), Utc::now()).await.unwrap();
             } else {
-                reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, &format!("req-{i}")), &format!("own-{i}")).await.unwrap();
+                reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, format!("req-{i}")), &format!("own-{i}")).await.unwrap();
                 let (_, dedup) = store.queued.lock().unwrap().last().cloned().unwrap();
                 if sent.insert(dedup.clone()) {
                     delivered.push_back(dedup);
@@ -1031,7 +1031,7 @@ async fn a_wake_is_coalesced_within_an_epoch_and_new_after_provision_started() {
         if i == 1 || i == 3 {
             store.advance_wake(&t).await.unwrap();
         }
-        reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, &format!("r{i}")), &format!("own-{i}")).await.unwrap();
+        reconcile::wake(&store, &store, &t, Cause::new(CauseKind::ApiCall, format!("r{i}")), &format!("own-{i}")).await.unwrap();
     }
     assert_eq!(dedups(&store), ["own-0", "wake:wake-ids:1", "wake:wake-ids:1", "wake:wake-ids:2"]);
     let unknown = tenant("wake-unknown");

@@ -1,12 +1,21 @@
 //! Identifiers, validated once at the edge. Inside the crate an id is always
-//! well formed: non-empty, bounded, and free of the `#` that separates key
-//! parts in the store.
+//! well formed: non-empty, bounded, free of the `#` that separates key
+//! parts in the store, and never `.` or `..` (which a URL path cannot carry
+//! as a segment: clients and servers remove them).
+//!
+//! `infra/openapi.yaml` says the same of each id (`components/schemas`,
+//! [`ID_PATTERN`] and the id's `MAX_LEN`); a test below fails when they
+//! disagree.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Every id as a pattern (ECMA 262, as OpenAPI's JSON Schema reads it):
+/// what [`valid`] accepts, apart from the length.
+pub const ID_PATTERN: &str = r"^(?!\.\.?$)[A-Za-z0-9._@:-]+$";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} must be 1 to {max} characters of letters, digits, '.', '_', '-', '@' or ':' (got {got:?})")]
+#[error("{kind} must be 1 to {max} characters of letters, digits, '.', '_', '-', '@' or ':', and not '.' or '..' (got {got:?})")]
 pub struct InvalidId {
     pub kind: &'static str,
     pub max: usize,
@@ -14,7 +23,7 @@ pub struct InvalidId {
 }
 
 fn valid(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'))
+    !s.is_empty() && s.len() <= max && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'))
 }
 
 macro_rules! id_type {
@@ -25,6 +34,8 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
+            /// The most characters (bytes: ids are ASCII) it may have.
+            pub const MAX_LEN: usize = $max;
             pub fn parse(s: impl Into<String>) -> Result<Self, InvalidId> {
                 let s = s.into();
                 if valid(&s, $max) {
@@ -98,6 +109,54 @@ mod tests {
         assert!(TenantId::parse("x".repeat(65)).is_err());
         let err = UserId::parse("bad id").unwrap_err();
         assert!(err.to_string().contains("user_id"));
+    }
+
+    #[test]
+    fn dot_segments_are_no_ids() {
+        assert!(TenantId::parse(".").is_err());
+        assert!(UserId::parse("..").is_err());
+        assert!(UserId::parse("...").is_ok());
+        assert!(UserId::parse(".a").is_ok());
+        assert!(UserId::parse("a..").is_ok());
+    }
+
+    /// infra/openapi.yaml declares each id as a schema of its own (every
+    /// parameter and field that is an id refers to it): its pattern and
+    /// length must be the rule above, or a client generated from the
+    /// document (or a gateway validating by it) sends what the functions
+    /// refuse. tests/src/openapi.rs checks the pattern's meaning.
+    #[test]
+    fn the_api_document_says_what_each_id_accepts() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/openapi.yaml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let doc: serde_json::Value = serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let ids = [
+            ("TenantId", TenantId::MAX_LEN),
+            ("UserId", UserId::MAX_LEN),
+            ("LicenseId", LicenseId::MAX_LEN),
+            ("ContractId", ContractId::MAX_LEN),
+            ("AmendmentId", AmendmentId::MAX_LEN),
+            ("TargetId", TargetId::MAX_LEN),
+            ("EventId", EventId::MAX_LEN),
+            ("ModelVersion", ModelVersion::MAX_LEN),
+            ("RunId", RunId::MAX_LEN),
+        ];
+        for (name, max) in ids {
+            let s = &doc["components"]["schemas"][name];
+            let said = (s["type"].as_str(), s["minLength"].as_u64(), s["maxLength"].as_u64(), s["pattern"].as_str());
+            assert_eq!(
+                said,
+                (Some("string"), Some(1), Some(max as u64), Some(ID_PATTERN)),
+                "infra/openapi.yaml: components/schemas/{name} (type, minLength, maxLength, pattern) disagrees with {name} in shared/src/core/ids.rs"
+            );
+        }
+        // The path parameters that are ids refer to those schemas.
+        for (param, name) in
+            [("tenant", "TenantId"), ("user", "UserId"), ("target", "TargetId"), ("contract", "ContractId"), ("amendment", "AmendmentId"), ("version", "ModelVersion"), ("run", "RunId")]
+        {
+            let schema = &doc["components"]["parameters"][param]["schema"]["$ref"];
+            assert_eq!(schema.as_str(), Some(format!("#/components/schemas/{name}").as_str()), "infra/openapi.yaml: the path parameter {param} is not a {name}");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl SeatRequest {
             (Some(from), true) if from == user => return invalid("from: names the member itself"),
             _ => {}
         }
-        if self.by.as_ref().is_some_and(|b| b.trim().is_empty() || b.len() > 256 || b.chars().any(char::is_control)) {
+        if self.by.as_ref().is_some_and(|b| b.trim().is_empty() || b.chars().count() > 256 || b.chars().any(char::is_control)) {
             return invalid("by: 1 to 256 printable characters");
         }
         Ok(())

@@ -127,14 +127,15 @@ impl MemberUpdate {
 
 impl NewMember {
     pub fn validate(&self) -> Result<(), Rejection> {
-        let email_ok = self.email.len() <= 254 && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')) && !self.email.chars().any(char::is_whitespace);
+        let email_ok =
+            self.email.chars().count() <= 254 && self.email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')) && !self.email.chars().any(char::is_whitespace);
         if !email_ok {
             return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "email: not a valid address"));
         }
-        if self.groups.len() > 100 || self.groups.iter().any(|g| g.is_empty() || g.len() > 128) {
+        if self.groups.len() > 100 || self.groups.iter().any(|g| g.is_empty() || g.chars().count() > 128) {
             return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "groups: at most 100 names of 1 to 128 characters"));
         }
-        if self.attributes.len() > 50 || self.attributes.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024) {
+        if self.attributes.len() > 50 || self.attributes.iter().any(|(k, v)| k.is_empty() || k.chars().count() > 128 || v.chars().count() > 1024) {
             return Err(Rejection::new(crate::core::rejection::Kind::Invalid, "invalid_member", "attributes: at most 50, keys of 1 to 128 and values of up to 1024 characters"));
         }
         Ok(())

@@ -9,11 +9,37 @@ use crate::edge::body::within_limit;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 /// The request path without the `/lambda-url/<function>` prefix that local
-/// function URLs (cargo lambda watch) put in front.
+/// function URLs (cargo lambda watch) put in front, percent-decoded (see
+/// [`decode_path`]).
 pub fn path(req: &Request) -> String {
     let raw = req.raw_http_path();
     let raw = if raw.is_empty() { req.uri().path().to_string() } else { raw.to_string() };
-    strip_local_prefix(&raw).to_string()
+    decode_path(strip_local_prefix(&raw))
+}
+
+/// A path as sent, with its percent-escapes decoded: clients encode what
+/// they put in a segment (`user%40example.com` is the member
+/// `user@example.com`). An escaped `/` stays as sent, so that it never
+/// splits a segment (and no id takes it); a path that does not decode to
+/// UTF-8 stays as sent (no id takes a `%` either).
+pub fn decode_path(p: &str) -> String {
+    let bytes = p.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%').then(|| bytes.get(i + 1..i + 3)).flatten().and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(b) if b != b'/' => {
+                out.push(b);
+                i += 3;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| p.to_string())
 }
 
 pub fn strip_local_prefix(p: &str) -> &str {
@@ -145,6 +171,17 @@ mod tests {
         assert_eq!(strip_local_prefix("/lambda-url/access"), "/");
         assert_eq!(strip_local_prefix("/tenants/t1"), "/tenants/t1");
         assert_eq!(segments("/tenants//t1/"), vec!["tenants", "t1"]);
+    }
+
+    #[test]
+    fn segments_are_percent_decoded_but_an_escaped_slash_never_splits_one() {
+        assert_eq!(decode_path("/tenants/acme/members/user%40example.com"), "/tenants/acme/members/user@example.com");
+        assert_eq!(decode_path("/tenants/a%3Ab/members/%C3%A9"), "/tenants/a:b/members/é");
+        assert_eq!(decode_path("/tenants/a%2Fmembers"), "/tenants/a%2Fmembers");
+        assert_eq!(decode_path("/tenants/a%2fb%2E%2E"), "/tenants/a%2fb..");
+        assert_eq!(decode_path("/tenants/100%/x%4"), "/tenants/100%/x%4", "a stray % stays");
+        assert_eq!(decode_path("/tenants/%FF"), "/tenants/%FF", "not UTF-8: as sent");
+        assert_eq!(decode_path("/tenants/%2525"), "/tenants/%25", "decoded once");
     }
 
     #[test]

@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn a_document_names_its_metrics_and_dimensions_and_carries_their_values() {
-        let doc = license_event(Source::Crm, &Recorded::Applied).property("cause", "crm:e1").document("Entitle/prod", 1_764_000_000_000);
+        let doc = license_event(Source::Crm, &Recorded::Applied).property("cause", "crm_event:e1").document("Entitle/prod", 1_764_000_000_000);
         assert_eq!(
             doc,
             json!({
@@ -134,7 +134,7 @@ mod tests {
                     "Namespace": "Entitle/prod", "Dimensions": [["Source"], []],
                     "Metrics": [{"Name": "EventsApplied", "Unit": "Count"}]}]},
                 "Source": "crm",
-                "cause": "crm:e1",
+                "cause": "crm_event:e1",
                 "EventsApplied": 1.0
             })
         );

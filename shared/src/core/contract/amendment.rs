@@ -173,7 +173,7 @@ pub struct AmendmentRequest {
 
 impl AmendmentRequest {
     pub fn form(&self) -> Result<AmendmentForm, Vec<String>> {
-        if self.submitted_by.as_ref().is_some_and(|b| b.trim().is_empty() || b.len() > 200) {
+        if self.submitted_by.as_ref().is_some_and(|b| b.trim().is_empty() || b.chars().count() > 200) {
             return Err(vec!["submitted_by: a name of 1 to 200 characters".into()]);
         }
         match (&self.patch, &self.document, &self.record) {
@@ -232,10 +232,10 @@ pub struct DecisionRequest {
 impl DecisionRequest {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        if self.by.trim().is_empty() || self.by.len() > 200 {
+        if self.by.trim().is_empty() || self.by.chars().count() > 200 {
             p.push("by: who decides is required (at most 200 characters)".into());
         }
-        if self.reason.trim().is_empty() || self.reason.len() > 2000 {
+        if self.reason.trim().is_empty() || self.reason.chars().count() > 2000 {
             p.push("reason: why is required (at most 2000 characters)".into());
         }
         p

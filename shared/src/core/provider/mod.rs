@@ -79,21 +79,25 @@ fn seat_free(meta: &TenantMeta) -> Option<bool> {
     (a.policy == MemberPolicy::Seated).then_some(meta.seats_used < a.seats_total && meta.seats_pending == 0)
 }
 
+/// What a push is decided under: the tenant it lands in (its licensing
+/// model, and its `META` as read: access, counters, rules), the directory
+/// connection that pushed it (its id, and what it does when no seat is
+/// free), why (the audit record's cause), and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    pub model: &'a LicensingModel,
+    pub meta: &'a TenantMeta,
+    pub connection: &'a str,
+    pub when_full: WhenFull,
+    pub cause: &'a Cause,
+    pub now: DateTime<Utc>,
+}
+
 /// A new member pushed by a directory (POST), decided on the tenant's
 /// counters as read (the commit checks the seat claim again). `existing`
 /// is the member the user id names, if any: one not removed is a conflict.
-#[allow(clippy::too_many_arguments)]
-pub fn create(
-    model: &LicensingModel,
-    meta: &TenantMeta,
-    existing: Option<&MemberItem>,
-    pushed: &PushedUser,
-    user_id: &UserId,
-    when_full: WhenFull,
-    cause: &Cause,
-    connection: &str,
-    now: DateTime<Utc>,
-) -> Result<Pushed, Rejection> {
+pub fn create(push: &Push, existing: Option<&MemberItem>, pushed: &PushedUser, user_id: &UserId) -> Result<Pushed, Rejection> {
+    let Push { model, meta, connection, when_full, cause, now } = *push;
     if let Some(e) = existing.filter(|e| !e.member.removed) {
         return Err(uniqueness(format!(
             "a User with id {} already exists (userName {:?})",
@@ -140,17 +144,8 @@ pub fn create(
 /// reactivated member claims a seat as a new one does (free, nobody
 /// waiting), else waits in line from now (or the push is refused, when
 /// the tenant chose so).
-#[allow(clippy::too_many_arguments)]
-pub fn replace(
-    model: &LicensingModel,
-    meta: &TenantMeta,
-    existing: &MemberItem,
-    pushed: &PushedUser,
-    when_full: WhenFull,
-    cause: &Cause,
-    connection: &str,
-    now: DateTime<Utc>,
-) -> Result<Pushed, Rejection> {
+pub fn replace(push: &Push, existing: &MemberItem, pushed: &PushedUser) -> Result<Pushed, Rejection> {
+    let Push { model, meta, connection, when_full, cause, now } = *push;
     let old = &existing.member;
     let member = Member { email: pushed.email.clone(), attributes: resource::attributes_of(model, &pushed.doc), suspended: !pushed.active, ..old.clone() };
     let old_link = existing.link.clone().unwrap_or_default();

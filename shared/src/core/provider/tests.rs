@@ -52,7 +52,7 @@ fn written(p: Pushed) -> MemberWrite {
 
 fn created(meta: &TenantMeta, user: &str, active: bool, when_full: WhenFull) -> Pushed {
     let p = pushed(&format!("{user}@example.com"), active);
-    create(&model(), meta, None, &p, &UserId::parse(user).unwrap(), when_full, &cause(), "d0000000000000001", now()).unwrap()
+    create(&Push { model: &model(), meta, connection: "d0000000000000001", when_full, cause: &cause(), now: now() }, None, &p, &UserId::parse(user).unwrap()).unwrap()
 }
 
 #[test]
@@ -88,13 +88,27 @@ fn without_a_free_seat_it_waits_or_is_refused_as_the_tenant_chose() {
 fn a_user_that_exists_is_a_conflict() {
     let m = meta(5, 0, 0);
     let w = written(created(&m, "u1", true, WhenFull::Wait));
-    let e = create(&model(), &m, Some(&w.item), &pushed("u1@example.com", true), &UserId::parse("u1").unwrap(), WhenFull::Wait, &cause(), "d", now()).unwrap_err();
+    let e = create(
+        &Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() },
+        Some(&w.item),
+        &pushed("u1@example.com", true),
+        &UserId::parse("u1").unwrap(),
+    )
+    .unwrap_err();
     assert_eq!(e.details["scimType"], "uniqueness");
     // One removed before is created again, from its revision.
     let mut gone = w.item.clone();
     gone.member.removed = true;
     gone.rev = 4;
-    let again = written(create(&model(), &m, Some(&gone), &pushed("u1@example.com", true), &UserId::parse("u1").unwrap(), WhenFull::Wait, &cause(), "d", now()).unwrap());
+    let again = written(
+        create(
+            &Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() },
+            Some(&gone),
+            &pushed("u1@example.com", true),
+            &UserId::parse("u1").unwrap(),
+        )
+        .unwrap(),
+    );
     assert_eq!((again.item.rev, again.read_at_rev), (5, Some(4)));
 }
 
@@ -107,36 +121,43 @@ fn holder(seats: u32) -> (TenantMeta, MemberItem) {
 #[test]
 fn deactivating_frees_the_seat_and_reactivating_claims_one_again() {
     let (m, item) = holder(1);
-    let w = written(replace(&model(), &m, &item, &pushed("u1@example.com", false), WhenFull::Wait, &cause(), "d", now()).unwrap());
+    let w = written(replace(&Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() }, &item, &pushed("u1@example.com", false)).unwrap());
     assert_eq!(w.item.access.status, MemberStatus::Suspended);
     assert_eq!((w.used_delta, w.pending_delta), (-1, 0));
     assert_eq!(w.audit.action, AuditAction::MemberSuspended);
     assert!(w.audit.announce.is_some(), "a suspension is announced");
     let suspended = w.item;
     // The seat is free again: reactivation claims it.
-    let w = written(replace(&model(), &meta(1, 0, 0), &suspended, &pushed("u1@example.com", true), WhenFull::Wait, &cause(), "d", now()).unwrap());
+    let w = written(
+        replace(&Push { model: &model(), meta: &meta(1, 0, 0), connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() }, &suspended, &pushed("u1@example.com", true)).unwrap(),
+    );
     assert_eq!(w.item.access.status, MemberStatus::Active);
     assert!(w.claim_seat && w.used_delta == 1);
     // Taken meanwhile: it waits, in line from now; or the push is refused.
-    let w = written(replace(&model(), &meta(1, 1, 0), &suspended, &pushed("u1@example.com", true), WhenFull::Wait, &cause(), "d", now()).unwrap());
+    let w = written(
+        replace(&Push { model: &model(), meta: &meta(1, 1, 0), connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() }, &suspended, &pushed("u1@example.com", true)).unwrap(),
+    );
     assert_eq!((w.item.access.status, w.pending_delta), (MemberStatus::PendingSeat, 1));
     assert_eq!(w.item.seat.since, crate::core::seats::micros(now()));
-    assert_eq!(replace(&model(), &meta(1, 1, 0), &suspended, &pushed("u1@example.com", true), WhenFull::Refuse, &cause(), "d", now()).unwrap(), Pushed::Refused { total: 1, used: 1 });
+    assert_eq!(
+        replace(&Push { model: &model(), meta: &meta(1, 1, 0), connection: "d", when_full: WhenFull::Refuse, cause: &cause(), now: now() }, &suspended, &pushed("u1@example.com", true)).unwrap(),
+        Pushed::Refused { total: 1, used: 1 }
+    );
 }
 
 #[test]
 fn a_profile_push_keeps_the_seat_and_follows_attributes() {
     let (m, item) = holder(3);
     let same = pushed("u1@example.com", true);
-    assert_eq!(replace(&model(), &m, &item, &same, WhenFull::Wait, &cause(), "d", now()).unwrap(), Pushed::Unchanged);
+    assert_eq!(replace(&Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() }, &item, &same).unwrap(), Pushed::Unchanged);
     let mut employee = resource::read_user(&json!({"schemas": [schemas::USER], "userName": "u1@example.com", "userType": "Employee"})).unwrap();
-    let w = written(replace(&model(), &m, &item, &employee, WhenFull::Refuse, &cause(), "d", now()).unwrap());
+    let w = written(replace(&Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Refuse, cause: &cause(), now: now() }, &item, &employee).unwrap());
     assert_eq!(w.item.access.status, MemberStatus::Active);
     assert!(w.item.access.roles.contains("member") && !w.item.access.roles.contains("viewer"));
     assert_eq!((w.used_delta, w.claim_seat), (0, false));
     // A new email: the old one is given up.
     employee.email = "new@example.com".into();
-    let w = written(replace(&model(), &m, &item, &employee, WhenFull::Wait, &cause(), "d", now()).unwrap());
+    let w = written(replace(&Push { model: &model(), meta: &m, connection: "d", when_full: WhenFull::Wait, cause: &cause(), now: now() }, &item, &employee).unwrap());
     assert_eq!(w.old_email.map(|o| o.email).as_deref(), Some("u1@example.com"));
 }
 

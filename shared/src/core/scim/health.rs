@@ -1,5 +1,9 @@
 //! How a target has been answering: failures, retries, quarantine, and the
-//! run in progress.
+//! run in progress; and the decisions a delivery run takes on it: whether
+//! to go at all ([`Health::plan`]), what its end does to the target's
+//! standing ([`Health::after_run`]: quarantined, resumed), and whether a
+//! contradiction of its profile is new ([`Health::note_contradiction`]).
+//! The delivery use case applies them.
 
 use chrono::{DateTime, Duration as Span, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,5 +131,148 @@ impl Health {
             contradiction: self.contradiction.clone(),
         };
         (next, resumed.then_some(Standing::Resumed))
+    }
+}
+
+/// What a delivery run does with a target, decided on its health before
+/// anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPlan {
+    /// Backing off or quarantined: not attempted this time.
+    Wait,
+    /// Nothing waits for it and no repair is due: nothing to do.
+    Idle,
+    /// Deliver what waits, and repair when `repair` says so.
+    Go { repair: bool },
+}
+
+/// How a delivery run that reached its end came out, as the target's
+/// health counts it (a run stopped by Entitle's own ports is not counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd<'a> {
+    /// The target answered (or its rate limit paced the run, which is not
+    /// a failure). `repaired_by`: the cause of a repair that went through
+    /// the whole target in this run.
+    Answered { repaired_by: Option<String> },
+    /// The target failed the run: why, and how long it asked to be left
+    /// alone (its `Retry-After`), if it said.
+    Failed { reason: &'a str, retry_after: Option<std::time::Duration> },
+}
+
+impl Health {
+    /// Whether a run goes to the target now: not while it backs off or is
+    /// quarantined (unless a repair was asked for: `forced`), and only when
+    /// changes wait for it (`pending`) or a repair is due. A failing target
+    /// is probed with a repair: it lists everything, so it proves the target
+    /// is back and catches up on whatever was missed.
+    pub fn plan(&self, forced: bool, pending: bool, repair_due_at: DateTime<Utc>, now: DateTime<Utc>) -> RunPlan {
+        let repair = forced || repair_due_at <= now || self.failures > 0;
+        if !forced && !self.may_attempt(now) {
+            RunPlan::Wait
+        } else if !pending && !repair {
+            RunPlan::Idle
+        } else {
+            RunPlan::Go { repair }
+        }
+    }
+
+    /// The health after a run, and the change of standing it brings
+    /// (quarantined, or resumed): worth an audit record when there is one.
+    /// A target that said when to come back is not retried before that.
+    pub fn after_run(&self, policy: &Policy, end: RunEnd<'_>, now: DateTime<Utc>) -> (Health, Option<Standing>) {
+        match end {
+            RunEnd::Answered { repaired_by } => {
+                let (mut next, standing) = self.on_success(now);
+                if let Some(cause) = repaired_by {
+                    next.last_repair_at = Some(now);
+                    next.last_repair_cause = Some(cause);
+                }
+                (next, standing)
+            }
+            RunEnd::Failed { reason, retry_after } => {
+                let (mut next, standing) = self.on_failure(policy, now, reason);
+                if let (Some(r), Some(at)) = (retry_after, next.retry_at) {
+                    next.retry_at = Some(at.max(now + Span::from_std(r).unwrap_or_default()));
+                }
+                (next, standing)
+            }
+        }
+    }
+
+    /// What a run saw of the target answering against its profile (`seen`),
+    /// and whether its member lists agreed with it. A contradiction is
+    /// reported once, when first seen (the answer: true, worth an audit
+    /// record); while it stands, what the target says now is kept; a run
+    /// whose lists agree clears it.
+    pub fn note_contradiction(&mut self, seen: Option<&str>, lists_agreed: bool) -> bool {
+        match (seen, &self.contradiction) {
+            (Some(now_seen), reported) => {
+                let new = reported.is_none();
+                self.contradiction = Some(now_seen.to_string());
+                new
+            }
+            (None, Some(_)) if lists_agreed => {
+                self.contradiction = None;
+                false
+            }
+            (None, _) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_run_waits_while_the_target_backs_off_unless_a_repair_is_asked_for() {
+        let now = at("2026-12-02T10:00:00Z");
+        let later = now + Span::hours(1);
+        let backing_off = Health { failures: 1, retry_at: Some(now + Span::seconds(30)), ..Health::default() };
+        assert_eq!(backing_off.plan(false, true, later, now), RunPlan::Wait);
+        // Asked for: it goes, and a failing target is probed with a repair.
+        assert_eq!(backing_off.plan(true, false, later, now), RunPlan::Go { repair: true });
+        // A healthy target with nothing waiting and no repair due: idle.
+        assert_eq!(Health::default().plan(false, false, later, now), RunPlan::Idle);
+        assert_eq!(Health::default().plan(false, true, later, now), RunPlan::Go { repair: false });
+        assert_eq!(Health::default().plan(false, false, now, now), RunPlan::Go { repair: true });
+        // Once its retry time came, a failing target is probed with a repair.
+        assert_eq!(backing_off.plan(false, false, later, now + Span::seconds(30)), RunPlan::Go { repair: true });
+    }
+
+    #[test]
+    fn a_run_s_end_quarantines_or_resumes_and_honours_retry_after() {
+        let policy = Policy { quarantine_after: 2, ..Policy::default() };
+        let now = at("2026-12-02T10:00:00Z");
+        let failed = |h: &Health, retry_after| h.after_run(&policy, RunEnd::Failed { reason: "503", retry_after }, now);
+        let (once, s1) = failed(&Health::default(), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(s1, None);
+        // Its retry time is the later of the backoff's and the target's own.
+        assert_eq!(once.retry_at, Some(now + Span::seconds(120)));
+        assert_eq!(failed(&Health::default(), None).0.retry_at, Some(now + Span::seconds(policy.retry_base_secs)));
+        let (twice, s2) = failed(&once, None);
+        assert_eq!(s2, Some(Standing::Quarantined));
+        let (back, s3) = twice.after_run(&policy, RunEnd::Answered { repaired_by: Some("sweep:r1".into()) }, now);
+        assert_eq!(s3, Some(Standing::Resumed));
+        assert_eq!((back.failures, back.last_repair_at, back.last_repair_cause.as_deref()), (0, Some(now), Some("sweep:r1")));
+        let (plain, s4) = back.after_run(&policy, RunEnd::Answered { repaired_by: None }, now + Span::seconds(5));
+        assert_eq!((s4, plain.last_repair_at), (None, Some(now)));
+    }
+
+    #[test]
+    fn a_contradiction_is_reported_once_and_cleared_when_the_lists_agree() {
+        let mut h = Health::default();
+        assert!(h.note_contradiction(Some("group a listed empty"), false));
+        assert!(!h.note_contradiction(Some("group b listed empty"), false), "reported once");
+        assert_eq!(h.contradiction.as_deref(), Some("group b listed empty"));
+        assert!(!h.note_contradiction(None, false));
+        assert!(h.contradiction.is_some(), "kept until a run's lists agree");
+        assert!(!h.note_contradiction(None, true));
+        assert_eq!(h.contradiction, None);
+        assert!(h.note_contradiction(Some("again"), true), "a new one after it cleared");
     }
 }

@@ -66,14 +66,14 @@ impl TargetConfig {
             out.push("token must be 1 to 4096 printable characters without spaces".into());
         }
         let prefix = &self.mapping.group_prefix;
-        if prefix.len() > 64 || prefix.chars().any(|c| c.is_control() || c == '"') {
+        if prefix.chars().count() > 64 || prefix.chars().any(|c| c.is_control() || c == '"') {
             out.push("mapping.group_prefix must be at most 64 characters, without quotes".into());
         }
         for (scim, attr) in &self.mapping.enterprise {
             if !ENTERPRISE_ATTRIBUTES.contains(&scim.as_str()) {
                 out.push(format!("mapping.enterprise.{scim}: not an enterprise extension attribute (one of {})", ENTERPRISE_ATTRIBUTES.join(", ")));
             }
-            if attr.is_empty() || attr.len() > 64 {
+            if attr.is_empty() || attr.chars().count() > 64 {
                 out.push(format!("mapping.enterprise.{scim}: the member attribute name must be 1 to 64 characters"));
             }
         }

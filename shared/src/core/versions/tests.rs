@@ -3,12 +3,21 @@
 //! difference.
 
 use super::*;
+use crate::core::access::{desired_access_with_rules, MemberItem, MemberStatus, TenantRules};
 use crate::core::access::{Member, MemberAccess};
 use crate::core::audit::ChainHead;
+use crate::core::contract::{AccessImpact, MemberImpact};
 use crate::core::ids::{LicenseId, UserId};
+use crate::core::ids::{ModelVersion, RunId, TenantId};
+use crate::core::license::{effective_license, License};
 use crate::core::license::{LicenseStatus, Source};
+use crate::core::model::LicensingModel;
 use crate::core::model::DEFAULT_MODEL_TOML;
 use crate::core::tenant::ModelPin;
+use crate::core::tenant::TenantMeta;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
