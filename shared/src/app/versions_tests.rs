@@ -404,6 +404,79 @@ async fn a_preview_lists_exactly_the_members_the_rollout_then_changes() {
     assert_eq!(run.counts.members_changed as usize, changed.len());
 }
 
+/// Each member a preview lists, with its status before and after, read a
+/// page at a time.
+async fn previewed_statuses(store: &Memory, run: &RunId, t: &TenantId) -> (BTreeMap<String, (MemberStatus, MemberStatus)>, u32) {
+    let (mut out, mut page) = (BTreeMap::new(), 0);
+    while let Some(p) = store.preview_page(run, t, page).await.unwrap() {
+        assert_eq!(p.page, page);
+        out.extend(p.impact.members.iter().map(|m| (m.user_id.to_string(), (m.status_before, m.status_after))));
+        page += 1;
+        if !p.more {
+            break;
+        }
+    }
+    (out, page)
+}
+
+/// Each member whose access a rollout changed, with its status before the
+/// first of its records and after the last.
+async fn rolled_statuses(store: &Memory, run: &RunId, t: &TenantId) -> BTreeMap<String, (MemberStatus, MemberStatus)> {
+    let cause = versions::rollout_cause(run);
+    let mut by: BTreeMap<String, (serde_json::Value, serde_json::Value)> = BTreeMap::new();
+    for r in records(store, t).await.into_iter().filter(|r| r.event.cause == cause && r.event.action == AuditAction::MemberAccessChanged) {
+        let (before, after) = (r.event.before.unwrap(), r.event.after.unwrap());
+        by.entry(r.event.subject.trim_start_matches("member:").to_string()).and_modify(|e| e.1 = after.clone()).or_insert((before, after));
+    }
+    let access = |x: &serde_json::Value| (x["status"].clone(), x["roles"].clone(), x["entitlements"].clone());
+    let status = |x: &serde_json::Value| serde_json::from_value::<MemberStatus>(x["status"].clone()).unwrap();
+    by.into_iter().filter(|(_, (b, a))| access(b) != access(a)).map(|(u, (b, a))| (u, (status(&b), status(&a)))).collect()
+}
+
+/// A tenant larger than a read page and whose difference fills several
+/// stored pages: the preview (read in two passes, a page at a time) names
+/// the same members with the same status changes as the rollout, through a
+/// seat cut of hundreds; and again for the rollback, whose free seats go to
+/// the line in its order.
+#[tokio::test]
+async fn a_large_tenants_preview_pages_through_a_cut_and_a_grant_as_its_rollouts_do() {
+    let store = registry().await;
+    let t = tenant(&store, "pv-large", "team", 1_050, 1_100).await;
+    let held = members_of(&store, &t).await.values().filter(|(a, _)| a.status == MemberStatus::Active).count();
+    assert_eq!(held, 1_050);
+    // V2 changes team's entitlements and caps its seats at 600: 450 cut.
+    let text = v2_text(V2, "grandfather", "now").replacen("name = \"team\"", "name = \"team\"\nmax_seats = 600", 1);
+    let candidate = parsed(&text);
+    let preview =
+        versions::start_preview(&store, PreviewOf::Candidate(Box::new(candidate.clone()), text.clone()), Selection::All, BTreeSet::new(), "ops", RunId::parse("p-large").unwrap(), Utc::now())
+            .await
+            .unwrap();
+    drive(&store).await;
+    let (previewed, pages) = previewed_statuses(&store, &preview.spec.id, &t).await;
+    assert_eq!(pages, 3, "1,100 members changed, 500 a page");
+    let cut = previewed.values().filter(|(b, a)| (*b, *a) == (MemberStatus::Active, MemberStatus::PendingSeat)).count();
+    assert_eq!((previewed.len(), cut), (1_100 - 50, 450));
+    let totals = store.run(&preview.spec.id).await.unwrap().unwrap().counts.preview;
+    assert_eq!((totals.members_changed, totals.seats_lost, totals.seats_gained), (1_050, 450, 0));
+
+    versions::register(&store, &candidate, &text, Utc::now()).await.unwrap();
+    let req = RolloutRequest { to: v(V2), tenants: Selection::All, exclude: BTreeSet::new(), at: When::Now };
+    let run = versions::start_rollout(&store, req, "ops", RunId::parse("r-large").unwrap(), Utc::now()).await.unwrap();
+    drive(&store).await;
+    assert_eq!(rolled_statuses(&store, &run.spec.id, &t).await, previewed);
+
+    // The rollback: 1,050 seats again for 600 holders, 450 given from a line of 500.
+    let back = versions::start_preview(&store, PreviewOf::Version(v(V1)), Selection::All, BTreeSet::new(), "ops", RunId::parse("p-back").unwrap(), Utc::now()).await.unwrap();
+    drive(&store).await;
+    let (previewed, _) = previewed_statuses(&store, &back.spec.id, &t).await;
+    let granted = previewed.values().filter(|(b, a)| (*b, *a) == (MemberStatus::PendingSeat, MemberStatus::Active)).count();
+    assert_eq!(granted, 450);
+    let req = RolloutRequest { to: v(V1), tenants: Selection::All, exclude: BTreeSet::new(), at: When::Now };
+    let run = versions::start_rollout(&store, req, "ops", RunId::parse("r-back").unwrap(), Utc::now()).await.unwrap();
+    drive(&store).await;
+    assert_eq!(rolled_statuses(&store, &run.spec.id, &t).await, previewed);
+}
+
 #[tokio::test]
 async fn a_rollout_crashed_inside_a_walk_resumes_and_changes_each_member_once() {
     let store = registry().await;

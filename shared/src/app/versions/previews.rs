@@ -9,7 +9,7 @@ use crate::app::Error;
 use crate::core::ids::{ModelVersion, RunId, TenantId};
 use crate::core::model::LicensingModel;
 use crate::core::rejection::Rejection;
-use crate::core::versions::{preview_pages, preview_tenant, Outcome, OutcomeState, PreviewOf, RunKind, RunSpec, RunState, RunStatus, Selection};
+use crate::core::versions::{Outcome, OutcomeState, PreviewOf, PreviewPager, PreviewScan, RunKind, RunSpec, RunState, RunStatus, Selection};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,20 +58,36 @@ pub(super) async fn preview_one<S: Tenants + Models + ModelRegistry>(
     let Some(head) = store.tenant_head(tenant).await? else {
         return Ok(Step::Settled(outcome(tenant, OutcomeState::Skipped, None, Some("no such tenant".into()), now), false));
     };
-    let mut members = Vec::new();
+    // Two passes, a page at a time: the seats that move, then each
+    // member's difference, stored a page at a time as they come.
+    let rules = head.rules();
+    let mut scan = PreviewScan::new(&model, &head.meta, &head.licenses, &rules);
     let mut after: Option<String> = None;
     loop {
         let (page, next) = store.members_page(tenant, after.as_deref(), PREVIEW_READ_PAGE).await?;
-        members.extend(page);
+        scan.read(&page);
         match next {
             Some(n) => after = Some(n),
             None => break,
         }
     }
-    let (impact, tenant_changed) = preview_tenant(&model, &head.meta, &head.licenses, &head.rules(), &members, now);
-    let pages = preview_pages(tenant, &head.meta.model_version, to, impact, tenant_changed);
-    let totals = pages[0].totals.clone();
-    store.put_preview(&run.spec.id, &pages).await?;
+    let seats = scan.seats(&head.meta);
+    let mut pager = PreviewPager::new(tenant, &head.meta.model_version, to, seats.tenant_before.clone(), seats.tenant_after.clone(), seats.seats_used_before, seats.seats_used_after);
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = store.members_page(tenant, after.as_deref(), PREVIEW_READ_PAGE).await?;
+        let full = pager.push(seats.impacts(&page));
+        if !full.is_empty() {
+            store.put_preview(&run.spec.id, &full).await?;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let last = pager.finish(seats.tenant_changed());
+    let totals = last.last().map(|p| p.totals.clone()).unwrap_or_default();
+    store.put_preview(&run.spec.id, &last).await?;
     let changed = totals.members_changed;
     Ok(Step::Settled(Outcome { members_changed: changed, preview: Some(totals), ..outcome(tenant, OutcomeState::Done, Some(&head.meta.model_version), None, now) }, false))
 }
