@@ -371,7 +371,8 @@ async fn a_crash_between_the_new_version_and_its_reconcile_still_converges() {
     let request: AmendmentRequest = serde_json::from_value(body.clone()).unwrap();
     let cid = ContractId::parse(&k).unwrap();
     let hash = entitle::core::audit::hash_of(&body.to_string());
-    let (stored, fresh) = entitle::app::contracts::submit(&s.store(), &cid, &request, None, &hash, false, Utc::now()).await.unwrap();
+    let submission = entitle::app::contracts::Submission { contract: &cid, request: &request, principal: None, body_hash: &hash, dry_run: false };
+    let (stored, fresh) = entitle::app::contracts::submit(&s.store(), submission, Utc::now()).await.unwrap();
     assert!(fresh && stored.status == entitle::core::contract::AmendmentStatus::Applied);
     // Every message queued for the tenant so far is processed, and none
     // applied the new version.

@@ -360,7 +360,8 @@ async fn a_run_cut_off_by_its_budget_after_progress_is_not_a_target_failure() {
     // so only the runs below deliver.
     let config = serde_json::from_value::<entitle::core::scim::TargetConfig>(json!({"base_url": scim.base, "token": scim.token})).unwrap();
     let idp = entitle::core::ids::TargetId::parse("idp").unwrap();
-    entitle::app::targets::configure(&store, &tokens, &tenant, &idp, config, EgressPolicy::Local, "test", Utc::now()).await.unwrap();
+    let setup = entitle::app::targets::TargetSetup { tenant: &tenant, target_id: &idp, config, egress: EgressPolicy::Local, request_id: "test" };
+    entitle::app::targets::configure(&store, &tokens, setup, Utc::now()).await.unwrap();
     const MEMBERS: usize = 300;
     for i in 0..MEMBERS {
         let new: entitle::core::views::NewMember = serde_json::from_value(member_body(&format!("u{i:03}"), &[])).unwrap();

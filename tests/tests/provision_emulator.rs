@@ -429,7 +429,8 @@ async fn delivery_records_commit_with_their_changes_chunk_by_chunk() {
     let config = |_id: &str| serde_json::from_value::<entitle::core::scim::TargetConfig>(serde_json::json!({"base_url": "http://127.0.0.1:9/never-called", "token": "t"})).unwrap();
     for id in ["idp-1", "idp-2"] {
         let tid = entitle::core::ids::TargetId::parse(id).unwrap();
-        targets::configure(&store, &tokens, &t, &tid, config(id), entitle::core::egress::EgressPolicy::Local, "test", Utc::now()).await.unwrap();
+        let setup = targets::TargetSetup { tenant: &t, target_id: &tid, config: config(id), egress: entitle::core::egress::EgressPolicy::Local, request_id: "test" };
+        targets::configure(&store, &tokens, setup, Utc::now()).await.unwrap();
     }
     let per_chunk = members_per_chunk(2);
     assert!((2 + 2) * per_chunk + 2 <= MAX_TRANSACTION_ITEMS, "member, audit record and two delivery records per change");

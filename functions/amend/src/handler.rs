@@ -3,6 +3,7 @@
 use chrono::Utc;
 use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::sqs::ReconcileQueue;
+use entitle::app::contracts::{OnAmendment, Submission};
 use entitle::app::ports::{Contracts, Queue};
 use entitle::app::{contracts, Error};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
@@ -98,7 +99,9 @@ async fn amend(app: &App, req: &Request, cid: &str) -> Result<Response<Body>, Er
     let request: AmendmentRequest = parse_value(&body)?;
     let dry_run = http::query(req, "dry_run").is_some_and(|v| v == "true" || v == "1");
     let principal = http::principal(req);
-    let (amendment, stored) = contracts::submit(&app.store, &cid, &request, principal.as_deref(), &hash_of(&body.to_string()), dry_run, Utc::now()).await?;
+    let body_hash = hash_of(&body.to_string());
+    let submission = Submission { contract: &cid, request: &request, principal: principal.as_deref(), body_hash: &body_hash, dry_run };
+    let (amendment, stored) = contracts::submit(&app.store, submission, Utc::now()).await?;
     tracing::info!(
         tenant = %amendment.tenant_id,
         contract = %cid,
@@ -131,9 +134,10 @@ async fn decide(app: &App, req: &Request, cid: &str, aid: &str, verdict: Option<
     }
     let now = Utc::now();
     let principal = http::principal(req);
+    let on = OnAmendment { contract: &cid, amendment: &aid, decision: &decision, principal: principal.as_deref() };
     let amendment = match verdict {
-        Some(v) => contracts::decide(&app.store, &cid, &aid, v, &decision, principal.as_deref(), now).await?,
-        None => contracts::reverse(&app.store, &cid, &aid, &decision, principal.as_deref(), now).await?,
+        Some(v) => contracts::decide(&app.store, on, v, now).await?,
+        None => contracts::reverse(&app.store, on, now).await?,
     };
     tracing::info!(
         tenant = %amendment.tenant_id,

@@ -9,6 +9,7 @@ use entitle::adapters::stripe::StripeApi;
 use entitle::app::billing::{self, EventOutcome, SyncRequest};
 use entitle::app::ports::{Directories, Tenants};
 use entitle::app::ports::{Models, Queue, SyncRuns};
+use entitle::app::targets::TargetSetup;
 use entitle::app::{directory, licenses, members, seats, targets, Error, PortError};
 use entitle::core::audit::{hash_of, Cause, CauseKind};
 use entitle::core::egress::EgressPolicy;
@@ -247,7 +248,8 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let target_id = http::id(target, TargetId::parse)?;
     let config: TargetConfig = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
-    let (stored, created) = targets::configure(&app.store, &app.tokens, &tenant, &target_id, config, app.egress, &request_id, Utc::now()).await?;
+    let setup = TargetSetup { tenant: &tenant, target_id: &target_id, config, egress: app.egress, request_id: &request_id };
+    let (stored, created) = targets::configure(&app.store, &app.tokens, setup, Utc::now()).await?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), created, "SCIM target configured");
     targets::queue_repair(&app.queue, &tenant, &target_id, &request_id).await?;
     let mut view = serde_json::to_value(TargetView::new(&stored, 0, vec![])).expect("serialises");

@@ -15,7 +15,7 @@
 //! and the audit trail; the lock, not the clock, gives the order.
 
 use super::commit::{audited_on, Decision};
-use super::licenses::{cause_of, license_change, park, Recorded};
+use super::licenses::{cause_of, license_change, park, Recorded, Recording};
 use super::ports::{Billing, Models, Tenants, Write};
 use super::rules::rules_of;
 use super::Error;
@@ -139,7 +139,8 @@ pub async fn apply_event<S: Tenants + Models, B: Billing>(store: &S, stripe: &B,
         Signal::Subscription { event_id, event_type, subscription, tenant_hint } => (event_id, event_type, subscription, tenant_hint),
     };
     let origin = Origin::Event { event_id: event_id.clone(), body_hash: body_hash.to_string() };
-    let mut outcome = read_and_record(store, stripe, &subscription, hint, &origin, event, now).await?;
+    let read = SubscriptionRead { subscription: &subscription, origin: &origin, payload: event, now };
+    let mut outcome = read_and_record(store, stripe, read, hint).await?;
     outcome.event_type = Some(event_type);
     Ok(EventOutcome::Acted { event_id, outcome })
 }
@@ -151,20 +152,23 @@ enum Step {
     Elsewhere(Option<TenantId>),
 }
 
+/// A subscription to read from Stripe and record: which one, what asked
+/// for the read, what is parked with it when Stripe's state cannot be
+/// applied (the event, or what the run listed), and when.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionRead<'a> {
+    pub subscription: &'a LicenseId,
+    pub origin: &'a Origin,
+    pub payload: &'a Value,
+    pub now: DateTime<Utc>,
+}
+
 /// Reads `subscription` from Stripe under the lock of its tenant and
 /// records it (see the module's note on order). `hint` is the tenant to
 /// lock first (an event's snapshot, a listing); when Stripe's answer names
 /// another, the read is done again under that one's lock.
-#[allow(clippy::too_many_arguments)] // the ports, the subscription, and where the read comes from
-pub async fn read_and_record<S: Tenants + Models, B: Billing>(
-    store: &S,
-    stripe: &B,
-    subscription: &LicenseId,
-    hint: Option<TenantId>,
-    origin: &Origin,
-    payload: &Value,
-    now: DateTime<Utc>,
-) -> Result<Outcome, Error> {
+pub async fn read_and_record<S: Tenants + Models, B: Billing>(store: &S, stripe: &B, read: SubscriptionRead<'_>, hint: Option<TenantId>) -> Result<Outcome, Error> {
+    let subscription = read.subscription;
     // What each price means: the latest version's (a fact of billing).
     let latest = store.latest().await?;
     let model = &*latest;
@@ -172,9 +176,9 @@ pub async fn read_and_record<S: Tenants + Models, B: Billing>(
         Some(t) => t,
         // Nothing says which tenant: one read outside any lock to learn it.
         None => match stripe.subscription(subscription).await? {
-            None => return unknown(store, subscription, None, origin, payload, now).await,
+            None => return unknown(store, read, None).await,
             Some(object) => match map_subscription(model, &object) {
-                Mapped::Unmapped { tenant: None, reason } => return parked(store, subscription, None, origin, &reason, payload, now).await,
+                Mapped::Unmapped { tenant: None, reason } => return parked(store, read, None, &reason).await,
                 mapped => mapped.tenant().cloned().expect("mapped with a tenant"),
             },
         },
@@ -182,12 +186,12 @@ pub async fn read_and_record<S: Tenants + Models, B: Billing>(
     // A subscription moved between tenants in between (its metadata
     // edited) is followed a few times, then given up on.
     for _ in 0..3 {
-        match locked(model, store, stripe, subscription, &tenant, origin, payload, now).await? {
+        match locked(model, store, stripe, read, &tenant).await? {
             Step::Done(outcome) => return Ok(outcome),
             Step::Elsewhere(Some(other)) => tenant = other,
             Step::Elsewhere(None) => {
                 let reason = "Stripe's subscription names no tenant (metadata.tenant_id) any more".to_string();
-                return parked(store, subscription, Some(&tenant), origin, &reason, payload, now).await;
+                return parked(store, read, Some(&tenant), &reason).await;
             }
         }
     }
@@ -196,29 +200,20 @@ pub async fn read_and_record<S: Tenants + Models, B: Billing>(
 
 /// One tenant's lock: the head and the license, then Stripe's state, then
 /// the commit (again from the top if the head moved).
-#[allow(clippy::too_many_arguments)] // the read's context, passed through
-async fn locked<S: Tenants + Models, B: Billing>(
-    model: &LicensingModel,
-    store: &S,
-    stripe: &B,
-    subscription: &LicenseId,
-    tenant: &TenantId,
-    origin: &Origin,
-    payload: &Value,
-    now: DateTime<Utc>,
-) -> Result<Step, Error> {
+async fn locked<S: Tenants + Models, B: Billing>(model: &LicensingModel, store: &S, stripe: &B, read: SubscriptionRead<'_>, tenant: &TenantId) -> Result<Step, Error> {
+    let SubscriptionRead { subscription, origin, now, .. } = read;
     let cause = origin.cause();
     // The last read, and the license version it was read after.
     let last: std::sync::Mutex<Option<(Option<i64>, Option<Value>)>> = std::sync::Mutex::new(None);
     // The head, the license and (for an event) its record, in one request:
     // an event accepted before is answered without asking Stripe.
-    let read = || async {
+    let held = || async {
         match origin {
             Origin::Event { event_id, .. } => store.meta_license_and_event(tenant, Source::Stripe, subscription.as_str(), event_id).await,
             Origin::Sync { .. } => store.meta_and_license(tenant, Source::Stripe, subscription.as_str()).await.map(|(m, l)| (m, (l, None))),
         }
     };
-    let committed = audited_on(store, tenant, read, |(meta, (current, accepted))| {
+    let committed = audited_on(store, tenant, held, |(meta, (current, accepted))| {
         let (cause, last) = (&cause, &last);
         async move {
             if accepted.is_some() {
@@ -237,11 +232,11 @@ async fn locked<S: Tenants + Models, B: Billing>(
             let read_at = Utc::now();
             let Some(object) = object else {
                 let reason = format!("Stripe does not know subscription {subscription}");
-                return Ok(park_in(tenant, subscription, origin, cause, &reason, payload, now));
+                return Ok(park_in(tenant, read, cause, &reason));
             };
             let update = match map_subscription(model, &object) {
                 Mapped::License { tenant: t, update } if &t == tenant => update,
-                Mapped::Unmapped { tenant: Some(t), reason } if &t == tenant => return Ok(park_in(tenant, subscription, origin, cause, &reason, payload, now)),
+                Mapped::Unmapped { tenant: Some(t), reason } if &t == tenant => return Ok(park_in(tenant, read, cause, &reason)),
                 other => return Ok(Decision::Done(Step::Elsewhere(other.tenant().cloned()))),
             };
             let change = LicenseChange {
@@ -256,7 +251,7 @@ async fn locked<S: Tenants + Models, B: Billing>(
             let why = format!("state read from Stripe at {}", read_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             // What the price means is the latest version's; when the license falls due, the tenant's.
             let rules = rules_of(store, meta.as_ref()).await?;
-            let (c, recorded) = license_change(&rules, current.as_ref(), &change, origin.body_hash(), cause, &why, true, now);
+            let (c, recorded) = license_change(&rules, current.as_ref(), &change, Recording { body_hash: origin.body_hash(), cause, why: &why, unchanged_if_same: true }, now);
             let outcome = Outcome { recorded, tenant: Some(tenant.clone()), subscription: Some(subscription.clone()), event_type: None };
             // A sync that finds the license as held writes nothing.
             if matches!(origin, Origin::Sync { .. }) && outcome.recorded == Recorded::Unchanged {
@@ -281,7 +276,8 @@ async fn locked<S: Tenants + Models, B: Billing>(
 /// Stripe says cannot be applied as it is. Parked once: a delivery again
 /// finds it parked (no event record is kept, so that the event can be
 /// replayed once what parked it is fixed).
-fn park_in(tenant: &TenantId, subscription: &LicenseId, origin: &Origin, cause: &Cause, reason: &str, payload: &Value, now: DateTime<Utc>) -> Decision<Step> {
+fn park_in(tenant: &TenantId, read: SubscriptionRead<'_>, cause: &Cause, reason: &str) -> Decision<Step> {
+    let SubscriptionRead { subscription, origin, payload, now } = read;
     let event_id = origin.event_id(subscription);
     let c = crate::app::ports::Change::new(now).write(Write::Parked { source: Source::Stripe, event_id, reason: reason.to_string(), payload: payload.clone(), at: now }).audit(AuditEvent::new(
         AuditAction::EventParked,
@@ -293,13 +289,14 @@ fn park_in(tenant: &TenantId, subscription: &LicenseId, origin: &Origin, cause: 
     Decision::one(c, Step::Done(outcome))
 }
 
-async fn parked<S: Tenants>(store: &S, subscription: &LicenseId, tenant: Option<&TenantId>, origin: &Origin, reason: &str, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, Error> {
+async fn parked<S: Tenants>(store: &S, read: SubscriptionRead<'_>, tenant: Option<&TenantId>, reason: &str) -> Result<Outcome, Error> {
+    let SubscriptionRead { subscription, origin, payload, now } = read;
     park(store, Source::Stripe, &origin.event_id(subscription), tenant, reason, payload, now).await?;
     Ok(Outcome { recorded: Recorded::Parked { reason: reason.to_string() }, tenant: tenant.cloned(), subscription: Some(subscription.clone()), event_type: None })
 }
 
-async fn unknown<S: Tenants>(store: &S, subscription: &LicenseId, tenant: Option<&TenantId>, origin: &Origin, payload: &Value, now: DateTime<Utc>) -> Result<Outcome, Error> {
-    parked(store, subscription, tenant, origin, &format!("Stripe does not know subscription {subscription}"), payload, now).await
+async fn unknown<S: Tenants>(store: &S, read: SubscriptionRead<'_>, tenant: Option<&TenantId>) -> Result<Outcome, Error> {
+    parked(store, read, tenant, &format!("Stripe does not know subscription {}", read.subscription)).await
 }
 
 /// What a run (or its part) found and did.
@@ -397,7 +394,8 @@ pub async fn sync<S: Tenants + Models, B: Billing>(
                     report.resume_after = cursor;
                     return Ok((report, changed));
                 }
-                count(&mut report, &mut changed, read_and_record(store, stripe, &sub, Some(tenant), &origin, object, now).await?);
+                let read = SubscriptionRead { subscription: &sub, origin: &origin, payload: object, now };
+                count(&mut report, &mut changed, read_and_record(store, stripe, read, Some(tenant)).await?);
             }
             cursor = Some(id.to_string());
         }
@@ -411,7 +409,9 @@ pub async fn sync<S: Tenants + Models, B: Billing>(
             if seen.contains(&held.license_id) {
                 continue;
             }
-            let outcome = read_and_record(store, stripe, &held.license_id, Some(t.clone()), &origin, &json!({"license": held.license_id}), now).await?;
+            let payload = json!({"license": held.license_id});
+            let read = SubscriptionRead { subscription: &held.license_id, origin: &origin, payload: &payload, now };
+            let outcome = read_and_record(store, stripe, read, Some(t.clone())).await?;
             if matches!(&outcome.recorded, Recorded::Parked { reason } if reason.starts_with("Stripe does not know")) {
                 report.unknown.push(held.license_id.to_string());
             } else {

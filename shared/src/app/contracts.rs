@@ -13,7 +13,7 @@ use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause, CauseKind};
 use crate::core::contract::{
     self, initial_status, reversible, review_step, summaries, Actor, Amendment, AmendmentRequest, AmendmentStatus, ClauseChange, ContractDocument, ContractState, Decision as Made, DecisionRequest,
-    ReviewStep, Verdict,
+    ImpactInput, ReviewStep, Verdict,
 };
 use crate::core::expiry::next_due;
 use crate::core::ids::{AmendmentId, ContractId, TenantId};
@@ -59,10 +59,21 @@ async fn current<S: Contracts>(store: &S, cid: &ContractId) -> Result<ContractSt
     Ok(store.contract(cid).await?.ok_or_else(|| Rejection::not_found(&format!("contract {cid}")))?)
 }
 
+/// A decision asked on a stored amendment (approve, reject, reverse): the
+/// contract, the amendment, the request (who decides, and why), and the
+/// decider's authenticated identity.
+#[derive(Debug, Clone, Copy)]
+pub struct OnAmendment<'a> {
+    pub contract: &'a ContractId,
+    pub amendment: &'a AmendmentId,
+    pub decision: &'a DecisionRequest,
+    pub principal: Option<&'a str>,
+}
+
 /// Who decides on an amendment, of which tenant, and the cause the decision is audited under.
-async fn deciding<S: Contracts>(store: &S, cid: &ContractId, aid: &AmendmentId, decision: &DecisionRequest, principal: Option<&str>) -> Result<(TenantId, Actor, Cause), Error> {
-    let tenant = current(store, cid).await?.tenant_id;
-    Ok((tenant, Actor::deciding(decision, principal), Cause::new(CauseKind::Amendment, aid.as_str())))
+async fn deciding<S: Contracts>(store: &S, on: OnAmendment<'_>) -> Result<(TenantId, Actor, Cause), Error> {
+    let tenant = current(store, on.contract).await?.tenant_id;
+    Ok((tenant, Actor::deciding(on.decision, on.principal), Cause::new(CauseKind::Amendment, on.amendment.as_str())))
 }
 
 /// The contract as it is now, and one of its amendments with its body hash.
@@ -124,7 +135,16 @@ async fn assess<S: Tenants + Models>(
     let other_licenses: Vec<_> = tenant.licenses.iter().filter(|l| !(l.source == Source::Contract && l.license_id.as_str() == cid.as_str())).cloned().collect();
     let other_docs: Vec<&ContractDocument> = tenant.contracts.iter().map(|(d, _)| d).filter(|d| &d.contract_id != cid).collect();
     let as_of = req.effective_at.unwrap_or(now).max(now);
-    let impact = contract::impact(model, &other_licenses, &other_docs, Some(&state.doc), &new_doc, state.version + 1, as_of, &tenant.members);
+    let impact = contract::impact(ImpactInput {
+        model,
+        other_licenses: &other_licenses,
+        other_rules: &other_docs,
+        old: Some(&state.doc),
+        new: &new_doc,
+        version: state.version + 1,
+        as_of,
+        members: &tenant.members,
+    });
     let review = contract::review(model, &state.doc, &new_doc, &impact);
     let status = initial_status(&review, req.effective_at, now);
     let amendment = Amendment {
@@ -148,19 +168,23 @@ async fn assess<S: Tenants + Models>(
     Ok((amendment, new_document, new_doc, rules))
 }
 
+/// An amendment as submitted: to which contract, its request and the
+/// hash of its body, the submitter's authenticated identity, and whether
+/// it is only assessed (a dry run).
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub contract: &'a ContractId,
+    pub request: &'a AmendmentRequest,
+    pub principal: Option<&'a str>,
+    pub body_hash: &'a str,
+    pub dry_run: bool,
+}
+
 /// `POST /contracts/{id}/amendments` by `principal` (its authenticated
 /// identity, recorded as the submitter's). Returns the amendment and
 /// whether it was stored now (false: a dry run, or a repeat of a stored one).
-#[allow(clippy::too_many_arguments)]
-pub async fn submit<S: Tenants + Contracts + Models>(
-    store: &S,
-    cid: &ContractId,
-    req: &AmendmentRequest,
-    principal: Option<&str>,
-    body_hash: &str,
-    dry_run: bool,
-    now: DateTime<Utc>,
-) -> Result<(Amendment, bool), Error> {
+pub async fn submit<S: Tenants + Contracts + Models>(store: &S, submission: Submission<'_>, now: DateTime<Utc>) -> Result<(Amendment, bool), Error> {
+    let Submission { contract: cid, request: req, principal, body_hash, dry_run } = submission;
     let tenant = current(store, cid).await?.tenant_id;
     let submitter = Actor { by: req.submitted_by.clone(), principal: principal.map(str::to_string) };
     let cause = Cause::new(CauseKind::Amendment, req.amendment_id.as_str());
@@ -222,17 +246,9 @@ fn applied(model: &LicensingModel, state: &ContractState, amendment: &mut Amendm
 
 /// `POST .../approve` and `POST .../reject`, by `decision.by` whose
 /// authenticated identity is `principal`.
-#[allow(clippy::too_many_arguments)]
-pub async fn decide<S: Tenants + Contracts + Models>(
-    store: &S,
-    cid: &ContractId,
-    aid: &AmendmentId,
-    verdict: Verdict,
-    decision: &DecisionRequest,
-    principal: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Amendment, Error> {
-    let (tenant, actor, cause) = deciding(store, cid, aid, decision, principal).await?;
+pub async fn decide<S: Tenants + Contracts + Models>(store: &S, on: OnAmendment<'_>, verdict: Verdict, now: DateTime<Utc>) -> Result<Amendment, Error> {
+    let OnAmendment { contract: cid, amendment: aid, decision, .. } = on;
+    let (tenant, actor, cause) = deciding(store, on).await?;
     let committed = audited(store, &tenant, |meta| {
         let (actor, cause) = (&actor, &cause);
         async move {
@@ -275,15 +291,9 @@ pub async fn decide<S: Tenants + Contracts + Models>(
 
 /// `POST .../reverse`: the contract returns to what it would be without the
 /// amendment; later amendments of other clauses are kept.
-pub async fn reverse<S: Tenants + Contracts + Models>(
-    store: &S,
-    cid: &ContractId,
-    aid: &AmendmentId,
-    decision: &DecisionRequest,
-    principal: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Amendment, Error> {
-    let (tenant, actor, cause) = deciding(store, cid, aid, decision, principal).await?;
+pub async fn reverse<S: Tenants + Contracts + Models>(store: &S, on: OnAmendment<'_>, now: DateTime<Utc>) -> Result<Amendment, Error> {
+    let OnAmendment { contract: cid, amendment: aid, decision, .. } = on;
+    let (tenant, actor, cause) = deciding(store, on).await?;
     let committed = audited(store, &tenant, |meta| {
         let (actor, cause) = (&actor, &cause);
         async move {

@@ -51,23 +51,26 @@ pub fn cause_of(source: Source, event: &EventId) -> Cause {
     Cause::new(kind, event.as_str())
 }
 
+/// How a license change is recorded: the source event's body hash (its
+/// event record is written when it came as one), the cause its audit
+/// record names, what orders the change (`why`, for the audit record),
+/// and whether a change that is as held is recorded as unchanged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recording<'a> {
+    pub body_hash: Option<&'a str>,
+    pub cause: &'a Cause,
+    pub why: &'a str,
+    pub unchanged_if_same: bool,
+}
+
 /// The change that records `change` on the license held (`current`): the
 /// license when it is newer (or, with `unchanged_if_same`, only when it
 /// differs), the event record when it came as a source event (`body_hash`),
 /// and the audit record of the decision, under `cause`; and what it
-/// amounts to. `why` says what orders the change (for the audit record).
+/// amounts to (see [`Recording`]).
 /// The license falls due as the tenant's model version (`model`) says.
-#[allow(clippy::too_many_arguments)] // the change, what it is checked against, and why
-pub(crate) fn license_change(
-    model: &LicensingModel,
-    current: Option<&License>,
-    change: &LicenseChange,
-    body_hash: Option<&str>,
-    cause: &Cause,
-    why: &str,
-    unchanged_if_same: bool,
-    now: DateTime<Utc>,
-) -> (Change, Recorded) {
+pub(crate) fn license_change(model: &LicensingModel, current: Option<&License>, change: &LicenseChange, how: Recording<'_>, now: DateTime<Utc>) -> (Change, Recorded) {
+    let Recording { body_hash, cause, why, unchanged_if_same } = how;
     let subject = format!("license:{}:{}", change.source.as_str(), change.license_id);
     let held = current.map_or("none".to_string(), |c| c.source_version.to_string());
     let same = unchanged_if_same && current.is_some_and(|c| change.update.held_by(c));
@@ -109,7 +112,7 @@ pub async fn record_change<S: Tenants + Models>(store: &S, change: &LicenseChang
         let cause = &cause;
         async move {
             let model = rules_of(store, meta.as_ref()).await?;
-            let (change, outcome) = license_change(&model, current.as_ref(), change, Some(body_hash), cause, "source order", false, now);
+            let (change, outcome) = license_change(&model, current.as_ref(), change, Recording { body_hash: Some(body_hash), cause, why: "source order", unchanged_if_same: false }, now);
             Ok(Decision::one(change, outcome))
         }
     })

@@ -14,7 +14,7 @@ use super::Error;
 use crate::core::access::SeatedAccess;
 use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
-use crate::core::reassign::{reassign, SeatRequest};
+use crate::core::reassign::{reassign, ReassignInput, SeatRequest};
 use crate::core::rejection::Rejection;
 use crate::core::views::MemberView;
 use chrono::{DateTime, Utc};
@@ -57,7 +57,7 @@ pub async fn set_seat<S: Tenants + Targets + Models>(
             let item = items.next().flatten().ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
             let from = items.next().flatten();
             let access = meta.access.as_ref().ok_or_else(|| Rejection::conflict("tenant_not_seated", format!("tenant {tenant} has no access provisioned yet: no seat can be given")))?;
-            let decided = reassign(model, access, &meta.rules, meta.seats_used, &item, from.as_ref(), req, actor, now)?;
+            let decided = reassign(ReassignInput { model, tenant: access, rules: &meta.rules, seats_used: meta.seats_used, user: &item, from: from.as_ref(), req, actor, now })?;
             let Some(mine) = decided.changes.iter().find(|c| &c.item.member.user_id == user) else {
                 return Ok(Decision::Done(MemberView::of(tenant.clone(), &item)));
             };

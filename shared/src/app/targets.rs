@@ -19,20 +19,22 @@ fn shown(t: &Target) -> serde_json::Value {
     json!({"base_url": t.base_url, "mapping": t.mapping, "repair_interval_minutes": t.repair_interval_minutes})
 }
 
+/// A target as the tenant's admin configures it: which one, its
+/// configuration, where the deployment lets targets be (`egress`), and the
+/// request it came with. (No `Debug`: the configuration holds the token.)
+pub struct TargetSetup<'a> {
+    pub tenant: &'a TenantId,
+    pub target_id: &'a TargetId,
+    pub config: TargetConfig,
+    pub egress: EgressPolicy,
+    pub request_id: &'a str,
+}
+
 /// Creates or reconfigures a target (keeping its health), with its audit
 /// record; its token goes to the secret store. Returns the target and
 /// whether it is new. The caller queues its first sync.
-#[allow(clippy::too_many_arguments)]
-pub async fn configure<S: Tenants + Targets + Models, K: Tokens>(
-    store: &S,
-    tokens: &K,
-    tenant: &TenantId,
-    target_id: &TargetId,
-    config: TargetConfig,
-    egress: EgressPolicy,
-    request_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(Target, bool), Error> {
+pub async fn configure<S: Tenants + Targets + Models, K: Tokens>(store: &S, tokens: &K, setup: TargetSetup<'_>, now: DateTime<Utc>) -> Result<(Target, bool), Error> {
+    let TargetSetup { tenant, target_id, config, egress, request_id } = setup;
     let meta = store.meta(tenant).await?;
     // Its roles are those of the version the tenant follows.
     let model = super::rules::rules_of(store, meta.as_ref()).await?;

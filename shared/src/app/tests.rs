@@ -8,7 +8,7 @@ use super::*;
 use crate::core::access::MemberStatus;
 use crate::core::audit::{AuditAction, AuditRecord, Cause, CauseKind};
 use crate::core::contract::{AmendmentRequest, AmendmentStatus, DecisionRequest, Verdict};
-use crate::core::ids::{ContractId, EventId, TenantId, UserId};
+use crate::core::ids::{AmendmentId, ContractId, EventId, TenantId, UserId};
 use crate::core::license::Source;
 use crate::core::model::LicensingModel;
 use crate::core::reassign::SeatRequest;
@@ -332,6 +332,14 @@ fn who(by: &str) -> DecisionRequest {
     DecisionRequest { by: by.into(), reason: "because".into() }
 }
 
+fn submission<'a>(contract: &'a ContractId, request: &'a AmendmentRequest, principal: Option<&'a str>, body_hash: &'a str) -> contracts::Submission<'a> {
+    contracts::Submission { contract, request, principal, body_hash, dry_run: false }
+}
+
+fn on<'a>(contract: &'a ContractId, amendment: &'a AmendmentId, decision: &'a DecisionRequest, principal: Option<&'a str>) -> contracts::OnAmendment<'a> {
+    contracts::OnAmendment { contract, amendment, decision, principal }
+}
+
 #[tokio::test]
 async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
     let m = model();
@@ -350,27 +358,27 @@ async fn amendments_are_reviewed_by_someone_else_and_reversed_exactly() {
 
     // A seat cut of half is held for review; its submitter cannot approve it.
     let cut = amendment("cut", 1, json!([{"op": "replace", "path": "/seats", "value": 2}]), Some("ann@acme.test"));
-    let (held, stored) = contracts::submit(&store, &cid, &cut, Some("arn:ann"), "hc", false, Utc::now()).await.unwrap();
+    let (held, stored) = contracts::submit(&store, submission(&cid, &cut, Some("arn:ann"), "hc"), Utc::now()).await.unwrap();
     assert_eq!((held.status, stored), (AmendmentStatus::PendingReview, true));
-    let same = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("someone"), Some("arn:ann"), Utc::now()).await.unwrap_err();
+    let same = contracts::decide(&store, on(&cid, &held.amendment_id, &who("someone"), Some("arn:ann")), Verdict::Approve, Utc::now()).await.unwrap_err();
     assert!(matches!(&same, Error::Rejected(r) if r.code == "same_submitter" && r.kind == Kind::Forbidden), "{same}");
-    let approved = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    let approved = contracts::decide(&store, on(&cid, &held.amendment_id, &who("cfo"), Some("arn:cfo")), Verdict::Approve, Utc::now()).await.unwrap();
     assert_eq!((approved.status, approved.applied_version), (AmendmentStatus::Applied, Some(2)));
     assert_eq!(approved.decisions[0].principal.as_deref(), Some("arn:cfo"));
     reconcile::reconcile(&store, &t, &cause("cut"), Utc::now()).await.unwrap();
     let cut_state = store.tenant(&t).await.unwrap().unwrap();
     assert_eq!(cut_state.meta.seats_used, 2);
     // Approving again changes nothing; a stale base version is refused.
-    let twice = contracts::decide(&store, &cid, &held.amendment_id, Verdict::Approve, &who("cfo"), Some("arn:cfo"), Utc::now()).await.unwrap();
+    let twice = contracts::decide(&store, on(&cid, &held.amendment_id, &who("cfo"), Some("arn:cfo")), Verdict::Approve, Utc::now()).await.unwrap();
     assert_eq!(twice.decisions.len(), 1);
     let late = amendment("late", 1, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
-    let stale = contracts::submit(&store, &cid, &late, None, "hl", false, Utc::now()).await.unwrap_err();
+    let stale = contracts::submit(&store, submission(&cid, &late, None, "hl"), Utc::now()).await.unwrap_err();
     assert!(matches!(stale, Error::Rejected(r) if r.code == "stale_base_version"));
 
     // A later change of another clause is kept by the reversal; access comes back exactly.
     let gold = amendment("gold", 2, json!([{"op": "replace", "path": "/support/level", "value": "gold"}]), None);
-    assert_eq!(contracts::submit(&store, &cid, &gold, None, "hg", false, Utc::now()).await.unwrap().0.status, AmendmentStatus::Applied);
-    let reversed = contracts::reverse(&store, &cid, &held.amendment_id, &who("legal"), None, Utc::now()).await.unwrap();
+    assert_eq!(contracts::submit(&store, submission(&cid, &gold, None, "hg"), Utc::now()).await.unwrap().0.status, AmendmentStatus::Applied);
+    let reversed = contracts::reverse(&store, on(&cid, &held.amendment_id, &who("legal"), None), Utc::now()).await.unwrap();
     assert_eq!((reversed.status, reversed.reversed_version), (AmendmentStatus::Reversed, Some(4)));
     reconcile::reconcile(&store, &t, &cause("reverse"), Utc::now()).await.unwrap();
     let after = store.tenant(&t).await.unwrap().unwrap();

@@ -16,7 +16,7 @@ use super::Error;
 use crate::core::audit::{AuditAction, AuditEvent, Cause};
 use crate::core::ids::{TenantId, UserId};
 use crate::core::rejection::Rejection;
-use crate::core::token::{compact, signing_input, CachedToken, LicenseClaims, MemberClaims};
+use crate::core::token::{compact, signing_input, CachedToken, Cut, LicenseClaims, MemberClaims};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -52,7 +52,8 @@ pub async fn member_token<S: Tenants + TokenCache + Models, K: TokenSigner>(stor
     let item = item.ok_or_else(|| Rejection::not_found(&format!("member {user} of tenant {tenant}")))?;
     // Its lifetime is a rule of the version the tenant follows.
     let model = rules_of(store, Some(&meta)).await?;
-    let claims = MemberClaims::of(issuer, tenant, &item, meta.access.as_ref().map(|a| a.tier.as_str()), meta.head.seq, at, model.tokens.member_seconds);
+    let cut = Cut { iss: issuer, tenant, audit_seq: meta.head.seq, iat: at };
+    let claims = MemberClaims::of(cut, &item, meta.access.as_ref().map(|a| a.tier.as_str()), model.tokens.member_seconds);
     let jws = sign(signer, &claims).await?;
     let cached = CachedToken { jws: jws.clone(), rev: item.rev, kid: signer.kid().to_string(), exp: claims.exp, audit_seq: claims.audit_seq };
     // A change of the member meanwhile: this token is answered, not cached.
@@ -67,7 +68,8 @@ pub async fn license_file<S: Tenants + Models, K: TokenSigner>(store: &S, signer
     let meta = known(tenant, Some(head.meta.clone()))?;
     let access = meta.access.as_ref().ok_or_else(|| Rejection::not_found(&format!("the license of tenant {tenant} (not yet provisioned)")))?;
     let model = rules_of(store, Some(&meta)).await?;
-    let claims = LicenseClaims::of(issuer, tenant, access, &head.licenses, &model, meta.head.seq, now.timestamp(), meta.license_file_seconds);
+    let cut = Cut { iss: issuer, tenant, audit_seq: meta.head.seq, iat: now.timestamp() };
+    let claims = LicenseClaims::of(cut, access, &head.licenses, &model, meta.license_file_seconds);
     let jws = sign(signer, &claims).await?;
     Ok(Issued { token: jws, expires_at: claims.exp, kid: signer.kid().to_string(), audit_seq: claims.audit_seq, signed: true })
 }

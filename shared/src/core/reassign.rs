@@ -61,21 +61,31 @@ fn conflict(code: &'static str, message: String) -> Rejection {
     Rejection::conflict(code, message)
 }
 
+/// What a seat request is decided on: the tenant as last provisioned, the
+/// members it names, and who asks when.
+#[derive(Debug, Clone, Copy)]
+pub struct ReassignInput<'a> {
+    pub model: &'a LicensingModel,
+    /// The tenant's last provisioned access.
+    pub tenant: &'a TenantAccess,
+    pub rules: &'a TenantRules,
+    /// Seats in use.
+    pub seats_used: u32,
+    /// The member the request is about.
+    pub user: &'a MemberItem,
+    /// The holder `req.from` names, if it is a member.
+    pub from: Option<&'a MemberItem>,
+    pub req: &'a SeatRequest,
+    /// Who decides, as the audit names them.
+    pub actor: &'a str,
+    pub now: DateTime<Utc>,
+}
+
 /// Decides a seat request on `user` (and `from`, if named) of a tenant
 /// whose last provisioned access is `tenant`, with `seats_used` seats in
 /// use, by `actor` (as the audit names them) at `now`.
-#[allow(clippy::too_many_arguments)] // each is a distinct part of the decision
-pub fn reassign(
-    model: &LicensingModel,
-    tenant: &TenantAccess,
-    rules: &TenantRules,
-    seats_used: u32,
-    user: &MemberItem,
-    from: Option<&MemberItem>,
-    req: &SeatRequest,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<Reassignment, Rejection> {
+pub fn reassign(input: ReassignInput<'_>) -> Result<Reassignment, Rejection> {
+    let ReassignInput { model, tenant, rules, seats_used, user, from, req, actor, now } = input;
     let id = &user.member.user_id;
     if user.member.removed {
         return Err(conflict("member_removed", format!("member {id} was removed: it holds no seat and cannot be given one")));
@@ -164,7 +174,8 @@ mod tests {
     }
 
     fn run(seats: u32, used: u32, user: &MemberItem, from: Option<&MemberItem>, r: &SeatRequest) -> Result<Reassignment, Rejection> {
-        reassign(&LicensingModel::default_model(), &tenant(seats), &TenantRules::default(), used, user, from, r, "ann", at())
+        let (model, access, rules) = (LicensingModel::default_model(), tenant(seats), TenantRules::default());
+        reassign(ReassignInput { model: &model, tenant: &access, rules: &rules, seats_used: used, user, from, req: r, actor: "ann", now: at() })
     }
 
     #[test]
@@ -222,17 +233,17 @@ mod tests {
         let mut removed = item("r", MemberStatus::Deprovisioned);
         removed.member.removed = true;
         assert_eq!(run(3, 0, &removed, None, &req(true, None)).unwrap_err().code, "member_removed");
-        let suspended = reassign(
-            &LicensingModel::default_model(),
-            &TenantAccess { policy: MemberPolicy::Suspended, ..tenant(3) },
-            &TenantRules::default(),
-            0,
-            &item("w", MemberStatus::Suspended),
-            None,
-            &req(true, None),
-            "ann",
-            at(),
-        );
+        let suspended = reassign(ReassignInput {
+            model: &LicensingModel::default_model(),
+            tenant: &TenantAccess { policy: MemberPolicy::Suspended, ..tenant(3) },
+            rules: &TenantRules::default(),
+            seats_used: 0,
+            user: &item("w", MemberStatus::Suspended),
+            from: None,
+            req: &req(true, None),
+            actor: "ann",
+            now: at(),
+        });
         assert_eq!(suspended.unwrap_err().code, "tenant_not_seated");
     }
 }

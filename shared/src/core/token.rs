@@ -66,11 +66,23 @@ pub struct MemberClaims {
     pub audit_seq: u64,
 }
 
+/// Where and when claims are cut: the deployment that signs them (`iss`),
+/// the tenant, its audit position (chain head, `audit_seq`) and the time
+/// (`iat`, in seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Cut<'a> {
+    pub iss: &'a str,
+    pub tenant: &'a TenantId,
+    pub audit_seq: u64,
+    pub iat: i64,
+}
+
 impl MemberClaims {
     /// A member's claims as its item says, at the tenant's `tier`, cut at
     /// `audit_seq`. A member without access gets claims that say so (no
     /// roles, no entitlements): never a stale grant.
-    pub fn of(iss: &str, tenant: &TenantId, item: &MemberItem, tier: Option<&str>, audit_seq: u64, iat: i64, lifetime: u64) -> Self {
+    pub fn of(cut: Cut<'_>, item: &MemberItem, tier: Option<&str>, lifetime: u64) -> Self {
+        let Cut { iss, tenant, audit_seq, iat } = cut;
         let a = &item.access;
         let seat = match a.status {
             MemberStatus::Active => "held",
@@ -124,8 +136,8 @@ impl LicenseClaims {
     /// expiry (the licensing model's). Its lifetime: `lifetime` when the
     /// tenant set one, else until the end of its grace (a year when it
     /// never ends), at least a minute.
-    #[allow(clippy::too_many_arguments)]
-    pub fn of(iss: &str, tenant: &TenantId, access: &TenantAccess, licenses: &[License], model: &crate::core::model::LicensingModel, audit_seq: u64, iat: i64, lifetime: Option<u64>) -> Self {
+    pub fn of(cut: Cut<'_>, access: &TenantAccess, licenses: &[License], model: &crate::core::model::LicensingModel, lifetime: Option<u64>) -> Self {
+        let Cut { iss, tenant, audit_seq, iat } = cut;
         let grace_days = model.expiry.grace_days;
         let text = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let grace_until = access.expires_at.map(|e| e + chrono::Duration::days(i64::from(grace_days)));
@@ -301,12 +313,13 @@ mod tests {
         let t = TenantId::parse("t1").unwrap();
         let mut item = MemberItem::new(member("u1", 1, &[]), MemberAccess::without_access(MemberStatus::Suspended), &crate::core::model::LicensingModel::default_model());
         item.access.roles.insert("admin".into());
-        let c = MemberClaims::of("https://entitle", &t, &item, Some("team"), 7, 1_000, 900);
+        let cut = Cut { iss: "https://entitle", tenant: &t, audit_seq: 7, iat: 1_000 };
+        let c = MemberClaims::of(cut, &item, Some("team"), 900);
         assert_eq!((c.status.as_str(), c.seat.as_str(), c.tier.as_deref()), ("suspended", "none", None));
         assert!(c.roles.is_empty() && c.entitlements.is_empty());
         assert_eq!((c.exp, c.audit_seq), (1_900, 7));
         item.access.status = MemberStatus::Active;
-        let c = MemberClaims::of("https://entitle", &t, &item, Some("team"), 7, 1_000, 900);
+        let c = MemberClaims::of(cut, &item, Some("team"), 900);
         assert_eq!((c.seat.as_str(), c.tier.as_deref()), ("held", Some("team")));
         assert!(c.roles.contains("admin"));
     }

@@ -37,19 +37,28 @@ pub struct AccessImpact {
     pub seats_used_after: u32,
 }
 
+/// What an amendment's access impact is computed from: the tenant's state
+/// besides the contract, and the contract before and after.
+#[derive(Debug, Clone, Copy)]
+pub struct ImpactInput<'a> {
+    pub model: &'a LicensingModel,
+    /// The tenant's other licenses (the contract's own left out).
+    pub other_licenses: &'a [License],
+    /// The tenant's other contracts, whose rules (named users) count too.
+    pub other_rules: &'a [&'a ContractDocument],
+    /// The contract as it is (none: not yet there).
+    pub old: Option<&'a ContractDocument>,
+    /// The contract as amended, at `version`.
+    pub new: &'a ContractDocument,
+    pub version: u64,
+    pub as_of: DateTime<Utc>,
+    pub members: &'a [MemberItem],
+}
+
 /// Desired access of the tenant's members as they stand (seats are
 /// sticky), with the contract at `old` vs at `new`, as of `as_of`.
-#[allow(clippy::too_many_arguments)] // each input is a distinct part of the tenant's state
-pub fn impact(
-    model: &LicensingModel,
-    other_licenses: &[License],
-    other_rules: &[&ContractDocument],
-    old: Option<&ContractDocument>,
-    new: &ContractDocument,
-    version: u64,
-    as_of: DateTime<Utc>,
-    members: &[MemberItem],
-) -> AccessImpact {
+pub fn impact(input: ImpactInput<'_>) -> AccessImpact {
+    let ImpactInput { model, other_licenses, other_rules, old, new, version, as_of, members } = input;
     let with = |doc: Option<&ContractDocument>, v: u64| {
         let mut licenses: Vec<License> = other_licenses.to_vec();
         let mut docs: Vec<&ContractDocument> = other_rules.to_vec();

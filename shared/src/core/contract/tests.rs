@@ -187,14 +187,15 @@ fn review_rules_fire_on_risky_changes() {
     new.tier = "free".into();
     new.named_users.retain(|u| u.id.as_str() != "u1");
     let at = "2026-06-01T00:00:00Z".parse().unwrap();
-    let imp = impact(&m, &[], &[], Some(&old), &new, 2, at, &members);
+    let input = ImpactInput { model: &m, other_licenses: &[], other_rules: &[], old: Some(&old), new: &new, version: 2, as_of: at, members: &members };
+    let imp = impact(input);
     let fired = review(&m, &old, &new, &imp).join("; ");
     for rule in ["max_seat_reduction_percent", "seat_reduction_below_usage", "privileged_role_removal", "tier_downgrade"] {
         assert!(fired.contains(rule), "{rule} in {fired}");
     }
     let mut mild = old.clone();
     mild.seats = 45;
-    let imp = impact(&m, &[], &[], Some(&old), &mild, 2, at, &members);
+    let imp = impact(ImpactInput { new: &mild, ..input });
     assert!(review(&m, &old, &mild, &imp).is_empty());
     assert_eq!(imp.members.len(), 0, "45 seats still seat all 45 members");
 }

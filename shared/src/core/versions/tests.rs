@@ -203,7 +203,7 @@ fn a_preview_lists_exactly_the_members_whose_access_would_change() {
     let licenses = [license("team", 10, LicenseStatus::Active, None)];
     let members = vec![seated("a", 1, &[], &v1, "team"), seated("b", 2, &["admins"], &v1, "team")];
     let m = TenantMeta { access: Some(effective_license(&v1, &licenses)), seats_used: 2, ..meta("2026-11-01") };
-    let (impact, tenant_changed) = preview_tenant(&v2, &m, &licenses, &TenantRules::default(), &members, at("2026-12-01T00:00:00Z"));
+    let (impact, tenant_changed) = preview_tenant(&v2, &m, &licenses, &TenantRules::default(), &members);
     assert!(tenant_changed);
     assert_eq!(impact.members.len(), 2);
     for mi in &impact.members {
@@ -215,11 +215,11 @@ fn a_preview_lists_exactly_the_members_whose_access_would_change() {
     assert_eq!((totals.tenants_affected, totals.members_changed, totals.entitlements_gained, totals.entitlements_lost, totals.seats_lost), (1, 2, 2, 2, 0));
     // The same rules under another name: nobody's access changes.
     let renamed = LicensingModel::from_toml(&DEFAULT_MODEL_TOML.replacen("version = \"2026-11-01\"", "version = \"renamed\"", 1), "r").unwrap();
-    let (none, changed) = preview_tenant(&renamed, &m, &licenses, &TenantRules::default(), &members, at("2026-12-01T00:00:00Z"));
+    let (none, changed) = preview_tenant(&renamed, &m, &licenses, &TenantRules::default(), &members);
     assert!(none.members.is_empty() && !changed, "{none:?}");
     // A tier's seat limit cut below the holders: the last seated loses its seat.
     let capped = LicensingModel::from_toml(&text.replacen("name = \"team\"", "name = \"team\"\nmax_seats = 1", 1), "capped").unwrap();
-    let (cut, _) = preview_tenant(&capped, &m, &licenses, &TenantRules::default(), &members, at("2026-12-01T00:00:00Z"));
+    let (cut, _) = preview_tenant(&capped, &m, &licenses, &TenantRules::default(), &members);
     let lost: Vec<&str> = cut.members.iter().filter(|x| x.seat.as_deref() == Some("lost")).map(|x| x.user_id.as_str()).collect();
     assert_eq!(lost, ["a"], "the admin keeps its seat: {cut:?}");
 }
