@@ -1,5 +1,5 @@
 # Entitle: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e bench-tenant bench-rollout sweep billing-sync model-tick
+.PHONY: demo test bootstrap build up down bench bench-sweep bench-e2e bench-tenant bench-rollout bench-init sweep billing-sync model-tick
 
 demo: build          ## run the demo scenario end to end on a local stack
 	dev/demo.sh
@@ -39,6 +39,10 @@ bench-rollout: bootstrap  ## licensing model rollouts (release): a preview and a
 
 model-tick:          ## fire the model tick's schedule on the running stack (registers the deployed model, hands out rollouts' tenants)
 	env $$(grep -v '^#' $${STACK_DIR:-.local/stack}/stack.env | xargs) target/debug/entitle-dev model-tick
+
+bench-init: bootstrap  ## each function's Init (release): process start to its first invocation/next, RUNS (20) starts each, and its memory
+	cargo build --release --workspace --bins
+	target/release/init_bench $(or $(RUNS),20)
 
 bench-sweep: build    ## the expiry sweep at scale: reads per due item with 100,000 licenses, 1 % due
 	cargo build -p entitle-tests --bin sweep_scale

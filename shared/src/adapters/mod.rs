@@ -9,3 +9,4 @@ pub mod scim_client;
 pub mod secrets;
 pub mod sqs;
 pub mod stripe;
+pub mod tls;

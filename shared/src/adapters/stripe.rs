@@ -78,7 +78,7 @@ impl ApiKey {
 
 /// Stripe's API for one account.
 pub struct StripeApi {
-    http: reqwest::Client,
+    http: crate::adapters::scim_client::Http,
     base: String,
     key: ApiKey,
     /// The longest a call may take, tries and waits included.
@@ -86,7 +86,7 @@ pub struct StripeApi {
 }
 
 impl StripeApi {
-    pub fn new(http: reqwest::Client, base: &str, key: ApiKey, budget: Duration) -> Self {
+    pub fn new(http: crate::adapters::scim_client::Http, base: &str, key: ApiKey, budget: Duration) -> Self {
         StripeApi { http, base: base.trim_end_matches('/').to_string(), key, budget }
     }
 
@@ -100,7 +100,7 @@ impl StripeApi {
         while attempt < TRIES {
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| *d >= Duration::from_millis(100)) else { break };
             let key = self.key.get(fresh_key).await?;
-            let req = self.http.get(format!("{}{path}", self.base)).bearer_auth(&key).header("Stripe-Version", API_VERSION).query(query).timeout(left);
+            let req = self.http.client().get(format!("{}{path}", self.base)).bearer_auth(&key).header("Stripe-Version", API_VERSION).query(query).timeout(left);
             let retry_after = match req.send().await {
                 Ok(res) => {
                     let status = res.status();

@@ -75,9 +75,10 @@ pub async fn start() -> Result<Base, ConfigError> {
 
 /// The SDK's shared configuration: region, credentials and (locally)
 /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`, all from the standard
-/// environment.
+/// environment; its HTTPS client trusts the process's one trust store
+/// ([`crate::adapters::tls`]).
 pub async fn aws() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(crate::adapters::tls::sdk_http_client()).load().await
 }
 
 /// The deployed licensing model (`ENTITLE_MODEL_PATH`, else the one built in).

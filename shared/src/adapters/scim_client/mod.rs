@@ -29,7 +29,7 @@ mod transport;
 
 pub use pacing::{Pace, RequestKind};
 pub use port::Scim;
-pub use transport::{http_client, install_tls_provider, PublicOnly};
+pub use transport::{http_client, install_tls_provider, Http, PublicOnly};
 
 use crate::core::egress::EgressPolicy;
 use crate::core::scim::{Membership, Profile, ProfileName};
@@ -69,7 +69,7 @@ pub const MAX_LIST_ITEMS: usize = MAX_PAGES * PAGE;
 pub const DEFAULT_READ_BUDGET: usize = 48 << 20;
 
 pub struct ScimClient {
-    http: reqwest::Client,
+    http: Http,
     base: String,
     token: String,
     /// Group display name -> id, learnt during this client's life.
@@ -116,7 +116,7 @@ impl std::fmt::Debug for ScimClient {
 
 impl ScimClient {
     /// A client for one target. `egress` must be the policy `http` was built with.
-    pub fn new(http: reqwest::Client, base: &str, token: String, egress: EgressPolicy) -> Self {
+    pub fn new(http: Http, base: &str, token: String, egress: EgressPolicy) -> Self {
         ScimClient {
             http,
             base: base.trim().trim_end_matches('/').to_string(),

@@ -4,7 +4,7 @@
 //! run's [`DirectorySession`].
 
 use super::pacing::Pace;
-use super::transport::http_client;
+use super::transport::{http_client, Http};
 use super::{ScimClient, FIRST_REMOVALS};
 use crate::app::ports::{Directory, DirectorySession};
 use crate::core::egress::EgressPolicy;
@@ -19,7 +19,7 @@ use std::time::Instant;
 /// requests (by URL and token) outlives the runs.
 #[derive(Clone)]
 pub struct Scim {
-    pub http: reqwest::Client,
+    pub http: Http,
     pub egress: EgressPolicy,
     removal_sizes: Arc<Mutex<BTreeMap<String, Arc<AtomicUsize>>>>,
     /// Each target account's rate limits, as this process spends them.

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Makes rustls use the aws-lc-rs provider the AWS SDK already builds. Call
@@ -24,17 +24,38 @@ pub fn install_tls_provider() {
 }
 
 /// One HTTP client per process: TLS through rustls with the aws-lc-rs
-/// provider, and the platform's roots; no redirects and no proxy (either
-/// would take a request somewhere the checks did not look). Under
-/// [`EgressPolicy::Public`] names resolve through [`PublicOnly`].
-pub fn http_client(egress: EgressPolicy) -> reqwest::Client {
-    install_tls_provider();
-    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none()).no_proxy();
+/// provider and the process's one trust store ([`crate::adapters::tls`]); no
+/// redirects and no proxy (either would take a request somewhere the checks
+/// did not look). Under [`EgressPolicy::Public`] names resolve through
+/// [`PublicOnly`]. Built when its first request goes out, not at a
+/// function's start: a start reads no certificate it may not need.
+#[derive(Clone)]
+pub struct Http(Arc<(EgressPolicy, OnceLock<reqwest::Client>)>);
+
+impl Http {
+    /// The client, built on first use.
+    pub fn client(&self) -> &reqwest::Client {
+        self.0 .1.get_or_init(|| build(self.0 .0))
+    }
+}
+
+/// A process's HTTP client for `egress` (built on its first request).
+pub fn http_client(egress: EgressPolicy) -> Http {
+    Http(Arc::new((egress, OnceLock::new())))
+}
+
+fn build(egress: EgressPolicy) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .use_preconfigured_tls(crate::adapters::tls::client_config())
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
     let builder = match egress {
         EgressPolicy::Public => builder.dns_resolver(Arc::new(PublicOnly)),
         EgressPolicy::Local => builder,
     };
-    builder.build().expect("a client with a crypto provider builds")
+    builder.build().expect("a client over a rustls configuration builds")
 }
 
 /// Resolves names as the system does, then keeps only public addresses
@@ -181,7 +202,7 @@ impl ScimClient {
                     retry_after: None,
                 });
             };
-            let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).header("User-Agent", USER_AGENT).query(query).timeout(timeout);
+            let mut req = self.http.client().request(method.clone(), &url).bearer_auth(&self.token).header("Accept", CONTENT_TYPE).header("User-Agent", USER_AGENT).query(query).timeout(timeout);
             if let Some(b) = body {
                 req = req.header("Content-Type", CONTENT_TYPE).body(b.to_string());
             }
