@@ -8,7 +8,12 @@
 //! reach any of them) and nothing else (`env_clear`: no `SSL_CERT_*`
 //! pointing the trust store anywhere). No stack is needed.
 //!
-//! usage: init_bench [RUNS] [FUNCTION...]
+//! With `BASELINE_DIR` (another build's `target/release`), each start of
+//! a function is followed by one of the baseline's binary, so that both
+//! meet the same machine, and the table adds the baseline's median and the
+//! ratio: on a shared, noisy machine the ratio is the figure to trust.
+//!
+//! usage: [BASELINE_DIR=...] init_bench [RUNS] [FUNCTION...]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -125,22 +130,44 @@ async fn main() {
     let dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     println!("\nInit of each function (release build; process start to its first `invocation/next`), {runs} starts each, {}", chrono::Utc::now().format("%Y-%m-%d"));
     println!("machine: {} cores\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("| function | Init, median | p90 | fastest | slowest | resident at the mark, median | peak, median |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let baseline = std::env::var("BASELINE_DIR").ok().filter(|d| !d.is_empty()).map(std::path::PathBuf::from);
+    if let Some(b) = &baseline {
+        println!("baseline: {} (its starts interleaved with these)\n", b.display());
+        println!("| function | Init, median | p90 | fastest | slowest | resident at the mark, median | peak, median | baseline's Init, median | baseline's peak | Init, this / baseline |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    } else {
+        println!("| function | Init, median | p90 | fastest | slowest | resident at the mark, median | peak, median |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+    }
     let mut worst = (Duration::ZERO, 0u64);
     for function in FUNCTIONS.iter().filter(|f| named.is_empty() || named.contains(f)) {
         let binary = dir.join(function);
         assert!(binary.exists(), "{} is not built (make bench-init builds the release binaries)", binary.display());
+        let base_binary = baseline.as_ref().map(|b| b.join(function));
+        if let Some(b) = &base_binary {
+            assert!(b.exists(), "{} is not built", b.display());
+            start(b, function).await;
+        }
         // One start first, not counted: the binary's pages into the page cache.
         start(&binary, function).await;
-        let mut all = Vec::new();
+        let (mut all, mut base) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             all.push(start(&binary, function).await);
+            if let Some(b) = &base_binary {
+                base.push(start(b, function).await);
+            }
         }
         let times: Vec<Duration> = all.iter().map(|s| s.init).collect();
         let (med, rss, hwm) = (median(times.clone()), median(all.iter().map(|s| s.rss).collect()), median(all.iter().map(|s| s.hwm).collect()));
         worst = (worst.0.max(med), worst.1.max(hwm));
-        println!("| {function} | {} | {} | {} | {} | {} | {} |", ms(med), ms(percentile(times.clone(), 0.9)), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()), mib(rss), mib(hwm));
+        let row = format!("| {function} | {} | {} | {} | {} | {} | {} |", ms(med), ms(percentile(times.clone(), 0.9)), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()), mib(rss), mib(hwm));
+        if base.is_empty() {
+            println!("{row}");
+        } else {
+            let base_med = median(base.iter().map(|s| s.init).collect());
+            let ratio = med.as_secs_f64() / base_med.as_secs_f64().max(1e-9);
+            println!("{row} {} | {} | {ratio:.2} |", ms(base_med), mib(median(base.iter().map(|s| s.hwm).collect())));
+        }
     }
     let met = worst.0 <= Duration::from_millis(5) && worst.1 <= 12 * 1024;
     println!("\nslowest median {}, largest peak {}: the goal (at most 5 ms median and 12 MiB for every function) is {}", ms(worst.0), mib(worst.1), if met { "met" } else { "not met" });
