@@ -18,5 +18,5 @@ setsid target/release/bench_e2e proxy "$KMS_COUNTER_PORT" "http://127.0.0.1:$MOT
 kms_counter=$!
 trap 'dev/stack.sh down; kill -- -$counter -$kms_counter 2> /dev/null || true' EXIT
 FN_RELEASE=1 FUNCTIONS_DDB_ENDPOINT="http://127.0.0.1:$COUNTER_PORT" FUNCTIONS_KMS_ENDPOINT="http://127.0.0.1:$KMS_COUNTER_PORT" dev/stack.sh up > /dev/null
-# BENCH_ONLY=latency,creations,directory,requests,tokens,cold: those sections alone.
+# BENCH_ONLY=latency,creations,directory,requests,tokens: those sections alone (Init: make bench-init).
 ENTITLE_STACK_ENV="$PWD/$STACK_DIR/stack.env" target/release/bench_e2e run "http://127.0.0.1:$COUNTER_PORT" "http://127.0.0.1:$KMS_COUNTER_PORT"

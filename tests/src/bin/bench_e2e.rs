@@ -9,9 +9,8 @@
 //! - DynamoDB requests per change (a license change, an account creation, a
 //!   reconcile of 100 member changes), counted on the wire by a counter in
 //!   front of DynamoDB Local that every function's requests go through;
-//! - each function's cold start: its release binary started against a
-//!   minimal Runtime API stand-in, the time to its first
-//!   `invocation/next` call, and its resident memory then.
+//! - (each function's Init, with its memory, is `make bench-init`:
+//!   tests/src/bin/init_bench.rs.)
 //!
 //! - an identity provider's first sync: 2,000 SCIM Users pushed by 8
 //!   connections at the same time as 2,000 account creations by 8 callers
@@ -407,39 +406,6 @@ async fn licensed(s: &Stack, prefix: &str, n: usize, seats: u32) -> Vec<String> 
     tenants
 }
 
-/// The function binaries' cold starts: (time to the first `invocation/next`, resident memory then).
-async fn cold_start(function: &str) -> (Duration, u64) {
-    let binary = std::env::current_exe().unwrap().parent().unwrap().join(function);
-    assert!(binary.exists(), "{} is not built (make bench-e2e builds the release binaries)", binary.display());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = listener.local_addr().unwrap().to_string();
-    let mut env = entitle_tests::function_env();
-    env.insert("INGEST_ROUTES".into(), "all".into());
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new(&binary)
-        .env_clear()
-        .envs(&env)
-        .env("AWS_LAMBDA_RUNTIME_API", &api)
-        .env("AWS_LAMBDA_FUNCTION_NAME", function)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("the runtime calls within 30 s").unwrap();
-    let mut buf = [0u8; 512];
-    let n = stream.read(&mut buf).await.unwrap();
-    let elapsed = started.elapsed();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"), "the first call is for the next invocation");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let _ = child.kill().await;
-    (elapsed, rss_kb)
-}
-
 fn row(cells: &[String]) {
     println!("| {} |", cells.join(" | "));
 }
@@ -448,7 +414,7 @@ async fn run(counter: &str, kms: Option<&str>) {
     let s = Arc::new(Stack::connect().await);
     println!("\nEntitle end to end, release builds on the local stack (DynamoDB Local, moto, cargo lambda watch), {}", chrono::Utc::now().format("%Y-%m-%d"));
     println!("machine: {} cores\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    // BENCH_ONLY=a,b: those sections alone (latency, creations, directory, requests, tokens, cold).
+    // BENCH_ONLY=a,b: those sections alone (latency, creations, directory, requests, tokens).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let want = |section: &str| only.is_empty() || only.split(',').any(|o| o.trim() == section);
     println!("| measure | figure |");
@@ -540,17 +506,5 @@ async fn run(counter: &str, kms: Option<&str>) {
         tokens(&s, counter, kms.expect("the KMS counter's URL (dev/bench-e2e.sh starts it)")).await;
     }
 
-    // Cold starts.
-    if want("cold") {
-        for function in ["ingest", "access", "amend", "provision", "expiry-sweep", "billing", "directory"] {
-            let mut runs = Vec::new();
-            for _ in 0..3 {
-                runs.push(cold_start(function).await);
-            }
-            runs.sort();
-            let (time, rss) = runs[1];
-            row(&[format!("cold start of {function} (release; to its first invocation/next, median of 3)"), format!("{}, {:.1} MiB resident", ms(time), rss as f64 / 1024.0)]);
-        }
-    }
     let _ = Value::Null;
 }
