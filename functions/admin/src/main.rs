@@ -18,8 +18,8 @@ async fn main() -> Result<(), Error> {
         store,
         stripe: config::stripe_api(&aws)?,
         queue: config::reconcile_queue(&aws)?,
-        dead_letters: DeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config::required("DEAD_LETTER_QUEUE_URL")?, config::required("RECONCILE_QUEUE_URL")?),
-        signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
+        dead_letters: DeadLetterQueue::new(config::sqs(&aws), config::required("DEAD_LETTER_QUEUE_URL")?, config::required("RECONCILE_QUEUE_URL")?),
+        signer: AuditSigner::new(config::kms(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
         work: config::work_queue(&aws)?,
         pump: config::pump_limits()?,
     };

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
         queue: config::reconcile_queue(&aws)?,
         work: config::work_queue(&aws)?,
         pump: config::pump_limits()?,
-        signer: AuditSigner::new(aws_sdk_kms::Client::new(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
+        signer: AuditSigner::new(config::kms(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
         allow_future: config::flag("SWEEP_ALLOW_FUTURE"),
     };
     lambda_runtime::run(service_fn(|event| handler::handle(&app, event))).await

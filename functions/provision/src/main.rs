@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
         scim: config::scim(),
         policy,
         budget,
-        sqs: aws_sdk_sqs::Client::new(&aws),
+        sqs: config::sqs(&aws),
         queue: config::reconcile_queue(&aws)?,
         work: config::work_queue(&aws)?,
         work_concurrency: config::work_concurrency()?,

@@ -81,6 +81,22 @@ pub async fn aws() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(crate::adapters::tls::sdk_http_client()).load().await
 }
 
+/// One SDK client per service and process, shared by every adapter that
+/// calls it (a client is a handle: clones share its connections). Each
+/// built is memory and time at a function's start. (A process has one
+/// `SdkConfig`: the first given is the one kept.)
+macro_rules! shared_client {
+    ($name:ident, $client:ty) => {
+        pub fn $name(aws: &aws_config::SdkConfig) -> $client {
+            static CLIENT: std::sync::OnceLock<$client> = std::sync::OnceLock::new();
+            CLIENT.get_or_init(|| <$client>::new(aws)).clone()
+        }
+    };
+}
+shared_client!(sqs, aws_sdk_sqs::Client);
+shared_client!(secrets_manager, aws_sdk_secretsmanager::Client);
+shared_client!(kms, aws_sdk_kms::Client);
+
 /// The deployed licensing model (`ENTITLE_MODEL_PATH`, else the one built in).
 pub fn model() -> Result<Arc<LicensingModel>, ConfigError> {
     Ok(Arc::new(LicensingModel::load_from_env()?))
@@ -98,12 +114,12 @@ pub fn store(aws: &aws_config::SdkConfig, model: Arc<LicensingModel>) -> Result<
 
 /// The reconcile queue (`RECONCILE_QUEUE_URL`).
 pub fn reconcile_queue(aws: &aws_config::SdkConfig) -> Result<ReconcileQueue, ConfigError> {
-    Ok(ReconcileQueue::new(aws_sdk_sqs::Client::new(aws), required("RECONCILE_QUEUE_URL")?))
+    Ok(ReconcileQueue::new(sqs(aws), required("RECONCILE_QUEUE_URL")?))
 }
 
 /// The rollouts' and previews' work queue (`MODEL_WORK_QUEUE_URL`).
 pub fn work_queue(aws: &aws_config::SdkConfig) -> Result<crate::adapters::sqs::WorkQueueSqs, ConfigError> {
-    Ok(crate::adapters::sqs::WorkQueueSqs::new(aws_sdk_sqs::Client::new(aws), required("MODEL_WORK_QUEUE_URL")?))
+    Ok(crate::adapters::sqs::WorkQueueSqs::new(sqs(aws), required("MODEL_WORK_QUEUE_URL")?))
 }
 
 /// How much one hand-out of rollouts' and previews' tenants takes: tenants
@@ -122,13 +138,13 @@ pub fn work_concurrency() -> Result<usize, ConfigError> {
 
 /// The billing queue (`BILLING_QUEUE_URL`).
 pub fn billing_queue(aws: &aws_config::SdkConfig) -> Result<BillingQueue, ConfigError> {
-    Ok(BillingQueue::new(aws_sdk_sqs::Client::new(aws), required("BILLING_QUEUE_URL")?))
+    Ok(BillingQueue::new(sqs(aws), required("BILLING_QUEUE_URL")?))
 }
 
 /// Webhook signing secrets, read from the Secrets Manager secret the
 /// variable `name` names (see [`SigningSecrets`]).
 pub fn signing_secrets(aws: &aws_config::SdkConfig, name: &'static str) -> Result<SigningSecrets, ConfigError> {
-    Ok(SigningSecrets::new(aws_sdk_secretsmanager::Client::new(aws), required(name)?))
+    Ok(SigningSecrets::new(secrets_manager(aws), required(name)?))
 }
 
 /// Stripe's API: `STRIPE_API_URL` (default `https://api.stripe.com`; plain
@@ -142,7 +158,7 @@ pub fn stripe_api(aws: &aws_config::SdkConfig) -> Result<StripeApi, ConfigError>
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
         return Err(ConfigError::Invalid { name: "STRIPE_API_URL", why: format!("{base}: https, or http to a loopback address only") });
     }
-    let key = ApiKey::secret(aws_sdk_secretsmanager::Client::new(aws), required("STRIPE_API_KEY_SECRET_ID")?);
+    let key = ApiKey::secret(secrets_manager(aws), required("STRIPE_API_KEY_SECRET_ID")?);
     let budget = std::time::Duration::from_secs(optional("STRIPE_API_BUDGET_SECS", 8u64)?.max(1));
     Ok(StripeApi::new(crate::adapters::scim_client::http_client(EgressPolicy::Local), &base, key, budget))
 }
@@ -158,7 +174,7 @@ pub fn egress() -> EgressPolicy {
 /// `TARGET_SECRET_KMS_KEY`).
 pub fn token_store(aws: &aws_config::SdkConfig) -> Result<TokenStore, ConfigError> {
     let kms = std::env::var("TARGET_SECRET_KMS_KEY").ok().filter(|k| !k.is_empty());
-    Ok(TokenStore::new(aws_sdk_secretsmanager::Client::new(aws), required("TARGET_SECRET_PREFIX")?, kms))
+    Ok(TokenStore::new(secrets_manager(aws), required("TARGET_SECRET_PREFIX")?, kms))
 }
 
 /// The token signing keys: `TOKEN_SIGNING_KEY_ID` (the key that signs)
@@ -166,7 +182,7 @@ pub fn token_store(aws: &aws_config::SdkConfig) -> Result<TokenStore, ConfigErro
 /// tokens they signed may be unexpired).
 pub fn token_keys(aws: &aws_config::SdkConfig) -> Result<crate::adapters::kms::TokenKeys, ConfigError> {
     let previous = std::env::var("TOKEN_PREVIOUS_KEY_IDS").unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect();
-    Ok(crate::adapters::kms::TokenKeys::new(aws_sdk_kms::Client::new(aws), required("TOKEN_SIGNING_KEY_ID")?, previous))
+    Ok(crate::adapters::kms::TokenKeys::new(kms(aws), required("TOKEN_SIGNING_KEY_ID")?, previous))
 }
 
 /// SCIM targets over HTTP, as `egress` allows.
