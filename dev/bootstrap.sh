@@ -13,6 +13,8 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 need() { command -v "$1" > /dev/null 2>&1 || die "required tool '$1' is missing ($2)"; }
 
 need cargo "install Rust with rustup"
+cargo fmt --version > /dev/null 2>&1 || die "rustfmt is missing (rustup component add rustfmt): make test checks the format"
+cargo clippy --version > /dev/null 2>&1 || die "clippy is missing (rustup component add clippy): make test runs it"
 need python3 "install Python 3.10 or newer"
 need curl "apt-get install curl"
 need setsid "apt-get install util-linux"

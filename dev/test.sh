@@ -11,6 +11,8 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 step "layers of the common crate"
 python3 dev/check_layers.py
+step "format (cargo fmt --check; rustfmt.toml)"
+cargo fmt --all --check
 step "links of the README and docs/ (and the checker's own test)"
 python3 dev/test_check_links.py
 python3 dev/check_links.py
@@ -47,6 +49,9 @@ cargo test --workspace --lib --bins --benches
 step "infrastructure as code: cfn-lint and checkov on infra/template.yaml"
 .venv/bin/cfn-lint infra/template.yaml
 .venv/bin/checkov --file infra/template.yaml --framework cloudformation --quiet --compact --skip-download
+
+step "lints (cargo clippy on every target, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "waiting for the local stack"
 wait "$up" || { cat "$up_log" >&2; echo "the local stack did not start (see above)" >&2; exit 1; }
@@ -121,6 +126,11 @@ failed=()
 if [ -f "$STACK_DIR/tests-failed" ]; then mapfile -t failed < "$STACK_DIR/tests-failed"; fi
 grep -h "^test result:" "$STACK_DIR"/test-*.log | sed 's/^/  /' || true
 [ "${#failed[@]}" = 0 ] || { echo "end-to-end tests failed: ${failed[*]} (see above)" >&2; exit 1; }
+
+# Last on the stack: its requests act on tenants of their own, on random ids
+# and on the whole stack's dead letters (see the script).
+step "infra/openapi.yaml against the functions (Schemathesis)"
+dev/check-openapi.sh
 
 step "logs"
 .venv/bin/python dev/check_logs.py "$STACK_DIR/functions.log" whsec_entitle_local crm_entitle_local scim_entitle_local sk_test_entitle_local

@@ -78,7 +78,7 @@ async fn redrive(app: &App, req: &Request) -> Result<Response<Body>, Error> {
     let body = http::body(req)?;
     let ask: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) { RedriveRequest::default() } else { parse_json(body)? };
     if let Some(ids) = &ask.message_ids {
-        if ids.is_empty() || ids.iter().any(|i| i.is_empty() || i.len() > 128) {
+        if ids.is_empty() || ids.iter().any(|i| i.is_empty() || i.chars().count() > 128) {
             return Err(Rejection::malformed("invalid_body", "message_ids: one or more message ids, as listed by GET /dead-letters").into());
         }
     }

@@ -87,7 +87,7 @@ id_type!(
     TargetId, "target_id", 40);
 id_type!(
     /// The source's own id of an event (Stripe `evt_...`, CRM event id).
-    EventId, "event_id", 128);
+    EventId, "event_id", 150);
 id_type!(
     /// A licensing model's `version`: names one set of rules for ever.
     ModelVersion, "version", 64);

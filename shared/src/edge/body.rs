@@ -18,7 +18,10 @@ pub fn too_large() -> Rejection {
     Rejection::too_large(format!("the request body exceeds {MAX_BODY_BYTES} bytes"))
 }
 
-/// Parses a JSON body into `T`, naming the field and position of a problem.
+/// Parses a JSON body into `T`, naming the position of a syntax error and
+/// the field of any other problem. A number with a zero fraction (`5.0`,
+/// `5e0`) is read as the integer it is: JSON Schema (and so
+/// infra/openapi.yaml) counts it as one.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
@@ -26,7 +29,30 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reje
     if body.is_empty() {
         return Err(Rejection::malformed("malformed_body", "the request body is empty; a JSON object is required"));
     }
-    serde_json::from_slice(body).map_err(|e| Rejection::malformed("malformed_body", format!("invalid JSON body: {e}")))
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Rejection::malformed("malformed_body", format!("invalid JSON body: {e}")))?;
+    whole_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!("{path}: ") };
+        Rejection::malformed("malformed_body", format!("invalid JSON body: {at}{}", e.inner()))
+    })
+}
+
+/// Every number with a zero fraction, within the range a double holds
+/// exactly, as an integer.
+fn whole_numbers_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *v = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// Reads a value already parsed (JSON or YAML) as `T`, naming the field of a problem.
@@ -38,7 +64,8 @@ pub fn parse_value<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Res
     })
 }
 
-/// Parses a YAML body (for people who write contracts by hand) into JSON,
+/// Parses a YAML body (for people who write contracts by hand) into JSON
+/// (numbers with a zero fraction as integers, as [`parse_json`] reads them),
 /// within `limit` bytes of JSON once anchors and aliases are expanded: a
 /// 50 KB document of nested aliases can otherwise expand to gigabytes.
 /// Values are counted as they are built, so the work stops at the limit
@@ -51,7 +78,10 @@ pub fn parse_yaml_bounded(body: &[u8], limit: usize) -> Result<serde_json::Value
     let budget = yaml_budget::Budget::new(limit);
     let result = yaml_budget::Bounded(&budget).deserialize(serde_norway::Deserializer::from_slice(body));
     match result {
-        Ok(v) => Ok(v),
+        Ok(mut v) => {
+            whole_numbers_as_integers(&mut v);
+            Ok(v)
+        }
         // (serde_norway also stops a document that repeats aliases too often.)
         Err(e) if budget.exceeded() || e.to_string().contains("repetition limit exceeded") => {
             Err(Rejection::too_large(format!("the YAML document expands to more than {limit} bytes of JSON (anchors and aliases count at their expanded size)")).with("limit_bytes", limit))
@@ -119,6 +149,19 @@ mod yaml_budget {
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
             self.0.spend(20)?;
             Ok(v.into())
+        }
+        // Integers beyond 64 bits, as JSON bodies read them: a double.
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+            match i64::try_from(v) {
+                Ok(v) => self.visit_i64(v),
+                Err(_) => self.visit_f64(v as f64),
+            }
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => self.visit_f64(v as f64),
+            }
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
             self.0.spend(24)?;
@@ -208,6 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn a_number_with_a_zero_fraction_is_an_integer() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Counts {
+            seats: u32,
+            delta: i64,
+            ratio: f64,
+        }
+        let c = parse_json::<Counts>(br#"{"seats": 5.0, "delta": -2e0, "ratio": 0.5}"#).unwrap();
+        assert_eq!((c.seats, c.delta, c.ratio), (5, -2, 0.5));
+        let v = parse_json::<serde_json::Value>(br#"{"a": [1.0, 1.5, 1e300, -0.0]}"#).unwrap();
+        assert_eq!(v, serde_json::json!({"a": [1, 1.5, 1e300, 0]}));
+        let e = parse_json::<Counts>(br#"{"seats": 5.5, "delta": 0, "ratio": 0}"#).unwrap_err();
+        assert!(e.message.contains("seats"), "the field is named: {}", e.message);
+    }
+
+    #[test]
     fn yaml_aliases_cannot_expand_past_the_limit() {
         let v = parse_yaml_bounded(b"a: 1\nb: [x, y]\nc: {d: true}\n", MAX_BODY_BYTES).unwrap();
         assert_eq!(v, serde_json::json!({"a": 1, "b": ["x", "y"], "c": {"d": true}}));
@@ -226,6 +285,9 @@ mod tests {
         assert_eq!((e.kind, e.code), (Kind::TooLarge, "payload_too_large"), "{e}");
         assert!(e.message.contains("65536"), "the limit is named: {}", e.message);
         assert!(started.elapsed() < std::time::Duration::from_secs(1), "stopped at the limit, not after the expansion");
+        // Numbers as JSON reads them: a zero fraction is an integer, past 64 bits a double.
+        let v = parse_yaml_bounded(b"a: 5.0\nb: 40548753236400965351899136\nc: -40548753236400965351899136\n", MAX_BODY_BYTES).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 5, "b": 4.0548753236400965e25, "c": -4.0548753236400965e25}));
         let e = parse_yaml_bounded(b"a: [unclosed", MAX_BODY_BYTES).unwrap_err();
         assert_eq!((e.kind, e.code), (Kind::Malformed, "malformed_body"));
     }

@@ -160,7 +160,15 @@ async fn main() {
         let times: Vec<Duration> = all.iter().map(|s| s.init).collect();
         let (med, rss, hwm) = (median(times.clone()), median(all.iter().map(|s| s.rss).collect()), median(all.iter().map(|s| s.hwm).collect()));
         worst = (worst.0.max(med), worst.1.max(hwm));
-        let row = format!("| {function} | {} | {} | {} | {} | {} | {} |", ms(med), ms(percentile(times.clone(), 0.9)), ms(*times.iter().min().unwrap()), ms(*times.iter().max().unwrap()), mib(rss), mib(hwm));
+        let row = format!(
+            "| {function} | {} | {} | {} | {} | {} | {} |",
+            ms(med),
+            ms(percentile(times.clone(), 0.9)),
+            ms(*times.iter().min().unwrap()),
+            ms(*times.iter().max().unwrap()),
+            mib(rss),
+            mib(hwm)
+        );
         if base.is_empty() {
             println!("{row}");
         } else {

@@ -33,6 +33,19 @@ fn summaries(c: &[ClauseChange]) -> Vec<String> {
     c.iter().map(|c| c.summary.clone()).collect()
 }
 
+/// A contract's license names the event it came from `<contract_id>-v<version>`:
+/// an event id holds the longest contract id and the largest version.
+#[test]
+fn the_longest_contract_id_at_the_largest_version_names_its_event() {
+    let mut doc = base();
+    doc["contract_id"] = json!("k".repeat(ContractId::MAX_LEN));
+    let (doc, _) = ContractDocument::parse(&doc, &model()).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let license = doc.license(u64::MAX, at);
+    assert_eq!(license.last_event_id.as_str().len(), ContractId::MAX_LEN + "-v".len() + u64::MAX.to_string().len());
+    assert!(EventId::MAX_LEN >= license.last_event_id.as_str().len());
+}
+
 #[test]
 fn documents_keep_unmapped_clauses_and_normalise() {
     let (doc, v) = ContractDocument::parse(&base(), &model()).unwrap();
