@@ -82,15 +82,18 @@ impl Stack {
     /// The metric lines (CloudWatch Embedded Metric Format) the functions
     /// wrote to their log with `property` = `value`, once `want` of them are there.
     pub async fn metric_lines(&self, property: &str, value: &str, want: usize) -> Vec<Value> {
+        self.metric_lines_where(&format!("{property} = {value}"), want, |l| l[property] == value).await
+    }
+
+    /// Waits for at least `want` metric lines (EMF) in the functions' log
+    /// that `keep` keeps (`what` names them), and answers all of them.
+    pub async fn metric_lines_where(&self, what: &str, want: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
         let path = settings().get("ENTITLE_FUNCTIONS_LOG").cloned().expect("stack settings lack ENTITLE_FUNCTIONS_LOG");
-        self.eventually(&format!("{want} metric line(s) with {property} = {value}"), || async {
+        let keep = &keep;
+        self.eventually(&format!("{want} metric line(s) with {what}"), || async {
             let log = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<Value> = log
-                .lines()
-                .filter(|l| l.starts_with('{') && l.contains("\"_aws\""))
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|l| l.get("_aws").is_some() && l[property] == value)
-                .collect();
+            let lines: Vec<Value> =
+                log.lines().filter(|l| l.starts_with('{') && l.contains("\"_aws\"")).filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|l| l.get("_aws").is_some() && keep(l)).collect();
             (lines.len() >= want, Value::Array(lines))
         })
         .await
