@@ -24,4 +24,4 @@ pub use events::*;
 pub use proxy::{emulator_lost_response, FaultProxy};
 pub use scim::{Scim, SeenUser};
 pub use stack::{function_env, stack_dir, Stack, Tables, WAIT};
-pub(crate) use wire::read_request;
+pub use wire::{read_request, WireRequest};

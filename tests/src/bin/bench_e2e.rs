@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::main]
 async fn main() {
@@ -48,27 +48,6 @@ async fn main() {
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
-/// Reads one HTTP/1.1 request: (method, path, headers, body); None at EOF.
-async fn read_request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<(String, String, Vec<(String, String)>, Vec<u8>)>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Ok(None);
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let mut lines = text.lines();
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let (method, path) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
-    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-    let length = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok(Some((method, path, headers, body)))
-}
-
 /// Forwards every request to `upstream` and counts it by its operation
 /// (`X-Amz-Target`); `GET /__counts` answers the counts so far.
 async fn proxy(port: u16, upstream: String) {
@@ -82,7 +61,7 @@ async fn proxy(port: u16, upstream: String) {
         stream.set_nodelay(true).ok();
         let (counts, http, upstream) = (counts.clone(), http.clone(), upstream.clone());
         tokio::spawn(async move {
-            while let Ok(Some((method, path, headers, body))) = read_request(&mut stream).await {
+            while let Ok(Some(entitle_tests::WireRequest { method, path, headers, body })) = entitle_tests::read_request(&mut stream).await {
                 let (status, out_headers, out_body) = if path == "/__counts" {
                     let body = serde_json::to_vec(&*counts.lock().unwrap()).unwrap();
                     (200, vec![("content-type".to_string(), "application/json".to_string())], body)
