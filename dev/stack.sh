@@ -43,6 +43,9 @@ CRM_SECRET_ID=entitle-local/crm-signing-secrets
 # one from Secrets Manager, as they read the restricted key in production.
 STRIPE_API_KEY=sk_test_entitle_local
 STRIPE_API_KEY_SECRET_ID=entitle-local/stripe-api-key
+# The keys that sign the admin portal's session cookies (a rotation set).
+PORTAL_SECRET=portal_entitle_local_key
+PORTAL_SECRET_ID=entitle-local/portal-session-keys
 # The Stripe prices (localstripe: plans) the example licensing model maps by id.
 STRIPE_PLANS="team_monthly:team:1500:month business_monthly:business:4500:month enterprise_annual:enterprise:90000:year sso_addon:sso:500:month"
 # Bearer tokens scim2-server accepts (any of them, on every SCIM tenant path).
@@ -97,6 +100,7 @@ warm_up() {
   curl -s -o /dev/null -m 120 "$base/lambda-url/amend/contracts/warm-up" || die "amend did not start"
   curl -s -o /dev/null -m 120 "$base/lambda-url/admin/audit/public-key" || die "admin did not start"
   curl -s -o /dev/null -m 120 "$base/lambda-url/directory/scim/v2/tenants/warm-up/ServiceProviderConfig" || die "directory did not start"
+  curl -s -o /dev/null -m 120 "$base/lambda-url/portal/assets/portal.css" || die "portal did not start"
   # A sweep as of 2000-01-01 finds nothing due: it only starts the function.
   curl -s -o /dev/null -m 120 -X POST -d '{"id":"warm-up","time":"2000-01-01T00:00:00Z"}' "$base/2015-03-31/functions/expiry-sweep/invocations" || die "expiry-sweep did not start"
   curl -s -o /dev/null -m 120 -X POST -d '{"Records":[]}' "$base/2015-03-31/functions/provision/invocations" || die "provision did not start"
@@ -177,7 +181,7 @@ up() {
     # The webhook signing secrets and Stripe's API key live in Secrets
     # Manager, read at run time.
     "$VENV/bin/python" dev/resources.py infra/template.yaml "$endpoint" "$ddb_endpoint" \
-      "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET" "$STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY"
+      "$STRIPE_SECRET_ID=$STRIPE_SECRET" "$CRM_SECRET_ID=$CRM_SECRET" "$STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY" "$PORTAL_SECRET_ID=$PORTAL_SECRET"
     echo "AWS_ENDPOINT_URL=$endpoint"
     # The functions' way to DynamoDB (FUNCTIONS_DDB_ENDPOINT: a request
     # counter in front of DynamoDB Local, for make bench-e2e).
@@ -193,6 +197,12 @@ up() {
     echo "CRM_SIGNING_SECRET_ID=$CRM_SECRET_ID"
     echo "STRIPE_API_URL=$stripe_api"
     echo "STRIPE_API_KEY_SECRET_ID=$STRIPE_API_KEY_SECRET_ID"
+    echo "PORTAL_SESSION_SECRET_ID=$PORTAL_SECRET_ID"
+    # Where portal links point (the portal function's URL), and its brand
+    # (one word: the queue pollers take these settings through xargs).
+    echo "PORTAL_URL=http://127.0.0.1:$FN_PORT/lambda-url/portal/"
+    echo "PORTAL_PRODUCT_NAME=\"${PORTAL_PRODUCT_NAME:-Acme}\""
+    echo "PORTAL_ACCENT=\"${PORTAL_ACCENT:-#0b6e4f}\""
     echo "TARGET_SECRET_PREFIX=entitle-local/targets"
     echo "SCIM_ALLOW_HTTP=1"
     echo "SCIM_TARGET_BUDGET_SECS=${SCIM_TARGET_BUDGET_SECS:-5}"
@@ -243,6 +253,7 @@ up() {
     echo "ENTITLE_AMEND_URL=$base/lambda-url/amend"
     echo "ENTITLE_ADMIN_URL=$base/lambda-url/admin"
     echo "ENTITLE_DIRECTORY_URL=$base/lambda-url/directory"
+    echo "ENTITLE_PORTAL_URL=$base/lambda-url/portal"
     echo "ENTITLE_PROVISION_INVOKE_URL=$base/2015-03-31/functions/provision/invocations"
     echo "ENTITLE_SWEEP_INVOKE_URL=$base/2015-03-31/functions/expiry-sweep/invocations"
     echo "ENTITLE_BILLING_INVOKE_URL=$base/2015-03-31/functions/billing/invocations"

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # slow step shows in the log.
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
+step "the browser the portal's tests drive (Debian's chromium and chromium-driver)"
+dev/bootstrap-browser.sh
 step "layers of the common crate"
 python3 dev/check_layers.py
 step "format (cargo fmt --check; rustfmt.toml)"

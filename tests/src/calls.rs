@@ -138,6 +138,11 @@ impl Stack {
         self.send(self.http.put(format!("{}/tenants/{tenant}/members/{user}/seat", self.ingest)).json(body)).await
     }
 
+    /// `POST /tenants/{tenant}/portal-links` (a link to the admin portal).
+    pub async fn portal_link(&self, tenant: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}/tenants/{tenant}/portal-links", self.ingest)).json(body)).await
+    }
+
     /// `PUT /tenants/{tenant}/license-file` (how long the tenant's license files are valid).
     pub async fn put_license_file(&self, tenant: &str, body: &Value) -> (u16, Value) {
         self.send(self.http.put(format!("{}/tenants/{tenant}/license-file", self.ingest)).json(body)).await

@@ -7,6 +7,7 @@
 //! `make test` starts a stack and points `ENTITLE_STACK_ENV` at its settings.
 //! Without it these tests fail loudly: they never skip.
 
+pub mod browser;
 mod calls;
 pub mod directory;
 mod events;

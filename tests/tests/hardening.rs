@@ -668,6 +668,15 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
                 ("ReconcileQueue", vec!["sqs:SendMessage"]),
             ],
         ),
+        // The admin's portal: links and sessions, and the account routes its pages stand for.
+        (
+            "PortalFunction",
+            vec![
+                ("StateTable", vec!["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]),
+                ("AuditTable", vec!["dynamodb:PutItem", "dynamodb:Query"]),
+                ("ReconcileQueue", vec!["sqs:SendMessage"]),
+            ],
+        ),
         (
             "AdminFunction",
             vec![

@@ -12,6 +12,7 @@ mod input_safety;
 mod licenses_to_access;
 mod logs;
 mod models;
+mod portal;
 mod profiles;
 mod provision_emulator;
 mod scim;

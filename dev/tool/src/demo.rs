@@ -271,11 +271,27 @@ pub async fn run() -> Result<(), String> {
     d.out.flush();
     match result {
         Ok(first) => {
+            let portal = portal_link(&d, &first).await?;
             d.out.say(&format!("\nDone. The details of every step: {}.", d.out.path.display()));
             d.out.say(&format!("To look around, keep the stack up (KEEP_STACK=1 make demo, or make up first) and e.g. curl {}/tenants/{first}; dev/stack.sh down stops it.", d.access));
+            d.out.say(&format!(
+                "The admin portal of {first}, as its owner alice sees it (the link opens once, in a browser, within 15 minutes, while the stack is up: run KEEP_STACK=1 make demo, or make up before make demo, to open it):\n  {portal}"
+            ));
             Ok(())
         }
         Err(e) => Err(format!("{e}\n(what the demo did until then: {})", d.out.path.display())),
+    }
+}
+
+/// A link to the admin portal for the first tenant's owner (alice), as the
+/// vendor's backend asks for one: `POST /tenants/{tenant}/portal-links`.
+async fn portal_link(d: &Demo, tenant: &str) -> Result<String, String> {
+    let body = json!({"admin": "alice", "ttl_seconds": 900, "intent": "seats"});
+    let (status, answer) = d.call(d.http.post(format!("{}/tenants/{tenant}/portal-links", d.ingest)).json(&body)).await?;
+    detail!(d, "POST /tenants/{tenant}/portal-links {body} -> {status} expires_at {}", answer["expires_at"]);
+    match (status, answer["url"].as_str()) {
+        (201, Some(url)) => Ok(url.to_string()),
+        _ => Err(format!("POST /tenants/{tenant}/portal-links: {status} {answer}")),
     }
 }
 

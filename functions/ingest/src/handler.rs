@@ -16,6 +16,7 @@ use entitle::core::egress::EgressPolicy;
 use entitle::core::ids::{TargetId, TenantId, UserId};
 use entitle::core::license::{LicenseChange, Source};
 use entitle::core::model::WhenFull;
+use entitle::core::portal::LinkRequest;
 use entitle::core::provider::connection::{self, ConnectionUpdate, NewConnection, Rotation};
 use entitle::core::reassign::SeatRequest;
 use entitle::core::reconcile::ReconcileRequest;
@@ -93,6 +94,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
         ("PATCH", ["tenants", tenant, "directories", id]) if accounts => update_directory(app, &req, tenant, id).await,
         ("DELETE", ["tenants", tenant, "directories", id]) if accounts => revoke_directory(app, &req, tenant, id).await,
         ("POST", ["tenants", tenant, "directories", id, "rotate"]) if accounts => rotate_directory(app, &req, tenant, id).await,
+        ("POST", ["tenants", tenant, "portal-links"]) if accounts => portal_link(app, &req, tenant).await,
         _ => Err(http::no_route(&method, &path)),
     };
     Ok(answer.unwrap_or_else(http::answer_error))
@@ -235,7 +237,7 @@ async fn put_seat(app: &App, req: &Request, tenant: &str, user: &str) -> Result<
     let body: SeatRequest = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
     let principal = http::principal(req);
-    let view = seats::set_seat(&app.store, &tenant, &user, &body, principal.as_deref(), &request_id, Utc::now()).await?;
+    let view = seats::set_seat(&app.store, &tenant, &user, &body, principal.as_deref(), &Cause::api_call(&request_id), Utc::now()).await?;
     tracing::info!(tenant = %tenant, user = %user, cause = %Cause::api_call(&request_id), hold = body.hold, from = body.from.as_ref().map(|f| f.to_string()), status = view.status.as_str(), "seat set");
     wake(app, &tenant, Cause::api_call(&request_id), &format!("seat:{tenant}:{user}:{request_id}")).await?;
     Ok(http::json(200, &view))
@@ -251,7 +253,7 @@ async fn put_target(app: &App, req: &Request, tenant: &str, target: &str) -> Res
     let setup = TargetSetup { tenant: &tenant, target_id: &target_id, config, egress: app.egress, request_id: &request_id };
     let (stored, created) = targets::configure(&app.store, &app.tokens, setup, Utc::now()).await?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), created, "SCIM target configured");
-    targets::queue_repair(&app.queue, &tenant, &target_id, &request_id).await?;
+    targets::queue_repair(&app.queue, &tenant, &target_id, &Cause::api_call(&request_id), &request_id).await?;
     let mut view = serde_json::to_value(TargetView::new(&stored, 0, vec![])).expect("serialises");
     view["request_id"] = json!(request_id);
     Ok(http::json(if created { 201 } else { 200 }, &view))
@@ -280,7 +282,7 @@ async fn repair_target(app: &App, req: &Request, tenant: &str, target: &str) -> 
     let tenant = http::id(tenant, TenantId::parse)?;
     let target_id = http::id(target, TargetId::parse)?;
     let request_id = http::request_id(req);
-    targets::request_repair(&app.store, &app.queue, &tenant, &target_id, &request_id).await?;
+    targets::request_repair(&app.store, &app.queue, &tenant, &target_id, &Cause::api_call(&request_id), &request_id).await?;
     tracing::info!(tenant = %tenant, target = %target_id, cause = %Cause::api_call(&request_id), "drift repair requested");
     // The repair's audit record and the target's `last_repair_cause` name this request.
     Ok(http::json(202, &json!({"status": "queued", "tenant_id": tenant, "target_id": target_id, "request_id": request_id})))
@@ -305,7 +307,7 @@ async fn connect_directory(app: &App, req: &Request, tenant: &str) -> Result<Res
     let tenant = http::id(tenant, TenantId::parse)?;
     let new: NewConnection = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
-    let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &request_id, Utc::now()).await?;
+    let (conn, token) = directory::connections::issue(&app.store, &tenant, &new, (config::random(), config::random()), &Cause::api_call(&request_id), Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory connected");
     let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
@@ -336,7 +338,7 @@ async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let tenant = http::id(tenant, TenantId::parse)?;
     let upd: ConnectionUpdate = parse_json(http::body(req)?)?;
     let request_id = http::request_id(req);
-    let conn = directory::connections::update(&app.store, &tenant, id, &upd, &request_id, Utc::now()).await?;
+    let conn = directory::connections::update(&app.store, &tenant, id, &upd, &Cause::api_call(&request_id), Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory reconfigured");
     Ok(http::json(200, &directory_view(&tenant, &conn, when_full(app, &tenant).await?)))
 }
@@ -345,7 +347,7 @@ async fn update_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
 async fn revoke_directory(app: &App, req: &Request, tenant: &str, id: &str) -> Result<Response<Body>, Error> {
     let tenant = http::id(tenant, TenantId::parse)?;
     let request_id = http::request_id(req);
-    let conn = directory::connections::revoke(&app.store, &tenant, id, &request_id, Utc::now()).await?;
+    let conn = directory::connections::revoke(&app.store, &tenant, id, &Cause::api_call(&request_id), Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), "directory revoked");
     Ok(http::json(200, &json!({"status": "revoked", "tenant_id": tenant, "directory_id": conn.id, "request_id": request_id})))
 }
@@ -358,12 +360,24 @@ async fn rotate_directory(app: &App, req: &Request, tenant: &str, id: &str) -> R
     let rotation: Rotation = if raw.iter().all(u8::is_ascii_whitespace) { Rotation::default() } else { parse_json(raw)? };
     let grace = rotation.grace()?;
     let request_id = http::request_id(req);
-    let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &request_id, Utc::now()).await?;
+    let (conn, token) = directory::connections::rotate(&app.store, &tenant, id, grace, config::random(), &Cause::api_call(&request_id), Utc::now()).await?;
     tracing::info!(tenant = %tenant, directory = %conn.id, cause = %Cause::api_call(&request_id), grace, "directory token rotated");
     let mut view = directory_view(&tenant, &conn, when_full(app, &tenant).await?);
     view["token"] = json!(token);
     view["request_id"] = json!(request_id);
     Ok(http::json(200, &view))
+}
+
+/// A link to the admin portal for one of the tenant's admins: it opens
+/// once, by a person, within `ttl_seconds` (see docs/portal.md).
+async fn portal_link(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>, Error> {
+    let tenant = http::id(tenant, TenantId::parse)?;
+    let body: LinkRequest = parse_json(http::body(req)?)?;
+    let request_id = http::request_id(req);
+    let (token, link) = entitle::app::portal::create_link(&app.store, &tenant, &body, config::random(), Utc::now()).await?;
+    tracing::info!(tenant = %tenant, admin = %link.admin, cause = %Cause::api_call(&request_id), intent = link.intent.page(), "portal link made");
+    let expires = chrono::DateTime::from_timestamp(link.expires_at, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    Ok(http::json(201, &json!({"url": config::portal_link(&token), "expires_at": expires, "tenant_id": tenant, "admin": link.admin, "intent": link.intent})))
 }
 
 /// `PUT /tenants/{tenant}/license-file`: how long the tenant's license

@@ -27,7 +27,7 @@ async fn licensed(store: &Memory, t: &TenantId, seats: u32) {
 }
 
 async fn connected(store: &Memory, t: &TenantId, when_full: Option<WhenFull>) -> Connection {
-    let (c, _) = connections::issue(store, t, &NewConnection { name: "okta".into(), when_full }, ([1; 8], [2; 32]), "req", Utc::now()).await.unwrap();
+    let (c, _) = connections::issue(store, t, &NewConnection { name: "okta".into(), when_full }, ([1; 8], [2; 32]), &Cause::api_call("req"), Utc::now()).await.unwrap();
     c
 }
 
@@ -221,7 +221,7 @@ async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
     let store = Memory::new(m.clone());
     let t = TenantId::parse("fast").unwrap();
     licensed(&store, &t, 1).await;
-    let (c, token) = connections::issue(&store, &t, &NewConnection { name: "okta".into(), when_full: None }, ([3; 8], [4; 32]), "req", Utc::now()).await.unwrap();
+    let (c, token) = connections::issue(&store, &t, &NewConnection { name: "okta".into(), when_full: None }, ([3; 8], [4; 32]), &Cause::api_call("req"), Utc::now()).await.unwrap();
     let bearer = format!("Bearer {token}");
     let push = |tenant: &'static str, authorization: Option<String>, body: Value| {
         let store = store.clone();

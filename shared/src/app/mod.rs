@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod directory;
 pub mod licenses;
 pub mod members;
+pub mod portal;
 pub mod ports;
 pub mod reconcile;
 pub mod rules;

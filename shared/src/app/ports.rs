@@ -20,6 +20,7 @@ use crate::core::ids::{AmendmentId, ContractId, EventId, TargetId, TenantId, Use
 use crate::core::ids::{ModelVersion, RunId};
 use crate::core::license::{License, Source};
 use crate::core::model::LicensingModel;
+use crate::core::portal::{Link as PortalLink, Session as PortalSession};
 use crate::core::provider::connection::Connection;
 use crate::core::provider::{DirGroup, Edge};
 use crate::core::reconcile::ReconcileRequest;
@@ -359,6 +360,24 @@ pub trait Directories: Send + Sync {
     fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<DirGroup>, Option<String>), PortError>> + Send;
     /// Every member of a group, in user id order.
     fn group_members(&self, tenant: &TenantId, group: &str) -> impl Future<Output = Result<Vec<Edge>, PortError>> + Send;
+}
+
+/// The admin portal's links and sessions, each stored under the SHA-256
+/// of its secret (see [`crate::core::portal`]); they expire by themselves.
+pub trait Portal: Send + Sync {
+    /// Stores a new link, unless the tenant has made `per_minute` links in
+    /// the current minute (then false, nothing stored).
+    fn put_link(&self, key: &str, link: &PortalLink, now: i64, per_minute: u32) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn link(&self, key: &str) -> impl Future<Output = Result<Option<PortalLink>, PortError>> + Send;
+    /// Spends an open link (not used, not expired at `now`) in one
+    /// conditional write: the link if this call spent it, `None` if it was
+    /// not open (unknown, used or expired).
+    fn spend_link(&self, key: &str, now: i64) -> impl Future<Output = Result<Option<PortalLink>, PortError>> + Send;
+    fn put_session(&self, key: &str, session: &PortalSession) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn session(&self, key: &str) -> impl Future<Output = Result<Option<PortalSession>, PortError>> + Send;
+    /// Records the session's last use.
+    fn touch_session(&self, key: &str, now: i64) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn end_session(&self, key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Signs member tokens and license files: the token signing key (KMS,

@@ -38,14 +38,13 @@ pub async fn set_seat<S: Tenants + Targets + Models>(
     user: &UserId,
     req: &SeatRequest,
     principal: Option<&str>,
-    request_id: &str,
+    cause: &Cause,
     now: DateTime<Utc>,
 ) -> Result<MemberView, Error> {
     req.validate(user)?;
-    let cause = Cause::api_call(request_id);
     let actor = actor(req.by.as_deref(), principal);
     let users: Vec<UserId> = std::iter::once(user.clone()).chain(req.from.clone()).collect();
-    let (cause, actor, users) = (&cause, &actor, &users);
+    let (actor, users) = (&actor, &users);
     let committed = audited_on(
         store,
         tenant,

@@ -122,17 +122,18 @@ pub async fn remove<S: Tenants + Targets, K: Tokens>(store: &S, tokens: &K, tena
     Ok(dropped)
 }
 
-/// Asks provision for a drift repair of the target now (it owns the targets).
-pub async fn request_repair<S: Targets, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId, target_id: &TargetId, request_id: &str) -> Result<(), Error> {
+/// Asks provision for a drift repair of the target now (it owns the
+/// targets); `own` tells this request from others of the same cause.
+pub async fn request_repair<S: Targets, Q: Queue>(store: &S, queue: &Q, tenant: &TenantId, target_id: &TargetId, cause: &Cause, own: &str) -> Result<(), Error> {
     if !store.targets(tenant).await?.iter().any(|t| &t.target_id == target_id) {
         return Err(Rejection::not_found(&format!("target {target_id} of tenant {tenant}")).into());
     }
-    queue_repair(queue, tenant, target_id, request_id).await
+    queue_repair(queue, tenant, target_id, cause, own).await
 }
 
 /// Queues a repair of the target (its first sync, or one asked for).
-pub async fn queue_repair<Q: Queue>(queue: &Q, tenant: &TenantId, target_id: &TargetId, request_id: &str) -> Result<(), Error> {
-    let mut request = ReconcileRequest::new(tenant.clone(), Cause::api_call(request_id));
+pub async fn queue_repair<Q: Queue>(queue: &Q, tenant: &TenantId, target_id: &TargetId, cause: &Cause, own: &str) -> Result<(), Error> {
+    let mut request = ReconcileRequest::new(tenant.clone(), cause.clone());
     request.repair.push(target_id.clone());
-    Ok(queue.send(&request, &format!("repair:{tenant}:{target_id}:{request_id}")).await?)
+    Ok(queue.send(&request, &format!("repair:{tenant}:{target_id}:{own}")).await?)
 }

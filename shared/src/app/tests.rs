@@ -731,27 +731,27 @@ async fn seats_given_by_the_tenants_admin_are_kept_through_reconciles_and_cuts()
     // m0..m3 hold the four seats (created one after another), m4 waits.
     let req = |hold: bool, from: Option<usize>| SeatRequest { hold, from: from.map(id), by: Some("ann@acme.test".into()) };
     // The newest holder is pinned; the cut to three takes m2 instead.
-    let pinned = seats::set_seat(&store, &t, &id(3), &req(true, None), Some("arn:aws:iam::1:role/app"), "pin-1", Utc::now()).await.unwrap();
+    let pinned = seats::set_seat(&store, &t, &id(3), &req(true, None), Some("arn:aws:iam::1:role/app"), &Cause::api_call("pin-1"), Utc::now()).await.unwrap();
     assert_eq!(pinned.status, MemberStatus::Active);
     assert!(pinned.seat.as_ref().unwrap().pin.as_ref().unwrap().hold);
     licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
     reconcile::reconcile(&store, &t, &cause("cut"), Utc::now()).await.unwrap();
     assert_eq!((status(0).await, status(1).await, status(2).await, status(3).await), (MemberStatus::Active, MemberStatus::Active, MemberStatus::PendingSeat, MemberStatus::Active));
     // m4 gets m0's seat: m0 joins the line, behind m2 (cut earlier).
-    let given = seats::set_seat(&store, &t, &id(4), &req(true, Some(0)), None, "give-1", Utc::now()).await.unwrap();
+    let given = seats::set_seat(&store, &t, &id(4), &req(true, Some(0)), None, &Cause::api_call("give-1"), Utc::now()).await.unwrap();
     assert_eq!(given.status, MemberStatus::Active);
     assert_eq!(status(0).await, MemberStatus::PendingSeat);
     reconcile::reconcile(&store, &t, &cause("after-give"), Utc::now()).await.unwrap();
     assert_eq!((status(0).await, status(4).await), (MemberStatus::PendingSeat, MemberStatus::Active));
     // m1 released: its seat goes to the line (m2 first), not back to m1.
-    let released = seats::set_seat(&store, &t, &id(1), &req(false, None), None, "release-1", Utc::now()).await.unwrap();
+    let released = seats::set_seat(&store, &t, &id(1), &req(false, None), None, &Cause::api_call("release-1"), Utc::now()).await.unwrap();
     assert_eq!(released.status, MemberStatus::PendingSeat);
     reconcile::reconcile(&store, &t, &cause("after-release"), Utc::now()).await.unwrap();
     assert_eq!((status(1).await, status(2).await, status(0).await), (MemberStatus::PendingSeat, MemberStatus::Active, MemberStatus::PendingSeat));
     // Refusals: no free seat, and a `from` that holds none.
-    let e = seats::set_seat(&store, &t, &id(0), &req(true, None), None, "no-seat", Utc::now()).await.unwrap_err();
+    let e = seats::set_seat(&store, &t, &id(0), &req(true, None), None, &Cause::api_call("no-seat"), Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.kind == Kind::Conflict && r.code == "no_free_seat" && r.details["seats"] == json!({"total": 3, "used": 3})), "{e:?}");
-    let e = seats::set_seat(&store, &t, &id(0), &req(true, Some(1)), None, "from-none", Utc::now()).await.unwrap_err();
+    let e = seats::set_seat(&store, &t, &id(0), &req(true, Some(1)), None, &Cause::api_call("from-none"), Utc::now()).await.unwrap_err();
     assert!(matches!(&e, Error::Rejected(r) if r.code == "from_holds_no_seat"), "{e:?}");
     let meta = store.meta(&t).await.unwrap().unwrap();
     // Held: m2, m3, m4; in line: m0; released (out of the line): m1.
@@ -776,7 +776,7 @@ async fn a_reconcile_decided_before_a_seat_was_given_never_overrides_it() {
     // m0 and m1 hold the two seats, m2 waits; a seat pass reads the line.
     let stale_line = store.seat_order(&t, crate::core::seats::SeatList::Line, false, 1).await.unwrap();
     let req = SeatRequest { hold: true, from: Some(UserId::parse("m0000").unwrap()), by: None };
-    seats::set_seat(&store, &t, &UserId::parse("m0002").unwrap(), &req, None, "give", Utc::now()).await.unwrap();
+    seats::set_seat(&store, &t, &UserId::parse("m0002").unwrap(), &req, None, &Cause::api_call("give"), Utc::now()).await.unwrap();
     // A third seat: on its snapshot the seat pass gives it to m2, which would drop the pin.
     licenses::record_change(&store, &crm_change(&t, 2, 3), "h2", Utc::now()).await.unwrap();
     let access = crate::core::license::effective_license(&m, &store.tenant_head(&t).await.unwrap().unwrap().licenses);
@@ -888,7 +888,7 @@ async fn a_member_change_during_a_tenant_wide_walk_is_neither_lost_nor_overwritt
     members::remove(&store, &t, &late, "rm-late", Utc::now()).await.unwrap();
     members::remove(&store, &t, &early, "rm-early", Utc::now()).await.unwrap();
     let pinned = UserId::parse(format!("m{:04}", n - 1)).unwrap();
-    seats::set_seat(&store, &t, &pinned, &SeatRequest { hold: true, from: None, by: Some("owner".into()) }, None, "pin", Utc::now()).await.unwrap();
+    seats::set_seat(&store, &t, &pinned, &SeatRequest { hold: true, from: None, by: Some("owner".into()) }, None, &Cause::api_call("pin"), Utc::now()).await.unwrap();
     members::create(&store, &t, &new_member(n + 1, "new@example.test"), "new", Utc::now()).await.unwrap();
     reconcile::reconcile(&store, &t, &cause("tier"), Utc::now()).await.unwrap();
     let after = accesses(&store, &t).await;
@@ -915,7 +915,7 @@ async fn the_stored_seat_order_decides_as_the_whole_tenant_decision_does() {
     large(&store, &t, n as u32, n).await;
     for i in [7usize, 100, 250] {
         let user = UserId::parse(format!("m{i:04}")).unwrap();
-        seats::set_seat(&store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, "pin", Utc::now()).await.unwrap();
+        seats::set_seat(&store, &t, &user, &SeatRequest { hold: true, from: None, by: None }, None, &Cause::api_call("pin"), Utc::now()).await.unwrap();
     }
     for (version, seats) in [(2, 120u32), (3, 40), (4, 200), (5, 260)] {
         // What the whole-tenant decision says, on the state before this change.

@@ -32,6 +32,8 @@ pub enum CauseKind {
     Directory,
     /// A rollout of a licensing model version (`id`: the rollout's id).
     ModelRollout,
+    /// The tenant's admin in the portal (`id`: the admin's user id).
+    Portal,
 }
 
 /// What caused a change: the source event, API call or run that led to it.
@@ -61,6 +63,10 @@ impl Cause {
     /// An API request (`id` is the request's id, as Lambda names it).
     pub fn api_call(request_id: &str) -> Self {
         Cause::new(CauseKind::ApiCall, request_id)
+    }
+    /// The tenant's admin acting in the portal (`id` is the admin's user id).
+    pub fn portal(admin: &UserId) -> Self {
+        Cause::new(CauseKind::Portal, admin.as_str())
     }
     /// A request of a directory connection (`id` is the request's id).
     pub fn directory(connection: &str, request_id: impl Into<String>) -> Self {

@@ -25,6 +25,7 @@ pub mod explain;
 pub mod ids;
 pub mod license;
 pub mod model;
+pub mod portal;
 pub mod provider;
 pub mod reassign;
 pub mod reconcile;

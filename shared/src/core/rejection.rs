@@ -27,6 +27,8 @@ pub enum Kind {
     TooLarge,
     /// Well formed, but not acceptable (422).
     Invalid,
+    /// Too many such requests in a while: try later (429).
+    RateLimited,
     /// A part of a protocol Entitle does not serve (501; SCIM's `/Bulk`).
     NotImplemented,
 }
@@ -75,6 +77,9 @@ impl Rejection {
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(Kind::MethodNotAllowed, "method_not_allowed", message)
+    }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(Kind::RateLimited, "rate_limited", message)
     }
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(Kind::NotImplemented, "not_implemented", message)

@@ -44,6 +44,14 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// A portal link's URL: the portal function's URL (`PORTAL_URL`) and the
+/// link's token.
+pub fn portal_link(token: &str) -> String {
+    let url = std::env::var("PORTAL_URL").unwrap_or_default();
+    let url = if url.is_empty() || url.ends_with('/') { url } else { format!("{url}/") };
+    format!("{url}links/{token}")
+}
+
 /// The directory function's URL (`DIRECTORY_URL`, ending in `/`): where a
 /// tenant's identity providers push (`<url>scim/v2/tenants/<tenant>`).
 pub fn directory_base(tenant: &crate::core::ids::TenantId) -> String {

@@ -101,6 +101,7 @@ pub fn status_of(kind: Kind) -> u16 {
         Kind::Precondition => 412,
         Kind::TooLarge => 413,
         Kind::Invalid => 422,
+        Kind::RateLimited => 429,
         Kind::NotImplemented => 501,
     }
 }

@@ -51,6 +51,7 @@ mod directory;
 pub mod due;
 pub mod models;
 pub mod parked;
+mod portal;
 mod targets;
 mod tenants;
 mod tokens;

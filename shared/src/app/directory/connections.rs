@@ -12,19 +12,8 @@ use crate::core::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-fn cause(request_id: &str) -> Cause {
-    Cause::api_call(request_id)
-}
-
 /// A new connection; returns it and its token (shown this once).
-pub async fn issue<S: Tenants + Directories>(
-    store: &S,
-    tenant: &TenantId,
-    new: &NewConnection,
-    random: ([u8; 8], [u8; 32]),
-    request_id: &str,
-    now: DateTime<Utc>,
-) -> Result<(Connection, String), Error> {
+pub async fn issue<S: Tenants + Directories>(store: &S, tenant: &TenantId, new: &NewConnection, random: ([u8; 8], [u8; 32]), cause: &Cause, now: DateTime<Utc>) -> Result<(Connection, String), Error> {
     check_name(&new.name)?;
     let id = connection::new_id(&random.0);
     let (tok, hash) = token(tenant, &id, &random.1);
@@ -34,7 +23,7 @@ pub async fn issue<S: Tenants + Directories>(
         let conn = conn.clone();
         async move {
             known(tenant, meta)?;
-            let audit = AuditEvent::new(AuditAction::DirectoryConnected, format!("directory:{}", conn.id), &cause(request_id), "directory connection made: its token was issued (stored as a hash)")
+            let audit = AuditEvent::new(AuditAction::DirectoryConnected, format!("directory:{}", conn.id), cause, "directory connection made: its token was issued (stored as a hash)")
                 .after(json!({"name": conn.name, "when_full": conn.when_full}));
             Ok(Decision::one(Change::new(now).write(Write::Connection { connection: conn.clone(), if_rev: None }).audit(audit), ()))
         }
@@ -50,7 +39,6 @@ async fn change<S: Tenants + Directories>(
     store: &S,
     tenant: &TenantId,
     id: &str,
-    request_id: &str,
     now: DateTime<Utc>,
     f: impl Fn(&Connection) -> Option<(Write, AuditEvent, Connection)> + Sync,
 ) -> Result<Connection, Error> {
@@ -66,21 +54,20 @@ async fn change<S: Tenants + Directories>(
         }
     })
     .await?;
-    let _ = request_id;
     Ok(committed.value)
 }
 
 /// Name or `when_full` changed.
-pub async fn update<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, upd: &ConnectionUpdate, request_id: &str, now: DateTime<Utc>) -> Result<Connection, Error> {
+pub async fn update<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, upd: &ConnectionUpdate, cause: &Cause, now: DateTime<Utc>) -> Result<Connection, Error> {
     if let Some(n) = &upd.name {
         check_name(n)?;
     }
-    change(store, tenant, id, request_id, now, |c| {
+    change(store, tenant, id, now, |c| {
         let next = Connection { name: upd.name.clone().unwrap_or_else(|| c.name.clone()), when_full: upd.when_full.or(c.when_full), rev: c.rev + 1, ..c.clone() };
         if next.name == c.name && next.when_full == c.when_full {
             return None;
         }
-        let audit = AuditEvent::new(AuditAction::DirectoryReconfigured, format!("directory:{id}"), &cause(request_id), "directory connection changed")
+        let audit = AuditEvent::new(AuditAction::DirectoryReconfigured, format!("directory:{id}"), cause, "directory connection changed")
             .before(json!({"name": c.name, "when_full": c.when_full}))
             .after(json!({"name": next.name, "when_full": next.when_full}));
         Some((Write::Connection { connection: next.clone(), if_rev: Some(c.rev) }, audit, next))
@@ -89,11 +76,11 @@ pub async fn update<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: 
 }
 
 /// A new token; the old one stays valid `grace` seconds.
-pub async fn rotate<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, grace: u64, random: [u8; 32], request_id: &str, now: DateTime<Utc>) -> Result<(Connection, String), Error> {
+pub async fn rotate<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, grace: u64, random: [u8; 32], cause: &Cause, now: DateTime<Utc>) -> Result<(Connection, String), Error> {
     let (tok, hash) = token(tenant, id, &random);
-    let conn = change(store, tenant, id, request_id, now, |c| {
+    let conn = change(store, tenant, id, now, |c| {
         let next = rotated(c, hash.clone(), grace, now);
-        let audit = AuditEvent::new(AuditAction::DirectoryTokenRotated, format!("directory:{id}"), &cause(request_id), format!("token rotated: the previous one stays valid for {grace} s"))
+        let audit = AuditEvent::new(AuditAction::DirectoryTokenRotated, format!("directory:{id}"), cause, format!("token rotated: the previous one stays valid for {grace} s"))
             .after(json!({"previous_valid_until": next.previous.as_ref().map(|p| &p.1)}));
         Some((Write::Connection { connection: next.clone(), if_rev: Some(c.rev) }, audit, next))
     })
@@ -103,15 +90,10 @@ pub async fn rotate<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: 
 
 /// Revoked: its token (and any in grace) refused from now on. What it
 /// pushed stays.
-pub async fn revoke<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, request_id: &str, now: DateTime<Utc>) -> Result<Connection, Error> {
-    change(store, tenant, id, request_id, now, |c| {
-        let audit = AuditEvent::new(
-            AuditAction::DirectoryDisconnected,
-            format!("directory:{id}"),
-            &cause(request_id),
-            "directory connection revoked: its tokens are refused; the users and groups it pushed stay",
-        )
-        .before(json!({"name": c.name}));
+pub async fn revoke<S: Tenants + Directories>(store: &S, tenant: &TenantId, id: &str, cause: &Cause, now: DateTime<Utc>) -> Result<Connection, Error> {
+    change(store, tenant, id, now, |c| {
+        let audit = AuditEvent::new(AuditAction::DirectoryDisconnected, format!("directory:{id}"), cause, "directory connection revoked: its tokens are refused; the users and groups it pushed stay")
+            .before(json!({"name": c.name}));
         Some((Write::RemoveConnection { id: c.id.clone(), rev: c.rev }, audit, c.clone()))
     })
     .await

@@ -9,7 +9,7 @@
 //! change lands, each write on its condition); the ports are implemented
 //! one group a file: [`tenants`] (and members' cached tokens), [`directory`],
 //! [`contracts`], [`targets`] (and their tokens), [`queues`] (the due index
-//! and the queues), [`models`] (the rules and the registry). [`billing`]:
+//! and the queues), [`models`] (the rules and the registry), [`portal`] (links and sessions). [`billing`]:
 //! Stripe's subscriptions; [`crashing`]: a store that fails its Nth commit.
 
 mod billing;
@@ -18,6 +18,7 @@ mod contracts;
 mod crashing;
 mod directory;
 mod models;
+mod portal;
 mod queues;
 mod targets;
 mod tenants;
@@ -79,6 +80,10 @@ struct Db {
     runs: BTreeMap<RunId, RunState>,
     outcomes: BTreeMap<(RunId, TenantId), Outcome>,
     preview_pages: BTreeMap<(RunId, TenantId, u32), PreviewPage>,
+    portal_links: BTreeMap<String, crate::core::portal::Link>,
+    /// Links made per tenant and minute (the rate limit's counters).
+    portal_minutes: BTreeMap<(TenantId, i64), u32>,
+    portal_sessions: BTreeMap<String, crate::core::portal::Session>,
 }
 
 impl Db {
