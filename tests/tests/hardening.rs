@@ -737,13 +737,14 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         let text = template["Resources"][function]["Properties"]["Policies"].to_string();
         assert!(text.contains("/index/models"), "{function} may query the models index: {text}");
     }
-    // The audit signing key signs for the sweep (stored checkpoints) and
-    // admin (exports), and for nobody else.
+    // The audit signing key signs for the sweep (stored checkpoints), admin
+    // and the portal (exports), and for nobody else.
     for function in expected.keys() {
         let on_key: Vec<String> = grants(&template, function).get("AuditSigningKey").map(|a| a.iter().cloned().collect()).unwrap_or_default();
         let want: &[&str] = match *function {
             "ExpirySweepFunction" => &["kms:Sign"],
             "AdminFunction" => &["kms:GetPublicKey", "kms:Sign"],
+            "PortalFunction" => &["kms:Sign"],
             _ => &[],
         };
         assert_eq!(on_key, want, "{function} on the audit signing key");

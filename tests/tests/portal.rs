@@ -246,6 +246,18 @@ async fn an_admin_manages_seats_and_the_directory_in_a_browser() {
     assert_eq!(r.status(), 404, "another tenant's form");
     assert_eq!(s.member(&t, "ann").await.1["status"], "active");
     assert_eq!(s.member(&other, "ann").await.1["status"], "active");
+    // The audit page's signed export: the chain's records, a checkpoint signed over the last.
+    b.goto(&format!("{base}/tenants/{t}/audit")).await;
+    b.wait_for_text("Download the signed export").await;
+    let r = client().get(format!("{base}/tenants/{t}/audit/export?from_seq=1")).header("cookie", &header).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let disposition = r.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(disposition.starts_with(&format!("attachment; filename=\"audit-{t}-1-")), "{disposition}");
+    let export = r.text().await.unwrap();
+    let checkpoint = entitle::core::audit::verify_export(&export).expect("the export verifies");
+    assert!(checkpoint.seq >= 8 && checkpoint.tenant_id == t, "{checkpoint:?}");
+    let r = client().get(format!("{base}/tenants/{other}/audit/export")).header("cookie", &header).send().await.unwrap();
+    assert_eq!(r.status(), 404, "another tenant's export");
 
     // Every page at both widths: no serious or critical axe-core violation;
     // a screenshot each, with something on every page (a connection, a

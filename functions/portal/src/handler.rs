@@ -29,8 +29,14 @@ pub struct App {
     pub queue: ReconcileQueue,
     /// The keys that sign session cookies (Secrets Manager, a rotation set).
     pub keys: SigningSecrets,
+    /// Signs the audit exports the audit page downloads (the audit key).
+    pub signer: entitle::adapters::kms::AuditSigner,
     pub brand: Brand,
 }
+
+/// An export's records stop past this size (a function URL answers at most
+/// 6 MB); the next starts after its last record.
+pub const EXPORT_BYTES: usize = 5 * 1024 * 1024;
 
 /// Members shown per list (holders, the line, a search).
 pub const LIST_PAGE: usize = 100;
@@ -236,6 +242,7 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
         ["directory"] => directory_page(&ctx, notice, None, 200).await,
         ["targets"] => targets_page(&ctx, notice).await,
         ["audit"] => audit_page(&ctx, req, false).await,
+        ["audit", "export"] => export(&ctx, req).await,
         _ => Err(not_found()),
     }
 }
@@ -429,4 +436,17 @@ async fn audit_page(ctx: &Ctx<'_>, req: &Request, verify: bool) -> Result<Respon
     let pending = store.pending_count(&ctx.tenant).await?;
     let filters = pages::AuditFilters { member: member.as_deref(), action: action.as_deref() };
     Ok(web::html(200, pages::audit(ctx, &shown, next, pending, &filters, verification.as_ref())))
+}
+
+/// The signed export (JSON Lines, as admin's `GET .../audit/export`), from
+/// `from_seq` (default 1), at most [`EXPORT_BYTES`] of records: its file
+/// name says where it ended.
+async fn export(ctx: &Ctx<'_>, req: &Request) -> Result<Response<Body>, Error> {
+    let from = match http::query(req, "from_seq").filter(|f| !f.is_empty()) {
+        None => 1,
+        Some(f) => f.parse::<u64>().ok().filter(|f| *f >= 1).ok_or_else(|| Rejection::malformed("invalid_query", "from_seq: expected a record number (1 or more)"))?,
+    };
+    let e = audit::export(&ctx.app.store, &ctx.app.signer, &ctx.tenant, from, None, EXPORT_BYTES, ctx.now).await?;
+    tracing::info!(tenant = %ctx.tenant, cause = %ctx.cause(), from = e.from, last = e.last, "audit exported");
+    Ok(web::download("application/x-ndjson", &format!("audit-{}-{}-{}.jsonl", ctx.tenant, e.from, e.last), e.lines))
 }

@@ -14,6 +14,12 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let config::Base { aws, store } = config::start().await?;
-    let app = handler::App { store, queue: config::reconcile_queue(&aws)?, keys: config::signing_secrets(&aws, "PORTAL_SESSION_SECRET_ID")?, brand: web::Brand::from_env()? };
+    let app = handler::App {
+        store,
+        queue: config::reconcile_queue(&aws)?,
+        keys: config::signing_secrets(&aws, "PORTAL_SESSION_SECRET_ID")?,
+        signer: entitle::adapters::kms::AuditSigner::new(config::kms(&aws), config::required("AUDIT_SIGNING_KEY_ID")?),
+        brand: web::Brand::from_env()?,
+    };
     lambda_http::run(service_fn(|req| handler::handle(&app, req))).await
 }

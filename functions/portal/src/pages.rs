@@ -486,6 +486,12 @@ pub fn audit(ctx: &Ctx, records: &[AuditRecord], next: Option<u64>, pending: u64
                 (csrf(ctx))
                 button type="submit" { "Verify the chain" }
             }
+            form.inline method="get" action=(ctx.page_url_for("audit/export")) {
+                label for="from_seq" { "Export from record" }
+                input #from_seq name="from_seq" type="number" min="1" value="1" inputmode="numeric";
+                button type="submit" { "Download the signed export" }
+            }
+            p.more { "An export is JSON Lines: each record as hashed, then a checkpoint signed with the audit key, which verifies offline with the public key. One file holds up to 5 MB of records; its name says the last, and the next starts after it." }
             @if pending > 0 { p { (pending) " record(s) of the last moments are not chained yet: they show within seconds." } }
             h2 #trail { "The trail, newest first" }
             @if records.is_empty() { p { "No record matches." } } @else {

@@ -114,6 +114,14 @@ pub fn html(status: u16, page: maud::Markup) -> Response<Body> {
     secured(Response::builder().status(status).header("content-type", "text/html; charset=utf-8")).body(Body::Text(page.into_string())).expect("valid status and headers")
 }
 
+/// A file to save (an audit export).
+pub fn download(content_type: &str, file_name: &str, text: String) -> Response<Body> {
+    secured(Response::builder().status(200).header("content-type", content_type))
+        .header("content-disposition", format!("attachment; filename=\"{file_name}\""))
+        .body(Body::Text(text))
+        .expect("valid status and headers")
+}
+
 /// 303 See Other: the browser GETs `location` (after a form's POST).
 pub fn see_other(location: &str, cookie: Option<&str>) -> Response<Body> {
     let mut b = secured(Response::builder().status(303).header("location", location));

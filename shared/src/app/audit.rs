@@ -15,6 +15,7 @@ use super::ports::{Change, Checkpoints, Signer, Tenants};
 use super::Error;
 use crate::core::audit::{self, AuditEvent, Checkpoint, PendingRecord, Verification};
 use crate::core::ids::TenantId;
+use crate::core::rejection::Rejection;
 use crate::core::tenant::PENDING_PAGE;
 use chrono::{DateTime, Utc};
 
@@ -98,6 +99,54 @@ pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: 
     let cleared = store.checkpointed(tenant, signed.seq, now + audit::CHECKPOINT_INTERVAL).await?;
     tracing::info!(checkpoint = %serde_json::to_string(&signed).expect("serialises"), head_moved_since = !cleared, "audit checkpoint signed");
     Ok(Some(signed))
+}
+
+/// A signed export: the records from `from` to `to` (at most the head read
+/// first), each exactly as hashed, one per line, then the checkpoint signed
+/// over the last of them with the stored checkpoints of the range in
+/// `earlier`. It stops after the record that takes it past `max_bytes` (a
+/// function URL answers at most 6 MB): `last` says where it ended, and the
+/// next export starts after it. Read a page at a time.
+pub struct Export {
+    pub lines: String,
+    pub from: u64,
+    pub last: u64,
+    /// The head's sequence number when the export began.
+    pub head: u64,
+}
+
+pub async fn export<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: &K, tenant: &TenantId, from: u64, to: Option<u64>, max_bytes: usize, now: DateTime<Utc>) -> Result<Export, Error> {
+    let meta = store.meta(tenant).await?.ok_or_else(|| Rejection::not_found(&format!("tenant {tenant}")))?;
+    // As of the head read first: later records are for a later export.
+    let to = to.unwrap_or(meta.head.seq).min(meta.head.seq);
+    if from > to {
+        return Err(Rejection::not_found(&format!("audit records {from} to {to} of tenant {tenant} (its chain ends at {})", meta.head.seq)).into());
+    }
+    let mut lines = String::new();
+    let (mut after, mut last) = (from - 1, None);
+    'pages: loop {
+        let (page, more) = store.audit_page(tenant, after, 1000).await?;
+        for r in page {
+            if r.seq > to || lines.len() >= max_bytes {
+                break 'pages;
+            }
+            after = r.seq;
+            lines.push_str(&r.json);
+            lines.push('\n');
+            last = Some((r.seq, audit::hash_of(&r.json)));
+        }
+        if !more {
+            break;
+        }
+    }
+    let (seq, head_hash) = last.ok_or_else(|| Rejection::not_found(&format!("audit records {from} to {to} of tenant {tenant}")))?;
+    let mut checkpoint = signer.sign(Checkpoint::unsigned(tenant.as_str(), &audit::ChainHead { seq, hash: head_hash }, now)).await?;
+    // The sweep's stored checkpoints of the range, each signed when its
+    // records were new: a table rewritten since, hashes and all, fails them.
+    checkpoint.earlier = store.checkpoints(tenant, from, seq).await?;
+    lines.push_str(&serde_json::to_string(&checkpoint).expect("serialises"));
+    lines.push('\n');
+    Ok(Export { lines, from, last: seq, head: meta.head.seq })
 }
 
 /// Verifies the tenant's whole chain against its head. Writers keep
