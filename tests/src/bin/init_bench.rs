@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
-const FUNCTIONS: [&str; 8] = ["ingest", "access", "amend", "admin", "directory", "provision", "expiry-sweep", "billing"];
+const FUNCTIONS: [&str; 9] = ["ingest", "access", "amend", "admin", "directory", "provision", "expiry-sweep", "billing", "portal"];
 
 /// What every function gets: the region, credentials (as Lambda's role
 /// provides them), the tables, queues, keys, secrets' ids and settings, as
@@ -52,6 +52,7 @@ fn environment(function: &str) -> BTreeMap<&'static str, String> {
         ("CRM_SIGNING_SECRET_ID", "entitle/crm-signing-secrets".into()),
         ("STRIPE_API_KEY_SECRET_ID", "entitle/stripe-api-key".into()),
         ("TARGET_SECRET_PREFIX", "entitle/targets/".into()),
+        ("PORTAL_SESSION_SECRET_ID", "entitle/portal-session-keys".into()),
         ("DIRECTORY_URL", "https://directory.example.com".into()),
         ("TOKEN_ISSUER", "entitle".into()),
     ]
