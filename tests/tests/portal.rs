@@ -179,6 +179,9 @@ async fn an_admin_manages_seats_and_the_directory_in_a_browser() {
     let dan_id = dan["id"].as_str().expect("the pushed user's id").to_string();
     let group = dir.request(reqwest::Method::POST, "/Groups", Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": hostile, "members": [{"value": dan_id}]}))).await;
     assert_eq!(group.status, 201, "{:?}", group.body);
+    // The connection's stats: what its pushes left it holding.
+    b.goto(&format!("{base}/tenants/{t}/directory")).await;
+    b.wait_for_text("1 users, 1 groups").await;
     b.goto(&format!("{base}/tenants/{t}/members?q=dan%40example.test")).await;
     let text = b.wait_for_text("Groups").await;
     assert!(text.contains(hostile), "the group's name is shown as text: {text}");
@@ -262,7 +265,14 @@ async fn an_admin_manages_seats_and_the_directory_in_a_browser() {
     // Every page at both widths: no serious or critical axe-core violation;
     // a screenshot each, with something on every page (a connection, a
     // SCIM target and its repair asked for).
-    s.connect_directory(&t, "Microsoft Entra ID", None).await;
+    // A connection that refuses pushes when full: its refusal counted on it.
+    let entra = s.connect_directory(&t, "Microsoft Entra ID", Some("refuse")).await;
+    let refused = entra.request(reqwest::Method::POST, "/Users", Some(&json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "eve@example.test", "active": true}))).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    b.goto(&format!("{base}/tenants/{t}/directory")).await;
+    let text = b.wait_for_text("Microsoft Entra ID").await;
+    let row = text.lines().find(|l| l.contains("Microsoft Entra ID")).unwrap_or_default().to_string();
+    assert!(row.contains("0 users, 0 groups") && row.contains("1"), "one push refused for the seat cap: {row}");
     let target = json!({"base_url": format!("{}/{t}", s.scim_url), "token": s.scim_token});
     let (code, answer) = s.put_target(&t, "okta", &target).await;
     assert_eq!(code, 201, "{answer}");

@@ -322,7 +322,17 @@ async fn members_page(ctx: &Ctx<'_>, req: &Request) -> Result<Response<Body>, Er
 async fn connection_views(ctx: &Ctx<'_>) -> Result<Vec<serde_json::Value>, Error> {
     let store = &ctx.app.store;
     let when_full = rules::rules_of(store, Some(&ctx.live.meta)).await?.directory.when_full;
-    Ok(store.connections(&ctx.tenant).await?.iter().map(|c| connection::view(&ctx.tenant, c, when_full, &config::directory_base(&ctx.tenant))).collect())
+    let stats = store.push_stats(&ctx.tenant).await?;
+    Ok(store
+        .connections(&ctx.tenant)
+        .await?
+        .iter()
+        .map(|c| {
+            let mut v = connection::view(&ctx.tenant, c, when_full, &config::directory_base(&ctx.tenant));
+            v["stats"] = serde_json::to_value(stats.get(&c.id).cloned().unwrap_or_default()).expect("serialises");
+            v
+        })
+        .collect())
 }
 
 /// `shown`: a connection's token, shown this once (after a creation or a rotation).

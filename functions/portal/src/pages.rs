@@ -374,7 +374,7 @@ pub fn directory(ctx: &Ctx, list: &[Value], notice: Option<Notice>, shown: Optio
             @if list.is_empty() { p { "No connection yet." } } @else {
                 div.table role="region" aria-labelledby="connections" tabindex="0" {
                     table {
-                        thead { tr { th scope="col" { "Name" } th scope="col" { "Id" } th scope="col" { "Made" } th scope="col" { "Rotated" } th scope="col" { "When full" } th scope="col" { "Actions" } } }
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "Id" } th scope="col" { "Made" } th scope="col" { "Rotated" } th scope="col" { "Last push" } th scope="col" { "Holds" } th scope="col" { "Refused for the seat cap" } th scope="col" { "When full" } th scope="col" { "Actions" } } }
                         tbody {
                             @for c in list {
                                 @let id = text(&c["directory_id"]);
@@ -385,6 +385,12 @@ pub fn directory(ctx: &Ctx, list: &[Value], notice: Option<Notice>, shown: Optio
                                     td {
                                         @if let Some(at) = c["rotated_at"].as_str() { (when(at)) } @else { "never" }
                                         @if let Some(until) = c["previous_token_valid_until"].as_str() { br; small { "previous token valid until " (when(until)) } }
+                                    }
+                                    td { @if let Some(at) = c["stats"]["last_push"].as_str() { (when(at)) } @else { "never" } }
+                                    td { (c["stats"]["users"].as_i64().unwrap_or(0)) " users, " (c["stats"]["groups"].as_i64().unwrap_or(0)) " groups" }
+                                    td {
+                                        (c["stats"]["refused"].as_u64().unwrap_or(0))
+                                        @if let Some(at) = c["stats"]["last_refused"].as_str() { br; small { "last " (when(at)) } }
                                     }
                                     td { (text(&c["when_full"]).replace('_', " ")) }
                                     td.actions {

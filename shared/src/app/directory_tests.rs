@@ -256,3 +256,29 @@ async fn a_push_authenticated_on_its_own_read_answers_as_the_general_path() {
     audit::integrate(&store, &t, Utc::now()).await.unwrap();
     assert_eq!(records(&store, &t).await.iter().filter(|r| r.event.action == AuditAction::MemberCreated).count(), 1, "audited once");
 }
+
+/// What the portal's directory page shows of a connection, counted from its
+/// pushes: the last change, the Users and Groups its creations and
+/// deletions leave it holding, the pushes refused for the seat cap; a
+/// second connection's pushes are its own.
+#[tokio::test]
+async fn a_connections_pushes_are_counted_on_it() {
+    let store = Memory::new(model());
+    let t = TenantId::parse("stats").unwrap();
+    licensed(&store, &t, 1).await;
+    let c = connected(&store, &t, Some(WhenFull::Refuse)).await;
+    let s = session(&store, &t, &c, "r1");
+    let ann = s.create_user(&user("ann@example.test")).await.unwrap().resource["id"].as_str().unwrap().to_string();
+    assert!(matches!(s.create_user(&user("bob@example.test")).await, Err(Error::Rejected(r)) if r.code == "seat_limit_reached"));
+    s.create_group(&json!({"schemas": [GROUP], "displayName": "eng"}), "g1").await.unwrap();
+    let stats = store.push_stats(&t).await.unwrap();
+    let mine = &stats[&c.id];
+    assert_eq!((mine.users, mine.groups, mine.refused), (1, 1, 1), "{mine:?}");
+    assert!(mine.last_push.is_some() && mine.last_refused.is_some());
+    s.delete_user(&ann, None).await.unwrap();
+    s.delete_group("g1", None).await.unwrap();
+    let mine = &store.push_stats(&t).await.unwrap()[&c.id];
+    assert_eq!((mine.users, mine.groups, mine.refused), (0, 0, 1), "{mine:?}");
+    let (other, _) = connections::issue(&store, &t, &NewConnection { name: "entra".into(), when_full: None }, ([5; 8], [6; 32]), &Cause::api_call("req-2"), Utc::now()).await.unwrap();
+    assert!(!store.push_stats(&t).await.unwrap().contains_key(&other.id), "nothing pushed through it yet");
+}

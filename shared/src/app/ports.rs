@@ -21,7 +21,7 @@ use crate::core::ids::{ModelVersion, RunId};
 use crate::core::license::{License, Source};
 use crate::core::model::LicensingModel;
 use crate::core::portal::{Link as PortalLink, Session as PortalSession};
-use crate::core::provider::connection::Connection;
+use crate::core::provider::connection::{Connection, PushNote, PushStats};
 use crate::core::provider::{DirGroup, Edge};
 use crate::core::reconcile::ReconcileRequest;
 use crate::core::scim::{DesiredUser, GroupChange, Known, Pending, ScimGroup, ScimUser, SyncOutcome, Target, TargetError};
@@ -360,6 +360,10 @@ pub trait Directories: Send + Sync {
     fn groups_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<DirGroup>, Option<String>), PortError>> + Send;
     /// Every member of a group, in user id order.
     fn group_members(&self, tenant: &TenantId, group: &str) -> impl Future<Output = Result<Vec<Edge>, PortError>> + Send;
+    /// Counts one push into its connection's stats (an atomic add).
+    fn note_push(&self, tenant: &TenantId, connection: &str, note: PushNote, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Each connection's stats, by connection id (one query of the tenant's directory).
+    fn push_stats(&self, tenant: &TenantId) -> impl Future<Output = Result<std::collections::BTreeMap<String, PushStats>, PortError>> + Send;
 }
 
 /// The admin portal's links and sessions, each stored under the SHA-256

@@ -9,10 +9,11 @@
 //! | `G#<id>` | a directory group |
 //! | `GN#<name, lowercase>` | the group a name names (unique per tenant) |
 //! | `GM#<group>#<user>` | a member of a group |
+//! | `STAT#<connection>` | what a connection's pushes did (counted after each lands) |
 
 use super::*;
 use crate::app::ports::{Directories, PushView};
-use crate::core::provider::connection::Connection;
+use crate::core::provider::connection::{Connection, PushNote, PushStats};
 use crate::core::provider::{DirGroup, Edge};
 
 pub(crate) fn directory_pk(tenant: &TenantId) -> String {
@@ -41,6 +42,49 @@ impl Dynamo {
 }
 
 impl Directories for Dynamo {
+    async fn note_push(&self, tenant: &TenantId, connection: &str, note: PushNote, at: DateTime<Utc>) -> Result<(), PortError> {
+        let at = rfc3339(at);
+        let (set, when) = if note.refused { ("last_refused", ", refused :one") } else { ("last_push", "") };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.state)
+            .key("pk", s(directory_pk(tenant)))
+            .key("sk", s(format!("STAT#{connection}")))
+            // Both are reserved words of DynamoDB's expressions.
+            .update_expression(format!("SET {set} = :at ADD #users :users, #groups :groups{when}"))
+            .expression_attribute_names("#users", "users")
+            .expression_attribute_names("#groups", "groups")
+            .expression_attribute_values(":at", s(at))
+            .expression_attribute_values(":users", n(note.users))
+            .expression_attribute_values(":groups", n(note.groups));
+        if note.refused {
+            update = update.expression_attribute_values(":one", n(1));
+        }
+        update.send().await.map_err(failed("UpdateItem"))?;
+        Ok(())
+    }
+
+    async fn push_stats(&self, tenant: &TenantId) -> Result<std::collections::BTreeMap<String, PushStats>, PortError> {
+        let int = |i: &Item, k: &str| i.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        Ok(self
+            .query_partition(directory_pk(tenant), "STAT#")
+            .await?
+            .iter()
+            .filter_map(|i| {
+                let id = get_s(i, "sk")?.strip_prefix("STAT#")?.to_string();
+                let stats = PushStats {
+                    last_push: get_s(i, "last_push").map(str::to_string),
+                    users: int(i, "users"),
+                    groups: int(i, "groups"),
+                    refused: u64::try_from(int(i, "refused")).unwrap_or(0),
+                    last_refused: get_s(i, "last_refused").map(str::to_string),
+                };
+                Some((id, stats))
+            })
+            .collect())
+    }
+
     async fn connection(&self, tenant: &TenantId, id: &str) -> Result<Option<Connection>, PortError> {
         let sk = connection_sk(id);
         match self.directory_item(tenant, &sk).await? {

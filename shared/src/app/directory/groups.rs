@@ -11,6 +11,7 @@ use crate::app::ports::{Change, CommitError, Directories, Models, Targets, Tenan
 use crate::app::Error;
 use crate::core::audit::{AuditAction, AuditEvent};
 use crate::core::ids::UserId;
+use crate::core::provider::connection::PushNote;
 use crate::core::provider::filter::Filter;
 use crate::core::provider::patch::{self, invalid_value, MemberOps};
 use crate::core::provider::resource::{self, read_group, render_group, PushedGroup};
@@ -54,6 +55,7 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             Err(CommitError::Port(e)) => return Err(e.into()),
             Err(e) => return Err(Rejection::conflict("conflict", format!("group {id}: {e}")).into()),
         }
+        self.note(PushNote { groups: 1, ..PushNote::default() }).await;
         let ops = MemberOps { add: entries.iter().map(|(u, _)| u.clone()).collect(), ..Default::default() };
         self.change_members(&g, &ops, &entries).await?;
         Ok(Answer { resource: self.group_resource(&g, true).await?, changed: true })
@@ -225,6 +227,7 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
         self.check_members(&entries.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>()).await?;
         let (g, _) = self.update_group(&g, &pushed).await?;
         self.change_members(&g, &ops, &entries).await?;
+        self.note(PushNote::default()).await;
         Ok(Answer { resource: self.group_resource(&g, with_members).await?, changed: true })
     }
 
@@ -249,6 +252,9 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
         let (g, renamed) = self.update_group(&g, &pushed).await?;
         let n = self.change_members(&g, &member_ops, &entries).await?;
         let changed = n > 0 || renamed;
+        if changed {
+            self.note(PushNote::default()).await;
+        }
         Ok(Answer { resource: self.group_resource(&g, with_members).await?, changed })
     }
 
@@ -274,7 +280,12 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             .before(json!({"display_name": g.name, "external_id": g.external_id}));
         let change = Change::new(self.now).write(Write::RemoveGroup { id: g.id.clone(), rev: g.rev }).write(Write::ReleaseGroupName { name: g.name.clone(), group: g.id.clone() }).audit(audit);
         match self.store.commit_unchained(&self.tenant, &change, &self.request_id).await {
-            Ok(()) | Err(CommitError::Refused(0)) => Ok(()),
+            Ok(()) => {
+                self.note(PushNote { groups: -1, ..PushNote::default() }).await;
+                Ok(())
+            }
+            // Removed by a delete racing this one (which counted it).
+            Err(CommitError::Refused(0)) => Ok(()),
             Err(CommitError::Port(e)) => Err(e.into()),
             Err(e) => Err(Rejection::conflict("conflict", e.to_string()).into()),
         }

@@ -10,7 +10,7 @@ use crate::app::Error;
 use crate::core::audit::{Announcement, AuditAction, AuditEvent, Cause};
 use crate::core::ids::TenantId;
 use crate::core::model::{LicensingModel, WhenFull};
-use crate::core::provider::connection::Connection;
+use crate::core::provider::connection::{Connection, PushNote};
 use crate::core::provider::{self as provider, uniqueness, Push};
 use crate::core::rejection::Rejection;
 use crate::core::scim::Target;
@@ -67,8 +67,20 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
         .after(json!({"user_name": user_name, "seats": {"total": total, "used": used}}))
         .announcing(Announcement::SeatLimitReached { directory_id: self.connection.id.clone(), user_name: user_name.to_string(), seats_total: total, seats_used: used });
         match crate::app::audit::note(self.store, &self.tenant, event, self.now).await {
-            Ok(_) => provider::no_seat(total, used).into(),
+            Ok(_) => {
+                self.note(PushNote { refused: true, ..PushNote::default() }).await;
+                provider::no_seat(total, used).into()
+            }
             Err(e) => e,
+        }
+    }
+
+    /// Counts this push into its connection's stats (what the portal's
+    /// directory page shows). Best effort: the push has landed; a failure
+    /// to count it is logged, never answered.
+    pub(super) async fn note(&self, note: PushNote) {
+        if let Err(e) = self.store.note_push(&self.tenant, &self.connection.id, note, self.now).await {
+            tracing::warn!(tenant = %self.tenant, directory = %self.connection.id, error = %crate::app::error_chain(&Error::from(e)), "a push was not counted in its connection's stats");
         }
     }
 

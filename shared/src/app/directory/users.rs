@@ -12,6 +12,7 @@ use crate::app::Error;
 use crate::core::access::{in_line, MemberAccess, MemberItem, MemberStatus};
 use crate::core::audit::{AuditAction, AuditEvent};
 use crate::core::ids::UserId;
+use crate::core::provider::connection::PushNote;
 use crate::core::provider::filter::{get_ci, Filter};
 use crate::core::provider::patch;
 use crate::core::provider::resource::{self, read_user, render_user};
@@ -80,6 +81,7 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
                 Pushed::Write(w) => {
                     let claim = Write::ClaimUserName { user_name: pushed.user_name.clone(), user: user.clone() };
                     if self.write_member(&w, vec![claim], &meta).await? {
+                        self.note(PushNote { users: 1, ..PushNote::default() }).await;
                         return Ok(Answer { resource: self.user(&w.item, &meta), changed: true });
                     }
                 }
@@ -149,6 +151,7 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
                         extra.push(Write::ReleaseUserName { user_name: old_name, user });
                     }
                     if self.write_member(&w, extra, &meta).await? {
+                        self.note(PushNote::default()).await;
                         return Ok(Answer { resource: self.user(&w.item, &meta), changed: true });
                     }
                 }
@@ -186,7 +189,10 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
             change.meta.used_delta = -i64::from(existing.access.holds_seat());
             change.meta.pending_delta = -i64::from(in_line(&existing.access, &existing.seat));
             match self.store.commit_unchained(&self.tenant, &change, &self.request_id).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.note(PushNote { users: -1, ..PushNote::default() }).await;
+                    return Ok(());
+                }
                 Err(CommitError::Refused(_) | CommitError::HeadMoved | CommitError::Seats) => continue,
                 Err(CommitError::Port(e)) => return Err(e.into()),
             }

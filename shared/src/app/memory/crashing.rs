@@ -196,6 +196,12 @@ impl<S: Directories> Directories for Crashing<'_, S> {
     async fn group_members(&self, tenant: &TenantId, group: &str) -> Result<Vec<Edge>, PortError> {
         self.inner.group_members(tenant, group).await
     }
+    async fn note_push(&self, tenant: &TenantId, connection: &str, note: crate::core::provider::connection::PushNote, at: chrono::DateTime<chrono::Utc>) -> Result<(), PortError> {
+        self.inner.note_push(tenant, connection, note, at).await
+    }
+    async fn push_stats(&self, tenant: &TenantId) -> Result<std::collections::BTreeMap<String, crate::core::provider::connection::PushStats>, PortError> {
+        self.inner.push_stats(tenant).await
+    }
 }
 
 impl<S: Targets> Targets for Crashing<'_, S> {

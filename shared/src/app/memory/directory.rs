@@ -4,10 +4,27 @@
 use super::Memory;
 use crate::app::ports::*;
 use crate::core::ids::{TenantId, UserId};
-use crate::core::provider::connection::Connection;
+use crate::core::provider::connection::{Connection, PushNote, PushStats};
 use crate::core::provider::{DirGroup, Edge};
 
 impl Directories for Memory {
+    async fn note_push(&self, tenant: &TenantId, connection: &str, note: PushNote, at: chrono::DateTime<chrono::Utc>) -> Result<(), PortError> {
+        let mut db = self.db.lock().unwrap();
+        let stats = db.push_stats.entry((tenant.clone(), connection.to_string())).or_default();
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if note.refused {
+            stats.refused += 1;
+            stats.last_refused = Some(at);
+        } else {
+            stats.last_push = Some(at);
+        }
+        stats.users += note.users;
+        stats.groups += note.groups;
+        Ok(())
+    }
+    async fn push_stats(&self, tenant: &TenantId) -> Result<std::collections::BTreeMap<String, PushStats>, PortError> {
+        Ok(self.db.lock().unwrap().push_stats.iter().filter(|((t, _), _)| t == tenant).map(|((_, c), s)| (c.clone(), s.clone())).collect())
+    }
     async fn connection(&self, tenant: &TenantId, id: &str) -> Result<Option<Connection>, PortError> {
         Ok(self.db.lock().unwrap().connections.get(&(tenant.clone(), id.to_string())).cloned())
     }

@@ -80,6 +80,7 @@ struct Db {
     runs: BTreeMap<RunId, RunState>,
     outcomes: BTreeMap<(RunId, TenantId), Outcome>,
     preview_pages: BTreeMap<(RunId, TenantId, u32), PreviewPage>,
+    push_stats: BTreeMap<(TenantId, String), crate::core::provider::connection::PushStats>,
     portal_links: BTreeMap<String, crate::core::portal::Link>,
     /// Links made per tenant and minute (the rate limit's counters).
     portal_minutes: BTreeMap<(TenantId, i64), u32>,

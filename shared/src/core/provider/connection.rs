@@ -139,6 +139,30 @@ pub struct ConnectionUpdate {
     pub when_full: Option<WhenFull>,
 }
 
+/// What a connection's pushes did, counted after each one lands (best
+/// effort: a push whose count failed is not counted): when it last pushed
+/// a change, how many Users and Groups its creations and deletions leave
+/// it holding, and how many pushes were refused for the seat cap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushStats {
+    pub last_push: Option<String>,
+    pub users: i64,
+    pub groups: i64,
+    pub refused: u64,
+    pub last_refused: Option<String>,
+}
+
+/// One push's part of its connection's [`PushStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushNote {
+    /// +1 for a User created, -1 for one deleted.
+    pub users: i64,
+    /// +1 for a Group created, -1 for one deleted.
+    pub groups: i64,
+    /// Refused for the seat cap (nothing else changed).
+    pub refused: bool,
+}
+
 /// `POST .../directories/{id}/rotate` (the body is optional).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
