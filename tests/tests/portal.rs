@@ -302,3 +302,40 @@ async fn an_admin_manages_seats_and_the_directory_in_a_browser() {
     b.wait_for_text("no longer an admin").await;
     b.stop().await;
 }
+
+/// The seats page pages through a line longer than a page (100), in the
+/// line's order, each member once; a cursor that is no place in the seat
+/// order is refused.
+#[tokio::test]
+async fn the_seats_page_pages_through_a_long_line() {
+    let s = Stack::connect().await;
+    let t = tenant(&s).await;
+    let users: Vec<String> = (0..110).map(|i| format!("w{i:03}")).collect();
+    for u in &users {
+        let (code, body) = s.create_member(&t, &member_body(u, &[])).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let url = link(&s, &t, json!({"admin": "ann"})).await;
+    let http = client();
+    let opened = http.post(&url).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let base = portal(&s);
+    let given = |html: &str| -> Vec<String> { html.split("aria-label=\"Give a seat to ").skip(1).map(|r| r.split('"').next().unwrap().to_string()).collect() };
+    let first = http.get(format!("{base}/tenants/{t}/seats")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let page_one = given(&first);
+    assert_eq!(page_one.len(), 100, "a page of the line");
+    let next = first.split("href=\"").find(|h| h.contains("line_after=")).expect("a link to the next page").split('"').next().unwrap().replace("&amp;", "&");
+    let query = next.split_once('?').unwrap().1;
+    let second = http.get(format!("{base}/tenants/{t}/seats?{query}")).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let page_two = given(&second);
+    // cid (waiting since before them) and the 110.
+    assert_eq!(page_one.len() + page_two.len(), 111, "{page_two:?}");
+    let all: Vec<String> = page_one.iter().chain(&page_two).cloned().collect();
+    let mut want = vec!["cid".to_string()];
+    want.extend(users);
+    assert_eq!(all, want, "the line in its order, each once");
+    assert!(!second.contains("Next in line"));
+    let r = http.get(format!("{base}/tenants/{t}/seats?line_after=nonsense")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -221,7 +221,7 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
             ));
         }
         return match rest {
-            ["seats"] => seat_action(&ctx, &form).await,
+            ["seats"] => seat_action(&ctx, req, &form).await,
             ["directory"] => connect(&ctx, &form).await,
             ["directory", id, "rotate"] => rotate(&ctx, id, &form).await,
             ["directory", id, "revoke"] => revoke(&ctx, id).await,
@@ -237,7 +237,7 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
     match rest {
         [] => Ok(web::see_other(&ctx.page_url("overview"), None)),
         ["overview"] => overview(&ctx).await,
-        ["seats"] => seats_page(&ctx, notice.map(Ok), 200).await,
+        ["seats"] => seats_page(&ctx, req, notice.map(Ok), 200).await,
         ["members"] => members_page(&ctx, req).await,
         ["directory"] => directory_page(&ctx, notice, None, 200).await,
         ["targets"] => targets_page(&ctx, notice).await,
@@ -253,18 +253,31 @@ async fn overview(ctx: &Ctx<'_>) -> Result<Response<Body>, Error> {
     Ok(web::html(200, pages::overview(ctx, view.as_ref(), &targets)))
 }
 
-async fn seats_page(ctx: &Ctx<'_>, notice: Option<Result<Notice, Rejection>>, status: u16) -> Result<Response<Body>, Error> {
+async fn seats_page(ctx: &Ctx<'_>, req: &Request, notice: Option<Result<Notice, Rejection>>, status: u16) -> Result<Response<Body>, Error> {
     let store = &ctx.app.store;
-    let holders = store.seat_order(&ctx.tenant, SeatList::Holders, false, LIST_PAGE).await?;
-    let line = store.seat_order(&ctx.tenant, SeatList::Line, false, LIST_PAGE).await?;
+    let (holders_after, line_after) = (cursor(req, "holders_after")?, cursor(req, "line_after")?);
+    let (holders, holders_next) = store.seat_order_page(&ctx.tenant, SeatList::Holders, holders_after.as_deref(), LIST_PAGE).await?;
+    let (line, line_next) = store.seat_order_page(&ctx.tenant, SeatList::Line, line_after.as_deref(), LIST_PAGE).await?;
     let view = |items: Vec<_>| items.iter().map(|i| MemberView::of(ctx.tenant.clone(), i)).collect::<Vec<_>>();
-    Ok(web::html(status, pages::seats(ctx, &view(holders), &view(line), notice.as_ref())))
+    let pages = pages::SeatPages { holders_after, line_after, holders_next, line_next };
+    Ok(web::html(status, pages::seats(ctx, &view(holders), &view(line), &pages, notice.as_ref())))
+}
+
+/// A place in the seat order to page on from (`order_key_string`: two
+/// flags, twenty digits, `#`, the member's id), or 400.
+fn cursor(req: &Request, name: &str) -> Result<Option<String>, Error> {
+    let Some(raw) = http::query(req, name).filter(|c| !c.is_empty()) else { return Ok(None) };
+    let ok = raw.split_once('#').is_some_and(|(order, user)| order.len() == 22 && order.bytes().all(|b| b.is_ascii_digit()) && UserId::parse(user).is_ok());
+    if !ok {
+        return Err(Rejection::malformed("invalid_query", format!("{name}: not a place in the seat order")).into());
+    }
+    Ok(Some(raw))
 }
 
 /// Give a waiting member a seat, release one, or hand one on: the use
 /// case of `PUT /tenants/{tenant}/members/{user}/seat`, its refusals
 /// shown on the page.
-async fn seat_action(ctx: &Ctx<'_>, form: &Form) -> Result<Response<Body>, Error> {
+async fn seat_action(ctx: &Ctx<'_>, req: &Request, form: &Form) -> Result<Response<Body>, Error> {
     let parse = |name: &str| -> Result<UserId, Rejection> {
         let raw = form.get(name).ok_or_else(|| Rejection::malformed("missing_field", format!("{name}: choose a member")))?;
         UserId::parse(raw).map_err(|e| Rejection::malformed("invalid_field", format!("{name}: {e}")))
@@ -280,12 +293,12 @@ async fn seat_action(ctx: &Ctx<'_>, form: &Form) -> Result<Response<Body>, Error
     })();
     let (user, request, notice) = match decided {
         Ok(d) => d,
-        Err(r) => return seats_page(ctx, Some(Err(r.clone())), http::status_of(r.kind)).await,
+        Err(r) => return seats_page(ctx, req, Some(Err(r.clone())), http::status_of(r.kind)).await,
     };
     let cause = ctx.cause();
     match seats::set_seat(&ctx.app.store, &ctx.tenant, &user, &request, None, &cause, ctx.now).await {
         Ok(_) => {}
-        Err(Error::Rejected(r)) => return seats_page(ctx, Some(Err(r.clone())), http::status_of(r.kind)).await,
+        Err(Error::Rejected(r)) => return seats_page(ctx, req, Some(Err(r.clone())), http::status_of(r.kind)).await,
         Err(e) => return Err(e),
     }
     tracing::info!(tenant = %ctx.tenant, user = %user, cause = %cause, hold = request.hold, from = request.from.as_ref().map(|f| f.to_string()), "seat set");

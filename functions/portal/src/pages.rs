@@ -236,7 +236,26 @@ fn member_rows(ctx: &Ctx, list: &[MemberView], holders: bool) -> Markup {
     }
 }
 
-pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], notice: Option<&Result<Notice, Rejection>>) -> Markup {
+/// Where each list of the seats page starts, and where its next page would.
+pub struct SeatPages {
+    pub holders_after: Option<String>,
+    pub line_after: Option<String>,
+    pub holders_next: Option<String>,
+    pub line_next: Option<String>,
+}
+
+fn seats_url(ctx: &Ctx, holders_after: Option<&str>, line_after: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(h) = holders_after {
+        query.append_pair("holders_after", h);
+    }
+    if let Some(l) = line_after {
+        query.append_pair("line_after", l);
+    }
+    format!("{}?{}", ctx.page_url_for("seats"), query.finish())
+}
+
+pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], pages: &SeatPages, notice: Option<&Result<Notice, Rejection>>) -> Markup {
     let meta = &ctx.live.meta;
     let total = meta.access.as_ref().map(|a| a.seats_total).unwrap_or(0);
     layout(
@@ -258,7 +277,10 @@ pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], notice: Opt
                         tbody { (member_rows(ctx, holders, true)) }
                     }
                 }
-                @if (holders.len() as u32) < meta.seats_used { p.more { "The first " (holders.len()) " holders are shown; find any member on the Members page." } }
+                p.more {
+                    @if pages.holders_after.is_some() { a href=(seats_url(ctx, None, pages.line_after.as_deref())) { "First holders" } " " }
+                    @if let Some(next) = &pages.holders_next { a href=(seats_url(ctx, Some(next), pages.line_after.as_deref())) { "Next holders" } }
+                }
             }
             h2 #line { "The line" }
             @if line.is_empty() { p { "Nobody is waiting." } } @else {
@@ -268,7 +290,10 @@ pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], notice: Opt
                         tbody { (member_rows(ctx, line, false)) }
                     }
                 }
-                @if (line.len() as u32) < meta.seats_pending { p.more { "The first " (line.len()) " in line are shown." } }
+                p.more {
+                    @if pages.line_after.is_some() { a href=(seats_url(ctx, pages.holders_after.as_deref(), None)) { "Start of the line" } " " }
+                    @if let Some(next) = &pages.line_next { a href=(seats_url(ctx, pages.holders_after.as_deref(), Some(next))) { "Next in line" } }
+                }
             }
             h2 { "Hand a seat on" }
             form.stack method="post" action=(ctx.page_url_for("seats")) {

@@ -106,6 +106,10 @@ pub trait Tenants: Send + Sync {
     /// The first (or, `from_end`, the last) `limit` members of a list of the
     /// stored seat order (holders, or the line).
     fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> impl Future<Output = Result<Vec<MemberItem>, PortError>> + Send;
+    /// One page of a list of the stored seat order, in order, after the
+    /// member whose order key (`core::seats::order_key_string`) is `after`;
+    /// and the key to go on from, if more may follow (what a person pages through).
+    fn seat_order_page(&self, tenant: &TenantId, list: SeatList, after: Option<&str>, limit: usize) -> impl Future<Output = Result<(Vec<MemberItem>, Option<String>), PortError>> + Send;
     fn member(&self, tenant: &TenantId, user: &UserId) -> impl Future<Output = Result<Option<MemberItem>, PortError>> + Send;
     /// The tenant's licenses from one source (a query of their prefix only).
     fn licenses(&self, tenant: &TenantId, source: Source) -> impl Future<Output = Result<Vec<License>, PortError>> + Send;

@@ -149,6 +149,34 @@ impl Tenants for Dynamo {
         out.items.unwrap_or_default().iter().map(|i| member_from_item(i, &format!("{}/{}", tenant_pk(tenant), get_s(i, "sk").unwrap_or_default()), &legacy)).collect()
     }
 
+    async fn seat_order_page(&self, tenant: &TenantId, list: SeatList, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        let seat_list = format!("{}{tenant}", list.prefix());
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.state)
+            .index_name("seats")
+            .key_condition_expression("seat_list = :l")
+            .expression_attribute_values(":l", s(&seat_list))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+        if let Some(order) = after {
+            // The order key ends with the member's id: the table's key too.
+            let user = order.rsplit_once('#').map(|(_, u)| u).unwrap_or_default();
+            let user = UserId::parse(user).map_err(|e| PortError::Corrupt { key: format!("seat order {order}"), why: e.to_string() })?;
+            query = query
+                .exclusive_start_key("seat_list", s(seat_list))
+                .exclusive_start_key("seat_order", s(order))
+                .exclusive_start_key("pk", s(tenant_pk(tenant)))
+                .exclusive_start_key("sk", s(member_sk(&user)));
+        }
+        let out = query.send().await.map_err(failed("Query"))?;
+        let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "seat_order")).map(str::to_string);
+        let legacy = self.legacy().await?;
+        let items =
+            out.items.unwrap_or_default().iter().map(|i| member_from_item(i, &format!("{}/{}", tenant_pk(tenant), get_s(i, "sk").unwrap_or_default()), &legacy)).collect::<Result<Vec<_>, _>>()?;
+        Ok((items, next))
+    }
+
     async fn member(&self, tenant: &TenantId, user: &UserId) -> Result<Option<MemberItem>, PortError> {
         let key = format!("{}/{}", tenant_pk(tenant), member_sk(user));
         match self.get(tenant_pk(tenant), member_sk(user)).await? {

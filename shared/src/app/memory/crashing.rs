@@ -51,6 +51,9 @@ impl<S: Tenants> Tenants for Crashing<'_, S> {
     async fn members_page(&self, tenant: &TenantId, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
         self.inner.members_page(tenant, after, limit).await
     }
+    async fn seat_order_page(&self, tenant: &TenantId, list: SeatList, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        self.inner.seat_order_page(tenant, list, after, limit).await
+    }
     async fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> Result<Vec<MemberItem>, PortError> {
         self.inner.seat_order(tenant, list, from_end, limit).await
     }

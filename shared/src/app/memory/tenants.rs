@@ -57,6 +57,14 @@ impl Tenants for Memory {
         Ok((page, next))
     }
 
+    async fn seat_order_page(&self, tenant: &TenantId, list: SeatList, after: Option<&str>, limit: usize) -> Result<(Vec<MemberItem>, Option<String>), PortError> {
+        let all = self.seat_order(tenant, list, false, usize::MAX).await?;
+        let rest: Vec<(String, MemberItem)> = all.into_iter().map(|m| (order_key_string(&m.seat, &m.member.user_id), m)).filter(|(k, _)| after.is_none_or(|a| k.as_str() > a)).collect();
+        let more = rest.len() > limit;
+        let page: Vec<(String, MemberItem)> = rest.into_iter().take(limit).collect();
+        let next = if more { page.last().map(|(k, _)| k.clone()) } else { None };
+        Ok((page.into_iter().map(|(_, m)| m).collect(), next))
+    }
     async fn seat_order(&self, tenant: &TenantId, list: SeatList, from_end: bool, limit: usize) -> Result<Vec<MemberItem>, PortError> {
         let db = self.db.lock().unwrap();
         let mut listed: Vec<(String, MemberItem)> = db
