@@ -255,6 +255,20 @@ fn seats_url(ctx: &Ctx, holders_after: Option<&str>, line_after: Option<&str>) -
     format!("{}?{}", ctx.page_url_for("seats"), query.finish())
 }
 
+/// One list of the seat order (`id`: holders or line), a page of it, and
+/// the links to the others.
+fn seat_table(ctx: &Ctx, id: &str, columns: [&str; 2], list: &[MemberView], paging: Markup) -> Markup {
+    html! {
+        div.table role="region" aria-labelledby=(id) tabindex="0" {
+            table {
+                thead { tr { th scope="col" { (columns[0]) } th scope="col" { (columns[1]) } th scope="col" { "Pinned" } th scope="col" { "Action" } } }
+                tbody { (member_rows(ctx, list, id == "holders")) }
+            }
+        }
+        p.more { (paging) }
+    }
+}
+
 pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], pages: &SeatPages, notice: Option<&Result<Notice, Rejection>>) -> Markup {
     let meta = &ctx.live.meta;
     let total = meta.access.as_ref().map(|a| a.seats_total).unwrap_or(0);
@@ -271,29 +285,17 @@ pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], pages: &Sea
             p { (meta.seats_used) " of " (total) " seats are held; " (meta.seats_pending) " member(s) wait in line." }
             h2 #holders { "Holders" }
             @if holders.is_empty() { p { "Nobody holds a seat." } } @else {
-                div.table role="region" aria-labelledby="holders" tabindex="0" {
-                    table {
-                        thead { tr { th scope="col" { "Member" } th scope="col" { "Since" } th scope="col" { "Pinned" } th scope="col" { "Action" } } }
-                        tbody { (member_rows(ctx, holders, true)) }
-                    }
-                }
-                p.more {
+                (seat_table(ctx, "holders", ["Member", "Since"], holders, html! {
                     @if pages.holders_after.is_some() { a href=(seats_url(ctx, None, pages.line_after.as_deref())) { "First holders" } " " }
                     @if let Some(next) = &pages.holders_next { a href=(seats_url(ctx, Some(next), pages.line_after.as_deref())) { "Next holders" } }
-                }
+                }))
             }
             h2 #line { "The line" }
             @if line.is_empty() { p { "Nobody is waiting." } } @else {
-                div.table role="region" aria-labelledby="line" tabindex="0" {
-                    table {
-                        thead { tr { th scope="col" { "Member (first in line first)" } th scope="col" { "Waiting since" } th scope="col" { "Pinned" } th scope="col" { "Action" } } }
-                        tbody { (member_rows(ctx, line, false)) }
-                    }
-                }
-                p.more {
+                (seat_table(ctx, "line", ["Member (first in line first)", "Waiting since"], line, html! {
                     @if pages.line_after.is_some() { a href=(seats_url(ctx, pages.holders_after.as_deref(), None)) { "Start of the line" } " " }
                     @if let Some(next) = &pages.line_next { a href=(seats_url(ctx, pages.holders_after.as_deref(), Some(next))) { "Next in line" } }
-                }
+                }))
             }
             h2 { "Hand a seat on" }
             form.stack method="post" action=(ctx.page_url_for("seats")) {
