@@ -737,6 +737,15 @@ fn the_template_grants_each_function_exactly_what_its_code_uses() {
         let text = template["Resources"][function]["Properties"]["Policies"].to_string();
         assert!(text.contains("/index/models"), "{function} may query the models index: {text}");
     }
+    // IAM authorises a query of an index on the index's ARN, not the
+    // table's: each index a function's code queries is granted to it (the
+    // seat order: provision's reconciles and the portal's seats page; the
+    // review queue: admin and the portal's overview; the due index: the sweep).
+    for (function, index) in [("ProvisionFunction", "seats"), ("PortalFunction", "seats"), ("PortalFunction", "review"), ("AdminFunction", "review"), ("ExpirySweepFunction", "due")] {
+        let on_index = grants(&template, function).get("StateTable/sub").cloned().unwrap_or_default();
+        let text = template["Resources"][function]["Properties"]["Policies"].to_string();
+        assert!(on_index.contains("dynamodb:Query") && text.contains(&format!("/index/{index}")), "{function} may query the {index} index: {text}");
+    }
     // The audit signing key signs for the sweep (stored checkpoints), admin
     // and the portal (exports), and for nobody else.
     for function in expected.keys() {

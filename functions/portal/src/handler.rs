@@ -40,6 +40,8 @@ pub const EXPORT_BYTES: usize = 5 * 1024 * 1024;
 
 /// Members shown per list (holders, the line, a search).
 pub const LIST_PAGE: usize = 100;
+/// Amendments of the review queue the overview reads (every tenant's).
+pub const REVIEWS_READ: usize = 1000;
 /// Audit records shown per page.
 pub const AUDIT_PAGE: u32 = 50;
 /// The most audit records one filtered page reads before it answers with
@@ -250,7 +252,10 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
 async fn overview(ctx: &Ctx<'_>) -> Result<Response<Body>, Error> {
     let view = TenantView::of(ctx.tenant.clone(), &ctx.live.meta);
     let targets = targets::views(&ctx.app.store, &ctx.tenant).await?;
-    Ok(web::html(200, pages::overview(ctx, view.as_ref(), &targets)))
+    // The review queue is one for every tenant and short (amendments a
+    // person has yet to approve): its first REVIEWS_READ, this tenant's.
+    let reviews = ctx.app.store.pending_reviews(REVIEWS_READ).await?.into_iter().filter(|a| a.tenant_id == ctx.tenant).count();
+    Ok(web::html(200, pages::overview(ctx, view.as_ref(), &targets, reviews)))
 }
 
 async fn seats_page(ctx: &Ctx<'_>, req: &Request, notice: Option<Result<Notice, Rejection>>, status: u16) -> Result<Response<Body>, Error> {

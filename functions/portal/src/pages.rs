@@ -170,7 +170,7 @@ fn status_text(v: impl serde::Serialize) -> String {
     serde_json::to_value(v).map(|v| text(&v)).unwrap_or_default().replace('_', " ")
 }
 
-pub fn overview(ctx: &Ctx, view: Option<&TenantView>, targets: &[TargetView]) -> Markup {
+pub fn overview(ctx: &Ctx, view: Option<&TenantView>, targets: &[TargetView], reviews: usize) -> Markup {
     layout(
         &ctx.shell(),
         "Overview",
@@ -185,6 +185,7 @@ pub fn overview(ctx: &Ctx, view: Option<&TenantView>, targets: &[TargetView]) ->
                         div { dt { "Seats used" } dd { (v.seats.used) " of " (v.seats.total) } }
                         div { dt { "Waiting for a seat" } dd { (v.seats_pending) } }
                         div { dt { "Expires" } dd { @match &v.expires_at { Some(e) => (when(e)), None => "never" } } }
+                        div { dt { "Contract changes waiting for review" } dd { (reviews) } }
                         @if !v.add_ons.is_empty() { div { dt { "Add-ons" } dd { (v.add_ons.iter().cloned().collect::<Vec<_>>().join(", ")) } } }
                     }
                 }
