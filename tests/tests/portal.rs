@@ -295,6 +295,18 @@ async fn an_admin_manages_seats_and_the_directory_in_a_browser() {
     assert!(b.axe_serious().await.is_empty());
     b.screenshot("link-used-1280").await;
 
+    // Signing out takes the session's CSRF token too; then the session is gone.
+    let r = client().post(format!("{base}/signout")).header("cookie", &header).header("content-type", "application/x-www-form-urlencoded").body("csrf=0000").send().await.unwrap();
+    assert_eq!(r.status(), 403, "a sign-out without the session's token");
+    b.goto(&format!("{base}/tenants/{t}/overview")).await;
+    b.click("form.signout button").await;
+    b.wait_for_text("Your session has ended").await;
+    b.goto(&format!("{base}/tenants/{t}/overview")).await;
+    b.wait_for_text("You are not signed in").await;
+    let url = link(&s, &t, json!({"admin": "ann"})).await;
+    b.goto(&url).await;
+    b.click("form button[type=submit]").await;
+    b.wait_for_url("/overview").await;
     // The admin loses the role: the session ends at the next request.
     let (code, body) = s.update_member(&t, "ann", &json!({"groups": []})).await;
     assert_eq!(code, 200, "{body}");

@@ -11,7 +11,7 @@ use entitle::adapters::dynamodb::Dynamo;
 use entitle::adapters::secrets::SigningSecrets;
 use entitle::adapters::sqs::ReconcileQueue;
 use entitle::app::portal::{self, Live, NoSession, Unopened};
-use entitle::app::ports::{Directories, Tenants};
+use entitle::app::ports::{Directories, Portal, Tenants};
 use entitle::app::{audit, directory, reconcile, rules, seats, targets, Error, PortError};
 use entitle::core::audit::{AuditRecord, Cause};
 use entitle::core::ids::{TargetId, TenantId, UserId};
@@ -154,6 +154,16 @@ async fn session_id(app: &App, req: &Request) -> Result<Option<String>, Error> {
 
 async fn sign_out(app: &App, req: &Request, site: &Site) -> Result<Response<Body>, Error> {
     if let Some(id) = session_id(app, req).await? {
+        // Its form carries the session's CSRF token, as every form does.
+        let form = Form::of(req)?;
+        if let Some(session) = app.store.session(&entitle::core::portal::key_of(&id)).await? {
+            if !form.get("csrf").is_some_and(|t| session.csrf_matches(t)) {
+                return Ok(web::html(
+                    403,
+                    pages::message(&shell(app, site), "Not done", "This form did not come from your session of the portal (its CSRF token is missing or wrong). You are still signed in."),
+                ));
+            }
+        }
         portal::close(&app.store, &id).await?;
     }
     let mut page = web::html(200, pages::message(&shell(app, site), "Signed out", "Your session has ended. Open a new link to come back."));

@@ -91,6 +91,7 @@ fn layout(shell: &Shell, title: &str, current: Option<&str>, body: Markup) -> Ma
                     @if let Some(live) = shell.live {
                         span.who { "Tenant " strong { (live.session.tenant) } " · signed in as " strong { (live.session.admin) } }
                         form.signout method="post" action=(shell.site.url("/signout")) {
+                            input type="hidden" name="csrf" value=(live.session.csrf);
                             button type="submit" { "Sign out" }
                         }
                     }
