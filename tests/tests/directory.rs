@@ -441,15 +441,19 @@ async fn bad_pushes_are_refused_with_scim_errors_and_change_nothing() {
         .await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
     assert_ne!(fresh.etag, current.etag);
-    // Only that last change was stored: the member item, its audit record.
+    // Only that last change was stored: the member item, its audit record,
+    // and its connection's last push (the portal's count of its pushes).
     s.settle(&t).await;
     let after = stored(&s, &t).await;
     let changed: Vec<&String> = after.iter().filter(|i| !before.contains(i)).collect();
     let gone: Vec<&String> = before.iter().filter(|i| !after.contains(i)).collect();
-    assert_eq!(gone.len(), 1, "the member item replaced, nothing else: {gone:?}");
-    assert!(gone[0].starts_with(&format!("T#{t}/MEM#")), "{gone:?}");
-    assert_eq!(changed.len(), 2, "{changed:?}");
+    assert_eq!(gone.len(), 2, "the member item and the connection's count replaced, nothing else: {gone:?}");
+    assert!(gone.iter().any(|g| g.starts_with(&format!("T#{t}/MEM#"))), "{gone:?}");
+    assert!(gone.iter().any(|g| g.starts_with(&format!("D#{t}/STAT#"))), "{gone:?}");
+    assert_eq!(changed.len(), 3, "{changed:?}");
     assert!(changed.iter().any(|c| c.starts_with("audit/")), "{changed:?}");
+    let count = changed.iter().find(|c| c.starts_with(&format!("D#{t}/STAT#"))).expect("the connection's count");
+    assert!(count.contains("users=N(\"1\")") && !count.contains("refused"), "one User created, the refused pushes above refused for other reasons: {count}");
 }
 
 /// Every stored item of a tenant (its partitions and its audit trail),
