@@ -44,7 +44,9 @@ up=$!
 # On the way out, even when a unit test fails meanwhile, the stack is
 # stopped once it has finished starting (so that nothing it starts is left).
 clippy=
-trap '[ -z "$clippy" ] || kill "$clippy" 2> /dev/null; wait "$up" 2> /dev/null; dev/stack.sh down' EXIT
+# (Each step of the trap may fail without stopping the next: the stack is
+# always stopped.)
+trap '[ -z "$clippy" ] || kill "$clippy" 2> /dev/null || true; wait "$up" 2> /dev/null || true; dev/stack.sh down' EXIT
 
 step "unit and property tests"
 cargo test --workspace --lib --bins --benches
