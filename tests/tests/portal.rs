@@ -327,6 +327,8 @@ async fn the_seats_page_pages_through_a_long_line() {
         let (code, body) = s.create_member(&t, &member_body(u, &[])).await;
         assert_eq!(code, 201, "{body}");
     }
+    // The page reads the stored seat order: wait until provision has caught up with the creations.
+    s.settle(&t).await;
     let url = link(&s, &t, json!({"admin": "ann"})).await;
     let http = client();
     let opened = http.post(&url).send().await.unwrap();
