@@ -222,7 +222,7 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
     if method == "POST" {
         let form = Form::of(req)?;
         if !form.get("csrf").is_some_and(|t| ctx.live.session.csrf_matches(t)) {
-            tracing::warn!(tenant = %ctx.tenant, "portal form without its CSRF token refused");
+            tracing::warn!(tenant = %ctx.tenant, cause = %ctx.cause(), "portal form without its CSRF token refused");
             return Ok(web::html(
                 403,
                 pages::message(

@@ -80,7 +80,7 @@ impl<S: Tenants + Targets + Directories + Models> Session<'_, S> {
     /// to count it is logged, never answered.
     pub(super) async fn note(&self, note: PushNote) {
         if let Err(e) = self.store.note_push(&self.tenant, &self.connection.id, note, self.now).await {
-            tracing::warn!(tenant = %self.tenant, directory = %self.connection.id, error = %crate::app::error_chain(&Error::from(e)), "a push was not counted in its connection's stats");
+            tracing::warn!(tenant = %self.tenant, directory = %self.connection.id, cause = %self.cause(), error = %crate::app::error_chain(&Error::from(e)), "a push was not counted in its connection's stats");
         }
     }
 
