@@ -87,7 +87,8 @@ impl Browser {
     pub async fn goto(&self, url: &str) {
         for _ in 0..3 {
             self.ok("POST", "/url", Some(json!({"url": url}))).await;
-            if !self.text().await.contains("\"type\":\"https://httpstatuses.com/500\"") {
+            let text = self.text().await;
+            if !serde_json::from_str::<Value>(&text).is_ok_and(|body| crate::emulator_lost_response(500, &body)) {
                 return;
             }
         }
@@ -120,16 +121,31 @@ impl Browser {
         v[ELEMENT].as_str().map(str::to_string)
     }
 
-    /// The element `css` finds, waiting up to 30 s for it to show.
-    pub async fn find(&self, css: &str) -> String {
+    /// Asks `check` again every 100 ms until it answers `Ok`, for up to
+    /// 30 s; then fails with its answer. `check(true)` is the last ask: its
+    /// `Err` says what the page showed.
+    async fn until<T, Fut: std::future::Future<Output = Result<T, String>>>(&self, mut check: impl FnMut(bool) -> Fut) -> T {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(e) = self.element(css).await {
-                return e;
+            let last = Instant::now() >= deadline;
+            match check(last).await {
+                Ok(v) => return v,
+                Err(why) if last => panic!("{why}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            assert!(Instant::now() < deadline, "no element {css} on {} within 30 s:\n{}", self.url().await, self.text().await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The element `css` finds, waiting up to 30 s for it to show.
+    pub async fn find(&self, css: &str) -> String {
+        self.until(|last| async move {
+            match self.element(css).await {
+                Some(e) => Ok(e),
+                None if last => Err(format!("no element {css} on {} within 30 s:\n{}", self.url().await, self.text().await)),
+                None => Err(String::new()),
+            }
+        })
+        .await
     }
 
     pub async fn exists(&self, css: &str) -> bool {
@@ -154,28 +170,28 @@ impl Browser {
 
     /// Waits up to 30 s until the page's text contains `want`.
     pub async fn wait_for_text(&self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        self.until(|last| async move {
             let text = self.text().await;
-            if text.contains(want) {
-                return text;
+            match text.contains(want) {
+                true => Ok(text),
+                false if last => Err(format!("{want:?} never showed on {} within 30 s; the page reads:\n{text}", self.url().await)),
+                false => Err(String::new()),
             }
-            assert!(Instant::now() < deadline, "{:?} never showed on {} within 30 s; the page reads:\n{text}", want, self.url().await);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await
     }
 
     /// Waits up to 30 s until the page's URL contains `want` (a navigation landed).
     pub async fn wait_for_url(&self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        self.until(|_| async move {
             let url = self.url().await;
             if url.contains(want) {
-                return url;
+                Ok(url)
+            } else {
+                Err(format!("the page never reached a URL with {want:?} within 30 s: it is at {url}"))
             }
-            assert!(Instant::now() < deadline, "the page never reached a URL with {want:?} within 30 s: it is at {url}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Whether a JavaScript dialog (an `alert`) is open.

@@ -255,7 +255,7 @@ async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>
     if to.is_some_and(|t| t < from) {
         return Err(Rejection::malformed("invalid_query", "to_seq: must not be below from_seq").into());
     }
-    let e = audit::export(&app.store, &app.signer, &tenant, from, to, EXPORT_BYTES, Utc::now()).await?;
+    let e = audit::export(&app.store, &app.signer, &tenant, from, to, audit::EXPORT_BYTES, Utc::now()).await?;
     Ok(Response::builder()
         .status(200)
         .header("content-type", "application/x-ndjson")
@@ -263,10 +263,6 @@ async fn export(app: &App, req: &Request, tenant: &str) -> Result<Response<Body>
         .body(Body::Text(e.lines))
         .expect("status and headers are valid"))
 }
-
-/// An export's records stop past this size (a function URL answers at most
-/// 6 MB); the next starts after its last record.
-pub const EXPORT_BYTES: usize = 5 * 1024 * 1024;
 
 async fn public_key(app: &App) -> Result<Response<Body>, Error> {
     let pem = app.signer.public_key_pem().await?;

@@ -34,10 +34,6 @@ pub struct App {
     pub brand: Brand,
 }
 
-/// An export's records stop past this size (a function URL answers at most
-/// 6 MB); the next starts after its last record.
-pub const EXPORT_BYTES: usize = 5 * 1024 * 1024;
-
 /// Members shown per list (holders, the line, a search).
 pub const LIST_PAGE: usize = 100;
 /// Amendments of the review queue the overview reads (every tenant's).
@@ -55,7 +51,7 @@ pub async fn handle(app: &App, req: Request) -> Result<Response<Body>, lambda_ht
     let segs = http::segments(&path);
     let answer = match (method.as_str(), segs.as_slice()) {
         ("GET", ["assets", "portal.css"]) => Ok(web::asset("text/css; charset=utf-8", include_str!("assets/portal.css"))),
-        ("GET", ["assets", "theme.css"]) => Ok(web::text_asset("text/css; charset=utf-8", pages::theme(&app.brand))),
+        ("GET", ["assets", "theme.css"]) => Ok(web::asset("text/css; charset=utf-8", pages::theme(&app.brand))),
         ("GET", ["assets", "portal.js"]) => Ok(web::asset("text/javascript; charset=utf-8", include_str!("assets/portal.js"))),
         ("GET", []) => Ok(web::html(200, pages::message(&shell(app, &site), "Open your link", "The portal opens from a link your application gives you. Ask it for a new one."))),
         ("GET", ["links", token]) => landing(app, &site, token).await,
@@ -107,14 +103,7 @@ async fn landing(app: &App, site: &Site, token: &str) -> Result<Response<Body>, 
     let shell = shell(app, site);
     Ok(match portal::peek(&app.store, token, Utc::now()).await? {
         LinkState::Open(link) => web::html(200, pages::landing(&shell, token, &link)),
-        state => unopened_page(
-            &shell,
-            match state {
-                LinkState::Used => Unopened::Used,
-                LinkState::Expired => Unopened::Expired,
-                _ => Unopened::Unknown,
-            },
-        ),
+        state => unopened_page(&shell, Unopened::of(state)),
     })
 }
 
@@ -134,21 +123,30 @@ async fn open(app: &App, site: &Site, token: &str) -> Result<Response<Body>, Err
         Ok(o) => o,
         Err(why) => return Ok(unopened_page(&shell(app, site), why)),
     };
-    let keys = app.keys.current().await.map_err(|e| PortError::unavailable("reading the portal's session keys", e))?;
+    let keys = app.keys.current().await.map_err(keys_unreadable)?;
     let value = sign_cookie(&opened.session_id, &keys).ok_or_else(|| PortError::Corrupt { key: "portal session keys".into(), why: "none configured".into() })?;
     tracing::info!(tenant = %opened.session.tenant, cause = %Cause::portal(&opened.session.admin), "portal session opened");
     let location = site.url(&format!("/tenants/{}/{}", opened.session.tenant, opened.intent.page()));
     Ok(web::see_other(&location, Some(&site.cookie(&value))))
 }
 
+/// Whether a form carries its session's CSRF token.
+fn from_session(form: &Form, session: &entitle::core::portal::Session) -> bool {
+    form.get("csrf").is_some_and(|t| session.csrf_matches(t))
+}
+
+fn keys_unreadable(e: entitle::adapters::secrets::SigningSecretError) -> PortError {
+    PortError::unavailable("reading the portal's session keys", e)
+}
+
 /// The session id of a request's cookie, if one of the keys signed it.
 async fn session_id(app: &App, req: &Request) -> Result<Option<String>, Error> {
     let Some(value) = web::cookie(req) else { return Ok(None) };
-    let keys = app.keys.current().await.map_err(|e| PortError::unavailable("reading the portal's session keys", e))?;
+    let keys = app.keys.current().await.map_err(keys_unreadable)?;
     match verify_cookie(&value, &keys) {
         Some(id) => Ok(Some(id)),
         // Signed by a key added since the last read?
-        None => Ok(app.keys.refreshed().await.map_err(|e| PortError::unavailable("reading the portal's session keys", e))?.and_then(|fresh| verify_cookie(&value, &fresh))),
+        None => Ok(app.keys.refreshed().await.map_err(keys_unreadable)?.and_then(|fresh| verify_cookie(&value, &fresh))),
     }
 }
 
@@ -157,7 +155,7 @@ async fn sign_out(app: &App, req: &Request, site: &Site) -> Result<Response<Body
         // Its form carries the session's CSRF token, as every form does.
         let form = Form::of(req)?;
         if let Some(session) = app.store.session(&entitle::core::portal::key_of(&id)).await? {
-            if !form.get("csrf").is_some_and(|t| session.csrf_matches(t)) {
+            if !from_session(&form, &session) {
                 return Ok(web::html(
                     403,
                     pages::message(&shell(app, site), "Not done", "This form did not come from your session of the portal (its CSRF token is missing or wrong). You are still signed in."),
@@ -187,7 +185,8 @@ impl Ctx<'_> {
     fn cause(&self) -> Cause {
         Cause::portal(&self.live.session.admin)
     }
-    fn page_url(&self, page: &str) -> String {
+    /// A page of this tenant, as this page must link to it.
+    pub fn page_url(&self, page: &str) -> String {
         self.site.url(&format!("/tenants/{}/{page}", self.tenant))
     }
     fn done(&self, page: &str, notice: Notice) -> Response<Body> {
@@ -221,7 +220,7 @@ async fn tenant_route(app: &App, req: &Request, site: &Site, method: &str, tenan
     let ctx = Ctx { app, site, tenant: live.session.tenant.clone(), live, now };
     if method == "POST" {
         let form = Form::of(req)?;
-        if !form.get("csrf").is_some_and(|t| ctx.live.session.csrf_matches(t)) {
+        if !from_session(&form, &ctx.live.session) {
             tracing::warn!(tenant = %ctx.tenant, cause = %ctx.cause(), "portal form without its CSRF token refused");
             return Ok(web::html(
                 403,
@@ -339,8 +338,8 @@ async fn members_page(ctx: &Ctx<'_>, req: &Request) -> Result<Response<Body>, Er
             // Why it has its roles: the rules that fired for it, from its own
             // item and the tenant's rules (nothing else read).
             let model = rules::rules_of(store, Some(&ctx.live.meta)).await?;
-            let tier = ctx.live.meta.access.as_ref().map(|a| a.tier.clone()).unwrap_or_default();
-            let (_, fired) = entitle::core::access::roles_for(&model, &tier, &item.member, &ctx.live.meta.rules);
+            let tier = entitle::core::portal::tier_of(&model, &ctx.live.meta);
+            let (_, fired) = entitle::core::access::roles_for(&model, tier, &item.member, &ctx.live.meta.rules);
             Some((MemberView::of(ctx.tenant.clone(), &item), item, fired))
         }
     };
@@ -477,14 +476,14 @@ async fn audit_page(ctx: &Ctx<'_>, req: &Request, verify: bool) -> Result<Respon
 }
 
 /// The signed export (JSON Lines, as admin's `GET .../audit/export`), from
-/// `from_seq` (default 1), at most [`EXPORT_BYTES`] of records: its file
+/// `from_seq` (default 1), at most [`audit::EXPORT_BYTES`] of records: its file
 /// name says where it ended.
 async fn export(ctx: &Ctx<'_>, req: &Request) -> Result<Response<Body>, Error> {
     let from = match http::query(req, "from_seq").filter(|f| !f.is_empty()) {
         None => 1,
         Some(f) => f.parse::<u64>().ok().filter(|f| *f >= 1).ok_or_else(|| Rejection::malformed("invalid_query", "from_seq: expected a record number (1 or more)"))?,
     };
-    let e = audit::export(&ctx.app.store, &ctx.app.signer, &ctx.tenant, from, None, EXPORT_BYTES, ctx.now).await?;
+    let e = audit::export(&ctx.app.store, &ctx.app.signer, &ctx.tenant, from, None, audit::EXPORT_BYTES, ctx.now).await?;
     tracing::info!(tenant = %ctx.tenant, cause = %ctx.cause(), from = e.from, last = e.last, "audit exported");
     Ok(web::download("application/x-ndjson", &format!("audit-{}-{}-{}.jsonl", ctx.tenant, e.from, e.last), e.lines))
 }

@@ -221,7 +221,7 @@ fn member_rows(ctx: &Ctx, list: &[MemberView], holders: bool) -> Markup {
                     }
                 }
                 td {
-                    form.inline method="post" action=(ctx.page_url_for("seats")) {
+                    form.inline method="post" action=(ctx.page_url("seats")) {
                         (csrf(ctx))
                         input type="hidden" name="user" value=(m.user_id);
                         @if holders {
@@ -254,7 +254,7 @@ fn seats_url(ctx: &Ctx, holders_after: Option<&str>, line_after: Option<&str>) -
     if let Some(l) = line_after {
         query.append_pair("line_after", l);
     }
-    format!("{}?{}", ctx.page_url_for("seats"), query.finish())
+    format!("{}?{}", ctx.page_url("seats"), query.finish())
 }
 
 /// One list of the seat order (`id`: holders or line), a page of it, and
@@ -300,7 +300,7 @@ pub fn seats(ctx: &Ctx, holders: &[MemberView], line: &[MemberView], pages: &Sea
                 }))
             }
             h2 { "Hand a seat on" }
-            form.stack method="post" action=(ctx.page_url_for("seats")) {
+            form.stack method="post" action=(ctx.page_url("seats")) {
                 (csrf(ctx))
                 input type="hidden" name="action" value="hand";
                 label for="hand-from" { "From the holder" }
@@ -321,7 +321,7 @@ pub fn members(ctx: &Ctx, q: Option<&str>, found: Option<&(MemberView, MemberIte
         "Members",
         Some("members"),
         html! {
-            form.stack role="search" method="get" action=(ctx.page_url_for("members")) {
+            form.stack role="search" method="get" action=(ctx.page_url("members")) {
                 label for="q" { "User id or email" }
                 input #q name="q" type="search" value=(q.unwrap_or_default()) required;
                 button.primary type="submit" { "Find" }
@@ -423,13 +423,13 @@ pub fn directory(ctx: &Ctx, list: &[Value], notice: Option<Notice>, shown: Optio
                                     }
                                     td { (text(&c["when_full"]).replace('_', " ")) }
                                     td.actions {
-                                        form.inline method="post" action=(ctx.page_url_for(&format!("directory/{id}/rotate"))) {
+                                        form.inline method="post" action=(ctx.page_url(&format!("directory/{id}/rotate"))) {
                                             (csrf(ctx))
                                             label for=(format!("grace-{id}")) { "Old token valid for (hours)" }
                                             input id=(format!("grace-{id}")) name="grace_hours" type="number" min="0" max="168" value="24" inputmode="numeric";
                                             button type="submit" aria-label=(format!("Rotate the token of {}", text(&c["name"]))) { "Rotate" }
                                         }
-                                        form.inline method="post" action=(ctx.page_url_for(&format!("directory/{id}/revoke"))) {
+                                        form.inline method="post" action=(ctx.page_url(&format!("directory/{id}/revoke"))) {
                                             (csrf(ctx))
                                             button.danger type="submit" aria-label=(format!("Revoke {}", text(&c["name"]))) { "Revoke" }
                                         }
@@ -441,7 +441,7 @@ pub fn directory(ctx: &Ctx, list: &[Value], notice: Option<Notice>, shown: Optio
                 }
             }
             h2 { "Connect an identity provider" }
-            form.stack method="post" action=(ctx.page_url_for("directory")) {
+            form.stack method="post" action=(ctx.page_url("directory")) {
                 (csrf(ctx))
                 label for="name" { "Name (for example, Okta)" }
                 input #name name="name" type="text" maxlength="100" required;
@@ -476,7 +476,7 @@ pub fn targets(ctx: &Ctx, views: &[TargetView], notice: Option<Notice>) -> Marku
                         summary { "Health and guarantees" }
                         pre { (serde_json::to_string_pretty(&serde_json::json!({"health": t.health, "guarantees": t.guarantees})).unwrap_or_default()) }
                     }
-                    form.inline method="post" action=(ctx.page_url_for(&format!("targets/{}/repair", t.target_id))) {
+                    form.inline method="post" action=(ctx.page_url(&format!("targets/{}/repair", t.target_id))) {
                         (csrf(ctx))
                         button type="submit" aria-label=(format!("Repair drift now on {}", t.target_id)) { "Repair drift now" }
                     }
@@ -492,7 +492,7 @@ pub struct AuditFilters<'a> {
 }
 
 pub fn audit(ctx: &Ctx, records: &[AuditRecord], next: Option<u64>, pending: u64, f: &AuditFilters, verification: Option<&Verification>) -> Markup {
-    let mut next_url = format!("{}?before={}", ctx.page_url_for("audit"), next.unwrap_or_default());
+    let mut next_url = format!("{}?before={}", ctx.page_url("audit"), next.unwrap_or_default());
     for (k, v) in [("member", f.member), ("action", f.action)] {
         if let Some(v) = v {
             next_url.push_str(&format!("&{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()));
@@ -510,18 +510,18 @@ pub fn audit(ctx: &Ctx, records: &[AuditRecord], next: Option<u64>, pending: u64
                     p.refusal role="alert" #verified { "The chain does not verify" @if let Some(seq) = v.first_bad_seq { " at record " (seq) } ": " (v.problem.clone().unwrap_or_default()) }
                 }
             }
-            form.stack role="search" method="get" action=(ctx.page_url_for("audit")) {
+            form.stack role="search" method="get" action=(ctx.page_url("audit")) {
                 label for="member" { "Member (user id)" }
                 input #member name="member" type="text" value=(f.member.unwrap_or_default());
                 label for="action" { "Action (as the trail names it)" }
                 input #action name="action" type="text" value=(f.action.unwrap_or_default());
                 button.primary type="submit" { "Filter" }
             }
-            form.inline method="post" action=(ctx.page_url_for("audit/verify")) {
+            form.inline method="post" action=(ctx.page_url("audit/verify")) {
                 (csrf(ctx))
                 button type="submit" { "Verify the chain" }
             }
-            form.inline method="get" action=(ctx.page_url_for("audit/export")) {
+            form.inline method="get" action=(ctx.page_url("audit/export")) {
                 label for="from_seq" { "Export from record" }
                 input #from_seq name="from_seq" type="number" min="1" value="1" inputmode="numeric";
                 button type="submit" { "Download the signed export" }
@@ -551,10 +551,4 @@ pub fn audit(ctx: &Ctx, records: &[AuditRecord], next: Option<u64>, pending: u64
             @if next.is_some() { p { a href=(next_url) { "Older records" } } }
         },
     )
-}
-
-impl Ctx<'_> {
-    pub fn page_url_for(&self, page: &str) -> String {
-        self.site.url(&format!("/tenants/{}/{page}", self.tenant))
-    }
 }

@@ -131,23 +131,13 @@ pub fn see_other(location: &str, cookie: Option<&str>) -> Response<Body> {
     b.body(Body::Empty).expect("valid status and headers")
 }
 
-pub fn asset(content_type: &str, text: &'static str) -> Response<Body> {
+pub fn asset(content_type: &str, text: impl Into<String>) -> Response<Body> {
     Response::builder()
         .status(200)
         .header("content-type", content_type)
         .header("x-content-type-options", "nosniff")
         .header("cache-control", "public, max-age=300")
-        .body(Body::Text(text.to_string()))
-        .expect("valid status and headers")
-}
-
-pub fn text_asset(content_type: &str, text: String) -> Response<Body> {
-    Response::builder()
-        .status(200)
-        .header("content-type", content_type)
-        .header("x-content-type-options", "nosniff")
-        .header("cache-control", "public, max-age=300")
-        .body(Body::Text(text))
+        .body(Body::Text(text.into()))
         .expect("valid status and headers")
 }
 

@@ -107,6 +107,10 @@ pub async fn checkpoint<S: Tenants + Checkpoints, K: Signer>(store: &S, signer: 
 /// `earlier`. It stops after the record that takes it past `max_bytes` (a
 /// function URL answers at most 6 MB): `last` says where it ended, and the
 /// next export starts after it. Read a page at a time.
+/// The most bytes of records one export holds (a function URL answers at
+/// most 6 MB): the next starts after its last record.
+pub const EXPORT_BYTES: usize = 5 * 1024 * 1024;
+
 pub struct Export {
     pub lines: String,
     pub from: u64,

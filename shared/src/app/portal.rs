@@ -56,6 +56,19 @@ pub enum Unopened {
     NotAdmin,
 }
 
+impl Unopened {
+    /// Why a link that was not spent opens nothing: read as open, it was
+    /// spent by a request racing the one asking (spending fails only on an
+    /// unknown, used or expired link).
+    pub fn of(state: LinkState) -> Self {
+        match state {
+            LinkState::Expired => Unopened::Expired,
+            LinkState::Unknown => Unopened::Unknown,
+            LinkState::Used | LinkState::Open(_) => Unopened::Used,
+        }
+    }
+}
+
 /// A session just opened: its id (for the cookie, never stored) and where
 /// the link lands.
 #[derive(Debug)]
@@ -70,13 +83,7 @@ pub struct Opened {
 pub async fn open<S: Tenants + Models + Portal>(store: &S, token: &str, random: ([u8; 32], [u8; 32]), now: DateTime<Utc>) -> Result<Result<Opened, Unopened>, Error> {
     let key = key_of(token);
     let Some(link) = store.spend_link(&key, now.timestamp()).await? else {
-        return Ok(Err(match LinkState::of(store.link(&key).await?, now.timestamp()) {
-            LinkState::Expired => Unopened::Expired,
-            LinkState::Unknown => Unopened::Unknown,
-            // Spending fails only on an unknown, used or expired link: read
-            // again as open it was spent by a request racing this one.
-            LinkState::Used | LinkState::Open(_) => Unopened::Used,
-        }));
+        return Ok(Err(Unopened::of(LinkState::of(store.link(&key).await?, now.timestamp()))));
     };
     if !matches!(admin_of(store, &link.tenant, &link.admin).await?, Some((_, _, true))) {
         return Ok(Err(Unopened::NotAdmin));

@@ -131,7 +131,8 @@ fn grants_and_fired(model: &LicensingModel, tier: &str, member: &Member, rules: 
     (grants, fired)
 }
 
-fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {
+/// Whether the member's roles under `tier` include one of the model's privileged roles.
+pub fn is_privileged(model: &LicensingModel, tier: &str, member: &Member, rules: &TenantRules) -> bool {
     roles_for(model, tier, member, rules).0.iter().any(|r| model.is_privileged(r))
 }
 

@@ -10,7 +10,7 @@
 //! the rotation set verifies, the first signs); it lives while used (30
 //! minutes idle) and while its admin holds a privileged role.
 
-use crate::core::access::roles_for;
+use crate::core::access::is_privileged;
 use crate::core::ids::{TenantId, UserId};
 use crate::core::model::LicensingModel;
 use crate::core::rejection::Rejection;
@@ -172,8 +172,13 @@ pub fn verify_cookie(value: &str, keys: &[Secret]) -> Option<String> {
 /// the roles are those of the tenant's tier (the lowest tier before its
 /// first license).
 pub fn is_admin(model: &LicensingModel, meta: &TenantMeta, member: &MemberItem) -> bool {
-    let tier = meta.access.as_ref().map(|a| a.tier.as_str()).or_else(|| model.tiers.first().map(|t| t.name.as_str())).unwrap_or_default();
-    roles_for(model, tier, &member.member, &meta.rules).0.iter().any(|r| model.is_privileged(r))
+    is_privileged(model, tier_of(model, meta), &member.member, &meta.rules)
+}
+
+/// The tier whose role rules give the tenant's members their roles as the
+/// portal shows them: its access's, the lowest tier before its first license.
+pub fn tier_of<'a>(model: &'a LicensingModel, meta: &'a TenantMeta) -> &'a str {
+    meta.access.as_ref().map(|a| a.tier.as_str()).or_else(|| model.tiers.first().map(|t| t.name.as_str())).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -222,9 +222,14 @@ where
 {
     match res {
         Ok(_) => Ok(true),
-        Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) if condition_failed(&e) => Ok(false),
         Err(e) => Err(failed(what)(e)),
     }
+}
+
+/// Whether a request was refused for its condition expression.
+pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {

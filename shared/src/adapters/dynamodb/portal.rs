@@ -98,7 +98,7 @@ impl Portal for Dynamo {
             .await;
         match out {
             Ok(o) => o.attributes.map(|item| link_of(&item, key)).transpose(),
-            Err(e) if e.as_service_error().and_then(|e| aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e)) == Some("ConditionalCheckFailedException") => Ok(None),
+            Err(e) if condition_failed(&e) => Ok(None),
             Err(e) => Err(failed("UpdateItem")(e)),
         }
     }
